@@ -1,0 +1,111 @@
+"""Which parameters train, for each fine-tuning method LoRA Lab compares on one task.
+
+    full     every weight                          (the baseline everything is measured against)
+    head     the output layer only                 (a linear probe of the frozen features)
+    top-k    the last k blocks + the head          (the classic "unfreeze the top" recipe)
+    bitfit   every bias + the head                 (BitFit, arXiv 2106.10199)
+    lora     the LoRA adapters + the head          (call lora.inject first)
+
+The head trains in every method: a new task needs its own read-out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from core.lora import adapted_layers
+
+METHODS = ("full", "head", "top-k", "bitfit", "lora")
+
+
+def head_name(model: nn.Module) -> str:
+    """The output layer's module path: `model.head_name` if the model says, else the last Linear."""
+    name = getattr(model, "head_name", None)
+    if name:
+        return name
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no Linear layer to serve as its head.")
+    return linears[-1]
+
+
+def block_names(model: nn.Module) -> list[str]:
+    """The blocks, input → output: `model.block_names`, else the model's top-level children."""
+    names = getattr(model, "block_names", None)
+    return list(names) if names else [n for n, _ in model.named_children()]
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _adapter_parameters(model: nn.Module) -> set[str]:
+    """Names of A, B and DoRA magnitudes: everything an adapter owns except its frozen base."""
+    names = set()
+    for path, layer in adapted_layers(model).items():
+        for pname, _ in layer.named_parameters():
+            if not _under(pname, "base"):
+                names.add(f"{path}.{pname}")
+    return names
+
+
+def _frozen_bases(model: nn.Module) -> list[str]:
+    return [f"{path}.base" for path in adapted_layers(model)]
+
+
+def _chosen(model: nn.Module, method: str, top_k: int) -> set[str]:
+    head = head_name(model)
+    names = [n for n, _ in model.named_parameters()]
+    in_head = {n for n in names if _under(n, head)}
+    if method == "full":
+        return set(names)
+    if method == "head":
+        return in_head
+    if method == "bitfit":
+        return in_head | {n for n in names if n.rsplit(".", 1)[-1] == "bias"}
+    if method == "top-k":
+        blocks = block_names(model)
+        if not 1 <= top_k <= len(blocks):
+            raise ValueError(f"top-k needs 1 ≤ k ≤ {len(blocks)} blocks (got {top_k}).")
+        top = blocks[-top_k:]
+        return in_head | {n for n in names if any(_under(n, b) for b in top)}
+    if method == "lora":
+        adapters = _adapter_parameters(model)
+        if not adapters:
+            raise ValueError("method 'lora' needs adapters: call lora.inject on the model first.")
+        # The head trains too, but if it carries an adapter its own W0 stays frozen.
+        bases = _frozen_bases(model)
+        return adapters | {n for n in in_head if not any(_under(n, b) for b in bases)}
+    raise ValueError(f"method must be one of {METHODS} (got {method!r}).")
+
+
+def trainable_parameters(
+    model: nn.Module, method: str, top_k: int = 1
+) -> list[tuple[str, nn.Parameter]]:
+    """Mark exactly the parameters `method` trains as requiring grad, and return them."""
+    chosen = _chosen(model, method, top_k)
+    trainable = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in chosen)
+        if name in chosen:
+            trainable.append((name, param))
+    return trainable
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    trainable: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Trainable vs total parameters (adapters included in the total)."""
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return ParamCount(trainable=trainable, total=sum(p.numel() for p in params))

@@ -1,0 +1,195 @@
+"""The adapter engine against independent computations: dense ΔW, the base model, numpy SVD."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from toy_models import ToyCNN, ToyMLP, toy_models
+
+from core import lora
+
+TARGETS = {"mlp": ["fc1", "fc2"], "cnn": ["conv1", "conv2"]}
+INITS = ["default", "gaussian", "pissa"]
+
+
+def adapted(name: str, **kwargs) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    base, x = toy_models()[name]
+    options = {"rank": 2, "alpha": 4.0, "seed": 0} | kwargs
+    return base, lora.inject(base, TARGETS[name], **options), x
+
+
+def train_a_little(model: torch.nn.Module, x: torch.Tensor, steps: int = 5) -> None:
+    """Move A and B (and m) away from their initial values so B A ≠ 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("dora", [False, True])
+def test_adapter_at_init_changes_nothing(name, init, dora):
+    base, model, x = adapted(name, init=init, dora=dora)
+    torch.testing.assert_close(model(x), base(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("scaling", ["standard", "rslora"])
+def test_delta_weights_equal_dense_scaling_B_A(name, scaling):
+    _, model, x = adapted(name, rank=3, alpha=6.0, scaling=scaling)
+    train_a_little(model, x)
+    s = 6.0 / (math.sqrt(3) if scaling == "rslora" else 3)
+    for path, delta_W in lora.delta_weights(model).items():
+        layer = lora.adapted_layers(model)[path]
+        B = layer.B.detach().numpy().reshape(layer.B.shape[0], -1)  # d × r
+        A = layer.A.detach().numpy().reshape(layer.rank, -1)  # r × k
+        dense = s * B @ A
+        assert np.abs(dense).max() > 1e-4, "training should have moved B away from zero"
+        np.testing.assert_allclose(delta_W.reshape(dense.shape).numpy(), dense, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("dora", [False, True])
+def test_merged_model_computes_what_the_adapted_one_does(name, dora):
+    base, model, x = adapted(name, dora=dora)
+    train_a_little(model, x)
+    merged = lora.merge(model)
+    assert not lora.adapted_layers(merged)
+    assert type(merged.get_submodule(TARGETS[name][0])) is type(base.get_submodule(TARGETS[name][0]))
+    torch.testing.assert_close(merged(x), model(x), atol=1e-5, rtol=0)
+    assert not torch.allclose(merged(x), base(x), atol=1e-4)
+
+
+def test_dora_merged_weight_is_magnitude_times_unit_direction():
+    _, model, x = adapted("mlp", dora=True)
+    train_a_little(model, x)
+    layer = lora.adapted_layers(model)["fc1"]
+    W = (layer.W0 + layer.scaling * layer.B @ layer.A).detach().numpy()
+    m = layer.magnitude.detach().numpy()
+    expected = m[:, None] * W / np.linalg.norm(W, axis=1, keepdims=True)
+    np.testing.assert_allclose(layer.merged_weight().detach().numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_disabling_adapters_gives_the_base_output(name):
+    base, model, x = adapted(name)
+    train_a_little(model, x)
+    assert not torch.allclose(model(x), base(x), atol=1e-4)
+    lora.set_enabled(model, False)
+    torch.testing.assert_close(model(x), base(x))
+    lora.set_enabled(model, True)
+    assert not torch.allclose(model(x), base(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_inject_leaves_the_model_passed_in_byte_for_byte_unchanged(name):
+    base, x = toy_models()[name]
+    before = copy.deepcopy(base.state_dict())
+    grads_before = [p.requires_grad for p in base.parameters()]
+    model = lora.inject(base, TARGETS[name], rank=2, alpha=4.0, init="pissa", dora=True)
+    train_a_little(model, x)
+    after = base.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert [p.requires_grad for p in base.parameters()] == grads_before
+
+
+def test_only_adapter_parameters_require_grad_after_inject():
+    _, model, x = adapted("cnn", dora=True)
+    model(x).sum().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {f"{t}.{p}" for t in TARGETS["cnn"] for p in ("A", "B", "magnitude")}
+
+
+def test_pissa_residual_plus_update_is_W0():
+    base, model, _ = adapted("mlp", rank=4, init="pissa")
+    for path, layer in lora.adapted_layers(model).items():
+        W0 = base.get_submodule(path).weight.detach().numpy()
+        total = (layer.W0 + layer.delta_W()).detach().numpy()
+        np.testing.assert_allclose(total, W0, atol=1e-6)
+        # B A holds W0's principal part: its singular values are W0's top 4.
+        expected = np.linalg.svd(W0, compute_uv=False)[:4]
+        got = np.linalg.svd(layer.delta_W().detach().numpy(), compute_uv=False)[:4]
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scaling, expected", [("standard", 16 / 4), ("rslora", 16 / 2)])
+def test_scaling_is_alpha_over_r_or_over_sqrt_r(scaling, expected):
+    _, model, _ = adapted("mlp", rank=4, alpha=16.0, scaling=scaling)
+    assert {layer.scaling for layer in lora.adapted_layers(model).values()} == {expected}
+
+
+def test_default_init_is_kaiming_uniform_A_and_zero_B():
+    _, model, _ = adapted("mlp", rank=4)
+    layer = lora.adapted_layers(model)["fc2"]
+    bound = 1 / math.sqrt(layer.A.shape[1])  # kaiming-uniform with a=√5 on fan-in k
+    assert torch.all(layer.B == 0)
+    assert layer.A.abs().max() <= bound and layer.A.abs().max() > bound / 2
+
+
+def test_same_seed_gives_same_adapters():
+    base, _ = toy_models()["mlp"]
+    one = lora.inject(base, "all-linear", rank=2, alpha=2.0, seed=7)
+    two = lora.inject(base, "all-linear", rank=2, alpha=2.0, seed=7)
+    three = lora.inject(base, "all-linear", rank=2, alpha=2.0, seed=8)
+    assert torch.equal(one.fc1.A, two.fc1.A)
+    assert not torch.equal(one.fc1.A, three.fc1.A)
+
+
+def test_targets_all_linear_globs_and_names():
+    base = ToyMLP()
+    assert lora.resolve_targets(base, "all-linear") == ["fc1", "fc2"]
+    assert lora.resolve_targets(base, ["fc*"]) == ["fc1", "fc2"]
+    assert lora.resolve_targets(base, ["fc2", "head"]) == ["fc2", "head"]
+    assert lora.resolve_targets(ToyCNN(), "all-linear") == []  # the head is its only Linear
+
+
+def test_eligible_layers_list_shape_and_cost():
+    layers = {layer.name: layer for layer in lora.eligible_layers(ToyCNN(), rank=3)}
+    assert set(layers) == {"conv1", "conv2", "head"}
+    conv2 = layers["conv2"]
+    assert (conv2.kind, conv2.d, conv2.k) == ("Conv2d", 8, 6 * 3 * 3)
+    assert conv2.lora_params == 3 * (8 + 54)
+    assert conv2.full_params == 8 * 54
+    assert layers["head"].is_head and not conv2.is_head
+    model = lora.inject(ToyCNN(), ["conv2"], rank=3, alpha=3.0)
+    adapter = lora.adapted_layers(model)["conv2"]
+    assert sum(p.numel() for p in (adapter.A, adapter.B)) == conv2.lora_params
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"rank": 0}, "rank must be"),
+        ({"rank": 13}, "above min"),  # fc1 is 16×12
+        ({"alpha": 0.0}, "alpha must be > 0"),
+        ({"alpha": -1.0}, "alpha must be > 0"),
+        ({"targets": ["attn.q"]}, "matches no layer.*fc1"),
+        ({"targets": []}, "at least one target"),
+        ({"init": "zeros"}, "init must be"),
+        ({"scaling": "sqrt"}, "scaling must be"),
+    ],
+)
+def test_bad_configs_raise_clear_errors(kwargs, message):
+    options = {"targets": ["fc1", "fc2"], "rank": 2, "alpha": 4.0} | kwargs
+    with pytest.raises(ValueError, match=message):
+        lora.inject(ToyMLP(), **options)
+
+
+def test_a_layer_type_that_cannot_take_an_adapter_is_named():
+    model = ToyMLP()
+    model.norm = torch.nn.LayerNorm(4)
+    with pytest.raises(ValueError, match="LayerNorm cannot take an adapter"):
+        lora.inject(model, ["norm"], rank=1, alpha=1.0)
+
+
+def test_injecting_twice_is_refused():
+    model = lora.inject(ToyMLP(), ["fc1"], rank=1, alpha=1.0)
+    with pytest.raises(ValueError, match="already has adapters"):
+        lora.inject(model, ["fc2"], rank=1, alpha=1.0)

@@ -1,0 +1,77 @@
+"""Each method trains exactly the parameters it says, checked through real gradients."""
+
+import pytest
+import torch
+from toy_models import ToyCNN, ToyMLP
+
+from core import lora, methods
+
+
+def grads_after_backward(model: torch.nn.Module, method: str, **kwargs) -> set[str]:
+    methods.trainable_parameters(model, method, **kwargs)
+    x = torch.randn(4, 1, 8, 8) if isinstance(model, ToyCNN) else torch.randn(4, 12)
+    model(x).sum().backward()
+    return {n for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_full_trains_everything():
+    model = ToyMLP()
+    assert grads_after_backward(model, "full") == {n for n, _ in model.named_parameters()}
+
+
+def test_head_trains_the_output_layer_only():
+    assert grads_after_backward(ToyMLP(), "head") == {"head.weight", "head.bias"}
+
+
+def test_bitfit_trains_biases_and_head():
+    expected = {"fc1.bias", "fc2.bias", "head.weight", "head.bias"}
+    assert grads_after_backward(ToyMLP(), "bitfit") == expected
+
+
+def test_top_k_trains_the_last_blocks_and_head():
+    expected = {"fc2.weight", "fc2.bias", "head.weight", "head.bias"}
+    assert grads_after_backward(ToyMLP(), "top-k", top_k=1) == expected
+    both = grads_after_backward(ToyMLP(), "top-k", top_k=2)
+    assert both == expected | {"fc1.weight", "fc1.bias"}
+
+
+def test_lora_trains_adapters_and_head_never_W0():
+    model = lora.inject(ToyCNN(), ["conv1", "conv2"], rank=2, alpha=2.0, dora=True)
+    adapters = {f"{t}.{p}" for t in ("conv1", "conv2") for p in ("A", "B", "magnitude")}
+    assert grads_after_backward(model, "lora") == adapters | {"head.weight", "head.bias"}
+
+
+def test_lora_on_an_adapted_head_keeps_its_W0_frozen():
+    model = lora.inject(ToyMLP(), ["head"], rank=2, alpha=2.0)
+    trained = grads_after_backward(model, "lora")
+    assert trained == {"head.A", "head.B"}
+
+
+def test_lora_without_adapters_is_refused():
+    with pytest.raises(ValueError, match="inject"):
+        methods.trainable_parameters(ToyMLP(), "lora")
+
+
+def test_bad_method_and_bad_k_are_refused():
+    with pytest.raises(ValueError, match="method must be one of"):
+        methods.trainable_parameters(ToyMLP(), "prefix")
+    with pytest.raises(ValueError, match="1 ≤ k ≤ 2"):
+        methods.trainable_parameters(ToyMLP(), "top-k", top_k=3)
+
+
+def test_count_parameters_matches_a_hand_count():
+    model = lora.inject(ToyMLP(), "all-linear", rank=2, alpha=2.0)
+    methods.trainable_parameters(model, "lora")
+    count = methods.count_parameters(model)
+    base = (12 * 16 + 16) + (16 * 16 + 16) + (16 * 5 + 5)
+    adapters = 2 * (16 + 12) + 2 * (16 + 16)
+    head = 16 * 5 + 5
+    assert count.total == base + adapters
+    assert count.trainable == adapters + head
+    assert count.fraction == pytest.approx((adapters + head) / (base + adapters))
+
+
+def test_head_name_falls_back_to_the_last_linear():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    assert methods.head_name(model) == "2"
+    assert methods.block_names(model) == ["0", "1", "2"]
