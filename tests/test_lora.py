@@ -60,7 +60,9 @@ def test_merged_model_computes_what_the_adapted_one_does(name, dora):
     train_a_little(model, x)
     merged = lora.merge(model)
     assert not lora.adapted_layers(merged)
-    assert type(merged.get_submodule(TARGETS[name][0])) is type(base.get_submodule(TARGETS[name][0]))
+    assert type(merged.get_submodule(TARGETS[name][0])) is type(
+        base.get_submodule(TARGETS[name][0])
+    )
     torch.testing.assert_close(merged(x), model(x), atol=1e-5, rtol=0)
     assert not torch.allclose(merged(x), base(x), atol=1e-4)
 

@@ -1,0 +1,132 @@
+"""How fast is our LoRA? Training step time against full fine-tuning and HF PEFT, and the cost
+of inference after merging, all measured in one run on one model and one batch.
+
+    python bench/lora_step.py [--model vit] [--rank 8] [--batch 256] [--rounds 7]
+
+Targets: our LoRA step ≤ 1.00× PEFT's step; merged forward ≤ 1.02× the base model's forward.
+Each figure is the median over rounds that interleave the contenders, so a busy machine slows
+them all alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import lora, methods, zoo
+
+
+def step_function(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One AdamW training step over the parameters that require grad."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def forward_function(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    model.eval()
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return forward
+
+
+def median_times(contenders: dict[str, Callable[[], None]], rounds: int, reps: int) -> dict:
+    """Median seconds per call of each contender, interleaved round by round."""
+    for fn in contenders.values():  # warm up: allocator, optimizer state, kernels
+        for _ in range(3):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            samples[name].append((time.perf_counter() - start) / reps)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def peft_model(base: nn.Module, targets: list[str], rank: int, alpha: float) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    head = methods.head_name(base)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, modules_to_save=[head])
+    return get_peft_model(copy.deepcopy(base), config)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vit", choices=zoo.names())
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    base = zoo.load(args.model)
+    x, y = torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
+    targets = lora.resolve_targets(base, "all-linear")
+    alpha = 2.0 * args.rank
+
+    full = copy.deepcopy(base)
+    methods.trainable_parameters(full, "full")
+    ours = lora.inject(base, targets, rank=args.rank, alpha=alpha, seed=0)
+    methods.trainable_parameters(ours, "lora")
+    theirs = peft_model(base, targets, args.rank, alpha)
+
+    print(f"model {args.model}, batch {args.batch}, LoRA r={args.rank} on {len(targets)} layers")
+    steps = median_times(
+        {
+            "full fine-tuning": step_function(full, x, y),
+            "LoRA (ours)": step_function(ours, x, y),
+            "LoRA (HF PEFT)": step_function(theirs, x, y),
+        },
+        args.rounds,
+        reps=5,
+    )
+    for name, seconds in steps.items():
+        print(f"  train step  {name:18s} {seconds * 1e3:8.2f} ms")
+    ratio = steps["LoRA (ours)"] / steps["LoRA (HF PEFT)"]
+    print(f"  ours / PEFT step time           {ratio:8.3f}×   (target ≤ 1.00)")
+    versus_full = steps["LoRA (ours)"] / steps["full fine-tuning"]
+    print(f"  ours / full fine-tuning         {versus_full:8.3f}×")
+
+    big = torch.rand(1024, 1, 28, 28)
+    forwards = median_times(
+        {
+            "base": forward_function(base, big),
+            "merged": forward_function(lora.merge(ours), big),
+            "unmerged LoRA": forward_function(ours, big),
+        },
+        args.rounds,
+        reps=5,
+    )
+    for name, seconds in forwards.items():
+        print(f"  forward     {name:18s} {seconds * 1e3:8.2f} ms")
+    print(
+        f"  merged / base forward time      {forwards['merged'] / forwards['base']:8.3f}×   "
+        "(target ≤ 1.02)"
+    )
+
+
+if __name__ == "__main__":
+    main()
