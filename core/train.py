@@ -1,0 +1,504 @@
+"""The training loop: adapt a copy of a pretrained model to a task, and say what happens.
+
+`train(config)` loads the base model and the task, measures the base model first, then trains
+the parameters the method chooses and reports as it goes through `on_event`:
+
+    Event("start", 0, {...})       steps planned, parameter counts, test accuracy before
+    Event("step", s, record)       one per step (step 0 = the base model before training):
+                                   train_loss, elapsed, steps_per_s, and at eval steps
+                                   val_loss and val_acc too
+    Event("eval", s, {...})        val_loss, val_acc, elapsed: every eval_interval steps
+    Event("snapshot", s, {...})    the top singular values of each layer's delta_W
+    Event("done", s, summary)      status, reason, test accuracy after, parameters, seconds
+
+The same config and seed give the same numbers, bit for bit, on one machine with the same
+number of torch threads (the order of a sum changes its last bits, and threads split sums).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, get_type_hints
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from core import data, lora, methods, spectra, zoo
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
+EVAL_BATCH = 1024  # evaluation runs in chunks of this many images to bound memory
+
+
+def _help(text: str) -> dict:
+    """Field metadata: the help text the command line (and the app) show for a setting."""
+    return {"help": text}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on. Two runs with equal configs compute the same numbers."""
+
+    model: str = field(default=zoo.DEFAULT_MODEL, metadata=_help("base model from the zoo"))
+    dataset: str = field(default=data.DEFAULT_DATASET, metadata=_help("dataset to adapt to"))
+    shift: str = field(default=data.DEFAULT_SHIFT, metadata=_help("how the task differs"))
+    shift_params: dict = field(
+        default_factory=dict, metadata=_help('shift parameters as JSON, e.g. {"angle": 30}')
+    )
+    method: str = field(default="lora", metadata=_help(f"one of {', '.join(methods.METHODS)}"))
+    rank: int = field(default=4, metadata=_help("LoRA rank r"))
+    alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scaling = alpha / r"))
+    targets: list[str] | str = field(
+        default="all-linear",
+        metadata=_help('layers to adapt: "all-linear" or comma-separated names/globs'),
+    )
+    init: str = field(default="default", metadata=_help(f"one of {', '.join(lora.INITS)}"))
+    scaling: str = field(
+        default="standard", metadata=_help("standard (alpha/r) or rslora (alpha/sqrt r)")
+    )
+    dora: bool = field(default=False, metadata=_help("DoRA: train a magnitude per unit too"))
+    dropout: float = field(default=0.0, metadata=_help("dropout on the adapter's input"))
+    top_k: int = field(default=1, metadata=_help("blocks that train for method top-k"))
+    optimizer: str = field(default="adamw", metadata=_help(f"one of {', '.join(OPTIMIZERS)}"))
+    lr: float = field(default=1e-2, metadata=_help("learning rate"))
+    lora_plus_ratio: float = field(
+        default=1.0, metadata=_help("LoRA+: learning rate of B = ratio × learning rate of A")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("decoupled weight decay"))
+    batch_size: int = field(default=64, metadata=_help("images per step"))
+    epochs: int = field(default=1, metadata=_help("passes over the training set"))
+    steps: int | None = field(default=None, metadata=_help("steps; overrides epochs if set"))
+    eval_interval: int = field(default=10, metadata=_help("validate every this many steps"))
+    snapshot_interval: int = field(
+        default=10, metadata=_help("record delta_W's spectrum every this many steps")
+    )
+    seed: int = field(default=0, metadata=_help("seed of initialisation, shuffling, shift"))
+    device: str = field(default="auto", metadata=_help("auto (cuda/mps if present), cpu, ..."))
+
+    def __post_init__(self) -> None:
+        # One spelling per choice of layers, so equal choices give equal configs.
+        self.targets = _to_targets(self.targets)
+
+    def validate(self, model: nn.Module | None = None) -> None:
+        """Raise a ValueError with a one-line message for the first bad setting.
+
+        Given the base model, also check what depends on it: the target layers must exist and
+        the rank must not exceed min(d, k) of any of them.
+        """
+        _check_choices(self)
+        _check_numbers(self)
+        if model is not None and self.method == "lora":
+            check_targets(model, self.targets, self.rank)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, for the database, the URL and the command line's --json."""
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """A config from a dict such as to_dict() gives; strings (a URL's query) are converted.
+
+        Missing keys take their defaults; an unknown key or a value of the wrong kind is a
+        ValueError naming it.
+        """
+        hints = get_type_hints(cls)
+        unknown = set(values) - set(hints)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(hints)}")
+        return cls(**{name: _convert(name, hints[name], v) for name, v in values.items()})
+
+
+def _check_choices(config: RunConfig) -> None:
+    choices = {
+        "model": zoo.names(),
+        "dataset": list(data.DATASETS),
+        "shift": list(data.SHIFTS),
+        "method": list(methods.METHODS),
+        "init": list(lora.INITS),
+        "scaling": list(lora.SCALINGS),
+        "optimizer": list(OPTIMIZERS),
+        "device": list(DEVICES),
+    }
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    # The LoRA settings (rank, targets, init, dora, …) are ignored by the other methods.
+    if config.method == "lora" and not config.targets:
+        raise ValueError("no target layer: choose at least one layer to adapt")
+
+
+def _check_numbers(config: RunConfig) -> None:
+    positive = ("alpha", "lr", "lora_plus_ratio")
+    at_least_one = ("rank", "top_k", "batch_size", "epochs", "eval_interval", "snapshot_interval")
+    for name in positive:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a number > 0 (got {value})")
+    for name in at_least_one:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be ≥ 1 (got {getattr(config, name)})")
+    if config.steps is not None and config.steps < 1:
+        raise ValueError(f"steps must be ≥ 1 (got {config.steps})")
+    if not 0 <= config.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1) (got {config.dropout})")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise ValueError(f"weight_decay must be ≥ 0 (got {config.weight_decay})")
+
+
+def check_targets(model: nn.Module, targets: list[str] | str, rank: int) -> list[str]:
+    """The layer names `targets` picks in `model`; ValueError if none, or if rank > min(d, k)."""
+    names = lora.resolve_targets(model, targets)
+    if not names:
+        raise ValueError(f"no target layer: {targets!r} picks no layer of this model")
+    for name in names:
+        d, k = lora.weight_matrix_shape(model.get_submodule(name))
+        lora.check_rank(rank, d, k, name=name)
+    return names
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _convert(name: str, kind: Any, value: Any) -> Any:
+    """Convert one setting to its declared type (strings come from URLs and the command line)."""
+    try:
+        if kind is bool:
+            return _to_bool(value)
+        if kind is int or kind == int | None:
+            return _to_int(value, optional=kind is not int)
+        if kind is float:
+            return float(value)
+        if kind is dict:
+            return dict(json.loads(value) if isinstance(value, str) else value)
+        if kind == list[str] | str:
+            return _to_targets(value)
+        return str(value)
+    except (TypeError, ValueError, json.JSONDecodeError):
+        raise ValueError(f"{name}: {value!r} is not a valid value") from None
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ValueError(text)
+    return text in _TRUE
+
+
+def _to_int(value: Any, optional: bool) -> int | None:
+    if optional and (value is None or str(value).strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_targets(value: Any) -> list[str] | str:
+    """ "all-linear" stays a word; anything else becomes a list of layer names or globs."""
+    if isinstance(value, str):
+        if value == "all-linear":
+            return value
+        value = value.split(",")
+    return [str(name).strip() for name in value if str(name).strip()]
+
+
+class StopFlag(Protocol):
+    """What `train` polls to stop early: a threading.Event, or a multiprocessing one."""
+
+    def is_set(self) -> bool: ...
+
+
+# -- events and results -------------------------------------------------------------------------
+@dataclass
+class Event:
+    """Something that happened during training; `data` holds plain JSON values."""
+
+    kind: str  # "start" | "step" | "eval" | "snapshot" | "done"
+    step: int
+    data: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    """How a run ended, what it logged, and the models (the trained one and its base)."""
+
+    config: RunConfig
+    status: str  # "finished" | "stopped" | "failed"
+    reason: str  # why it stopped or failed; "" when finished
+    history: list[dict]  # one record per step, step 0 = the base model
+    snapshots: list[dict]  # [{"step": s, "layers": {layer: {"sigma": [...], ...}}}]
+    test_acc_before: float
+    test_acc_after: float | None  # None when the run failed (its weights are not usable)
+    trainable_params: int
+    total_params: int
+    seconds: float
+    model: nn.Module
+    base: nn.Module
+    task: data.Task
+
+    @property
+    def steps_done(self) -> int:
+        return self.history[-1]["step"]
+
+    def summary(self) -> dict[str, Any]:
+        """The final figures as plain JSON values (no models, no history)."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "steps": self.steps_done,
+            "test_acc_before": self.test_acc_before,
+            "test_acc_after": self.test_acc_after,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "num_classes": self.task.num_classes,
+            "seconds": self.seconds,
+        }
+
+
+# -- building blocks ------------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """`auto` takes a GPU when there is one (CUDA, then Apple's MPS), else the CPU."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available()}
+    available["mps"] = torch.backends.mps.is_available()
+    if device != "auto":
+        if not available[device]:
+            raise ValueError(f"device {device!r} is not available on this machine; use auto")
+        return torch.device(device)
+    if available["cuda"]:
+        return torch.device("cuda")
+    if available["mps"]:
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """(base, model): a fresh base model and the copy that will train, its parameters chosen.
+
+    Deterministic (the adapters' initialisation is seeded with config.seed, a new head by the
+    zoo), so the runs store rebuilds a saved run's model with this same function.
+    """
+    base = zoo.load(config.model, num_classes=num_classes)
+    if config.method == "lora":
+        check_targets(base, config.targets, config.rank)
+        model = lora.inject(
+            base,
+            config.targets,
+            rank=config.rank,
+            alpha=config.alpha,
+            dropout=config.dropout,
+            init=config.init,
+            scaling=config.scaling,
+            dora=config.dora,
+            seed=config.seed,
+        )
+    else:
+        model = copy.deepcopy(base)
+    methods.trainable_parameters(model, config.method, config.top_k)
+    return base, model
+
+
+def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters. LoRA+ (arXiv 2402.12354) gives B its own
+    parameter group with ratio × the learning rate of everything else."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    B_names = {f"{name}.B" for name in lora.adapted_layers(model)}
+    groups = [
+        {"params": [p for n, p in trainable if n not in B_names], "lr": config.lr},
+        {
+            "params": [p for n, p in trainable if n in B_names],
+            "lr": config.lr * config.lora_plus_ratio,
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train_mode(model: nn.Module) -> None:
+    """Training mode (dropout on), except BatchNorm: it keeps the pretrained statistics, which
+    small batches of a shifted task would otherwise overwrite in the 'frozen' base."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a whole split, in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
+        logits = model(xb)
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss / len(y), correct / len(y)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Index batches forever: a fresh seeded shuffle each epoch, the last batch may be short."""
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
+
+
+def planned_steps(config: RunConfig, n_train: int) -> int:
+    return config.steps or config.epochs * math.ceil(n_train / config.batch_size)
+
+
+def snapshot(base: nn.Module, model: nn.Module) -> dict:
+    """Top singular values of every changed layer's delta_W (cheap for LoRA: no d×k SVD)."""
+    return spectra.model_snapshot(base, model, n=SNAPSHOT_TOP)
+
+
+# -- the loop ----------------------------------------------------------------------------------
+@dataclass
+class _Log:
+    """The run's history and snapshots, announced as they are written."""
+
+    emit: Callable[[Event], None]
+    started: float  # when train() was called
+    training_started: float = 0.0  # when the first step began
+    history: list[dict] = field(default_factory=list)
+    snapshots: list[dict] = field(default_factory=list)
+    status: str = "finished"
+    reason: str = ""
+
+    def record(
+        self, step: int, train_loss: float | None, val_loss: float | None, val_acc: float | None
+    ) -> None:
+        """One history record (val_* only at eval steps), as a "step" event and an "eval"."""
+        now = time.perf_counter()
+        record = {
+            "step": step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "elapsed": now - self.started,
+            "steps_per_s": step / (now - self.training_started) if step else 0.0,
+        }
+        self.history.append(record)
+        if val_loss is not None:
+            evaluation = {"val_loss": val_loss, "val_acc": val_acc, "elapsed": record["elapsed"]}
+            self.emit(Event("eval", step, evaluation))
+        self.emit(Event("step", step, record))
+
+    def snapshot(self, step: int, layers: dict) -> None:
+        self.snapshots.append({"step": step, "layers": layers})
+        self.emit(Event("snapshot", step, self.snapshots[-1]))
+
+    def end(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+Split = tuple[Tensor, Tensor]  # images, labels
+
+
+def train(
+    config: RunConfig,
+    on_event: Callable[[Event], None] | None = None,
+    stop: StopFlag | None = None,
+) -> RunResult:
+    """Train one run; see the module docstring for the events. Stops early on `stop`
+    (status "stopped") or a non-finite loss (status "failed"); both keep the history."""
+    log = _Log(on_event or (lambda event: None), started=time.perf_counter())
+    config.validate()
+    # CUDA needs this for bit-for-bit repeatable runs; on the CPU every op used here already is.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = resolve_device(config.device)
+    task = data.load_task(
+        config.dataset,
+        config.shift,
+        config.shift_params,
+        seed=config.seed,
+        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+    )
+    base, model = build_models(config, task.num_classes)
+    model.to(device)
+    splits = {
+        "train": (task.x_train.to(device), task.y_train.to(device)),
+        "val": (task.x_val.to(device), task.y_val.to(device)),
+        "test": (task.x_test.to(device), task.y_test.to(device)),
+    }
+    count = methods.count_parameters(model)
+    steps = planned_steps(config, len(task.y_train))
+    _, test_acc_before = evaluate(model, *splits["test"])
+    start = {"steps": steps, "trainable_params": count.trainable, "total_params": count.total}
+    start |= {"test_acc_before": test_acc_before, "num_classes": task.num_classes}
+    log.emit(Event("start", 0, start))
+    log.record(0, None, *evaluate(model, *splits["val"]))
+    _fit(config, base, model, splits, steps, log, stop)
+    failed = log.status == "failed"  # its weights hold inf or nan: nothing to test
+    test_acc_after = None if failed else evaluate(model, *splits["test"])[1]
+    result = RunResult(
+        config=config,
+        status=log.status,
+        reason=log.reason,
+        history=log.history,
+        snapshots=log.snapshots,
+        test_acc_before=test_acc_before,
+        test_acc_after=test_acc_after,
+        trainable_params=count.trainable,
+        total_params=count.total,
+        seconds=time.perf_counter() - log.started,
+        model=model.cpu().eval(),
+        base=base,
+        task=task,
+    )
+    log.emit(Event("done", result.steps_done, result.summary()))
+    return result
+
+
+def _fit(
+    config: RunConfig,
+    base: nn.Module,
+    model: nn.Module,
+    splits: dict[str, Split],
+    steps: int,
+    log: _Log,
+    stop: StopFlag | None,
+) -> None:
+    """The training steps. The data is already in memory as tensors, so a batch is one
+    indexing operation: no DataLoader, no worker processes, nothing between the steps."""
+    torch.manual_seed(config.seed)  # the dropout masks
+    optimizer = make_optimizer(model, config)
+    x, y = splits["train"]
+    order = batches(len(y), config.batch_size, torch.Generator().manual_seed(config.seed))
+    train_mode(model)
+    log.training_started = time.perf_counter()
+    for step in range(1, steps + 1):
+        if stop is not None and stop.is_set():
+            log.end("stopped", f"stopped at step {step - 1} of {steps}")
+            return
+        batch = next(order)
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        if not torch.isfinite(loss):
+            log.end("failed", _diverged(loss.item(), step, config.lr))
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        evaluation = (None, None)
+        if step % config.eval_interval == 0 or step == steps:
+            evaluation = evaluate(model, *splits["val"])
+            train_mode(model)
+        log.record(step, loss.item(), *evaluation)
+        if step % config.snapshot_interval == 0 or step == steps:
+            log.snapshot(step, snapshot(base, model))
+
+
+def _diverged(loss: float, step: int, lr: float) -> str:
+    return (
+        f"the training loss became {loss} at step {step}: the learning rate ({lr:g}) is "
+        "probably too high; try a smaller one"
+    )

@@ -1,0 +1,164 @@
+"""`python -m core`: results as one JSON line, and every mistake as one line, never a traceback."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.__main__ import main
+from core.runs import RunStore, train_and_save
+from core.train import RunConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def restore_threads():
+    """Commands that train use a pool worker's thread count: leave other tests theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def head_run(home) -> int:
+    """A saved run of method "head" (it has no adapter to export)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with RunStore() as store:
+            return train_and_save(RunConfig(method="head", steps=2), store)[0]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_train_json_is_one_line_with_the_results_and_the_run_is_saved(home):
+    done = cli("train", "--steps", "5", "--shift", "rotate", "--rank", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    keys = ("run_id", "test_acc_before", "test_acc_after", "trainable_params", "total_params")
+    assert set(keys) | {"seconds", "status"} <= set(result)
+    assert result["status"] == "finished" and result["steps"] == 5
+    with RunStore() as store:
+        record = store.get(result["run_id"])
+    assert record.config == RunConfig(steps=5, shift="rotate", rank=2)
+    assert record.owner == "cli" and record.test_acc_after == result["test_acc_after"]
+
+
+def test_a_diverging_run_exits_1_with_its_reason(capsys, restore_threads):
+    assert main(["train", "--lr", "1e12", "--optimizer", "sgd", "--steps", "30", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "failed" and "learning rate" in result["reason"]
+
+
+def test_runs_list_show_export_rename_delete(home, capsys, tmp_path):
+    with RunStore() as store:
+        run_id, _ = train_and_save(RunConfig(steps=3), store, owner="cli")
+    assert main(["runs", "list", "--json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [run_id]
+    assert main(["runs", "show", str(run_id), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [h["step"] for h in shown["history"]] == [0, 1, 2, 3] and shown["snapshots"]
+    assert main(["runs", "export", str(run_id), "--out", str(tmp_path / "a.zip")]) == 0
+    assert zipfile.ZipFile(capsys.readouterr().out.strip()).namelist()
+    assert main(["runs", "rename", str(run_id), "keep this one"]) == 0
+    assert main(["runs", "list"]) == 0
+    assert "keep this one" in capsys.readouterr().out
+    assert main(["runs", "delete", str(run_id)]) == 0
+    with RunStore() as store:
+        assert store.list() == []
+
+
+def test_train_has_a_flag_for_every_config_field(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for name in RunConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text
+
+
+ONE_LINE_ERRORS = {
+    "rank below 1": (["train", "--rank", "0"], "rank must be"),
+    "rank above min(d, k)": (["train", "--rank", "300"], "min(d, k)"),
+    "no such layer": (["train", "--targets", "nope"], "matches no layer"),
+    "lr not > 0": (["train", "--lr", "-1"], "lr must be"),
+    "unknown model": (["train", "--model", "nope"], "unknown model"),
+    "not a number": (["train", "--rank", "four"], "rank"),
+    "bad JSON": (["train", "--shift-params", "{bad"], "shift_params"),
+    "unknown shift parameter": (["train", "--shift-params", '{"x": 1}'], "no parameter"),
+    "bad ranks": (["sweep", "--ranks", "1,x"], "--ranks"),
+    "sweep rank too large": (["sweep", "--ranks", "4,300"], "min(d, k)"),
+    "missing run": (["runs", "show", "999"], "no run 999"),
+    "rename missing run": (["runs", "rename", "999", "x"], "no run 999"),
+    "delete missing run": (["runs", "delete", "999"], "no run 999"),
+    "export missing run": (["runs", "export", "999"], "no run 999"),
+    "spectra of a missing run": (["spectra", "999"], "no run 999"),
+    "unknown experiment": (["experiment", "nope"], "unknown experiment"),
+    "unknown zoo model": (["pretrain", "nope"], "nope"),
+}
+
+
+@pytest.mark.parametrize("case", ONE_LINE_ERRORS)
+def test_every_bad_command_exits_2_with_one_line(case, capsys, restore_threads):
+    """In-process, so every error path stays fast; an uncaught exception would fail it."""
+    args, message = ONE_LINE_ERRORS[case]
+    assert main(args) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr
+
+
+@pytest.mark.parametrize("case", ["rank above min(d, k)", "missing run"])
+def test_the_real_command_line_exits_2_with_one_line_and_no_traceback(case):
+    args, message = ONE_LINE_ERRORS[case]
+    done = cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_exporting_a_run_without_adapter_is_one_line(head_run, capsys):
+    assert main(["runs", "export", str(head_run)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and "only LoRA runs" in stderr
+
+
+def test_a_foreign_database_is_one_line_and_left_alone(home):
+    (home / "runs.db").write_bytes(b"not a database" * 100)
+    done = cli("runs", "list")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "left untouched" in done.stderr and "Traceback" not in done.stderr
+    assert (home / "runs.db").read_bytes() == b"not a database" * 100
+
+
+@pytest.mark.parametrize(
+    "args", [["train", "--no-such-flag"], ["frobnicate"], ["runs", "show", "abc"]]
+)
+def test_argparse_errors_are_usage_plus_one_line(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m core")
+
+
+def test_a_real_argparse_error_has_no_traceback():
+    done = cli("train", "--no-such-flag")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("python -m core")

@@ -1,0 +1,147 @@
+"""The job pool: bounded, first in first out, stoppable, and jobs that never disturb each other."""
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from core import jobs
+from core.jobs import Pool
+from core.runs import RunStore
+from core.train import RunConfig, train
+
+WORKERS = 2
+QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
+ENDLESS = {"steps": 1_000_000, "eval_interval": 50}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """One pool for the module (worker processes take seconds to start), in a scratch home."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LORA_LAB_HOME", str(tmp_path_factory.mktemp("home")))
+        pool = Pool(workers=WORKERS)
+        yield pool
+        pool.shutdown()
+
+
+def finish(*submitted: jobs.Job) -> None:
+    for job in submitted:
+        assert job.wait(120), f"{job.id} did not finish"
+
+
+def numbers(pool: Pool, job: jobs.Job) -> tuple:
+    """What the job's run computed (not its timings), as stored."""
+    with RunStore(pool.store_path) as store:
+        record = store.get(job.run_id)
+    curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
+    return curve, record.snapshots, record.test_acc_after
+
+
+def wait_for_steps(job: jobs.Job, steps: int) -> None:
+    deadline = time.time() + 120
+    while not any(e.kind == "step" and e.step >= steps for e in job.events_since(0)):
+        assert time.time() < deadline and not job.done, f"{job.id} made no progress"
+        time.sleep(0.02)
+
+
+def test_concurrent_jobs_compute_exactly_what_each_computes_alone(pool):
+    a = RunConfig(shift="rotate", seed=1, **QUICK)
+    b = RunConfig(shift="permute", method="full", seed=2, **QUICK)
+    alone = []
+    for config in (a, b):
+        job = pool.submit(config)
+        finish(job)
+        alone.append(numbers(pool, job))
+    together = [pool.submit(a), pool.submit(b)]
+    finish(*together)
+    assert all(job.status == "finished" for job in together)
+    assert [numbers(pool, job) for job in together] == alone
+    assert alone[0] != alone[1]
+    # The same thread count in this process gives the same numbers too (the CLI relies on it).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(pool.threads)
+    try:
+        here = train(a)
+    finally:
+        torch.set_num_threads(threads)
+    assert [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in here.history] == alone[0][0]
+
+
+def test_the_pool_runs_at_most_its_workers_first_in_first_out(pool):
+    submitted = [pool.submit(RunConfig(seed=i, **QUICK)) for i in range(5)]
+    assert [job.queue_position for job in submitted] == [None, None, 1, 2, 3]
+    most = 0
+    while not all(job.done for job in submitted):
+        running = pool.running()
+        most = max(most, len(running))
+        assert len(running) <= WORKERS
+        time.sleep(0.005)
+    assert most == WORKERS
+    assert all(job.status == "finished" for job in submitted)
+    starts = [job.started for job in submitted]
+    assert starts[2:] == sorted(starts[2:]) and max(starts[:2]) <= starts[2]
+
+
+def test_stop_a_running_job_and_a_queued_one(pool):
+    first, second = pool.submit(RunConfig(**ENDLESS)), pool.submit(RunConfig(**ENDLESS))
+    waiting = pool.submit(RunConfig(**QUICK))
+    assert waiting.queue_position == 1
+    waiting.stop()
+    assert waiting.status == "stopped" and waiting.done and waiting.run_id is None
+    wait_for_steps(first, 5)
+    first.stop()
+    second.stop()
+    finish(first, second)
+    assert first.status == "stopped" and "stopped at step" in first.reason
+    with RunStore(pool.store_path) as store:
+        record = store.get(first.run_id)
+    assert record.status == "stopped" and record.has_weights
+    assert [e.kind for e in first.events_since(0)][-1] == "done"
+
+
+def test_bad_settings_fail_at_submit_and_model_errors_fail_the_job(pool):
+    with pytest.raises(ValueError, match="lr"):
+        pool.submit(RunConfig(lr=0))
+    job = pool.submit(RunConfig(rank=300, **QUICK))
+    finish(job)
+    assert job.status == "failed" and "min(d, k)" in job.reason
+    after = pool.submit(RunConfig(**QUICK))
+    finish(after)
+    assert after.status == "finished"
+
+
+def test_each_owner_sees_their_own_jobs_and_runs(pool):
+    mine, theirs = pool.submit(RunConfig(**QUICK), "alice"), pool.submit(RunConfig(**QUICK), "bob")
+    finish(mine, theirs)
+    assert mine in pool.jobs("alice") and theirs not in pool.jobs("alice")
+    with RunStore(pool.store_path) as store:
+        assert {r.id for r in store.list("alice")} >= {mine.run_id}
+        assert theirs.run_id not in {r.id for r in store.list("alice")}
+
+
+def test_a_killed_worker_fails_its_job_and_is_replaced(pool):
+    victim = pool.submit(RunConfig(**ENDLESS))
+    wait_for_steps(victim, 60)  # its first progress is saved
+    pid = next(w.process.pid for w in pool._slots if w.job is victim)
+    os.kill(pid, signal.SIGKILL)
+    finish(victim)
+    assert victim.status == "failed" and "died" in victim.reason
+    with RunStore(pool.store_path) as store:
+        assert "unfinished" in {r.status for r in store.list()}
+    survivor = pool.submit(RunConfig(**QUICK))
+    finish(survivor)
+    assert survivor.status == "finished"
+
+
+def test_the_number_of_workers_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LORA_LAB_WORKERS", "3")
+    assert jobs.default_workers() == 3
+    monkeypatch.setenv("LORA_LAB_WORKERS", "many")
+    with pytest.raises(ValueError, match="LORA_LAB_WORKERS"):
+        jobs.default_workers()
+    monkeypatch.delenv("LORA_LAB_WORKERS")
+    assert jobs.default_workers() == jobs.cores()
+    assert jobs.threads_per_job(jobs.cores()) == 1

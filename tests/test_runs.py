@@ -1,0 +1,213 @@
+"""The run store: what goes in comes out, crashes lose nothing finished, foreign files stay as
+they are."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import peft_io
+from core.runs import RunStore, StoreError, train_and_save
+from core.train import RunConfig
+
+SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two torch threads on two busy cores run ten times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Every test gets its own LORA_LAB_HOME: never the real ~/.lora-lab."""
+    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def store(home):
+    with RunStore() as store:
+        yield store
+
+
+def outputs(model: torch.nn.Module) -> torch.Tensor:
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_a_run_comes_back_as_it_was_saved(store, home):
+    config = RunConfig(shift="rotate", **SMALL)
+    run_id, result = train_and_save(config, store, owner="alice")
+    record = store.get(run_id)
+    assert store.path == home / "runs.db"
+    assert record.config == config and record.owner == "alice"
+    assert record.status == "finished"
+    assert record.history == result.history
+    assert record.snapshots == result.snapshots
+    summary = result.summary()
+    for key in ("test_acc_before", "test_acc_after", "trainable_params", "total_params"):
+        assert getattr(record, key) == summary[key]
+    base, model = store.load_run_model(run_id)
+    assert torch.equal(outputs(model), outputs(result.model))
+    assert torch.equal(outputs(base), outputs(result.base))
+    assert not torch.equal(outputs(model), outputs(base))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"init": "pissa"},  # its base keeps only the residual of W0: saved with the adapters
+        {"dora": True, "scaling": "rslora"},
+        {"method": "full"},
+        {"method": "bitfit"},
+        {"model": "cnn", "targets": "conv1,fc1", "rank": 2},
+    ],
+)
+def test_every_kind_of_run_reloads_exactly(store, settings):
+    run_id, result = train_and_save(RunConfig(**{**SMALL, **settings}), store)
+    _, model = store.load_run_model(run_id)
+    assert torch.equal(outputs(model), outputs(result.model))
+
+
+def test_list_rename_delete(store):
+    first, _ = train_and_save(RunConfig(steps=2), store, owner="alice")
+    second, _ = train_and_save(RunConfig(steps=2, method="head"), store, owner="bob")
+    assert [r.id for r in store.list()] == [second, first]
+    assert [r.id for r in store.list(owner="alice")] == [first]
+    store.rename(first, "my first run")
+    assert store.get(first).name == "my first run"
+    weights = store.weights_path(second)
+    assert weights.is_file()
+    store.delete(second)
+    assert not weights.exists()
+    assert [r.id for r in store.list()] == [first]
+    with pytest.raises(StoreError, match="no run"):
+        store.get(second)
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (second,)).fetchone()[0] == 0
+
+
+def test_export_is_a_peft_adapter_that_loads_back(store, tmp_path):
+    run_id, result = train_and_save(RunConfig(**SMALL), store)
+    path = store.export_peft(run_id, tmp_path / "adapter.zip")
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == [peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE]
+        archive.extractall(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / peft_io.CONFIG_FILE).read_text())["r"] == 4
+    reloaded = peft_io.import_peft(result.base, tmp_path / "adapter")
+    assert torch.equal(outputs(reloaded), outputs(result.model))
+
+
+def test_only_lora_runs_export(store):
+    run_id, _ = train_and_save(RunConfig(method="head", steps=2), store)
+    with pytest.raises(StoreError, match="only LoRA runs"):
+        store.export_peft(run_id)
+
+
+def test_a_diverged_run_is_kept_as_failed_without_weights(store):
+    run_id, result = train_and_save(RunConfig(lr=1e12, optimizer="sgd", steps=30), store)
+    record = store.get(run_id)
+    assert record.status == "failed" and "learning rate" in record.reason
+    assert record.history == result.history
+    with pytest.raises(StoreError, match="no saved weights"):
+        store.load_run_model(run_id)
+
+
+def test_a_config_the_model_rejects_leaves_no_run(store):
+    with pytest.raises(ValueError, match="min"):
+        train_and_save(RunConfig(rank=300), store)
+    assert store.list() == []
+
+
+CRASHING_RUN = """
+import torch
+from core.runs import RunStore, train_and_save
+from core.train import RunConfig
+
+def progress(event):
+    if event.kind == "eval" and event.step == 20:
+        print("saved", flush=True)
+
+torch.set_num_threads(1)
+train_and_save(RunConfig(steps=100_000, eval_interval=10), RunStore(), "alice", progress)
+"""
+
+
+def test_a_killed_run_is_marked_unfinished_and_finished_runs_survive(store):
+    finished, _ = train_and_save(RunConfig(steps=3), store)
+    before = store.get(finished)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_RUN], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "saved"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    with RunStore() as reopened:
+        killed = next(r for r in reopened.list() if r.id != finished)
+        assert killed.status == "unfinished"
+        assert "ended without finishing" in killed.reason
+        assert len(reopened.get(killed.id).history) >= 11  # steps 0..10 at least were saved
+        assert reopened.get(finished) == before
+
+
+def test_a_run_of_a_live_process_is_not_marked_unfinished(store):
+    run_id = store.create(RunConfig())
+    with RunStore() as other:
+        assert other.get(run_id).status == "running"
+
+
+def unchanged(path: Path):
+    """A check that `path` still has exactly the bytes and timestamp it had now."""
+    content, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    return lambda: path.read_bytes() == content and path.stat().st_mtime_ns == mtime
+
+
+def damaged_copy(path: Path, home: Path) -> Path:
+    """A LoRA Lab database whose pages after the first are overwritten."""
+    with RunStore(path) as store:
+        train_and_save(RunConfig(steps=2), store)
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    raw[page:] = b"\xa5" * (len(raw) - page)
+    (home / "damaged.db").write_bytes(bytes(raw))
+    return home / "damaged.db"
+
+
+@pytest.mark.parametrize("kind", ["not sqlite", "another program's", "damaged"])
+def test_a_foreign_or_damaged_file_gets_a_clear_error_and_is_left_alone(home, kind):
+    path = home / "runs.db"
+    if kind == "not sqlite":
+        path.write_bytes(b"these are my holiday photos\n" * 100)
+    elif kind == "another program's":
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE contacts (name TEXT)")
+        db.commit()
+        db.close()
+    else:
+        path = damaged_copy(home / "good.db", home)
+    time.sleep(0.01)
+    is_unchanged = unchanged(path)
+    with pytest.raises(StoreError) as error:
+        RunStore(path)
+    message = str(error.value)
+    assert str(path) in message and "left untouched" in message and "\n" not in message
+    assert is_unchanged()
+    if kind != "damaged":  # (confirming damage takes a read-only look, which adds lock files)
+        assert [p.name for p in home.iterdir() if p.name.startswith(path.name)] == [path.name]
