@@ -1,11 +1,11 @@
 """How fast is our LoRA? Training step time against full fine-tuning and HF PEFT, and the cost
 of inference after merging, all measured in one run on one model and one batch.
 
-    python bench/lora_step.py [--model vit] [--rank 8] [--batch 256] [--rounds 7]
+    python bench/lora_step.py [--model vit] [--rank 8] [--batch 256] [--rounds 9] [--threads 1]
 
 Targets: our LoRA step ≤ 1.00× PEFT's step; merged forward ≤ 1.02× the base model's forward.
-Each figure is the median over rounds that interleave the contenders, so a busy machine slows
-them all alike.
+Each figure is the median over rounds that interleave the contenders (in rotating order), so
+a busy machine slows them all alike.
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ def median_times(contenders: dict[str, Callable[[], None]], rounds: int, reps: i
         for _ in range(3):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
+    order = list(contenders.items())
+    for round_ in range(rounds):
+        # Rotate who goes first: the first call of a round runs on a colder cache.
+        shift = round_ % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             start = time.perf_counter()
             for _ in range(reps):
                 fn()
@@ -78,8 +81,12 @@ def main() -> None:
     parser.add_argument("--model", default="vit", choices=zoo.names())
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (a pool worker's share)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     base = zoo.load(args.model)
@@ -93,7 +100,10 @@ def main() -> None:
     methods.trainable_parameters(ours, "lora")
     theirs = peft_model(base, targets, args.rank, alpha)
 
-    print(f"model {args.model}, batch {args.batch}, LoRA r={args.rank} on {len(targets)} layers")
+    print(
+        f"model {args.model}, batch {args.batch}, LoRA r={args.rank} on {len(targets)} layers, "
+        f"{args.threads} thread(s)"
+    )
     steps = median_times(
         {
             "full fine-tuning": step_function(full, x, y),
