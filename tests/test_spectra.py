@@ -1,0 +1,429 @@
+"""core.spectra against independent dense computations (numpy SVD, hand-worked examples)."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core import spectra
+from core.lora import adapted_layers, inject
+from tests.toy_models import ToyCNN, ToyMLP
+
+
+def orthonormal(n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.linalg.qr(rng.standard_normal((n, n)))[0]
+
+
+def with_spectrum(sigma: list[float], d: int, k: int, seed: int = 0) -> np.ndarray:
+    """U diag(σ) Vᵀ with random orthogonal U (d×d) and V (k×k): a matrix whose spectrum we know."""
+    rng = np.random.default_rng(seed)
+    U, V = orthonormal(d, rng), orthonormal(k, rng)
+    return U[:, : len(sigma)] @ np.diag(sigma) @ V[:, : len(sigma)].T
+
+
+def factors(case: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(B, A, scaling) for the QR-path tests; B and A in their layer shapes for conv."""
+    rng = np.random.default_rng(1)
+    if case == "random":
+        return rng.standard_normal((64, 8)), rng.standard_normal((8, 96)), 0.5
+    if case == "ill-conditioned":  # σ of B and A each spread over 3 decades, like trained factors
+        B = with_spectrum(list(np.logspace(0, -3, 8)), 64, 8, seed=2)
+        A = with_spectrum(list(np.logspace(0, -3, 8)), 8, 96, seed=3)
+        return B, A, 2.0
+    if case == "rank-deficient":  # r = 6 but B A has rank 2
+        B = rng.standard_normal((40, 2)) @ rng.standard_normal((2, 6))
+        return B, rng.standard_normal((6, 30)), 1.0
+    if case == "rank-above-d":  # r = 8 > d = 5
+        return rng.standard_normal((5, 8)), rng.standard_normal((8, 30)), 1.0
+    # conv: B (out, r, 1, 1), A (r, in, kh, kw)
+    return rng.standard_normal((12, 4, 1, 1)), rng.standard_normal((4, 3, 3, 3)), 0.25
+
+
+def assert_same_vectors(ours: np.ndarray, dense: np.ndarray, n: int) -> None:
+    """The first n columns agree up to each one's sign."""
+    for i in range(n):
+        sign = np.sign(ours[:, i] @ dense[:, i])
+        np.testing.assert_allclose(sign * ours[:, i], dense[:, i], atol=1e-6)
+
+
+CASES = ["random", "ill-conditioned", "rank-deficient", "rank-above-d", "conv"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lowrank_svd_matches_dense_svd(case):
+    B, A, scaling = factors(case)
+    delta_W = scaling * B.reshape(B.shape[0], -1) @ A.reshape(A.shape[0], -1)
+    U_dense, S_dense, Vh_dense = np.linalg.svd(delta_W, full_matrices=False)
+
+    U, S, Vh = (t.numpy() for t in spectra.lowrank_svd(torch.tensor(B), torch.tensor(A), scaling))
+
+    n = len(S)
+    assert n == min(*delta_W.shape, A.shape[0])
+    np.testing.assert_allclose(S, S_dense[:n], rtol=1e-5, atol=1e-12 * S_dense[0])
+    nonzero = int((S_dense[:n] > 1e-9 * S_dense[0]).sum())
+    assert_same_vectors(U, U_dense, nonzero)
+    assert_same_vectors(Vh.T, Vh_dense.T, nonzero)
+    np.testing.assert_allclose(U @ np.diag(S) @ Vh, delta_W, atol=1e-10 * S_dense[0])
+
+
+def test_lowrank_svd_reads_float32_factors_in_float64():
+    generator = torch.Generator().manual_seed(0)
+    B, A = torch.randn(50, 4, generator=generator), torch.randn(4, 70, generator=generator)
+    S = spectra.lowrank_svd(B, A, 3.0).S
+    dense = np.linalg.svd(3.0 * B.double().numpy() @ A.double().numpy(), compute_uv=False)
+    assert S.dtype == torch.float64
+    np.testing.assert_allclose(S.numpy(), dense[:4], rtol=1e-10)
+
+
+def trained_lora(model: torch.nn.Module, x: torch.Tensor, dora: bool = False) -> torch.nn.Module:
+    """A rank-3 LoRA model after a few steps of plain SGD towards random targets: factors
+    that training produced, not ones we drew."""
+    targets = list(model.block_names)  # ToyMLP: fc1, fc2; ToyCNN: conv1, conv2
+    adapted = inject(model, targets, rank=3, alpha=6.0, dora=dora, seed=0)
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.05)
+    target = torch.randn(adapted(x).shape, generator=torch.Generator().manual_seed(1))
+    for _ in range(20):
+        optimizer.zero_grad()
+        ((adapted(x) - target) ** 2).mean().backward()
+        optimizer.step()
+    return adapted
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_trained_layer_spectrum_matches_dense_delta_W(kind):
+    torch.manual_seed(0)
+    model, x = (
+        (ToyMLP(), torch.randn(16, 12)) if kind == "mlp" else (ToyCNN(), torch.randn(4, 1, 8, 8))
+    )
+    for layer in adapted_layers(trained_lora(model, x)).values():
+        with torch.no_grad():
+            dense = layer.delta_W().double().flatten(1).numpy()
+        S_dense = np.linalg.svd(dense, compute_uv=False)
+        S = spectra.delta_svd(spectra.LowRankDelta.of_layer(layer)).S.numpy()
+        assert S_dense[0] > 1e-4  # training did move B away from 0
+        np.testing.assert_allclose(S, S_dense[: len(S)], rtol=1e-5, atol=1e-9 * S_dense[0])
+
+
+# -- rank-type numbers ----------------------------------------------------------------------------
+def spectrum_of(matrix: np.ndarray) -> torch.Tensor:
+    return spectra.dense_svd(torch.tensor(matrix)).S
+
+
+def test_rank_numbers_on_a_known_spectrum():
+    S = spectrum_of(with_spectrum([4.0, 2.0, 1.0, 1.0], 20, 30))
+    # p = (1/2, 1/4, 1/8, 1/8): entropy = 1.75 ln 2
+    assert spectra.effective_rank(S) == pytest.approx(2**1.75, rel=1e-9)
+    assert spectra.stable_rank(S) == pytest.approx(22 / 16, rel=1e-9)
+    assert spectra.energy_top_k(S, 2) == pytest.approx(20 / 22, rel=1e-9)
+    assert spectra.energy_top_k(S, 10) == pytest.approx(1.0)
+    assert spectra.numerical_rank(S, (20, 30)) == 4
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_flat_spectrum_has_effective_and_stable_rank_n(n):
+    S = spectrum_of(with_spectrum([2.5] * n, 12, 9, seed=n))
+    assert spectra.effective_rank(S) == pytest.approx(n, rel=1e-9)
+    assert spectra.stable_rank(S) == pytest.approx(n, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("sigma", "rank"), [([3.0], 1), (list(np.linspace(3, 1, 5)), 5), ([3.0, 2.0, 3e-6], 2)]
+)
+def test_numerical_rank_agrees_with_numpy_matrix_rank(sigma, rank):
+    """3e-6 lies below numpy's tolerance σ1 · max(d, k) · eps(float32) = 1.4e-5 but above
+    σ1 · eps: the max(d, k) factor matters."""
+    matrix = with_spectrum(sigma, 12, 40, seed=rank).astype(np.float32)
+    S = spectrum_of(matrix.astype(np.float64))
+    assert spectra.numerical_rank(S, matrix.shape) == np.linalg.matrix_rank(matrix) == rank
+
+
+def test_zero_matrix_has_zero_ranks():
+    S = torch.zeros(5, dtype=torch.float64)
+    assert spectra.effective_rank(S) == spectra.stable_rank(S) == spectra.energy_top_k(S) == 0
+    assert spectra.numerical_rank(S, (5, 5)) == 0
+
+
+# -- subspace similarity --------------------------------------------------------------------------
+def test_similarity_is_one_for_identical_and_zero_for_orthogonal_subspaces():
+    rows = spectra.random_orthonormal_rows(6, 20, torch.Generator().manual_seed(0))
+    assert torch.allclose(
+        spectra.subspace_similarity(rows, rows), torch.ones(6, 6, dtype=torch.float64)
+    )
+    assert torch.allclose(
+        spectra.subspace_similarity(rows[:3], rows[3:]), torch.zeros(3, 3, dtype=torch.float64)
+    )
+
+
+def test_similarity_grid_matches_the_formula_entry_by_entry():
+    rng = np.random.default_rng(4)
+    U1, U2 = orthonormal(15, rng)[:4], orthonormal(15, rng)[:7]
+    grid = spectra.subspace_similarity(torch.tensor(U1), torch.tensor(U2)).numpy()
+    for i in range(1, 5):
+        for j in range(1, 8):
+            phi = np.linalg.norm(U1[:i] @ U2[:j].T) ** 2 / min(i, j)
+            assert grid[i - 1, j - 1] == pytest.approx(phi, rel=1e-12)
+
+
+def test_top_right_directions_are_the_rows_of_numpy_vh():
+    A = np.random.default_rng(5).standard_normal((4, 25))
+    rows = spectra.top_right_directions(torch.tensor(A), 3).numpy()
+    Vh = np.linalg.svd(A, full_matrices=False)[2][:3]
+    assert_same_vectors(rows.T, Vh.T, 3)
+
+
+def test_random_baseline_matches_its_closed_form():
+    expected = spectra.random_similarity_expected(4, 8, 30)
+    assert expected[0, 7].item() == pytest.approx(8 / 30) and expected[3, 2] == pytest.approx(
+        4 / 30
+    )
+    sampled = spectra.random_similarity_sampled(4, 8, 30, samples=400, seed=0)
+    assert torch.allclose(sampled, expected, atol=0.02)
+
+
+# -- amplification --------------------------------------------------------------------------------
+def test_amplification_by_hand():
+    W0 = torch.zeros(6, 5, dtype=torch.float64)
+    W0[0, 0], W0[1, 1], W0[2, 2], W0[3, 3] = 10, 5, 1, 0.1
+    e3 = torch.zeros(6, 1, dtype=torch.float64)
+    e3[3] = 1
+    delta_W = spectra.LowRankDelta(B=e3, A=2 * e3[:5].T, scaling=1.0)  # 2·e3 e3ᵀ: where W0 is 0.1
+    report = spectra.layer_report(W0, delta_W)
+    assert report["amplification_rank"] == 1
+    assert report["projection_delta"] == pytest.approx(0.1)
+    assert report["amplification"] == pytest.approx(2 / 0.1)  # ‖ΔW‖ / ‖uᵀ W0 v‖
+    assert report["amplification_w0"] == pytest.approx(2 / 10)  # W0's top direction: σ1 = 10
+
+
+def test_random_projection_has_the_expected_size():
+    """E ‖Uᵀ W0 V‖_F² = r² ‖W0‖_F² / (d k) for random orthonormal U (d×r), V (k×r)."""
+    W0 = torch.tensor(with_spectrum([5.0, 3.0, 2.0, 1.0, 1.0], 12, 10, seed=6))
+    base = spectra.dense_svd(W0)
+    delta = spectra.lowrank_svd(torch.randn(12, 2), torch.randn(2, 10))
+    squares = [
+        spectra.amplification(W0, base, delta, rank=2, seed=seed)["projection_random"] ** 2
+        for seed in range(400)
+    ]
+    expected = 4 * (W0**2).sum().item() / (12 * 10)
+    assert np.mean(squares) == pytest.approx(expected, rel=0.1)
+
+
+# -- intruder dimensions --------------------------------------------------------------------------
+def test_no_intruders_without_an_update():
+    W0 = torch.randn(30, 20)
+    report = spectra.layer_report(W0, torch.zeros_like(W0))
+    assert report["intruders"] == 0 and report["intruder_indices"] == []
+    assert min(report["intruder_max_cos"]) > 0.999
+
+
+def test_a_spike_orthogonal_to_W0_is_an_intruder():
+    rng = np.random.default_rng(7)
+    W0 = rng.standard_normal((30, 12))  # W0's left singular vectors span only 12 of 30 dimensions
+    U0 = np.linalg.svd(W0, full_matrices=False)[0]
+    x = rng.standard_normal(30)
+    x -= U0 @ (U0.T @ x)  # orthogonal to every left singular vector of W0
+    x /= np.linalg.norm(x)
+    y = rng.standard_normal(12)
+    sigma1 = np.linalg.norm(W0, 2)
+    spike = 2 * sigma1 * np.outer(x, y / np.linalg.norm(y))
+    report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike))
+    assert report["intruders"] >= 1 and report["intruder_indices"][0] == 0
+
+
+def test_a_spike_along_W0s_own_direction_is_not_an_intruder():
+    W0 = np.random.default_rng(8).standard_normal((30, 12))
+    U0, _, Vh0 = np.linalg.svd(W0, full_matrices=False)
+    spike = 5 * np.linalg.norm(W0, 2) * np.outer(U0[:, 4], Vh0[4])
+    report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike))
+    assert report["intruder_max_cos"][0] > 0.999 and report["intruders"] == 0
+
+
+def test_a_spike_spread_over_many_W0_directions_is_an_intruder_in_a_square_layer():
+    W0 = with_spectrum(list(np.linspace(3, 1, 20)), 20, 20, seed=9)
+    U0, S0, Vh0 = np.linalg.svd(W0)
+    x = U0[:, 4:20].sum(axis=1) / 4  # |cos| = 1/4 with each of 16 directions, 0 with the rest
+    spike = 20 * S0[0] * np.outer(x, Vh0[0])
+    report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike), eps=0.5)
+    assert report["intruder_indices"][0] == 0
+    assert report["intruder_max_cos"][0] == pytest.approx(0.25, abs=0.05)
+
+
+# -- DoRA view ------------------------------------------------------------------------------------
+def test_magnitude_and_direction_change_by_hand():
+    W0 = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    W = torch.tensor([[6.0, 8.0], [0.0, 1.0]])  # row 0: twice as long, same way; row 1: turned 90°
+    change = spectra.magnitude_direction_change(W0, W)
+    assert change["delta_M"] == pytest.approx((5 + 0) / 2)
+    assert change["delta_D"] == pytest.approx((0 + 1) / 2)
+
+
+# -- whole models ---------------------------------------------------------------------------------
+KEYS = {
+    "effective_rank", "stable_rank", "energy_top_k", "numerical_rank", "amplification",
+    "amplification_w0", "amplification_random", "intruders", "intruder_indices",
+    "sigma_W0", "sigma_delta_W", "sigma_W", "delta_M", "delta_D",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_model_report_of_a_lora_model_uses_each_adapted_layer(dora):
+    torch.manual_seed(0)
+    model = ToyMLP()
+    adapted = trained_lora(model, torch.randn(16, 12), dora=dora)
+    report = spectra.model_report(model, adapted)
+    assert set(report) == {"fc1", "fc2"}
+    for name, layer in adapted_layers(adapted).items():
+        with torch.no_grad():
+            W = layer.merged_weight().double().numpy()
+        W0 = model.get_submodule(name).weight.detach().double().numpy()
+        assert set(report[name]) >= KEYS
+        np.testing.assert_allclose(
+            report[name]["sigma_delta_W"][:3],
+            np.linalg.svd(W - W0, compute_uv=False)[:3],
+            rtol=1e-5,
+        )
+        np.testing.assert_allclose(report[name]["sigma_W"], np.linalg.svd(W, compute_uv=False))
+        np.testing.assert_allclose(report[name]["sigma_W0"], np.linalg.svd(W0, compute_uv=False))
+        assert report[name]["amplification_rank"] == 3
+
+
+def test_model_report_of_a_fine_tuned_model_covers_the_changed_layers():
+    model = ToyCNN()
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        tuned.conv2.weight.add_(0.1 * torch.randn_like(tuned.conv2.weight))
+    report = spectra.model_report(model, tuned)
+    assert list(report) == ["conv2"]
+    delta_W = (tuned.conv2.weight - model.conv2.weight).detach().double().flatten(1).numpy()
+    np.testing.assert_allclose(report["conv2"]["sigma_delta_W"], np.linalg.svd(delta_W)[1])
+    assert report["conv2"]["shape"] == [8, 54]
+
+
+def test_w0_svd_is_cached_by_content():
+    spectra.clear_w0_cache()
+    W0 = torch.randn(20, 15)
+    first = spectra.w0_svd(W0)
+    assert spectra.w0_svd(W0.clone()) is first  # a copy of the same weights: no new SVD
+    changed = W0.clone()
+    changed[3, 4] += 1.0
+    S = spectra.w0_svd(changed).S.numpy()
+    np.testing.assert_allclose(S, np.linalg.svd(changed.double().numpy(), compute_uv=False))
+    assert not np.allclose(S, first.S.numpy())
+
+
+# -- snapshots and planted updates ----------------------------------------------------------------
+def test_snapshots_turn_into_series_per_layer():
+    torch.manual_seed(0)
+    model = ToyMLP()
+    adapted = inject(model, ["fc1"], 2, 4.0, seed=0)
+    first = spectra.model_snapshot(model, adapted, n=5)
+    assert first["fc1"]["sigma"] == [0.0, 0.0]  # B starts at 0
+    layer = adapted_layers(adapted)["fc1"]
+    with torch.no_grad():
+        layer.B.copy_(torch.randn_like(layer.B))
+    second = spectra.model_snapshot(model, adapted, n=5)
+    dense = np.linalg.svd(layer.delta_W().detach().double().numpy(), compute_uv=False)
+    np.testing.assert_allclose(second["fc1"]["sigma"], dense[:2], rtol=1e-6)
+
+    evolution = spectra.spectrum_evolution(
+        [{"step": 0, "layers": first}, {"step": 10, "layers": second}]
+    )
+    fc1 = evolution["fc1"]
+    assert fc1["steps"] == [0, 10] and fc1["effective_rank"][0] == 0
+    assert fc1["stable_rank"][1] == pytest.approx((dense[:2] ** 2).sum() / dense[0] ** 2)
+    assert fc1["delta_M"][0] == 0 and fc1["delta_M"][1] > 0
+
+
+def test_planted_update_found_exactly_overlaps_fully():
+    rng = np.random.default_rng(10)
+    B, A = rng.standard_normal((25, 2)), rng.standard_normal((2, 18))
+    planted = torch.tensor(B @ A)
+    as_factors = spectra.LowRankDelta(torch.tensor(B), torch.tensor(A), scaling=1.0)
+    found = spectra.planted_comparison(as_factors, planted, planted_rank=2)
+    assert found["overlap_left"] == pytest.approx(1) and found["overlap_right"] == pytest.approx(1)
+    noise = 0.01 * torch.randn(25, 18, generator=torch.Generator().manual_seed(0))
+    full_update = spectra.planted_comparison(planted + noise, planted, planted_rank=2)
+    assert full_update["overlap_left"] > 0.99 and full_update["overlap_right"] > 0.99
+    unrelated = spectra.planted_comparison(torch.tensor(rng.standard_normal((25, 18))), planted, 2)
+    assert unrelated["overlap_left"] < 0.6 and unrelated["baseline_left"] == 2 / 25
+    assert math.isclose(found["sigma_learned"][0], found["sigma_planted"][0], rel_tol=1e-9)
+
+
+# -- stored runs and the experiments --------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))  # never the real ~/.lora-lab
+    from core.runs import RunStore
+
+    with RunStore(tmp_path / "runs.db") as store:
+        yield store
+
+
+def test_analyse_run_reports_the_saved_planted_run(store):
+    from core.runs import train_and_save
+    from core.train import RunConfig
+
+    params = {"layer": "fc2", "rank": 2}
+    config = RunConfig(shift="planted-rank", shift_params=params, rank=2, steps=5)
+    run_id, result = train_and_save(config, store)
+    report = spectra.analyse_run(run_id, store)
+
+    assert set(report) == {"fc1", "fc2"}
+    with torch.no_grad():
+        delta_W = adapted_layers(result.model)["fc2"].delta_W().double().numpy()
+    np.testing.assert_allclose(
+        report["fc2"]["sigma_delta_W"], np.linalg.svd(delta_W, compute_uv=False)[:2], rtol=1e-5
+    )
+    planted = report["fc2"]["planted"]
+    np.testing.assert_allclose(
+        planted["sigma_planted"][:2],
+        np.linalg.svd(result.task.planted.delta_W.double().numpy(), compute_uv=False)[:2],
+    )
+    assert planted["planted_rank"] == 2 and "planted" not in report["fc1"]
+    assert "fc2" in spectra.report_table(report)
+
+
+def test_an_experiment_runs_on_one_thread_and_judges_its_numbers():
+    from core import experiments
+
+    threads = torch.get_num_threads()
+    finding = experiments.run("amplification", steps=3)
+    assert torch.get_num_threads() == threads
+    assert len(finding.rows) == len(experiments.LAYERS) * len(experiments.AMPLIFICATION_RANKS)
+    assert finding.outcome in ("reproduced", "partly reproduced", "not reproduced")
+    assert finding.outcome.upper() in finding.report() and finding.cpu_seconds > 0
+    with pytest.raises(ValueError, match="unknown experiment"):
+        experiments.run("nonsense")
+
+
+def test_compare_adapters_grids_the_two_runs_A_matrices():
+    model = ToyMLP()
+    small, large = inject(model, ["fc1"], 2, 4.0, seed=0), inject(model, ["fc1"], 5, 4.0, seed=1)
+    same = spectra.compare_adapters(small, small, "fc1")
+    np.testing.assert_allclose(same["phi"], np.ones((2, 2)))
+    report = spectra.compare_adapters(small, large, "fc1")
+    A_small = adapted_layers(small)["fc1"].A.detach().double().numpy()
+    A_large = adapted_layers(large)["fc1"].A.detach().double().numpy()
+    V_small, V_large = np.linalg.svd(A_small)[2][:2], np.linalg.svd(A_large)[2][:5]
+    assert report["phi"][1][4] == pytest.approx(np.linalg.norm(V_small @ V_large.T) ** 2 / 2)
+    assert report["dim"] == 12 and report["random_expected"][1][4] == pytest.approx(5 / 12)
+    with pytest.raises(ValueError, match="no adapter"):
+        spectra.compare_adapters(small, large, "fc2")
+
+
+def test_update_similarity_uses_the_input_directions_up_to_the_numerical_rank():
+    rng = np.random.default_rng(11)
+    W0 = torch.tensor(rng.standard_normal((20, 15)))
+    B, A = torch.tensor(rng.standard_normal((20, 2))), torch.tensor(rng.standard_normal((2, 15)))
+    lora = spectra.LayerUpdate(W0, spectra.LowRankDelta(B, A, scaling=0.5), rank=2)
+    rows = spectra.input_directions(lora).numpy()
+    assert rows.shape == (2, 15)  # not 16: ΔW has rank 2
+    np.testing.assert_allclose(A.numpy() @ rows.T @ rows, A.numpy(), atol=1e-10)  # span of A's rows
+    dense = spectra.LayerUpdate(
+        W0, 0.5 * B @ A + 1e-3 * torch.tensor(rng.standard_normal((20, 15))), None
+    )
+    report = spectra.update_similarity(lora, dense, n=4)
+    assert np.array(report["phi"]).shape == (2, 4) and report["phi"][1][1] > 0.99
+    assert report["random_expected"][1][3] == pytest.approx(4 / 15)
