@@ -77,7 +77,7 @@ def test_an_adapter_for_another_model_does_not_fit(tmp_path):
 
 
 def test_missing_or_broken_config_is_explained(tmp_path):
-    with pytest.raises(ValueError, match="adapter_config.json is missing"):
+    with pytest.raises(ValueError, match=r"adapter_config\.json is missing"):
         import_peft(toy_models()["mlp"][0], tmp_path)
     _, model, _ = adapted("mlp")
     export_peft(model, tmp_path)
