@@ -1,0 +1,66 @@
+"""LoRA Lab: the entry point (`streamlit run app.py`).
+
+Sets up the pages and the sidebar (language, README, version); each page lives
+in app_pages/ and is a thin view over the UI-free `core` package. (Not `pages/`:
+Streamlit would also treat that folder as an old-style multipage app.)
+"""
+
+import streamlit as st
+
+from app_pages.common import language, tr
+from core import __version__, jobs
+from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
+
+
+def main() -> None:
+    st.set_page_config(page_title="LoRA Lab", page_icon=":material/science:", layout="wide")
+    jobs.pool()  # start the training workers now, so the first click on Train starts at once
+
+    pages = [
+        st.Page(
+            "app_pages/learn.py", title=tr("nav.learn"), icon=":material/school:", default=True
+        ),
+        st.Page(
+            "app_pages/train.py",
+            title=tr("nav.train"),
+            icon=":material/model_training:",
+            url_path="train",
+        ),
+        st.Page(
+            "app_pages/spectra.py",
+            title=tr("nav.spectra"),
+            icon=":material/insights:",
+            url_path="spectra",
+        ),
+        st.Page(
+            "app_pages/compare.py",
+            title=tr("nav.compare"),
+            icon=":material/compare_arrows:",
+            url_path="compare",
+        ),
+        st.Page(
+            "app_pages/readme.py", title="README", icon=":material/description:", url_path="readme"
+        ),
+    ]
+    page = st.navigation(pages)
+
+    with st.sidebar:
+        st.selectbox(
+            tr("sidebar.language"),
+            list(LANGUAGES),
+            format_func=LANGUAGES.get,
+            key="lang",
+        )
+        if language() == DEFAULT_LANGUAGE:
+            st.query_params.pop("lang", None)
+        else:
+            st.query_params["lang"] = language()
+        st.caption(tr("sidebar.version", version=__version__))
+
+    page.run()
+
+
+# Training workers are started with multiprocessing's "spawn", which imports the script that
+# `streamlit run` executes (as "__mp_main__"): the app must only be drawn when run as the app.
+if __name__ == "__main__":
+    main()

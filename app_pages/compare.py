@@ -1,0 +1,295 @@
+"""Compare: a rank sweep in one click, accuracy against cost, and the table of runs."""
+
+import dataclasses
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from app_pages.common import (
+    load_settings,
+    log_ticks,
+    run_label,
+    save_settings,
+    session_id,
+    store,
+    style,
+    tr,
+    visible_runs,
+)
+from core import data, jobs, links, train, zoo
+from core.runs import RunRecord, StoreError
+
+PAGE = "compare"
+DEFAULTS = links.COMPARE_DEFAULTS
+RANK_CHOICES = [1, 2, 4, 8, 16, 32, 64]
+POLL_SECONDS = 1.0
+
+
+def key(name: str) -> str:
+    return f"{PAGE}.{name}"
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def sweep_settings() -> None:
+    col_model, col_data, col_shift = st.columns(3)
+    col_model.selectbox(
+        tr("train.model"),
+        zoo.names(),
+        key=key("model"),
+        persist_state="session",
+        format_func=lambda name: tr(f"models.{name}.title"),
+    )
+    col_data.selectbox(
+        tr("train.dataset"),
+        list(data.DATASETS),
+        key=key("dataset"),
+        persist_state="session",
+        format_func=lambda name: tr(f"datasets.{name}.title"),
+    )
+    shift = col_shift.selectbox(
+        tr("train.shift"),
+        list(data.SHIFTS),
+        key=key("shift"),
+        persist_state="session",
+        format_func=lambda name: tr(f"shifts.{name}.title"),
+    )
+    st.caption(tr(f"shifts.{shift}.explanation"))
+    col_ranks, col_base, col_steps, col_seed = st.columns([4, 3, 1, 1], vertical_alignment="bottom")
+    col_ranks.multiselect(
+        tr("compare.ranks"), RANK_CHOICES, key=key("ranks"), persist_state="session"
+    )
+    col_base.toggle(tr("compare.baselines"), key=key("baselines"), persist_state="session")
+    col_steps.number_input(tr("train.steps"), step=50, key=key("steps"), persist_state="session")
+    col_seed.number_input(tr("train.seed"), step=1, key=key("seed"), persist_state="session")
+
+
+def sweep_configs(settings: dict) -> list[train.RunConfig]:
+    """LoRA at each rank, then head-only and full fine-tuning, all on the same task."""
+    base = train.RunConfig(
+        model=settings["model"],
+        dataset=settings["dataset"],
+        shift=settings["shift"],
+        steps=settings["steps"],
+        seed=settings["seed"],
+    )
+    configs = [dataclasses.replace(base, rank=rank) for rank in sorted(settings["ranks"])]
+    if settings["baselines"]:
+        configs += [dataclasses.replace(base, method=method) for method in ("head", "full")]
+    return configs
+
+
+def launch(configs: list[train.RunConfig]) -> None:
+    try:
+        for config in configs:
+            config.validate()
+        st.session_state[key("jobs")] = [jobs.submit(c, owner=session_id()) for c in configs]
+        st.session_state[key("polling")] = True
+    except ValueError as error:
+        st.error(str(error))
+
+
+def sweep_progress() -> None:
+    """The sweep's jobs and how far each got; one full rerun when the last one ends."""
+    sweep: list[jobs.Job] = st.session_state.get(key("jobs"), [])
+    if not sweep:
+        return
+    rows = []
+    for job in sweep:
+        steps = [event.step for event in job.events if event.kind == "step"]
+        planned = job.config.steps or 0
+        rows.append(
+            {
+                tr("compare.col_method"): tr(f"methods.{job.config.method}"),
+                tr("compare.col_rank"): job.config.rank if job.config.method == "lora" else None,
+                tr("compare.col_status"): tr(f"status.{job.status}"),
+                tr("compare.col_progress"): (steps[-1] if steps else 0) / max(planned, 1),
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            tr("compare.col_progress"): st.column_config.ProgressColumn(min_value=0, max_value=1)
+        },
+    )
+    if all(job.done for job in sweep) and st.session_state.get(key("polling")):
+        st.session_state[key("polling")] = False
+        st.rerun()
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
+def runs_table(records: list[RunRecord]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "id": r.id,
+                tr("compare.col_name"): r.name,
+                tr("compare.col_method"): r.config.method,
+                tr("compare.col_rank"): r.config.rank if r.config.method == "lora" else None,
+                tr("compare.col_status"): tr(f"status.{r.status}"),
+                tr("compare.col_before"): r.test_acc_before,
+                tr("compare.col_after"): r.test_acc_after,
+                tr("compare.col_trainable"): r.trainable_params,
+                tr("compare.col_seconds"): r.seconds,
+            }
+            for r in records
+        ]
+    )
+
+
+def cost_figure(records: list[RunRecord]) -> go.Figure:
+    """Test accuracy against trainable parameters (log axis): what each method buys."""
+    finished = [r for r in records if r.test_acc_after is not None and r.trainable_params]
+    frame = pd.DataFrame(
+        {
+            "params": [r.trainable_params for r in finished],
+            "acc": [r.test_acc_after for r in finished],
+            "method": [tr(f"methods.{r.config.method}") for r in finished],
+            "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in finished],
+            "name": [run_label(r) for r in finished],
+        }
+    )
+    fig = px.scatter(
+        frame, x="params", y="acc", color="method", text="label", log_x=True, hover_name="name"
+    )
+    fig.update_traces(marker_size=14, textposition="top center")
+    fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(frame["params"]))
+    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".1~%")
+    return style(fig, height=400, legend_title_text="")
+
+
+def curves_figure(chosen: list[RunRecord]) -> go.Figure:
+    fig = go.Figure()
+    for record in chosen:
+        steps = pd.DataFrame(store().get(record.id).history).dropna(subset=["val_acc"])
+        fig.add_scatter(
+            x=steps["step"], y=steps["val_acc"], name=run_label(record), mode="lines+markers"
+        )
+    fig.update_xaxes(title_text=tr("train.step"))
+    fig.update_yaxes(title_text=tr("train.val_acc"), tickformat=".1~%")
+    return style(fig, height=380)
+
+
+def manage(records: list[RunRecord]) -> None:
+    """Rename, delete, or download a run's adapter in the PEFT format."""
+    by_id = {record.id: record for record in records}
+    col_pick, col_name, col_rename = st.columns([3, 3, 1], vertical_alignment="bottom")
+    run_id = col_pick.selectbox(
+        tr("compare.manage_run"),
+        list(by_id),
+        key=key("manage"),
+        format_func=lambda i: run_label(by_id[i]),
+    )
+    new_name = col_name.text_input(
+        tr("compare.new_name"), value=by_id[run_id].name, key=key(f"name.{run_id}")
+    )
+    if col_rename.button(tr("compare.rename"), key=key("rename")):
+        try:
+            store().rename(run_id, new_name)
+            st.rerun()
+        except ValueError as error:
+            st.error(str(error))
+    col_delete, col_confirm, col_peft = st.columns([1, 2, 3], vertical_alignment="center")
+    sure = col_confirm.checkbox(tr("compare.confirm_delete"), key=key("sure"))
+    if col_delete.button(
+        tr("compare.delete"), icon=":material/delete:", disabled=not sure, key=key("delete")
+    ):
+        store().delete(run_id)
+        st.rerun()
+    record = by_id[run_id]
+    if record.config.method == "lora" and record.has_weights:
+        col_peft.download_button(
+            tr("compare.peft"),
+            data=lambda: store().export_peft(run_id).read_bytes(),
+            file_name=f"lora-lab-run-{run_id}-peft.zip",
+            mime="application/zip",
+            icon=":material/archive:",
+            key=key("peft"),
+        )
+    else:
+        col_peft.caption(tr("compare.no_peft"))
+
+
+# ----------------------------------------------------------------------------- the page
+
+st.title(tr("compare.title"))
+st.markdown(tr("compare.intro"))
+load_settings(PAGE, DEFAULTS)
+
+with st.container(border=True):
+    st.subheader(tr("compare.sweep_title"))
+    sweep_settings()
+    settings = {name: st.session_state[key(name)] for name in DEFAULTS}
+    configs = sweep_configs(settings)
+    st.caption(tr("compare.sweep_count", runs=len(configs)))
+    busy = any(not job.done for job in st.session_state.get(key("jobs"), []))
+    if st.button(
+        tr("compare.launch"),
+        type="primary",
+        icon=":material/play_arrow:",
+        key=key("launch"),
+        disabled=busy or not configs,
+    ):
+        launch(configs)
+    st.fragment(
+        sweep_progress, run_every=POLL_SECONDS if st.session_state.get(key("polling")) else None
+    )()
+
+everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
+records = visible_runs(everyone)
+if not records:
+    save_settings(PAGE, DEFAULTS)
+    st.info(tr("compare.no_runs"))
+    st.stop()
+
+st.subheader(tr("compare.cost_title"))
+st.plotly_chart(cost_figure(records), width="stretch")
+st.caption(tr("compare.cost_caption"))
+
+st.subheader(tr("compare.curves_title"))
+by_id = {str(record.id): record for record in records}
+st.session_state[key("runs")] = [i for i in st.session_state[key("runs")] if i in by_id]
+chosen = st.multiselect(
+    tr("compare.curves_runs"),
+    list(by_id),
+    key=key("runs"),
+    persist_state="session",
+    format_func=lambda i: run_label(by_id[i]),
+    placeholder=tr("compare.curves_placeholder"),
+)
+if chosen:
+    st.plotly_chart(curves_figure([by_id[i] for i in chosen]), width="stretch")
+
+st.subheader(tr("compare.table_title"))
+table = runs_table(records)
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        tr("compare.col_before"): st.column_config.NumberColumn(format="percent"),
+        tr("compare.col_after"): st.column_config.NumberColumn(format="percent"),
+        tr("compare.col_seconds"): st.column_config.NumberColumn(format="%.1f"),
+    },
+)
+st.download_button(
+    tr("compare.csv"),
+    table.to_csv(index=False),
+    file_name="lora-lab-runs.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    key=key("csv"),
+)
+with st.expander(tr("compare.manage_title")):
+    try:
+        manage(records)
+    except StoreError as error:
+        st.error(str(error))
+save_settings(PAGE, DEFAULTS)

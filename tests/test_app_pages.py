@@ -1,0 +1,188 @@
+"""Each page in Streamlit's AppTest: it loads, its widgets exist, and it does its job.
+
+The Train test starts a real (short) run through the page's own code: the job pool, the
+fragment that polls it, and the run store.
+"""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs, runs
+
+APP = "../app.py"
+TIMEOUT = 60  # the first run of a page imports torch and loads a model
+TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
+
+
+def open_page(page: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(f"app_pages/{page}.py")
+    at.query_params.update(query or {})
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+@pytest.fixture(scope="module")
+def trained(lab_home) -> tuple[AppTest, int]:
+    """The Train page after a short run: (the page, the saved run's id)."""
+    at = open_page("train")
+    at.number_input(key="train.steps").set_value(TRAIN_STEPS)
+    at.number_input(key="train.rank").set_value(2)
+    at.button(key="train.start").click().run()
+    job = at.session_state["train.job"]
+    assert job.wait(120), "the training job did not finish in time"
+    at.run()  # the poll after the end: final figures and the Spectra button
+    assert job.status == "finished", job.reason
+    return at, job.run_id
+
+
+def test_learn_page_math_toy_calculator_and_lessons(lab_home):
+    at = open_page("learn")
+    assert len(at.latex) >= 5
+    assert at.metric[0].label == "Rank of ΔW" and at.metric[0].value == "2"
+    at.slider(key="learn.r").set_value(6).run()
+    assert at.metric[0].value == "6"
+    at.toggle(key="learn.trained").set_value(False).run()
+    assert at.metric[0].value == "0"  # B = 0 at initialisation: no update yet
+    at.selectbox(key="calc.m").set_value("GPT-3 175B").run()
+    values = [metric.value for metric in at.metric]
+    assert "18.9M" in values and "37.7 MB" in values  # r = 4 on W_q, W_v (LoRA paper)
+    assert len(at.get("page_link")) == 3  # the lessons
+
+
+def test_language_switch_translates_the_page(lab_home):
+    at = open_page("learn")
+    at.selectbox(key="lang").set_value("zh").run()
+    assert at.title[0].value == "LoRA：给大模型学一个小改动"
+    assert at.query_params["lang"] == "zh"
+
+
+def test_train_page_widgets_and_parameter_count(lab_home):
+    at = open_page("train")
+    for name in ("model", "dataset", "shift", "method", "init", "scaling"):
+        assert at.selectbox(key=f"train.{name}").value is not None
+    for name in ("rank", "alpha", "lr", "steps", "batch_size", "seed"):
+        assert at.number_input(key=f"train.{name}").value is not None
+    assert at.checkbox(key="train.dora").value is False
+    assert len(at.dataframe) == 1  # the target-layer table
+    count = at.markdown[-1].value
+    at.number_input(key="train.rank").set_value(8).run()
+    assert at.markdown[-1].value != count  # the count follows the rank
+
+
+def test_train_run_produces_curves_and_a_saved_run(trained, lab_home):
+    at, run_id = trained
+    assert not at.exception and not at.error
+    assert len(charts(at)) == 3  # loss, accuracy, and the σ(ΔW) mini-plot
+    assert "→" in at.metric[0].value  # accuracy before → after
+    with runs.RunStore() as store:
+        record = store.get(run_id)
+    assert record.status == "finished" and record.has_weights
+    assert [row["step"] for row in record.history] == list(range(TRAIN_STEPS + 1))
+    assert record.config.rank == 2 and record.config.steps == TRAIN_STEPS
+    assert at.button(key="train.to_spectra")
+
+
+def test_train_bad_rank_is_a_clear_message_and_no_button(lab_home):
+    at = open_page("train", {"rank": "300"})  # above min(d, k) = 256 of the MLP's layers
+    assert "rank 300 is above" in at.error[0].value
+    assert at.button(key="train.start").disabled
+
+
+def test_train_settings_round_trip_through_the_url(lab_home):
+    link = {"shift": "invert", "rank": "8", "alpha": "16.0", "scaling": "rslora", "seed": "3"}
+    at = open_page("train", link)
+    assert at.selectbox(key="train.shift").value == "invert"
+    assert at.number_input(key="train.rank").value == 8
+    assert at.selectbox(key="train.scaling").value == "rslora"
+    assert {name: at.query_params[name] for name in link} == link
+    at.number_input(key="train.lr").set_value(0.05).run()
+    assert at.query_params["lr"] == "0.05"
+
+
+def test_spectra_page_opens_a_shared_run(trained, lab_home):
+    _, run_id = trained
+    at = open_page("spectra", {"run": str(run_id)})  # another session: the link is the way in
+    assert at.selectbox(key="spectra.run").value == run_id
+    assert at.selectbox(key="spectra.layer").value == "fc1"
+    assert len(charts(at)) == 3  # spectrum, its evolution, the ΔW heatmap
+    assert len(at.dataframe) == 1  # the metrics table
+    at.toggle(key="spectra.normalised").set_value(True).run()
+    assert not at.exception
+    assert at.query_params["normalised"] == "1"
+
+
+def test_spectra_page_without_runs_points_to_train(lab_home):
+    at = open_page("spectra")
+    assert at.get("page_link")
+
+
+def test_compare_page_sweep_table_and_rename(trained, lab_home):
+    _, run_id = trained
+    at = open_page("compare", {"ranks": "1", "baselines": "0", "steps": "5", "everyone": "1"})
+    assert at.multiselect(key="compare.ranks").value == [1]
+    at.button(key="compare.launch").click().run()
+    sweep = at.session_state["compare.jobs"]
+    assert len(sweep) == 1 and sweep[0].wait(120) and sweep[0].status == "finished"
+    at.run()
+    assert not at.exception
+    assert len(charts(at)) == 1  # accuracy against trainable parameters
+    assert {run_id, sweep[0].run_id} <= set(at.dataframe[-1].value["id"])
+    assert at.get("download_button")
+    at.selectbox(key="compare.manage").set_value(run_id).run()
+    at.text_input(key=f"compare.name.{run_id}").input("my first run")
+    at.button(key="compare.rename").click().run()
+    with runs.RunStore() as store:
+        assert store.get_summary(run_id).name == "my first run"
+    # Two runs of the same layers: the Spectra page compares their directions (φ heatmap).
+    spectra = open_page("spectra", {"run": str(run_id), "other": str(sweep[0].run_id)})
+    assert len(charts(spectra)) == 4
+    assert any("φ(1, 1)" in caption.value for caption in spectra.main.caption)
+
+
+def run_from_link(query: dict) -> tuple[AppTest, jobs.Job]:
+    """Open the Train page from a link, press Train, wait for the end, redraw."""
+    at = open_page("train", query)
+    at.button(key="train.start").click().run()
+    job = at.session_state["train.job"]
+    assert job.wait(120), "the training job did not finish in time"
+    at.run()
+    return at, job
+
+
+def test_a_diverging_run_fails_with_a_clear_message(lab_home):
+    at, job = run_from_link({"lr": "1000000.0", "steps": "30"})
+    assert job.status == "failed"
+    assert "learning rate" in at.error[0].value  # NaN loss: stop, explain, keep the curve
+    assert charts(at)
+
+
+def test_stop_ends_a_run_early(lab_home):
+    at = open_page("train", {"steps": "5000"})
+    at.button(key="train.start").click().run()
+    job = at.session_state["train.job"]
+    at.button(key="train.stop").click().run()
+    assert job.wait(60) and job.status == "stopped"
+    at.run()
+    assert at.warning
+
+
+def test_planted_rank_run_shows_the_planted_update(lab_home):
+    _, job = run_from_link({"shift": "planted-rank", "steps": "20"})
+    assert job.status == "finished", job.reason
+    at = open_page("spectra", {"run": str(job.run_id), "layer": "fc1"})  # where ΔW* is
+    assert any("ΔW*" in header.value for header in at.subheader)
+    assert len(charts(at)) == 5  # spectrum, evolution, ΔW, and learned ΔW beside ΔW*
+
+
+def test_readme_page_shows_the_readme(lab_home):
+    at = open_page("readme")
+    assert at.markdown and "LoRA" in at.markdown[0].value

@@ -1,0 +1,165 @@
+"""End to end in headless Chromium: the app as a student uses it, on a real server.
+
+Screenshots of every page (1280×720, light and dark) go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+VIEWPORT = {"width": 1280, "height": 720}
+RUN_TIMEOUT_MS = 180_000  # the default run: 200 steps of the MLP on a shared CPU
+CHART = "[data-testid='stPlotlyChart']"
+
+
+def new_page(browser, color_scheme: str = "light"):
+    context = browser.new_context(viewport=VIEWPORT, color_scheme=color_scheme)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    return page
+
+
+def wait_for_app(page) -> None:
+    """The script has run and every element is drawn (no loading placeholders left)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')")
+    page.wait_for_timeout(500)  # let plotly finish drawing
+
+
+def points_in_curve(steps: int) -> str:
+    """JS: points of the training-loss trace (the first chart) of the run planned for `steps`."""
+    return (
+        "() => { const plot = document.querySelector('.js-plotly-plot');"
+        " return plot && plot._fullLayout"
+        f" && Math.round(plot._fullLayout.xaxis.range[1] / 1.02) === {steps}"
+        " ? plot._fullData[0].x.length : 0; }"
+    )
+
+
+def scroll_to_bottom(page) -> None:
+    page.evaluate(
+        "() => { window.scrollTo(0, document.body.scrollHeight);"
+        " const main = document.querySelector('[data-testid=\"stMain\"]');"
+        " if (main) main.scrollTop = main.scrollHeight; }"
+    )
+
+
+def train_and_watch(page, steps: int, label: str, directory, running_shot: str) -> int:
+    """Click Train, print the time to the first point, watch the run to its end; returns how
+    many different lengths the curve was seen with (more than 1: it grew while we watched)."""
+    clicked = time.perf_counter()
+    page.get_by_role("button", name="Train", exact=True).click()
+    # The progress line and the curves are drawn together, from the first recorded point on.
+    page.get_by_text(re.compile(rf"Step \d+ of {steps} ")).wait_for(timeout=60_000)
+    print(
+        f"\nclick on Train → first point on the curve ({label}): "
+        f"{time.perf_counter() - clicked:.2f} s"
+    )
+    scroll_to_bottom(page)  # plotly draws charts in view only
+    points = points_in_curve(steps)
+    page.wait_for_function(f"() => ({points})() > 0")
+    shoot(page, directory, running_shot, screens=3)
+    seen = {page.evaluate(points)}  # how many points the curve had, as it grew
+    done = page.get_by_text("Test accuracy before → after")
+    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+    while not done.is_visible() and time.monotonic() < deadline:
+        seen.add(page.evaluate(points))
+        page.wait_for_timeout(100)
+    done.wait_for()
+    print(f"the run finished {time.perf_counter() - clicked:.1f} s after the click")
+    wait_for_app(page)
+    seen.add(page.evaluate(points))
+    assert max(seen) == steps  # a training-loss point for every step
+    return len(seen - {0})
+
+
+def shoot(page, directory, name: str, screens: int = 1) -> None:
+    """What a projector shows: the first screen, and with `screens` > 1 the ones below it
+    (Streamlit scrolls its main area, not the page, so a full-page screenshot would not)."""
+    main = "document.querySelector('[data-testid=\"stMain\"]')"
+    page.evaluate(f"() => {{ {main}.scrollTop = 0; }}")
+    page.screenshot(path=directory / f"{name}.png")
+    for screen in range(2, screens + 1):
+        page.evaluate(f"() => {{ {main}.scrollTop += {VIEWPORT['height'] - 80}; }}")
+        page.wait_for_timeout(400)  # charts that come into view are drawn now
+        page.screenshot(path=directory / f"{name}-{screen}.png")
+
+
+def test_a_student_session(app_url, browser, screenshot_dir):
+    page = new_page(browser)
+    page.goto(app_url)
+    wait_for_app(page)
+    page.get_by_role("heading", name=re.compile("LoRA: learning")).wait_for()
+    shoot(page, screenshot_dir, "learn-light", screens=3)
+    page.get_by_role("tab", name="Toy").click()
+    wait_for_app(page)
+    shoot(page, screenshot_dir, "learn-toy-light", screens=2)
+    page.get_by_role("tab", name="Calculator").click()
+    wait_for_app(page)
+    shoot(page, screenshot_dir, "learn-calculator-light", screens=1)
+    page.get_by_role("tab", name="Lessons").click()
+    wait_for_app(page)
+    shoot(page, screenshot_dir, "learn-lessons-light", screens=2)
+
+    # Train with the defaults; the curve must appear quickly, grow, and the run must finish.
+    page.goto(f"{app_url}/train")
+    wait_for_app(page)
+    shoot(page, screenshot_dir, "train-light", screens=3)
+    lengths = train_and_watch(
+        page, 200, "a fresh worker, loading the dataset", screenshot_dir, "train-running-light"
+    )
+    assert lengths > 1  # the curve grew on screen
+    shoot(page, screenshot_dir, "train-done-light", screens=3)
+    # Again with a warm worker (and fewer steps): what a class sees from the second run on.
+    page.get_by_label("Steps").fill("100")
+    page.get_by_label("Steps").press("Enter")
+    wait_for_app(page)
+    train_and_watch(page, 100, "a warm worker", screenshot_dir, "train-running-2-light")
+
+    # From the finished run to its spectra.
+    page.get_by_role("button", name="Look inside this run on the Spectra page").click()
+    page.wait_for_url(re.compile(r".*/spectra\?.*run=\d+"))
+    wait_for_app(page)
+    page.locator(CHART).first.wait_for()
+    shoot(page, screenshot_dir, "spectra-light", screens=4)
+
+    page.goto(f"{app_url}/compare")
+    wait_for_app(page)
+    page.get_by_text("Show every run on this server").click()
+    wait_for_app(page)
+    shoot(page, screenshot_dir, "compare-light", screens=4)
+
+    # Switch the language in the sidebar.
+    page.goto(f"{app_url}/spectra?everyone=1")
+    wait_for_app(page)
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").click()
+    page.get_by_role("option", name="简体中文").click()
+    page.get_by_role("heading", name="看看更新的内部").wait_for()
+    wait_for_app(page)
+    assert "lang=zh" in page.url
+    shoot(page, screenshot_dir, "spectra-zh", screens=2)
+    shared = page.url
+
+    # A copied link, opened in a new session (another student), shows the same thing.
+    other = new_page(browser, color_scheme="dark")
+    other.goto(shared)
+    wait_for_app(other)
+    other.get_by_role("heading", name="看看更新的内部").wait_for()
+    other.locator(CHART).first.wait_for()
+    other.goto(f"{app_url}/train?shift=rotate&rank=8&scaling=rslora")
+    wait_for_app(other)
+    assert other.get_by_role("spinbutton", name="Rank r").input_value() == "8"
+    other.get_by_text("Every image is turned by a fixed angle").wait_for()
+    shoot(other, screenshot_dir, "train-dark", screens=2)
+    for name in ("", "spectra", "compare"):
+        other.goto(f"{app_url}/{name}?everyone=1")
+        wait_for_app(other)
+        shoot(other, screenshot_dir, f"{name or 'learn'}-dark", screens=3)
+    other.goto(f"{app_url}/?lang=zh")
+    wait_for_app(other)
+    shoot(other, screenshot_dir, "learn-zh-dark", screens=2)
