@@ -1,7 +1,5 @@
 """Compare: a rank sweep in one click, accuracy against cost, and the table of runs."""
 
-import dataclasses
-
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -76,10 +74,7 @@ def sweep_configs(settings: dict) -> list[train.RunConfig]:
         steps=settings["steps"],
         seed=settings["seed"],
     )
-    configs = [dataclasses.replace(base, rank=rank) for rank in sorted(settings["ranks"])]
-    if settings["baselines"]:
-        configs += [dataclasses.replace(base, method=method) for method in ("head", "full")]
-    return configs
+    return train.sweep_configs(base, settings["ranks"], baselines=settings["baselines"])
 
 
 def launch(configs: list[train.RunConfig]) -> None:

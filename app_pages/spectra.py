@@ -179,49 +179,37 @@ def similarity_figure(grid: np.ndarray, other_name: str) -> go.Figure:
     return style(fig, height=380)
 
 
-def right_directions(update: spectra.LayerUpdate, n: int = 16):
-    """The input directions ΔW reads, strongest first (for LoRA: the span of A's rows)."""
-    svd = spectra.delta_svd(update.delta_W)
-    rank = spectra.numerical_rank(svd.S, tuple(spectra.as_matrix(update.W0).shape))
-    return svd.Vh[: max(1, min(n, rank))]
-
-
 def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> None:
     """φ(i, j) between the top directions of two runs' ΔW of the same layer (LoRA paper eq. 4)."""
     mine, theirs = layer_update(run_id, layer), layer_update(other_id, layer)
     if theirs is None:
         st.info(tr("spectra.other_no_layer", layer=layer))
         return
-    U1, U2 = right_directions(mine), right_directions(theirs)
-    grid = spectra.subspace_similarity(U1, U2).numpy()
-    chance = spectra.random_similarity_expected(len(U1), len(U2), U1.shape[1]).numpy()
+    similarity = spectra.update_similarity(mine, theirs)
+    grid, chance = np.asarray(similarity["phi"]), np.asarray(similarity["random_expected"])
     st.plotly_chart(similarity_figure(grid, other_name), width="stretch")
     st.caption(tr("spectra.phi_caption", phi=f"{grid[0, 0]:.2f}", chance=f"{chance[0, 0]:.3f}"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def planted_task(run_id: int, store_path: str) -> data.Task:
-    """The run's task rebuilt from its config (same seed: the same secret ΔW*)."""
-    config = store().get_summary(run_id).config
-    base, _ = run_models(run_id, store_path)
-    return data.load_task(
-        config.dataset, config.shift, config.shift_params, seed=config.seed, base_model=base
-    )
+def planted_update(run_id: int, store_path: str) -> data.Planted | None:
+    """The secret ΔW* of a planted-rank run (the task rebuilt from the run's config and seed)."""
+    return spectra.planted_of(store().get_summary(run_id).config)
 
 
 def planted(record, layer: str, update: spectra.LayerUpdate) -> None:
     """A planted-rank task: the learned ΔW next to the secret ΔW* that made the labels."""
-    task = planted_task(record.id, str(store().path))
-    if task.planted is None or task.planted.layer != layer:
-        st.info(tr("spectra.planted_elsewhere", layer=task.planted.layer if task.planted else "?"))
+    secret = planted_update(record.id, str(store().path))
+    if secret is None or secret.layer != layer:
+        st.info(tr("spectra.planted_elsewhere", layer=secret.layer if secret else "?"))
         return
-    result = spectra.planted_comparison(update.delta_W, task.planted.delta_W, task.planted.rank)
+    result = spectra.planted_comparison(update.delta_W, secret.delta_W, secret.rank)
     left, right = st.columns(2)
     left.plotly_chart(
         heatmap(spectra.dense_delta(update.delta_W).numpy(), tr("spectra.learned")), width="stretch"
     )
     right.plotly_chart(
-        heatmap(task.planted.delta_W.numpy(), tr("spectra.planted_title", rank=task.planted.rank)),
+        heatmap(secret.delta_W.numpy(), tr("spectra.planted_title", rank=secret.rank)),
         width="stretch",
     )
     st.markdown(

@@ -141,6 +141,24 @@ def method_settings() -> None:
         format_func=lambda name: tr(f"scalings.{name}"),
     )
     cols[2].checkbox("DoRA", key=key("dora"), persist_state="session", help=tr("train.dora_help"))
+    cols = st.columns(3)
+    cols[0].number_input(
+        tr("train.lora_plus"),
+        min_value=0.01,
+        step=1.0,
+        key=key("lora_plus_ratio"),
+        persist_state="session",
+        help=tr("train.lora_plus_help"),
+    )
+    cols[1].number_input(
+        tr("train.dropout"),
+        min_value=0.0,
+        max_value=0.9,
+        step=0.05,
+        key=key("dropout"),
+        persist_state="session",
+        help=tr("train.dropout_help"),
+    )
 
 
 def training_settings() -> None:

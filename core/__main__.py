@@ -121,11 +121,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from core import zoo
     from core.jobs import Pool
+    from core.train import sweep_configs
 
     base = config_from(args)
-    configs = [dataclasses.replace(base, method="lora", rank=r) for r in _ranks(args.ranks)]
-    if not args.no_baselines:
-        configs += [dataclasses.replace(base, method=m, dora=False) for m in ("head", "full")]
+    configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)
     model = zoo.load(base.model)
     for config in configs:
         config.validate(model)

@@ -94,20 +94,19 @@ def _normalise(value: Any) -> Any:
 TRAIN_STEPS = 200  # a run a class can watch: ~10 s for the MLP on a laptop CPU
 TRAIN_KEYS = (
     "model", "dataset", "shift", "shift_params", "method", "rank", "alpha", "targets", "init",
-    "scaling", "dora", "top_k", "lr", "steps", "batch_size", "seed",
+    "scaling", "dora", "lora_plus_ratio", "dropout", "top_k", "lr", "steps", "batch_size", "seed",
 )  # fmt: skip
 
 
 def train_defaults() -> dict[str, Any]:
-    """The Train page's settings: RunConfig's defaults, with a task shift and a number of steps.
+    """The Train page's settings: RunConfig's defaults, with a number of steps to watch.
 
     ``targets`` stays a string ("all-linear" or comma-separated names/globs), as
     RunConfig.from_dict reads it.
     """
     from core.train import RunConfig  # train pulls in torch; the Learn page does not need it
 
-    # A shift gives the run something to learn: rotating by 45° drops the MLP from 93% to 38%.
-    config = RunConfig(shift="rotate", steps=TRAIN_STEPS).to_dict()
+    config = RunConfig(steps=TRAIN_STEPS).to_dict()
     return {key: config[key] for key in TRAIN_KEYS}
 
 

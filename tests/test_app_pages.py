@@ -98,11 +98,21 @@ def test_train_bad_rank_is_a_clear_message_and_no_button(lab_home):
 
 
 def test_train_settings_round_trip_through_the_url(lab_home):
-    link = {"shift": "invert", "rank": "8", "alpha": "16.0", "scaling": "rslora", "seed": "3"}
+    link = {
+        "shift": "invert",
+        "rank": "8",
+        "alpha": "16.0",
+        "scaling": "rslora",
+        "lora_plus_ratio": "16.0",
+        "dropout": "0.1",
+        "seed": "3",
+    }
     at = open_page("train", link)
     assert at.selectbox(key="train.shift").value == "invert"
     assert at.number_input(key="train.rank").value == 8
     assert at.selectbox(key="train.scaling").value == "rslora"
+    assert at.number_input(key="train.lora_plus_ratio").value == 16.0
+    assert at.number_input(key="train.dropout").value == 0.1
     assert {name: at.query_params[name] for name in link} == link
     at.number_input(key="train.lr").set_value(0.05).run()
     assert at.query_params["lr"] == "0.05"

@@ -7,7 +7,7 @@ import torch
 
 from core import lora, zoo
 from core.methods import trainable_parameters
-from core.train import Event, RunConfig, make_optimizer, train
+from core.train import Event, RunConfig, make_optimizer, sweep_configs, train
 
 # A few steps on the default model and dataset: enough to move every number.
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
@@ -189,3 +189,13 @@ def test_config_round_trips_through_a_dict_and_through_strings():
 def test_from_dict_rejects_unknown_or_malformed_settings(values):
     with pytest.raises(ValueError):
         RunConfig.from_dict(values)
+
+
+def test_a_sweep_is_lora_at_each_rank_then_head_and_full_on_one_task():
+    base = RunConfig(shift="permute", dora=True, seed=3)
+    configs = sweep_configs(base, [8, 1, 4])
+    assert [(c.method, c.rank) for c in configs[:3]] == [("lora", 1), ("lora", 4), ("lora", 8)]
+    assert [c.method for c in configs[3:]] == ["head", "full"]
+    assert all(c.shift == "permute" and c.seed == 3 for c in configs)
+    assert not any(c.dora for c in configs[3:])  # DoRA is a LoRA option only
+    assert len(sweep_configs(base, [2], baselines=False)) == 1
