@@ -32,6 +32,17 @@ def tr(key: str, **values: object) -> str:
     return catalog(language()).t(key, **values)
 
 
+def titled_select(where: Any, label: str, options: list[str], widget: str, names: str) -> str:
+    """A selectbox over catalog entries (models, datasets, shifts), each shown by its title."""
+    return where.selectbox(
+        tr(label),
+        options,
+        key=widget,
+        persist_state="session",
+        format_func=lambda name: tr(f"{names}.{name}.title"),
+    )
+
+
 def session_id() -> str:
     """This browser session's id: the owner of the runs it starts."""
     if "session_id" not in st.session_state:

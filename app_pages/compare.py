@@ -13,6 +13,7 @@ from app_pages.common import (
     session_id,
     store,
     style,
+    titled_select,
     tr,
     visible_runs,
 )
@@ -34,27 +35,9 @@ def key(name: str) -> str:
 
 def sweep_settings() -> None:
     col_model, col_data, col_shift = st.columns(3)
-    col_model.selectbox(
-        tr("train.model"),
-        zoo.names(),
-        key=key("model"),
-        persist_state="session",
-        format_func=lambda name: tr(f"models.{name}.title"),
-    )
-    col_data.selectbox(
-        tr("train.dataset"),
-        list(data.DATASETS),
-        key=key("dataset"),
-        persist_state="session",
-        format_func=lambda name: tr(f"datasets.{name}.title"),
-    )
-    shift = col_shift.selectbox(
-        tr("train.shift"),
-        list(data.SHIFTS),
-        key=key("shift"),
-        persist_state="session",
-        format_func=lambda name: tr(f"shifts.{name}.title"),
-    )
+    titled_select(col_model, "train.model", zoo.names(), key("model"), "models")
+    titled_select(col_data, "train.dataset", list(data.DATASETS), key("dataset"), "datasets")
+    shift = titled_select(col_shift, "train.shift", list(data.SHIFTS), key("shift"), "shifts")
     st.caption(tr(f"shifts.{shift}.explanation"))
     col_ranks, col_base, col_steps, col_seed = st.columns([4, 3, 1, 1], vertical_alignment="bottom")
     col_ranks.multiselect(

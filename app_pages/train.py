@@ -17,6 +17,7 @@ from app_pages.common import (
     save_settings,
     session_id,
     style,
+    titled_select,
     tr,
 )
 from core import data, jobs, links, lora, methods, paths, train, zoo
@@ -37,13 +38,7 @@ def task_settings() -> None:
     """Model (with its card), dataset and task shift (with its explanation)."""
     col_model, col_data, col_shift = st.columns(3)
     with col_model:
-        model = st.selectbox(
-            tr("train.model"),
-            zoo.names(),
-            key=key("model"),
-            persist_state="session",
-            format_func=lambda name: tr(f"models.{name}.title"),
-        )
+        model = titled_select(st, "train.model", zoo.names(), key("model"), "models")
         st.caption(tr(f"models.{model}.summary"))
         card = zoo.card(model)
         st.caption(
@@ -55,22 +50,11 @@ def task_settings() -> None:
             )
         )
     with col_data:
-        dataset = st.selectbox(
-            tr("train.dataset"),
-            list(data.DATASETS),
-            key=key("dataset"),
-            persist_state="session",
-            format_func=lambda name: tr(f"datasets.{name}.title"),
-        )
+        datasets = list(data.DATASETS)
+        dataset = titled_select(st, "train.dataset", datasets, key("dataset"), "datasets")
         st.caption(tr(f"datasets.{dataset}.description"))
     with col_shift:
-        shift = st.selectbox(
-            tr("train.shift"),
-            list(data.SHIFTS),
-            key=key("shift"),
-            persist_state="session",
-            format_func=lambda name: tr(f"shifts.{name}.title"),
-        )
+        shift = titled_select(st, "train.shift", list(data.SHIFTS), key("shift"), "shifts")
         st.caption(tr(f"shifts.{shift}.explanation"))
         shift_parameters(shift)
 

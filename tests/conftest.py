@@ -1,4 +1,5 @@
-"""Fixtures for the app's tests: a private LoRA Lab home, a running server, a headless browser.
+"""Shared fixtures: one torch thread; for the app, a private LoRA Lab home, a running server
+and a headless browser.
 
 None of them is autouse: only the tests that ask for them pay for them.
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -29,6 +31,16 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread, as each pool worker has: bit-for-bit equal numbers need a fixed thread
+    count, and two threads on two busy cores run many times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,7 @@ from core.train import Event, RunConfig, make_optimizer, sweep_configs, train
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-for-bit equality needs a fixed thread count (the pool gives each job one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(**settings):
