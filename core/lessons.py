@@ -15,9 +15,8 @@ from typing import Any
 class Lesson:
     id: str
     page: str  # "train" or "compare"
-    settings: dict[str, Any] = field(
-        default_factory=dict
-    )  # page settings that differ from defaults
+    # the page's settings that differ from its defaults
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def text_keys(self) -> dict[str, str]:
         """Catalog keys of the lesson's words."""
