@@ -17,7 +17,8 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import data, jobs, links, train, zoo
+from core import adapters, data, jobs, links, train, zoo
+from core.paths import OfflineError
 from core.runs import RunRecord, StoreError
 
 PAGE = "compare"
@@ -195,6 +196,94 @@ def manage(records: list[RunRecord]) -> None:
         col_peft.caption(tr("compare.no_peft"))
 
 
+def import_section(settings: dict) -> None:
+    """Upload a PEFT adapter (LoRA Lab's export, or PEFT's save_pretrained zipped) as a run of
+    this session, measured on the sweep's task; then open it on the Spectra page."""
+    with st.expander(tr("compare.import_title")):
+        st.caption(tr("compare.import_intro"))
+        col_file, col_model = st.columns([3, 2])
+        upload = col_file.file_uploader(
+            tr("compare.import_file"),
+            type="zip",
+            key=key("upload"),
+            max_upload_size=adapters.MAX_ZIP_BYTES // 2**20,
+        )
+        model = titled_select(
+            col_model, "compare.import_model", zoo.names(), key("import_model"), "models"
+        )
+        task = train.RunConfig(
+            model=model, dataset=settings["dataset"], shift=settings["shift"], seed=settings["seed"]
+        )
+        shown = f"{tr(f'datasets.{task.dataset}.title')} · {tr(f'shifts.{task.shift}.title')}"
+        st.caption(tr("compare.import_task", task=shown))
+        if st.button(tr("compare.import"), disabled=upload is None, key=key("import")):
+            try:
+                with st.spinner(tr("compare.importing")):
+                    run_id = adapters.import_adapter(
+                        upload.getvalue(), task, store(), session_id(), upload.name
+                    )
+                st.session_state[key("imported")] = run_id
+                st.rerun()  # the new run joins the charts and the table above
+            except (ValueError, StoreError, OfflineError) as error:
+                st.error(tr("compare.import_failed", reason=error))
+    # Outside the expander: it may be drawn closed after the rerun.
+    if imported := st.session_state.get(key("imported")):
+        st.success(tr("compare.imported", run=imported))
+        st.page_link(
+            "app_pages/spectra.py",
+            label=tr("compare.open_spectra"),
+            icon=":material/insights:",
+            query_params={"run": str(imported)},
+        )
+
+
+def runs_section(records: list[RunRecord]) -> None:
+    """The runs: accuracy against cost, learning curves, the table, and managing one run."""
+    st.subheader(tr("compare.cost_title"))
+    st.plotly_chart(cost_figure(records), width="stretch")
+    st.caption(tr("compare.cost_caption"))
+
+    st.subheader(tr("compare.curves_title"))
+    by_id = {str(record.id): record for record in records}
+    st.session_state[key("runs")] = [i for i in st.session_state[key("runs")] if i in by_id]
+    chosen = st.multiselect(
+        tr("compare.curves_runs"),
+        list(by_id),
+        key=key("runs"),
+        persist_state="session",
+        format_func=lambda i: run_label(by_id[i]),
+        placeholder=tr("compare.curves_placeholder"),
+    )
+    if chosen:
+        st.plotly_chart(curves_figure([by_id[i] for i in chosen]), width="stretch")
+
+    st.subheader(tr("compare.table_title"))
+    table = runs_table(records)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            tr("compare.col_before"): st.column_config.NumberColumn(format="percent"),
+            tr("compare.col_after"): st.column_config.NumberColumn(format="percent"),
+            tr("compare.col_seconds"): st.column_config.NumberColumn(format="%.1f"),
+        },
+    )
+    st.download_button(
+        tr("compare.csv"),
+        table.to_csv(index=False),
+        file_name="lora-lab-runs.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key=key("csv"),
+    )
+    with st.expander(tr("compare.manage_title")):
+        try:
+            manage(records)
+        except StoreError as error:
+            st.error(str(error))
+
+
 # ----------------------------------------------------------------------------- the page
 
 st.title(tr("compare.title"))
@@ -222,52 +311,9 @@ with st.container(border=True):
 
 everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
 records = visible_runs(everyone)
-if not records:
-    save_settings(PAGE, DEFAULTS)
+if records:
+    runs_section(records)
+else:
     st.info(tr("compare.no_runs"))
-    st.stop()
-
-st.subheader(tr("compare.cost_title"))
-st.plotly_chart(cost_figure(records), width="stretch")
-st.caption(tr("compare.cost_caption"))
-
-st.subheader(tr("compare.curves_title"))
-by_id = {str(record.id): record for record in records}
-st.session_state[key("runs")] = [i for i in st.session_state[key("runs")] if i in by_id]
-chosen = st.multiselect(
-    tr("compare.curves_runs"),
-    list(by_id),
-    key=key("runs"),
-    persist_state="session",
-    format_func=lambda i: run_label(by_id[i]),
-    placeholder=tr("compare.curves_placeholder"),
-)
-if chosen:
-    st.plotly_chart(curves_figure([by_id[i] for i in chosen]), width="stretch")
-
-st.subheader(tr("compare.table_title"))
-table = runs_table(records)
-st.dataframe(
-    table,
-    hide_index=True,
-    width="stretch",
-    column_config={
-        tr("compare.col_before"): st.column_config.NumberColumn(format="percent"),
-        tr("compare.col_after"): st.column_config.NumberColumn(format="percent"),
-        tr("compare.col_seconds"): st.column_config.NumberColumn(format="%.1f"),
-    },
-)
-st.download_button(
-    tr("compare.csv"),
-    table.to_csv(index=False),
-    file_name="lora-lab-runs.csv",
-    mime="text/csv",
-    icon=":material/download:",
-    key=key("csv"),
-)
-with st.expander(tr("compare.manage_title")):
-    try:
-        manage(records)
-    except StoreError as error:
-        st.error(str(error))
+import_section(settings)
 save_settings(PAGE, DEFAULTS)

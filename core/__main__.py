@@ -3,6 +3,7 @@
     python -m core train --rank 8 --shift rotate --json     one run, saved like the app's
     python -m core sweep --ranks 1,2,4,8,16,32              ranks side by side, + head and full
     python -m core runs list | show ID | export ID | rename ID NAME | delete ID
+    python -m core runs import adapter.zip --model mlp      a PEFT adapter, saved as a run
     python -m core pretrain mlp                             rebuild a zoo model's weights
     python -m core spectra ID                               what a saved run's ΔW looks like
     python -m core experiment amplification                 re-measure a LoRA paper finding
@@ -17,18 +18,38 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 OWNER = "cli"
+TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
+
+
+def to_json(value: Any) -> str:
+    """One line of strict JSON. JSON has no Infinity or NaN (Python would write them anyway, and
+    other tools could not read the line), so a non-finite number, such as the amplification of
+    an update along directions W0 does not use at all, is written as null."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 # -- train ----------------------------------------------------------------------------------------
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """A flag per RunConfig field: --rank, --batch-size, --dora/--no-dora, …
+def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = ()) -> None:
+    """A flag per RunConfig field (or per field in `names`): --rank, --dora/--no-dora, …
 
     Values stay strings here and go through RunConfig.from_dict, the same conversion a URL's
     query gets; unset flags are left out, so RunConfig's defaults apply.
@@ -36,6 +57,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     from core.train import RunConfig
 
     for f in dataclasses.fields(RunConfig):
+        if names and f.name not in names:
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         text = f"{f.metadata.get('help', '')} (default: {json.dumps(default)})"
@@ -86,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, interrupt)
     summary = {"run_id": run_id, **result.summary()}
     if args.json:
-        print(json.dumps(summary))
+        print(to_json(summary))
     else:
         print(_describe(summary))
     return 0 if result.status != "failed" else 1
@@ -139,7 +162,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         pool.shutdown()
     if args.json:
-        print(json.dumps(rows))
+        print(to_json(rows))
     else:
         print(_table(rows))
     return 0 if all(row["status"] != "failed" for row in rows) else 1
@@ -193,21 +216,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     with RunStore() as store:
         if args.action == "list":
             records = [r.summary() for r in store.list(owner=args.owner)]
-            print(json.dumps(records) if args.json else _runs_table(records))
+            print(to_json(records) if args.json else _runs_table(records))
         elif args.action == "show":
             record = store.get(args.run_id)
             if args.json:
                 full = {**record.summary(), "history": record.history}
-                print(json.dumps({**full, "snapshots": record.snapshots}))
+                print(to_json({**full, "snapshots": record.snapshots}))
             else:
                 print(_show(record))
         elif args.action == "export":
             print(store.export_peft(args.run_id, args.out))
+        elif args.action == "import":
+            print(_import(args, store))
         elif args.action == "rename":
             store.rename(args.run_id, args.name)
         elif args.action == "delete":
             store.delete(args.run_id)
     return 0
+
+
+def _import(args: argparse.Namespace, store: Any) -> str:
+    """Import a PEFT adapter zip as a run; what to print about it."""
+    from core.adapters import import_adapter, read_zip
+
+    task = config_from(args)
+    run_id = import_adapter(read_zip(args.file), task, store, OWNER, Path(args.file).name)
+    summary = store.get_summary(run_id).summary()
+    if args.json:
+        return to_json(summary)
+    return (
+        f"run {run_id} imported: test accuracy {summary['test_acc_before']:.3f} → "
+        f"{summary['test_acc_after']:.3f} on {task.dataset}/{task.shift}"
+    )
 
 
 def _runs_table(records: list[dict]) -> str:
@@ -233,7 +273,7 @@ def _show(record: Any) -> str:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from core import zoo
 
-    print(json.dumps(zoo.pretrain(args.name)))
+    print(to_json(zoo.pretrain(args.name)))
     return 0
 
 
@@ -242,7 +282,7 @@ def cmd_spectra(args: argparse.Namespace) -> int:
 
     use_job_threads()
     report = spectra.analyse_run(args.run_id)
-    print(json.dumps(report) if args.json else spectra.report_table(report))
+    print(to_json(report) if args.json else spectra.report_table(report))
     return 0
 
 
@@ -251,7 +291,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     use_job_threads()
     finding = experiments.run(args.name)
-    print(json.dumps(finding.to_dict()) if args.json else finding.report())
+    print(to_json(finding.to_dict()) if args.json else finding.report())
     return 0
 
 
@@ -286,6 +326,11 @@ def parser() -> argparse.ArgumentParser:
     export = actions.add_parser("export", help="a LoRA run's adapter as a PEFT zip")
     export.add_argument("run_id", type=int)
     export.add_argument("--out", help="zip file to write (default: $LORA_LAB_HOME/exports/)")
+    imports = actions.add_parser("import", help="a PEFT adapter zip as a new run")
+    imports.add_argument("file", help="the zip: from `runs export`, or a PEFT folder zipped")
+    imports.add_argument("--model", required=True, help="the zoo model it was trained on")
+    add_config_flags(imports, TASK_FIELDS)
+    imports.add_argument("--json", action="store_true", help="print the run as one JSON line")
     rename = actions.add_parser("rename", help="give a run a new name")
     rename.add_argument("run_id", type=int)
     rename.add_argument("name")

@@ -113,10 +113,16 @@ def trained_modules(model: nn.Module) -> list[str]:
 
 
 def import_peft(base_model: nn.Module, directory: str | Path) -> nn.Module:
-    """Load a PEFT LoRA adapter onto a copy of `base_model` (which stays untouched)."""
+    """Load a PEFT LoRA adapter onto a copy of `base_model` (which stays untouched).
+
+    Modules the adapter saved in full (PEFT's modules_to_save, such as the head) come back
+    trainable, as in PEFT: saving or exporting the model again keeps them.
+    """
     config, tensors = read_peft(directory)
     adapters = {k for k in tensors if k.endswith(LORA_SUFFIXES)}
     targets = sorted({k[len(PREFIX) :].rsplit(".lora_", 1)[0] for k in adapters})
+    if not targets:
+        raise ValueError(f"{WEIGHTS_FILE} holds no LoRA weights (lora_A, lora_B).")
     if config.get("init_lora_weights", True) not in (True, False, "gaussian"):
         raise ValueError(
             "only adapters trained from PEFT's default or gaussian init can be "
@@ -149,10 +155,14 @@ def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{CONFIG_FILE} is not valid JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{CONFIG_FILE} does not describe an adapter (it is not a JSON object).")
     if config.get("peft_type") != "LORA":
         raise ValueError(
             f"only LoRA adapters can be loaded (peft_type={config.get('peft_type')!r})."
         )
+    if not all(isinstance(config.get(key), int | float) for key in ("r", "lora_alpha")):
+        raise ValueError(f"{CONFIG_FILE} needs the numbers r and lora_alpha.")
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise ValueError(
             "adapters with per-layer ranks (rank_pattern/alpha_pattern) are not supported."
@@ -180,7 +190,7 @@ def _load_tensors(model: nn.Module, tensors: dict[str, Tensor], adapters: set[st
                 raise ValueError(f"{path} holds a DoRA magnitude but the config has no use_dora.")
             value = value.reshape(-1) if param == "magnitude" else value
         elif path in own:
-            target = own[path]
+            target = own[path].requires_grad_(True)
         else:
             raise ValueError(f"the adapter has weights for {path!r}, which this model lacks.")
         if target.shape != value.shape:

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS runs (
     owner TEXT NOT NULL,
     config TEXT NOT NULL,            -- RunConfig.to_dict() as JSON
     status TEXT NOT NULL,            -- running | finished | stopped | failed | unfinished
+                                     -- | imported (an uploaded adapter: core.adapters)
     reason TEXT NOT NULL DEFAULT '',
     pid INTEGER,                     -- the process training it, while it runs
     created REAL NOT NULL,           -- seconds since the epoch

@@ -587,13 +587,9 @@ def analyse_run(
 
 def planted_of(config: RunConfig) -> Planted:
     """The planted update of a planted-rank run: the task is rebuilt exactly as train() built it."""
-    from core import data, zoo
+    from core.train import load_task  # core.train imports this module: import it late
 
-    base_model = zoo.load(config.model)
-    task = data.load_task(
-        config.dataset, config.shift, config.shift_params, seed=config.seed, base_model=base_model
-    )
-    return task.planted
+    return load_task(config).planted
 
 
 REPORT_COLUMNS = {  # report key → column title, for the command line's table

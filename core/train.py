@@ -308,6 +308,18 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
     return base, model
 
 
+def load_task(config: RunConfig) -> data.Task:
+    """The task a config names, built the same way for training and for measuring an imported
+    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
+    return data.load_task(
+        config.dataset,
+        config.shift,
+        config.shift_params,
+        seed=config.seed,
+        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+    )
+
+
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
     """The optimizer over the trainable parameters. LoRA+ (arXiv 2402.12354) gives B its own
     parameter group with ratio × the learning rate of everything else."""
@@ -430,13 +442,7 @@ def train(
     # CUDA needs this for bit-for-bit repeatable runs; on the CPU every op used here already is.
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(config.device)
-    task = data.load_task(
-        config.dataset,
-        config.shift,
-        config.shift_params,
-        seed=config.seed,
-        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
-    )
+    task = load_task(config)
     base, model = build_models(config, task.num_classes)
     model.to(device)
     splits = {

@@ -1,5 +1,5 @@
-"""Shared fixtures: one torch thread; for the app, a private LoRA Lab home, a running server
-and a headless browser.
+"""Shared fixtures: one torch thread; a private LoRA Lab home and run store per test; for the
+app, a private LoRA Lab home, a running server and a headless browser.
 
 None of them is autouse: only the tests that ask for them pay for them.
 """
@@ -15,9 +15,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do not load core
+    from core.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -41,6 +45,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh LORA_LAB_HOME for one test: never the real ~/.lora-lab."""
+    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[RunStore]:
+    """The run store in the test's own home."""
+    from core.runs import RunStore
+
+    with RunStore() as store:
+        yield store
 
 
 @pytest.fixture(scope="session")

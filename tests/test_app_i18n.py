@@ -34,7 +34,8 @@ def test_every_choice_the_app_offers_has_words():
     keys += [f"methods.{name}_help" for name in methods.METHODS]
     keys += [f"inits.{name}" for name in lora.INITS] + [f"scalings.{s}" for s in lora.SCALINGS]
     keys += [
-        f"status.{s}" for s in ("queued", "running", "finished", "stopped", "failed", "unfinished")
+        f"status.{s}"
+        for s in ("queued", "running", "finished", "stopped", "failed", "unfinished", "imported")
     ]
     keys += [f"shifts.{name}.title" for name in data.SHIFTS]
     keys += [f"shifts.{name}.explanation" for name in data.SHIFTS]

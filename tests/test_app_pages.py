@@ -196,3 +196,33 @@ def test_planted_rank_run_shows_the_planted_update(lab_home):
 def test_readme_page_shows_the_readme(lab_home):
     at = open_page("readme")
     assert at.markdown and "LoRA" in at.markdown[0].value
+
+
+def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
+    """Upload the trained run's PEFT zip: it becomes a run of this session, with a link to
+    Spectra; a file that is not a zip gets one clear line and no run."""
+    _, run_id = trained
+    with runs.RunStore() as store:
+        adapter = store.export_peft(run_id).read_bytes()
+        count = len(store.list())
+    at = open_page("compare")
+    at.file_uploader(key="compare.upload").set_value(("my-adapter.zip", b"no zip", "text/plain"))
+    at.run()
+    at.button(key="compare.import").click().run()
+    assert "is not a zip" in at.error[0].value and not at.success
+    at.file_uploader(key="compare.upload").set_value(("my-adapter.zip", adapter, "application/zip"))
+    at.run()
+    at.button(key="compare.import").click().run()
+    assert not at.exception and not at.error
+    with runs.RunStore() as store:
+        records = store.list()
+    assert len(records) == count + 1  # the failed upload saved nothing
+    imported = records[0]
+    assert imported.status == "imported" and imported.owner == at.session_state["session_id"]
+    assert f"#{imported.id}" in at.success[0].value
+    links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
+    assert ("spectra", f"run={imported.id}") in links
+    assert str(imported.id) in at.dataframe[-1].value["id"].astype(str).tolist()
+    spectra = open_page("spectra", {"run": str(imported.id)})
+    assert spectra.selectbox(key="spectra.run").value == imported.id
+    assert len(charts(spectra)) == 2  # its spectrum and its ΔW (it recorded no training)

@@ -1,6 +1,7 @@
 """`python -m core`: results as one JSON line, and every mistake as one line, never a traceback."""
 
 import json
+import math
 import subprocess
 import sys
 import zipfile
@@ -16,10 +17,7 @@ from core.train import RunConfig
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("home")  # each test has its own LORA_LAB_HOME
 
 
 @pytest.fixture
@@ -87,6 +85,35 @@ def test_runs_list_show_export_rename_delete(home, capsys, tmp_path):
         assert store.list() == []
 
 
+def test_runs_import_saves_an_adapter_zip_as_a_run(capsys, tmp_path, restore_threads):
+    torch.set_num_threads(1)
+    with RunStore() as store:
+        run_id, _ = train_and_save(RunConfig(steps=3), store)
+        adapter = str(store.export_peft(run_id, tmp_path / "adapter.zip"))
+    assert main(["runs", "import", adapter, "--model", "mlp", "--shift", "invert", "--json"]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert imported["run_id"] != run_id and imported["status"] == "imported"
+    assert imported["owner"] == "cli" and imported["config"]["shift"] == "invert"
+    assert main(["runs", "import", adapter, "--model", "mlp"]) == 0
+    assert capsys.readouterr().out.startswith(f"run {imported['run_id'] + 1} imported: test acc")
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, monkeypatch):
+    """‖ΔW‖ / ‖UᵀW0V‖ is infinite when W0 has nothing along ΔW's directions; JSON has no
+    Infinity, so it is printed as null (as NaN is)."""
+    from core import spectra
+
+    report = {"fc1": {"amplification": math.inf, "sigma": [2.0, math.nan], "intruders": 0}}
+    monkeypatch.setattr(spectra, "analyse_run", lambda run_id: report)
+    assert main(["spectra", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out, parse_constant=_no_constants)
+    assert printed == {"fc1": {"amplification": None, "sigma": [2.0, None], "intruders": 0}}
+
+
 def test_train_has_a_flag_for_every_config_field(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -113,6 +140,12 @@ ONE_LINE_ERRORS = {
     "spectra of a missing run": (["spectra", "999"], "no run 999"),
     "unknown experiment": (["experiment", "nope"], "unknown experiment"),
     "unknown zoo model": (["pretrain", "nope"], "nope"),
+    "import a missing file": (["runs", "import", "nope.zip", "--model", "mlp"], "cannot read"),
+    "import onto no such model": (["runs", "import", "a.zip", "--model", "nope"], "unknown model"),
+    "import a file that is not a zip": (
+        ["runs", "import", str(REPO / "pyproject.toml"), "--model", "mlp"],
+        "is not a zip",
+    ),
 }
 
 
@@ -125,7 +158,9 @@ def test_every_bad_command_exits_2_with_one_line(case, capsys, restore_threads):
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr
 
 
-@pytest.mark.parametrize("case", ["rank above min(d, k)", "missing run"])
+@pytest.mark.parametrize(
+    "case", ["rank above min(d, k)", "missing run", "import a file that is not a zip"]
+)
 def test_the_real_command_line_exits_2_with_one_line_and_no_traceback(case):
     args, message = ONE_LINE_ERRORS[case]
     done = cli(*args)

@@ -22,20 +22,7 @@ SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
 REPO = Path(__file__).resolve().parent.parent
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    """Every test gets its own LORA_LAB_HOME: never the real ~/.lora-lab."""
-    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
-def store(home):
-    with RunStore() as store:
-        yield store
+pytestmark = pytest.mark.usefixtures("one_thread", "home")  # each test has its own home
 
 
 def outputs(model: torch.nn.Module) -> torch.Tensor:

@@ -1,0 +1,206 @@
+"""Importing an adapter zip: it comes back as a run that computes exactly what it computed
+before, and a bad or unsafe file is refused with one line while the store stays as it was."""
+
+import copy
+import io
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from peft import LoraConfig, get_peft_model
+from test_runs import SMALL, outputs
+
+from core import adapters, lora, peft_io, spectra, zoo
+from core.adapters import import_adapter
+from core.runs import RunStore, train_and_save
+from core.train import RunConfig
+
+CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
+
+pytestmark = pytest.mark.usefixtures("one_thread", "home")  # each test has its own home
+
+
+@pytest.fixture
+def exported(store, tmp_path) -> tuple[int, dict[str, bytes]]:
+    """A trained LoRA run and the files of its exported zip: (run id, {name: content})."""
+    run_id, _ = train_and_save(RunConfig(**SMALL), store)
+    with zipfile.ZipFile(store.export_peft(run_id, tmp_path / "run.zip")) as archive:
+        return run_id, {name: archive.read(name) for name in archive.namelist()}
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def saved_state(store: RunStore) -> tuple[list, list[Path]]:
+    """Everything the store holds: its runs, and every file under its folder of weights."""
+    files = sorted(store.weights_dir.rglob("*")) if store.weights_dir.exists() else []
+    return [r.summary() for r in store.list()], files
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"dora": True, "scaling": "rslora"}, {"model": "cnn", "targets": "conv1,fc1", "rank": 2}],
+    ids=["plain", "dora-rslora", "cnn-conv"],
+)
+def test_an_exported_run_comes_back_with_the_same_logits_and_delta_W(store, tmp_path, settings):
+    config = RunConfig(**SMALL, **settings)
+    run_id, result = train_and_save(config, store)
+    zip_bytes = store.export_peft(run_id, tmp_path / "run.zip").read_bytes()
+    new_id = import_adapter(zip_bytes, RunConfig(model=config.model), store, "bob", "run.zip")
+    record = store.get(new_id)
+    assert (record.status, record.owner, record.reason) == ("imported", "bob", "from run.zip")
+    assert record.config.rank == config.rank and record.config.alpha == config.alpha
+    assert record.config.dora == config.dora and record.config.scaling == config.scaling
+    assert record.config.targets == sorted(lora.adapted_layers(result.model))
+    assert record.test_acc_before == result.test_acc_before  # the same task, measured again
+    assert record.test_acc_after == result.test_acc_after
+    assert record.trainable_params == result.trainable_params
+    _, model = store.load_run_model(new_id)
+    assert torch.equal(outputs(model), outputs(result.model))
+    original, imported = lora.delta_weights(result.model), lora.delta_weights(model)
+    assert original.keys() == imported.keys()
+    assert all(torch.equal(original[name], imported[name]) for name in original)
+    assert spectra.analyse_run(new_id, store).keys() == original.keys()  # the Spectra page
+
+
+def test_a_peft_save_pretrained_folder_zipped_imports(store, tmp_path):
+    base = zoo.load("mlp")
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["fc1"], modules_to_save=["head"])
+    peft_model = get_peft_model(copy.deepcopy(base), config)
+    with torch.no_grad():  # as if trained: B ≠ 0, and a head of its own
+        for param in (p for p in peft_model.parameters() if p.requires_grad):
+            param.add_(0.05 * torch.randn(param.shape, generator=torch.Generator().manual_seed(2)))
+    peft_model.save_pretrained(tmp_path / "my-adapter")
+    files = {f"my-adapter/{p.name}": p.read_bytes() for p in (tmp_path / "my-adapter").iterdir()}
+    assert set(files) >= {f"my-adapter/{CONFIG}", f"my-adapter/{WEIGHTS}", "my-adapter/README.md"}
+    new_id = import_adapter(zipped(files), RunConfig(model="mlp"), store)
+    record = store.get_summary(new_id)
+    assert record.config.targets == ["fc1"] and record.config.rank == 2
+    _, model = store.load_run_model(new_id)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), peft_model.eval()(x), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(model(x), base(x), atol=1e-3)  # the head came along too
+
+
+class _Trap:
+    """Unpickling this creates a file: the proof that a pickle was opened."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [(WEIGHTS, "is not a safetensors file"), ("adapter_model.bin", "a pickle, which")],
+)
+def test_a_pickle_is_never_opened_and_the_store_is_unchanged(
+    exported, store, tmp_path, name, message
+):
+    marker = tmp_path / "unpickled"
+    files = {CONFIG: exported[1][CONFIG], name: pickle.dumps(_Trap(marker))}
+    before = saved_state(store)
+    with pytest.raises(ValueError, match=message):
+        import_adapter(zipped(files), RunConfig(), store)
+    assert not marker.exists()
+    assert saved_state(store) == before
+
+
+def test_an_adapter_for_another_model_does_not_fit(store, tmp_path):
+    """The CNN's fc1 takes 32·7·7 inputs, the MLP's 784: same name, other shape."""
+    run_id, _ = train_and_save(RunConfig(model="cnn", targets="fc1", rank=2, **SMALL), store)
+    zip_bytes = store.export_peft(run_id, tmp_path / "cnn.zip").read_bytes()
+    before = saved_state(store)
+    with pytest.raises(ValueError, match="does not fit this model: fc1"):
+        import_adapter(zip_bytes, RunConfig(model="mlp"), store)
+    assert saved_state(store) == before
+
+
+def with_nan(weights: bytes) -> bytes:
+    tensors = safetensors.torch.load(weights)
+    next(iter(tensors.values()))[0] = float("nan")
+    return safetensors.torch.save(tensors)
+
+
+def broken(files: dict[str, bytes], case: str) -> bytes:
+    """The exported zip, spoiled in one way."""
+    config, weights = files[CONFIG], files[WEIGHTS]
+    no_rank = {k: v for k, v in json.loads(config).items() if k != "r"}
+    spoiled = {
+        "path traversal": {f"../../{CONFIG}": config, WEIGHTS: weights},
+        "absolute path": {f"/tmp/{CONFIG}": config, f"/tmp/{WEIGHTS}": weights},
+        "windows path": {f"C:\\temp\\{CONFIG}": config, WEIGHTS: weights},
+        "no weights": {CONFIG: config},
+        "two adapters": {f"a/{CONFIG}": config, f"a/{WEIGHTS}": weights, f"b/{CONFIG}": config},
+        "split folders": {f"a/{CONFIG}": config, f"b/{WEIGHTS}": weights},
+        "too many entries": {CONFIG: config, WEIGHTS: weights} | {f"x{i}": b"" for i in range(200)},
+        "config not an object": {CONFIG: b"[1, 2]", WEIGHTS: weights},
+        "no rank": {CONFIG: json.dumps(no_rank).encode(), WEIGHTS: weights},
+        "NaN weights": {CONFIG: config, WEIGHTS: with_nan(weights)},
+    }
+    return b"PK, but not a zip" * 10 if case == "not a zip" else zipped(spoiled[case])
+
+
+BROKEN = {
+    "not a zip": "is not a zip",
+    "path traversal": "points outside",
+    "absolute path": "points outside",
+    "windows path": "points outside",
+    "no weights": f"has no {WEIGHTS}",
+    "two adapters": "one adapter only",
+    "split folders": "same folder",
+    "too many entries": "holds 202 entries",
+    "config not an object": "not a JSON object",
+    "no rank": "needs the numbers r and lora_alpha",
+    "NaN weights": "NaN or infinite",
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_a_bad_or_unsafe_zip_is_one_line_and_the_store_is_unchanged(exported, store, case):
+    before = saved_state(store)
+    with pytest.raises(ValueError, match=BROKEN[case]) as error:
+        import_adapter(broken(exported[1], case), RunConfig(), store)
+    assert "\n" not in str(error.value)
+    assert saved_state(store) == before
+
+
+def test_a_zip_too_large_or_unpacking_too_large_is_refused(exported, store, monkeypatch):
+    zip_bytes = zipped(exported[1])
+    monkeypatch.setattr(adapters, "MAX_ZIP_BYTES", len(zip_bytes) - 1)
+    with pytest.raises(ValueError, match="too large"):
+        import_adapter(zip_bytes, RunConfig(), store)
+    monkeypatch.undo()
+    # A "zip bomb": small when packed, its weights file too large once unpacked.
+    monkeypatch.setattr(adapters, "MAX_FILE_BYTES", len(exported[1][WEIGHTS]) - 1)
+    with pytest.raises(ValueError, match=f"{WEIGHTS} unpacks to more than"):
+        import_adapter(zip_bytes, RunConfig(), store)
+    assert [r.id for r in store.list()] == [exported[0]]
+
+
+def test_a_damaged_zip_is_one_line(exported, store):
+    zip_bytes = bytearray(zipped(exported[1]))
+    middle = zip_bytes.index(b"PK\x03\x04", 4) - 100  # inside the first entry's packed bytes
+    zip_bytes[middle : middle + 50] = b"\xa5" * 50
+    with pytest.raises(ValueError, match="damaged"):
+        import_adapter(bytes(zip_bytes), RunConfig(), store)
+
+
+def test_read_zip_explains_a_missing_file_and_stops_reading_a_huge_one(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"cannot read .*No such file"):
+        adapters.read_zip(tmp_path / "nope.zip")
+    monkeypatch.setattr(adapters, "MAX_ZIP_BYTES", 10)
+    (tmp_path / "big.zip").write_bytes(b"x" * 1000)
+    assert len(adapters.read_zip(tmp_path / "big.zip")) == 11
