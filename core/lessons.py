@@ -39,10 +39,3 @@ LESSONS: tuple[Lesson, ...] = (
     # new top singular directions unlike any of W0's (intruder dimensions, arXiv 2410.21228).
     Lesson("intruders", page="train", settings={"method": "full", "shift": "label-permute"}),
 )
-
-
-def get(lesson_id: str) -> Lesson:
-    for lesson in LESSONS:
-        if lesson.id == lesson_id:
-            return lesson
-    raise ValueError(f"no lesson {lesson_id!r}; there are {', '.join(x.id for x in LESSONS)}")

@@ -72,6 +72,10 @@ class LoRALayer(nn.Module):
         """B A x, computed as two thin products: never forms the d×k matrix B A."""
         raise NotImplementedError
 
+    def W0x(self, x: Tensor) -> Tensor:
+        """W0 x without the bias."""
+        raise NotImplementedError
+
     def per_unit(self, v: Tensor) -> Tensor:
         """Reshape a length-d vector so it broadcasts over this layer's output units."""
         raise NotImplementedError
@@ -105,6 +109,7 @@ class LoRALayer(nn.Module):
         return self.merged_weight() - self.W0
 
     def per_unit_of_weight(self, v: Tensor) -> Tensor:
+        """Reshape a length-d vector so it scales each output unit's row (or filter) of W."""
         return v.reshape(-1, *[1] * (self.W0.dim() - 1))
 
     # -- initialisation ---------------------------------------------------------------------
@@ -148,14 +153,20 @@ class LoRALayer(nn.Module):
         h = self.base(x)  # W0 x + bias
         if not self.enabled:
             return h
-        update = self.scaling * self.BAx(self.dropout(x))
+        x_in = self.dropout(x)  # the adapter's input; dropout, when on, only hits this branch
+        update = self.scaling * self.BAx(x_in)
         if self.magnitude is None:
             return h + update
-        # DoRA: rescale each output unit by m / ‖W0 + s·BA‖. The norm is treated as a
-        # constant (no gradient), as the DoRA paper (§4.3) and HF PEFT do, to save memory.
-        bias = 0 if self.base.bias is None else self.per_unit(self.base.bias)
+        # DoRA: rescale each output unit by m / ‖W0 + s·BA‖, i.e. (without dropout)
+        #     h' = scale · (W0 x + s·B A x) + bias,   scale = m / ‖W0 + s·BA‖.
+        # Written as h + (scale − 1)·W0 x_in + scale · update, the way HF PEFT computes it, so
+        # that with dropout on training matches PEFT too. The norm is treated as a constant (no
+        # gradient), as the DoRA paper (§4.3) and PEFT do, to save memory.
         norm = row_norms(self.W0 + self.low_rank_update()).detach()
-        return self.per_unit(self.magnitude / norm) * (h - bias + update) + bias
+        scale = self.per_unit(self.magnitude / norm)
+        bias = 0 if self.base.bias is None else self.per_unit(self.base.bias)
+        W0x = h - bias if x_in is x else self.W0x(x_in)
+        return h + (scale - 1) * W0x + scale * update
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling:.4g}, dora={self.dora}"
@@ -170,6 +181,9 @@ class LoRALinear(LoRALayer):
 
     def BAx(self, x: Tensor) -> Tensor:
         return F.linear(F.linear(x, self.A), self.B)
+
+    def W0x(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.W0)
 
     def per_unit(self, v: Tensor) -> Tensor:
         return v
@@ -187,6 +201,10 @@ class LoRAConv2d(LoRALayer):
         Ax = F.conv2d(x, self.A, stride=c.stride, padding=c.padding, dilation=c.dilation)
         return F.conv2d(Ax, self.B)
 
+    def W0x(self, x: Tensor) -> Tensor:
+        c = self.base
+        return F.conv2d(x, self.W0, stride=c.stride, padding=c.padding, dilation=c.dilation)
+
     def per_unit(self, v: Tensor) -> Tensor:
         return v.reshape(-1, 1, 1)
 
@@ -200,22 +218,31 @@ def row_norms(W: Tensor) -> Tensor:
 ADAPTERS: dict[type[nn.Module], type[LoRALayer]] = {nn.Linear: LoRALinear, nn.Conv2d: LoRAConv2d}
 
 
+def why_not_adaptable(layer: nn.Module) -> str | None:
+    """Why this layer cannot take an adapter, or None if it can.
+
+    Exactly nn.Linear or a plain nn.Conv2d: a subclass may skip its own forward (as
+    MultiheadAttention's out_proj does), and a grouped or depthwise conv is not one matrix W0.
+    """
+    if type(layer) not in ADAPTERS:
+        return f"a {type(layer).__name__} cannot take an adapter: only nn.Linear and nn.Conv2d can."
+    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
+        return "LoRA here supports Conv2d with groups=1 and zero padding only."
+    return None
+
+
+def adapter_type(layer: nn.Module) -> type[LoRALayer]:
+    reason = why_not_adaptable(layer)
+    if reason:
+        raise ValueError(reason)
+    return ADAPTERS[type(layer)]
+
+
 def weight_matrix_shape(layer: nn.Module) -> tuple[int, int]:
     """(d, k) of the layer's weight seen as a matrix: out × in (Conv2d: out × in·kh·kw)."""
     adapter_type(layer)
     W = layer.weight
     return W.shape[0], W[0].numel()
-
-
-def adapter_type(layer: nn.Module) -> type[LoRALayer]:
-    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
-        raise ValueError("LoRA here supports Conv2d with groups=1 and zero padding only.")
-    for layer_type, adapter in ADAPTERS.items():
-        if isinstance(layer, layer_type):
-            return adapter
-    raise ValueError(
-        f"a {type(layer).__name__} cannot take an adapter: only nn.Linear and nn.Conv2d can."
-    )
 
 
 def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:
@@ -259,19 +286,11 @@ def eligible_layers(model: nn.Module, rank: int = 4) -> list[EligibleLayer]:
     head = head_name(model)
     layers = []
     for name, module in model.named_modules():
-        if can_adapt(module) and not _inside_adapter(model, name):
-            d, k = module.weight.shape[0], module.weight[0].numel()
+        if why_not_adaptable(module) is None and not _inside_adapter(model, name):
+            d, k = weight_matrix_shape(module)
             kind = type(module).__name__
             layers.append(EligibleLayer(name, kind, d, k, rank, is_head=name == head))
     return layers
-
-
-def can_adapt(module: nn.Module) -> bool:
-    """Exactly a Linear or a plain Conv2d (depthwise convs and MultiheadAttention's internal
-    projection, which bypasses its own forward, cannot carry a low-rank update this way)."""
-    if type(module) is nn.Conv2d:
-        return module.groups == 1 and module.padding_mode == "zeros"
-    return type(module) is nn.Linear
 
 
 def _inside_adapter(model: nn.Module, name: str) -> bool:

@@ -74,8 +74,3 @@ def test_every_lesson_is_a_valid_link_to_its_page(lesson):
     assert values == defaults | lesson.settings
     if lesson.page == "train":
         RunConfig.from_dict(values).validate()
-
-
-def test_unknown_lesson():
-    with pytest.raises(ValueError, match="no lesson 'x'"):
-        lessons.get("x")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = sorted((ROOT / "core").glob("*.py"))
+CORE = sorted((ROOT / "core").rglob("*.py"))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -27,7 +27,8 @@ def test_no_core_file_imports_streamlit_or_a_page():
 
 
 def test_importing_all_of_core_loads_no_streamlit():
-    modules = ", ".join(f"core.{p.stem}" for p in CORE if p.stem != "__main__")
+    names = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in CORE]
+    modules = ", ".join(n.removesuffix(".__init__") for n in names if not n.endswith("__main__"))
     code = f"import sys, {modules}; print('streamlit' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True

@@ -89,3 +89,22 @@ def test_missing_or_broken_config_is_explained(tmp_path):
 def test_export_without_adapters_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no LoRA adapters"):
         export_peft(toy_models()["mlp"][0], tmp_path)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_dora_with_dropout_trains_like_peft(tmp_path, name):
+    """In training mode dropout hits only the adapter's input; DoRA's rescaling must see the
+    same dropped-out input as PEFT's, or the two would learn differently."""
+    base, model, x = adapted(name, dora=True, dropout=0.3)
+    methods.trainable_parameters(model, "lora")
+    train_a_little(model, x)
+    export_peft(model, tmp_path)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+    model.train(), peft_model.train()
+    torch.manual_seed(1)
+    ours = model(x)
+    torch.manual_seed(1)
+    theirs = peft_model(x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    model.eval()
+    assert not torch.allclose(ours, model(x), atol=1e-4), "dropout should have been on"
