@@ -50,11 +50,14 @@ def sweep_settings() -> None:
 
 
 def sweep_configs(settings: dict) -> list[train.RunConfig]:
-    """LoRA at each rank, then head-only and full fine-tuning, all on the same task."""
+    """LoRA at each rank, then head-only and full fine-tuning, all on the same task. LoRA
+    adapts the model's default targets ("all-linear", or its card's where that picks no
+    layer, as for resnet18)."""
     base = train.RunConfig(
         model=settings["model"],
         dataset=settings["dataset"],
         shift=settings["shift"],
+        targets=train.default_targets(settings["model"]),
         steps=settings["steps"],
         seed=settings["seed"],
     )
@@ -157,8 +160,12 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
 
 
 def manage(records: list[RunRecord]) -> None:
-    """Rename, delete, or download a run's adapter in the PEFT format."""
-    by_id = {record.id: record for record in records}
+    """Rename, delete, or download a run's adapter in the PEFT format: this session's runs
+    only, also when the page shows everyone's."""
+    by_id = {record.id: record for record in records if record.owner == session_id()}
+    if not by_id:
+        st.info(tr("compare.no_runs"))
+        return
     col_pick, col_name, col_rename = st.columns([3, 3, 1], vertical_alignment="bottom")
     run_id = col_pick.selectbox(
         tr("compare.manage_run"),
@@ -173,15 +180,18 @@ def manage(records: list[RunRecord]) -> None:
         try:
             store().rename(run_id, new_name)
             st.rerun()
-        except ValueError as error:
+        except (ValueError, StoreError) as error:
             st.error(str(error))
     col_delete, col_confirm, col_peft = st.columns([1, 2, 3], vertical_alignment="center")
     sure = col_confirm.checkbox(tr("compare.confirm_delete"), key=key("sure"))
     if col_delete.button(
         tr("compare.delete"), icon=":material/delete:", disabled=not sure, key=key("delete")
     ):
-        store().delete(run_id)
-        st.rerun()
+        try:
+            store().delete(run_id)  # StoreError for a run still training: stop it first
+            st.rerun()
+        except StoreError as error:
+            st.error(str(error))
     record = by_id[run_id]
     if record.config.method == "lora" and record.has_weights:
         col_peft.download_button(

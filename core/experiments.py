@@ -78,8 +78,10 @@ def lora_run(rank: int, seed: int = 0, shift: str = SHIFT, steps: int = STEPS) -
 
 
 def config(**changes: object) -> RunConfig:
-    """The experiments' common settings (see the module docstring) with `changes`."""
+    """The experiments' common settings (see the module docstring) with `changes`. Always on
+    the CPU, even where a GPU is: the claim is the same numbers on every machine."""
     settings = {"model": MODEL, "shift": SHIFT, "targets": list(LAYERS), "lr": LR, "steps": STEPS}
+    settings |= {"device": "cpu"}
     settings |= changes
     steps = int(settings["steps"])
     return RunConfig(**settings, eval_interval=steps, snapshot_interval=steps)

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import copy
 import itertools
+import logging
 import multiprocessing
 import os
 import threading
@@ -264,6 +265,8 @@ class Pool:
         self._receive(worker)  # anything it sent before dying
         worker.process.join()  # reap it, so its process id is really gone (runs.recover checks)
         worker.conn.close()
+        if worker.job is not None:
+            self._recover_runs()  # before the job ends: whoever waits on it sees the run repaired
         with self._lock:
             self._slots.remove(worker)
             job, worker.job = worker.job, None
@@ -278,6 +281,17 @@ class Pool:
                 self._end(job, "failed", "the worker process died (out of memory?)")
             if not self._closed:
                 self._slots.append(self._start_worker())
+
+    def _recover_runs(self) -> None:
+        """Mark the runs of dead processes (the worker that just died) "unfinished" in the
+        store now, rather than whenever some process next opens it."""
+        from core.runs import RunStore, StoreError
+
+        try:
+            with RunStore(self.store_path) as store:
+                store.recover()  # (opening it recovers too)
+        except StoreError as error:  # the file went bad meanwhile: the next opener says so
+            logging.getLogger(__name__).warning("a dead worker's run stays 'running': %s", error)
 
     def _give_up(self, exitcode: int | None) -> None:
         self._broken = (

@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 """
 METRIC_COLUMNS = ("step", "train_loss", "val_loss", "val_acc", "elapsed", "steps_per_s")
+# A run in one of these is being trained (or about to be): it cannot be deleted.
+ACTIVE_STATUSES = ("running", "queued")
 
 
 class StoreError(RuntimeError):
@@ -193,36 +195,52 @@ class RunStore:
         return int(cursor.lastrowid)
 
     def append(self, run_id: int, history: list[dict], snapshots: list[dict]) -> None:
-        """Save progress (metrics and snapshots so far) in one transaction."""
-        with self._lock, self._db:
-            self._insert_progress(run_id, history, snapshots)
+        """Save progress (metrics and snapshots so far) in one transaction. StoreError if the
+        run's row is gone (deleted while it trained)."""
+        try:
+            with self._lock, self._db:
+                self._insert_progress(run_id, history, snapshots)
+        except sqlite3.IntegrityError:  # the metrics' foreign key: no such run
+            raise StoreError(_deleted_while_training(run_id)) from None
 
     def finish(self, run_id: int, result: RunResult) -> None:
-        """Save a run's outcome: weights file first, then every row in one transaction."""
+        """Save a run's outcome: weights file first, then every row in one transaction.
+
+        StoreError if the run's row is gone (deleted while it trained): then nothing is
+        written, and a weights file already written is removed again."""
         has_weights = result.status != "failed"
-        if has_weights:
-            self._write_weights(run_id, result.model)
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
-            self._db.execute("DELETE FROM snapshots WHERE run_id = ?", (run_id,))
-            self._insert_progress(run_id, result.history, result.snapshots)
-            self._db.execute(
-                "UPDATE runs SET status=?, reason=?, pid=NULL, seconds=?, test_acc_before=?,"
-                " test_acc_after=?, trainable_params=?, total_params=?, num_classes=?,"
-                " has_weights=? WHERE id=?",
-                (
-                    result.status,
-                    result.reason,
-                    result.seconds,
-                    result.test_acc_before,
-                    result.test_acc_after,
-                    result.trainable_params,
-                    result.total_params,
-                    result.task.num_classes,
-                    int(has_weights),
-                    run_id,
-                ),
-            )
+        try:
+            if has_weights:
+                self.get_summary(run_id)  # gone already? then write no weights at all
+                self._write_weights(run_id, result.model)
+            with self._lock, self._db:
+                # The run's row first: this takes the write lock, so nobody deletes it between
+                # this check and the inserts below.
+                updated = self._db.execute(
+                    "UPDATE runs SET status=?, reason=?, pid=NULL, seconds=?, test_acc_before=?,"
+                    " test_acc_after=?, trainable_params=?, total_params=?, num_classes=?,"
+                    " has_weights=? WHERE id=?",
+                    (
+                        result.status,
+                        result.reason,
+                        result.seconds,
+                        result.test_acc_before,
+                        result.test_acc_after,
+                        result.trainable_params,
+                        result.total_params,
+                        result.task.num_classes,
+                        int(has_weights),
+                        run_id,
+                    ),
+                )
+                if updated.rowcount == 0:
+                    raise StoreError(_deleted_while_training(run_id))
+                self._db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+                self._db.execute("DELETE FROM snapshots WHERE run_id = ?", (run_id,))
+                self._insert_progress(run_id, result.history, result.snapshots)
+        except (StoreError, sqlite3.IntegrityError):
+            shutil.rmtree(self.weights_dir / str(run_id), ignore_errors=True)  # no orphan folder
+            raise StoreError(_deleted_while_training(run_id)) from None
 
     def fail(self, run_id: int, reason: str) -> None:
         """Mark a run failed (an error other than a diverging loss), keeping its progress."""
@@ -301,10 +319,23 @@ class RunStore:
                 raise StoreError(f"there is no run {run_id}")
 
     def delete(self, run_id: int) -> None:
-        """Remove the run's rows (metrics and snapshots cascade) and then its weights."""
+        """Remove the run's rows (metrics and snapshots cascade) and then its weights.
+
+        A run still training cannot be deleted (StoreError): it would have nowhere to save.
+        One marked "running" whose process is gone is marked "unfinished" first, and goes.
+        """
+        self.recover()
         with self._lock, self._db:
-            if self._db.execute("DELETE FROM runs WHERE id=?", (run_id,)).rowcount == 0:
-                raise StoreError(f"there is no run {run_id}")
+            deleted = self._db.execute(
+                f"DELETE FROM runs WHERE id=? AND status NOT IN {ACTIVE_STATUSES}", (run_id,)
+            )
+            if deleted.rowcount == 0:
+                row = self._db.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"there is no run {run_id}")
+                raise StoreError(
+                    f"run {run_id} is still {row['status']}: stop it first, then delete it"
+                )
         shutil.rmtree(self.weights_dir / str(run_id), ignore_errors=True)
 
     def weights_path(self, run_id: int) -> Path:
@@ -389,6 +420,10 @@ def _record(row: sqlite3.Row) -> RunRecord:
 def _tables(db: sqlite3.Connection) -> set[str]:
     rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
     return {row[0] for row in rows} - {"sqlite_sequence"}
+
+
+def _deleted_while_training(run_id: int) -> str:
+    return f"run {run_id} was deleted while it was training: its results were not saved"
 
 
 def _unusable(path: Path, why: str) -> str:

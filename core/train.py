@@ -11,13 +11,18 @@ the parameters the method chooses and reports as it goes through `on_event`:
     Event("snapshot", s, {...})    the top singular values of each layer's delta_W
     Event("done", s, summary)      status, reason, test accuracy after, parameters, seconds
 
-The same config and seed give the same numbers, bit for bit, on one machine with the same
-number of torch threads (the order of a sum changes its last bits, and threads split sums).
+The same config and seed give the same numbers, bit for bit, on one machine's CPU with the
+same number of torch threads (the order of a sum changes its last bits, and threads split sums).
+GPU runs ask for deterministic kernels but are not guaranteed bit-exact. A run leaves the
+caller's torch state as it found it: the global random generators and the
+deterministic-algorithms setting are restored when train() returns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import math
 import time
@@ -308,6 +313,42 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
     return base, model
 
 
+def parameter_count(config: RunConfig | dict[str, Any]) -> tuple[int, int]:
+    """(trainable, total) parameters of a config's model, built exactly as training builds it
+    (nothing trains, no data loads). ValueError for what the model rejects (rank above a
+    layer's min(d, k), unknown layer); OfflineError for weights that need a download."""
+    if isinstance(config, RunConfig):
+        config = config.to_dict()
+    return _parameter_count(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(config_json: str) -> tuple[int, int]:
+    config = RunConfig.from_dict(json.loads(config_json))
+    _, model = build_models(config, data.DATASETS[config.dataset].num_classes)
+    count = methods.count_parameters(model)
+    return count.trainable, count.total
+
+
+def default_targets(model_name: str) -> str | list[str]:
+    """The LoRA targets to offer first for a model: "all-linear" when it picks a layer, else
+    the model card's recommended targets (resnet18's only Linear is its head, which
+    "all-linear" leaves out, so there it would pick nothing). ValueError for an unknown model.
+    """
+    return copy.copy(_default_targets(model_name))
+
+
+@functools.cache
+def _default_targets(model_name: str) -> str | list[str]:
+    card = zoo.card(model_name)  # ValueError for an unknown model
+    with torch.random.fork_rng(devices=[]):  # the architecture only: no weights, no download
+        architecture = zoo.ZOO[model_name].build()
+    architecture.head_name = card["head_name"]
+    if lora.resolve_targets(architecture, "all-linear"):
+        return "all-linear"
+    return list(card["recommended_targets"])
+
+
 def load_task(config: RunConfig) -> data.Task:
     """The task a config names, built the same way for training and for measuring an imported
     adapter (a planted-rank task needs the base model, whose update makes its labels)."""
@@ -439,9 +480,47 @@ def train(
     (status "stopped") or a non-finite loss (status "failed"); both keep the history."""
     log = _Log(on_event or (lambda event: None), started=time.perf_counter())
     config.validate()
-    # CUDA needs this for bit-for-bit repeatable runs; on the CPU every op used here already is.
-    torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(config.device)
+    with _run_scope(device):
+        return _train(config, device, log, stop)
+
+
+@contextlib.contextmanager
+def _run_scope(device: torch.device) -> Iterator[None]:
+    """What a run changes in torch's global state is undone when it ends: the random
+    generators (the CPU's, and the run's GPU's if it has one) and the deterministic-algorithms
+    setting."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    gpus = []  # no CUDA device is touched (or initialised) for a CPU run
+    if device.type == "cuda":
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+    mps_state = torch.mps.get_rng_state() if device.type == "mps" else None
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        # On the CPU every op used here is deterministic already. On a GPU this asks for
+        # deterministic kernels where torch has them (an op without one only warns), but GPU
+        # runs are not guaranteed bit-exact: cuBLAS would also need CUBLAS_WORKSPACE_CONFIG
+        # set before CUDA starts, and kernels differ between GPUs and library versions.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
+def _seed(seed: int, device: torch.device) -> None:
+    """Seed the global generator the run's dropout draws from, and no other: torch.manual_seed
+    would also (lazily) reseed every GPU, outside what _run_scope restores."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    elif device.type == "mps":
+        torch.mps.manual_seed(seed)
+
+
+def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | None) -> RunResult:
     task = load_task(config)
     base, model = build_models(config, task.num_classes)
     model.to(device)
@@ -458,7 +537,9 @@ def train(
     log.emit(Event("start", 0, start))
     log.record(0, None, *evaluate(model, *splits["val"]))
     _fit(config, base, model, splits, steps, log, stop)
-    failed = log.status == "failed"  # its weights hold inf or nan: nothing to test
+    # A diverged run: its loss became inf or nan (checked before that step's update, so the
+    # weights are those of the step before, which may or may not be finite): nothing to test.
+    failed = log.status == "failed"
     test_acc_after = None if failed else evaluate(model, *splits["test"])[1]
     result = RunResult(
         config=config,
@@ -490,7 +571,7 @@ def _fit(
 ) -> None:
     """The training steps. The data is already in memory as tensors, so a batch is one
     indexing operation: no DataLoader, no worker processes, nothing between the steps."""
-    torch.manual_seed(config.seed)  # the dropout masks
+    _seed(config.seed, splits["train"][0].device)  # the dropout masks
     optimizer = make_optimizer(model, config)
     x, y = splits["train"]
     order = batches(len(y), config.batch_size, torch.Generator().manual_seed(config.seed))

@@ -1,7 +1,9 @@
 """The job pool: bounded, first in first out, stoppable, and jobs that never disturb each other."""
 
+import contextlib
 import os
 import signal
+import sqlite3
 import time
 
 import pytest
@@ -38,6 +40,13 @@ def numbers(pool: Pool, job: jobs.Job) -> tuple:
         record = store.get(job.run_id)
     curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
     return curve, record.snapshots, record.test_acc_after
+
+
+def read(pool: Pool, query: str, *args: object) -> list[tuple]:
+    """Read the store's file directly: opening a RunStore would repair it (RunStore.recover)
+    and so hide whether the pool did."""
+    with contextlib.closing(sqlite3.connect(pool.store_path)) as db:
+        return db.execute(query, args).fetchall()
 
 
 def wait_for_steps(job: jobs.Job, steps: int) -> None:
@@ -126,11 +135,12 @@ def test_a_killed_worker_fails_its_job_and_is_replaced(pool):
     victim = pool.submit(RunConfig(**ENDLESS))
     wait_for_steps(victim, 60)  # its first progress is saved
     pid = next(w.process.pid for w in pool._slots if w.job is victim)
+    [(run_id,)] = read(pool, "SELECT id FROM runs WHERE pid=?", pid)
     os.kill(pid, signal.SIGKILL)
     finish(victim)
     assert victim.status == "failed" and "died" in victim.reason
-    with RunStore(pool.store_path) as store:
-        assert "unfinished" in {r.status for r in store.list()}
+    # Marked at once, not left "running" until some process happens to open the store.
+    assert read(pool, "SELECT status FROM runs WHERE id=?", run_id) == [("unfinished",)]
     survivor = pool.submit(RunConfig(**QUICK))
     finish(survivor)
     assert survivor.status == "finished"

@@ -83,6 +83,35 @@ def test_list_rename_delete(store):
     assert db.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (second,)).fetchone()[0] == 0
 
 
+def test_a_run_still_training_cannot_be_deleted(store):
+    run_id = store.create(RunConfig())  # "running", owned by this (live) process
+    with pytest.raises(StoreError, match="stop it first"):
+        store.delete(run_id)
+    assert store.get_summary(run_id).status == "running"
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    with sqlite3.connect(store.path) as db:  # as if that process had trained it and died
+        db.execute("UPDATE runs SET pid=? WHERE id=?", (gone.pid, run_id))
+    store.delete(run_id)  # found unfinished, so it goes
+    assert store.list() == []
+
+
+@pytest.mark.parametrize("when", ["start", "done"])
+def test_a_run_deleted_while_training_fails_clearly_and_leaves_no_files(store, when):
+    """Its row vanished (another process, an older version): a clear StoreError, no
+    orphan runs/<id>/ folder, whether it was deleted early (progress) or late (outcome)."""
+
+    def delete_behind_its_back(event):
+        if event.kind == when:
+            with sqlite3.connect(store.path) as db:
+                db.execute("DELETE FROM runs")
+
+    with pytest.raises(StoreError, match="deleted while it was training"):
+        train_and_save(RunConfig(**SMALL), store, on_event=delete_behind_its_back)
+    assert store.list() == []
+    assert not store.weights_dir.exists() or not any(store.weights_dir.iterdir())
+
+
 def test_export_is_a_peft_adapter_that_loads_back(store, tmp_path):
     run_id, result = train_and_save(RunConfig(**SMALL), store)
     path = store.export_peft(run_id, tmp_path / "adapter.zip")

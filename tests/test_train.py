@@ -5,9 +5,18 @@ import threading
 import pytest
 import torch
 
-from core import lora, zoo
+from core import lora, methods, zoo
 from core.methods import trainable_parameters
-from core.train import Event, RunConfig, make_optimizer, sweep_configs, train
+from core.train import (
+    Event,
+    RunConfig,
+    build_models,
+    default_targets,
+    make_optimizer,
+    parameter_count,
+    sweep_configs,
+    train,
+)
 
 # A few steps on the default model and dataset: enough to move every number.
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
@@ -42,6 +51,32 @@ def test_randomness_drawn_elsewhere_does_not_reach_the_run():
     first = run(dropout=0.3)
     torch.rand(7)
     assert losses(first) == losses(run(dropout=0.3))
+
+
+def deterministic_setting() -> tuple[bool, bool]:
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+
+
+@pytest.mark.parametrize("setting", [(False, False), (True, False)])
+def test_a_run_leaves_the_callers_random_state_and_settings_as_it_found_them(setting):
+    """train() seeds and draws (dropout) from torch's global generator and asks for
+    deterministic algorithms: inside the run only. Two runs still agree bit for bit."""
+    original = deterministic_setting()
+    torch.use_deterministic_algorithms(setting[0], warn_only=setting[1])
+    try:
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        first = run(dropout=0.3)
+        assert torch.equal(torch.get_rng_state(), before)
+        assert deterministic_setting() == setting
+        second = run(dropout=0.3)
+        assert torch.equal(torch.get_rng_state(), before)
+    finally:
+        torch.use_deterministic_algorithms(original[0], warn_only=original[1])
+    assert losses(first) == losses(second) and same_weights(first.model, second.model)
 
 
 def test_another_seed_gives_other_numbers():
@@ -193,3 +228,41 @@ def test_a_sweep_is_lora_at_each_rank_then_head_and_full_on_one_task():
     assert all(c.shift == "permute" and c.seed == 3 for c in configs)
     assert not any(c.dora for c in configs[3:])  # DoRA is a LoRA option only
     assert len(sweep_configs(base, [2], baselines=False)) == 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"rank": 16, "targets": "fc2", "dora": True},
+        {"method": "bitfit"},
+        {"method": "top-k", "top_k": 2},
+        {"model": "cnn", "targets": "conv1,fc1", "rank": 2},
+        {"dataset": "digits", "method": "head"},  # a dataset of another size
+    ],
+)
+def test_parameter_count_is_what_the_built_model_trains(settings):
+    config = RunConfig(**settings)
+    _, model = build_models(config, 10)
+    count = methods.count_parameters(model)
+    assert parameter_count(config) == (count.trainable, count.total)
+    assert parameter_count(config.to_dict()) == (count.trainable, count.total)
+
+
+def test_parameter_count_rejects_what_the_model_rejects():
+    with pytest.raises(ValueError, match="min"):
+        parameter_count(RunConfig(rank=300))
+
+
+def test_default_targets_pick_a_layer_of_every_model():
+    """resnet18's only Linear is its head, which "all-linear" leaves out: its card's
+    recommended targets (layer4's convs) stand in."""
+    assert default_targets("mlp") == "all-linear"
+    assert default_targets("resnet18") == zoo.card("resnet18")["recommended_targets"]
+    for name in zoo.names():
+        with torch.random.fork_rng(devices=[]):
+            architecture = zoo.ZOO[name].build()  # no weights needed (resnet18's are a download)
+        architecture.head_name = zoo.ZOO[name].head_name
+        assert lora.resolve_targets(architecture, default_targets(name)), name
+    with pytest.raises(ValueError, match="unknown model"):
+        default_targets("gpt-5")
