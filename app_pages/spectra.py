@@ -1,5 +1,7 @@
 """Spectra: look inside a finished run, one layer at a time, through singular values."""
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -36,6 +38,26 @@ def run_models(run_id: int, store_path: str):
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_report(run_id: int, store_path: str) -> dict[str, dict]:
     return spectra.model_report(*run_models(run_id, store_path))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def changed_layers(run_id: int, store_path: str) -> list[str]:
+    """The layers a run changed (cheap to keep: names only; the models are not cached here,
+    so listing many runs does not push the open run's models out of run_models' cache)."""
+    return list(spectra.layer_updates(*store().load_run_model(run_id)))
+
+
+def comparable_runs(record, layer: str, candidates) -> list[int]:
+    """Runs that can be compared with ``record`` on ``layer``: the same model (so the same
+    W0 shape) and a change in that layer."""
+    ids = []
+    for other in candidates:
+        if other.id == record.id or other.config.model != record.config.model:
+            continue
+        with contextlib.suppress(StoreError):
+            if layer in changed_layers(other.id, str(store().path)):
+                ids.append(other.id)
+    return ids
 
 
 def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
@@ -148,6 +170,45 @@ def evolution_figure(evolution: dict) -> go.Figure:
     return style(fig, height=420, margin={"l": 10, "r": 10, "t": 40, "b": 110})
 
 
+def dora_figure(evolution: dict) -> go.Figure:
+    """ΔM and ΔD of one layer at every snapshot (DoRA paper's view), each on its own axis:
+    ΔM is in the weight's units, ΔD a 1 − cos in [0, 2]."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=evolution["steps"],
+        y=evolution["delta_M"],
+        name=tr("spectra.delta_M"),
+        mode="lines+markers",
+        line_color="#e4572e",
+    )
+    fig.add_scatter(
+        x=evolution["steps"],
+        y=evolution["delta_D"],
+        name=tr("spectra.delta_D"),
+        mode="lines+markers",
+        line_color="#2e86ab",
+        yaxis="y2",
+    )
+    fig.update_xaxes(title_text=tr("spectra.step"))
+    fig.update_layout(
+        yaxis={
+            "title": {"text": "ΔM", "font": {"color": "#e4572e"}},
+            "rangemode": "tozero",
+            "tickformat": ".2~g",
+        },
+        yaxis2={
+            "title": {"text": "ΔD", "font": {"color": "#2e86ab"}},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "tickmode": "auto",
+            "tickformat": ".2~g",
+            "showgrid": False,
+        },
+    )
+    return style(fig, height=320)
+
+
 def heatmap(matrix: np.ndarray, title: str) -> go.Figure:
     row_step = max(1, matrix.shape[0] // HEATMAP_MAX)
     col_step = max(1, matrix.shape[1] // HEATMAP_MAX)
@@ -185,7 +246,11 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
     if theirs is None:
         st.info(tr("spectra.other_no_layer", layer=layer))
         return
-    similarity = spectra.update_similarity(mine, theirs)
+    try:
+        similarity = spectra.update_similarity(mine, theirs)
+    except ValueError as error:  # another model's layer of the same name: not comparable
+        st.info(str(error))
+        return
     grid, chance = np.asarray(similarity["phi"]), np.asarray(similarity["random_expected"])
     st.plotly_chart(similarity_figure(grid, other_name), width="stretch")
     st.caption(tr("spectra.phi_caption", phi=f"{grid[0, 0]:.2f}", chance=f"{chance[0, 0]:.3f}"))
@@ -299,10 +364,14 @@ with col_heat:
     st.subheader(tr("spectra.heatmap_title"))
     delta = spectra.dense_delta(update.delta_W).numpy()
     st.plotly_chart(heatmap(delta, f"ΔW · {delta.shape[0]} × {delta.shape[1]}"), width="stretch")
+if evolution and len(evolution["steps"]) > 1:
+    st.subheader(tr("spectra.dora_title"))
+    st.plotly_chart(dora_figure(evolution), width="stretch")
+    st.caption(tr("spectra.dora_caption"))
 
 st.subheader(tr("spectra.similarity_title"))
 st.markdown(tr("spectra.similarity_intro"))
-others = [i for i in by_id if i != run_id]
+others = comparable_runs(record, layer, records)
 if st.session_state[key("other")] not in [0, *others]:
     st.session_state[key("other")] = 0
 other = st.selectbox(

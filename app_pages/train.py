@@ -41,14 +41,17 @@ def task_settings() -> None:
         model = titled_select(st, "train.model", zoo.names(), key("model"), "models")
         st.caption(tr(f"models.{model}.summary"))
         card = zoo.card(model)
-        st.caption(
-            tr(
-                "train.card",
-                params=f"{card['params']:,}",
-                acc=card["test_acc"],
-                source=card["source_task"],
+        if card["test_acc"] is None:  # torchvision's ImageNet models: no accuracy on digits
+            st.caption(tr("train.card_imagenet", params=f"{card['params']:,}"))
+        else:
+            st.caption(
+                tr(
+                    "train.card",
+                    params=f"{card['params']:,}",
+                    acc=card["test_acc"],
+                    source=card["source_task"],
+                )
             )
-        )
     with col_data:
         datasets = list(data.DATASETS)
         dataset = titled_select(st, "train.dataset", datasets, key("dataset"), "datasets")
@@ -60,10 +63,18 @@ def task_settings() -> None:
 
 
 def shift_parameters(shift: str) -> None:
-    """One number/text box per parameter of the shift; stored together as ``shift_params``."""
+    """One number/text box per parameter of the shift; stored together as ``shift_params``.
+
+    No box for a shift's "seed": a run draws the permutation (or ΔW*) with its own seed (see
+    core.data.load_task), so a caption says that instead of offering a box that would not be
+    the seed used.
+    """
     chosen = st.session_state[key("shift_params")]
     params = {}
     for name, default in data.SHIFTS[shift].params.items():
+        if name == "seed":
+            st.caption(tr("train.shift_seed"))
+            continue
         value = chosen.get(name, default)
         widget_key = key(f"shift.{shift}.{name}")
         label = tr("train.shift_param", name=name)
@@ -73,8 +84,8 @@ def shift_parameters(shift: str) -> None:
             params[name] = st.number_input(label, value=int(value), step=1, key=widget_key)
         else:
             params[name] = st.text_input(label, value=str(value), key=widget_key)
-    # only what differs from the shift's defaults: links stay short, defaults stay implicit
     defaults = data.SHIFTS[shift].params
+    # what differs from the defaults (links stay short); never a "seed": the run's seed rules
     st.session_state[key("shift_params")] = {
         name: value for name, value in params.items() if value != defaults[name]
     }
@@ -170,19 +181,29 @@ def training_settings() -> None:
 
 
 def target_layers(base) -> None:
-    """The table of layers LoRA can adapt, with their cost at the chosen rank; pick targets."""
+    """The table of layers LoRA can adapt, with their cost at the chosen rank; pick targets.
+
+    A model shown for the first time (the student switched to it, or a link named it) starts
+    from the chosen targets if they pick a layer of it, else from the model's default targets
+    (train.default_targets: "all-linear", or the card's recommendation where "all-linear"
+    picks nothing, as for resnet18 whose only Linear is the head).
+    """
     rank = st.session_state[key("rank")]
+    model = st.session_state[key("model")]
     layers = lora.eligible_layers(base, rank)
-    setting = st.session_state[key("targets")]
-    try:
-        chosen = lora.resolve_targets(base, setting)
-    except ValueError:
-        chosen = lora.resolve_targets(base, "all-linear")
+    picker = key(f"pick.{model}")
+    if picker not in st.session_state:
+        try:
+            chosen = lora.resolve_targets(base, st.session_state[key("targets")])
+        except ValueError:
+            chosen = []
+        if not chosen:
+            chosen = lora.resolve_targets(base, train.default_targets(model))
+        st.session_state[picker] = chosen
     picked = st.multiselect(
         tr("train.targets"),
         [layer.name for layer in layers],
-        default=chosen,
-        key=key(f"pick.{st.session_state[key('model')]}"),
+        key=picker,
         help=tr("train.targets_help"),
     )
     all_linear = lora.resolve_targets(base, "all-linear")
@@ -208,16 +229,6 @@ def target_layers(base) -> None:
         height=min(400, 38 + 35 * len(layers)),
         column_config={tr("train.col_lora", rank=rank): counts, tr("train.col_full"): counts},
     )
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def parameter_count(config: dict) -> tuple[int, int]:
-    """(trainable, total) parameters of this config's model: the same code as training uses."""
-    config = train.RunConfig.from_dict(config)
-    num_classes = data.DATASETS[config.dataset].num_classes
-    _, model = train.build_models(config, num_classes)
-    count = methods.count_parameters(model)
-    return count.trainable, count.total
 
 
 # ----------------------------------------------------------------------------- the live run
@@ -263,7 +274,7 @@ def accuracy_figure(steps: pd.DataFrame, planned: int) -> go.Figure:
     return style(fig, height=300, showlegend=False)
 
 
-def top_singular_values(job: jobs.Job) -> tuple[int, go.Figure] | None:
+def sigma_figure(job: jobs.Job) -> tuple[int, go.Figure] | None:
     """σ of ΔW per layer at the latest snapshot (its step, the figure): does it stay low-rank?"""
     snapshots = [event for event in job.events if event.kind == "snapshot"]
     if not snapshots:
@@ -352,7 +363,7 @@ def live_view() -> None:
         col_loss.plotly_chart(loss_figure(steps, planned), width="stretch", key=key("loss"))
         col_acc.markdown(f"**{tr('train.accuracy')}**")
         col_acc.plotly_chart(accuracy_figure(steps, planned), width="stretch", key=key("acc"))
-    sigma = top_singular_values(job)
+    sigma = sigma_figure(job)
     if sigma is not None:
         step, figure = sigma
         st.markdown(f"**{tr('train.sigma_title', step=step)}**")
@@ -403,7 +414,7 @@ if problem is None:
     try:
         config = train.RunConfig.from_dict(settings)
         config.validate(base)
-        trainable, total = parameter_count(config.to_dict())
+        trainable, total = train.parameter_count(config)
     except ValueError as error:
         problem = str(error)
 save_settings(PAGE, DEFAULTS)

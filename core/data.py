@@ -93,7 +93,9 @@ class ShiftInfo:
     name: str
     title: str
     explanation: str  # what changes, and how much rank an adapter should need
-    params: dict[str, Any] = field(default_factory=dict)  # default parameter values
+    # Default parameter values. A "seed" here is only a placeholder: load_task (and so every
+    # run) replaces it with the run's seed unless the caller sets it explicitly.
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 SHIFTS: dict[str, ShiftInfo] = {
@@ -532,9 +534,11 @@ def load_task(
 ) -> Task:
     """The dataset's fixed train/val/test split with the shift applied, as fresh tensors.
 
-    `seed` is the default seed of the shift's randomness (pixel order, class renaming, ΔW*)
-    when `shift_params` does not set one; the split itself never changes. `base_model` is
-    needed only by "planted-rank" and is never modified.
+    `seed` seeds the shift's randomness (pixel order, class renaming, ΔW*) unless
+    `shift_params` sets a "seed" itself; the shift's default "seed" (0) is never used. A run
+    passes its own seed (core.train.load_task), so in the app the permutation or planted
+    update follows the run's seed. The split itself never changes. `base_model` is needed
+    only by "planted-rank" and is never modified.
     """
     params = _check_request(dataset, shift, shift_params)
     if "seed" in params and "seed" not in (shift_params or {}):

@@ -298,7 +298,19 @@ def input_directions(update: LayerUpdate, n: int = 16) -> Tensor:
 
 def update_similarity(update_1: LayerUpdate, update_2: LayerUpdate, n: int = 16) -> dict:
     """similarity_report of the input directions two runs learned for one layer: works for
-    any pair of methods (LoRA at different ranks, LoRA against full fine-tuning)."""
+    any pair of methods (LoRA at different ranks, LoRA against full fine-tuning).
+
+    These are the right singular vectors of delta_W, not of A as in the LoRA paper's eq. 4
+    (compare_adapters does that): the same span where B does not cancel part of A's rows.
+    Both updates must belong to the same layer of the same model (equal shapes of W0), else
+    a ValueError says so.
+    """
+    shape_1, shape_2 = (tuple(as_matrix(u.W0).shape) for u in (update_1, update_2))
+    if shape_1 != shape_2:
+        raise ValueError(
+            f"cannot compare updates of different shapes ({shape_1[0]} × {shape_1[1]} and "
+            f"{shape_2[0]} × {shape_2[1]}): compare the same layer of runs of the same model."
+        )
     return similarity_report(input_directions(update_1, n), input_directions(update_2, n))
 
 
@@ -504,20 +516,20 @@ def model_snapshot(base_model: nn.Module, model: nn.Module, n: int = 16) -> dict
 
 def spectrum_evolution(snapshots: list[dict]) -> dict[str, dict[str, list]]:
     """Turn snapshots [{"step": s, "layers": model_snapshot(...)}, ...] into per-layer series
-    for playing the spectrum's evolution: {layer: {"steps", "sigma" (one list per step),
-    "effective_rank", "stable_rank", "delta_M", "delta_D"}}. A layer missing from a snapshot
-    (full fine-tuning before its first step) has not moved yet: delta_W = 0 there."""
+    for playing the spectrum's evolution: {layer: {"steps", "sigma" (one list per step, the
+    top n σ of model_snapshot only), "delta_M", "delta_D"}}. A layer missing from a snapshot (full
+    fine-tuning before its first step) has not moved yet: delta_W = 0 there.
+
+    No effective or stable rank here: from the top 16 σ of a dense update they would be
+    numbers of a truncated spectrum, not of delta_W (layer_report has the real ones)."""
     names = list(dict.fromkeys(name for snap in snapshots for name in snap["layers"]))
     still = {"sigma": [], "delta_M": 0.0, "delta_D": 0.0}
     evolution = {}
     for name in names:
         records = [snap["layers"].get(name, still) for snap in snapshots]
-        sigmas = [torch.tensor(record["sigma"], dtype=torch.float64) for record in records]
         evolution[name] = {
             "steps": [snap["step"] for snap in snapshots],
             "sigma": [record["sigma"] for record in records],
-            "effective_rank": [effective_rank(S) for S in sigmas],
-            "stable_rank": [stable_rank(S) for S in sigmas],
             "delta_M": [record["delta_M"] for record in records],
             "delta_D": [record["delta_D"] for record in records],
         }

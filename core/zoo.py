@@ -403,6 +403,8 @@ def pretrain(name: str, out_dir: Path = MODELS_DIR, steps: int | None = None) ->
 
 IMAGENET_INPUT_SIZE = 64
 """Side of the image the ImageNet models see: 28×28 digits upscaled. Small enough for a CPU."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation, per RGB channel
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -416,11 +418,12 @@ class ImageNetInput:
     size: int = IMAGENET_INPUT_SIZE
 
     def __call__(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor]:
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        x = F.interpolate(
-            args[0], size=(self.size, self.size), mode="bilinear", align_corners=False
-        )
+        # Made where the images are (cuda, mps, cpu) and in their precision: the model may
+        # have been moved to any device after the hook was registered.
+        x = args[0]
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return ((x.expand(-1, 3, -1, -1) - mean) / std,)
 
 

@@ -7,9 +7,10 @@ fragment that polls it, and the run store.
 from __future__ import annotations
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, runs
+from core import jobs, runs, zoo
 
 APP = "../app.py"
 TIMEOUT = 60  # the first run of a page imports torch and loads a model
@@ -123,7 +124,8 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     at = open_page("spectra", {"run": str(run_id)})  # another session: the link is the way in
     assert at.selectbox(key="spectra.run").value == run_id
     assert at.selectbox(key="spectra.layer").value == "fc1"
-    assert len(charts(at)) == 3  # spectrum, its evolution, the ΔW heatmap
+    assert len(charts(at)) == 4  # spectrum, its evolution, the ΔW heatmap, ΔM and ΔD
+    assert any("DoRA" in header.value for header in at.subheader)
     assert len(at.dataframe) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
@@ -147,14 +149,17 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     assert len(charts(at)) == 1  # accuracy against trainable parameters
     assert {run_id, sweep[0].run_id} <= set(at.dataframe[-1].value["id"])
     assert at.get("download_button")
-    at.selectbox(key="compare.manage").set_value(run_id).run()
-    at.text_input(key=f"compare.name.{run_id}").input("my first run")
+    # Only this session's runs can be renamed or deleted, also when everyone's are shown.
+    mine = sweep[0].run_id
+    assert [o.split(" ")[0] for o in at.selectbox(key="compare.manage").options] == [f"#{mine}"]
+    at.selectbox(key="compare.manage").set_value(mine).run()
+    at.text_input(key=f"compare.name.{mine}").input("my first run")
     at.button(key="compare.rename").click().run()
     with runs.RunStore() as store:
-        assert store.get_summary(run_id).name == "my first run"
+        assert store.get_summary(mine).name == "my first run"
     # Two runs of the same layers: the Spectra page compares their directions (φ heatmap).
     spectra = open_page("spectra", {"run": str(run_id), "other": str(sweep[0].run_id)})
-    assert len(charts(spectra)) == 4
+    assert len(charts(spectra)) == 5
     assert any("φ(1, 1)" in caption.value for caption in spectra.main.caption)
 
 
@@ -190,7 +195,7 @@ def test_planted_rank_run_shows_the_planted_update(lab_home):
     assert job.status == "finished", job.reason
     at = open_page("spectra", {"run": str(job.run_id), "layer": "fc1"})  # where ΔW* is
     assert any("ΔW*" in header.value for header in at.subheader)
-    assert len(charts(at)) == 5  # spectrum, evolution, ΔW, and learned ΔW beside ΔW*
+    assert len(charts(at)) == 6  # spectrum, evolution, ΔW, ΔM/ΔD, learned ΔW beside ΔW*
 
 
 def test_readme_page_shows_the_readme(lab_home):
@@ -226,3 +231,54 @@ def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
     spectra = open_page("spectra", {"run": str(imported.id)})
     assert spectra.selectbox(key="spectra.run").value == imported.id
     assert len(charts(spectra)) == 2  # its spectrum and its ΔW (it recorded no training)
+
+
+def test_a_shifts_seed_is_the_runs_seed_not_a_box(lab_home):
+    at = open_page("train", {"shift": "permute"})
+    assert not [box for box in at.number_input if box.key.startswith("train.shift.")]
+    assert any("follows the run's **Seed**" in caption.value for caption in at.caption)
+    assert at.number_input(key="train.seed")  # the one seed there is
+
+
+@pytest.fixture
+def imagenet_home(tmp_path, monkeypatch):
+    """Empty ImageNet weight caches, no network, no master model left from another test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("LORA_LAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("LORA_LAB_OFFLINE", "1")
+    zoo._master.cache_clear()
+    yield tmp_path
+    zoo._master.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_an_imagenet_model_offline_is_a_clear_message(lab_home, imagenet_home, name):
+    at = open_page("train")
+    at.selectbox(key="train.model").set_value(name).run()
+    assert not at.exception
+    assert f"The ImageNet weights of '{name}'" in at.error[0].value
+    assert at.button(key="train.start").disabled
+
+
+@pytest.mark.parametrize(
+    "name, targets",
+    [
+        # its only Linear is the head: "all-linear" would pick nothing, the card's choice does
+        ("resnet18", "layer4.0.conv1,layer4.0.conv2,layer4.1.conv1,layer4.1.conv2"),
+        ("mobilenet_v3_small", "all-linear"),
+    ],
+)
+def test_an_imagenet_model_starts_with_targets_that_pick_layers(
+    lab_home, imagenet_home, name, targets
+):
+    torch.manual_seed(1)  # random weights stand in for ImageNet's, already "downloaded"
+    filename = zoo._imagenet_weights(name).url.rsplit("/", 1)[-1]
+    checkpoints = imagenet_home / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(zoo.ZOO[name].build().state_dict(), checkpoints / filename)
+    at = open_page("train")
+    at.selectbox(key="train.model").set_value(name).run()
+    assert not at.exception and not at.error
+    assert set(at.session_state["train.targets"].split(",")) == set(targets.split(","))
+    assert "trainable parameters" in at.markdown[-1].value
+    assert not at.button(key="train.start").disabled

@@ -194,6 +194,16 @@ def test_permute_is_a_seeded_bijection_of_pixels(source):
     assert torch.equal(task.y_train, source.y_train)
 
 
+def test_the_shifts_seed_is_the_runs_seed_unless_set_explicitly(source):
+    """The app shows no seed box for shifts: what it runs must follow the run's seed."""
+    pixels = source.x_train.flatten(1)
+    task = data.load_task(shift="permute", seed=5)
+    assert torch.equal(task.x_train.flatten(1), pixels[:, data.pixel_permutation(5)])
+    assert task.shift_params == {"seed": 5}
+    task = data.load_task(shift="permute", shift_params={"seed": 1}, seed=5)
+    assert torch.equal(task.x_train.flatten(1), pixels[:, data.pixel_permutation(1)])
+
+
 def test_label_permute_renames_every_class_consistently(source):
     task = data.load_task(shift="label-permute", seed=3)
     assert torch.equal(task.x_test, source.x_test)

@@ -156,3 +156,17 @@ def test_cached_imagenet_weights_load_without_network(no_imagenet_cache, monkeyp
     assert model.head_name == "classifier.3" and model.classifier[3].out_features == 4
     assert not any(p.requires_grad for p in model.parameters())
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 4)  # gray 28×28 in, via the input hook
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_imagenet_input_is_made_on_the_images_device(dtype):
+    """The normalisation follows the images to any device (cuda, mps): checked on "meta", a
+    device with no data that every build of torch has, like cuda it is not the CPU."""
+    images = torch.empty(2, 1, 28, 28, device="meta", dtype=dtype)
+    (x,) = zoo.ImageNetInput()(nn.Identity(), (images,))
+    assert x.device.type == "meta" and x.dtype == dtype
+    assert x.shape == (2, 3, zoo.IMAGENET_INPUT_SIZE, zoo.IMAGENET_INPUT_SIZE)
+    gray = torch.full((1, 1, 28, 28), 0.5, dtype=dtype)
+    (x,) = zoo.ImageNetInput()(nn.Identity(), (gray,))
+    expected = [(0.5 - m) / s for m, s in zip(zoo.IMAGENET_MEAN, zoo.IMAGENET_STD, strict=True)]
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor(expected, dtype=dtype))
