@@ -11,12 +11,17 @@
 Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
 store as the app's ($LORA_LAB_HOME/runs.db), owned by "cli". Bad input gives a one-line
 message and exit status 2; a run that fails (a diverging loss) exits with status 1.
+
+Times: `runs show` prints when a run was created as a local date and time (ISO 8601, to the
+second, with the UTC offset); with --json, "created" stays a number, seconds since the Unix
+epoch (UTC), as the store keeps it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import math
 import signal
@@ -48,14 +53,34 @@ def _finite(value: Any) -> Any:
 
 
 # -- train ----------------------------------------------------------------------------------------
+def config_choices() -> dict[str, list[str]]:
+    """The allowed values of each RunConfig field that is a choice, for --help (RunConfig's
+    validate checks them, so a wrong one is a one-line error rather than argparse's usage)."""
+    from core import data, lora, methods, zoo
+    from core.train import DEVICES, OPTIMIZERS
+
+    return {
+        "model": zoo.names(),
+        "dataset": list(data.DATASETS),
+        "shift": list(data.SHIFTS),
+        "method": list(methods.METHODS),
+        "init": list(lora.INITS),
+        "scaling": list(lora.SCALINGS),
+        "optimizer": list(OPTIMIZERS),
+        "device": list(DEVICES),
+    }
+
+
 def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = ()) -> None:
     """A flag per RunConfig field (or per field in `names`): --rank, --dora/--no-dora, …
 
     Values stay strings here and go through RunConfig.from_dict, the same conversion a URL's
-    query gets; unset flags are left out, so RunConfig's defaults apply.
+    query gets; unset flags are left out, so RunConfig's defaults apply. A field with a fixed
+    set of values shows them as the flag's metavar, {a,b,c}, as argparse's choices would.
     """
     from core.train import RunConfig
 
+    choices = config_choices()
     for f in dataclasses.fields(RunConfig):
         if names and f.name not in names:
             continue
@@ -68,7 +93,10 @@ def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = (
                 flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=text
             )
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text)
+            metavar = "{" + ",".join(choices[f.name]) + "}" if f.name in choices else None
+            parser.add_argument(
+                flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar, help=text
+            )
 
 
 def config_from(args: argparse.Namespace) -> Any:
@@ -260,6 +288,7 @@ def _runs_table(records: list[dict]) -> str:
 
 def _show(record: Any) -> str:
     summary = record.summary()
+    summary["created"] = local_time(summary["created"])
     lines = [f"{key}: {value}" for key, value in summary.items() if key != "config"]
     lines += [f"config.{key}: {json.dumps(value)}" for key, value in summary["config"].items()]
     evals = [h for h in record.history if h["val_acc"] is not None]
@@ -267,6 +296,12 @@ def _show(record: Any) -> str:
         last = evals[-1]
         lines.append(f"last eval: step {last['step']}, val acc {last['val_acc']:.3f}")
     return "\n".join(lines)
+
+
+def local_time(seconds: float) -> str:
+    """Seconds since the epoch as a local date and time, e.g. 2026-11-28 23:19:10+01:00."""
+    moment = datetime.datetime.fromtimestamp(seconds).astimezone()
+    return moment.isoformat(sep=" ", timespec="seconds")
 
 
 # -- the zoo and the analyses ---------------------------------------------------------------------
@@ -322,13 +357,22 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     show = actions.add_parser("show", help="one run's settings and results")
     show.add_argument("run_id", type=int)
-    show.add_argument("--json", action="store_true", help="everything, history included")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help="everything, history included; created is seconds since the Unix epoch",
+    )
     export = actions.add_parser("export", help="a LoRA run's adapter as a PEFT zip")
     export.add_argument("run_id", type=int)
     export.add_argument("--out", help="zip file to write (default: $LORA_LAB_HOME/exports/)")
     imports = actions.add_parser("import", help="a PEFT adapter zip as a new run")
     imports.add_argument("file", help="the zip: from `runs export`, or a PEFT folder zipped")
-    imports.add_argument("--model", required=True, help="the zoo model it was trained on")
+    imports.add_argument(
+        "--model",
+        required=True,
+        metavar="{" + ",".join(config_choices()["model"]) + "}",
+        help="the zoo model it was trained on",
+    )
     add_config_flags(imports, TASK_FIELDS)
     imports.add_argument("--json", action="store_true", help="print the run as one JSON line")
     rename = actions.add_parser("rename", help="give a run a new name")

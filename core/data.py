@@ -10,6 +10,7 @@ labels, so every model takes every dataset.
 """
 
 import copy
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -480,6 +481,8 @@ def _check_request(dataset: str, shift: str, shift_params: dict[str, Any] | None
     if unknown:
         allowed = ", ".join(defaults) or "none"
         raise ValueError(f"shift '{shift}' has no parameter {sorted(unknown)}; allowed: {allowed}")
+    for name, value in (shift_params or {}).items():
+        _check_number_param(name, value, defaults[name])
     params = {**defaults, **(shift_params or {})}
     if shift == "domain" and (params["to"] not in DATASETS or params["to"] == dataset):
         raise ValueError(
@@ -490,6 +493,22 @@ def _check_request(dataset: str, shift: str, shift_params: dict[str, Any] | None
             f"rotation angle must be between -360 and 360 degrees, got {params['angle']}"
         )
     return params
+
+
+def _check_number_param(name: str, value: Any, default: Any) -> None:
+    """A numeric shift parameter must be a number (a whole one where the default is an int)."""
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return
+    whole = isinstance(default, int)
+    try:
+        ok = not isinstance(value, bool) and (
+            int(value) == float(value) if whole else math.isfinite(float(value))
+        )
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        expected = "a whole number" if whole else "a number"
+        raise ValueError(f"shift parameter '{name}' must be {expected} (got {value!r})")
 
 
 def _shift_images(shift: str, params: dict, x: Tensor) -> Tensor:

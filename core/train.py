@@ -59,21 +59,21 @@ class RunConfig:
     shift_params: dict = field(
         default_factory=dict, metadata=_help('shift parameters as JSON, e.g. {"angle": 30}')
     )
-    method: str = field(default="lora", metadata=_help(f"one of {', '.join(methods.METHODS)}"))
+    method: str = field(default="lora", metadata=_help("which parameters train"))
     rank: int = field(default=4, metadata=_help("LoRA rank r"))
     alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scaling = alpha / r"))
     targets: list[str] | str = field(
         default="all-linear",
         metadata=_help('layers to adapt: "all-linear" or comma-separated names/globs'),
     )
-    init: str = field(default="default", metadata=_help(f"one of {', '.join(lora.INITS)}"))
+    init: str = field(default="default", metadata=_help("how A and B start"))
     scaling: str = field(
         default="standard", metadata=_help("standard (alpha/r) or rslora (alpha/sqrt r)")
     )
     dora: bool = field(default=False, metadata=_help("DoRA: train a magnitude per unit too"))
     dropout: float = field(default=0.0, metadata=_help("dropout on the adapter's input"))
     top_k: int = field(default=1, metadata=_help("blocks that train for method top-k"))
-    optimizer: str = field(default="adamw", metadata=_help(f"one of {', '.join(OPTIMIZERS)}"))
+    optimizer: str = field(default="adamw", metadata=_help("the optimizer"))
     lr: float = field(default=1e-2, metadata=_help("learning rate"))
     lora_plus_ratio: float = field(
         default=1.0, metadata=_help("LoRA+: learning rate of B = ratio × learning rate of A")
@@ -175,21 +175,52 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
-    """Convert one setting to its declared type (strings come from URLs and the command line)."""
+    """Convert one setting to its declared type (strings come from URLs and the command line).
+
+    A value that does not convert is a one-line ValueError naming the setting and what it
+    expects, e.g. "rank must be a whole number (got 'abc')".
+    """
     try:
         if kind is bool:
             return _to_bool(value)
         if kind is int or kind == int | None:
             return _to_int(value, optional=kind is not int)
         if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
         if kind is dict:
-            return dict(json.loads(value) if isinstance(value, str) else value)
+            return _to_dict(value)
         if kind == list[str] | str:
             return _to_targets(value)
         return str(value)
     except (TypeError, ValueError, json.JSONDecodeError):
-        raise ValueError(f"{name}: {value!r} is not a valid value") from None
+        raise ValueError(f"{name} must be {_expected(kind)} (got {value!r})") from None
+
+
+def _expected(kind: Any) -> str:
+    """What a setting of this declared type accepts, in words, for error messages."""
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "a whole number"
+    if kind == int | None:
+        return "a whole number, or empty for none"
+    if kind is float:
+        return "a number"
+    if kind is dict:
+        return 'a JSON object, e.g. {"angle": 30}'
+    if kind == list[str] | str:
+        return '"all-linear" or a list of layer names'
+    return "text"
+
+
+def _to_dict(value: Any) -> dict:
+    """A dict, or a string holding a JSON object (not a list of pairs, nor anything else)."""
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, dict):
+        raise ValueError(value)
+    return dict(parsed)
 
 
 def _to_bool(value: Any) -> bool:

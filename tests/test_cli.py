@@ -1,5 +1,6 @@
 """`python -m core`: results as one JSON line, and every mistake as one line, never a traceback."""
 
+import datetime
 import json
 import math
 import subprocess
@@ -122,14 +123,55 @@ def test_train_has_a_flag_for_every_config_field(capsys):
         assert "--" + name.replace("_", "-") in text
 
 
+def test_train_help_lists_the_values_of_every_choice(capsys):
+    from core import data, lora, methods, zoo
+    from core.train import OPTIMIZERS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    choices = {
+        "model": zoo.names(),
+        "dataset": data.DATASETS,
+        "shift": data.SHIFTS,
+        "method": methods.METHODS,
+        "init": lora.INITS,
+        "scaling": lora.SCALINGS,
+        "optimizer": OPTIMIZERS,
+    }
+    for flag, values in choices.items():
+        assert f"--{flag} {{{','.join(values)}}}" in text
+
+
+def test_runs_show_prints_when_a_run_was_created_as_a_local_date_time(head_run, capsys):
+    with RunStore() as store:
+        created = store.get(head_run).created
+    assert main(["runs", "show", str(head_run)]) == 0
+    shown = datetime.datetime.fromtimestamp(created).astimezone()
+    expected = shown.isoformat(sep=" ", timespec="seconds")
+    assert f"created: {expected}\n" in capsys.readouterr().out
+    assert main(["runs", "show", str(head_run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["created"] == created  # seconds since the epoch
+
+
 ONE_LINE_ERRORS = {
     "rank below 1": (["train", "--rank", "0"], "rank must be"),
     "rank above min(d, k)": (["train", "--rank", "300"], "min(d, k)"),
     "no such layer": (["train", "--targets", "nope"], "matches no layer"),
     "lr not > 0": (["train", "--lr", "-1"], "lr must be"),
     "unknown model": (["train", "--model", "nope"], "unknown model"),
-    "not a number": (["train", "--rank", "four"], "rank"),
-    "bad JSON": (["train", "--shift-params", "{bad"], "shift_params"),
+    "not a number": (["train", "--rank", "four"], "rank must be a whole number (got 'four')"),
+    "lr not a number": (["train", "--lr", "fast"], "lr must be a number (got 'fast')"),
+    "bad JSON": (["train", "--shift-params", "{bad"], "shift_params must be a JSON object"),
+    "JSON but no object": (["train", "--shift-params", "[[1, 2]]"], "shift_params must be"),
+    "shift parameter not a number": (
+        ["train", "--shift-params", '{"angle": "x"}'],
+        "shift parameter 'angle' must be a number (got 'x')",
+    ),
+    "shift seed not whole": (
+        ["train", "--shift", "permute", "--shift-params", '{"seed": 2.5}'],
+        "shift parameter 'seed' must be a whole number (got 2.5)",
+    ),
     "unknown shift parameter": (["train", "--shift-params", '{"x": 1}'], "no parameter"),
     "bad ranks": (["sweep", "--ranks", "1,x"], "--ranks"),
     "sweep rank too large": (["sweep", "--ranks", "4,300"], "min(d, k)"),

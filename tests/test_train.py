@@ -220,6 +220,39 @@ def test_from_dict_rejects_unknown_or_malformed_settings(values):
         RunConfig.from_dict(values)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rank": "four"}, "rank must be a whole number (got 'four')"),
+        ({"rank": 2.5}, "rank must be a whole number (got 2.5)"),
+        ({"steps": "x"}, "steps must be a whole number, or empty for none (got 'x')"),
+        ({"lr": "fast"}, "lr must be a number (got 'fast')"),
+        ({"alpha": True}, "alpha must be a number (got True)"),
+        ({"dora": "maybe"}, "dora must be true or false (got 'maybe')"),
+        ({"shift_params": "{bad"}, "shift_params must be a JSON object"),
+        ({"shift_params": "[[1, 2]]"}, "shift_params must be a JSON object"),
+        ({"targets": 5}, "targets must be"),
+    ],
+)
+def test_a_malformed_setting_is_named_with_what_it_expects(values, message):
+    with pytest.raises(ValueError) as error:
+        RunConfig.from_dict(values)
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"angle": "x"}, "shift parameter 'angle' must be a number (got 'x')"),
+        ({"angle": None}, "shift parameter 'angle' must be a number (got None)"),
+    ],
+)
+def test_a_malformed_shift_parameter_is_named(params, message):
+    with pytest.raises(ValueError) as error:
+        train(RunConfig(shift="rotate", shift_params=params, steps=1))
+    assert str(error.value) == message
+
+
 def test_a_sweep_is_lora_at_each_rank_then_head_and_full_on_one_task():
     base = RunConfig(shift="permute", dora=True, seed=3)
     configs = sweep_configs(base, [8, 1, 4])
