@@ -50,27 +50,40 @@ def session_id() -> str:
     return st.session_state["session_id"]
 
 
-def load_settings(page: str, defaults: dict[str, Any]) -> None:
+def load_settings(
+    page: str, defaults: dict[str, Any], choices: dict[str, Any] | None = None
+) -> None:
     """Put the page's settings into session state before its widgets are drawn.
 
     A link that carries settings this page did not write itself (a shared URL,
     a lesson) resets the page to the defaults plus the link's values; otherwise
     the session keeps what the student last chose, also across page switches.
     Widget keys are ``"<page>.<setting>"``; other ``"<page>."`` keys hold widgets
-    derived from the settings, and a link resets them too.
+    derived from the settings, and a link resets them too. ``choices`` lists the allowed
+    values of some settings: a link's value outside them is reported, not replaced by
+    another choice. ``"<page>._fresh"`` holds the keys a link set in this very rerun (empty
+    otherwise), for checks only the page can make (targets that pick no layer of the model).
     """
     from_link = {key: value for key, value in st.query_params.to_dict().items() if key in defaults}
+    fresh: list[str] = []
     if from_link and from_link != st.session_state.get(f"{page}._link"):
-        values, unreadable = links.from_query(from_link, defaults)
+        values, unreadable = links.from_query(from_link, defaults, choices)
         for derived in [k for k in st.session_state if k.startswith(f"{page}.")]:
             del st.session_state[derived]
         for key, value in values.items():
             st.session_state[f"{page}.{key}"] = value
         st.session_state[f"{page}._link"] = from_link
+        fresh = [key for key in from_link if key not in unreadable]
         if unreadable:
-            st.warning(tr("common.bad_link", keys=", ".join(unreadable)))
+            bad_link(unreadable)
+    st.session_state[f"{page}._fresh"] = fresh
     for key, value in defaults.items():
         st.session_state.setdefault(f"{page}.{key}", value)
+
+
+def bad_link(keys: list[str]) -> None:
+    """The yellow line that names the link's values that could not be read."""
+    st.warning(tr("common.bad_link", keys=", ".join(keys)), icon=":material/link_off:")
 
 
 def current_settings(page: str, defaults: dict[str, Any]) -> dict[str, Any]:

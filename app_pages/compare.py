@@ -24,6 +24,13 @@ from core.runs import RunRecord, StoreError
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
 RANK_CHOICES = [1, 2, 4, 8, 16, 32, 64]
+CHOICES = {  # a link naming anything else is reported, never replaced by another choice
+    "model": zoo.names(),
+    "dataset": list(data.DATASETS),
+    "shift": list(data.SHIFTS),
+    "ranks": RANK_CHOICES,
+}
+NO_RANK = "—"  # the Rank column of runs that have none (head only, full, …)
 POLL_SECONDS = 1.0
 
 
@@ -83,14 +90,13 @@ def sweep_progress() -> None:
     for job in sweep:
         steps = [event.step for event in job.events if event.kind == "step"]
         planned = job.config.steps or 0
-        rows.append(
-            {
-                tr("compare.col_method"): tr(f"methods.{job.config.method}"),
-                tr("compare.col_rank"): job.config.rank if job.config.method == "lora" else None,
-                tr("compare.col_status"): tr(f"status.{job.status}"),
-                tr("compare.col_progress"): (steps[-1] if steps else 0) / max(planned, 1),
-            }
-        )
+        row = {
+            tr("compare.col_method"): tr(f"methods.{job.config.method}"),
+            tr("compare.col_rank"): rank_text(job.config),
+            tr("compare.col_status"): tr(f"status.{job.status}"),
+            tr("compare.col_progress"): (steps[-1] if steps else 0) / max(planned, 1),
+        }
+        rows.append(row)
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
@@ -99,9 +105,25 @@ def sweep_progress() -> None:
             tr("compare.col_progress"): st.column_config.ProgressColumn(min_value=0, max_value=1)
         },
     )
+    # Why runs failed (offline weights, a diverging loss), once per reason: a sweep of a model
+    # that cannot load fails every run for the same reason.
+    failed: dict[str, list[str]] = {}
+    for job in sweep:
+        if job.status == "failed":
+            name = tr(f"methods.{job.config.method}")
+            if job.config.method == "lora":
+                name += f" r={job.config.rank}"
+            failed.setdefault(job.reason or "?", []).append(name)
+    for reason, names in failed.items():
+        st.error(tr("compare.sweep_failed", runs=", ".join(names), reason=reason))
     if all(job.done for job in sweep) and st.session_state.get(key("polling")):
         st.session_state[key("polling")] = False
         st.rerun()
+
+
+def rank_text(config: train.RunConfig) -> str:
+    """The rank of a LoRA run, "—" for methods without one (text: no "None" in a table)."""
+    return str(config.rank) if config.method == "lora" else NO_RANK
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -114,7 +136,7 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
                 "id": r.id,
                 tr("compare.col_name"): r.name,
                 tr("compare.col_method"): r.config.method,
-                tr("compare.col_rank"): r.config.rank if r.config.method == "lora" else None,
+                tr("compare.col_rank"): rank_text(r.config),
                 tr("compare.col_status"): tr(f"status.{r.status}"),
                 tr("compare.col_before"): r.test_acc_before,
                 tr("compare.col_after"): r.test_acc_after,
@@ -143,7 +165,9 @@ def cost_figure(records: list[RunRecord]) -> go.Figure:
     )
     fig.update_traces(marker_size=14, textposition="top center")
     fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(frame["params"]))
-    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".1~%")
+    # accuracy lies in [0, 1]: a fixed axis (room above 100% for the "r=…" labels), not one
+    # stretched around a single point to 150%
+    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
     return style(fig, height=400, legend_title_text="")
 
 
@@ -155,7 +179,7 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
             x=steps["step"], y=steps["val_acc"], name=run_label(record), mode="lines+markers"
         )
     fig.update_xaxes(title_text=tr("train.step"))
-    fig.update_yaxes(title_text=tr("train.val_acc"), tickformat=".1~%")
+    fig.update_yaxes(title_text=tr("train.val_acc"), tickformat=".0%", range=[0, 1.02])
     return style(fig, height=380)
 
 
@@ -164,7 +188,7 @@ def manage(records: list[RunRecord]) -> None:
     only, also when the page shows everyone's."""
     by_id = {record.id: record for record in records if record.owner == session_id()}
     if not by_id:
-        st.info(tr("compare.no_runs"))
+        st.info(tr("compare.no_own_runs"))
         return
     col_pick, col_name, col_rename = st.columns([3, 3, 1], vertical_alignment="bottom")
     run_id = col_pick.selectbox(
@@ -269,13 +293,19 @@ def runs_section(records: list[RunRecord]) -> None:
 
     st.subheader(tr("compare.table_title"))
     table = runs_table(records)
+    shown = table.copy()  # accuracies as percentages, all with one decimal: 68.0%, 37.6%
+    for column in (tr("compare.col_before"), tr("compare.col_after")):
+        shown[column] = shown[column] * 100
+    percent = st.column_config.NumberColumn(format="%.1f%%")
     st.dataframe(
-        table,
+        shown,
         hide_index=True,
         width="stretch",
         column_config={
-            tr("compare.col_before"): st.column_config.NumberColumn(format="percent"),
-            tr("compare.col_after"): st.column_config.NumberColumn(format="percent"),
+            "id": st.column_config.NumberColumn(format="plain"),
+            tr("compare.col_before"): percent,
+            tr("compare.col_after"): percent,
+            tr("compare.col_trainable"): st.column_config.NumberColumn(format="localized"),
             tr("compare.col_seconds"): st.column_config.NumberColumn(format="%.1f"),
         },
     )
@@ -298,14 +328,15 @@ def runs_section(records: list[RunRecord]) -> None:
 
 st.title(tr("compare.title"))
 st.markdown(tr("compare.intro"))
-load_settings(PAGE, DEFAULTS)
+load_settings(PAGE, DEFAULTS, CHOICES)
 
 with st.container(border=True):
     st.subheader(tr("compare.sweep_title"))
     sweep_settings()
     settings = {name: st.session_state[key(name)] for name in DEFAULTS}
     configs = sweep_configs(settings)
-    st.caption(tr("compare.sweep_count", runs=len(configs)))
+    count = "compare.sweep_count_one" if len(configs) == 1 else "compare.sweep_count"
+    st.caption(tr(count, runs=len(configs)))
     busy = any(not job.done for job in st.session_state.get(key("jobs"), []))
     if st.button(
         tr("compare.launch"),

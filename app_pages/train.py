@@ -4,6 +4,7 @@ The run is a job in core.jobs' pool (another process), so switching pages does
 not stop it; a fragment polls the job and redraws the curves.
 """
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -11,7 +12,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.common import (
+    bad_link,
     current_settings,
+    language,
     load_settings,
     log_ticks,
     save_settings,
@@ -21,14 +24,27 @@ from app_pages.common import (
     tr,
 )
 from core import data, jobs, links, lora, methods, paths, train, zoo
+from core.i18n import catalog
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
+CHOICES = {  # a link naming anything else is reported, never replaced by another choice
+    "model": zoo.names(),
+    "dataset": list(data.DATASETS),
+    "shift": list(data.SHIFTS),
+    "method": methods.METHODS,
+    "init": lora.INITS,
+    "scaling": lora.SCALINGS,
+}
 POLL_SECONDS = 0.3
 
 
 def key(name: str) -> str:
     return f"{PAGE}.{name}"
+
+
+def has_text(name: str) -> bool:
+    return catalog(language()).has(name)
 
 
 # ----------------------------------------------------------------------------- the settings
@@ -44,12 +60,13 @@ def task_settings() -> None:
         if card["test_acc"] is None:  # torchvision's ImageNet models: no accuracy on digits
             st.caption(tr("train.card_imagenet", params=f"{card['params']:,}"))
         else:
+            source = f"models.{model}.source"  # the card's words for it are English
             st.caption(
                 tr(
                     "train.card",
                     params=f"{card['params']:,}",
                     acc=card["test_acc"],
-                    source=card["source_task"],
+                    source=tr(source) if has_text(source) else card["source_task"],
                 )
             )
     with col_data:
@@ -77,7 +94,7 @@ def shift_parameters(shift: str) -> None:
             continue
         value = chosen.get(name, default)
         widget_key = key(f"shift.{shift}.{name}")
-        label = tr("train.shift_param", name=name)
+        label = tr(f"shift_params.{name}")
         if isinstance(default, float):
             params[name] = st.number_input(label, value=float(value), key=widget_key)
         elif isinstance(default, int):
@@ -193,11 +210,16 @@ def target_layers(base) -> None:
     layers = lora.eligible_layers(base, rank)
     picker = key(f"pick.{model}")
     if picker not in st.session_state:
-        try:
-            chosen = lora.resolve_targets(base, st.session_state[key("targets")])
+        targets = st.session_state[key("targets")]
+        try:  # "all-linear", or comma-separated names/globs as in a link
+            chosen = lora.resolve_targets(
+                base, targets if targets == "all-linear" else targets.split(",")
+            )
         except ValueError:
             chosen = []
         if not chosen:
+            if "targets" in st.session_state.get(key("_fresh"), []):
+                bad_link(["targets"])  # a link's targets that pick no layer of this model
             chosen = lora.resolve_targets(base, train.default_targets(model))
         st.session_state[picker] = chosen
     picked = st.multiselect(
@@ -297,6 +319,8 @@ def progress(job: jobs.Job, steps: pd.DataFrame) -> int:
     """Progress bar with steps/s and ETA; returns the planned number of steps."""
     start = next((event for event in job.events if event.kind == "start"), None)
     if start is None:
+        if job.done:  # it ended before its first step (data offline, …): outcome() says why
+            return job.config.steps or 1
         if job.status == "queued":
             st.info(tr("train.queued", position=job.queue_position or 1))
         else:
@@ -305,14 +329,19 @@ def progress(job: jobs.Job, steps: pd.DataFrame) -> int:
     planned = start.data["steps"]
     step = int(steps["step"].iloc[-1]) if len(steps) else 0
     speed = float(steps["steps_per_s"].iloc[-1]) if len(steps) else 0.0
-    eta = (planned - step) / speed if speed > 0 else float("nan")
-    text = tr(
-        "train.progress",
-        step=step,
-        steps=planned,
-        speed=f"{speed:.1f}",
-        eta="–" if eta != eta else f"{eta:.0f}",
-    )
+    if job.done:  # no speed or time left once it ended
+        text = tr(
+            "train.progress_done", step=step, steps=planned, status=tr(f"status.{job.status}")
+        )
+    else:
+        eta = (planned - step) / speed if speed > 0 else float("nan")
+        text = tr(
+            "train.progress",
+            step=step,
+            steps=planned,
+            speed=f"{speed:.1f}",
+            eta="–" if eta != eta else f"{eta:.0f}",
+        )
     st.progress(min(step / planned, 1.0), text=text)
     return planned
 
@@ -373,6 +402,33 @@ def live_view() -> None:
         st.rerun()  # stop the timer: the page stops polling once nothing runs
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def parameter_split(config_json: str) -> tuple[int, int, int]:
+    """(trainable, total, trainable in the head) of a config's model, built as training
+    builds it; ValueError for what the model rejects."""
+    config = train.RunConfig.from_dict(json.loads(config_json))
+    _, model = train.build_models(config, data.DATASETS[config.dataset].num_classes)
+    count = methods.count_parameters(model)
+    return count.trainable, count.total, count.head
+
+
+def count_line(method: str, trainable: int, total: int, head: int) -> str:
+    """How many parameters train, and where: adapters (or biases, blocks) and the head."""
+    line = tr(
+        "train.count",
+        trainable=f"{trainable:,}",
+        total=f"{total:,}",
+        fraction=f"{trainable / total:.2%}",
+    )
+    if method == "lora":
+        split = tr("train.count_lora", adapters=f"{trainable - head:,}", head=f"{head:,}")
+    elif method in ("top-k", "bitfit") and head:
+        split = tr("train.count_head", head=f"{head:,}")
+    else:
+        return line
+    return f"{line}  \n{split}"
+
+
 def start(config: train.RunConfig) -> None:
     try:
         st.session_state[key("job")] = jobs.submit(config, owner=session_id())
@@ -388,7 +444,7 @@ st.markdown(tr("train.intro"))
 # The Train button and the live run come first on screen (filled in below, once the settings
 # are known): on a projector the curves must be visible without scrolling.
 action = st.container()
-load_settings(PAGE, DEFAULTS)
+load_settings(PAGE, DEFAULTS, CHOICES)
 
 with st.container(border=True):
     st.subheader(tr("train.task_title"))
@@ -414,7 +470,7 @@ if problem is None:
     try:
         config = train.RunConfig.from_dict(settings)
         config.validate(base)
-        trainable, total = train.parameter_count(config)
+        trainable, total, head = parameter_split(json.dumps(config.to_dict(), sort_keys=True))
     except ValueError as error:
         problem = str(error)
 save_settings(PAGE, DEFAULTS)
@@ -424,14 +480,7 @@ with action:
     if problem is not None:
         st.error(problem)
     else:
-        col_count.markdown(
-            tr(
-                "train.count",
-                trainable=f"{trainable:,}",
-                total=f"{total:,}",
-                fraction=f"{trainable / total:.2%}",
-            )
-        )
+        col_count.markdown(count_line(settings["method"], trainable, total, head))
     job = st.session_state.get(key("job"))
     if col_button.button(
         tr("train.start"),

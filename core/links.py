@@ -9,7 +9,7 @@ type of its default and reports the ones it could not read instead of failing.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 _TRUE, _FALSE = "1", "0"
@@ -66,22 +66,35 @@ def to_query(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str
 
 
 def from_query(
-    params: Mapping[str, str], defaults: Mapping[str, Any]
+    params: Mapping[str, str],
+    defaults: Mapping[str, Any],
+    choices: Mapping[str, Collection[Any]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Settings read from ``params``: (every setting, the keys whose value was unreadable).
 
-    Missing or unreadable settings take their default; keys that are not
+    ``choices`` lists the allowed values of some settings (a model's name, a shift); a value
+    outside them (for a list: any item outside them) is unreadable too, never replaced by
+    another choice. Missing or unreadable settings take their default; keys that are not
     settings (another page's, the language) are ignored.
     """
+    choices = choices or {}
     values = dict(defaults)
     unreadable = []
     for key, default in defaults.items():
         if key not in params:
             continue
         try:
-            values[key] = _decode(params[key], default)
+            value = _decode(params[key], default)
         except ValueError:
             unreadable.append(key)
+            continue
+        if key in choices:
+            allowed = list(choices[key])
+            items = value if isinstance(value, list) else [value]
+            if any(item not in allowed for item in items):
+                unreadable.append(key)
+                continue
+        values[key] = value
     return values, unreadable
 
 

@@ -98,6 +98,7 @@ def trainable_parameters(
 class ParamCount:
     trainable: int
     total: int
+    head: int = 0  # of the trainable ones, those of the output head (it trains in every method)
 
     @property
     def fraction(self) -> float:
@@ -105,7 +106,18 @@ class ParamCount:
 
 
 def count_parameters(model: nn.Module) -> ParamCount:
-    """Trainable vs total parameters (adapters included in the total)."""
+    """Trainable vs total parameters (adapters included in the total), and how many of the
+    trainable ones are the head's own (an adapter on the head counts as an adapter)."""
     params = list(model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
-    return ParamCount(trainable=trainable, total=sum(p.numel() for p in params))
+    try:
+        head = head_name(model)
+    except ValueError:  # no Linear layer: no head to count
+        head = None
+    adapters = _adapter_parameters(model)
+    in_head = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.requires_grad and head is not None and _under(n, head) and n not in adapters
+    )
+    return ParamCount(trainable=trainable, total=sum(p.numel() for p in params), head=in_head)

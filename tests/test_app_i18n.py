@@ -64,3 +64,11 @@ def test_english_words_for_shifts_and_datasets_follow_core_data():
     for name, dataset in data.DATASETS.items():
         assert ENGLISH.t(f"datasets.{name}.title") == dataset.title
         assert ENGLISH.t(f"datasets.{name}.description") == dataset.description, name
+
+
+def test_every_shift_parameter_and_pretraining_task_has_words():
+    names = {name for shift in data.SHIFTS.values() for name in shift.params}
+    missing = [name for name in names if not ENGLISH.has(f"shift_params.{name}")]
+    assert not missing
+    built_in = [name for name in zoo.names() if zoo.card(name)["test_acc"] is not None]
+    assert all(ENGLISH.has(f"models.{name}.source") for name in built_in)

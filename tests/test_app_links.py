@@ -74,3 +74,22 @@ def test_every_lesson_is_a_valid_link_to_its_page(lesson):
     assert values == defaults | lesson.settings
     if lesson.page == "train":
         RunConfig.from_dict(values).validate()
+
+
+CHOICES = {"model": ["mlp", "cnn"], "targets": ["fc1", "fc2"]}
+
+
+def test_values_outside_the_choices_are_unreadable_not_replaced():
+    defaults = DEFAULTS | {"targets": ["fc1"]}
+    values, unreadable = links.from_query(
+        {"model": "nope", "targets": "fc2,nosuch", "rank": "8"}, defaults, CHOICES
+    )
+    assert values == defaults | {"rank": 8}  # the page's defaults, never another choice
+    assert sorted(unreadable) == ["model", "targets"]
+
+
+def test_values_inside_the_choices_are_read():
+    defaults = DEFAULTS | {"targets": ["fc1"]}
+    values, unreadable = links.from_query({"model": "cnn", "targets": "fc2,fc1"}, defaults, CHOICES)
+    assert not unreadable
+    assert values["model"] == "cnn" and values["targets"] == ["fc2", "fc1"]

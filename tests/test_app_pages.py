@@ -6,11 +6,14 @@ fragment that polls it, and the run store.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, runs, zoo
+from core.train import RunConfig
 
 APP = "../app.py"
 TIMEOUT = 60  # the first run of a page imports torch and loads a model
@@ -90,6 +93,7 @@ def test_train_run_produces_curves_and_a_saved_run(trained, lab_home):
     assert [row["step"] for row in record.history] == list(range(TRAIN_STEPS + 1))
     assert record.config.rank == 2 and record.config.steps == TRAIN_STEPS
     assert at.button(key="train.to_spectra")
+    assert at.get("progress")[0].proto.text == f"Step {TRAIN_STEPS} of {TRAIN_STEPS} · finished"
 
 
 def test_train_bad_rank_is_a_clear_message_and_no_button(lab_home):
@@ -178,6 +182,8 @@ def test_a_diverging_run_fails_with_a_clear_message(lab_home):
     assert job.status == "failed"
     assert "learning rate" in at.error[0].value  # NaN loss: stop, explain, keep the curve
     assert charts(at)
+    progress = at.get("progress")[0].proto.text
+    assert progress.startswith("Step ") and "left" not in progress  # no ETA once it ended
 
 
 def test_stop_ends_a_run_early(lab_home):
@@ -282,3 +288,122 @@ def test_an_imagenet_model_starts_with_targets_that_pick_layers(
     assert set(at.session_state["train.targets"].split(",")) == set(targets.split(","))
     assert "trainable parameters" in at.markdown[-1].value
     assert not at.button(key="train.start").disabled
+
+
+# ----------------------------------------------------------------------------- QA fixes
+
+
+@pytest.mark.parametrize(
+    "name, value, default",
+    [
+        ("model", "nope", "mlp"),
+        ("shift", "nope", "rotate"),  # not "No shift", the first option
+        ("dataset", "nope", "mnist-5k"),
+        ("method", "nope", "lora"),
+        ("init", "nope", "default"),
+        ("scaling", "nope", "standard"),
+    ],
+)
+def test_train_link_with_an_unknown_choice_warns_and_keeps_the_default(
+    lab_home, name, value, default
+):
+    at = open_page("train", {name: value})
+    assert at.selectbox(key=f"train.{name}").value == default
+    assert any(
+        name in warning.value and "could not be read" in warning.value for warning in at.warning
+    )
+    assert name not in at.query_params  # the default again: nothing to write
+
+
+def test_train_link_with_targets_that_pick_no_layer_warns(lab_home):
+    at = open_page("train", {"targets": "nosuch"})
+    assert any("targets" in warning.value for warning in at.warning)
+    assert at.session_state["train.targets"] == "all-linear"
+
+
+def test_train_link_with_several_targets_picks_them(lab_home):
+    at = open_page("train", {"model": "vit", "targets": "*.attn.q,*.attn.v"})  # a lesson's link
+    assert not at.warning
+    assert at.session_state["train.pick.vit"] == [
+        name for name in at.session_state["train.pick.vit"] if name.endswith((".q", ".v"))
+    ]
+    assert len(at.session_state["train.pick.vit"]) >= 2
+
+
+def test_compare_link_with_an_unknown_choice_warns(lab_home):
+    at = open_page("compare", {"model": "nope", "ranks": "1,3"})
+    assert at.selectbox(key="compare.model").value == "mlp"
+    assert at.multiselect(key="compare.ranks").value == [1, 2, 4, 8, 16]
+    assert "model, ranks" in at.warning[0].value
+
+
+def test_spectra_link_to_a_missing_run_says_so(lab_home):
+    at = open_page("spectra", {"run": "99999"})
+    assert any("no run #99999" in warning.value for warning in at.warning)
+    assert not at.exception
+
+
+@pytest.mark.parametrize("page", ["spectra", "compare"])
+def test_empty_pages_point_to_the_everyone_toggle(lab_home, page):
+    """A reload is a new session, without the student's runs: the page must say where they are."""
+    at = open_page(page)
+    assert at.toggle(key=f"{page}.everyone")
+    assert any("shows every run on this server" in info.value for info in at.info)
+
+
+def fake_job(method: str = "lora", status: str = "failed", reason: str = "", **config) -> jobs.Job:
+    job = jobs.Job(
+        id="fake",
+        owner="nobody",
+        config=RunConfig(method=method, **config),
+        pool=None,
+        status=status,
+        reason=reason,
+    )
+    job._done.set()
+    return job
+
+
+def test_compare_sweep_shows_why_runs_failed(lab_home):
+    at = open_page("compare", {"ranks": "1", "baselines": "0"})
+    assert any(c.value.startswith("1 run,") for c in at.main.caption)  # not "1 runs"
+    reason = "the ImageNet weights of 'resnet18' are not downloaded yet"
+    at.session_state["compare.jobs"] = [
+        fake_job("lora", reason=reason, rank=1),
+        fake_job("head", reason=reason),
+    ]
+    at.run()
+    assert not at.exception
+    assert reason in at.error[0].value and "r=1" in at.error[0].value
+    table = at.dataframe[0].value
+    assert list(table["Rank"]) == ["1", "—"]  # no "None" for a method without a rank
+
+
+def test_a_run_that_fails_before_its_first_step_shows_only_why(lab_home):
+    at = open_page("train")
+    at.session_state["train.job"] = fake_job(reason="MNIST is not downloaded")
+    at.run()
+    assert "MNIST is not downloaded" in at.error[0].value
+    assert not any("Loading" in info.value for info in at.info)
+
+
+def test_train_count_says_what_trains_besides_the_adapters(lab_home):
+    at = open_page("train")
+    line = at.markdown[-1].value
+    trainable, adapters, head = (
+        int(re.search(pattern, line).group(1).replace(",", ""))
+        for pattern in (
+            r"\*\*([\d,]+)\*\* trainable",
+            r"([\d,]+) in the adapters",
+            r"([\d,]+) in the output head",
+        )
+    )
+    assert head == 256 * 10 + 10 and adapters + head == trainable  # the MLP's 256 → 10 head
+
+
+def test_chinese_train_page_names_shift_parameters_and_the_source_task(lab_home):
+    at = open_page("train")
+    at.selectbox(key="lang").set_value("zh").run()
+    assert any(box.label == "角度（度）" for box in at.number_input)
+    assert any("MNIST-5k（全部 10 个数字" in caption.value for caption in at.caption)
+    assert not any("upright" in caption.value for caption in at.caption)

@@ -68,6 +68,7 @@ def test_count_parameters_matches_a_hand_count():
     head = 16 * 5 + 5
     assert count.total == base + adapters
     assert count.trainable == adapters + head
+    assert count.head == head
     assert count.fraction == pytest.approx((adapters + head) / (base + adapters))
 
 
@@ -75,3 +76,12 @@ def test_head_name_falls_back_to_the_last_linear():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     assert methods.head_name(model) == "2"
     assert methods.block_names(model) == ["0", "1", "2"]
+
+
+def test_the_head_count_leaves_out_an_adapter_on_the_head():
+    model = lora.inject(ToyMLP(), ["head"], rank=2, alpha=2.0)
+    methods.trainable_parameters(model, "lora")
+    count = methods.count_parameters(model)
+    assert count.head == 0 and count.trainable == 2 * (5 + 16)
+    methods.trainable_parameters(model, "full")
+    assert methods.count_parameters(model).head == 16 * 5 + 5  # the head's W0 and bias
