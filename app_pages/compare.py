@@ -135,7 +135,7 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
             {
                 "id": r.id,
                 tr("compare.col_name"): r.name,
-                tr("compare.col_method"): r.config.method,
+                tr("compare.col_method"): tr(f"methods.{r.config.method}"),
                 tr("compare.col_rank"): rank_text(r.config),
                 tr("compare.col_status"): tr(f"status.{r.status}"),
                 tr("compare.col_before"): r.test_acc_before,
