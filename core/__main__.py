@@ -53,24 +53,6 @@ def _finite(value: Any) -> Any:
 
 
 # -- train ----------------------------------------------------------------------------------------
-def config_choices() -> dict[str, list[str]]:
-    """The allowed values of each RunConfig field that is a choice, for --help (RunConfig's
-    validate checks them, so a wrong one is a one-line error rather than argparse's usage)."""
-    from core import data, lora, methods, zoo
-    from core.train import DEVICES, OPTIMIZERS
-
-    return {
-        "model": zoo.names(),
-        "dataset": list(data.DATASETS),
-        "shift": list(data.SHIFTS),
-        "method": list(methods.METHODS),
-        "init": list(lora.INITS),
-        "scaling": list(lora.SCALINGS),
-        "optimizer": list(OPTIMIZERS),
-        "device": list(DEVICES),
-    }
-
-
 def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = ()) -> None:
     """A flag per RunConfig field (or per field in `names`): --rank, --dora/--no-dora, …
 
@@ -78,7 +60,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = (
     query gets; unset flags are left out, so RunConfig's defaults apply. A field with a fixed
     set of values shows them as the flag's metavar, {a,b,c}, as argparse's choices would.
     """
-    from core.train import RunConfig
+    from core.train import RunConfig, config_choices
 
     choices = config_choices()
     for f in dataclasses.fields(RunConfig):
@@ -332,7 +314,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 # -- the parser -----------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    from core import experiments
+    from core import experiments, zoo
 
     main = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     commands = main.add_subparsers(dest="command", required=True)
@@ -370,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
     imports.add_argument(
         "--model",
         required=True,
-        metavar="{" + ",".join(config_choices()["model"]) + "}",
+        metavar="{" + ",".join(zoo.names()) + "}",
         help="the zoo model it was trained on",
     )
     add_config_flags(imports, TASK_FIELDS)

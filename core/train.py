@@ -122,8 +122,9 @@ class RunConfig:
         return cls(**{name: _convert(name, hints[name], v) for name, v in values.items()})
 
 
-def _check_choices(config: RunConfig) -> None:
-    choices = {
+def config_choices() -> dict[str, list[str]]:
+    """The allowed values of each RunConfig field that is a choice (for checks and --help)."""
+    return {
         "model": zoo.names(),
         "dataset": list(data.DATASETS),
         "shift": list(data.SHIFTS),
@@ -133,7 +134,10 @@ def _check_choices(config: RunConfig) -> None:
         "optimizer": list(OPTIMIZERS),
         "device": list(DEVICES),
     }
-    for name, allowed in choices.items():
+
+
+def _check_choices(config: RunConfig) -> None:
+    for name, allowed in config_choices().items():
         value = getattr(config, name)
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
