@@ -197,7 +197,12 @@ def test_bad_settings_get_a_clear_one_line_message(settings, message):
 
 
 def test_lora_settings_do_not_matter_to_other_methods():
-    RunConfig(method="full", dora=True, targets=[], rank=300).validate(zoo.load("mlp"))
+    odd = RunConfig(method="full", dora=True, targets=[], rank=300)
+    odd.validate(zoo.load("mlp"))  # a rank above min(d, k) and no targets: no error for full
+    plain = RunConfig(method="full")
+    assert parameter_count(odd) == parameter_count(plain)
+    trainable, total = parameter_count(odd)
+    assert trainable == total  # full fine-tuning, and no adapter was added
 
 
 def test_config_round_trips_through_a_dict_and_through_strings():
