@@ -17,7 +17,7 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import data, links, spectra
+from core import data, links, reports, spectra
 from core.runs import StoreError
 
 PAGE = "spectra"
@@ -259,7 +259,7 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
 @st.cache_resource(show_spinner=False, max_entries=4)
 def planted_update(run_id: int, store_path: str) -> data.Planted | None:
     """The secret ΔW* of a planted-rank run (the task rebuilt from the run's config and seed)."""
-    return spectra.planted_of(store().get_summary(run_id).config)
+    return reports.planted_of(store().get_summary(run_id).config)
 
 
 def planted(record, layer: str, update: spectra.LayerUpdate) -> None:

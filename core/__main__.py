@@ -174,7 +174,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(rows))
     else:
-        print(_table(rows))
+        print(_sweep_table(rows))
     return 0 if all(row["status"] != "failed" for row in rows) else 1
 
 
@@ -203,20 +203,31 @@ def _sweep_row(job: Any) -> dict:
     }
 
 
-def _table(rows: list[dict]) -> str:
-    header = f"{'method':<8}{'rank':>5}{'trainable':>12}{'share':>8}{'before':>8}{'after':>8}"
-    lines = [header + f"{'s':>7}  status"]
-    for row in rows:
-        trained, total = row["trainable_params"], row["total_params"]
-        share = f"{trained / total:.1%}" if trained and total else "—"
-        after = "—" if row["test_acc_after"] is None else f"{row['test_acc_after']:.3f}"
-        before = "—" if row["test_acc_before"] is None else f"{row['test_acc_before']:.3f}"
-        seconds = "—" if row["seconds"] is None else f"{row['seconds']:.1f}"
-        lines.append(
-            f"{row['method']:<8}{row['rank'] or '':>5}{trained or 0:>12,}{share:>8}"
-            f"{before:>8}{after:>8}{seconds:>7}  {row['status']} {row['reason']}".rstrip()
-        )
-    return "\n".join(lines)
+SWEEP_FORMATS = {"trainable": ",", "share": ".1%", "before": ".3f", "after": ".3f", "s": ".1f"}
+
+
+def _sweep_table(rows: list[dict]) -> str:
+    """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line."""
+    from core.reports import format_table
+
+    shown = [
+        {
+            "method": row["method"],
+            "rank": row["rank"],
+            "trainable": row["trainable_params"],
+            "share": _share(row["trainable_params"], row["total_params"]),
+            "before": row["test_acc_before"],
+            "after": row["test_acc_after"],
+            "s": row["seconds"],
+            "status": f"{row['status']} {row['reason']}".strip(),
+        }
+        for row in rows
+    ]
+    return format_table(shown, SWEEP_FORMATS)
+
+
+def _share(trainable: int | None, total: int | None) -> float | None:
+    return trainable / total if trainable is not None and total else None
 
 
 # -- runs -----------------------------------------------------------------------------------------
@@ -261,11 +272,14 @@ def _import(args: argparse.Namespace, store: Any) -> str:
 
 
 def _runs_table(records: list[dict]) -> str:
-    lines = [f"{'id':>5}  {'status':<10}{'after':>7}  name"]
-    for r in records:
-        after = "—" if r["test_acc_after"] is None else f"{r['test_acc_after']:.3f}"
-        lines.append(f"{r['run_id']:>5}  {r['status']:<10}{after:>7}  {r['name']}")
-    return "\n".join(lines)
+    """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy, name."""
+    from core.reports import format_table
+
+    shown = [
+        {"id": r["run_id"], "status": r["status"], "after": r["test_acc_after"], "name": r["name"]}
+        for r in records
+    ]
+    return format_table(shown, {"after": ".3f"})
 
 
 def _show(record: Any) -> str:
@@ -295,11 +309,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_spectra(args: argparse.Namespace) -> int:
-    from core import spectra
+    from core import reports
 
     use_job_threads()
-    report = spectra.analyse_run(args.run_id)
-    print(to_json(report) if args.json else spectra.report_table(report))
+    report = reports.analyse_run(args.run_id)
+    print(to_json(report) if args.json else reports.report_table(report))
     return 0
 
 

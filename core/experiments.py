@@ -22,8 +22,8 @@ For the command line (core/__main__.py):
         json.dumps(finding.to_dict())             # name, claim, rows, verdict, outcome, ...
         core.experiments.EXPERIMENTS              # {NAME: Experiment(title, claim, measure)}
     python -m core spectra RUN_ID [--json]
-        report = core.spectra.analyse_run(RUN_ID)  # {layer: core.spectra.layer_report(...)}
-        print(core.spectra.report_table(report))   # one line per layer
+        report = core.reports.analyse_run(RUN_ID)  # {layer: core.spectra.layer_report(...)}
+        print(core.reports.report_table(report))   # one line per layer
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from core import spectra
+from core import reports, spectra
 from core.train import RunConfig, RunResult, train
 
 MODEL = "mlp"
@@ -62,7 +62,7 @@ class Finding:
             [
                 f"{self.name}: {self.claim}",
                 "",
-                spectra.format_table(self.rows),
+                reports.format_table(self.rows),
                 "",
                 f"{self.outcome.upper()}: {self.verdict}",
                 f"({self.cpu_seconds:.1f} s of CPU)",

@@ -22,6 +22,12 @@ LoRA's update delta_W = scaling · B A has rank ≤ r, so its exact SVD comes fr
 a QR of B and of Aᵀ and an r × r SVD (`lowrank_svd`), never a d × k SVD. All arithmetic runs
 in float64 on the CPU: the matrices are small and the extra digits make the tiny singular
 values trustworthy.
+
+This module is pure math on tensors: it takes weights (or the models that hold them, read
+through core.lora) and returns numbers, and knows nothing of runs, configs, datasets or the
+store. That keeps it testable against numpy on hand-made matrices and lets the training loop
+use it without a cycle. Putting a saved run through these analyses, and printing them as
+text, is core.reports' job.
 """
 
 from __future__ import annotations
@@ -31,17 +37,12 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from core.lora import LoRALayer, adapted_layers
-
-if TYPE_CHECKING:  # for type hints only: these modules import spectra themselves
-    from core.data import Planted
-    from core.runs import RunStore
-    from core.train import RunConfig
 
 DEFAULT_TOP_K = 10  # how many top directions "energy" and "intruders" look at
 DEFAULT_EPSILON = 0.5  # an intruder's |cos| with every W0 direction stays below this
@@ -561,89 +562,3 @@ def planted_comparison(delta_W: Delta, planted_delta_W: Tensor, planted_rank: in
         "baseline_left": planted_rank / d,
         "baseline_right": planted_rank / k,
     }
-
-
-def planted_report(base_model: nn.Module, model: nn.Module, planted: Planted) -> dict:
-    """planted_comparison for the layer that holds the planted update (core.data.Planted)."""
-    updates = layer_updates(base_model, model)
-    if planted.layer not in updates:
-        raise ValueError(
-            f"the planted update sits in layer {planted.layer!r}, which this run did not train "
-            f"(it trained: {', '.join(updates) or 'no layer'}); adapt that layer to compare."
-        )
-    return planted_comparison(updates[planted.layer].delta_W, planted.delta_W, planted.rank)
-
-
-# -- a stored run ---------------------------------------------------------------------------------
-def analyse_run(
-    run_id: int, store: RunStore | None = None, k: int = DEFAULT_TOP_K, eps: float = DEFAULT_EPSILON
-) -> dict[str, dict]:
-    """model_report of a saved run, rebuilt from the run store: {layer: report}.
-
-    For a planted-rank run, the planted layer's report also holds "planted" (planted_report).
-    """
-    from core.runs import RunStore  # the store trains through core.train, which uses spectra
-
-    if store is None:
-        with RunStore() as own_store:
-            return analyse_run(run_id, own_store, k, eps)
-    base_model, model = store.load_run_model(run_id)
-    report = model_report(base_model, model, k, eps)
-    config = store.get_summary(run_id).config
-    if config.shift == "planted-rank":
-        planted = planted_of(config)
-        if planted.layer in report:
-            report[planted.layer]["planted"] = planted_report(base_model, model, planted)
-    return report
-
-
-def planted_of(config: RunConfig) -> Planted:
-    """The planted update of a planted-rank run: the task is rebuilt exactly as train() built it."""
-    from core.train import load_task  # core.train imports this module: import it late
-
-    return load_task(config).planted
-
-
-REPORT_COLUMNS = {  # report key → column title, for the command line's table
-    "effective_rank": "erank",
-    "stable_rank": "stable",
-    "energy_top_k": "energy@k",
-    "numerical_rank": "rank",
-    "amplification": "amplif.",
-    "amplification_w0": "amp. W0",
-    "amplification_random": "amp. rnd",
-    "intruders": "intruders",
-}
-
-
-def report_table(report: dict[str, dict]) -> str:
-    """model_report as a plain-text table, one line per layer."""
-    rows = [
-        {
-            "layer": name,
-            "d×k": "×".join(map(str, layer["shape"])),
-            **{title: layer[key] for key, title in REPORT_COLUMNS.items()},
-        }
-        for name, layer in report.items()
-    ]
-    return format_table(rows)
-
-
-def format_table(rows: list[dict]) -> str:
-    """Rows with the same keys as aligned text columns (the first to the left, the rest to the
-    right); floats with 3 significant digits."""
-    if not rows:
-        return "(nothing to show)"
-    lines = [list(rows[0]), *([_cell(value) for value in row.values()] for row in rows)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
-
-
-def _cell(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

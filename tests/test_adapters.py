@@ -14,7 +14,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from test_runs import SMALL, outputs
 
-from core import adapters, lora, peft_io, spectra, zoo
+from core import adapters, lora, peft_io, reports, zoo
 from core.adapters import import_adapter
 from core.runs import RunStore, train_and_save
 from core.train import RunConfig
@@ -69,7 +69,7 @@ def test_an_exported_run_comes_back_with_the_same_logits_and_delta_W(store, tmp_
     original, imported = lora.delta_weights(result.model), lora.delta_weights(model)
     assert original.keys() == imported.keys()
     assert all(torch.equal(original[name], imported[name]) for name in original)
-    assert spectra.analyse_run(new_id, store).keys() == original.keys()  # the Spectra page
+    assert reports.analyse_run(new_id, store).keys() == original.keys()  # the Spectra page
 
 
 def test_a_peft_save_pretrained_folder_zipped_imports(store, tmp_path):

@@ -106,10 +106,10 @@ def _no_constants(name: str) -> None:
 def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, monkeypatch):
     """‖ΔW‖ / ‖UᵀW0V‖ is infinite when W0 has nothing along ΔW's directions; JSON has no
     Infinity, so it is printed as null (as NaN is)."""
-    from core import spectra
+    from core import reports
 
     report = {"fc1": {"amplification": math.inf, "sigma": [2.0, math.nan], "intruders": 0}}
-    monkeypatch.setattr(spectra, "analyse_run", lambda run_id: report)
+    monkeypatch.setattr(reports, "analyse_run", lambda run_id: report)
     assert main(["spectra", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out, parse_constant=_no_constants)
     assert printed == {"fc1": {"amplification": None, "sigma": [2.0, None], "intruders": 0}}

@@ -355,40 +355,7 @@ def test_planted_update_found_exactly_overlaps_fully():
     assert math.isclose(found["sigma_learned"][0], found["sigma_planted"][0], rel_tol=1e-9)
 
 
-# -- stored runs and the experiments --------------------------------------------------------------
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))  # never the real ~/.lora-lab
-    from core.runs import RunStore
-
-    with RunStore(tmp_path / "runs.db") as store:
-        yield store
-
-
-def test_analyse_run_reports_the_saved_planted_run(store):
-    from core.runs import train_and_save
-    from core.train import RunConfig
-
-    params = {"layer": "fc2", "rank": 2}
-    config = RunConfig(shift="planted-rank", shift_params=params, rank=2, steps=5)
-    run_id, result = train_and_save(config, store)
-    report = spectra.analyse_run(run_id, store)
-
-    assert set(report) == {"fc1", "fc2"}
-    with torch.no_grad():
-        delta_W = adapted_layers(result.model)["fc2"].delta_W().double().numpy()
-    np.testing.assert_allclose(
-        report["fc2"]["sigma_delta_W"], np.linalg.svd(delta_W, compute_uv=False)[:2], rtol=1e-5
-    )
-    planted = report["fc2"]["planted"]
-    np.testing.assert_allclose(
-        planted["sigma_planted"][:2],
-        np.linalg.svd(result.task.planted.delta_W.double().numpy(), compute_uv=False)[:2],
-    )
-    assert planted["planted_rank"] == 2 and "planted" not in report["fc1"]
-    assert "fc2" in spectra.report_table(report)
-
-
+# -- the experiments ------------------------------------------------------------------------------
 def test_an_experiment_runs_on_one_thread_and_judges_its_numbers():
     from core import experiments
 

@@ -1,0 +1,71 @@
+"""core.reports: a saved run through the analyses (checked against numpy), and the text tables."""
+
+import numpy as np
+import pytest
+import torch
+
+from core import reports
+from core.lora import adapted_layers
+from core.runs import train_and_save
+from core.train import RunConfig
+
+
+def test_analyse_run_reports_the_saved_planted_run(store, one_thread):
+    params = {"layer": "fc2", "rank": 2}
+    config = RunConfig(shift="planted-rank", shift_params=params, rank=2, steps=5)
+    run_id, result = train_and_save(config, store)
+    report = reports.analyse_run(run_id, store)
+
+    assert set(report) == {"fc1", "fc2"}
+    with torch.no_grad():
+        delta_W = adapted_layers(result.model)["fc2"].delta_W().double().numpy()
+    np.testing.assert_allclose(
+        report["fc2"]["sigma_delta_W"], np.linalg.svd(delta_W, compute_uv=False)[:2], rtol=1e-5
+    )
+    planted = report["fc2"]["planted"]
+    np.testing.assert_allclose(
+        planted["sigma_planted"][:2],
+        np.linalg.svd(result.task.planted.delta_W.double().numpy(), compute_uv=False)[:2],
+    )
+    assert planted["planted_rank"] == 2 and "planted" not in report["fc1"]
+    assert torch.equal(reports.planted_of(config).delta_W, result.task.planted.delta_W)
+    assert reports.planted_of(RunConfig(shift="rotate")) is None
+
+    table = reports.report_table(report).splitlines()
+    titles = ["layer", "d×k", *reports.REPORT_COLUMNS.values()]
+    assert [title in table[0] for title in titles] == [True] * len(titles)
+    assert [line.split()[0] for line in table[1:]] == ["fc1", "fc2"]
+    assert table[2].split()[1] == "×".join(map(str, report["fc2"]["shape"]))
+
+
+def test_planted_report_names_the_layer_a_run_did_not_train(store, one_thread):
+    planted_in_fc2 = {"shift": "planted-rank", "shift_params": {"layer": "fc2"}}
+    config = RunConfig(**planted_in_fc2, targets=["fc1"], steps=2)
+    run_id, _ = train_and_save(config, store)
+    base_model, model = store.load_run_model(run_id)
+    with pytest.raises(ValueError, match="'fc2', which this run did not train"):
+        reports.planted_report(base_model, model, reports.planted_of(config))
+
+
+def test_format_table_aligns_numbers_right_and_text_left():
+    rows = [
+        {"method": "lora", "rank": 8, "trainable": 12345, "after": 0.91234, "status": "finished"},
+        {"method": "full", "rank": None, "trainable": 7, "after": None, "status": "failed nan"},
+    ]
+    lines = reports.format_table(rows, {"trainable": ",", "after": ".3f"}).splitlines()
+    assert lines == [
+        "method  rank  trainable  after  status",
+        "lora       8     12,345  0.912  finished",
+        "full       —          7      —  failed nan",
+    ]
+
+
+def test_format_table_defaults_floats_to_three_digits_and_other_values_to_str():
+    rows = [{"x": 1234.5678, "seeds": [1, 2], "ok": True}, {"x": 1e-5, "seeds": [], "ok": False}]
+    lines = reports.format_table(rows).splitlines()
+    assert lines == [
+        "       x  seeds   ok",
+        "1.23e+03  [1, 2]  True",
+        "   1e-05  []      False",
+    ]
+    assert reports.format_table([]) == "(nothing to show)"
