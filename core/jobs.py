@@ -35,6 +35,10 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from core import data, zoo
+from core.runs import RunStore, StoreError, default_path, train_and_save
 from core.train import Event, RunConfig
 
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
@@ -112,8 +116,6 @@ class Pool:
     """`workers` worker processes fed from one FIFO queue."""
 
     def __init__(self, workers: int | None = None, store_path: str | Path | None = None) -> None:
-        from core.runs import RunStore, default_path
-
         self.workers = workers or default_workers()
         if self.workers < 1:
             raise ValueError(f"a pool needs at least one worker (got {self.workers})")
@@ -285,8 +287,6 @@ class Pool:
     def _recover_runs(self) -> None:
         """Mark the runs of dead processes (the worker that just died) "unfinished" in the
         store now, rather than whenever some process next opens it."""
-        from core.runs import RunStore, StoreError
-
         try:
             with RunStore(self.store_path) as store:
                 store.recover()  # (opening it recovers too)
@@ -311,11 +311,6 @@ class Pool:
 
 def _worker_main(conn: Connection, stop_flag: Any, store_path: str, threads: int) -> None:
     """A worker process: set its thread share once, then train jobs until told to quit."""
-    import torch
-
-    from core import data, zoo
-    from core.runs import RunStore
-
     torch.set_num_threads(threads)
     store = RunStore(store_path)
     # Warm the per-process caches so the classroom's first run starts at once.
@@ -331,7 +326,6 @@ def _worker_main(conn: Connection, stop_flag: Any, store_path: str, threads: int
 
 def _run_job(conn: Connection, stop_flag: Any, store: Any, config: dict, owner: str) -> tuple:
     """Train one job, sending its events as they come; returns the final message."""
-    from core.runs import train_and_save
 
     def forward(event: Event) -> None:
         try:
