@@ -8,7 +8,7 @@ ask what its parts are worth, each by editing a copy of the trained model and te
                        update really use? For full fine-tuning: how low-rank was it?
     shrink intruders   W_λ = W − (1 − λ) Σ_{i ∈ intruders} σ_i u_i v_iᵀ, the intruder
                        dimensions of W = W0 + delta_W scaled by λ (Shuttleworth et al.,
-                       arXiv 2410.21228 §6; HF PEFT's reduce_intruder_dimension). Does the
+                       arXiv 2410.21228; HF PEFT's reduce_intruder_dimension). Does the
                        forgetting of the source task shrink, and what does the target lose?
     drop one layer     W0 in place of W0 + delta_W in one layer alone: which layers mattered?
 
