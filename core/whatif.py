@@ -138,7 +138,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
           max_rank     the largest layer rank
           layers       {layer: {"rank", "numerical_rank", "dora"}}
           dora         True when the cut keeps DoRA's magnitudes (see the module docstring)
-    ValueError if the run changed no weight matrix (BitFit: only biases).
+    ValueError if the run changed no weight matrix (only biases, or nothing at all).
     """
     updates = _require_updates(run)
     max_rank = max(update.rank for update in updates.values())
