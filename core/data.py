@@ -544,6 +544,12 @@ def _plant(
     return Planted(layer, delta_W, rank), ys
 
 
+def source_task() -> Task:
+    """The task every built-in zoo model was pretrained on (zoo.pretrain): MNIST-5k, upright,
+    true labels, on the fixed split. Its test split measures what a run forgot."""
+    return load_task(DEFAULT_DATASET, "none")
+
+
 def load_task(
     dataset: str = DEFAULT_DATASET,
     shift: str = DEFAULT_SHIFT,

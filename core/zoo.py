@@ -348,7 +348,7 @@ def pretrain(name: str, out_dir: Path = MODELS_DIR, steps: int | None = None) ->
         if steps is None
         else Pretraining(**{**vars(entry.pretraining), "steps": steps})
     )
-    task = data.load_task()
+    task = data.source_task()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

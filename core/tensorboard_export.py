@@ -1,0 +1,87 @@
+"""Take a saved run elsewhere: its curves and per-layer singular values as TensorBoard events.
+
+TensorBoard is the tracking tool most LoRA tutorials use, so a run exported here sits next to
+a student's other experiments there (`tensorboard --logdir DIR`). The files are written by
+TensorBoard's own writer (torch.utils.tensorboard.SummaryWriter), so any TensorBoard reads them.
+
+Each run goes into a new folder DIR/run-<id>: TensorBoard shows each folder under a log
+directory as one run, and nothing already in DIR is ever written over. Tags:
+
+    loss/train, loss/val, accuracy/val, speed/steps_per_s    per step, as the run logged them
+    accuracy/test                  before training (step 0) and after (the last step)
+    sigma/<layer>/<i>              σ_i of the layer's delta_W at each snapshot (i = 01, 02, …)
+    dora/<layer>/delta_M, dora/<layer>/delta_D    DoRA's magnitude and direction change
+    run/config, run/summary        the config and the outcome, as JSON text
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from core.runs import RunRecord
+
+CURVES = {  # history key → tag
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "val_acc": "accuracy/val",
+    "steps_per_s": "speed/steps_per_s",
+}
+
+
+def run_folder(record: RunRecord, directory: str | Path) -> Path:
+    """Where export_tensorboard writes a run: DIR/run-<id>."""
+    return Path(directory) / f"run-{record.id}"
+
+
+def export_tensorboard(record: RunRecord, directory: str | Path) -> Path:
+    """Write a run's curves and per-layer σ (RunStore.get(run_id): with its history and
+    snapshots) as TensorBoard event files into the new folder run_folder(record, directory),
+    and return that folder. `directory` is made if missing; a run folder already there is a
+    ValueError (export to another directory, or remove it first), and so is a `directory`
+    that is a file."""
+    folder = run_folder(record, directory)
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise ValueError(f"{directory} is a file, not a folder: choose a folder to export into")
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        raise ValueError(
+            f"{folder} already exists: nothing was written. Export into another folder, or "
+            "remove that one first."
+        ) from None
+    with SummaryWriter(log_dir=str(folder)) as writer:
+        _write(writer, record)
+    return folder
+
+
+def _write(writer: SummaryWriter, record: RunRecord) -> None:
+    elapsed = {row["step"]: row.get("elapsed") or 0.0 for row in record.history}
+
+    def walltime(step: int) -> float:  # when the run logged that step
+        return record.created + elapsed.get(step, 0.0)
+
+    for row in record.history:
+        for key, tag in CURVES.items():
+            if row.get(key) is not None:
+                writer.add_scalar(tag, row[key], row["step"], walltime(row["step"]))
+    last = record.history[-1]["step"] if record.history else 0
+    for step, value in ((0, record.test_acc_before), (last, record.test_acc_after)):
+        if value is not None:
+            writer.add_scalar("accuracy/test", value, step, walltime(step))
+    for snapshot in record.snapshots:
+        step = snapshot["step"]
+        for layer, values in snapshot["layers"].items():
+            for i, sigma in enumerate(values["sigma"], start=1):
+                writer.add_scalar(f"sigma/{layer}/{i:02d}", sigma, step, walltime(step))
+            for key in ("delta_M", "delta_D"):
+                writer.add_scalar(f"dora/{layer}/{key}", values[key], step, walltime(step))
+    writer.add_text("run/config", _json(record.config.to_dict()), 0, record.created)
+    writer.add_text("run/summary", _json(record.summary()), last, walltime(last))
+
+
+def _json(values: dict) -> str:
+    """Indented JSON as a Markdown code block (TensorBoard renders text as Markdown)."""
+    return "```\n" + json.dumps(values, indent=2, ensure_ascii=False) + "\n```"

@@ -1,0 +1,301 @@
+"""core.whatif against independent computations: numpy's SVD, PEFT's intruder mitigation, and
+models edited the plain way (adapters switched off, B zeroed, base weights loaded back)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from peft.tuners.lora.intruders import reduce_intruder_dimension
+
+from core import lora, measure, spectra, whatif, zoo
+from core.train import RunConfig, evaluate, train
+from tests.toy_models import ToyCNN, ToyMLP
+
+
+# -- one layer ----------------------------------------------------------------------------------
+def numpy_truncation(M: np.ndarray, k: int) -> np.ndarray:
+    U, S, Vh = np.linalg.svd(M, full_matrices=False)
+    return U[:, :k] @ np.diag(S[:k]) @ Vh[:k]
+
+
+@pytest.mark.parametrize("shape", [(64, 8, 96), (12, 4, (3, 3, 3))], ids=["linear", "conv"])
+def test_truncating_the_factors_matches_numpys_truncation_of_the_dense_update(shape):
+    d, r, k_shape = shape
+    generator = torch.Generator().manual_seed(0)
+    B = torch.randn(d, r, generator=generator, dtype=torch.float64)
+    A = torch.randn(r, *np.atleast_1d(k_shape), generator=generator, dtype=torch.float64)
+    delta_W = 0.5 * B.numpy() @ A.reshape(r, -1).numpy()
+    svd = spectra.delta_svd(spectra.LowRankDelta(B, spectra.as_matrix(A), 0.5))
+    for k in range(r + 2):
+        np.testing.assert_allclose(
+            whatif.truncate(svd, k).numpy(), numpy_truncation(delta_W, k), atol=1e-10
+        )
+
+
+def test_truncating_a_known_low_rank_dense_matrix():
+    rng = np.random.default_rng(0)
+    U = np.linalg.qr(rng.standard_normal((30, 3)))[0]
+    V = np.linalg.qr(rng.standard_normal((20, 3)))[0]
+    M = U @ np.diag([5.0, 2.0, 0.5]) @ V.T
+    svd = spectra.dense_svd(torch.tensor(M))
+    np.testing.assert_allclose(whatif.truncate(svd, 1).numpy(), 5.0 * np.outer(U[:, 0], V[:, 0]))
+    np.testing.assert_allclose(whatif.truncate(svd, 3).numpy(), M, atol=1e-12)
+    assert not whatif.truncate(svd, 0).any()
+    with pytest.raises(ValueError, match="k must be"):
+        whatif.truncate(svd, -1)
+
+
+def test_rank_grid_doubles_up_to_the_rank():
+    assert whatif.rank_grid(4) == [0, 1, 2, 4]
+    assert whatif.rank_grid(10) == [0, 1, 2, 4, 8, 10]
+    assert whatif.rank_grid(1) == [0, 1]
+
+
+def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every adapter a nonzero B (and DoRA a moved magnitude), as training would."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora.adapted_layers(model).values():
+            layer.B.add_(0.3 * torch.randn(layer.B.shape, generator=generator))
+            if layer.magnitude is not None:
+                moved = torch.rand(layer.magnitude.shape, generator=generator)
+                layer.magnitude.mul_(1 + 0.2 * moved)
+    return model
+
+
+KINDS = {
+    "lora": {},
+    "dora": {"dora": True},
+    "pissa": {"init": "pissa"},
+    "pissa+dora": {"init": "pissa", "dora": True},
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("toy", [ToyMLP, ToyCNN])
+def test_a_cut_at_the_full_rank_is_the_layer_and_at_zero_the_update_gone(toy, kind):
+    base = toy()
+    targets = ["fc1", "fc2"] if toy is ToyMLP else ["conv1", "conv2"]
+    model = trained_like(lora.inject(base, targets, 3, 6.0, seed=0, **KINDS[kind]))
+    updates = whatif.ranked_updates(base, model)
+    assert set(updates) == set(targets)
+    for name, update in updates.items():
+        layer = lora.adapted_layers(model)[name]
+        W0 = spectra.as_matrix(base.get_submodule(name).weight)
+        assert update.rank == (6 if "pissa" in kind else 3)
+        merged = spectra.as_matrix(layer.merged_weight())
+        np.testing.assert_allclose(update.truncated_weight(update.rank), merged, atol=1e-5)
+        at_zero = update.truncated_weight(0)
+        if layer.magnitude is None:
+            np.testing.assert_allclose(at_zero, W0, atol=1e-6)
+        else:  # DoRA keeps its magnitudes: each row of W0 rescaled to m
+            m = layer.magnitude.detach().double()
+            np.testing.assert_allclose(at_zero, (m / W0.norm(dim=1))[:, None] * W0, atol=1e-6)
+
+
+# -- intruders ------------------------------------------------------------------------------------
+def numpy_scaled_intruders(W0, W, lam, top_k=10, eps=0.5):
+    U0 = np.linalg.svd(W0, full_matrices=False)[0]
+    U, S, Vh = np.linalg.svd(W, full_matrices=False)
+    intruders = [i for i in range(top_k) if np.abs(U[:, i] @ U0).max() < eps]
+    removed = sum(S[i] * np.outer(U[:, i], Vh[i]) for i in intruders)
+    return W - (1 - lam) * removed, intruders
+
+
+def test_scaling_intruders_matches_numpy():
+    rng = np.random.default_rng(3)
+    W0 = rng.standard_normal((40, 30))
+    spike = 30 * np.linalg.qr(rng.standard_normal((40, 2)))[0] @ rng.standard_normal((2, 30))
+    W = W0 + spike
+    for lam in (0.0, 0.3, 1.0):
+        expected, intruders = numpy_scaled_intruders(W0, W, lam)
+        assert intruders  # the spike is new: the test has something to remove
+        ours = whatif.scale_intruders(torch.tensor(W0), torch.tensor(W), lam)
+        np.testing.assert_allclose(ours.numpy(), expected, atol=1e-9)
+    with pytest.raises(ValueError, match="λ must be"):
+        whatif.scale_intruders(torch.tensor(W0), torch.tensor(W), 1.5)
+
+
+def test_scaling_intruders_matches_peft_reduce_intruder_dimension():
+    """PEFT rewrites the adapter at rank r after scaling; at r = min(d, k) that loses nothing,
+    so its merged weight must be ours."""
+    torch.manual_seed(0)
+    base = ToyMLP(k=12, hidden=16)
+    config = LoraConfig(r=12, lora_alpha=12, target_modules=["fc1"], init_lora_weights=False)
+    peft_model = get_peft_model(copy.deepcopy(base), config)
+    layer = peft_model.base_model.model.fc1
+    with torch.no_grad():
+        layer.lora_B["default"].weight.mul_(20)
+    W0 = layer.get_base_layer().weight.detach().clone()
+    W = W0 + layer.get_delta_weight("default").detach()
+    assert whatif.Intruders.find(W0, W).indices
+
+    reduce_intruder_dimension(peft_model, mitigation_lambda=0.3, logging_sink=None)
+    theirs = W0 + layer.get_delta_weight("intruder_reduced").detach()
+
+    ours = whatif.scale_intruders(W0, W, 0.3)
+    np.testing.assert_allclose(ours.numpy(), theirs.double().numpy(), atol=1e-4 * W.abs().max())
+
+
+# -- whole runs -----------------------------------------------------------------------------------
+RUNS = {
+    "mlp-lora": RunConfig(steps=30),
+    "mlp-full": RunConfig(steps=30, method="full"),
+    "mlp-dora": RunConfig(steps=30, dora=True),
+    "mlp-pissa": RunConfig(steps=30, init="pissa"),
+    "cnn-conv": RunConfig(steps=30, model="cnn", targets=["conv1", "conv2", "fc1"]),
+    "vit": RunConfig(steps=30, model="vit", targets="blocks.*.attn.*"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, measure.TrainedRun]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {name: measure.TrainedRun.of_result(train(c)) for name, c in RUNS.items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def without_updates(run: measure.TrainedRun) -> torch.nn.Module:
+    """The run's model with its analysed layers' weight updates taken away, built the plain
+    way: LoRA adapters switched off, DoRA's B zeroed, other layers given the base weights."""
+    model = copy.deepcopy(run.model)
+    adapters = lora.adapted_layers(model)
+    with torch.no_grad():
+        for name, layer in adapters.items():
+            if layer.init == "pissa":  # switched off, it would be the residual, not W0
+                layer.base.weight.copy_(run.base.get_submodule(name).weight)
+                layer.B.zero_()
+                layer.A.zero_()
+            elif layer.magnitude is not None:
+                layer.B.zero_()
+            else:
+                layer.enabled = False
+        if not adapters:
+            for name in spectra.layer_updates(run.base, run.model):
+                model.get_submodule(name).weight.copy_(run.base.get_submodule(name).weight)
+    return model
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_truncation_gives_back_the_run_at_full_rank_and_no_update_at_zero(runs, name, one_thread):
+    run = runs[name]
+    full = whatif.truncation_curve(run, ks=[0, 10**6])
+    accuracy = {point["k"]: point["accuracy"] for point in full["truncation"]}
+    assert full["run_accuracy"] == evaluate(run.model, run.test.x, run.test.y)[1]
+    assert accuracy[10**6] == full["run_accuracy"]
+    assert accuracy[0] == evaluate(without_updates(run), run.test.x, run.test.y)[1]
+    assert accuracy[0] != accuracy[10**6]  # the update matters: the check can tell them apart
+    assert full["dora"] == ("dora" in name)
+
+
+def test_the_default_grid_runs_to_the_full_rank(runs, one_thread):
+    lora_curve = whatif.truncation_curve(runs["mlp-lora"])
+    assert [p["k"] for p in lora_curve["truncation"]] == [0, 1, 2, 4]
+    assert lora_curve["layers"]["fc1"] == {"rank": 4, "numerical_rank": 4, "dora": False}
+    assert whatif.truncation_curve(runs["mlp-pissa"], ks=[1])["max_rank"] == 8  # s(BA − B0A0)
+    full = whatif.truncation_curve(runs["mlp-full"], ks=[3])
+    assert full["max_rank"] == 256 and set(full["layers"]) == {"fc1", "fc2", "head"}
+
+
+def test_a_mid_rank_cut_is_numpys_truncation_of_the_dense_update(runs, one_thread):
+    run = runs["mlp-lora"]
+    curve = whatif.truncation_curve(run, ks=[2])
+    model = copy.deepcopy(run.model)
+    with torch.no_grad():
+        for layer in lora.adapted_layers(model).values():
+            delta_W = layer.scaling * layer.B.double().numpy() @ layer.A.double().numpy()
+            W = layer.W0.double().numpy() + numpy_truncation(delta_W, 2)
+            layer.base.weight.copy_(torch.tensor(W))
+            layer.B.zero_()
+    assert curve["truncation"][0]["accuracy"] == evaluate(model, run.test.x, run.test.y)[1]
+
+
+def test_nothing_to_truncate_is_a_clear_error(runs):
+    run = runs["mlp-lora"]
+    unchanged = measure.TrainedRun(
+        run.config, run.base, copy.deepcopy(run.base), run.test, run.num_classes
+    )
+    with pytest.raises(ValueError, match="no weight matrix"):
+        whatif.truncation_curve(unchanged)
+
+
+def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_thread):
+    run = runs["mlp-lora"]
+    curve = whatif.intruder_curve(run, lambdas=(1.0, 0.0))
+    assert curve["intruders"] > 0  # this run has intruders: λ has something to change
+    at_one, at_zero = curve["points"]
+    assert at_one["target_accuracy"] == evaluate(run.model, run.test.x, run.test.y)[1]
+
+    merged = lora.merge(run.model)
+    with torch.no_grad():
+        for name in lora.adapted_layers(run.model):
+            layer = merged.get_submodule(name)
+            W0 = run.base.get_submodule(name).weight.double().numpy()
+            removed, indices = numpy_scaled_intruders(W0, layer.weight.double().numpy(), 0.0)
+            assert indices == curve["layers"][name]["intruder_indices"]
+            layer.weight.copy_(torch.tensor(removed))
+    assert at_zero["target_accuracy"] == evaluate(merged, run.test.x, run.test.y)[1]
+    source = measure.source_test_split("mlp", 10)
+    assert at_zero["source_accuracy"] == evaluate(merged, source.x, source.y)[1]
+
+
+def test_the_source_task_is_the_one_the_zoo_model_was_pretrained_on(runs):
+    base_source = whatif.intruder_curve(runs["mlp-lora"], lambdas=(1.0,))["base"]
+    assert base_source["source_accuracy"] == pytest.approx(zoo.card("mlp")["test_acc"], abs=5e-5)
+    assert measure.source_test_split("resnet18", 10) is None  # pretrained on ImageNet
+    assert measure.source_test_split("mlp", 5) is None  # another head, another question
+
+
+def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):
+    run = runs["mlp-lora"]
+    report = whatif.layer_importance(run)
+    rows = {row["layer"]: row for row in report["layers"]}
+    assert [(n, r["kind"]) for n, r in rows.items()] == [
+        ("fc1", "adapter"), ("fc2", "adapter"), ("head", "trained")
+    ]  # fmt: skip
+    adapters = lora.adapted_layers(run.model)
+    for name, row in rows.items():
+        W0 = run.base.get_submodule(name).weight.double().numpy()
+        if name in adapters:
+            delta_W = adapters[name].delta_W().detach().double().numpy()
+        else:
+            delta_W = run.model.get_submodule(name).weight.detach().double().numpy() - W0
+        fro = np.linalg.norm(delta_W) / np.linalg.norm(W0)
+        spectral = np.linalg.norm(delta_W, 2) / np.linalg.norm(W0, 2)
+        assert row["relative_frobenius"] == pytest.approx(fro, rel=1e-5)
+        assert row["relative_spectral"] == pytest.approx(spectral, rel=1e-5)
+
+        model = copy.deepcopy(run.model)
+        with torch.no_grad():
+            if name in adapters:
+                lora.adapted_layers(model)[name].enabled = False
+            else:
+                model.get_submodule(name).weight.copy_(run.base.get_submodule(name).weight)
+        without = evaluate(model, run.test.x, run.test.y)[1]
+        assert row["accuracy_without"] == without
+        assert row["accuracy_lost"] == pytest.approx(report["run_accuracy"] - without)
+    assert max(row["accuracy_lost"] for row in rows.values()) > 0
+
+
+def test_layer_importance_of_full_fine_tuning_covers_every_changed_matrix(runs, one_thread):
+    rows = whatif.layer_importance(runs["mlp-full"])["layers"]
+    assert [(row["layer"], row["kind"]) for row in rows] == [
+        ("fc1", "trained"), ("fc2", "trained"), ("head", "trained")
+    ]  # fmt: skip
+
+
+def test_a_saved_run_opens_with_its_stored_accuracy(store, one_thread):
+    from core.runs import train_and_save
+
+    run_id, result = train_and_save(RunConfig(model="cnn", targets="conv2", steps=5), store)
+    run = measure.open_run(run_id, store)
+    curve = whatif.truncation_curve(run, ks=[4])
+    assert curve["truncation"][0]["accuracy"] == result.test_acc_after
+    assert curve["base_accuracy"] == result.test_acc_before
