@@ -13,14 +13,15 @@ For Conv2d, A is a convolution with the base kernel and stride and r output chan
 1×1 convolution back to the base's channels (as in HF PEFT); flattened, it is the same B A.
 DoRA (arXiv 2402.09353) splits the adapted weight into a magnitude m per output unit and a
 direction: W' = m · (W0 + delta_W) / ‖W0 + delta_W‖.
+
+Which layers to adapt (names, globs, "all-linear") is chosen in core.targets; this module takes
+layer names as they are.
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -214,28 +215,22 @@ def row_norms(W: Tensor) -> Tensor:
     return W.flatten(1).norm(dim=1)
 
 
-# -- which layers can be adapted --------------------------------------------------------------
+# -- which layers an adapter can wrap ---------------------------------------------------------
 ADAPTERS: dict[type[nn.Module], type[LoRALayer]] = {nn.Linear: LoRALinear, nn.Conv2d: LoRAConv2d}
 
 
-def why_not_adaptable(layer: nn.Module) -> str | None:
-    """Why this layer cannot take an adapter, or None if it can.
+def adapter_type(base: nn.Module) -> type[LoRALayer]:
+    """The adapter class for `base`; ValueError saying why, for a layer that cannot take one.
 
     Exactly nn.Linear or a plain nn.Conv2d: a subclass may skip its own forward (as
     MultiheadAttention's out_proj does), and a grouped or depthwise conv is not one matrix W0.
     """
-    if type(layer) not in ADAPTERS:
-        return f"a {type(layer).__name__} cannot take an adapter: only nn.Linear and nn.Conv2d can."
-    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
-        return "LoRA here supports Conv2d with groups=1 and zero padding only."
-    return None
-
-
-def adapter_type(layer: nn.Module) -> type[LoRALayer]:
-    reason = why_not_adaptable(layer)
-    if reason:
-        raise ValueError(reason)
-    return ADAPTERS[type(layer)]
+    if type(base) not in ADAPTERS:
+        name = type(base).__name__
+        raise ValueError(f"a {name} cannot take an adapter: only nn.Linear and nn.Conv2d can.")
+    if isinstance(base, nn.Conv2d) and (base.groups != 1 or base.padding_mode != "zeros"):
+        raise ValueError("LoRA here supports Conv2d with groups=1 and zero padding only.")
+    return ADAPTERS[type(base)]
 
 
 def weight_matrix_shape(layer: nn.Module) -> tuple[int, int]:
@@ -255,83 +250,10 @@ def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:
         )
 
 
-@dataclass(frozen=True)
-class EligibleLayer:
-    """A layer that can take an adapter, with what adapting it at a given rank costs."""
-
-    name: str
-    kind: str  # "Linear" or "Conv2d"
-    d: int  # output units
-    k: int  # inputs per output unit (Conv2d: in_channels · kh · kw)
-    rank: int
-    is_head: bool
-
-    @property
-    def max_rank(self) -> int:
-        return min(self.d, self.k)
-
-    @property
-    def full_params(self) -> int:
-        return self.d * self.k
-
-    @property
-    def lora_params(self) -> int:
-        return self.rank * (self.d + self.k)
-
-
-def eligible_layers(model: nn.Module, rank: int = 4) -> list[EligibleLayer]:
-    """Every Linear and Conv2d of the model, with its shape and trainable cost r·(d + k)."""
-    from core.methods import head_name  # methods builds on lora; import late to keep it one-way
-
-    head = head_name(model)
-    layers = []
-    for name, module in model.named_modules():
-        if why_not_adaptable(module) is None and not _inside_adapter(model, name):
-            d, k = weight_matrix_shape(module)
-            kind = type(module).__name__
-            layers.append(EligibleLayer(name, kind, d, k, rank, is_head=name == head))
-    return layers
-
-
-def _inside_adapter(model: nn.Module, name: str) -> bool:
-    parent = name.rpartition(".")[0]
-    return bool(name) and isinstance(model.get_submodule(parent), LoRALayer)
-
-
-def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
-    """Turn names, glob patterns ("blocks.*.attn.q") or "all-linear" into layer names.
-
-    "all-linear" means every Linear except the output head, as in HF PEFT: the head is
-    task-specific and is usually trained in full.
-    """
-    layers = eligible_layers(model)
-    if targets == "all-linear":
-        return [layer.name for layer in layers if layer.kind == "Linear" and not layer.is_head]
-    if isinstance(targets, str):
-        targets = [targets]
-    if not targets:
-        raise ValueError("choose at least one target layer to adapt.")
-    names = [layer.name for layer in layers]
-    chosen: list[str] = []
-    for pattern in targets:
-        matches = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not matches:
-            _explain_no_match(model, pattern, names)
-        chosen += [n for n in matches if n not in chosen]
-    return chosen
-
-
-def _explain_no_match(model: nn.Module, pattern: str, names: list[str]) -> None:
-    modules = dict(model.named_modules())
-    if pattern in modules:  # it exists, so its type is the problem
-        adapter_type(modules[pattern])
-    raise ValueError(f"target {pattern!r} matches no layer. Layers that can be adapted: {names}.")
-
-
 # -- adapting, reading and merging a model ----------------------------------------------------
 def inject(
     model: nn.Module,
-    targets: str | list[str],
+    names: list[str],
     rank: int,
     alpha: float,
     dropout: float = 0.0,
@@ -340,16 +262,21 @@ def inject(
     dora: bool = False,
     seed: int | None = None,
 ) -> nn.Module:
-    """Return a copy of `model` whose target layers carry LoRA adapters; `model` is untouched.
+    """Return a copy of `model` whose layers `names` carry LoRA adapters; `model` is untouched.
 
-    Every base weight of the copy is frozen. Only A, B (and DoRA's magnitude) require grad:
-    methods.trainable_parameters decides what else trains (the head, usually).
+    `names` are module paths such as "blocks.0.attn.q" (core.targets.resolve_targets turns
+    "all-linear" or globs into them). Every base weight of the copy is frozen. Only A, B (and
+    DoRA's magnitude) require grad: methods.trainable_parameters decides what else trains.
     """
+    if isinstance(names, str) or not names:
+        raise ValueError(
+            f"inject needs a list of layer names (got {names!r}): "
+            "core.targets.resolve_targets turns 'all-linear' or globs into names."
+        )
     if adapted_layers(model):
         raise ValueError("this model already has adapters: inject into the base model.")
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS} (got {init!r}).")
-    names = resolve_targets(model, targets)
     adapted = copy.deepcopy(model).requires_grad_(False)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     for name in names:
