@@ -168,9 +168,39 @@ def test_a_layer_type_that_cannot_take_an_adapter_is_named():
     model.norm = torch.nn.LayerNorm(4)
     with pytest.raises(ValueError, match="LayerNorm cannot take an adapter"):
         lora.inject(model, ["norm"], rank=1, alpha=1.0)
+    grouped = torch.nn.Conv2d(4, 4, kernel_size=3, groups=2)
+    with pytest.raises(ValueError, match="groups=1"):
+        lora.LoRAConv2d(grouped, rank=1, alpha=1.0)
 
 
 def test_injecting_twice_is_refused():
     model = lora.inject(ToyMLP(), ["fc1"], rank=1, alpha=1.0)
     with pytest.raises(ValueError, match="already has adapters"):
         lora.inject(model, ["fc2"], rank=1, alpha=1.0)
+
+
+@pytest.mark.parametrize("dora", [False, True])
+@pytest.mark.parametrize("init", INITS)
+def test_an_adapter_layer_is_ready_the_moment_it_is_built(init, dora):
+    """No inject needed: the constructor initialises A and B, so the layer computes W0 x."""
+    torch.manual_seed(0)
+    base, x = torch.nn.Linear(8, 6), torch.randn(5, 8)
+    kind = lora.adapter_type(base, dora)
+    layer = kind(copy.deepcopy(base), rank=2, alpha=4.0, init=init)
+    assert type(layer) is (lora.DoRALinear if dora else lora.LoRALinear)
+    torch.testing.assert_close(layer(x), base(x), atol=1e-5, rtol=0)
+    bound = 1 / math.sqrt(8)  # kaiming-uniform with a=√5 on fan-in k = 8
+    if init == "default":
+        assert torch.all(layer.B == 0)
+        assert 0 < layer.A.abs().max() <= bound and layer.A.std() > bound / 4
+
+
+def test_the_constructor_takes_a_generator_for_repeatable_adapters():
+    base = torch.nn.Conv2d(3, 4, kernel_size=3)
+    layer = lora.LoRAConv2d(base, rank=2, alpha=2.0, generator=torch.Generator().manual_seed(5))
+    expected = torch.nn.init.kaiming_uniform_(
+        torch.empty(2, 3, 3, 3), a=math.sqrt(5), generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(layer.A, expected)
+    with pytest.raises(ValueError, match="init must be"):
+        lora.LoRALinear(torch.nn.Linear(8, 6), rank=2, alpha=1.0, init="zeros")
