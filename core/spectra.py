@@ -470,7 +470,7 @@ def layer_updates(base_model: nn.Module, model: nn.Module) -> dict[str, LayerUpd
 
 def _lora_update(base_model: nn.Module, name: str, layer: LoRALayer) -> LayerUpdate:
     W0 = base_model.get_submodule(name).weight
-    if layer.magnitude is None and torch.equal(layer.W0.detach().cpu(), W0.detach().cpu()):
+    if not layer.dora and torch.equal(layer.W0.detach().cpu(), W0.detach().cpu()):
         return LayerUpdate(W0, LowRankDelta.of_layer(layer), layer.rank)
     return LayerUpdate(W0, as_matrix(layer.merged_weight()) - as_matrix(W0), layer.rank)
 

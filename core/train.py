@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core import data, lora, methods, spectra, zoo
+from core.targets import check_targets
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -162,17 +163,6 @@ def _check_numbers(config: RunConfig) -> None:
         raise ValueError(f"dropout must be in [0, 1) (got {config.dropout})")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise ValueError(f"weight_decay must be ≥ 0 (got {config.weight_decay})")
-
-
-def check_targets(model: nn.Module, targets: list[str] | str, rank: int) -> list[str]:
-    """The layer names `targets` picks in `model`; ValueError if none, or if rank > min(d, k)."""
-    names = lora.resolve_targets(model, targets)
-    if not names:
-        raise ValueError(f"no target layer: {targets!r} picks no layer of this model")
-    for name in names:
-        d, k = lora.weight_matrix_shape(model.get_submodule(name))
-        lora.check_rank(rank, d, k, name=name)
-    return names
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -330,10 +320,9 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
     """
     base = zoo.load(config.model, num_classes=num_classes)
     if config.method == "lora":
-        check_targets(base, config.targets, config.rank)
         model = lora.inject(
             base,
-            config.targets,
+            check_targets(base, config.targets, config.rank),
             rank=config.rank,
             alpha=config.alpha,
             dropout=config.dropout,
@@ -363,25 +352,6 @@ def _parameter_count(config_json: str) -> tuple[int, int]:
     _, model = build_models(config, data.DATASETS[config.dataset].num_classes)
     count = methods.count_parameters(model)
     return count.trainable, count.total
-
-
-def default_targets(model_name: str) -> str | list[str]:
-    """The LoRA targets to offer first for a model: "all-linear" when it picks a layer, else
-    the model card's recommended targets (resnet18's only Linear is its head, which
-    "all-linear" leaves out, so there it would pick nothing). ValueError for an unknown model.
-    """
-    return copy.copy(_default_targets(model_name))
-
-
-@functools.cache
-def _default_targets(model_name: str) -> str | list[str]:
-    card = zoo.card(model_name)  # ValueError for an unknown model
-    with torch.random.fork_rng(devices=[]):  # the architecture only: no weights, no download
-        architecture = zoo.ZOO[model_name].build()
-    architecture.head_name = card["head_name"]
-    if lora.resolve_targets(architecture, "all-linear"):
-        return "all-linear"
-    return list(card["recommended_targets"])
 
 
 def load_task(config: RunConfig) -> data.Task:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from core import data, paths
+from core.i18n import catalog
 
 # sha256 of the train, val and test indices (int64 little-endian, in that order). If this test
 # fails, the split changed: every model card's accuracy and every saved run are then off.
@@ -166,10 +167,12 @@ def test_a_failing_download_becomes_an_offline_error(empty_data_dir, monkeypatch
 # ---------------------------------------------------------------------------------- shifts ---
 
 
-def test_every_shift_explains_itself():
-    for info in data.SHIFTS.values():
-        assert len(info.explanation) > 60
-        assert "rank" in info.explanation or info.name == "none"
+@pytest.mark.parametrize("language, rank", [("en", "rank"), ("zh", "秩")])
+def test_every_shift_explains_itself(language, rank):
+    for name in data.SHIFTS:
+        explanation = catalog(language).t(f"shifts.{name}.explanation")
+        assert len(explanation) > (60 if language == "en" else 20), name
+        assert rank in explanation or name == "none", name
 
 
 def test_rotate_turns_the_images(source):

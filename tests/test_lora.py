@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_models import ToyCNN, ToyMLP, toy_models
+from toy_models import ToyMLP, toy_models
 
 from core import lora
 
@@ -137,32 +137,11 @@ def test_default_init_is_kaiming_uniform_A_and_zero_B():
 
 def test_same_seed_gives_same_adapters():
     base, _ = toy_models()["mlp"]
-    one = lora.inject(base, "all-linear", rank=2, alpha=2.0, seed=7)
-    two = lora.inject(base, "all-linear", rank=2, alpha=2.0, seed=7)
-    three = lora.inject(base, "all-linear", rank=2, alpha=2.0, seed=8)
+    one = lora.inject(base, ["fc1", "fc2"], rank=2, alpha=2.0, seed=7)
+    two = lora.inject(base, ["fc1", "fc2"], rank=2, alpha=2.0, seed=7)
+    three = lora.inject(base, ["fc1", "fc2"], rank=2, alpha=2.0, seed=8)
     assert torch.equal(one.fc1.A, two.fc1.A)
     assert not torch.equal(one.fc1.A, three.fc1.A)
-
-
-def test_targets_all_linear_globs_and_names():
-    base = ToyMLP()
-    assert lora.resolve_targets(base, "all-linear") == ["fc1", "fc2"]
-    assert lora.resolve_targets(base, ["fc*"]) == ["fc1", "fc2"]
-    assert lora.resolve_targets(base, ["fc2", "head"]) == ["fc2", "head"]
-    assert lora.resolve_targets(ToyCNN(), "all-linear") == []  # the head is its only Linear
-
-
-def test_eligible_layers_list_shape_and_cost():
-    layers = {layer.name: layer for layer in lora.eligible_layers(ToyCNN(), rank=3)}
-    assert set(layers) == {"conv1", "conv2", "head"}
-    conv2 = layers["conv2"]
-    assert (conv2.kind, conv2.d, conv2.k) == ("Conv2d", 8, 6 * 3 * 3)
-    assert conv2.lora_params == 3 * (8 + 54)
-    assert conv2.full_params == 8 * 54
-    assert layers["head"].is_head and not conv2.is_head
-    model = lora.inject(ToyCNN(), ["conv2"], rank=3, alpha=3.0)
-    adapter = lora.adapted_layers(model)["conv2"]
-    assert sum(p.numel() for p in (adapter.A, adapter.B)) == conv2.lora_params
 
 
 @pytest.mark.parametrize(
@@ -172,14 +151,14 @@ def test_eligible_layers_list_shape_and_cost():
         ({"rank": 13}, "above min"),  # fc1 is 16×12
         ({"alpha": 0.0}, "alpha must be > 0"),
         ({"alpha": -1.0}, "alpha must be > 0"),
-        ({"targets": ["attn.q"]}, "matches no layer.*fc1"),
-        ({"targets": []}, "at least one target"),
+        ({"names": "all-linear"}, "list of layer names.*resolve_targets"),
+        ({"names": []}, "list of layer names"),
         ({"init": "zeros"}, "init must be"),
         ({"scaling": "sqrt"}, "scaling must be"),
     ],
 )
 def test_bad_configs_raise_clear_errors(kwargs, message):
-    options = {"targets": ["fc1", "fc2"], "rank": 2, "alpha": 4.0} | kwargs
+    options = {"names": ["fc1", "fc2"], "rank": 2, "alpha": 4.0} | kwargs
     with pytest.raises(ValueError, match=message):
         lora.inject(ToyMLP(), **options)
 
@@ -189,9 +168,39 @@ def test_a_layer_type_that_cannot_take_an_adapter_is_named():
     model.norm = torch.nn.LayerNorm(4)
     with pytest.raises(ValueError, match="LayerNorm cannot take an adapter"):
         lora.inject(model, ["norm"], rank=1, alpha=1.0)
+    grouped = torch.nn.Conv2d(4, 4, kernel_size=3, groups=2)
+    with pytest.raises(ValueError, match="groups=1"):
+        lora.LoRAConv2d(grouped, rank=1, alpha=1.0)
 
 
 def test_injecting_twice_is_refused():
     model = lora.inject(ToyMLP(), ["fc1"], rank=1, alpha=1.0)
     with pytest.raises(ValueError, match="already has adapters"):
         lora.inject(model, ["fc2"], rank=1, alpha=1.0)
+
+
+@pytest.mark.parametrize("dora", [False, True])
+@pytest.mark.parametrize("init", INITS)
+def test_an_adapter_layer_is_ready_the_moment_it_is_built(init, dora):
+    """No inject needed: the constructor initialises A and B, so the layer computes W0 x."""
+    torch.manual_seed(0)
+    base, x = torch.nn.Linear(8, 6), torch.randn(5, 8)
+    kind = lora.adapter_type(base, dora)
+    layer = kind(copy.deepcopy(base), rank=2, alpha=4.0, init=init)
+    assert type(layer) is (lora.DoRALinear if dora else lora.LoRALinear)
+    torch.testing.assert_close(layer(x), base(x), atol=1e-5, rtol=0)
+    bound = 1 / math.sqrt(8)  # kaiming-uniform with a=√5 on fan-in k = 8
+    if init == "default":
+        assert torch.all(layer.B == 0)
+        assert 0 < layer.A.abs().max() <= bound and layer.A.std() > bound / 4
+
+
+def test_the_constructor_takes_a_generator_for_repeatable_adapters():
+    base = torch.nn.Conv2d(3, 4, kernel_size=3)
+    layer = lora.LoRAConv2d(base, rank=2, alpha=2.0, generator=torch.Generator().manual_seed(5))
+    expected = torch.nn.init.kaiming_uniform_(
+        torch.empty(2, 3, 3, 3), a=math.sqrt(5), generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(layer.A, expected)
+    with pytest.raises(ValueError, match="init must be"):
+        lora.LoRALinear(torch.nn.Linear(8, 6), rank=2, alpha=1.0, init="zeros")

@@ -86,6 +86,15 @@ def test_missing_or_broken_config_is_explained(tmp_path):
         import_peft(toy_models()["mlp"][0], tmp_path)
 
 
+def test_a_dora_magnitude_without_use_dora_is_refused(tmp_path):
+    _, model, _ = adapted("mlp", dora=True)
+    export_peft(model, tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config | {"use_dora": False}))
+    with pytest.raises(ValueError, match="DoRA magnitude but the config has no use_dora"):
+        import_peft(toy_models()["mlp"][0], tmp_path)
+
+
 def test_export_without_adapters_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no LoRA adapters"):
         export_peft(toy_models()["mlp"][0], tmp_path)

@@ -7,11 +7,11 @@ import torch
 
 from core import lora, methods, zoo
 from core.methods import trainable_parameters
+from core.targets import resolve_targets
 from core.train import (
     Event,
     RunConfig,
     build_models,
-    default_targets,
     make_optimizer,
     parameter_count,
     sweep_configs,
@@ -153,7 +153,8 @@ def test_a_diverging_loss_stops_with_a_reason_and_keeps_the_history():
 
 def test_lora_plus_gives_B_its_own_learning_rate():
     config = RunConfig(lr=0.01, lora_plus_ratio=16.0)
-    model = lora.inject(zoo.load("mlp"), "all-linear", rank=4, alpha=8)
+    base = zoo.load("mlp")
+    model = lora.inject(base, resolve_targets(base, "all-linear"), rank=4, alpha=8)
     trainable_parameters(model, "lora")
     groups = make_optimizer(model, config).param_groups
     B_ids = {id(layer.B) for layer in lora.adapted_layers(model).values()}
@@ -290,17 +291,3 @@ def test_parameter_count_is_what_the_built_model_trains(settings):
 def test_parameter_count_rejects_what_the_model_rejects():
     with pytest.raises(ValueError, match="min"):
         parameter_count(RunConfig(rank=300))
-
-
-def test_default_targets_pick_a_layer_of_every_model():
-    """resnet18's only Linear is its head, which "all-linear" leaves out: its card's
-    recommended targets (layer4's convs) stand in."""
-    assert default_targets("mlp") == "all-linear"
-    assert default_targets("resnet18") == zoo.card("resnet18")["recommended_targets"]
-    for name in zoo.names():
-        with torch.random.fork_rng(devices=[]):
-            architecture = zoo.ZOO[name].build()  # no weights needed (resnet18's are a download)
-        architecture.head_name = zoo.ZOO[name].head_name
-        assert lora.resolve_targets(architecture, default_targets(name)), name
-    with pytest.raises(ValueError, match="unknown model"):
-        default_targets("gpt-5")
