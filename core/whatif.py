@@ -113,7 +113,7 @@ def ranked_updates(base: nn.Module, model: nn.Module) -> dict[str, RankedUpdate]
 def _adapter_update(W0: Tensor, layer: lora.LoRALayer) -> RankedUpdate:
     A, B = peft_io.shareable_factors(layer)  # on the original W0, PiSSA included
     delta_W = LowRankDelta(as_matrix(B), as_matrix(A), float(layer.scaling))
-    magnitude = None if layer.magnitude is None else layer.magnitude.detach().double().cpu()
+    magnitude = layer.magnitude.detach().double().cpu() if layer.dora else None
     return RankedUpdate(as_matrix(W0), delta_W, magnitude)
 
 

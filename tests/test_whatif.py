@@ -61,7 +61,7 @@ def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for layer in lora.adapted_layers(model).values():
             layer.B.add_(0.3 * torch.randn(layer.B.shape, generator=generator))
-            if layer.magnitude is not None:
+            if layer.dora:
                 moved = torch.rand(layer.magnitude.shape, generator=generator)
                 layer.magnitude.mul_(1 + 0.2 * moved)
     return model
@@ -90,7 +90,7 @@ def test_a_cut_at_the_full_rank_is_the_layer_and_at_zero_the_update_gone(toy, ki
         merged = spectra.as_matrix(layer.merged_weight())
         np.testing.assert_allclose(update.truncated_weight(update.rank), merged, atol=1e-5)
         at_zero = update.truncated_weight(0)
-        if layer.magnitude is None:
+        if not layer.dora:
             np.testing.assert_allclose(at_zero, W0, atol=1e-6)
         else:  # DoRA keeps its magnitudes: each row of W0 rescaled to m
             m = layer.magnitude.detach().double()
@@ -173,7 +173,7 @@ def without_updates(run: measure.TrainedRun) -> torch.nn.Module:
                 layer.base.weight.copy_(run.base.get_submodule(name).weight)
                 layer.B.zero_()
                 layer.A.zero_()
-            elif layer.magnitude is not None:
+            elif layer.dora:
                 layer.B.zero_()
             else:
                 layer.enabled = False
