@@ -35,7 +35,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from core.train import Event, RunConfig
+from core.config import RunConfig
+from core.train import Event
 
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
 

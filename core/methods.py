@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from core.config import METHODS
 from core.lora import adapted_layers
-
-METHODS = ("full", "head", "top-k", "bitfit", "lora")
 
 
 def head_name(model: nn.Module) -> str:

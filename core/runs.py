@@ -32,7 +32,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core import paths, peft_io
-from core.train import Event, RunConfig, RunResult, StopFlag, build_models, train
+from core.config import RunConfig
+from core.train import Event, RunResult, StopFlag, build_models, train
 
 APP_ID = "lora-lab"
 SCHEMA_VERSION = 1

@@ -39,9 +39,9 @@ from torch import Tensor, nn
 from core.lora import LoRALayer, adapted_layers
 
 if TYPE_CHECKING:  # for type hints only: these modules import spectra themselves
+    from core.config import RunConfig
     from core.data import Planted
     from core.runs import RunStore
-    from core.train import RunConfig
 
 DEFAULT_TOP_K = 10  # how many top directions "energy" and "intruders" look at
 DEFAULT_EPSILON = 0.5  # an intruder's |cos| with every W0 direction stays below this

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from core.__main__ import main
+from core.config import RunConfig
 from core.runs import RunStore, train_and_save
-from core.train import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,7 +125,7 @@ def test_train_has_a_flag_for_every_config_field(capsys):
 
 def test_train_help_lists_the_values_of_every_choice(capsys):
     from core import data, lora, methods, zoo
-    from core.train import OPTIMIZERS
+    from core.config import OPTIMIZERS
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -366,8 +366,8 @@ def store(tmp_path, monkeypatch):
 
 
 def test_analyse_run_reports_the_saved_planted_run(store):
+    from core.config import RunConfig
     from core.runs import train_and_save
-    from core.train import RunConfig
 
     params = {"layer": "fc2", "rank": 2}
     config = RunConfig(shift="planted-rank", shift_params=params, rank=2, steps=5)
