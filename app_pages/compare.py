@@ -17,20 +17,15 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import adapters, data, jobs, links, train, zoo
+from core import adapters, jobs, links
+from core.config import RunConfig
 from core.paths import OfflineError
 from core.runs import RunRecord, StoreError
 from core.targets import default_targets
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
-RANK_CHOICES = [1, 2, 4, 8, 16, 32, 64]
-CHOICES = {  # a link naming anything else is reported, never replaced by another choice
-    "model": zoo.names(),
-    "dataset": list(data.DATASETS),
-    "shift": list(data.SHIFTS),
-    "ranks": RANK_CHOICES,
-}
+CHOICES = links.COMPARE_CHOICES  # the widgets offer what a link may name
 NO_RANK = "—"  # the Rank column of runs that have none (head only, full, …)
 POLL_SECONDS = 1.0
 
@@ -44,35 +39,20 @@ def key(name: str) -> str:
 
 def sweep_settings() -> None:
     col_model, col_data, col_shift = st.columns(3)
-    titled_select(col_model, "train.model", zoo.names(), key("model"), "models")
-    titled_select(col_data, "train.dataset", list(data.DATASETS), key("dataset"), "datasets")
-    shift = titled_select(col_shift, "train.shift", list(data.SHIFTS), key("shift"), "shifts")
+    titled_select(col_model, "train.model", CHOICES["model"], key("model"), "models")
+    titled_select(col_data, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
+    shift = titled_select(col_shift, "train.shift", CHOICES["shift"], key("shift"), "shifts")
     st.caption(tr(f"shifts.{shift}.explanation"))
     col_ranks, col_base, col_steps, col_seed = st.columns([4, 3, 1, 1], vertical_alignment="bottom")
     col_ranks.multiselect(
-        tr("compare.ranks"), RANK_CHOICES, key=key("ranks"), persist_state="session"
+        tr("compare.ranks"), CHOICES["ranks"], key=key("ranks"), persist_state="session"
     )
     col_base.toggle(tr("compare.baselines"), key=key("baselines"), persist_state="session")
     col_steps.number_input(tr("train.steps"), step=50, key=key("steps"), persist_state="session")
     col_seed.number_input(tr("train.seed"), step=1, key=key("seed"), persist_state="session")
 
 
-def sweep_configs(settings: dict) -> list[train.RunConfig]:
-    """LoRA at each rank, then head-only and full fine-tuning, all on the same task. LoRA
-    adapts the model's default targets ("all-linear", or its card's where that picks no
-    layer, as for resnet18)."""
-    base = train.RunConfig(
-        model=settings["model"],
-        dataset=settings["dataset"],
-        shift=settings["shift"],
-        targets=default_targets(settings["model"]),
-        steps=settings["steps"],
-        seed=settings["seed"],
-    )
-    return train.sweep_configs(base, settings["ranks"], baselines=settings["baselines"])
-
-
-def launch(configs: list[train.RunConfig]) -> None:
+def launch(configs: list[RunConfig]) -> None:
     try:
         for config in configs:
             config.validate()
@@ -122,7 +102,7 @@ def sweep_progress() -> None:
         st.rerun()
 
 
-def rank_text(config: train.RunConfig) -> str:
+def rank_text(config: RunConfig) -> str:
     """The rank of a LoRA run, "—" for methods without one (text: no "None" in a table)."""
     return str(config.rank) if config.method == "lora" else NO_RANK
 
@@ -244,9 +224,9 @@ def import_section(settings: dict) -> None:
             max_upload_size=adapters.MAX_ZIP_BYTES // 2**20,
         )
         model = titled_select(
-            col_model, "compare.import_model", zoo.names(), key("import_model"), "models"
+            col_model, "compare.import_model", CHOICES["model"], key("import_model"), "models"
         )
-        task = train.RunConfig(
+        task = RunConfig(
             model=model, dataset=settings["dataset"], shift=settings["shift"], seed=settings["seed"]
         )
         shown = f"{tr(f'datasets.{task.dataset}.title')} · {tr(f'shifts.{task.shift}.title')}"
@@ -335,7 +315,7 @@ with st.container(border=True):
     st.subheader(tr("compare.sweep_title"))
     sweep_settings()
     settings = {name: st.session_state[key(name)] for name in DEFAULTS}
-    configs = sweep_configs(settings)
+    configs = links.compare_configs(settings, default_targets(settings["model"]))
     count = "compare.sweep_count_one" if len(configs) == 1 else "compare.sweep_count"
     st.caption(tr(count, runs=len(configs)))
     busy = any(not job.done for job in st.session_state.get(key("jobs"), []))

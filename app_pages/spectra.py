@@ -1,8 +1,8 @@
 """Spectra: look inside a finished run, one layer at a time, through singular values."""
 
-import contextlib
+import math
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -17,7 +17,7 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import data, links, reports, spectra
+from core import data, links, reports, runs, spectra
 from core.runs import StoreError
 
 PAGE = "spectra"
@@ -47,19 +47,6 @@ def changed_layers(run_id: int, store_path: str) -> list[str]:
     return list(spectra.layer_updates(*store().load_run_model(run_id)))
 
 
-def comparable_runs(record, layer: str, candidates) -> list[int]:
-    """Runs that can be compared with ``record`` on ``layer``: the same model (so the same
-    W0 shape) and a change in that layer."""
-    ids = []
-    for other in candidates:
-        if other.id == record.id or other.config.model != record.config.model:
-            continue
-        with contextlib.suppress(StoreError):
-            if layer in changed_layers(other.id, str(store().path)):
-                ids.append(other.id)
-    return ids
-
-
 def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
     return spectra.layer_updates(*run_models(run_id, str(store().path))).get(layer)
 
@@ -74,13 +61,13 @@ def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
         ("sigma_delta_W", "ΔW", {"color": "#7c4dff", "width": 3}),
     )
     for name, label, line in lines:
-        sigma = np.asarray(report[name])
-        sigma = sigma[sigma > 0]
-        if normalised and len(sigma):
-            sigma = sigma / sigma[0]
-        shown += list(sigma)
+        sigma = [value for value in report[name] if value > 0]  # a log axis has no 0
+        if normalised and sigma:
+            sigma = [value / sigma[0] for value in sigma]
+        shown += sigma
         mode = "lines+markers" if name == "sigma_delta_W" else "lines"
-        fig.add_scatter(x=np.arange(1, len(sigma) + 1), y=sigma, name=label, mode=mode, line=line)
+        x = list(range(1, len(sigma) + 1))
+        fig.add_scatter(x=x, y=sigma, name=label, mode=mode, line=line)
     longest = max(len(report[name]) for name, _, _ in lines)
     fig.update_xaxes(title_text=tr("spectra.index"), type="log", tickvals=log_ticks([1, longest]))
     fig.update_yaxes(
@@ -164,7 +151,7 @@ def evolution_figure(evolution: dict) -> go.Figure:
     fig.update_yaxes(
         type="log",
         tickvals=log_ticks([low, top]),
-        range=[np.log10(low) - 0.3, np.log10(top) + 0.3],
+        range=[math.log10(low) - 0.3, math.log10(top) + 0.3],
         title_text="σᵢ(ΔW)",
     )
     return style(fig, height=420, margin={"l": 10, "r": 10, "t": 40, "b": 110})
@@ -209,12 +196,14 @@ def dora_figure(evolution: dict) -> go.Figure:
     return style(fig, height=320)
 
 
-def heatmap(matrix: np.ndarray, title: str) -> go.Figure:
+def heatmap(matrix: Any, title: str) -> go.Figure:
+    """A matrix (a 2-D numpy array, from a tensor's .numpy()), red above 0 and blue below."""
     row_step = max(1, matrix.shape[0] // HEATMAP_MAX)
     col_step = max(1, matrix.shape[1] // HEATMAP_MAX)
     shown = matrix[::row_step, ::col_step]
-    limit = float(np.abs(shown).max()) or 1.0
-    rows, cols = np.arange(0, matrix.shape[0], row_step), np.arange(0, matrix.shape[1], col_step)
+    limit = float(abs(shown).max()) or 1.0
+    rows = list(range(0, matrix.shape[0], row_step))
+    cols = list(range(0, matrix.shape[1], col_step))
     fig = go.Figure(
         go.Heatmap(z=shown, x=cols, y=rows, colorscale="RdBu_r", zmid=0, zmin=-limit, zmax=limit)
     )
@@ -223,8 +212,8 @@ def heatmap(matrix: np.ndarray, title: str) -> go.Figure:
     return style(fig, height=380, title=title)
 
 
-def similarity_figure(grid: np.ndarray, other_name: str) -> go.Figure:
-    n1, n2 = grid.shape
+def similarity_figure(grid: list[list[float]], other_name: str) -> go.Figure:
+    n1, n2 = len(grid), len(grid[0])
     fig = go.Figure(
         go.Heatmap(
             z=grid,
@@ -251,9 +240,9 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
     except ValueError as error:  # another model's layer of the same name: not comparable
         st.info(str(error))
         return
-    grid, chance = np.asarray(similarity["phi"]), np.asarray(similarity["random_expected"])
+    grid, chance = similarity["phi"], similarity["random_expected"]
     st.plotly_chart(similarity_figure(grid, other_name), width="stretch")
-    st.caption(tr("spectra.phi_caption", phi=f"{grid[0, 0]:.2f}", chance=f"{chance[0, 0]:.3f}"))
+    st.caption(tr("spectra.phi_caption", phi=f"{grid[0][0]:.2f}", chance=f"{chance[0][0]:.3f}"))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -378,7 +367,9 @@ if evolution and len(evolution["steps"]) > 1:
 
 st.subheader(tr("spectra.similarity_title"))
 st.markdown(tr("spectra.similarity_intro"))
-others = comparable_runs(record, layer, records)
+others = runs.comparable_runs(
+    record, layer, records, lambda run_id: changed_layers(run_id, str(store().path))
+)
 if st.session_state[key("other")] not in [0, *others]:
     st.session_state[key("other")] = 0
 other = st.selectbox(

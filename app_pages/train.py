@@ -4,7 +4,6 @@ The run is a job in core.jobs' pool (another process), so switching pages does
 not stop it; a fragment polls the job and redraws the curves.
 """
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -23,20 +22,14 @@ from app_pages.common import (
     titled_select,
     tr,
 )
-from core import data, jobs, links, lora, methods, paths, train, zoo
+from core import data, jobs, links, methods, paths, train, zoo
+from core.config import RunConfig
 from core.i18n import catalog
 from core.targets import default_targets, eligible_layers, resolve_targets
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
-CHOICES = {  # a link naming anything else is reported, never replaced by another choice
-    "model": zoo.names(),
-    "dataset": list(data.DATASETS),
-    "shift": list(data.SHIFTS),
-    "method": methods.METHODS,
-    "init": lora.INITS,
-    "scaling": lora.SCALINGS,
-}
+CHOICES = links.TRAIN_CHOICES  # the widgets offer what a link may name
 POLL_SECONDS = 0.3
 
 
@@ -55,7 +48,7 @@ def task_settings() -> None:
     """Model (with its card), dataset and task shift (with its explanation)."""
     col_model, col_data, col_shift = st.columns(3)
     with col_model:
-        model = titled_select(st, "train.model", zoo.names(), key("model"), "models")
+        model = titled_select(st, "train.model", CHOICES["model"], key("model"), "models")
         st.caption(tr(f"models.{model}.summary"))
         card = zoo.card(model)
         if card["test_acc"] is None:  # torchvision's ImageNet models: no accuracy on digits
@@ -71,11 +64,10 @@ def task_settings() -> None:
                 )
             )
     with col_data:
-        datasets = list(data.DATASETS)
-        dataset = titled_select(st, "train.dataset", datasets, key("dataset"), "datasets")
+        dataset = titled_select(st, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
         st.caption(tr(f"datasets.{dataset}.description"))
     with col_shift:
-        shift = titled_select(st, "train.shift", list(data.SHIFTS), key("shift"), "shifts")
+        shift = titled_select(st, "train.shift", CHOICES["shift"], key("shift"), "shifts")
         st.caption(tr(f"shifts.{shift}.explanation"))
         shift_parameters(shift)
 
@@ -114,7 +106,7 @@ def method_settings() -> None:
     cols = st.columns(3)
     method = cols[0].selectbox(
         tr("train.method"),
-        methods.METHODS,
+        CHOICES["method"],
         key=key("method"),
         persist_state="session",
         format_func=lambda name: tr(f"methods.{name}"),
@@ -141,14 +133,14 @@ def method_settings() -> None:
     cols = st.columns(3, vertical_alignment="bottom")
     cols[0].selectbox(
         tr("train.init"),
-        lora.INITS,
+        CHOICES["init"],
         key=key("init"),
         persist_state="session",
         format_func=lambda name: tr(f"inits.{name}"),
     )
     cols[1].selectbox(
         tr("train.scaling"),
-        lora.SCALINGS,
+        CHOICES["scaling"],
         key=key("scaling"),
         persist_state="session",
         format_func=lambda name: tr(f"scalings.{name}"),
@@ -403,34 +395,25 @@ def live_view() -> None:
         st.rerun()  # stop the timer: the page stops polling once nothing runs
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def parameter_split(config_json: str) -> tuple[int, int, int]:
-    """(trainable, total, trainable in the head) of a config's model, built as training
-    builds it; ValueError for what the model rejects."""
-    config = train.RunConfig.from_dict(json.loads(config_json))
-    _, model = train.build_models(config, data.DATASETS[config.dataset].num_classes)
-    count = methods.count_parameters(model)
-    return count.trainable, count.total, count.head
-
-
-def count_line(method: str, trainable: int, total: int, head: int) -> str:
+def count_line(method: str, count: methods.ParamCount) -> str:
     """How many parameters train, and where: adapters (or biases, blocks) and the head."""
     line = tr(
         "train.count",
-        trainable=f"{trainable:,}",
-        total=f"{total:,}",
-        fraction=f"{trainable / total:.2%}",
+        trainable=f"{count.trainable:,}",
+        total=f"{count.total:,}",
+        fraction=f"{count.fraction:.2%}",
     )
     if method == "lora":
-        split = tr("train.count_lora", adapters=f"{trainable - head:,}", head=f"{head:,}")
-    elif method in ("top-k", "bitfit") and head:
-        split = tr("train.count_head", head=f"{head:,}")
+        adapters = count.trainable - count.head
+        split = tr("train.count_lora", adapters=f"{adapters:,}", head=f"{count.head:,}")
+    elif method in ("top-k", "bitfit") and count.head:
+        split = tr("train.count_head", head=f"{count.head:,}")
     else:
         return line
     return f"{line}  \n{split}"
 
 
-def start(config: train.RunConfig) -> None:
+def start(config: RunConfig) -> None:
     try:
         st.session_state[key("job")] = jobs.submit(config, owner=session_id())
         st.session_state[key("polling")] = True
@@ -469,9 +452,9 @@ if base is not None and settings["method"] == "lora":
 config: Any = None
 if problem is None:
     try:
-        config = train.RunConfig.from_dict(settings)
-        config.validate(base)
-        trainable, total, head = parameter_split(json.dumps(config.to_dict(), sort_keys=True))
+        config = RunConfig.from_dict(settings)
+        train.check_config(config, base)
+        count = train.parameter_count(config)
     except ValueError as error:
         problem = str(error)
 save_settings(PAGE, DEFAULTS)
@@ -481,7 +464,7 @@ with action:
     if problem is not None:
         st.error(problem)
     else:
-        col_count.markdown(count_line(settings["method"], trainable, total, head))
+        col_count.markdown(count_line(settings["method"], count))
     job = st.session_state.get(key("job"))
     if col_button.button(
         tr("train.start"),

@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import data
-from core.train import RunConfig, train
+from core.config import RunConfig
+from core.train import train
 
 RANKS = (1, 2, 4, 8, 32)
 

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from core.config import RunConfig
 from core.jobs import Pool, cores, default_workers, threads_per_job
-from core.train import RunConfig, train
+from core.train import train
 
 
 def classroom_run() -> None:

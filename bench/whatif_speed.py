@@ -19,8 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import whatif
+from core.config import RunConfig
 from core.measure import TrainedRun
-from core.train import RunConfig, train
+from core.train import train
 
 
 def timed(function, *args, **kwargs) -> tuple[dict, float]:

@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from core import methods, peft_io, zoo
+from core.config import RunConfig
 from core.lora import adapted_layers
 from core.runs import RunStore, trained_tensors
-from core.train import RunConfig, RunResult, evaluate, load_task
+from core.train import RunResult, check_config, evaluate, load_task
 
 STATUS = "imported"
 MAX_ZIP_BYTES = 64 * 2**20  # an adapter for the zoo's models is a few MB at most
@@ -59,7 +60,7 @@ def import_adapter(
         base = zoo.load(task.model, num_classes=data.num_classes)
         model = peft_io.import_peft(base, folder)
     config = run_config(task, model)
-    config.validate(base)
+    check_config(config, base)
     if not all(torch.isfinite(t).all() for t in trained_tensors(model).values()):
         raise ValueError("the adapter holds NaN or infinite weights: it cannot be used.")
     val_loss, val_acc = evaluate(base, data.x_val, data.y_val)

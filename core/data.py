@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from core import paths
+from core.config import DEFAULT_DATASET
 
 SPLIT_SEED = 20240607
 """Seed of the train/val/test splits. Fixed, never a user setting: the zoo models were pretrained
@@ -54,7 +55,6 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar10", offline=False),
     ]
 }
-DEFAULT_DATASET = "mnist-5k"
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from core import data
+from core.config import RunConfig
 from core.measure import TrainedRun
-from core.train import RunConfig, load_task
+from core.train import load_task
 
 
 def to_uint8(x: Tensor) -> np.ndarray:

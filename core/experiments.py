@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from core import reports, spectra
-from core.train import RunConfig, RunResult, train
+from core.config import RunConfig
+from core.train import RunResult, train
 
 MODEL = "mlp"
 SHIFT = "rotate"  # a 45° rotation: the task is the same whatever the seed, so runs compare

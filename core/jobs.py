@@ -38,8 +38,9 @@ from typing import Any
 import torch
 
 from core import data, zoo
+from core.config import RunConfig
 from core.runs import RunStore, StoreError, default_path, train_and_save
-from core.train import Event, RunConfig
+from core.train import Event
 
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
 

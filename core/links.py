@@ -4,54 +4,36 @@ A page's settings are a flat dict of plain values (int, float, bool, str, list
 of str, dict) with known defaults. Only the values that differ from the default
 go into the link, so links stay short; reading a link parses each value by the
 type of its default and reports the ones it could not read instead of failing.
+Values are written and read by core.config (to_text, parse), as the command line's
+are: booleans are true/false (links from before that said 1/0, and still open).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
-_TRUE, _FALSE = "1", "0"
+from core import config
+from core.config import RunConfig
 
 
-def _encode(value: Any) -> str:
-    if isinstance(value, bool):
-        return _TRUE if value else _FALSE
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return str(value)  # str(0.001) == "0.001": floats print their shortest exact form
+def _kind(default: Any) -> Any:
+    """The declared type a setting has, read off its default (a list's from its first item;
+    the items of an empty list are text)."""
+    if isinstance(default, list | tuple):
+        return list[type(default[0]) if default else str]
+    return type(default)
 
 
 def _decode(text: str, default: Any) -> Any:
-    """Parse ``text`` as the type of ``default``; ValueError if it is not one."""
-    if isinstance(default, bool):
-        if text not in (_TRUE, _FALSE):
-            raise ValueError(text)
-        return text == _TRUE
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        value = float(text)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(text)
-        return value
-    if isinstance(default, list | tuple):
-        items = [item for item in text.split(",") if item]
-        return [_decode(item, default[0]) for item in items] if default else items
-    if isinstance(default, dict):
-        value = json.loads(text)
-        if not isinstance(value, dict):
-            raise ValueError(text)
-        return value
-    return text
+    """``text`` read as the type of ``default`` by core.config.parse, the reader of every
+    setting; ValueError if it is not one."""
+    return config.parse(text, _kind(default))
 
 
 def encode(values: Mapping[str, Any]) -> dict[str, str]:
     """Every setting in ``values`` as a query parameter."""
-    return {key: _encode(value) for key, value in values.items()}
+    return {key: config.to_text(value) for key, value in values.items()}
 
 
 def to_query(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, str]:
@@ -117,11 +99,13 @@ def train_defaults() -> dict[str, Any]:
     ``targets`` stays a string ("all-linear" or comma-separated names/globs), as
     RunConfig.from_dict reads it.
     """
-    from core.train import RunConfig  # train pulls in torch; the Learn page does not need it
+    defaults = RunConfig(steps=TRAIN_STEPS).to_dict()
+    return {key: defaults[key] for key in TRAIN_KEYS}
 
-    config = RunConfig(steps=TRAIN_STEPS).to_dict()
-    return {key: config[key] for key in TRAIN_KEYS}
 
+TRAIN_CHOICES = {  # a link naming anything else is reported, never replaced by another choice
+    key: values for key, values in config.config_choices().items() if key in TRAIN_KEYS
+}
 
 SPECTRA_DEFAULTS: dict[str, Any] = {
     "run": 0,  # run id, 0 = the newest run
@@ -132,9 +116,9 @@ SPECTRA_DEFAULTS: dict[str, Any] = {
 }
 
 COMPARE_DEFAULTS: dict[str, Any] = {
-    "model": "mlp",
-    "dataset": "mnist-5k",
-    "shift": "rotate",
+    "model": RunConfig.model,  # the task of a run with RunConfig's defaults
+    "dataset": RunConfig.dataset,
+    "shift": RunConfig.shift,
     "ranks": [1, 2, 4, 8, 16],
     "baselines": True,  # also run head-only and full fine-tuning
     "steps": TRAIN_STEPS,
@@ -142,3 +126,24 @@ COMPARE_DEFAULTS: dict[str, Any] = {
     "runs": [],  # ids of the runs whose curves are overlaid (strings, as in the link)
     "everyone": False,
 }
+RANK_CHOICES = [1, 2, 4, 8, 16, 32, 64]  # the ranks a sweep offers
+COMPARE_CHOICES = {
+    **{key: config.config_choices()[key] for key in ("model", "dataset", "shift")},
+    "ranks": RANK_CHOICES,
+}
+
+
+def compare_configs(settings: Mapping[str, Any], targets: list[str] | str) -> list[RunConfig]:
+    """The runs the Compare page's sweep launches (core.config.sweep_configs): LoRA at each of
+    ``settings``' ranks, then head-only and full fine-tuning if it asks for baselines, all on
+    its task for its steps and seed. LoRA adapts ``targets``: the page passes the model's
+    default targets (core.targets.default_targets), which pick a layer of every model."""
+    base = RunConfig(
+        model=settings["model"],
+        dataset=settings["dataset"],
+        shift=settings["shift"],
+        targets=targets,
+        steps=settings["steps"],
+        seed=settings["seed"],
+    )
+    return config.sweep_configs(base, settings["ranks"], baselines=settings["baselines"])

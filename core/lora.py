@@ -27,8 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-INITS = ("default", "gaussian", "pissa")
-SCALINGS = ("standard", "rslora")
+from core.config import INITS, SCALINGS
 
 
 class LoRALayer(nn.Module):

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from core import data, zoo
+from core.config import RunConfig
 from core.runs import RunStore
-from core.train import RunConfig, RunResult, evaluate, load_task
+from core.train import RunResult, evaluate, load_task
 
 
 @dataclass

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from core.config import METHODS
 from core.lora import adapted_layers
 from core.targets import block_names, head_name
-
-METHODS = ("full", "head", "top-k", "bitfit", "lora")
 
 
 def _under(name: str, prefix: str) -> bool:

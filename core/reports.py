@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from torch import nn
 
 from core import spectra
+from core.config import RunConfig
 from core.data import Planted
 from core.runs import RunStore
-from core.train import RunConfig, load_task
+from core.train import load_task
 
 
 # -- a stored run ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ to: opening it raises a StoreError whose message says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core import paths, peft_io
-from core.train import Event, RunConfig, RunResult, StopFlag, build_models, train
+from core.config import RunConfig
+from core.train import Event, RunResult, StopFlag, build_models, train
 
 APP_ID = "lora-lab"
 SCHEMA_VERSION = 1
@@ -120,6 +122,26 @@ class RunRecord:
             "total_params": self.total_params,
             "config": self.config.to_dict(),
         }
+
+
+def comparable_runs(
+    record: RunRecord,
+    layer: str,
+    candidates: Iterable[RunRecord],
+    changed_layers: Callable[[int], Collection[str]],
+) -> list[int]:
+    """The ids of the candidates whose update of `layer` can be compared with `record`'s (the
+    subspace similarity φ of two runs): the same model, so the same W0 and the same shape, and
+    a change in that layer. `changed_layers(run_id)` names the layers a run changed (the caller
+    decides how to find and keep them); a run it cannot read (StoreError) is left out."""
+    ids = []
+    for other in candidates:
+        if other.id == record.id or other.config.model != record.config.model:
+            continue
+        with contextlib.suppress(StoreError):
+            if layer in changed_layers(other.id):
+                ids.append(other.id)
+    return ids
 
 
 def default_path() -> Path:

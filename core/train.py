@@ -1,5 +1,9 @@
 """The training loop: adapt a copy of a pretrained model to a task, and say what happens.
 
+Read top to bottom: what a run reports, how a run is built (device, task, models, optimizer),
+the loop, and how a model is evaluated. The settings themselves (RunConfig, their choices and
+checks) live in core/config.py.
+
 `train(config)` loads the base model and the task, measures the base model first, then trains
 the parameters the method chooses and reports as it goes through `on_event`:
 
@@ -27,229 +31,28 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core import data, lora, methods, spectra, zoo
+from core.config import RunConfig
 from core.targets import check_targets
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
 EVAL_BATCH = 1024  # evaluation runs in chunks of this many images to bound memory
 
 
-def _help(text: str) -> dict:
-    """Field metadata: the help text the command line (and the app) show for a setting."""
-    return {"help": text}
-
-
-@dataclass
-class RunConfig:
-    """Everything a run depends on. Two runs with equal configs compute the same numbers."""
-
-    model: str = field(default=zoo.DEFAULT_MODEL, metadata=_help("base model from the zoo"))
-    dataset: str = field(default=data.DEFAULT_DATASET, metadata=_help("dataset to adapt to"))
-    # The default task is one the base model cannot do yet (rotated digits: 93 % → 38 %), so a
-    # first run, in the app or on the command line, has something to learn.
-    shift: str = field(default="rotate", metadata=_help("how the task differs"))
-    shift_params: dict = field(
-        default_factory=dict, metadata=_help('shift parameters as JSON, e.g. {"angle": 30}')
-    )
-    method: str = field(default="lora", metadata=_help("which parameters train"))
-    rank: int = field(default=4, metadata=_help("LoRA rank r"))
-    alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scaling = alpha / r"))
-    targets: list[str] | str = field(
-        default="all-linear",
-        metadata=_help('layers to adapt: "all-linear" or comma-separated names/globs'),
-    )
-    init: str = field(default="default", metadata=_help("how A and B start"))
-    scaling: str = field(
-        default="standard", metadata=_help("standard (alpha/r) or rslora (alpha/sqrt r)")
-    )
-    dora: bool = field(default=False, metadata=_help("DoRA: train a magnitude per unit too"))
-    dropout: float = field(default=0.0, metadata=_help("dropout on the adapter's input"))
-    top_k: int = field(default=1, metadata=_help("blocks that train for method top-k"))
-    optimizer: str = field(default="adamw", metadata=_help("the optimizer"))
-    lr: float = field(default=1e-2, metadata=_help("learning rate"))
-    lora_plus_ratio: float = field(
-        default=1.0, metadata=_help("LoRA+: learning rate of B = ratio × learning rate of A")
-    )
-    weight_decay: float = field(default=0.0, metadata=_help("decoupled weight decay"))
-    batch_size: int = field(default=64, metadata=_help("images per step"))
-    epochs: int = field(default=1, metadata=_help("passes over the training set"))
-    steps: int | None = field(default=None, metadata=_help("steps; overrides epochs if set"))
-    eval_interval: int = field(default=10, metadata=_help("validate every this many steps"))
-    snapshot_interval: int = field(
-        default=10, metadata=_help("record delta_W's spectrum every this many steps")
-    )
-    seed: int = field(default=0, metadata=_help("seed of initialisation, shuffling, shift"))
-    device: str = field(default="auto", metadata=_help("auto (cuda/mps if present), cpu, ..."))
-
-    def __post_init__(self) -> None:
-        # One spelling per choice of layers, so equal choices give equal configs.
-        self.targets = _to_targets(self.targets)
-
-    def validate(self, model: nn.Module | None = None) -> None:
-        """Raise a ValueError with a one-line message for the first bad setting.
-
-        Given the base model, also check what depends on it: the target layers must exist and
-        the rank must not exceed min(d, k) of any of them.
-        """
-        _check_choices(self)
-        _check_numbers(self)
-        if model is not None and self.method == "lora":
-            check_targets(model, self.targets, self.rank)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types, for the database, the URL and the command line's --json."""
-        return copy.deepcopy(asdict(self))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        """A config from a dict such as to_dict() gives; strings (a URL's query) are converted.
-
-        Missing keys take their defaults; an unknown key or a value of the wrong kind is a
-        ValueError naming it.
-        """
-        hints = get_type_hints(cls)
-        unknown = set(values) - set(hints)
-        if unknown:
-            raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(hints)}")
-        return cls(**{name: _convert(name, hints[name], v) for name, v in values.items()})
-
-
-def config_choices() -> dict[str, list[str]]:
-    """The allowed values of each RunConfig field that is a choice (for checks and --help)."""
-    return {
-        "model": zoo.names(),
-        "dataset": list(data.DATASETS),
-        "shift": list(data.SHIFTS),
-        "method": list(methods.METHODS),
-        "init": list(lora.INITS),
-        "scaling": list(lora.SCALINGS),
-        "optimizer": list(OPTIMIZERS),
-        "device": list(DEVICES),
-    }
-
-
-def _check_choices(config: RunConfig) -> None:
-    for name, allowed in config_choices().items():
-        value = getattr(config, name)
-        if value not in allowed:
-            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-    # The LoRA settings (rank, targets, init, dora, …) are ignored by the other methods.
-    if config.method == "lora" and not config.targets:
-        raise ValueError("no target layer: choose at least one layer to adapt")
-
-
-def _check_numbers(config: RunConfig) -> None:
-    positive = ("alpha", "lr", "lora_plus_ratio")
-    at_least_one = ("rank", "top_k", "batch_size", "epochs", "eval_interval", "snapshot_interval")
-    for name in positive:
-        value = getattr(config, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a number > 0 (got {value})")
-    for name in at_least_one:
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be ≥ 1 (got {getattr(config, name)})")
-    if config.steps is not None and config.steps < 1:
-        raise ValueError(f"steps must be ≥ 1 (got {config.steps})")
-    if not 0 <= config.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1) (got {config.dropout})")
-    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise ValueError(f"weight_decay must be ≥ 0 (got {config.weight_decay})")
-
-
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-def _convert(name: str, kind: Any, value: Any) -> Any:
-    """Convert one setting to its declared type (strings come from URLs and the command line).
-
-    A value that does not convert is a one-line ValueError naming the setting and what it
-    expects, e.g. "rank must be a whole number (got 'abc')".
-    """
-    try:
-        if kind is bool:
-            return _to_bool(value)
-        if kind is int or kind == int | None:
-            return _to_int(value, optional=kind is not int)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if kind is dict:
-            return _to_dict(value)
-        if kind == list[str] | str:
-            return _to_targets(value)
-        return str(value)
-    except (TypeError, ValueError, json.JSONDecodeError):
-        raise ValueError(f"{name} must be {_expected(kind)} (got {value!r})") from None
-
-
-def _expected(kind: Any) -> str:
-    """What a setting of this declared type accepts, in words, for error messages."""
-    if kind is bool:
-        return "true or false"
-    if kind is int:
-        return "a whole number"
-    if kind == int | None:
-        return "a whole number, or empty for none"
-    if kind is float:
-        return "a number"
-    if kind is dict:
-        return 'a JSON object, e.g. {"angle": 30}'
-    if kind == list[str] | str:
-        return '"all-linear" or a list of layer names'
-    return "text"
-
-
-def _to_dict(value: Any) -> dict:
-    """A dict, or a string holding a JSON object (not a list of pairs, nor anything else)."""
-    parsed = json.loads(value) if isinstance(value, str) else value
-    if not isinstance(parsed, dict):
-        raise ValueError(value)
-    return dict(parsed)
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text not in _TRUE | _FALSE:
-        raise ValueError(text)
-    return text in _TRUE
-
-
-def _to_int(value: Any, optional: bool) -> int | None:
-    if optional and (value is None or str(value).strip().lower() in ("", "none")):
-        return None
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(value)
-    return int(value)
-
-
-def _to_targets(value: Any) -> list[str] | str:
-    """ "all-linear" stays a word; anything else becomes a list of layer names or globs."""
-    if isinstance(value, str):
-        if value == "all-linear":
-            return value
-        value = value.split(",")
-    return [str(name).strip() for name in value if str(name).strip()]
-
-
+# -- what a run reports ----------------------------------------------------------------------------
 class StopFlag(Protocol):
     """What `train` polls to stop early: a threading.Event, or a multiprocessing one."""
 
     def is_set(self) -> bool: ...
 
 
-# -- events and results -------------------------------------------------------------------------
 @dataclass
 class Event:
     """Something that happened during training; `data` holds plain JSON values."""
@@ -296,7 +99,7 @@ class RunResult:
         }
 
 
-# -- building blocks ------------------------------------------------------------------------------
+# -- building a run --------------------------------------------------------------------------------
 def resolve_device(device: str) -> torch.device:
     """`auto` takes a GPU when there is one (CUDA, then Apple's MPS), else the CPU."""
     available = {"cpu": True, "cuda": torch.cuda.is_available()}
@@ -310,6 +113,18 @@ def resolve_device(device: str) -> torch.device:
     if available["mps"]:
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def load_task(config: RunConfig) -> data.Task:
+    """The task a config names, built the same way for training and for measuring an imported
+    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
+    return data.load_task(
+        config.dataset,
+        config.shift,
+        config.shift_params,
+        seed=config.seed,
+        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+    )
 
 
 def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -337,33 +152,29 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
     return base, model
 
 
-def parameter_count(config: RunConfig | dict[str, Any]) -> tuple[int, int]:
-    """(trainable, total) parameters of a config's model, built exactly as training builds it
-    (nothing trains, no data loads). ValueError for what the model rejects (rank above a
-    layer's min(d, k), unknown layer); OfflineError for weights that need a download."""
+def check_config(config: RunConfig, model: nn.Module) -> None:
+    """config.validate(), then what depends on the base model: for LoRA, the target layers
+    must exist and the rank must not exceed min(d, k) of any of them (ValueError, one line)."""
+    config.validate()
+    if config.method == "lora":
+        check_targets(model, config.targets, config.rank)
+
+
+def parameter_count(config: RunConfig | dict[str, Any]) -> methods.ParamCount:
+    """Trainable, total and head parameters of a config's model, built exactly as training
+    builds it (nothing trains, no data loads; remembered for the last 64 configs, so a page
+    may ask on every redraw). ValueError for what the model rejects (rank above a layer's
+    min(d, k), unknown layer); OfflineError for weights that need a download."""
     if isinstance(config, RunConfig):
         config = config.to_dict()
     return _parameter_count(json.dumps(config, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=64)
-def _parameter_count(config_json: str) -> tuple[int, int]:
+def _parameter_count(config_json: str) -> methods.ParamCount:
     config = RunConfig.from_dict(json.loads(config_json))
     _, model = build_models(config, data.DATASETS[config.dataset].num_classes)
-    count = methods.count_parameters(model)
-    return count.trainable, count.total
-
-
-def load_task(config: RunConfig) -> data.Task:
-    """The task a config names, built the same way for training and for measuring an imported
-    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
-    return data.load_task(
-        config.dataset,
-        config.shift,
-        config.shift_params,
-        seed=config.seed,
-        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
-    )
+    return methods.count_parameters(model)
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
@@ -385,94 +196,7 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
     return optimizer(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def train_mode(model: nn.Module) -> None:
-    """Training mode (dropout on), except BatchNorm: it keeps the pretrained statistics, which
-    small batches of a shifted task would otherwise overwrite in the 'frozen' base."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a whole split, in eval mode."""
-    model.eval()
-    loss, correct = 0.0, 0
-    for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
-        logits = model(xb)
-        loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return loss / len(y), correct / len(y)
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Index batches forever: a fresh seeded shuffle each epoch, the last batch may be short."""
-    while True:
-        yield from torch.randperm(n, generator=generator).split(batch_size)
-
-
-def planned_steps(config: RunConfig, n_train: int) -> int:
-    return config.steps or config.epochs * math.ceil(n_train / config.batch_size)
-
-
-def snapshot(base: nn.Module, model: nn.Module) -> dict:
-    """Top singular values of every changed layer's delta_W (cheap for LoRA: no d×k SVD)."""
-    return spectra.model_snapshot(base, model, n=SNAPSHOT_TOP)
-
-
-# -- the loop ----------------------------------------------------------------------------------
-@dataclass
-class _Log:
-    """The run's history and snapshots, announced as they are written."""
-
-    emit: Callable[[Event], None]
-    started: float  # when train() was called
-    training_started: float = 0.0  # when the first step began
-    history: list[dict] = field(default_factory=list)
-    snapshots: list[dict] = field(default_factory=list)
-    status: str = "finished"
-    reason: str = ""
-
-    def record(
-        self, step: int, train_loss: float | None, val_loss: float | None, val_acc: float | None
-    ) -> None:
-        """One history record (val_* only at eval steps), as a "step" event and an "eval"."""
-        now = time.perf_counter()
-        record = {
-            "step": step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "elapsed": now - self.started,
-            "steps_per_s": step / (now - self.training_started) if step else 0.0,
-        }
-        self.history.append(record)
-        if val_loss is not None:
-            evaluation = {"val_loss": val_loss, "val_acc": val_acc, "elapsed": record["elapsed"]}
-            self.emit(Event("eval", step, evaluation))
-        self.emit(Event("step", step, record))
-
-    def snapshot(self, step: int, layers: dict) -> None:
-        self.snapshots.append({"step": step, "layers": layers})
-        self.emit(Event("snapshot", step, self.snapshots[-1]))
-
-    def end(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
-
-
-def sweep_configs(base: RunConfig, ranks: list[int], baselines: bool = True) -> list[RunConfig]:
-    """A rank sweep on one task: LoRA at each rank, then head-only and full fine-tuning.
-
-    The baselines bracket LoRA: head-only is the least a method can train, full fine-tuning
-    the most; where LoRA's accuracy lands between them shows what rank buys.
-    """
-    configs = [replace(base, method="lora", rank=rank) for rank in sorted(ranks)]
-    if baselines:
-        configs += [replace(base, method=method, dora=False) for method in ("head", "full")]
-    return configs
-
-
+# -- the loop --------------------------------------------------------------------------------------
 Split = tuple[Tensor, Tensor]  # images, labels
 
 
@@ -603,8 +327,84 @@ def _fit(
             log.snapshot(step, snapshot(base, model))
 
 
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Index batches forever: a fresh seeded shuffle each epoch, the last batch may be short."""
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
+
+
+def planned_steps(config: RunConfig, n_train: int) -> int:
+    return config.steps or config.epochs * math.ceil(n_train / config.batch_size)
+
+
+def train_mode(model: nn.Module) -> None:
+    """Training mode (dropout on), except BatchNorm: it keeps the pretrained statistics, which
+    small batches of a shifted task would otherwise overwrite in the 'frozen' base."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+@dataclass
+class _Log:
+    """The run's history and snapshots, announced as they are written."""
+
+    emit: Callable[[Event], None]
+    started: float  # when train() was called
+    training_started: float = 0.0  # when the first step began
+    history: list[dict] = field(default_factory=list)
+    snapshots: list[dict] = field(default_factory=list)
+    status: str = "finished"
+    reason: str = ""
+
+    def record(
+        self, step: int, train_loss: float | None, val_loss: float | None, val_acc: float | None
+    ) -> None:
+        """One history record (val_* only at eval steps), as a "step" event and an "eval"."""
+        now = time.perf_counter()
+        record = {
+            "step": step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "elapsed": now - self.started,
+            "steps_per_s": step / (now - self.training_started) if step else 0.0,
+        }
+        self.history.append(record)
+        if val_loss is not None:
+            evaluation = {"val_loss": val_loss, "val_acc": val_acc, "elapsed": record["elapsed"]}
+            self.emit(Event("eval", step, evaluation))
+        self.emit(Event("step", step, record))
+
+    def snapshot(self, step: int, layers: dict) -> None:
+        self.snapshots.append({"step": step, "layers": layers})
+        self.emit(Event("snapshot", step, self.snapshots[-1]))
+
+    def end(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
 def _diverged(loss: float, step: int, lr: float) -> str:
     return (
         f"the training loss became {loss} at step {step}: the learning rate ({lr:g}) is "
         "probably too high; try a smaller one"
     )
+
+
+# -- evaluating ------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a whole split, in eval mode."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
+        logits = model(xb)
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss / len(y), correct / len(y)
+
+
+def snapshot(base: nn.Module, model: nn.Module) -> dict:
+    """Top singular values of every changed layer's delta_W (cheap for LoRA: no d×k SVD)."""
+    return spectra.model_snapshot(base, model, n=SNAPSHOT_TOP)

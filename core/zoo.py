@@ -31,9 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core import data, paths
+from core.config import DEFAULT_MODEL
 
 MODELS_DIR = paths.ASSETS / "models"
-DEFAULT_MODEL = "mlp"
 IMAGE_PIXELS = data.IMAGE_SIZE * data.IMAGE_SIZE
 
 

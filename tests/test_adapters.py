@@ -16,8 +16,8 @@ from test_runs import SMALL, outputs
 
 from core import adapters, lora, peft_io, reports, zoo
 from core.adapters import import_adapter
+from core.config import RunConfig
 from core.runs import RunStore, train_and_save
-from core.train import RunConfig
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
 

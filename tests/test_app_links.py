@@ -3,7 +3,7 @@
 import pytest
 
 from core import lessons, links
-from core.train import RunConfig
+from core.config import RunConfig, config_choices
 
 DEFAULTS = {
     "model": "mlp",
@@ -18,7 +18,13 @@ DEFAULTS = {
 def test_only_changed_settings_go_into_the_link():
     assert links.to_query(DEFAULTS, DEFAULTS) == {}
     changed = DEFAULTS | {"rank": 16, "dora": True}
-    assert links.to_query(changed, DEFAULTS) == {"rank": "16", "dora": "1"}
+    assert links.to_query(changed, DEFAULTS) == {"rank": "16", "dora": "true"}
+
+
+def test_booleans_read_as_the_command_line_reads_them_and_old_links_still_open():
+    for text, value in (("true", True), ("false", False), ("1", True), ("0", False)):
+        assert links.from_query({"dora": text}, DEFAULTS) == (DEFAULTS | {"dora": value}, [])
+        assert RunConfig.from_dict({"dora": text}).dora is value
 
 
 def test_round_trip_of_every_kind_of_value():
@@ -61,6 +67,44 @@ def test_a_link_rebuilds_the_same_run_config():
     values, unreadable = links.from_query(query, defaults)
     assert not unreadable
     assert RunConfig.from_dict(values) == config
+
+
+def test_page_choices_are_those_of_run_config():
+    choices = config_choices()
+    assert {key: choices[key] for key in links.TRAIN_CHOICES} == links.TRAIN_CHOICES
+    assert set(links.TRAIN_CHOICES) == set(choices) & set(links.TRAIN_KEYS)
+    assert "optimizer" not in links.TRAIN_CHOICES  # the Train page does not offer it
+    for key in ("model", "dataset", "shift"):
+        assert links.COMPARE_CHOICES[key] == choices[key]
+    assert set(links.COMPARE_DEFAULTS["ranks"]) <= set(links.COMPARE_CHOICES["ranks"])
+    for page, choices_of_page in (
+        ("train", links.TRAIN_CHOICES),
+        ("compare", links.COMPARE_CHOICES),
+    ):
+        defaults = PAGE_DEFAULTS[page]
+        for key, allowed in choices_of_page.items():
+            values = defaults[key] if isinstance(defaults[key], list) else [defaults[key]]
+            assert set(values) <= set(allowed), (page, key)
+
+
+def test_the_compare_sweep_is_lora_at_each_rank_on_the_given_targets_then_the_baselines():
+    settings = links.COMPARE_DEFAULTS | {"model": "cnn", "shift": "permute", "ranks": [8, 2]}
+    settings |= {"steps": 7, "seed": 5}
+    configs = links.compare_configs(settings, ["conv1", "fc1"])
+    assert [(c.method, c.rank) for c in configs[:2]] == [("lora", 2), ("lora", 8)]
+    assert [c.method for c in configs[2:]] == ["head", "full"]
+    for c in configs:
+        assert (c.model, c.dataset, c.shift, c.steps, c.seed) == (
+            "cnn",
+            "mnist-5k",
+            "permute",
+            7,
+            5,
+        )
+        assert c.targets == ["conv1", "fc1"]
+        c.validate()
+    without = links.compare_configs(settings | {"baselines": False}, "all-linear")
+    assert [c.method for c in without] == ["lora", "lora"]
 
 
 PAGE_DEFAULTS = {"train": links.train_defaults(), "compare": links.COMPARE_DEFAULTS}

@@ -13,7 +13,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, runs, zoo
-from core.train import RunConfig
+from core.config import RunConfig
 
 APP = "../app.py"
 TIMEOUT = 60  # the first run of a page imports torch and loads a model
@@ -133,7 +133,7 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     assert len(at.dataframe) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
-    assert at.query_params["normalised"] == "1"
+    assert at.query_params["normalised"] == "true"  # core.config's spelling, as the CLI's
 
 
 def test_spectra_page_without_runs_points_to_train(lab_home):

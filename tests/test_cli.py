@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from core.__main__ import main
+from core.config import RunConfig
 from core.runs import RunStore, train_and_save
-from core.train import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,7 +125,7 @@ def test_train_has_a_flag_for_every_config_field(capsys):
 
 def test_train_help_lists_the_values_of_every_choice(capsys):
     from core import data, lora, methods, zoo
-    from core.train import OPTIMIZERS
+    from core.config import OPTIMIZERS
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -141,6 +141,32 @@ def test_train_help_lists_the_values_of_every_choice(capsys):
     }
     for flag, values in choices.items():
         assert f"--{flag} {{{','.join(values)}}}" in text
+
+
+def test_help_answers_without_importing_torch():
+    """The parser needs only core.config; the commands (and torch, ~1 s) load after parsing."""
+    for args in (["--help"], ["train", "--help"], ["experiment", "--help"]):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "core", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0 and "usage: python -m core" in done.stdout
+        imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines()]
+        assert "core.config" in imported  # -X importtime did list the imports
+        assert not [name for name in imported if name.split(".")[0] == "torch"], args
+
+
+def test_experiment_help_names_every_experiment(capsys):
+    """The parser lists the experiments without importing core.experiments (torch)."""
+    from core import __main__, experiments
+
+    assert tuple(experiments.EXPERIMENTS) == __main__.EXPERIMENTS
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    assert ", ".join(experiments.EXPERIMENTS) in " ".join(capsys.readouterr().out.split())
 
 
 def test_runs_show_prints_when_a_run_was_created_as_a_local_date_time(head_run, capsys):

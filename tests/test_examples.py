@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core import data, examples, measure
-from core.train import RunConfig, train
+from core.config import RunConfig
+from core.train import train
 
 
 def test_one_per_class_shows_every_class_before_repeating():

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from core import jobs
+from core.config import RunConfig
 from core.jobs import Pool
 from core.runs import RunStore
-from core.train import RunConfig, train
+from core.train import train
 
 WORKERS = 2
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}

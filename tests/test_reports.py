@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from core import reports
+from core.config import RunConfig
 from core.lora import adapted_layers
 from core.runs import train_and_save
-from core.train import RunConfig
 
 
 def test_analyse_run_reports_the_saved_planted_run(store, one_thread):

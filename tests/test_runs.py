@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from core import peft_io
-from core.runs import RunStore, StoreError, train_and_save
-from core.train import RunConfig
+from core.config import RunConfig
+from core.runs import RunRecord, RunStore, StoreError, comparable_runs, train_and_save
 
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def test_a_config_the_model_rejects_leaves_no_run(store):
 CRASHING_RUN = """
 import torch
 from core.runs import RunStore, train_and_save
-from core.train import RunConfig
+from core.config import RunConfig
 
 def progress(event):
     if event.kind == "eval" and event.step == 20:
@@ -221,3 +221,40 @@ def test_a_foreign_or_damaged_file_gets_a_clear_error_and_is_left_alone(home, ki
     assert is_unchanged()
     if kind != "damaged":  # (confirming damage takes a read-only look, which adds lock files)
         assert [p.name for p in home.iterdir() if p.name.startswith(path.name)] == [path.name]
+
+
+def record_of(run_id: int, model: str) -> RunRecord:
+    """A run as the store lists it (no training needed to decide what compares)."""
+    return RunRecord(
+        id=run_id,
+        name=f"run {run_id}",
+        owner="alice",
+        config=RunConfig(model=model),
+        status="finished",
+        reason="",
+        created=0.0,
+        seconds=1.0,
+        test_acc_before=0.5,
+        test_acc_after=0.9,
+        trainable_params=10,
+        total_params=100,
+        num_classes=10,
+        torch_threads=1,
+        has_weights=True,
+    )
+
+
+def test_runs_compare_on_a_layer_when_the_model_is_the_same_and_they_changed_it():
+    changed = {1: ["fc1", "fc2"], 2: ["fc1"], 3: ["fc2"], 4: ["fc1"], 5: ["fc1"]}
+    models = {1: "mlp", 2: "mlp", 3: "mlp", 4: "cnn", 5: "mlp"}
+    records = [record_of(run_id, model) for run_id, model in models.items()]
+
+    def changed_layers(run_id: int) -> list[str]:
+        if run_id == 5:
+            raise StoreError("run 5's weights are gone")
+        return changed[run_id]
+
+    # not itself, not the run that left fc1 alone, not another model's fc1, not a broken run
+    assert comparable_runs(records[0], "fc1", records, changed_layers) == [2]
+    assert comparable_runs(records[0], "fc2", records, changed_layers) == [3]
+    assert comparable_runs(records[3], "fc1", records, changed_layers) == []

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from core.config import RunConfig
 from core.runs import train_and_save
 from core.tensorboard_export import export_tensorboard
-from core.train import RunConfig
 
 
 @pytest.fixture

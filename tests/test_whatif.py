@@ -12,7 +12,8 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.intruders import reduce_intruder_dimension
 
 from core import lora, measure, spectra, whatif, zoo
-from core.train import RunConfig, evaluate, train
+from core.config import RunConfig
+from core.train import evaluate, train
 from tests.toy_models import ToyCNN, ToyMLP
 
 

@@ -1,0 +1,286 @@
+"""What each `python -m core` command does, once core/__main__.py has parsed its arguments.
+
+Kept apart from the parser because everything here needs torch (about a second to import):
+`python -m core --help`, or a mistyped flag, answers without loading it. `run(args)` is the
+one entry: it calls the command's function and turns an expected error (bad input, a missing
+run, weights that need a download) into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from core import experiments, jobs, reports, train, zoo
+from core.adapters import import_adapter, read_zip
+from core.config import RunConfig, sweep_configs
+from core.paths import OfflineError
+from core.runs import RunStore, StoreError, train_and_save
+
+OWNER = "cli"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; expected errors become one line on stderr, never a traceback."""
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, StoreError, OfflineError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def to_json(value: Any) -> str:
+    """One line of strict JSON. JSON has no Infinity or NaN (Python would write them anyway, and
+    other tools could not read the line), so a non-finite number, such as the amplification of
+    an update along directions W0 does not use at all, is written as null."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+# -- train ----------------------------------------------------------------------------------------
+def config_from(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the flags describe, checked against its base model (ValueError if bad).
+
+    The flags' values are still strings: RunConfig.from_dict reads them, as it reads a link's.
+    """
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig.from_dict({k: v for k, v in vars(args).items() if k in names})
+    config.validate()  # a bad setting is named before any weights load
+    train.check_config(config, zoo.load(config.model))
+    return config
+
+
+def use_job_threads() -> None:
+    """Use the thread count of a pool worker, so the command line computes the same numbers,
+    bit for bit, as the app does for the same config."""
+    torch.set_num_threads(jobs.threads_per_job(jobs.default_workers()))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    use_job_threads()
+    stop = threading.Event()
+    interrupt = signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop, save
+    try:
+        with RunStore() as store, tqdm(desc="training", unit="step", disable=None) as bar:
+            run_id, result = train_and_save(config, store, OWNER, _progress(bar), stop)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+    summary = {"run_id": run_id, **result.summary()}
+    if args.json:
+        print(to_json(summary))
+    else:
+        print(_describe(summary))
+    return 0 if result.status != "failed" else 1
+
+
+def _progress(bar: Any) -> Callable:
+    def on_event(event: Any) -> None:
+        if event.kind == "start":
+            bar.reset(total=event.data["steps"])
+        elif event.kind == "step" and event.step > 0:
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.data['train_loss']:.3f}", refresh=False)
+
+    return on_event
+
+
+def _describe(summary: dict) -> str:
+    after = summary["test_acc_after"]
+    after_text = "—" if after is None else f"{after:.3f}"
+    line = (
+        f"run {summary['run_id']} {summary['status']} after {summary['steps']} steps in "
+        f"{summary['seconds']:.1f} s: test accuracy {summary['test_acc_before']:.3f} → "
+        f"{after_text}, {summary['trainable_params']:,} of {summary['total_params']:,} "
+        "parameters trained"
+    )
+    return line + (f" ({summary['reason']})" if summary["reason"] else "")
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    base = config_from(args)
+    configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)
+    model = zoo.load(base.model)
+    for config in configs:
+        train.check_config(config, model)
+    workers = args.workers or None
+    rows = []
+    pool = jobs.Pool(workers)
+    try:
+        submitted = [pool.submit(config, OWNER) for config in configs]
+        for job in tqdm(submitted, desc="sweep", unit="run", disable=None):
+            job.wait()
+            rows.append(_sweep_row(job))
+    finally:
+        pool.shutdown()
+    if args.json:
+        print(to_json(rows))
+    else:
+        print(_sweep_table(rows))
+    return 0 if all(row["status"] != "failed" for row in rows) else 1
+
+
+def _ranks(text: str) -> list[int]:
+    try:
+        ranks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--ranks must be whole numbers separated by commas (got {text!r})"
+        ) from None
+    if not ranks:
+        raise ValueError("--ranks needs at least one rank")
+    return ranks
+
+
+def _sweep_row(job: Any) -> dict:
+    result = job.result or {}
+    return {
+        "run_id": job.run_id,
+        "method": job.config.method,
+        "rank": job.config.rank if job.config.method == "lora" else None,
+        "status": job.status,
+        "reason": job.reason,
+        **{k: result.get(k) for k in ("test_acc_before", "test_acc_after", "seconds")},
+        **{k: result.get(k) for k in ("trainable_params", "total_params")},
+    }
+
+
+SWEEP_FORMATS = {"trainable": ",", "share": ".1%", "before": ".3f", "after": ".3f", "s": ".1f"}
+
+
+def _sweep_table(rows: list[dict]) -> str:
+    """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line."""
+    shown = [
+        {
+            "method": row["method"],
+            "rank": row["rank"],
+            "trainable": row["trainable_params"],
+            "share": _share(row["trainable_params"], row["total_params"]),
+            "before": row["test_acc_before"],
+            "after": row["test_acc_after"],
+            "s": row["seconds"],
+            "status": f"{row['status']} {row['reason']}".strip(),
+        }
+        for row in rows
+    ]
+    return reports.format_table(shown, SWEEP_FORMATS)
+
+
+def _share(trainable: int | None, total: int | None) -> float | None:
+    return trainable / total if trainable is not None and total else None
+
+
+# -- runs -----------------------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    with RunStore() as store:
+        if args.action == "list":
+            records = [r.summary() for r in store.list(owner=args.owner)]
+            print(to_json(records) if args.json else _runs_table(records))
+        elif args.action == "show":
+            record = store.get(args.run_id)
+            if args.json:
+                full = {**record.summary(), "history": record.history}
+                print(to_json({**full, "snapshots": record.snapshots}))
+            else:
+                print(_show(record))
+        elif args.action == "export":
+            print(store.export_peft(args.run_id, args.out))
+        elif args.action == "import":
+            print(_import(args, store))
+        elif args.action == "rename":
+            store.rename(args.run_id, args.name)
+        elif args.action == "delete":
+            store.delete(args.run_id)
+    return 0
+
+
+def _import(args: argparse.Namespace, store: RunStore) -> str:
+    """Import a PEFT adapter zip as a run; what to print about it."""
+    task = config_from(args)
+    run_id = import_adapter(read_zip(args.file), task, store, OWNER, Path(args.file).name)
+    summary = store.get_summary(run_id).summary()
+    if args.json:
+        return to_json(summary)
+    return (
+        f"run {run_id} imported: test accuracy {summary['test_acc_before']:.3f} → "
+        f"{summary['test_acc_after']:.3f} on {task.dataset}/{task.shift}"
+    )
+
+
+def _runs_table(records: list[dict]) -> str:
+    """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy, name."""
+    shown = [
+        {"id": r["run_id"], "status": r["status"], "after": r["test_acc_after"], "name": r["name"]}
+        for r in records
+    ]
+    return reports.format_table(shown, {"after": ".3f"})
+
+
+def _show(record: Any) -> str:
+    summary = record.summary()
+    summary["created"] = local_time(summary["created"])
+    lines = [f"{key}: {value}" for key, value in summary.items() if key != "config"]
+    lines += [f"config.{key}: {json.dumps(value)}" for key, value in summary["config"].items()]
+    evals = [h for h in record.history if h["val_acc"] is not None]
+    if evals:
+        last = evals[-1]
+        lines.append(f"last eval: step {last['step']}, val acc {last['val_acc']:.3f}")
+    return "\n".join(lines)
+
+
+def local_time(seconds: float) -> str:
+    """Seconds since the epoch as a local date and time, e.g. 2026-11-28 23:19:10+01:00."""
+    moment = datetime.datetime.fromtimestamp(seconds).astimezone()
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+# -- the zoo and the analyses ---------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    print(to_json(zoo.pretrain(args.name)))
+    return 0
+
+
+def cmd_spectra(args: argparse.Namespace) -> int:
+    use_job_threads()
+    report = reports.analyse_run(args.run_id)
+    print(to_json(report) if args.json else reports.report_table(report))
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    use_job_threads()
+    finding = experiments.run(args.name)
+    print(to_json(finding.to_dict()) if args.json else finding.report())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
+    "pretrain": cmd_pretrain,
+    "spectra": cmd_spectra,
+    "experiment": cmd_experiment,
+}

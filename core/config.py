@@ -1,0 +1,290 @@
+"""A run's settings: RunConfig, the values each setting may take, and reading them from text.
+
+Settings arrive as strings from the command line and from a shared link (a URL's query), as
+JSON from the run store, and as Python values from code; all of them go through `parse`, so a
+setting reads the same wherever it comes from, and `to_text` writes the spelling `parse` reads.
+`RunConfig.validate` checks what needs no model. What depends on the base model (do the target
+layers exist? is the rank ≤ min(d, k) of each?) is checked where the model is built:
+core.train.check_config.
+
+The names of the models, datasets, shifts, methods, inits and scalings are declared here, and
+nowhere else as a list: core.methods and core.lora use these tuples; core.zoo.ZOO and
+core.data.DATASETS / SHIFTS hold an entry for each name, in this order (tests/test_config.py
+checks it). This module imports nothing of torch (nor any module that does), so the command
+line's --help, which lists every choice, starts in a fraction of a second: torch alone takes
+about one to import.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, get_args, get_origin, get_type_hints
+
+MODELS = ("mlp", "cnn", "vit", "resnet18", "mobilenet_v3_small")  # core.zoo: built-in first
+DATASETS = ("mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10")  # core.data
+SHIFTS = ("none", "rotate", "invert", "permute", "label-permute", "domain", "planted-rank")
+METHODS = ("full", "head", "top-k", "bitfit", "lora")  # core.methods: which parameters train
+INITS = ("default", "gaussian", "pissa")  # core.lora: how A and B start
+SCALINGS = ("standard", "rslora")  # core.lora: s = alpha / r, or alpha / sqrt(r)
+OPTIMIZERS = ("adamw", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+DEFAULT_MODEL = "mlp"
+DEFAULT_DATASET = "mnist-5k"
+
+
+def _help(text: str) -> dict:
+    """Field metadata: the help text the command line (and the app) show for a setting."""
+    return {"help": text}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on. Two runs with equal configs compute the same numbers."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata=_help("base model from the zoo"))
+    dataset: str = field(default=DEFAULT_DATASET, metadata=_help("dataset to adapt to"))
+    # The default task is one the base model cannot do yet (rotated digits: 93 % → 38 %), so a
+    # first run, in the app or on the command line, has something to learn.
+    shift: str = field(default="rotate", metadata=_help("how the task differs"))
+    shift_params: dict = field(
+        default_factory=dict, metadata=_help('shift parameters as JSON, e.g. {"angle": 30}')
+    )
+    method: str = field(default="lora", metadata=_help("which parameters train"))
+    rank: int = field(default=4, metadata=_help("LoRA rank r"))
+    alpha: float = field(default=8.0, metadata=_help("LoRA alpha; scaling = alpha / r"))
+    targets: list[str] | str = field(
+        default="all-linear",
+        metadata=_help('layers to adapt: "all-linear" or comma-separated names/globs'),
+    )
+    init: str = field(default="default", metadata=_help("how A and B start"))
+    scaling: str = field(
+        default="standard", metadata=_help("standard (alpha/r) or rslora (alpha/sqrt r)")
+    )
+    dora: bool = field(default=False, metadata=_help("DoRA: train a magnitude per unit too"))
+    dropout: float = field(default=0.0, metadata=_help("dropout on the adapter's input"))
+    top_k: int = field(default=1, metadata=_help("blocks that train for method top-k"))
+    optimizer: str = field(default="adamw", metadata=_help("the optimizer"))
+    lr: float = field(default=1e-2, metadata=_help("learning rate"))
+    lora_plus_ratio: float = field(
+        default=1.0, metadata=_help("LoRA+: learning rate of B = ratio × learning rate of A")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("decoupled weight decay"))
+    batch_size: int = field(default=64, metadata=_help("images per step"))
+    epochs: int = field(default=1, metadata=_help("passes over the training set"))
+    steps: int | None = field(default=None, metadata=_help("steps; overrides epochs if set"))
+    eval_interval: int = field(default=10, metadata=_help("validate every this many steps"))
+    snapshot_interval: int = field(
+        default=10, metadata=_help("record delta_W's spectrum every this many steps")
+    )
+    seed: int = field(default=0, metadata=_help("seed of initialisation, shuffling, shift"))
+    device: str = field(default="auto", metadata=_help("auto (cuda/mps if present), cpu, ..."))
+
+    def __post_init__(self) -> None:
+        # One spelling per choice of layers, so equal choices give equal configs.
+        self.targets = _to_targets(self.targets)
+
+    def validate(self) -> None:
+        """Raise a ValueError with a one-line message for the first bad setting.
+
+        The checks that need the base model are core.train.check_config's.
+        """
+        _check_choices(self)
+        _check_numbers(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, for the database, the URL and the command line's --json."""
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """A config from a dict such as to_dict() gives; strings (a flag, a URL's query) are
+        read by `parse`.
+
+        Missing keys take their defaults; an unknown key or a value of the wrong kind is a
+        ValueError naming it.
+        """
+        hints = setting_types()
+        unknown = set(values) - set(hints)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(hints)}")
+        return cls(**{name: convert(name, hints[name], v) for name, v in values.items()})
+
+
+def setting_types() -> dict[str, Any]:
+    """Each RunConfig field's declared type, e.g. {"rank": int, "steps": int | None, ...}."""
+    return get_type_hints(RunConfig)
+
+
+def config_choices() -> dict[str, list[str]]:
+    """The allowed values of each RunConfig field that is a choice (for checks and --help)."""
+    return {
+        "model": list(MODELS),
+        "dataset": list(DATASETS),
+        "shift": list(SHIFTS),
+        "method": list(METHODS),
+        "init": list(INITS),
+        "scaling": list(SCALINGS),
+        "optimizer": list(OPTIMIZERS),
+        "device": list(DEVICES),
+    }
+
+
+def sweep_configs(base: RunConfig, ranks: Iterable[int], baselines: bool = True) -> list[RunConfig]:
+    """A rank sweep on one task: LoRA at each rank, then head-only and full fine-tuning.
+
+    The baselines bracket LoRA: head-only is the least a method can train, full fine-tuning
+    the most; where LoRA's accuracy lands between them shows what rank buys.
+    """
+    configs = [replace(base, method="lora", rank=rank) for rank in sorted(ranks)]
+    if baselines:
+        configs += [replace(base, method=method, dora=False) for method in ("head", "full")]
+    return configs
+
+
+# -- checks ---------------------------------------------------------------------------------------
+def _check_choices(config: RunConfig) -> None:
+    for name, allowed in config_choices().items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    # The LoRA settings (rank, targets, init, dora, …) are ignored by the other methods.
+    if config.method == "lora" and not config.targets:
+        raise ValueError("no target layer: choose at least one layer to adapt")
+
+
+def _check_numbers(config: RunConfig) -> None:
+    positive = ("alpha", "lr", "lora_plus_ratio")
+    at_least_one = ("rank", "top_k", "batch_size", "epochs", "eval_interval", "snapshot_interval")
+    for name in positive:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a number > 0 (got {value})")
+    for name in at_least_one:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be ≥ 1 (got {getattr(config, name)})")
+    if config.steps is not None and config.steps < 1:
+        raise ValueError(f"steps must be ≥ 1 (got {config.steps})")
+    if not 0 <= config.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1) (got {config.dropout})")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise ValueError(f"weight_decay must be ≥ 0 (got {config.weight_decay})")
+
+
+# -- from text and back ---------------------------------------------------------------------------
+TRUE, FALSE = "true", "false"
+# Links written before there was one spelling said 1 and 0; they still open.
+_TRUE, _FALSE = {TRUE, "1"}, {FALSE, "0"}
+
+
+def parse(value: Any, kind: Any) -> Any:
+    """`value` as a setting of the declared type `kind`: a string is read, a value of the
+    right type passes. ValueError (holding the value) when it is not one.
+
+    Kinds: bool (true/false), int, int | None ("" or "none" for none), float (finite), str,
+    dict (a JSON object), list[X] (comma-separated), and list[str] | str (a layer choice:
+    "all-linear" or names/globs).
+    """
+    if kind is bool:
+        return _to_bool(value)
+    if kind is int or kind == int | None:
+        return _to_int(value, optional=kind is not int)
+    if kind is float:
+        return _to_float(value)
+    if kind is dict:
+        return _to_dict(value)
+    if kind == list[str] | str:
+        return _to_targets(value)
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        items = value.split(",") if isinstance(value, str) else value
+        return [parse(part, item) for part in items if str(part).strip()]
+    return str(value)
+
+
+def to_text(value: Any) -> str:
+    """A setting's value as text that `parse` reads back to the same value (a URL's query)."""
+    if isinstance(value, bool):
+        return TRUE if value else FALSE
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ",".join(to_text(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)  # str(0.001) == "0.001": floats print their shortest exact form
+
+
+def convert(name: str, kind: Any, value: Any) -> Any:
+    """`parse`, with a one-line ValueError naming the setting and what it expects, e.g.
+    "rank must be a whole number (got 'abc')"."""
+    try:
+        return parse(value, kind)
+    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{name} must be {_expected(kind)} (got {value!r})") from None
+
+
+def _expected(kind: Any) -> str:
+    """What a setting of this declared type accepts, in words, for error messages."""
+    if kind is bool:
+        return f"{TRUE} or {FALSE}"
+    if kind is int:
+        return "a whole number"
+    if kind == int | None:
+        return "a whole number, or empty for none"
+    if kind is float:
+        return "a number"
+    if kind is dict:
+        return 'a JSON object, e.g. {"angle": 30}'
+    if kind == list[str] | str:
+        return '"all-linear" or a list of layer names'
+    if get_origin(kind) is list:
+        return f"a comma-separated list, each {_expected(get_args(kind)[0])}"
+    return "text"
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ValueError(value)
+    return text in _TRUE
+
+
+def _to_int(value: Any, optional: bool) -> int | None:
+    if optional and (value is None or str(value).strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _to_dict(value: Any) -> dict:
+    """A dict, or a string holding a JSON object (not a list of pairs, nor anything else)."""
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(parsed, dict):
+        raise ValueError(value)
+    return dict(parsed)
+
+
+def _to_targets(value: Any) -> list[str] | str:
+    """ "all-linear" stays a word; anything else becomes a list of layer names or globs."""
+    if isinstance(value, str):
+        if value == "all-linear":
+            return value
+        value = value.split(",")
+    return [str(name).strip() for name in value if str(name).strip()]

@@ -1,0 +1,173 @@
+"""A run's settings: one reader for every source (flags, links, the store), checked choices,
+and names that agree with the modules that implement them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import config as settings
+from core import data, lora, methods, zoo
+from core.config import RunConfig, config_choices, parse, sweep_configs, to_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_round_trips_through_a_dict_and_through_strings():
+    config = RunConfig(
+        rank=8, targets=["fc1", "fc2"], dora=True, shift="rotate", shift_params={"angle": 30.0}
+    )
+    assert RunConfig.from_dict(config.to_dict()) == config
+    as_strings = {k: v if isinstance(v, str) else str(v) for k, v in config.to_dict().items()}
+    as_strings.update(targets="fc1,fc2", shift_params='{"angle": 30.0}', steps="")
+    assert RunConfig.from_dict(as_strings) == config
+    assert RunConfig.from_dict({}) == RunConfig()
+    assert RunConfig(targets="fc1, fc2") == RunConfig(targets=["fc1", "fc2"])
+
+
+def test_every_setting_round_trips_through_its_text():
+    """What a link writes (to_text) is what the reader of every setting reads back."""
+    config = RunConfig(
+        model="vit",
+        shift="planted-rank",
+        shift_params={"rank": 2, "layer": "blocks.0.attn.q"},
+        targets=["blocks.*.attn.q", "blocks.*.attn.v"],
+        dora=True,
+        alpha=0.001,
+        steps=None,
+        seed=3,
+    )
+    as_text = {name: to_text(value) for name, value in config.to_dict().items()}
+    assert all(isinstance(text, str) for text in as_text.values())
+    assert as_text["dora"] == "true" and as_text["steps"] == ""
+    assert RunConfig.from_dict(as_text) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("true", True), ("false", False), ("True", True), ("1", True), ("0", False)],
+)
+def test_one_boolean_spelling_and_the_old_links_one(text, value):
+    """true/false everywhere; 1/0 (links from before) still read."""
+    assert parse(text, bool) is value
+    assert RunConfig.from_dict({"dora": text}).dora is value
+
+
+@pytest.mark.parametrize("text", ["yes", "on", "2", "", "maybe"])
+def test_other_boolean_words_are_refused(text):
+    with pytest.raises(ValueError):
+        parse(text, bool)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("4", int, 4),
+        ("", int | None, None),
+        ("none", int | None, None),
+        ("0.001", float, 0.001),
+        ("1,2,16", list[int], [1, 2, 16]),
+        ("3,7", list[str], ["3", "7"]),
+        ("", list[str], []),
+        ('{"angle":30}', dict, {"angle": 30}),
+        ("all-linear", list[str] | str, "all-linear"),
+        ("fc1, fc2", list[str] | str, ["fc1", "fc2"]),
+        ("vit", str, "vit"),
+    ],
+)
+def test_parse_reads_each_kind(text, kind, value):
+    assert parse(text, kind) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("nan", float), ("inf", float), ("2.5", int), ("1,x", list[int]), ("[1]", dict)],
+)
+def test_parse_refuses_what_is_not_of_the_kind(text, kind):
+    with pytest.raises(ValueError):
+        parse(text, kind)
+
+
+@pytest.mark.parametrize(
+    "values", [{"colour": "red"}, {"rank": "four"}, {"dora": "maybe"}, {"rank": 2.5}]
+)
+def test_from_dict_rejects_unknown_or_malformed_settings(values):
+    with pytest.raises(ValueError):
+        RunConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rank": "four"}, "rank must be a whole number (got 'four')"),
+        ({"rank": 2.5}, "rank must be a whole number (got 2.5)"),
+        ({"steps": "x"}, "steps must be a whole number, or empty for none (got 'x')"),
+        ({"lr": "fast"}, "lr must be a number (got 'fast')"),
+        ({"lr": "nan"}, "lr must be a number (got 'nan')"),
+        ({"alpha": True}, "alpha must be a number (got True)"),
+        ({"dora": "maybe"}, "dora must be true or false (got 'maybe')"),
+        ({"shift_params": "{bad"}, "shift_params must be a JSON object"),
+        ({"shift_params": "[[1, 2]]"}, "shift_params must be a JSON object"),
+        ({"targets": 5}, "targets must be"),
+    ],
+)
+def test_a_malformed_setting_is_named_with_what_it_expects(values, message):
+    with pytest.raises(ValueError) as error:
+        RunConfig.from_dict(values)
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model": "nope"}, "unknown model 'nope'; choose one of mlp, cnn"),
+        ({"optimizer": "lion"}, "unknown optimizer"),
+        ({"targets": []}, "no target layer"),
+        ({"lr": float("nan")}, "lr must be a number > 0"),
+        ({"weight_decay": -1.0}, "weight_decay must be ≥ 0"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"steps": 0}, "steps must be ≥ 1"),
+    ],
+)
+def test_validate_names_the_first_bad_setting_without_a_model(settings, message):
+    with pytest.raises(ValueError) as error:
+        RunConfig(**settings).validate()
+    assert str(error.value).startswith(message)
+
+
+def test_the_lora_settings_are_not_checked_for_other_methods():
+    RunConfig(method="head", targets=[]).validate()
+
+
+def test_a_sweep_is_lora_at_each_rank_then_head_and_full_on_one_task():
+    base = RunConfig(shift="permute", dora=True, seed=3)
+    configs = sweep_configs(base, [8, 1, 4])
+    assert [(c.method, c.rank) for c in configs[:3]] == [("lora", 1), ("lora", 4), ("lora", 8)]
+    assert [c.method for c in configs[3:]] == ["head", "full"]
+    assert all(c.shift == "permute" and c.seed == 3 for c in configs)
+    assert not any(c.dora for c in configs[3:])  # DoRA is a LoRA option only
+    assert len(sweep_configs(base, [2], baselines=False)) == 1
+
+
+def test_the_choices_are_the_names_the_modules_implement():
+    """core/config.py declares each list of names once; the zoo and the datasets hold an entry for
+    each, in the same order, and methods and lora use config's tuples themselves."""
+    assert tuple(zoo.ZOO) == settings.MODELS
+    assert tuple(data.DATASETS) == settings.DATASETS
+    assert tuple(data.SHIFTS) == settings.SHIFTS
+    assert methods.METHODS is settings.METHODS
+    assert (lora.INITS, lora.SCALINGS) == (settings.INITS, settings.SCALINGS)
+    assert settings.DEFAULT_MODEL in settings.MODELS
+    assert settings.DEFAULT_DATASET in settings.DATASETS
+    for name, allowed in config_choices().items():
+        assert getattr(RunConfig(), name) in allowed, name
+
+
+def test_reading_settings_loads_no_torch():
+    """The command line's --help and the Learn page read settings; torch takes a second."""
+    code = "import sys, core.config, core.links; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
