@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,7 @@ from typing import Any
 
 OWNER = "cli"
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
+CLOSED_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for a tool whose reader went away
 
 
 def to_json(value: Any) -> str:
@@ -225,8 +227,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     with RunStore() as store:
         if args.action == "list":
-            records = [r.summary() for r in store.list(owner=args.owner)]
+            readable, unreadable = store.listing(owner=args.owner)
+            records = [r.summary() for r in readable]
             print(to_json(records) if args.json else _runs_table(records))
+            for message in unreadable.values():  # listed around, named, left as they are
+                print(f"warning: {message}", file=sys.stderr)
         elif args.action == "show":
             record = store.get(args.run_id)
             if args.json:
@@ -235,7 +240,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             else:
                 print(_show(record))
         elif args.action == "export":
-            print(store.export_peft(args.run_id, args.out))
+            print(store.export_peft(args.run_id, args.out, force=args.force))
         elif args.action == "import":
             print(_import(args, store))
         elif args.action == "rename":
@@ -347,6 +352,7 @@ def parser() -> argparse.ArgumentParser:
     export = actions.add_parser("export", help="a LoRA run's adapter as a PEFT zip")
     export.add_argument("run_id", type=int)
     export.add_argument("--out", help="zip file to write (default: $LORA_LAB_HOME/exports/)")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
     imports = actions.add_parser("import", help="a PEFT adapter zip as a new run")
     imports.add_argument("file", help="the zip: from `runs export`, or a PEFT folder zipped")
     imports.add_argument(
@@ -387,10 +393,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at exit
+        return status
     except (ValueError, StoreError, OfflineError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
 
 
 if __name__ == "__main__":
