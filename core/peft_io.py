@@ -172,8 +172,13 @@ def adapter_settings(config: dict) -> AdapterSettings:
     dropout = config.get("lora_dropout") or 0.0
     if not (_is_number(dropout) and 0 <= dropout < 1):
         raise ValueError(f"{CONFIG_FILE}: lora_dropout must be in [0, 1) (got {_shown(dropout)}).")
+    if config.get("init_lora_weights", True) not in (True, False, "gaussian"):
+        raise ValueError(
+            "only adapters trained from PEFT's default or gaussian init can be "
+            "loaded (convert PiSSA/OLoRA adapters to plain LoRA in PEFT first)."
+        )
     for key in ("use_rslora", "use_dora"):
-        if config.get(key) not in (None, True, False):
+        if not (config.get(key) is None or isinstance(config[key], bool)):  # 1 is not true
             raise ValueError(
                 f"{CONFIG_FILE}: {key} must be true or false (got {_shown(config[key])})."
             )
@@ -267,12 +272,13 @@ def _adapter_layers(
     if not layers:
         raise ValueError(f"{WEIGHTS_FILE} holds no LoRA weights (lora_A, lora_B).")
     adaptable = [layer.name for layer in eligible_layers(base_model)]
-    for path, parts in layers.items():
+    for path in layers:
         if path not in adaptable:
             raise ValueError(
                 f"the adapter has LoRA weights for {path!r}, which is not a layer of this model "
                 f"that LoRA can adapt ({', '.join(adaptable)})."
             )
+    for path, parts in layers.items():
         for part in ("A", "B"):
             if part not in parts:
                 raise ValueError(
