@@ -468,6 +468,7 @@ class RunStore:
         name = name.strip()
         if not name:
             raise ValueError("a run's name cannot be empty")
+        self._check_exists(run_id)  # (and a store not made yet is not made for this)
         with self._writing(f"rename run {run_id}") as db:
             if db.execute("UPDATE runs SET name=? WHERE id=?", (name, run_id)).rowcount == 0:
                 raise StoreError(f"there is no run {run_id}")
@@ -478,6 +479,7 @@ class RunStore:
         A run still training cannot be deleted (StoreError): it would have nowhere to save.
         One marked "running" whose process is gone is marked "unfinished" first, and goes.
         """
+        self._check_exists(run_id)
         self.recover()
         with self._writing(f"delete run {run_id}") as db:
             row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -488,8 +490,17 @@ class RunStore:
                     f"run {run_id} is still {row['status']}: stop it first, then delete it"
                 )
             db.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        with contextlib.suppress(StoreError):  # a folder that is no run's is never removed
-            shutil.rmtree(self.weights_dir / _folder(row), ignore_errors=True)
+            folder = _folder_or_none(row)
+            if db.execute("SELECT 1 FROM runs WHERE folder=?", (folder,)).fetchone():
+                folder = None  # another row names it too (a copy made by hand): it stays
+        if folder is not None:
+            shutil.rmtree(self.weights_dir / folder, ignore_errors=True)
+
+    def _check_exists(self, run_id: int) -> None:
+        """StoreError unless the store has a row `run_id`, readable or not."""
+        with self._reading() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
+                raise StoreError(f"there is no run {run_id}")
 
     def weights_path(self, run_id: int) -> Path:
         record = self.get_summary(run_id)
@@ -708,6 +719,14 @@ def _folder(row: sqlite3.Row) -> str:
     return folder
 
 
+def _folder_or_none(row: sqlite3.Row) -> str | None:
+    """_folder, or None for a folder that is not valid (and so must never be touched)."""
+    try:
+        return _folder(row)
+    except StoreError:
+        return None
+
+
 def _record(row: sqlite3.Row) -> RunRecord:
     """The row as a RunRecord; StoreError naming the run if it cannot be read."""
     try:
@@ -749,6 +768,8 @@ def _write_new(target: Path, content: bytes, force: bool) -> None:
     `force` a replacement renamed into place whole. StoreError if it cannot be written."""
     if target.is_dir():
         raise StoreError(f"{target} is a folder: name the .zip file to write")
+    if target.exists() and not target.is_file():  # /dev/null, a pipe: never replaced, forced or not
+        raise StoreError(f"{target} is not a regular file: name a .zip file to write")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
