@@ -422,7 +422,8 @@ def db_run(home: Path, sql: str, *args: object) -> None:
 
 
 def second_run(**columns: object) -> Callable[[Path], None]:
-    """A fault: a copy of run 1 as run 2, with `columns` changed."""
+    """A fault: a copy of run 1 as run 2, with `columns` changed ("layers": the spectrum
+    snapshots, copied too)."""
 
     def fault(home: Path) -> None:
         with sqlite3.connect(home / "runs.db") as db:
@@ -432,13 +433,13 @@ def second_run(**columns: object) -> Callable[[Path], None]:
                 "FROM runs WHERE id = 1"
             )
             for column, value in columns.items():
-                table = "snapshots" if column == "layers" else "runs"
-                key = "run_id" if table == "snapshots" else "id"
-                if table == "snapshots":
+                if column == "layers":
                     db.execute(
-                        "INSERT INTO snapshots SELECT 2, step, layers FROM snapshots WHERE run_id=1"
+                        "INSERT INTO snapshots SELECT 2, step, ? FROM snapshots WHERE run_id=1",
+                        (value,),
                     )
-                db.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = 2", (value,))
+                else:
+                    db.execute(f"UPDATE runs SET {column} = ? WHERE id = 2", (value,))
         db.close()
 
     return fault
@@ -660,10 +661,6 @@ def test_an_unreadable_run_can_be_deleted_and_nothing_outside_runs_goes(lab, cap
 
 
 # -- F10: export never writes over the store, its weights, or (without --force) any file ----------
-def target(make: Callable[[Path, Path], Path]) -> Callable[[Path, Path], Path]:
-    return make
-
-
 def weights_file(home: Path, tmp: Path) -> Path:
     return weights_of(home)
 
