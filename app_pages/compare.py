@@ -201,7 +201,7 @@ def manage(records: list[RunRecord]) -> None:
     if record.config.method == "lora" and record.has_weights:
         col_peft.download_button(
             tr("compare.peft"),
-            data=lambda: store().export_peft(run_id).read_bytes(),
+            data=lambda: store().adapter_zip(run_id),
             file_name=f"lora-lab-run-{run_id}-peft.zip",
             mime="application/zip",
             icon=":material/archive:",

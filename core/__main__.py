@@ -93,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     export = actions.add_parser("export", help="a LoRA run's adapter as a PEFT zip")
     export.add_argument("run_id", type=int)
     export.add_argument("--out", help="zip file to write (default: $LORA_LAB_HOME/exports/)")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
     imports = actions.add_parser("import", help="a PEFT adapter zip as a new run")
     imports.add_argument("file", help="the zip: from `runs export`, or a PEFT folder zipped")
     imports.add_argument(

@@ -33,7 +33,7 @@ from core.train import RunResult, check_config, evaluate, load_task
 
 STATUS = "imported"
 MAX_ZIP_BYTES = 64 * 2**20  # an adapter for the zoo's models is a few MB at most
-MAX_FILE_BYTES = 256 * 2**20  # each adapter file once unpacked: a "zip bomb" stops here
+MAX_FILE_BYTES = 256 * 2**20  # the weights once unpacked: a "zip bomb" stops here
 MAX_ENTRIES = 100
 ADAPTER_FILES = (peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE)
 PICKLED_WEIGHTS = "adapter_model.bin"  # PEFT's old format: a pickle, never opened here
@@ -157,12 +157,17 @@ def _read(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
     name = PurePosixPath(entry.filename).name
     if entry.flag_bits & 0x1:
         raise ValueError(f"{name} is password-protected in the zip.")
-    if entry.file_size > MAX_FILE_BYTES:
-        raise ValueError(f"{name} unpacks to more than {MAX_FILE_BYTES // 2**20} MB.")
+    limit = peft_io.MAX_CONFIG_BYTES if name == peft_io.CONFIG_FILE else MAX_FILE_BYTES
+    if entry.file_size > limit:
+        raise ValueError(f"{name} unpacks to more than {_size(limit)}: too large for an adapter.")
     try:
         return archive.read(entry)  # reads no more than file_size, and checks the CRC
     except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as error:
         raise ValueError(f"the zip is damaged: {name} cannot be unpacked ({error}).") from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit // 2**10} KB"
 
 
 def run_config(task: RunConfig, model: nn.Module) -> RunConfig:

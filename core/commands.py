@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -30,15 +31,22 @@ from core.paths import OfflineError
 from core.runs import RunStore, StoreError, train_and_save
 
 OWNER = "cli"
+CLOSED_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for a tool whose reader went away
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed command; expected errors become one line on stderr, never a traceback."""
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at exit
+        return status
     except (ValueError, StoreError, OfflineError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
 
 
 def to_json(value: Any) -> str:
@@ -196,8 +204,11 @@ def _share(trainable: int | None, total: int | None) -> float | None:
 def cmd_runs(args: argparse.Namespace) -> int:
     with RunStore() as store:
         if args.action == "list":
-            records = [r.summary() for r in store.list(owner=args.owner)]
+            readable, unreadable = store.listing(owner=args.owner)
+            records = [r.summary() for r in readable]
             print(to_json(records) if args.json else _runs_table(records))
+            for message in unreadable.values():  # listed around, named, left as they are
+                print(f"warning: {message}", file=sys.stderr)
         elif args.action == "show":
             record = store.get(args.run_id)
             if args.json:
@@ -206,7 +217,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             else:
                 print(_show(record))
         elif args.action == "export":
-            print(store.export_peft(args.run_id, args.out))
+            print(store.export_peft(args.run_id, args.out, force=args.force))
         elif args.action == "import":
             print(_import(args, store))
         elif args.action == "rename":

@@ -11,6 +11,8 @@ labels, so every model takes every dataset.
 
 import copy
 import math
+import pickle
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -209,21 +211,42 @@ def _torchvision_split(name: str, train: bool, download: bool) -> tuple[np.ndarr
     return images.numpy(), np.asarray(dataset.targets, dtype=np.int64)
 
 
+def unsafe_cache_message(name: str) -> str:
+    """What to tell a student whose cached copy of a dataset is a pickle (planted, or from an
+    old torchvision): it is refused, never unpickled."""
+    folder = paths.data_dir() / _TORCHVISION[name][1]
+    return (
+        f"The cached dataset '{name}' in {folder} holds a file that is not plain tensor data "
+        "(a pickle, which could run code): LoRA Lab never opens one. Delete that folder and "
+        "load the dataset again to download a clean copy."
+    )
+
+
 def _torchvision_dataset(name: str) -> tuple[np.ndarray, np.ndarray, int]:
     """Official train images followed by official test images (and how many are train images),
     from the cache in `data_dir()`, else downloaded there."""
     try:
-        parts = [_torchvision_split(name, train, download=False) for train in (True, False)]
-    except RuntimeError:  # torchvision: "Dataset not found"
-        paths.require_network(_download_url(name), offline_message(name))
-        try:
-            parts = [_torchvision_split(name, train, download=True) for train in (True, False)]
-        except (RuntimeError, OSError) as error:  # URLError is an OSError
-            raise paths.OfflineError(offline_message(name)) from error
+        with warnings.catch_warnings():  # torch's note on the pickle it is about to refuse
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            parts = _torchvision_splits(name)
+    except (pickle.UnpicklingError, EOFError):  # torch.load(weights_only=True) refused a file
+        raise ValueError(unsafe_cache_message(name)) from None
     (train_images, train_labels), (test_images, test_labels) = parts
     images = np.concatenate([train_images, test_images])
     labels = np.concatenate([train_labels, test_labels])
     return images, labels, len(train_labels)
+
+
+def _torchvision_splits(name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[train, test] from the cache, else downloaded (an OfflineError if that fails)."""
+    try:
+        return [_torchvision_split(name, train, download=False) for train in (True, False)]
+    except RuntimeError:  # torchvision: "Dataset not found"
+        paths.require_network(_download_url(name), offline_message(name))
+        try:
+            return [_torchvision_split(name, train, download=True) for train in (True, False)]
+        except (RuntimeError, OSError) as error:  # URLError is an OSError
+            raise paths.OfflineError(offline_message(name)) from error
 
 
 def _download_url(name: str) -> str:

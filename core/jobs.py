@@ -121,7 +121,7 @@ class Pool:
         if self.workers < 1:
             raise ValueError(f"a pool needs at least one worker (got {self.workers})")
         self.threads = threads_per_job(self.workers)
-        # Opening the store here creates it (and shows a bad file) before any worker starts.
+        # Opening the store here shows a bad file before any worker starts.
         self.store_path = Path(store_path) if store_path is not None else default_path()
         RunStore(self.store_path).close()
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads

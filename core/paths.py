@@ -21,18 +21,32 @@ class OfflineError(RuntimeError):
     """
 
 
+class FolderError(ValueError):
+    """A folder LoRA Lab keeps its files in cannot be made (the path is a file, say);
+    `str(error)` names the folder, the setting that chose it and what to do."""
+
+
 def home() -> Path:
     """The app's folder: `$LORA_LAB_HOME`, or `~/.lora-lab`; created on first use."""
-    path = Path(os.environ.get("LORA_LAB_HOME") or Path.home() / ".lora-lab")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _folder(os.environ.get("LORA_LAB_HOME") or Path.home() / ".lora-lab", "LORA_LAB_HOME")
 
 
 def data_dir() -> Path:
     """Where downloaded datasets and weights go: `$LORA_LAB_DATA`, or `home()/data`."""
     configured = os.environ.get("LORA_LAB_DATA")
-    path = Path(configured) if configured else home() / "data"
-    path.mkdir(parents=True, exist_ok=True)
+    return _folder(configured or home() / "data", "LORA_LAB_DATA")
+
+
+def _folder(path: str | Path, setting: str) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        why = "it is a file" if path.exists() and not path.is_dir() else error.strerror
+        raise FolderError(
+            f"LoRA Lab cannot keep its files in {path} ({why}): set {setting} to a folder "
+            "it can write to"
+        ) from None
     return path
 
 

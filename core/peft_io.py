@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,11 +26,18 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core.lora import LoRAConv2d, LoRALayer, adapted_layers, inject
+from core.targets import eligible_layers
 
 PREFIX = "base_model.model."
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_magnitude_vector")
+MAX_CONFIG_BYTES = 2**20  # a config is a few hundred bytes: a larger "config" is an attack
+# The key of each adapter tensor ends in its part's suffix: base_model.model.<path><suffix>.
+ADAPTER_PARTS = {
+    ".lora_A.weight": "A",
+    ".lora_B.weight": "B",
+    ".lora_magnitude_vector": "magnitude",
+}
 
 
 def export_peft(
@@ -116,29 +125,66 @@ def import_peft(base_model: nn.Module, directory: str | Path) -> nn.Module:
     """Load a PEFT LoRA adapter onto a copy of `base_model` (which stays untouched).
 
     Modules the adapter saved in full (PEFT's modules_to_save, such as the head) come back
-    trainable, as in PEFT: saving or exporting the model again keeps them.
+    trainable, as in PEFT: saving or exporting the model again keeps them. Everything is
+    checked before the copy is made: an adapter holds a complete A and B (and DoRA's
+    magnitude) for layers the model has, and none of the base model's own weights.
     """
     config, tensors = read_peft(directory)
-    adapters = {k for k in tensors if k.endswith(LORA_SUFFIXES)}
-    targets = sorted({k[len(PREFIX) :].rsplit(".lora_", 1)[0] for k in adapters})
-    if not targets:
-        raise ValueError(f"{WEIGHTS_FILE} holds no LoRA weights (lora_A, lora_B).")
+    settings = adapter_settings(config)
+    layers = _adapter_layers(base_model, tensors, settings)
+    saved = _saved_modules(base_model, tensors, config, set(layers))
+    model = inject(
+        base_model,
+        sorted(layers),
+        rank=settings.rank,
+        alpha=settings.alpha,
+        dropout=settings.dropout,
+        scaling="rslora" if settings.rslora else "standard",
+        dora=settings.dora,
+    )
+    _load_tensors(model, layers, saved)
+    return model
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """What adapter_config.json says about every adapted layer."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    rslora: bool
+    dora: bool
+
+
+def adapter_settings(config: dict) -> AdapterSettings:
+    """The config's LoRA settings, each checked; a ValueError names the first bad one.
+
+    A rank of 4.7 is refused rather than read as 4: the file is not what it claims to be.
+    """
+    rank, alpha = config["r"], config["lora_alpha"]  # numbers: read_peft checked
+    whole = isinstance(rank, int) or (math.isfinite(rank) and rank.is_integer())
+    if not (whole and rank >= 1):
+        raise ValueError(f"{CONFIG_FILE}: r must be a whole number ≥ 1 (got {_shown(rank)}).")
+    if not (_finite(alpha) and alpha > 0):
+        raise ValueError(
+            f"{CONFIG_FILE}: lora_alpha must be a finite number > 0 (got {_shown(alpha)})."
+        )
+    dropout = config.get("lora_dropout") or 0.0
+    if not (_is_number(dropout) and 0 <= dropout < 1):
+        raise ValueError(f"{CONFIG_FILE}: lora_dropout must be in [0, 1) (got {_shown(dropout)}).")
     if config.get("init_lora_weights", True) not in (True, False, "gaussian"):
         raise ValueError(
             "only adapters trained from PEFT's default or gaussian init can be "
             "loaded (convert PiSSA/OLoRA adapters to plain LoRA in PEFT first)."
         )
-    model = inject(
-        base_model,
-        targets,
-        rank=int(config["r"]),
-        alpha=float(config["lora_alpha"]),
-        dropout=float(config.get("lora_dropout") or 0.0),
-        scaling="rslora" if config.get("use_rslora") else "standard",
-        dora=bool(config.get("use_dora")),
-    )
-    _load_tensors(model, tensors, adapters)
-    return model
+    for key in ("use_rslora", "use_dora"):
+        if not (config.get(key) is None or isinstance(config[key], bool)):  # 1 is not true
+            raise ValueError(
+                f"{CONFIG_FILE}: {key} must be true or false (got {_shown(config[key])})."
+            )
+    rslora, dora = bool(config.get("use_rslora")), bool(config.get("use_dora"))
+    return AdapterSettings(int(rank), float(alpha), float(dropout), rslora, dora)
 
 
 def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
@@ -151,17 +197,12 @@ def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
                 f"{path.name} is missing: a PEFT adapter needs both {CONFIG_FILE} "
                 f"and {WEIGHTS_FILE}."
             )
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{CONFIG_FILE} is not valid JSON ({error}).") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{CONFIG_FILE} does not describe an adapter (it is not a JSON object).")
+    config = _read_config(config_path)
     if config.get("peft_type") != "LORA":
         raise ValueError(
             f"only LoRA adapters can be loaded (peft_type={config.get('peft_type')!r})."
         )
-    if not all(isinstance(config.get(key), int | float) for key in ("r", "lora_alpha")):
+    if not all(_is_number(config.get(key)) for key in ("r", "lora_alpha")):
         raise ValueError(f"{CONFIG_FILE} needs the numbers r and lora_alpha.")
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise ValueError(
@@ -173,29 +214,143 @@ def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
         raise ValueError(f"{WEIGHTS_FILE} is not a safetensors file ({error}).") from None
     if not all(k.startswith(PREFIX) for k in tensors):
         raise ValueError(f"{WEIGHTS_FILE} does not hold PEFT keys (they start with {PREFIX!r}).")
+    for key, value in tensors.items():
+        if not value.is_floating_point():  # an int A would be cast silently, to nonsense
+            raise ValueError(
+                f"{key[len(PREFIX) :]} holds {str(value.dtype).removeprefix('torch.')} numbers: "
+                "an adapter's weights are floating point."
+            )
     return config, tensors
 
 
-@torch.no_grad()
-def _load_tensors(model: nn.Module, tensors: dict[str, Tensor], adapters: set[str]) -> None:
-    layers = adapted_layers(model)
-    own = dict(model.named_parameters())
+def _read_config(path: Path) -> dict:
+    """adapter_config.json as a dict: small, valid JSON, an object."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{CONFIG_FILE} is over {MAX_CONFIG_BYTES // 2**10} KB: an adapter's config is a "
+            "few hundred bytes."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:  # (a 5,000-digit number is a ValueError)
+        raise ValueError(f"{CONFIG_FILE} is not valid JSON ({error}).") from None
+    except RecursionError:
+        raise ValueError(f"{CONFIG_FILE} nests too deeply to be an adapter's config.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{CONFIG_FILE} does not describe an adapter (it is not a JSON object).")
+    return config
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite(number: float) -> bool:
+    """Whether a JSON number fits a float and is finite (1e999 reads as inf, 10**400 as int)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
+def _shown(value: object) -> str:
+    """A value from the file, shortened for a one-line message (a 400-digit rank, say)."""
+    return reprlib.repr(value)
+
+
+def _adapter_layers(
+    base_model: nn.Module, tensors: dict[str, Tensor], settings: AdapterSettings
+) -> dict[str, dict[str, Tensor]]:
+    """{layer path: {"A": A, "B": B[, "magnitude": m]}}, complete, for layers LoRA can adapt.
+
+    A layer path is a name, never a pattern: a key such as "*.lora_A.weight" names no layer.
+    """
+    layers: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        for suffix, part in ADAPTER_PARTS.items():
+            if key.endswith(suffix):
+                layers.setdefault(key[len(PREFIX) : -len(suffix)], {})[part] = value
+    if not layers:
+        raise ValueError(f"{WEIGHTS_FILE} holds no LoRA weights (lora_A, lora_B).")
+    adaptable = [layer.name for layer in eligible_layers(base_model)]
+    for path in layers:
+        if path not in adaptable:
+            raise ValueError(
+                f"the adapter has LoRA weights for {path!r}, which is not a layer of this model "
+                f"that LoRA can adapt ({', '.join(adaptable)})."
+            )
+    for path, parts in layers.items():
+        for part in ("A", "B"):
+            if part not in parts:
+                raise ValueError(
+                    f"the adapter is incomplete: {path} has no lora_{part} (every adapted layer "
+                    "needs both lora_A and lora_B)."
+                )
+        if settings.dora and "magnitude" not in parts:
+            raise ValueError(
+                f"{path} has no lora_magnitude_vector, which a DoRA adapter (use_dora) needs "
+                "for every layer."
+            )
+        if "magnitude" in parts and not settings.dora:
+            raise ValueError(f"{path} holds a DoRA magnitude but the config has no use_dora.")
+        if parts["A"].shape[:1] != (settings.rank,):
+            raise ValueError(
+                f"{path}.lora_A has shape {tuple(parts['A'].shape)}, but {CONFIG_FILE} says "
+                f"r = {_shown(settings.rank)}: A must have r rows."
+            )
+    return layers
+
+
+def _saved_modules(
+    base_model: nn.Module, tensors: dict[str, Tensor], config: dict, adapted: set[str]
+) -> dict[str, Tensor]:
+    """{parameter path: value} of the modules saved in full (PEFT's modules_to_save).
+
+    Only those: a weight of an adapted layer (its frozen W0) or of a module the config does not
+    list is refused, or importing an adapter could quietly replace the base model.
+    """
+    names = config.get("modules_to_save") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{CONFIG_FILE}: modules_to_save must be a list of module names.")
+    own = dict(base_model.named_parameters())
+    saved = {}
     for key, value in tensors.items():
         path = key[len(PREFIX) :]
-        if key in adapters:
-            layer_path, _, what = path.rpartition(".lora_")
-            param = {"A.weight": "A", "B.weight": "B", "magnitude_vector": "magnitude"}[what]
-            target = getattr(layers[layer_path], param, None)  # no magnitude without DoRA
-            if target is None:
-                raise ValueError(f"{path} holds a DoRA magnitude but the config has no use_dora.")
-            value = value.reshape(-1) if param == "magnitude" else value
-        elif path in own:
-            target = own[path].requires_grad_(True)
-        else:
-            raise ValueError(f"the adapter has weights for {path!r}, which this model lacks.")
-        if target.shape != value.shape:
+        if key.endswith(tuple(ADAPTER_PARTS)):
+            continue
+        module = path.rpartition(".")[0]
+        listed = any(module == name or module.endswith(f".{name}") for name in names)
+        in_adapted = any(module == name or module.startswith(f"{name}.") for name in adapted)
+        if in_adapted or not listed:
             raise ValueError(
-                f"the adapter does not fit this model: {path} is {tuple(value.shape)} in the "
-                f"file but {tuple(target.shape)} in the model."
+                f"the adapter holds {path!r}, which is neither a LoRA weight nor part of a "
+                "module in modules_to_save: an adapter never replaces the base model's weights."
             )
-        target.copy_(value)
+        if path not in own:
+            raise ValueError(f"the adapter has weights for {path!r}, which this model lacks.")
+        saved[path] = value
+    return saved
+
+
+@torch.no_grad()
+def _load_tensors(
+    model: nn.Module, layers: dict[str, dict[str, Tensor]], saved: dict[str, Tensor]
+) -> None:
+    adapters = adapted_layers(model)
+    own = dict(model.named_parameters())
+    for path, parts in layers.items():
+        for suffix, part in ADAPTER_PARTS.items():
+            if part in parts:
+                value = parts[part].reshape(-1) if part == "magnitude" else parts[part]
+                _copy(path + suffix, getattr(adapters[path], part), value)
+    for path, value in saved.items():
+        _copy(path, own[path].requires_grad_(True), value)
+
+
+def _copy(path: str, target: Tensor, value: Tensor) -> None:
+    if target.shape != value.shape:
+        raise ValueError(
+            f"the adapter does not fit this model: {path} is {tuple(value.shape)} in the "
+            f"file but {tuple(target.shape)} in the model."
+        )
+    target.copy_(value)
