@@ -131,6 +131,7 @@ SPECTRA_DEFAULTS: dict[str, Any] = {
     "everyone": False,  # list every run on the server, not only this session's
 }
 
+COMPARE_RANKS = [1, 2, 4, 8, 16, 32, 64]  # the ranks a Compare sweep offers
 COMPARE_DEFAULTS: dict[str, Any] = {
     "model": "mlp",
     "dataset": "mnist-5k",
