@@ -10,7 +10,9 @@
 
 Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
 store as the app's ($LORA_LAB_HOME/runs.db), owned by "cli". Bad input gives a one-line
-message and exit status 2; a run that fails (a diverging loss) exits with status 1.
+message and exit status 2; a run that fails (a diverging loss) exits with status 1. Runs are
+bounded by core.limits.COMMAND_LINE, wider bounds than a classroom server's but never none
+(LORA_LAB_MAX_STEPS and the other variables listed there change them).
 
 Times: `runs show` prints when a run was created as a local date and time (ISO 8601, to the
 second, with the UTC offset); with --json, "created" stays a number, seconds since the Unix
@@ -93,6 +95,19 @@ def config_from(args: argparse.Namespace) -> Any:
     return config
 
 
+def check_limits(config: Any) -> Any:
+    """The command line's limits (core.limits.COMMAND_LINE, changed by the environment): wider
+    than a server's, never none. ValueError naming the limit; returns the limits."""
+    from core import zoo
+    from core.jobs import check_planned
+    from core.limits import COMMAND_LINE, Limits
+
+    limits = Limits.from_env(COMMAND_LINE, known_models=zoo.names())
+    limits.check(config)
+    check_planned(config, limits)
+    return limits
+
+
 def use_job_threads() -> None:
     """Use the thread count of a pool worker, so the command line computes the same numbers,
     bit for bit, as the app does for the same config."""
@@ -109,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.runs import RunStore, train_and_save
 
     config = config_from(args)
+    check_limits(config)
     use_job_threads()
     stop = threading.Event()
     interrupt = signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop, save
@@ -157,15 +173,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from core.train import sweep_configs
 
     base = config_from(args)
+    limits = check_limits(base)  # the sweep's runs differ from it in method and rank only
     configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)
     model = zoo.load(base.model)
     for config in configs:
         config.validate(model)
     workers = args.workers or None
     rows = []
-    pool = Pool(workers)
+    pool = Pool(workers, limits=limits)
     try:
-        jobs = [pool.submit(config, OWNER) for config in configs]
+        jobs = pool.submit_all(configs, OWNER)
         for job in tqdm(jobs, desc="sweep", unit="run", disable=None):
             job.wait()
             rows.append(_sweep_row(job))
