@@ -23,7 +23,7 @@ from core.runs import RunRecord, StoreError
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
-RANK_CHOICES = [1, 2, 4, 8, 16, 32, 64]
+RANK_CHOICES = links.COMPARE_RANKS
 CHOICES = {  # a link naming anything else is reported, never replaced by another choice
     "model": zoo.names(),
     "dataset": list(data.DATASETS),
@@ -72,10 +72,8 @@ def sweep_configs(settings: dict) -> list[train.RunConfig]:
 
 
 def launch(configs: list[train.RunConfig]) -> None:
-    try:
-        for config in configs:
-            config.validate()
-        st.session_state[key("jobs")] = [jobs.submit(c, owner=session_id()) for c in configs]
+    try:  # all of the sweep, or none of it: a bad setting or a limit refuses it whole
+        st.session_state[key("jobs")] = jobs.submit_all(configs, owner=session_id())
         st.session_state[key("polling")] = True
     except ValueError as error:
         st.error(str(error))
