@@ -53,10 +53,8 @@ def sweep_settings() -> None:
 
 
 def launch(configs: list[RunConfig]) -> None:
-    try:
-        for config in configs:
-            config.validate()
-        st.session_state[key("jobs")] = [jobs.submit(c, owner=session_id()) for c in configs]
+    try:  # all of the sweep, or none of it: a bad setting or a limit refuses it whole
+        st.session_state[key("jobs")] = jobs.submit_all(configs, owner=session_id())
         st.session_state[key("polling")] = True
     except ValueError as error:
         st.error(str(error))

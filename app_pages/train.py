@@ -315,7 +315,12 @@ def progress(job: jobs.Job, steps: pd.DataFrame) -> int:
         if job.done:  # it ended before its first step (data offline, …): outcome() says why
             return job.config.steps or 1
         if job.status == "queued":
-            st.info(tr("train.queued", position=job.queue_position or 1))
+            wait = job.wait_estimate
+            position = job.queue_position or 1
+            if wait is None:
+                st.info(tr("train.queued", position=position))
+            else:
+                st.info(tr("train.queued_wait", position=position, seconds=f"{wait:.0f}"))
         else:
             st.info(tr("train.preparing"))
         return job.config.steps or 1

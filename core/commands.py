@@ -27,6 +27,7 @@ from tqdm import tqdm
 from core import experiments, jobs, reports, train, zoo
 from core.adapters import import_adapter, read_zip
 from core.config import RunConfig, sweep_configs
+from core.limits import COMMAND_LINE, Limits
 from core.paths import OfflineError
 from core.runs import RunStore, StoreError, train_and_save
 
@@ -85,8 +86,18 @@ def use_job_threads() -> None:
     torch.set_num_threads(jobs.threads_per_job(jobs.default_workers()))
 
 
+def check_limits(config: RunConfig) -> Limits:
+    """The command line's limits (core.limits.COMMAND_LINE, changed by the environment): wider
+    than a server's, never none. ValueError naming the limit; returns the limits."""
+    limits = Limits.from_env(COMMAND_LINE, known_models=zoo.names())
+    limits.check(config)
+    jobs.check_planned(config, limits)
+    return limits
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from(args)
+    check_limits(config)
     use_job_threads()
     stop = threading.Event()
     interrupt = signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop, save
@@ -129,15 +140,16 @@ def _describe(summary: dict) -> str:
 # -- sweep ----------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
     base = config_from(args)
+    limits = check_limits(base)  # the sweep's runs differ from it in method and rank only
     configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)
     model = zoo.load(base.model)
     for config in configs:
         train.check_config(config, model)
     workers = args.workers or None
     rows = []
-    pool = jobs.Pool(workers)
+    pool = jobs.Pool(workers, limits=limits)
     try:
-        submitted = [pool.submit(config, OWNER) for config in configs]
+        submitted = pool.submit_all(configs, OWNER)
         for job in tqdm(submitted, desc="sweep", unit="run", disable=None):
             job.wait()
             rows.append(_sweep_row(job))

@@ -1,20 +1,27 @@
-"""A process-wide pool that runs trainings in the background for many users at once.
+"""Training jobs for many users at once: a fair scheduler in front of an executor.
 
-Why worker *processes*: torch.set_num_threads is global to a process, and threads of one
-process share one intra-op thread pool, so threads cannot each get "their share" of the CPU.
-A worker process can: each of the `workers` processes runs one job at a time with
-cores // workers torch threads. A job's numbers therefore never depend on how many other jobs
-run (the thread count, which changes the last bits of sums, is fixed per worker), and the
-CPU is never oversubscribed. Processes also keep jobs independent: no two jobs can share a
-mutable model, because they do not even share memory.
-
-    job = submit(config, owner=session_id)   # queued in FIFO order → running → done
+    job = submit(config, owner=student)      # queued → running → finished | stopped | failed
+    jobs = submit_all(configs, owner)        # a sweep: all queued, or none (ValueError)
     job.queue_position                       # 1 = next to start; None once it runs
+    job.wait_estimate                        # seconds until it starts, if the pool can tell
     job.events_since(n)                      # poll from any thread (e.g. a Streamlit page)
     job.stop()                               # stops at the next step (or drops it from the queue)
-    job.wait(); job.run_id                   # the run is saved in the RunStore by its worker
+    job.wait(); job.run_id                   # the run is saved in the RunStore where it ran
 
-The number of workers is `$LORA_LAB_WORKERS`, or the number of cores.
+Two halves, so that where jobs run can change without touching who runs next:
+
+- The scheduler (`Pool`) owns the queue. It checks every job against the limits (core.limits)
+  when it is submitted, caps how many jobs one owner has queued or running, and starts them in
+  a fair order across owners (`FairQueue`): one student's sweep of 7 runs does not hold a
+  classmate's single run behind it. It knows each job's queue position and estimates its wait
+  (`wait_estimate`).
+- An executor runs the jobs the scheduler hands it, at most `workers` at a time, and reports
+  what happens (`Executor` and `Reports` below are the whole interface). The default,
+  `LocalProcesses`, runs them in worker processes on this machine; a cluster back end (Ray)
+  implements the same four methods. Every executor trains a job with `run_task`, so a job is
+  checked and saved the same way wherever it runs.
+
+The number of local workers is `$LORA_LAB_WORKERS`, or the number of cores.
 """
 
 from __future__ import annotations
@@ -22,27 +29,34 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import heapq
 import itertools
 import logging
 import multiprocessing
 import os
+import statistics
 import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from core import data, zoo
 from core.config import RunConfig
+from core.limits import SERVER, Limits
 from core.runs import RunStore, StoreError, default_path, train_and_save
-from core.train import Event
+from core.train import Event, StopFlag, load_task, planned_steps
 
+SHUT_DOWN_QUEUED = "the server shut down before it started"  # why a job ended unfinished
+SHUT_DOWN_RUNNING = "the server shut down while it ran"
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
+RECENT = 20  # finished jobs whose durations estimate how long the next ones take
 
 
 def cores() -> int:
@@ -64,6 +78,7 @@ def threads_per_job(workers: int) -> int:
     return max(1, cores() // workers)
 
 
+# -- jobs ---------------------------------------------------------------------------------------
 @dataclass(eq=False)
 class Job:
     """One training run in the pool. Read its fields from any thread; only the pool writes."""
@@ -71,7 +86,8 @@ class Job:
     id: str
     owner: str
     config: RunConfig
-    pool: Pool = field(repr=False)
+    pool: Pool | None = field(repr=False)
+    seq: int = 0  # submission order: the fair queue's tie-break
     status: str = "queued"  # queued → running → finished | stopped | failed
     reason: str = ""
     events: list[Event] = field(default_factory=list)
@@ -80,12 +96,20 @@ class Job:
     submitted: float = field(default_factory=time.time)
     started: float | None = None  # wall-clock times: left the queue for a worker, ended
     finished: float | None = None
+    steps_planned: int | None = None  # from its "start" event
+    steps_done: int = 0  # from its latest "step" event
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def queue_position(self) -> int | None:
         """1 for the next job to start, 2 for the one after, …; None unless queued."""
         return self.pool.queue_position(self)
+
+    @property
+    def wait_estimate(self) -> float | None:
+        """Seconds until it starts, estimated from what ran recently; None unless queued (or
+        when nothing has run long enough to tell)."""
+        return self.pool.wait_estimate(self)
 
     @property
     def done(self) -> bool:
@@ -104,54 +128,225 @@ class Job:
         return self._done.wait(timeout)
 
 
-@dataclass(eq=False)
-class _Worker:
-    process: Any  # multiprocessing.Process (spawn context)
-    conn: Connection  # duplex: jobs go out, events come back
-    stop_flag: Any  # multiprocessing.Event, polled by train() at every step
-    job: Job | None = None
-    ready: bool = False  # it has started up (imported torch, warmed its caches)
+@dataclass(frozen=True)
+class Task:
+    """What an executor needs to run a job: plain values, so it can cross to another process
+    or machine. The limits travel along because only the data says how many steps a run
+    planned by epochs takes (`run_task` checks it)."""
+
+    job_id: str
+    config: dict[str, Any]  # RunConfig.to_dict()
+    owner: str
+    limits: Limits
 
 
+# -- the fair order -----------------------------------------------------------------------------
+class FairQueue:
+    """Queued jobs in a fair order across owners: start-time fair queuing (Goyal, Vin and Cheng,
+    SIGCOMM 1996) with every job counting as one unit of work.
+
+    Each queued job has a tag; the job with the smallest tag starts next (on a tie, the one
+    submitted first). An owner's queued jobs have consecutive tags, and the first of them is
+    one more than the tag of the owner's last started job, but never below the tag of the job
+    that started last overall (the "virtual time"). So one owner's 7 jobs get tags v … v+6
+    while a classmate's single job gets v: everyone's first job starts before anyone's second,
+    everyone's second before anyone's third. An owner who was away rejoins at the current
+    round, with no credit for the time they were away; one who leaves the queue moves the rest
+    of their jobs up.
+
+    Pure bookkeeping, no threads and no processes: the Pool calls it under its lock.
+    """
+
+    def __init__(self) -> None:
+        self._queued: dict[str, deque[Job]] = {}  # owner → their queued jobs, oldest first
+        self._first: dict[str, int] = {}  # owner → tag of their first queued job
+        self._next: dict[str, int] = {}  # owner → least tag of their next job (last started + 1)
+        self._virtual = 0  # tag of the job that started last
+
+    def __len__(self) -> int:
+        return sum(len(queued) for queued in self._queued.values())
+
+    def __contains__(self, job: Job) -> bool:
+        return job in self._queued.get(job.owner, ())
+
+    def push(self, job: Job) -> None:
+        """Queue a job behind its owner's queued ones."""
+        queued = self._queued.setdefault(job.owner, deque())
+        if not queued:
+            self._first[job.owner] = max(self._virtual, self._next.get(job.owner, 0))
+        queued.append(job)
+
+    def pop(self) -> Job | None:
+        """Take the job that starts next; None if none is queued."""
+        heads = [
+            (self._first[owner], queued[0].seq, owner) for owner, queued in self._queued.items()
+        ]
+        if not heads:
+            return None
+        tag, _, owner = min(heads)
+        job = self._queued[owner].popleft()
+        self._virtual, self._next[owner], self._first[owner] = tag, tag + 1, tag + 1
+        if not self._queued[owner]:
+            del self._queued[owner]
+        return job
+
+    def put_back(self, job: Job) -> None:
+        """A job just taken that could not start after all: first again among its owner's."""
+        queued = self._queued.setdefault(job.owner, deque())
+        self._first[job.owner] = (self._first[job.owner] if queued else self._next[job.owner]) - 1
+        queued.appendleft(job)
+
+    def remove(self, job: Job) -> bool:
+        """Take a queued job out (stopped before it started); False if it was not queued. Its
+        owner's later jobs move up: the first queued keeps the first tag."""
+        queued = self._queued.get(job.owner)
+        if queued is None or job not in queued:
+            return False
+        queued.remove(job)
+        if not queued:
+            del self._queued[job.owner]
+        return True
+
+    def order(self) -> list[Job]:
+        """Every queued job, the next to start first."""
+        tagged = [
+            (self._first[owner] + index, job.seq, job)
+            for owner, queued in self._queued.items()
+            for index, job in enumerate(queued)
+        ]
+        return [job for *_, job in sorted(tagged, key=lambda item: item[:2])]
+
+    def position(self, job: Job) -> int | None:
+        """1 for the job that starts next, 2 for the one after, …; None unless queued."""
+        if job not in self:
+            return None
+        return self.order().index(job) + 1
+
+
+def wait_estimate(
+    position: int, workers: int, remaining: Sequence[float], duration: float
+) -> float:
+    """Seconds until the job at `position` in the queue starts, if the running jobs end after
+    `remaining` seconds each and every job ahead of it in the queue takes `duration`.
+
+    Jobs start in queue order on the first worker to come free (list scheduling): the
+    position-1 jobs ahead each take the earliest free worker, then this job takes the next.
+    """
+    free = sorted(remaining)[:workers] + [0.0] * max(0, workers - len(remaining))
+    heapq.heapify(free)
+    for _ in range(position - 1):
+        heapq.heappush(free, heapq.heappop(free) + duration)
+    return free[0]
+
+
+# -- the interface between the scheduler and an executor ----------------------------------------
+class Executor(Protocol):
+    """Runs the jobs the scheduler hands it and reports back through `Reports`.
+
+    Built as `executor(reports, workers, store_path)`. The scheduler calls these methods with
+    its lock held, so an executor never calls `Reports` while holding a lock of its own that
+    these methods take.
+    """
+
+    workers: int  # jobs it runs at once (the queue's wait estimate counts on them)
+    threads: int  # torch threads of each job (the same numbers need the same count)
+
+    def idle(self) -> int:
+        """How many more jobs it would start right now."""
+
+    def start(self, task: Task) -> bool:
+        """Begin running the task; False if it cannot right now (the job goes back to the
+        queue and starts when `Reports.capacity` says so)."""
+
+    def stop(self, job_id: str) -> None:
+        """Ask a started job to stop at its next step (it then reports its end)."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop every job, wait up to `timeout` seconds for their ends, release the workers."""
+
+
+class Reports(Protocol):
+    """What an executor tells the scheduler (the Pool implements it). Calls may come from any
+    thread of the executor; a job id the scheduler no longer runs is ignored."""
+
+    def job_event(self, job_id: str, event: Event) -> None:
+        """A training event of a running job (core.train.Event), in order."""
+
+    def job_ended(
+        self, job_id: str, status: str, reason: str, result: dict[str, Any] | None = None
+    ) -> None:
+        """The job is over ("finished", "stopped" or "failed"), `result` from `run_task`."""
+
+    def job_lost(self, job_id: str) -> None:
+        """The job never began (its worker could not start): queue it again."""
+
+    def capacity(self) -> None:
+        """A worker came (back): queued jobs may start now."""
+
+    def broken(self, reason: str) -> None:
+        """No job can run at all: every queued and every later job fails with `reason`."""
+
+
+ExecutorFactory = Callable[[Reports, int, Path], Executor]
+
+
+# -- the scheduler ------------------------------------------------------------------------------
 class Pool:
-    """`workers` worker processes fed from one FIFO queue."""
+    """Jobs checked against `limits`, queued fairly, run by an executor (default: `workers`
+    local processes)."""
 
-    def __init__(self, workers: int | None = None, store_path: str | Path | None = None) -> None:
-        self.workers = workers or default_workers()
-        if self.workers < 1:
-            raise ValueError(f"a pool needs at least one worker (got {self.workers})")
-        self.threads = threads_per_job(self.workers)
+    def __init__(
+        self,
+        workers: int | None = None,
+        store_path: str | Path | None = None,
+        limits: Limits | None = None,
+        executor: ExecutorFactory | None = None,
+    ) -> None:
+        self.limits = limits or Limits.from_env(SERVER, known_models=zoo.names())
         # Opening the store here shows a bad file before any worker starts.
         self.store_path = Path(store_path) if store_path is not None else default_path()
         RunStore(self.store_path).close()
-        self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._lock = threading.RLock()
-        self._queue: deque[Job] = deque()
-        self._jobs: dict[str, Job] = {}
-        self._ids = itertools.count(1)
+        self._queue = FairQueue()
+        self._jobs: dict[str, Job] = {}  # every job not yet forgotten, in submission order
+        self._running: dict[str, Job] = {}
+        self._durations: deque[float] = deque(maxlen=RECENT)
+        self._seq = itertools.count(1)
         self._closed = False
-        self._broken = ""  # why no worker could start, if none could
-        self._slots = [self._start_worker() for _ in range(self.workers)]
-        self._thread = threading.Thread(target=self._collect, name="lora-lab-pool", daemon=True)
-        self._thread.start()
+        self._broken = ""  # why no job can run, if none can
+        workers = workers or default_workers()
+        if workers < 1:
+            raise ValueError(f"a pool needs at least one worker (got {workers})")
+        self.executor = (executor or LocalProcesses)(self, workers, self.store_path)
+
+    @property
+    def workers(self) -> int:
+        return self.executor.workers
+
+    @property
+    def threads(self) -> int:
+        return self.executor.threads
 
     # -- what callers use -------------------------------------------------------------------
     def submit(self, config: RunConfig, owner: str = "local") -> Job:
-        """Queue a run. Settings are checked now (ValueError); what needs the model (rank
-        above a layer's min(d, k), unknown layer) fails the job with that message."""
-        config.validate()
+        """Queue a run. Settings and limits are checked now (a one-line ValueError); what
+        needs the model (rank above a layer's min(d, k), unknown layer) fails the job."""
+        return self.submit_all([config], owner)[0]
+
+    def submit_all(self, configs: Sequence[RunConfig], owner: str = "local") -> list[Job]:
+        """Queue several runs of one owner (a sweep): all of them, or none (ValueError)."""
+        configs = [copy.deepcopy(config) for config in configs]  # the jobs' own
+        for config in configs:
+            config.validate()
+            self.limits.check(config)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the pool is shut down")
-            job_id, config = f"job-{next(self._ids)}", copy.deepcopy(config)  # the job's own
-            job = Job(id=job_id, owner=owner, config=config, pool=self)
-            self._jobs[job.id] = job
-            if self._broken:
-                self._end(job, "failed", self._broken)
-                return job
-            self._queue.append(job)
+            active = sum(1 for job in self._jobs.values() if job.owner == owner and not job.done)
+            self.limits.check_jobs(active, len(configs))
+            submitted = [self._add(config, owner) for config in configs]
             self._dispatch()
-        return job
+        return submitted
 
     def jobs(self, owner: str | None = None) -> list[Job]:
         """Jobs in submission order, only `owner`'s if given."""
@@ -160,40 +355,251 @@ class Pool:
 
     def queue_position(self, job: Job) -> int | None:
         with self._lock:
-            return self._queue.index(job) + 1 if job in self._queue else None
+            return self._queue.position(job)
+
+    def wait_estimate(self, job: Job) -> float | None:
+        """Seconds until a queued job starts: its position, the workers, how far the running
+        jobs are and how long recent jobs took (`wait_estimate`). None unless queued, or
+        before any job has finished or made progress."""
+        with self._lock:
+            position = self._queue.position(job)
+            if position is None:
+                return None
+            now = time.time()
+            duration = self._typical_duration(now)
+            if duration is None:
+                return None
+            remaining = [_remaining(j, now, duration) for j in self._running.values()]
+            return wait_estimate(position, self.workers, remaining, duration)
 
     def running(self) -> list[Job]:
         with self._lock:
-            return [w.job for w in self._slots if w.job is not None]
+            return list(self._running.values())
 
     def stop(self, job: Job) -> None:
         with self._lock:
-            if job in self._queue:
-                self._queue.remove(job)
+            if self._queue.remove(job):
                 self._end(job, "stopped", "stopped before it started")
-            for worker in self._slots:
-                if worker.job is job:
-                    worker.stop_flag.set()
+            elif job.id in self._running:
+                self.executor.stop(job.id)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop every job (running ones save as "stopped") and end the workers."""
+        """Stop every job: queued ones end "stopped" at once, running ones stop at their next
+        step (and save as "stopped"); a job still running after `timeout` seconds is ended
+        here, so none stays "running" in memory."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            for job in list(self._queue):
-                self.stop(job)
+            for job in self._queue.order():
+                self._queue.remove(job)
+                self._end(job, "stopped", SHUT_DOWN_QUEUED)
+        self.executor.shutdown(timeout)  # without the lock: the jobs report their ends meanwhile
+        with self._lock:
+            for job_id in list(self._running):
+                self._end(self._running.pop(job_id), "stopped", SHUT_DOWN_RUNNING)
+
+    # -- what executors report (Reports) ----------------------------------------------------
+    def job_event(self, job_id: str, event: Event) -> None:
+        job = self._running.get(job_id)
+        if job is None:
+            return
+        if event.kind == "start":
+            job.steps_planned = event.data["steps"]
+        elif event.kind == "step":
+            job.steps_done = event.step
+        job.events.append(event)
+
+    def job_ended(
+        self, job_id: str, status: str, reason: str, result: dict[str, Any] | None = None
+    ) -> None:
+        with self._lock:
+            job = self._running.pop(job_id, None)
+            if job is None:
+                return
+            if result is not None:
+                job.result, job.run_id = result, result["run_id"]
+            if status == "finished":
+                self._durations.append(time.time() - job.started)
+            self._end(job, status, reason)
+            self._dispatch()
+
+    def job_lost(self, job_id: str) -> None:
+        with self._lock:
+            job = self._running.pop(job_id, None)
+            if job is None:
+                return
+            if self._closed:
+                self._end(job, "stopped", SHUT_DOWN_QUEUED)
+                return
+            job.status, job.started = "queued", None
+            self._queue.put_back(job)
+            self._dispatch()
+
+    def capacity(self) -> None:
+        with self._lock:
+            self._dispatch()
+
+    def broken(self, reason: str) -> None:
+        with self._lock:
+            self._broken = reason
+            while (job := self._queue.pop()) is not None:
+                self._end(job, "failed", reason)
+
+    # -- inside the scheduler (called with the lock held) ------------------------------------
+    def _add(self, config: RunConfig, owner: str) -> Job:
+        seq = next(self._seq)
+        job = Job(id=f"job-{seq}", owner=owner, config=config, pool=self, seq=seq)
+        self._jobs[job.id] = job
+        if self._broken:
+            self._end(job, "failed", self._broken)
+        else:
+            self._queue.push(job)
+        return job
+
+    def _dispatch(self) -> None:
+        """Start queued jobs, in the fair order, while the executor has room."""
+        while not self._closed and len(self._queue) and self.executor.idle() > 0:
+            job = self._queue.pop()
+            job.status, job.started = "running", time.time()
+            self._running[job.id] = job
+            task = Task(job.id, job.config.to_dict(), job.owner, self.limits)
+            if not self.executor.start(task):  # its worker just went: it says when one is back
+                del self._running[job.id]
+                job.status, job.started = "queued", None
+                self._queue.put_back(job)
+                return
+
+    def _typical_duration(self, now: float) -> float | None:
+        """How long a job takes: the mean of the recent finished ones, else what the running
+        ones are on course for; None before either says anything."""
+        if self._durations:
+            return statistics.fmean(self._durations)
+        projected = [
+            (now - job.started) * job.steps_planned / job.steps_done
+            for job in self._running.values()
+            if job.steps_done and job.steps_planned
+        ]
+        return statistics.fmean(projected) if projected else None
+
+    def _end(self, job: Job, status: str, reason: str) -> None:
+        if job.done:
+            return
+        job.status, job.reason, job.finished = status, reason, time.time()
+        job._done.set()
+        done = [j for j in self._jobs.values() if j.done]
+        for old in done[: max(0, len(done) - KEEP_DONE)]:
+            del self._jobs[old.id]
+
+
+def _remaining(job: Job, now: float, duration: float) -> float:
+    """Seconds a running job still needs: from its pace once it has made steps, else the
+    typical `duration` less the time it has run."""
+    elapsed = now - job.started
+    if job.steps_done and job.steps_planned:
+        return elapsed * (job.steps_planned - job.steps_done) / job.steps_done
+    return max(0.0, duration - elapsed)
+
+
+# -- running a job, wherever it runs ------------------------------------------------------------
+def check_planned(config: RunConfig, limits: Limits) -> None:
+    """The limit on steps for a run planned by epochs: only its data says how many steps those
+    are (a run that sets its steps was checked in full by Limits.check)."""
+    if config.steps is None:
+        limits.check_planned(config, planned_steps(config, len(load_task(config).y_train)))
+
+
+def run_task(
+    task: Task, store: RunStore, on_event: Callable[[Event], None], stop: StopFlag
+) -> tuple[str, Any]:
+    """Train one job and save it in `store`; the message to report: ("done", its result with
+    its run id) or ("error", why it failed, in one line). Every executor trains with this."""
+    try:
+        config = RunConfig.from_dict(task.config)
+        check_planned(config, task.limits)
+        run_id, result = train_and_save(config, store, task.owner, on_event, stop)
+    except Exception as error:  # the job fails, the worker lives on
+        message = str(error) or type(error).__name__
+        if not isinstance(error, ValueError | RuntimeError):
+            message = traceback.format_exception_only(error)[-1].strip()
+        return ("error", message)
+    return ("done", {"run_id": run_id, **result.summary()})
+
+
+# -- the local executor: worker processes on this machine ---------------------------------------
+@dataclass(eq=False)
+class _Worker:
+    process: Any  # multiprocessing.Process (spawn context)
+    conn: Connection  # duplex: tasks go out, events come back
+    stop_flag: Any  # multiprocessing.Event, polled by train() at every step
+    job: str | None = None  # the id of the job it runs
+    ready: bool = False  # it has started up (imported torch, warmed its caches)
+
+
+class LocalProcesses:
+    """`workers` worker processes, each running one job at a time with cores // workers torch
+    threads.
+
+    Why processes: torch.set_num_threads is global to a process, and threads of one process
+    share one intra-op thread pool, so threads cannot each get "their share" of the CPU. A
+    process can. A job's numbers therefore never depend on how many other jobs run (the thread
+    count, which changes the last bits of sums, is fixed per worker), and the CPU is never
+    oversubscribed. Processes also keep jobs independent: no two jobs can share a mutable
+    model, because they do not even share memory.
+    """
+
+    def __init__(self, reports: Reports, workers: int, store_path: Path) -> None:
+        self.reports, self.workers, self.store_path = reports, workers, store_path
+        self.threads = threads_per_job(workers)
+        self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
+        self._lock = threading.Lock()
+        self._closing = False
+        self._slots = [self._start_worker() for _ in range(workers)]
+        self._thread = threading.Thread(target=self._collect, name="lora-lab-pool", daemon=True)
+        self._thread.start()
+
+    # -- Executor ---------------------------------------------------------------------------
+    def idle(self) -> int:
+        with self._lock:
+            return 0 if self._closing else sum(1 for w in self._slots if w.job is None)
+
+    def start(self, task: Task) -> bool:
+        with self._lock:
+            worker = next((w for w in self._slots if w.job is None), None)
+            if worker is None or self._closing:
+                return False
+            worker.stop_flag.clear()
+            try:  # a worker still starting up takes the task once it is ready
+                worker.conn.send(task)
+            except OSError:  # it just died: _replace says when a new one is up
+                return False
+            worker.job = task.job_id
+            return True
+
+    def stop(self, job_id: str) -> None:
+        with self._lock:
+            for worker in self._slots:
+                if worker.job == job_id:
+                    worker.stop_flag.set()
+
+    def shutdown(self, timeout: float) -> None:
+        with self._lock:
+            self._closing = True
             for worker in self._slots:
                 worker.stop_flag.set()
         self._thread.join(timeout)  # the running jobs end at their next step
-        for worker in self._slots:
+        with self._lock:
+            slots = list(self._slots)
+        for worker in slots:
             with contextlib.suppress(OSError):  # already gone
                 worker.conn.send(None)
-        for worker in self._slots:
+        for worker in slots:
             worker.process.join(1.0)
             if worker.process.is_alive():  # still starting up, or stuck: nothing to save
                 worker.process.terminate()
                 worker.process.join()
 
-    # -- inside the pool ----------------------------------------------------------------------
+    # -- inside ------------------------------------------------------------------------------
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._context.Pipe(duplex=True)
         stop_flag = self._context.Event()
@@ -207,64 +613,49 @@ class Pool:
         child_end.close()
         return _Worker(process, parent_end, stop_flag)
 
-    def _dispatch(self) -> None:
-        """Hand queued jobs to idle workers (called with the lock held)."""
-        for worker in self._slots:
-            if worker.job is None and self._queue and not self._closed:
-                job = self._queue.popleft()
-                worker.stop_flag.clear()
-                try:
-                    worker.conn.send((job.config.to_dict(), job.owner))
-                except OSError:  # the worker just died: the job waits for its replacement
-                    self._queue.appendleft(job)
-                    continue
-                worker.job, job.status, job.started = job, "running", time.time()
-
     def _collect(self) -> None:
-        """The pool's thread: take messages from workers, replace dead ones, dispatch."""
+        """The executor's thread: take messages from workers and replace dead ones, until it
+        is closing and no job runs."""
         while True:
             with self._lock:
-                if self._closed and not self.running():
-                    return
                 slots = list(self._slots)
+                if self._closing and not any(w.job for w in slots):
+                    return
             ready = wait([w.conn for w in slots] + [w.process.sentinel for w in slots], 0.2)
             for worker in slots:
                 if worker.conn in ready:
                     self._receive(worker)
                 if worker.process.sentinel in ready:
                     self._replace(worker)
-            with self._lock:
-                self._dispatch()
 
     def _receive(self, worker: _Worker) -> None:
         try:
             while worker.conn.poll():
-                kind, payload = worker.conn.recv()
-                self._handle(worker, kind, payload)
+                self._handle(worker, *worker.conn.recv())
         except (EOFError, OSError):
             pass  # the worker died; its sentinel says so too
 
     def _handle(self, worker: _Worker, kind: str, payload: Any) -> None:
         if kind == "ready":
             worker.ready = True
-        job = worker.job
-        if job is None:
+            return
+        job_id = worker.job
+        if job_id is None:
             return
         if kind == "event":
-            job.events.append(payload)
-        elif kind in ("done", "error"):
-            with self._lock:
-                worker.job = None
-                if kind == "done":
-                    job.result, job.run_id = payload, payload["run_id"]
-                    self._end(job, payload["status"], payload["reason"])
-                else:
-                    self._end(job, "failed", payload)
+            self.reports.job_event(job_id, payload)
+            return
+        with self._lock:  # free before reporting, so the scheduler can start the next job here
+            worker.job = None
+        if kind == "done":
+            self.reports.job_ended(job_id, payload["status"], payload["reason"], payload)
+        else:
+            self.reports.job_ended(job_id, "failed", payload)
 
     def _replace(self, worker: _Worker) -> None:
         """A worker process died. Killed while working (out of memory?): its job fails and a
         new worker takes its place. Died while starting up: a new one would die the same way,
-        so its job goes back to the queue, and once no worker is left the queue fails."""
+        so its job goes back to the queue, and once no worker is left nothing can run."""
         self._receive(worker)  # anything it sent before dying
         worker.process.join()  # reap it, so its process id is really gone (runs.recover checks)
         worker.conn.close()
@@ -272,18 +663,24 @@ class Pool:
             self._recover_runs()  # before the job ends: whoever waits on it sees the run repaired
         with self._lock:
             self._slots.remove(worker)
-            job, worker.job = worker.job, None
-            if not worker.ready:
-                if job is not None:
-                    job.status, job.started = "queued", None
-                    self._queue.appendleft(job)
-                if not self._slots:
-                    self._give_up(worker.process.exitcode)
-                return
-            if job is not None:
-                self._end(job, "failed", "the worker process died (out of memory?)")
-            if not self._closed:
+            job_id, worker.job = worker.job, None
+            replaced = worker.ready and not self._closing
+            if replaced:
                 self._slots.append(self._start_worker())
+            none_left = not self._slots
+        if job_id is not None and not worker.ready:
+            self.reports.job_lost(job_id)
+        elif job_id is not None and self._closing:  # terminated by shutdown()
+            self.reports.job_ended(job_id, "stopped", SHUT_DOWN_RUNNING)
+        elif job_id is not None:
+            self.reports.job_ended(job_id, "failed", "the worker process died (out of memory?)")
+        if none_left and not self._closing:
+            self.reports.broken(
+                f"the training processes could not start (exit code "
+                f"{worker.process.exitcode}); the server's log says why"
+            )
+        elif replaced:
+            self.reports.capacity()
 
     def _recover_runs(self) -> None:
         """Mark the runs of dead processes (the worker that just died) "unfinished" in the
@@ -294,39 +691,14 @@ class Pool:
         except StoreError as error:  # the file went bad meanwhile: the next opener says so
             logging.getLogger(__name__).warning("a dead worker's run stays 'running': %s", error)
 
-    def _give_up(self, exitcode: int | None) -> None:
-        self._broken = (
-            f"the training processes could not start (exit code {exitcode}); "
-            "the server's log says why"
-        )
-        while self._queue:
-            self._end(self._queue.popleft(), "failed", self._broken)
-
-    def _end(self, job: Job, status: str, reason: str) -> None:
-        job.status, job.reason, job.finished = status, reason, time.time()
-        job._done.set()
-        done = [j for j in self._jobs.values() if j.done]
-        for old in done[: max(0, len(done) - KEEP_DONE)]:
-            del self._jobs[old.id]
-
 
 def _worker_main(conn: Connection, stop_flag: Any, store_path: str, threads: int) -> None:
-    """A worker process: set its thread share once, then train jobs until told to quit."""
+    """A worker process: set its thread share once, then train tasks until told to quit."""
     torch.set_num_threads(threads)
     store = RunStore(store_path)
     # Warm the per-process caches so the classroom's first run starts at once.
     data.load_task()
     zoo.load(zoo.DEFAULT_MODEL)
-    try:
-        conn.send(("ready", None))
-        while (task := conn.recv()) is not None:
-            conn.send(_run_job(conn, stop_flag, store, *task))
-    except (EOFError, OSError):  # the parent process is gone
-        return
-
-
-def _run_job(conn: Connection, stop_flag: Any, store: Any, config: dict, owner: str) -> tuple:
-    """Train one job, sending its events as they come; returns the final message."""
 
     def forward(event: Event) -> None:
         try:
@@ -335,23 +707,21 @@ def _run_job(conn: Connection, stop_flag: Any, store: Any, config: dict, owner: 
             stop_flag.set()
 
     try:
-        run_id, result = train_and_save(
-            RunConfig.from_dict(config), store, owner, forward, stop_flag
-        )
-    except Exception as error:  # the job fails, the worker lives on
-        message = str(error) or type(error).__name__
-        if not isinstance(error, ValueError | RuntimeError):
-            message = traceback.format_exception_only(error)[-1].strip()
-        return ("error", message)
-    return ("done", {"run_id": run_id, **result.summary()})
+        conn.send(("ready", None))
+        while (task := conn.recv()) is not None:
+            conn.send(run_task(task, store, forward, stop_flag))
+    except (EOFError, OSError):  # the parent process is gone
+        return
 
 
+# -- the process-wide pool ----------------------------------------------------------------------
 _pool: Pool | None = None
 _pool_lock = threading.Lock()
 
 
 def pool() -> Pool:
-    """The process-wide pool, started on first use and shut down when the process exits."""
+    """The process-wide pool, started on first use and shut down when the process exits. Its
+    limits are the server's (core.limits.SERVER, changed by the environment)."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -363,3 +733,8 @@ def pool() -> Pool:
 def submit(config: RunConfig, owner: str = "local") -> Job:
     """Queue a run in the process-wide pool."""
     return pool().submit(config, owner)
+
+
+def submit_all(configs: Sequence[RunConfig], owner: str = "local") -> list[Job]:
+    """Queue several runs in the process-wide pool: all of them, or none."""
+    return pool().submit_all(configs, owner)

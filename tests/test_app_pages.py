@@ -7,6 +7,7 @@ fragment that polls it, and the run store.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import torch
@@ -187,13 +188,45 @@ def test_a_diverging_run_fails_with_a_clear_message(lab_home):
 
 
 def test_stop_ends_a_run_early(lab_home):
-    at = open_page("train", {"steps": "5000"})
+    at = open_page("train", {"steps": "2000"})
     at.button(key="train.start").click().run()
     job = at.session_state["train.job"]
     at.button(key="train.stop").click().run()
     assert job.wait(60) and job.status == "stopped"
     at.run()
     assert at.warning
+
+
+def test_a_link_above_the_servers_limits_is_refused_in_one_line(lab_home):
+    at = open_page("train", {"steps": "1000000000"})
+    at.button(key="train.start").click().run()
+    assert "train.job" not in at.session_state
+    assert at.error[0].value == (
+        "steps 1000000000 is above this server's limit of 2000 "
+        "(set LORA_LAB_MAX_STEPS to change it)"
+    )
+
+
+def test_a_queued_run_shows_its_position_and_then_its_wait(lab_home):
+    """One worker: a classmate's run holds it, so this run waits, first in the queue."""
+    ahead = open_page("train", {"steps": "2000"})
+    ahead.button(key="train.start").click().run()
+    running = ahead.session_state["train.job"]
+    at = open_page("train", {"steps": "20"})
+    at.button(key="train.start").click().run()
+    job = at.session_state["train.job"]
+    try:
+        assert job.queue_position == 1
+        deadline = time.time() + 60
+        while job.wait_estimate is None:  # known once the running job has made a step
+            assert time.time() < deadline and not running.done
+            time.sleep(0.05)
+        at.run()
+        assert any("position 1 in the queue, starting in about" in i.value for i in at.info)
+    finally:
+        running.stop()
+        job.stop()
+    assert running.wait(60) and job.wait(60)
 
 
 def test_planted_rank_run_shows_the_planted_update(lab_home):

@@ -199,6 +199,20 @@ ONE_LINE_ERRORS = {
         "shift parameter 'seed' must be a whole number (got 2.5)",
     ),
     "unknown shift parameter": (["train", "--shift-params", '{"x": 1}'], "no parameter"),
+    "steps above the limit": (
+        ["train", "--steps", "1000000000"],
+        "steps 1000000000 is above the command line's limit of 100000 "
+        "(set LORA_LAB_MAX_STEPS to change it)",
+    ),
+    "epochs above the limit": (  # 55 batches of 64 in an epoch of the default data
+        ["train", "--epochs", "2000"],
+        "epochs 2000 at batch_size 64 (110000 steps) is above the command line's limit",
+    ),
+    "batch size above the limit": (
+        ["train", "--batch-size", "100000"],
+        "batch_size 100000 is above the command line's limit of 4096",
+    ),
+    "sweep above the limit": (["sweep", "--steps", "1000000000"], "LORA_LAB_MAX_STEPS"),
     "bad ranks": (["sweep", "--ranks", "1,x"], "--ranks"),
     "sweep rank too large": (["sweep", "--ranks", "4,300"], "min(d, k)"),
     "missing run": (["runs", "show", "999"], "no run 999"),
@@ -226,8 +240,24 @@ def test_every_bad_command_exits_2_with_one_line(case, capsys, restore_threads):
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr
 
 
+def test_the_environment_changes_the_command_lines_limits(capsys, monkeypatch, restore_threads):
+    monkeypatch.setenv("LORA_LAB_MAX_STEPS", "3")
+    assert main(["train", "--steps", "4"]) == 2
+    assert "steps 4 is above the command line's limit of 3" in capsys.readouterr().err
+    monkeypatch.setenv("LORA_LAB_MAX_STEPS", "many")
+    assert main(["train", "--steps", "2"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr == "error: LORA_LAB_MAX_STEPS must be a whole number ≥ 1 (got 'many')\n"
+
+
 @pytest.mark.parametrize(
-    "case", ["rank above min(d, k)", "missing run", "import a file that is not a zip"]
+    "case",
+    [
+        "rank above min(d, k)",
+        "missing run",
+        "import a file that is not a zip",
+        "steps above the limit",
+    ],
 )
 def test_the_real_command_line_exits_2_with_one_line_and_no_traceback(case):
     args, message = ONE_LINE_ERRORS[case]

@@ -1,6 +1,10 @@
-"""The job pool: bounded, first in first out, stoppable, and jobs that never disturb each other."""
+"""The job pool: bounded, fair across owners, stoppable, and jobs that never disturb each other.
+
+The real pool with real worker processes and tiny runs; the scheduling itself (fair order,
+positions, wait estimate) is tested without processes in test_fair.py."""
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -12,12 +16,13 @@ import torch
 from core import jobs
 from core.config import RunConfig
 from core.jobs import Pool
+from core.limits import SERVER
 from core.runs import RunStore
 from core.train import train
 
 WORKERS = 2
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
-ENDLESS = {"steps": 1_000_000, "eval_interval": 50}
+ENDLESS = {"steps": SERVER.max_steps, "eval_interval": 50}  # stopped long before its end
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,7 @@ def pool(tmp_path_factory):
     """One pool for the module (worker processes take seconds to start), in a scratch home."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LORA_LAB_HOME", str(tmp_path_factory.mktemp("home")))
-        pool = Pool(workers=WORKERS)
+        pool = Pool(workers=WORKERS, limits=SERVER)
         yield pool
         pool.shutdown()
 
@@ -80,7 +85,7 @@ def test_concurrent_jobs_compute_exactly_what_each_computes_alone(pool):
     assert [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in here.history] == alone[0][0]
 
 
-def test_the_pool_runs_at_most_its_workers_first_in_first_out(pool):
+def test_the_pool_runs_at_most_its_workers_and_one_owner_first_in_first_out(pool):
     submitted = [pool.submit(RunConfig(seed=i, **QUICK)) for i in range(5)]
     assert [job.queue_position for job in submitted] == [None, None, 1, 2, 3]
     most = 0
@@ -135,7 +140,7 @@ def test_each_owner_sees_their_own_jobs_and_runs(pool):
 def test_a_killed_worker_fails_its_job_and_is_replaced(pool):
     victim = pool.submit(RunConfig(**ENDLESS))
     wait_for_steps(victim, 60)  # its first progress is saved
-    pid = next(w.process.pid for w in pool._slots if w.job is victim)
+    pid = next(w.process.pid for w in pool.executor._slots if w.job == victim.id)
     [(run_id,)] = read(pool, "SELECT id FROM runs WHERE pid=?", pid)
     os.kill(pid, signal.SIGKILL)
     finish(victim)
@@ -156,3 +161,100 @@ def test_the_number_of_workers_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("LORA_LAB_WORKERS")
     assert jobs.default_workers() == jobs.cores()
     assert jobs.threads_per_job(jobs.cores()) == 1
+
+
+# -- fair across owners, capped, bounded ----------------------------------------------------------
+TINY = {"steps": 3, "eval_interval": 3, "snapshot_interval": 3}
+CAP = 8
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    """A pool with one worker, so the order jobs start in is the order they run in."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LORA_LAB_HOME", str(tmp_path_factory.mktemp("solo")))
+        pool = Pool(workers=1, limits=dataclasses.replace(SERVER, max_jobs_per_student=CAP))
+        yield pool
+        pool.shutdown()
+
+
+def hold(pool: Pool) -> jobs.Job:
+    """Occupy the only worker (owner "teacher") until the caller stops it."""
+    blocker = pool.submit(RunConfig(**ENDLESS), "teacher")
+    wait_for_steps(blocker, 1)
+    return blocker
+
+
+def test_a_sweep_of_seven_does_not_hold_five_classmates_behind_it(solo):
+    blocker = hold(solo)
+    sweep = [solo.submit(RunConfig(seed=i, **TINY), "A") for i in range(7)]
+    singles = [solo.submit(RunConfig(**TINY), owner) for owner in "BCDEF"]
+    positions = {job.id: job.queue_position for job in sweep + singles}
+    estimates = {job.id: job.wait_estimate for job in sweep + singles}
+    blocker.stop()
+    finish(blocker, *sweep, *singles)
+    started = sorted(sweep + singles, key=lambda job: job.started)
+    assert [job.owner for job in started] == ["A", *"BCDEF", *"AAAAAA"]
+    # Each position was the truth: the order the jobs then started in.
+    assert [positions[job.id] for job in started] == list(range(1, 13))
+    assert all(job.status == "finished" for job in started)
+    # The wait estimate (from the blocker's pace) grows with the position.
+    by_position = [estimates[job.id] for job in started]
+    assert all(seconds is not None and seconds >= 0 for seconds in by_position)
+    assert by_position == sorted(by_position) and by_position[-1] > by_position[0]
+
+
+def test_one_owner_is_capped_and_a_sweep_is_queued_whole_or_not_at_all(solo):
+    blocker = hold(solo)
+    mine = solo.submit_all([RunConfig(seed=i, **TINY) for i in range(CAP)], "A")
+    with pytest.raises(ValueError, match=f"limit of {CAP} .*LORA_LAB_MAX_JOBS_PER_STUDENT"):
+        solo.submit(RunConfig(**TINY), "A")
+    theirs = solo.submit_all([RunConfig(**TINY)] * (CAP - 2), "B")
+    with pytest.raises(ValueError, match="LORA_LAB_MAX_JOBS_PER_STUDENT"):
+        solo.submit_all([RunConfig(**TINY)] * 3, "B")  # 2 would fit: none is queued
+    assert sum(not job.done for job in solo.jobs("B")) == CAP - 2
+    mine[-1].stop()  # a place comes free
+    mine.append(solo.submit(RunConfig(**TINY), "A"))
+    for job in (blocker, *mine, *theirs):
+        job.stop()
+    finish(blocker, *mine, *theirs)
+
+
+def test_limits_are_refused_at_submit_and_epochs_once_the_data_counts_them(solo):
+    with pytest.raises(ValueError, match="steps 1000000000 is above this server's limit"):
+        solo.submit(RunConfig(steps=1_000_000_000))
+    with pytest.raises(ValueError, match="model 'resnet18' is not allowed on this server"):
+        solo.submit(RunConfig(model="resnet18", steps=2))
+    assert not solo.jobs("local")
+    # 2000 epochs of 3500 images, one at a time: no more than 2000 steps by its settings, but
+    # 7 million once the worker knows the data. The job fails, saying so; nothing is saved.
+    job = solo.submit(RunConfig(epochs=2000, batch_size=1))
+    finish(job)
+    assert job.status == "failed" and job.run_id is None
+    assert job.reason.startswith("epochs 2000 at batch_size 1 (7000000 steps) is above")
+
+
+def test_shutting_down_leaves_no_job_running_or_queued(tmp_path, monkeypatch):
+    """A job whose worker is still starting when the server stops, and one queued behind it:
+    both end "stopped", and nothing stays "running" in memory."""
+    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
+    pool = Pool(workers=1, limits=SERVER)
+    running = pool.submit(RunConfig(**ENDLESS))
+    queued = pool.submit(RunConfig(**TINY), "B")
+    assert running.status == "running" and queued.queue_position == 1
+    pool.shutdown(timeout=0.0)
+    assert running.done and queued.done and not pool.running()
+    assert (running.status, queued.status) == ("stopped", "stopped")
+    assert queued.reason == "the server shut down before it started"
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(RunConfig(**TINY))
+
+
+def test_shutting_down_stops_a_running_job_at_its_next_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
+    pool = Pool(workers=1, limits=SERVER)
+    job = pool.submit(RunConfig(**ENDLESS))
+    wait_for_steps(job, 2)
+    pool.shutdown()
+    assert job.status == "stopped" and "stopped at step" in job.reason
+    assert job.run_id is not None and not pool.running()
