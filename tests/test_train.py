@@ -183,7 +183,7 @@ def test_full_fine_tuning_trains_every_parameter():
         ({"dataset": "nope"}, "unknown dataset"),
         ({"shift": "nope"}, "unknown shift"),
         ({"method": "nope"}, "unknown method"),
-        ({"rank": 0}, "rank must be ≥ 1"),
+        ({"rank": 0}, "rank must be a whole number ≥ 1"),
         ({"dropout": 1.0}, "dropout"),
         ({"steps": 0}, "steps must be"),
     ],
