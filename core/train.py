@@ -153,9 +153,11 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
 
 
 def check_config(config: RunConfig, model: nn.Module) -> None:
-    """config.validate(), then what depends on the base model: for LoRA, the target layers
-    must exist and the rank must not exceed min(d, k) of any of them (ValueError, one line)."""
+    """config.validate(), the shift's parameters, then what depends on the base model: for
+    LoRA, the target layers must exist and the rank must not exceed min(d, k) of any of them
+    (ValueError, one line)."""
     config.validate()
+    data.check_request(config.dataset, config.shift, config.shift_params)
     if config.method == "lora":
         check_targets(model, config.targets, config.rank)
 

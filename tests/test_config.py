@@ -179,6 +179,20 @@ def test_a_number_out_of_bounds_is_named_with_its_bound(settings, message):
     assert str(error.value) == message
 
 
+def test_every_number_a_shift_takes_has_a_bound():
+    numbers = {
+        name
+        for shift in data.SHIFTS.values()
+        for name, default in shift.params.items()
+        if isinstance(default, int | float) and not isinstance(default, bool)
+    }
+    assert numbers == set(settings.SHIFT_PARAM_BOUNDS)
+    for name, bound in settings.SHIFT_PARAM_BOUNDS.items():
+        for shift in data.SHIFTS.values():
+            if name in shift.params:
+                assert shift.params[name] in bound
+
+
 def test_the_lora_settings_are_not_checked_for_other_methods():
     RunConfig(method="head", targets=[]).validate()
 
