@@ -422,21 +422,28 @@ def check_request(dataset: str, shift: str, shift_params: dict[str, Any] | None)
     is built."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
-    if shift not in SHIFTS:
-        raise ValueError(f"unknown shift '{shift}'; choose one of {', '.join(SHIFTS)}")
-    defaults = SHIFTS[shift].params
-    unknown = set(shift_params or {}) - set(defaults)
-    if unknown:
-        allowed = ", ".join(defaults) or "none"
-        raise ValueError(f"shift '{shift}' has no parameter {sorted(unknown)}; allowed: {allowed}")
-    for name, value in (shift_params or {}).items():
-        _check_param(name, value, defaults[name])
-    params = {**defaults, **(shift_params or {})}
+    params = check_shift_params(shift, shift_params or {})
     if shift == "domain" and (params["to"] not in DATASETS or params["to"] == dataset):
         raise ValueError(
             f"domain shift needs another dataset than '{dataset}', got '{params['to']}'"
         )
     return params
+
+
+def check_shift_params(shift: str, shift_params: dict[str, Any]) -> dict:
+    """The shift's parameters (defaults + given), each of its default's kind and within its
+    bound, or a one-line ValueError naming the bad one. The Train page asks it before it shows
+    a link's parameters in its boxes."""
+    if shift not in SHIFTS:
+        raise ValueError(f"unknown shift '{shift}'; choose one of {', '.join(SHIFTS)}")
+    defaults = SHIFTS[shift].params
+    unknown = set(shift_params) - set(defaults)
+    if unknown:
+        allowed = ", ".join(defaults) or "none"
+        raise ValueError(f"shift '{shift}' has no parameter {sorted(unknown)}; allowed: {allowed}")
+    for name, value in shift_params.items():
+        _check_param(name, value, defaults[name])
+    return {**defaults, **shift_params}
 
 
 def _check_param(name: str, value: Any, default: Any) -> None:
