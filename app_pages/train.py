@@ -23,7 +23,7 @@ from app_pages.common import (
     tr,
 )
 from core import data, jobs, links, methods, paths, train, zoo
-from core.config import RunConfig
+from core.config import BOUNDS, RunConfig
 from core.i18n import catalog
 from core.targets import default_targets, eligible_layers, resolve_targets
 
@@ -80,6 +80,12 @@ def shift_parameters(shift: str) -> None:
     the seed used.
     """
     chosen = st.session_state[key("shift_params")]
+    if "shift_params" in st.session_state[key("_fresh")]:
+        try:
+            data.check_shift_params(shift, chosen)
+        except ValueError:  # a link's parameters that no box can hold: the defaults instead
+            bad_link(["shift_params"])
+            chosen = {}
     params = {}
     for name, default in data.SHIFTS[shift].params.items():
         if name == "seed":
@@ -149,7 +155,7 @@ def method_settings() -> None:
     cols = st.columns(3)
     cols[0].number_input(
         tr("train.lora_plus"),
-        min_value=0.01,
+        min_value=BOUNDS["lora_plus_ratio"].low,
         step=1.0,
         key=key("lora_plus_ratio"),
         persist_state="session",

@@ -77,7 +77,12 @@ def parser() -> argparse.ArgumentParser:
     add_config_flags(sweep)
     sweep.add_argument("--ranks", default="1,2,4,8,16,32", help="comma-separated ranks")
     sweep.add_argument("--no-baselines", action="store_true", help="skip head and full")
-    sweep.add_argument("--workers", type=int, default=0, help="parallel runs (default: cores)")
+    sweep.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="parallel runs, at most one per core (default 0: $LORA_LAB_WORKERS, or one per core)",
+    )
     sweep.add_argument("--json", action="store_true", help="print the table as JSON")
 
     runs = commands.add_parser("runs", help="list, show, export, rename or delete saved runs")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from core import experiments, jobs, reports, train, zoo
 from core.adapters import import_adapter, read_zip
-from core.config import RunConfig, sweep_configs
+from core.config import Bound, RunConfig, check_bound, sweep_configs
 from core.limits import COMMAND_LINE, Limits
 from core.paths import OfflineError
 from core.runs import RunStore, StoreError, train_and_save
@@ -139,6 +139,8 @@ def _describe(summary: dict) -> str:
 
 # -- sweep ----------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
+    # No more worker processes than cores: each is a process with its share of the threads.
+    check_bound("--workers", args.workers, Bound(0, jobs.cores(), whole=True))
     base = config_from(args)
     limits = check_limits(base)  # the sweep's runs differ from it in method and rank only
     configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)

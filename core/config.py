@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import reprlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, get_args, get_origin, get_type_hints
@@ -158,21 +159,82 @@ def _check_choices(config: RunConfig) -> None:
 
 
 def _check_numbers(config: RunConfig) -> None:
-    positive = ("alpha", "lr", "lora_plus_ratio")
-    at_least_one = ("rank", "top_k", "batch_size", "epochs", "eval_interval", "snapshot_interval")
-    for name in positive:
+    for name, bound in BOUNDS.items():
         value = getattr(config, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a number > 0 (got {value})")
-    for name in at_least_one:
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be ≥ 1 (got {getattr(config, name)})")
-    if config.steps is not None and config.steps < 1:
-        raise ValueError(f"steps must be ≥ 1 (got {config.steps})")
-    if not 0 <= config.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1) (got {config.dropout})")
-    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise ValueError(f"weight_decay must be ≥ 0 (got {config.weight_decay})")
+        if value is not None:  # steps: None = use epochs
+            check_bound(name, value, bound)
+
+
+# -- bounds ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """The numbers a setting may take: from `low` to `high`, each end included unless open,
+    whole numbers only if `whole`.
+
+    `value in bound` asks; str(bound) says it as a refusal does: "a number > 0 and ≤ 1e+06".
+    """
+
+    low: float
+    high: float
+    whole: bool = False
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        kinds = int if self.whole else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below  # NaN is neither
+
+    def __str__(self) -> str:
+        return (
+            f"{'a whole number' if self.whole else 'a number'} "
+            f"{'>' if self.low_open else '≥'} {_number(self.low)} and "
+            f"{'<' if self.high_open else '≤'} {_number(self.high)}"
+        )
+
+
+def _number(value: float) -> str:
+    """4294967295 as it is, 1e6 as 1e+06: each bound in its shortest exact form."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+# Every number a run takes, with the values that make sense. Past them the numbers stop meaning
+# anything, and worse, overflow: torch computes in float32 (largest 3.4e38: an lr of 1e39 cannot
+# even be stored) and indexes with int64, SQLite stores int64, numpy seeds with 32 bits, and the
+# page's number boxes hold integers up to 2**53. Wide enough for every lesson and for a student
+# who wants to see a run diverge (AdamW needs an lr near 1e6 for that), narrow enough that every
+# product of them (lr × lora_plus_ratio, alpha / r × lr, lr × weight_decay) stays finite.
+BOUNDS: dict[str, Bound] = {
+    "rank": Bound(1, 4096, whole=True),  # the zoo's widest layer has 1024: check_targets says so
+    "alpha": Bound(0.0, 10_000.0, low_open=True),  # usually 1 to 2 × the rank
+    "dropout": Bound(0.0, 1.0, high_open=True),
+    "top_k": Bound(1, 1000, whole=True),  # blocks; the zoo's models have at most a few dozen
+    "lr": Bound(0.0, 1e6, low_open=True),
+    "lora_plus_ratio": Bound(0.01, 1000.0),  # the LoRA+ paper's is 16; the Train page's box ≥ 0.01
+    "weight_decay": Bound(0.0, 100.0),
+    "batch_size": Bound(1, 65_536, whole=True),  # MNIST's 60,000 training images in one batch
+    "epochs": Bound(1, 1_000_000, whole=True),
+    "steps": Bound(1, 1_000_000_000, whole=True),  # or None: use epochs
+    "eval_interval": Bound(1, 1_000_000_000, whole=True),
+    "snapshot_interval": Bound(1, 1_000_000_000, whole=True),
+    "seed": Bound(0, 2**32 - 1, whole=True),  # what numpy's generators and torch's all take
+}
+# The shift parameters (core.data.SHIFTS) that are numbers: a shift's rank and seed are a run's.
+SHIFT_PARAM_BOUNDS: dict[str, Bound] = {
+    "angle": Bound(-360.0, 360.0),  # degrees
+    "fraction_changed": Bound(0.0, 1.0),
+    "rank": BOUNDS["rank"],
+    "seed": BOUNDS["seed"],
+}
+
+
+def check_bound(name: str, value: float, bound: Bound) -> None:
+    """A one-line ValueError naming the setting and its bound, unless `value` is in it."""
+    if value not in bound:
+        raise ValueError(f"{name} must be {bound} (got {shown(value)})")
 
 
 # -- from text and back ---------------------------------------------------------------------------
@@ -183,12 +245,20 @@ _TRUE, _FALSE = {TRUE, "1"}, {FALSE, "0"}
 
 def parse(value: Any, kind: Any) -> Any:
     """`value` as a setting of the declared type `kind`: a string is read, a value of the
-    right type passes. ValueError (holding the value) when it is not one.
+    right type passes. ValueError (holding the value) when it is not one, whatever it is: None,
+    a list where a number goes, JSON nested a thousand deep, a number past float's range.
 
     Kinds: bool (true/false), int, int | None ("" or "none" for none), float (finite), str,
-    dict (a JSON object), list[X] (comma-separated), and list[str] | str (a layer choice:
-    "all-linear" or names/globs).
+    dict (a JSON object of numbers and text), list[X] (comma-separated), and list[str] | str
+    (a layer choice: "all-linear" or names/globs).
     """
+    try:
+        return _parse(value, kind)
+    except (TypeError, OverflowError, RecursionError):
+        raise ValueError(value) from None
+
+
+def _parse(value: Any, kind: Any) -> Any:
     if kind is bool:
         return _to_bool(value)
     if kind is int or kind == int | None:
@@ -202,8 +272,10 @@ def parse(value: Any, kind: Any) -> Any:
     if get_origin(kind) is list:
         (item,) = get_args(kind)
         items = value.split(",") if isinstance(value, str) else value
-        return [parse(part, item) for part in items if str(part).strip()]
-    return str(value)
+        return [_parse(part, item) for part in items if str(part).strip()]
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return value
 
 
 def to_text(value: Any) -> str:
@@ -224,8 +296,8 @@ def convert(name: str, kind: Any, value: Any) -> Any:
     "rank must be a whole number (got 'abc')"."""
     try:
         return parse(value, kind)
-    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{name} must be {_expected(kind)} (got {value!r})") from None
+    except ValueError:  # json.JSONDecodeError is one too
+        raise ValueError(f"{name} must be {_expected(kind)} (got {shown(value)})") from None
 
 
 def _expected(kind: Any) -> str:
@@ -239,12 +311,26 @@ def _expected(kind: Any) -> str:
     if kind is float:
         return "a number"
     if kind is dict:
-        return 'a JSON object, e.g. {"angle": 30}'
+        return 'a JSON object of numbers and text, e.g. {"angle": 30}'
     if kind == list[str] | str:
         return '"all-linear" or a list of layer names'
     if get_origin(kind) is list:
         return f"a comma-separated list, each {_expected(get_args(kind)[0])}"
     return "text"
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlong = 40
+
+
+def shown(value: Any) -> str:
+    """`value` as an error message shows it: its repr, cut to about 60 characters, so that a
+    megabyte of brackets still gives one short line."""
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr (CPython's limit)
+        return f"a whole number of {value.bit_length()} bits"
 
 
 def _to_bool(value: Any) -> bool:
@@ -274,9 +360,12 @@ def _to_float(value: Any) -> float:
 
 
 def _to_dict(value: Any) -> dict:
-    """A dict, or a string holding a JSON object (not a list of pairs, nor anything else)."""
+    """A dict, or a string holding a JSON object (not a list of pairs, nor anything else), of
+    numbers and text: no setting nests deeper (a shift's parameters are numbers and names)."""
     parsed = json.loads(value) if isinstance(value, str) else value
     if not isinstance(parsed, dict):
+        raise ValueError(value)
+    if not all(isinstance(item, str | int | float | None) for item in parsed.values()):
         raise ValueError(value)
     return dict(parsed)
 

@@ -25,7 +25,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from core import paths
-from core.config import DEFAULT_DATASET
+from core.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, shown
 
 SPLIT_SEED = 20240607
 """Seed of the train/val/test splits. Fixed, never a user setting: the zoo models were pretrained
@@ -414,34 +414,44 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
 # ------------------------------------------------------------------------------------ task ---
 
 
-def _check_request(dataset: str, shift: str, shift_params: dict[str, Any] | None) -> dict:
-    """The shift's parameters (defaults + given), or a clear ValueError."""
+def check_request(dataset: str, shift: str, shift_params: dict[str, Any] | None) -> dict:
+    """The shift's parameters (defaults + given), or a one-line ValueError naming the bad one.
+
+    Cheap (nothing loads): core.train.check_config asks it before a run is created. What needs
+    the base model (a planted update's layer, its rank ≤ min(d, k)) is checked when the task
+    is built."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
-    if shift not in SHIFTS:
-        raise ValueError(f"unknown shift '{shift}'; choose one of {', '.join(SHIFTS)}")
-    defaults = SHIFTS[shift].params
-    unknown = set(shift_params or {}) - set(defaults)
-    if unknown:
-        allowed = ", ".join(defaults) or "none"
-        raise ValueError(f"shift '{shift}' has no parameter {sorted(unknown)}; allowed: {allowed}")
-    for name, value in (shift_params or {}).items():
-        _check_number_param(name, value, defaults[name])
-    params = {**defaults, **(shift_params or {})}
+    params = check_shift_params(shift, shift_params or {})
     if shift == "domain" and (params["to"] not in DATASETS or params["to"] == dataset):
         raise ValueError(
             f"domain shift needs another dataset than '{dataset}', got '{params['to']}'"
         )
-    if shift == "rotate" and not -360 <= float(params["angle"]) <= 360:
-        raise ValueError(
-            f"rotation angle must be between -360 and 360 degrees, got {params['angle']}"
-        )
     return params
 
 
-def _check_number_param(name: str, value: Any, default: Any) -> None:
-    """A numeric shift parameter must be a number (a whole one where the default is an int)."""
-    if isinstance(default, bool) or not isinstance(default, int | float):
+def check_shift_params(shift: str, shift_params: dict[str, Any]) -> dict:
+    """The shift's parameters (defaults + given), each of its default's kind and within its
+    bound, or a one-line ValueError naming the bad one. The Train page asks it before it shows
+    a link's parameters in its boxes."""
+    if shift not in SHIFTS:
+        raise ValueError(f"unknown shift '{shift}'; choose one of {', '.join(SHIFTS)}")
+    defaults = SHIFTS[shift].params
+    unknown = set(shift_params) - set(defaults)
+    if unknown:
+        allowed = ", ".join(defaults) or "none"
+        raise ValueError(f"shift '{shift}' has no parameter {sorted(unknown)}; allowed: {allowed}")
+    for name, value in shift_params.items():
+        _check_param(name, value, defaults[name])
+    return {**defaults, **shift_params}
+
+
+def _check_param(name: str, value: Any, default: Any) -> None:
+    """A shift parameter is of its default's kind (text, a number, a whole number where the
+    default is an int) and, if a number, within its bound (core.config.SHIFT_PARAM_BOUNDS)."""
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"shift parameter '{name}' must be text (got {shown(value)})")
         return
     whole = isinstance(default, int)
     try:
@@ -452,7 +462,9 @@ def _check_number_param(name: str, value: Any, default: Any) -> None:
         ok = False
     if not ok:
         expected = "a whole number" if whole else "a number"
-        raise ValueError(f"shift parameter '{name}' must be {expected} (got {value!r})")
+        raise ValueError(f"shift parameter '{name}' must be {expected} (got {shown(value)})")
+    number = int(value) if whole else float(value)
+    check_bound(f"shift parameter '{name}'", number, SHIFT_PARAM_BOUNDS[name])
 
 
 def _shift_images(shift: str, params: dict, x: Tensor) -> Tensor:
@@ -509,7 +521,7 @@ def load_task(
     update follows the run's seed. The split itself never changes. `base_model` is needed
     only by "planted-rank" and is never modified.
     """
-    params = _check_request(dataset, shift, shift_params)
+    params = check_request(dataset, shift, shift_params)
     if "seed" in params and "seed" not in (shift_params or {}):
         params["seed"] = seed
     source = params["to"] if shift == "domain" else dataset  # where the images come from

@@ -56,8 +56,11 @@ def from_query(
 
     ``choices`` lists the allowed values of some settings (a model's name, a shift); a value
     outside them (for a list: any item outside them) is unreadable too, never replaced by
-    another choice. Missing or unreadable settings take their default; keys that are not
-    settings (another page's, the language) are ignored.
+    another choice, and so is a number outside its bound (core.config.BOUNDS, for a setting
+    named as RunConfig's: rank, lr, steps, seed, …). A value of any type (None, a list: what a
+    caller may pass for a repeated key) is read or reported, never an error. Missing or
+    unreadable settings take their default; keys that are not settings (another page's, the
+    language) are ignored.
     """
     choices = choices or {}
     values = dict(defaults)
@@ -70,14 +73,21 @@ def from_query(
         except ValueError:
             unreadable.append(key)
             continue
-        if key in choices:
-            allowed = list(choices[key])
-            items = value if isinstance(value, list) else [value]
-            if any(item not in allowed for item in items):
-                unreadable.append(key)
-                continue
+        if not _allowed(value, choices.get(key), config.BOUNDS.get(key)):
+            unreadable.append(key)
+            continue
         values[key] = value
     return values, unreadable
+
+
+def _allowed(value: Any, choices: Collection[Any] | None, bound: config.Bound | None) -> bool:
+    """Is ``value`` (or each item of a list) among ``choices``, and if a number, in ``bound``?"""
+    for item in value if isinstance(value, list) else [value]:
+        if choices is not None and item not in choices:
+            return False
+        if bound is not None and isinstance(item, int | float) and item not in bound:
+            return False
+    return True
 
 
 def _normalise(value: Any) -> Any:

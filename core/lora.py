@@ -58,8 +58,7 @@ class LoRALayer(nn.Module):
             raise ValueError(f"scaling must be one of {SCALINGS} (got {scaling!r}).")
         self.base = base.requires_grad_(False)
         self.rank, self.alpha, self.use_rslora = rank, float(alpha), scaling == "rslora"
-        # rsLoRA divides by sqrt(r) so the update's size no longer shrinks as the rank grows.
-        self.scaling = self.alpha / (math.sqrt(rank) if self.use_rslora else rank)
+        self.scaling = scale(self.alpha, rank, scaling)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.A = nn.Parameter(torch.empty(self.A_shape(), dtype=base.weight.dtype))
         self.B = nn.Parameter(torch.empty(self.B_shape(), dtype=base.weight.dtype))
@@ -202,6 +201,12 @@ def weight_matrix_shape(layer: nn.Module) -> tuple[int, int]:
     adapter_type(layer)
     W = layer.weight
     return W.shape[0], W[0].numel()
+
+
+def scale(alpha: float, rank: int, scaling: str = "standard") -> float:
+    """s = alpha / r, or with rsLoRA alpha / sqrt(r): rsLoRA's update no longer shrinks as the
+    rank grows."""
+    return alpha / (math.sqrt(rank) if scaling == "rslora" else rank)
 
 
 def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:

@@ -91,6 +91,9 @@ ADDED_COLUMNS = {  # columns of runs added since schema 1, added to an older sto
     "folder": "TEXT",  # its folder under runs/: a uuid; NULL (schema 1): the run's id
     "pid_started": "REAL",  # when the process `pid` started: a reused pid has another
 }
+# A run's id is SQLite's INTEGER PRIMARY KEY, a signed 64-bit number that starts at 1: any
+# other number (0, -5, a link's 99999999999999999999999) names no run, and is never asked for.
+RUN_IDS = range(1, 2**63)
 FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run's folder
 METRIC_COLUMNS = ("step", "train_loss", "val_loss", "val_acc", "elapsed", "steps_per_s")
 # A run in one of these is being trained (or about to be): it cannot be deleted.
@@ -519,6 +522,7 @@ class RunStore:
 
     def _check_exists(self, run_id: int) -> None:
         """StoreError unless the store has a row `run_id`, readable or not."""
+        _check_id(run_id)
         with self._reading() as db:
             if db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
                 raise StoreError(f"there is no run {run_id}")
@@ -531,6 +535,7 @@ class RunStore:
 
     def get_summary(self, run_id: int) -> RunRecord:
         """One run without its history: cheaper than get()."""
+        _check_id(run_id)
         with self._reading() as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
@@ -706,6 +711,11 @@ def _recover(db: sqlite3.Connection) -> list[int]:
             (f"its process ended without finishing (last saved step: {last})", run_id),
         )
     return dead
+
+
+def _check_id(run_id: int) -> None:
+    if run_id not in RUN_IDS:
+        raise StoreError(f"there is no run {run_id}")
 
 
 def _check_row(db: sqlite3.Connection, run_id: int, folder: str) -> None:

@@ -153,9 +153,11 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
 
 
 def check_config(config: RunConfig, model: nn.Module) -> None:
-    """config.validate(), then what depends on the base model: for LoRA, the target layers
-    must exist and the rank must not exceed min(d, k) of any of them (ValueError, one line)."""
+    """config.validate(), the shift's parameters, then what depends on the base model: for
+    LoRA, the target layers must exist and the rank must not exceed min(d, k) of any of them
+    (ValueError, one line)."""
     config.validate()
+    data.check_request(config.dataset, config.shift, config.shift_params)
     if config.method == "lora":
         check_targets(model, config.targets, config.rank)
 
@@ -313,7 +315,7 @@ def _fit(
         batch = next(order)
         loss = F.cross_entropy(model(x[batch]), y[batch])
         if not torch.isfinite(loss):
-            log.end("failed", _diverged(loss.item(), step, config.lr))
+            log.end("failed", diverged(f"the training loss became {loss.item()}", step, config))
             return
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -324,6 +326,9 @@ def _fit(
             train_mode(model)
         log.record(step, loss.item(), *evaluation)
         if step % config.snapshot_interval == 0 or step == steps:
+            if not _finite(model):  # no spectrum of inf, and no such weights saved
+                log.end("failed", diverged("the weights became inf or nan", step, config))
+                return
             log.snapshot(step, snapshot(base, model))
 
 
@@ -385,11 +390,37 @@ class _Log:
         self.status, self.reason = status, reason
 
 
-def _diverged(loss: float, step: int, lr: float) -> str:
-    return (
-        f"the training loss became {loss} at step {step}: the learning rate ({lr:g}) is "
-        "probably too high; try a smaller one"
-    )
+def _finite(model: nn.Module) -> bool:
+    return all(bool(p.isfinite().all()) for p in model.parameters() if p.requires_grad)
+
+
+# Past these, a factor of a step's size is unusual enough to be named when a run diverges.
+UNUSUAL_LR = 1.0  # the default is 0.01
+UNUSUAL_SCALING = 100.0  # alpha / r: the default is 8 / 4 = 2
+UNUSUAL_LORA_PLUS_RATIO = 100.0  # the LoRA+ paper's is 16
+UNUSUAL_DECAY = 1.0  # lr × weight_decay: past 1, each step's decay overshoots zero
+
+
+def diverged(what: str, step: int, config: RunConfig) -> str:
+    """Why a run diverged, for the student: every setting that makes its steps unusually large
+    (the learning rate, LoRA's scaling, LoRA+'s ratio, the weight decay), or else the learning
+    rate, the usual culprit."""
+    suspects = []
+    if config.lr > UNUSUAL_LR:
+        suspects.append(f"the learning rate ({config.lr:g})")
+    if config.method == "lora":
+        s = lora.scale(config.alpha, config.rank, config.scaling)
+        if s > UNUSUAL_SCALING:
+            over = "√r" if config.scaling == "rslora" else "r"
+            suspects.append(f"alpha ({config.alpha:g}: the scaling alpha/{over} is {s:g})")
+        if config.lora_plus_ratio > UNUSUAL_LORA_PLUS_RATIO:
+            suspects.append(f"the LoRA+ ratio ({config.lora_plus_ratio:g})")
+    decay = config.lr * config.weight_decay
+    if decay > UNUSUAL_DECAY:
+        suspects.append(f"the weight decay ({config.weight_decay:g}, × lr = {decay:g})")
+    if not suspects:
+        suspects.append(f"the learning rate ({config.lr:g})")
+    return f"{what} at step {step}: {' or '.join(suspects)} is probably too high; try a smaller one"
 
 
 # -- evaluating ------------------------------------------------------------------------------------

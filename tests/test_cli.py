@@ -63,7 +63,7 @@ def test_train_json_is_one_line_with_the_results_and_the_run_is_saved(home):
 
 
 def test_a_diverging_run_exits_1_with_its_reason(capsys, restore_threads):
-    assert main(["train", "--lr", "1e12", "--optimizer", "sgd", "--steps", "30", "--json"]) == 1
+    assert main(["train", "--lr", "100", "--optimizer", "sgd", "--steps", "30", "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "failed" and "learning rate" in result["reason"]
 

@@ -1,6 +1,7 @@
 """A run's settings: one reader for every source (flags, links, the store), checked choices,
 and names that agree with the modules that implement them."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -125,15 +126,71 @@ def test_a_malformed_setting_is_named_with_what_it_expects(values, message):
         ({"optimizer": "lion"}, "unknown optimizer"),
         ({"targets": []}, "no target layer"),
         ({"lr": float("nan")}, "lr must be a number > 0"),
-        ({"weight_decay": -1.0}, "weight_decay must be ≥ 0"),
-        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
-        ({"steps": 0}, "steps must be ≥ 1"),
+        ({"weight_decay": -1.0}, "weight_decay must be a number ≥ 0 and ≤ 100 (got -1.0)"),
+        ({"dropout": 1.0}, "dropout must be a number ≥ 0 and < 1 (got 1.0)"),
+        ({"steps": 0}, "steps must be a whole number ≥ 1 and ≤ 1000000000 (got 0)"),
     ],
 )
 def test_validate_names_the_first_bad_setting_without_a_model(settings, message):
     with pytest.raises(ValueError) as error:
         RunConfig(**settings).validate()
     assert str(error.value).startswith(message)
+
+
+def _past(end: float, whole: bool, direction: float) -> float:
+    """The next number past `end` (towards `direction`) that a setting of this kind can hold."""
+    return end + (1 if direction > 0 else -1) if whole else math.nextafter(end, direction)
+
+
+@pytest.mark.parametrize("name", settings.BOUNDS)
+def test_each_number_takes_its_bounds_and_nothing_past_them(name):
+    """Every number setting has a bound: its ends are taken (an open end's nearest number), the
+    numbers just past them are refused with one line naming the setting and its bound."""
+    bound = settings.BOUNDS[name]
+    low_in = _past(bound.low, bound.whole, math.inf) if bound.low_open else bound.low
+    high_in = _past(bound.high, bound.whole, -math.inf) if bound.high_open else bound.high
+    low_out = bound.low if bound.low_open else _past(bound.low, bound.whole, -math.inf)
+    high_out = bound.high if bound.high_open else _past(bound.high, bound.whole, math.inf)
+    for value in (low_in, high_in):
+        RunConfig(**{name: value}).validate()
+    for value in (low_out, high_out, math.nan, math.inf):
+        with pytest.raises(ValueError) as error:
+            RunConfig(**{name: value}).validate()
+        message = str(error.value)
+        assert message.startswith(f"{name} must be a ") and message.endswith(f"(got {value})")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"seed": 2**64},
+            "seed must be a whole number ≥ 0 and ≤ 4294967295 (got 18446744073709551616)",
+        ),
+        ({"lr": 1e39}, "lr must be a number > 0 and ≤ 1e+06 (got 1e+39)"),
+        ({"alpha": 0.0}, "alpha must be a number > 0 and ≤ 10000 (got 0.0)"),
+        ({"rank": 2.0}, "rank must be a whole number ≥ 1 and ≤ 4096 (got 2.0)"),
+        ({"batch_size": True}, "batch_size must be a whole number ≥ 1 and ≤ 65536 (got True)"),
+    ],
+)
+def test_a_number_out_of_bounds_is_named_with_its_bound(settings, message):
+    with pytest.raises(ValueError) as error:
+        RunConfig(**settings).validate()
+    assert str(error.value) == message
+
+
+def test_every_number_a_shift_takes_has_a_bound():
+    numbers = {
+        name
+        for shift in data.SHIFTS.values()
+        for name, default in shift.params.items()
+        if isinstance(default, int | float) and not isinstance(default, bool)
+    }
+    assert numbers == set(settings.SHIFT_PARAM_BOUNDS)
+    for name, bound in settings.SHIFT_PARAM_BOUNDS.items():
+        for shift in data.SHIFTS.values():
+            if name in shift.params:
+                assert shift.params[name] in bound
 
 
 def test_the_lora_settings_are_not_checked_for_other_methods():

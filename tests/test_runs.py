@@ -130,7 +130,7 @@ def test_only_lora_runs_export(store):
 
 
 def test_a_diverged_run_is_kept_as_failed_without_weights(store):
-    run_id, result = train_and_save(RunConfig(lr=1e12, optimizer="sgd", steps=30), store)
+    run_id, result = train_and_save(RunConfig(lr=100.0, optimizer="sgd", steps=30), store)
     record = store.get(run_id)
     assert record.status == "failed" and "learning rate" in record.reason
     assert record.history == result.history

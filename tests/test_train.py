@@ -142,7 +142,7 @@ def test_stop_ends_the_run_at_the_next_step():
 
 
 def test_a_diverging_loss_stops_with_a_reason_and_keeps_the_history():
-    result = run(lr=1e12, optimizer="sgd", steps=30)
+    result = run(lr=100.0, optimizer="sgd", steps=30)
     assert result.status == "failed"
     assert "learning rate" in result.reason
     assert len(result.history) >= 2  # the base model and at least one step before it blew up
@@ -183,7 +183,7 @@ def test_full_fine_tuning_trains_every_parameter():
         ({"dataset": "nope"}, "unknown dataset"),
         ({"shift": "nope"}, "unknown shift"),
         ({"method": "nope"}, "unknown method"),
-        ({"rank": 0}, "rank must be ≥ 1"),
+        ({"rank": 0}, "rank must be a whole number ≥ 1"),
         ({"dropout": 1.0}, "dropout"),
         ({"steps": 0}, "steps must be"),
     ],
