@@ -7,9 +7,10 @@ Streamlit would also treat that folder as an old-style multipage app.)
 
 import streamlit as st
 
-from app_pages.common import language, tr
+from app_pages.common import language, presenter, presenter_style, tr
 from core import __version__, jobs
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from core.links import PRESENTER
 
 
 def main() -> None:
@@ -55,7 +56,14 @@ def main() -> None:
             st.query_params.pop("lang", None)
         else:
             st.query_params["lang"] = language()
+        presenter()  # a link's ?presenter=true sets the switch's first value
+        st.toggle(tr("presenter.toggle"), key=PRESENTER, help=tr("presenter.help"))
+        if presenter():
+            st.query_params[PRESENTER] = "true"
+        else:
+            st.query_params.pop(PRESENTER, None)
         st.caption(tr("sidebar.version", version=__version__))
+    presenter_style()
 
     page.run()
 

@@ -1,4 +1,5 @@
-"""Streamlit glue shared by the pages: language, session id, settings in the URL, plot style.
+"""Streamlit glue shared by the pages: language, session id, settings in the URL (and a
+teacher's exercise links), plot style and presenter mode, the task's example images.
 
 Not a page itself (app.py lists the pages); everything worth testing that does
 not need Streamlit lives in `core`.
@@ -8,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import uuid
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import links, runs
+from core import data, examples, links, runs
+from core.config import RunConfig
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
+from core.links import HIDE, PRESENTER
+from core.paths import OfflineError
 from core.runs import RunRecord, RunStore, StoreError
 
 
@@ -25,6 +30,31 @@ def language() -> str:
         from_link = st.query_params.get("lang")
         st.session_state["lang"] = from_link if from_link in LANGUAGES else DEFAULT_LANGUAGE
     return st.session_state["lang"]
+
+
+def presenter() -> bool:
+    """Presenter mode (large text and figures, for a projector): the sidebar's switch, first
+    set by a link's ``?presenter=true``. Kept in session state, so it survives page switches."""
+    if PRESENTER not in st.session_state:
+        params = {name: st.query_params[name] for name in st.query_params if name == PRESENTER}
+        values, unreadable = links.from_query(params, {PRESENTER: False})
+        st.session_state[PRESENTER] = values[PRESENTER]
+        if unreadable:
+            bad_link(unreadable)
+    return st.session_state[PRESENTER]
+
+
+PRESENTER_SCALE = 1.4  # figures' heights and fonts in presenter mode
+PRESENTER_CSS = """<style>
+html { font-size: 20px; }  /* Streamlit sizes text in rem: everything grows with it */
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
+</style>"""
+
+
+def presenter_style() -> None:
+    """In presenter mode, larger text everywhere (called by app.py on every page)."""
+    if presenter():
+        st.html(PRESENTER_CSS)
 
 
 def tr(key: str, **values: object) -> str:
@@ -63,27 +93,46 @@ def load_settings(
     values of some settings: a link's value outside them is reported, not replaced by
     another choice. ``"<page>._fresh"`` holds the keys a link set in this very rerun (empty
     otherwise), for checks only the page can make (targets that pick no layer of the model).
+    An exercise link's ``hide`` goes to ``"<page>._hidden"`` (see `shown`); it stays until
+    another link resets the page.
     """
-    from_link = {key: value for key, value in st.query_params.to_dict().items() if key in defaults}
+    params = st.query_params.to_dict()
+    from_link = {key: value for key, value in params.items() if key in defaults or key == HIDE}
     fresh: list[str] = []
     if from_link and from_link != st.session_state.get(f"{page}._link"):
         values, unreadable = links.from_query(from_link, defaults, choices)
+        hidden, unknown = links.hidden_from_query(from_link, defaults)
         for derived in [k for k in st.session_state if k.startswith(f"{page}.")]:
             del st.session_state[derived]
         for key, value in values.items():
             st.session_state[f"{page}.{key}"] = value
+        st.session_state[f"{page}._hidden"] = hidden
         st.session_state[f"{page}._link"] = from_link
-        fresh = [key for key in from_link if key not in unreadable]
-        if unreadable:
-            bad_link(unreadable)
+        fresh = [key for key in from_link if key in defaults and key not in unreadable]
+        if unreadable or unknown:
+            bad_link(unreadable + [f"{HIDE}={name}" for name in unknown])
     st.session_state[f"{page}._fresh"] = fresh
     for key, value in defaults.items():
         st.session_state.setdefault(f"{page}.{key}", value)
 
 
+def shown(page: str, setting: str) -> bool:
+    """Whether the page draws the control of ``setting``: not when an exercise link hides it
+    (its value is then the link's, or the default, and the student cannot change it)."""
+    return setting not in st.session_state.get(f"{page}._hidden", [])
+
+
 def bad_link(keys: list[str]) -> None:
     """The yellow line that names the link's values that could not be read."""
     st.warning(tr("common.bad_link", keys=", ".join(keys)), icon=":material/link_off:")
+
+
+def fixed_by_link(page: str) -> None:
+    """One line naming the settings an exercise link fixed, so a student knows why they are
+    not there (their values stay unsaid: an exercise may be about guessing one)."""
+    hidden = st.session_state.get(f"{page}._hidden", [])
+    if hidden:
+        st.caption(tr("exercise.fixed", names=", ".join(hidden)), help=tr("exercise.fixed_help"))
 
 
 def current_settings(page: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -93,10 +142,12 @@ def current_settings(page: str, defaults: dict[str, Any]) -> dict[str, Any]:
 def save_settings(page: str, defaults: dict[str, Any]) -> None:
     """Write the page's current settings into the URL, so copying it shares them.
 
-    Parameters of other pages go; the language (``lang``) stays.
+    Parameters of other pages go; the app's (language, presenter mode) stay, and so does an
+    exercise link's ``hide`` with the values it fixed.
     """
-    query = links.to_query(current_settings(page, defaults), defaults)
-    for name in [name for name in st.query_params if name not in query and name != "lang"]:
+    hidden = st.session_state.get(f"{page}._hidden", [])
+    query = links.exercise_query(current_settings(page, defaults), defaults, hidden)
+    for name in [n for n in st.query_params if n not in query and n not in links.APP_PARAMS]:
         del st.query_params[name]
     for name, value in query.items():
         if st.query_params.get(name) != value:
@@ -104,14 +155,35 @@ def save_settings(page: str, defaults: dict[str, Any]) -> None:
     st.session_state[f"{page}._link"] = query
 
 
+def exercise_link(page: str, values: dict[str, Any], widget: str) -> None:
+    """A teacher's link to ``page`` ("train" or "compare", its url path) with ``values``: pick
+    the controls to hide, copy the link (st.code has a copy button). The link keeps the
+    language; presenter mode is the teacher's, not the students'."""
+    defaults = links.page_defaults(page)
+    hidden = st.multiselect(
+        tr("exercise.hide"),
+        list(defaults),
+        key=widget,
+        help=tr("exercise.hide_help"),
+        placeholder=tr("exercise.hide_placeholder"),
+    )
+    query = links.exercise_query(values, defaults, hidden)
+    if language() != DEFAULT_LANGUAGE:
+        query["lang"] = language()
+    st.code(links.page_url(st.context.url or "http://localhost:8501", page, query), language=None)
+    st.caption(tr("exercise.copy"))
+
+
 def style(fig: go.Figure, height: int = 360, **layout: Any) -> go.Figure:
-    """Large readable text and tight margins: these figures are shown on projectors."""
+    """Large readable text and tight margins: these figures are shown on projectors (and in
+    presenter mode they are larger still)."""
+    scale = PRESENTER_SCALE if presenter() else 1.0
     defaults = {
         "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-        "font": {"size": 15},
+        "font": {"size": round(15 * scale)},
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
     }
-    fig.update_layout(height=height, **(defaults | layout))
+    fig.update_layout(height=round(height * scale), **(defaults | layout))
     return fig
 
 
@@ -153,3 +225,71 @@ def log_ticks(values) -> list[float]:
         ticks += [m * decade for m in (1, 2, 5) if low <= m * decade <= high]
         decade *= 10
     return ticks
+
+
+# ----------------------------------------------------------------------------- example images
+
+IMAGE_WIDTH = 56  # px: a 28×28 image at twice its size (presenter mode: larger still)
+STRIP_CSS = "<style>.{css_class} img {{ image-rendering: pixelated; }}</style>"  # crisp pixels
+
+
+def css_class(key: str) -> str:
+    """The CSS class Streamlit gives an element with this key (other characters become -)."""
+    return "st-key-" + re.sub(r"[^a-zA-Z0-9_-]", "-", key)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _task_examples(model: str, dataset: str, shift: str, shift_params: dict, seed: int) -> dict:
+    """core.examples.task_examples, once per task for the whole server; or {"problem": …}
+    (never downloads: a dataset not on this computer yet shows no images)."""
+    config = RunConfig(
+        model=model, dataset=dataset, shift=shift, shift_params=shift_params, seed=seed
+    )
+    if not data.on_this_computer(config.dataset, config.shift, config.shift_params):
+        return {"problem": "examples.not_here"}
+    try:
+        return examples.task_examples(config)
+    except (OfflineError, ValueError) as error:
+        return {"problem": "examples.failed", "reason": str(error)}
+
+
+def image_row(images, captions: list[str], key: str) -> None:
+    """Small images side by side, pixel for pixel, each above its caption (markdown: a line
+    break or a colour is allowed)."""
+    width = round(IMAGE_WIDTH * (PRESENTER_SCALE if presenter() else 1.0))
+    with st.container(key=key):
+        st.html(STRIP_CSS.format(css_class=css_class(key)))
+        for column, image, caption in zip(
+            st.columns(len(captions), gap="small"), images, captions, strict=True
+        ):
+            column.image(image, width=width)
+            column.caption(caption)
+
+
+def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: int, key: str):
+    """The same test images before and after the task's shift, each with its class (where the
+    shift renames a class, as label-permute renames all ten, old → new), so that a student
+    sees what the model must adapt to before training."""
+    strip = _task_examples(
+        model if shift == "planted-rank" else "",  # only a planted update depends on the model
+        dataset,
+        shift,
+        shift_params,
+        seed,
+    )
+    with st.expander(tr("examples.title"), expanded=True):
+        if "problem" in strip:
+            st.caption(tr(strip["problem"], reason=strip.get("reason", "")))
+            return
+        before, after = strip["labels_before"], strip["labels_after"]
+        st.caption(tr("examples.before"))
+        image_row(strip["before"], [str(label) for label in before], f"{key}_before")
+        if shift == "none":
+            st.caption(tr("examples.none"))
+            return
+        st.caption(tr("examples.after"))
+        captions = [
+            str(new) if new == old else f"{old} → {new}"
+            for old, new in zip(before, after, strict=True)
+        ]
+        image_row(strip["after"], captions, f"{key}_after")

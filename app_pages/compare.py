@@ -6,13 +6,17 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.common import (
+    exercise_link,
+    fixed_by_link,
     load_settings,
     log_ticks,
     run_label,
     save_settings,
     session_id,
+    shown,
     store,
     style,
+    task_strip,
     titled_select,
     tr,
     visible_runs,
@@ -37,19 +41,42 @@ def key(name: str) -> str:
 # ----------------------------------------------------------------------------- the sweep
 
 
+def show(name: str) -> bool:
+    """Whether the control of setting ``name`` is drawn (an exercise link may hide it)."""
+    return shown(PAGE, name)
+
+
 def sweep_settings() -> None:
     col_model, col_data, col_shift = st.columns(3)
-    titled_select(col_model, "train.model", CHOICES["model"], key("model"), "models")
-    titled_select(col_data, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
-    shift = titled_select(col_shift, "train.shift", CHOICES["shift"], key("shift"), "shifts")
-    st.caption(tr(f"shifts.{shift}.explanation"))
+    for where, name, names in (
+        (col_model, "model", "models"),
+        (col_data, "dataset", "datasets"),
+        (col_shift, "shift", "shifts"),
+    ):
+        if show(name):
+            titled_select(where, f"train.{name}", CHOICES[name], key(name), names)
+    st.caption(tr(f"shifts.{st.session_state[key('shift')]}.explanation"))
     col_ranks, col_base, col_steps, col_seed = st.columns([4, 3, 1, 1], vertical_alignment="bottom")
-    col_ranks.multiselect(
-        tr("compare.ranks"), CHOICES["ranks"], key=key("ranks"), persist_state="session"
+    if show("ranks"):
+        col_ranks.multiselect(
+            tr("compare.ranks"), CHOICES["ranks"], key=key("ranks"), persist_state="session"
+        )
+    if show("baselines"):
+        col_base.toggle(tr("compare.baselines"), key=key("baselines"), persist_state="session")
+    if show("steps"):
+        col_steps.number_input(
+            tr("train.steps"), step=50, key=key("steps"), persist_state="session"
+        )
+    if show("seed"):
+        col_seed.number_input(tr("train.seed"), step=1, key=key("seed"), persist_state="session")
+    task_strip(
+        st.session_state[key("model")],
+        st.session_state[key("dataset")],
+        st.session_state[key("shift")],
+        {},  # a sweep runs the shift with its default parameters
+        st.session_state[key("seed")],
+        key=key("strip"),
     )
-    col_base.toggle(tr("compare.baselines"), key=key("baselines"), persist_state="session")
-    col_steps.number_input(tr("train.steps"), step=50, key=key("steps"), persist_state="session")
-    col_seed.number_input(tr("train.seed"), step=1, key=key("seed"), persist_state="session")
 
 
 def launch(configs: list[RunConfig]) -> None:
@@ -259,14 +286,16 @@ def runs_section(records: list[RunRecord]) -> None:
     st.subheader(tr("compare.curves_title"))
     by_id = {str(record.id): record for record in records}
     st.session_state[key("runs")] = [i for i in st.session_state[key("runs")] if i in by_id]
-    chosen = st.multiselect(
-        tr("compare.curves_runs"),
-        list(by_id),
-        key=key("runs"),
-        persist_state="session",
-        format_func=lambda i: run_label(by_id[i]),
-        placeholder=tr("compare.curves_placeholder"),
-    )
+    chosen = st.session_state[key("runs")]
+    if show("runs"):
+        chosen = st.multiselect(
+            tr("compare.curves_runs"),
+            list(by_id),
+            key=key("runs"),
+            persist_state="session",
+            format_func=lambda i: run_label(by_id[i]),
+            placeholder=tr("compare.curves_placeholder"),
+        )
     if chosen:
         st.plotly_chart(curves_figure([by_id[i] for i in chosen]), width="stretch")
 
@@ -308,6 +337,7 @@ def runs_section(records: list[RunRecord]) -> None:
 st.title(tr("compare.title"))
 st.markdown(tr("compare.intro"))
 load_settings(PAGE, DEFAULTS, CHOICES)
+fixed_by_link(PAGE)
 
 with st.container(border=True):
     st.subheader(tr("compare.sweep_title"))
@@ -329,7 +359,13 @@ with st.container(border=True):
         sweep_progress, run_every=POLL_SECONDS if st.session_state.get(key("polling")) else None
     )()
 
-everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
+with st.expander(tr("exercise.title")):
+    st.caption(tr("exercise.intro"))
+    exercise_link(PAGE, settings, key("exercise"))
+
+everyone = st.session_state[key("everyone")]
+if show("everyone"):
+    everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
 records = visible_runs(everyone)
 if records:
     runs_section(records)

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from app_pages.common import style, tr
+from app_pages.common import exercise_link, style, tr
 from core import budget, lessons, links
 
 st.title(tr("learn.title"))
@@ -133,3 +133,7 @@ with tab_lessons:
                 icon=":material/play_circle:",
                 query_params=links.encode(lesson.settings),
             )
+            with st.expander(tr("exercise.title")):
+                st.caption(tr("exercise.lesson_intro"))
+                values = links.page_defaults(lesson.page) | lesson.settings
+                exercise_link(lesson.page, values, f"learn.exercise.{lesson.id}")

@@ -13,24 +13,32 @@ import streamlit as st
 from app_pages.common import (
     bad_link,
     current_settings,
+    exercise_link,
+    fixed_by_link,
+    image_row,
     language,
     load_settings,
     log_ticks,
     save_settings,
     session_id,
+    shown,
+    store,
     style,
+    task_strip,
     titled_select,
     tr,
 )
-from core import data, jobs, links, methods, paths, train, zoo
+from core import data, examples, jobs, links, measure, methods, paths, train, zoo
 from core.config import BOUNDS, RunConfig
 from core.i18n import catalog
+from core.runs import StoreError
 from core.targets import default_targets, eligible_layers, resolve_targets
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
 CHOICES = links.TRAIN_CHOICES  # the widgets offer what a link may name
 POLL_SECONDS = 0.3
+STRIP_KEYS = ("model", "dataset", "shift", "shift_params", "seed")  # what the task's images show
 
 
 def key(name: str) -> str:
@@ -41,6 +49,18 @@ def has_text(name: str) -> bool:
     return catalog(language()).has(name)
 
 
+def show(name: str) -> bool:
+    """Whether the control of setting ``name`` is drawn (an exercise link may hide it)."""
+    return shown(PAGE, name)
+
+
+def slots(names: list[str], **columns: Any) -> dict[str, Any]:
+    """A column for each shown control of ``names``, left to right in a row of len(names)
+    columns: controls an exercise link hides leave no gaps."""
+    row = st.columns(len(names), **columns)
+    return dict(zip([name for name in names if show(name)], row, strict=False))
+
+
 # ----------------------------------------------------------------------------- the settings
 
 
@@ -48,7 +68,9 @@ def task_settings() -> None:
     """Model (with its card), dataset and task shift (with its explanation)."""
     col_model, col_data, col_shift = st.columns(3)
     with col_model:
-        model = titled_select(st, "train.model", CHOICES["model"], key("model"), "models")
+        if show("model"):
+            titled_select(st, "train.model", CHOICES["model"], key("model"), "models")
+        model = st.session_state[key("model")]  # the box's value, or the one a link fixed
         st.caption(tr(f"models.{model}.summary"))
         card = zoo.card(model)
         if card["test_acc"] is None:  # torchvision's ImageNet models: no accuracy on digits
@@ -64,12 +86,17 @@ def task_settings() -> None:
                 )
             )
     with col_data:
-        dataset = titled_select(st, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
+        if show("dataset"):
+            titled_select(st, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
+        dataset = st.session_state[key("dataset")]
         st.caption(tr(f"datasets.{dataset}.description"))
     with col_shift:
-        shift = titled_select(st, "train.shift", CHOICES["shift"], key("shift"), "shifts")
+        if show("shift"):
+            titled_select(st, "train.shift", CHOICES["shift"], key("shift"), "shifts")
+        shift = st.session_state[key("shift")]
         st.caption(tr(f"shifts.{shift}.explanation"))
-        shift_parameters(shift)
+        if show("shift_params"):
+            shift_parameters(shift)
 
 
 def shift_parameters(shift: str) -> None:
@@ -109,91 +136,110 @@ def shift_parameters(shift: str) -> None:
 
 def method_settings() -> None:
     """Method, and for LoRA its rank, alpha, init, scaling and DoRA."""
-    cols = st.columns(3)
-    method = cols[0].selectbox(
-        tr("train.method"),
-        CHOICES["method"],
-        key=key("method"),
-        persist_state="session",
-        format_func=lambda name: tr(f"methods.{name}"),
-    )
+    method = st.session_state[key("method")]  # the box's value (drawn below), or a link's
+    cols = slots(["method", "top_k" if method == "top-k" else "rank", "alpha"])
+    if "method" in cols:
+        cols["method"].selectbox(
+            tr("train.method"),
+            CHOICES["method"],
+            key=key("method"),
+            persist_state="session",
+            format_func=lambda name: tr(f"methods.{name}"),
+        )
     st.caption(tr(f"methods.{method}_help"))
-    if method == "top-k":
-        cols[1].number_input(tr("train.top_k"), step=1, key=key("top_k"), persist_state="session")
+    if method == "top-k" and "top_k" in cols:
+        cols["top_k"].number_input(
+            tr("train.top_k"), step=1, key=key("top_k"), persist_state="session"
+        )
     if method != "lora":
         return
-    cols[1].number_input(
-        tr("train.rank"),
-        step=1,
-        key=key("rank"),
-        persist_state="session",
-        help=tr("train.rank_help"),
-    )
-    cols[2].number_input(
-        "α",
-        step=1.0,
-        key=key("alpha"),
-        persist_state="session",
-        help=tr("train.alpha_help"),
-    )
-    cols = st.columns(3, vertical_alignment="bottom")
-    cols[0].selectbox(
-        tr("train.init"),
-        CHOICES["init"],
-        key=key("init"),
-        persist_state="session",
-        format_func=lambda name: tr(f"inits.{name}"),
-    )
-    cols[1].selectbox(
-        tr("train.scaling"),
-        CHOICES["scaling"],
-        key=key("scaling"),
-        persist_state="session",
-        format_func=lambda name: tr(f"scalings.{name}"),
-    )
-    cols[2].checkbox("DoRA", key=key("dora"), persist_state="session", help=tr("train.dora_help"))
-    cols = st.columns(3)
-    cols[0].number_input(
-        tr("train.lora_plus"),
-        min_value=BOUNDS["lora_plus_ratio"].low,
-        step=1.0,
-        key=key("lora_plus_ratio"),
-        persist_state="session",
-        help=tr("train.lora_plus_help"),
-    )
-    cols[1].number_input(
-        tr("train.dropout"),
-        min_value=0.0,
-        max_value=0.9,
-        step=0.05,
-        key=key("dropout"),
-        persist_state="session",
-        help=tr("train.dropout_help"),
-    )
+    if "rank" in cols:
+        cols["rank"].number_input(
+            tr("train.rank"),
+            step=1,
+            key=key("rank"),
+            persist_state="session",
+            help=tr("train.rank_help"),
+        )
+    if "alpha" in cols:
+        cols["alpha"].number_input(
+            "α",
+            step=1.0,
+            key=key("alpha"),
+            persist_state="session",
+            help=tr("train.alpha_help"),
+        )
+    cols = slots(["init", "scaling", "dora"], vertical_alignment="bottom")
+    if "init" in cols:
+        cols["init"].selectbox(
+            tr("train.init"),
+            CHOICES["init"],
+            key=key("init"),
+            persist_state="session",
+            format_func=lambda name: tr(f"inits.{name}"),
+        )
+    if "scaling" in cols:
+        cols["scaling"].selectbox(
+            tr("train.scaling"),
+            CHOICES["scaling"],
+            key=key("scaling"),
+            persist_state="session",
+            format_func=lambda name: tr(f"scalings.{name}"),
+        )
+    if "dora" in cols:
+        cols["dora"].checkbox(
+            "DoRA", key=key("dora"), persist_state="session", help=tr("train.dora_help")
+        )
+    cols = slots(["lora_plus_ratio", "dropout", ""])  # "": an empty third column, as above
+    if "lora_plus_ratio" in cols:
+        cols["lora_plus_ratio"].number_input(
+            tr("train.lora_plus"),
+            min_value=BOUNDS["lora_plus_ratio"].low,
+            step=1.0,
+            key=key("lora_plus_ratio"),
+            persist_state="session",
+            help=tr("train.lora_plus_help"),
+        )
+    if "dropout" in cols:
+        cols["dropout"].number_input(
+            tr("train.dropout"),
+            min_value=0.0,
+            max_value=0.9,
+            step=0.05,
+            key=key("dropout"),
+            persist_state="session",
+            help=tr("train.dropout_help"),
+        )
 
 
 def training_settings() -> None:
-    col_lr, col_steps, col_batch, col_seed = st.columns(4)
-    col_lr.number_input(
-        tr("train.lr"),
-        step=1e-3,
-        format="%g",
-        key=key("lr"),
-        persist_state="session",
-    )
-    col_steps.number_input(
-        tr("train.steps"),
-        step=50,
-        key=key("steps"),
-        persist_state="session",
-    )
-    col_batch.number_input(
-        tr("train.batch_size"),
-        step=16,
-        key=key("batch_size"),
-        persist_state="session",
-    )
-    col_seed.number_input(tr("train.seed"), step=1, key=key("seed"), persist_state="session")
+    cols = slots(["lr", "steps", "batch_size", "seed"])
+    if "lr" in cols:
+        cols["lr"].number_input(
+            tr("train.lr"),
+            step=1e-3,
+            format="%g",
+            key=key("lr"),
+            persist_state="session",
+        )
+    if "steps" in cols:
+        cols["steps"].number_input(
+            tr("train.steps"),
+            step=50,
+            key=key("steps"),
+            persist_state="session",
+        )
+    if "batch_size" in cols:
+        cols["batch_size"].number_input(
+            tr("train.batch_size"),
+            step=16,
+            key=key("batch_size"),
+            persist_state="session",
+        )
+    if "seed" in cols:
+        cols["seed"].number_input(
+            tr("train.seed"), step=1, key=key("seed"), persist_state="session"
+        )
 
 
 def target_layers(base) -> None:
@@ -221,14 +267,19 @@ def target_layers(base) -> None:
                 bad_link(["targets"])  # a link's targets that pick no layer of this model
             chosen = resolve_targets(base, default_targets(model))
         st.session_state[picker] = chosen
-    picked = st.multiselect(
-        tr("train.targets"),
-        [layer.name for layer in layers],
-        key=picker,
-        help=tr("train.targets_help"),
-    )
-    all_linear = resolve_targets(base, "all-linear")
-    st.session_state[key("targets")] = "all-linear" if picked == all_linear else ",".join(picked)
+    if show("targets"):
+        picked = st.multiselect(
+            tr("train.targets"),
+            [layer.name for layer in layers],
+            key=picker,
+            help=tr("train.targets_help"),
+        )
+        all_linear = resolve_targets(base, "all-linear")
+        st.session_state[key("targets")] = (
+            "all-linear" if picked == all_linear else ",".join(picked)
+        )
+    else:  # an exercise fixed them: the table shows which, nothing changes them
+        picked = st.session_state[picker]
     table = pd.DataFrame(
         {
             tr("train.col_adapt"): [layer.name in picked for layer in layers],
@@ -249,6 +300,12 @@ def target_layers(base) -> None:
         width="stretch",
         height=min(400, 38 + 35 * len(layers)),
         column_config={tr("train.col_lora", rank=rank): counts, tr("train.col_full"): counts},
+    )
+    st.page_link(
+        "app_pages/spectra.py",
+        label=tr("evidence.layers"),
+        icon=":material/insights:",
+        help=tr("evidence.layers_help"),
     )
 
 
@@ -372,10 +429,39 @@ def outcome(job: jobs.Job) -> None:
         )
         c3.metric(tr("train.time"), f"{result['seconds']:.1f} s")
     finished = job.run_id is not None and job.status != "failed"
+    if finished:
+        predictions(job.run_id)
     if finished and st.button(
         tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
     ):
         st.switch_page("app_pages/spectra.py", query_params={"run": str(job.run_id)})
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _predictions(store_path: str, run_id: int) -> dict | None:
+    """core.examples.prediction_examples of a saved run, once per run (None: no weights)."""
+    try:
+        return examples.prediction_examples(measure.open_run(run_id, store()))
+    except (StoreError, paths.OfflineError, ValueError):
+        return None
+
+
+def predictions(run_id: int) -> None:
+    """A few test images with the class the model gave them before and after training, some
+    still wrong, and how many training fixed, broke and left wrong."""
+    shown_examples = _predictions(str(store().path), run_id)
+    if shown_examples is None:
+        return
+    counts = {name: f"{count:,}" for name, count in shown_examples["counts"].items()}
+    st.markdown(f"**{tr('examples.predictions_title')}**")
+    st.caption(tr("examples.predictions_counts", **counts))
+    labels, before, after = (shown_examples[k] for k in ("labels", "before", "after"))
+    captions = [
+        tr("examples.prediction", label=y, before=b, after=a)
+        + (" :green[✓]" if a == y else " :red[✗]")
+        for y, b, a in zip(labels, before, after, strict=True)
+    ]
+    image_row(shown_examples["images"], captions, key("predictions"))
 
 
 def live_view() -> None:
@@ -441,9 +527,11 @@ st.markdown(tr("train.intro"))
 action = st.container()
 load_settings(PAGE, DEFAULTS, CHOICES)
 
+fixed_by_link(PAGE)
 with st.container(border=True):
     st.subheader(tr("train.task_title"))
     task_settings()
+    task_strip(*(st.session_state[key(name)] for name in STRIP_KEYS), key=key("strip"))
 with st.container(border=True):
     st.subheader(tr("train.method_title"))
     method_settings()
@@ -459,6 +547,9 @@ if base is not None and settings["method"] == "lora":
     with st.expander(tr("train.layers_title"), expanded=True):
         target_layers(base)
     settings = current_settings(PAGE, DEFAULTS)
+with st.expander(tr("exercise.title")):
+    st.caption(tr("exercise.intro"))
+    exercise_link(PAGE, settings, key("exercise"))
 
 config: Any = None
 if problem is None:

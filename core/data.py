@@ -249,6 +249,23 @@ def _torchvision_splits(name: str) -> list[tuple[np.ndarray, np.ndarray]]:
             raise paths.OfflineError(offline_message(name)) from error
 
 
+def on_this_computer(
+    dataset: str, shift: str = DEFAULT_SHIFT, shift_params: dict[str, Any] | None = None
+) -> bool:
+    """Whether a task loads without a download: its dataset (and for "domain" the other one)
+    ships with a pip dependency or is in data_dir() already. A page asks this before it shows
+    a task's example images, so that opening a page never starts a download. Names that are
+    no dataset count as here: loading them says what is wrong."""
+    names = [dataset]
+    if shift == "domain":
+        names.append({**SHIFTS["domain"].params, **(shift_params or {})}["to"])
+    return all(
+        DATASETS[name].offline or (paths.data_dir() / _TORCHVISION[name][1]).is_dir()
+        for name in names
+        if name in DATASETS
+    )
+
+
 def _download_url(name: str) -> str:
     import torchvision.datasets
 

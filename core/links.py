@@ -6,12 +6,17 @@ go into the link, so links stay short; reading a link parses each value by the
 type of its default and reports the ones it could not read instead of failing.
 Values are written and read by core.config (to_text, parse), as the command line's
 are: booleans are true/false (links from before that said 1/0, and still open).
+
+A teacher's exercise link can also hide some of the page's controls (``hide=lr,seed,steps``,
+as TensorFlow Playground's links do): a hidden control is not drawn, and its value is the
+link's (or the default), so the exercise shows only what it is about.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from core import config
 from core.config import RunConfig
@@ -157,3 +162,53 @@ def compare_configs(settings: Mapping[str, Any], targets: list[str] | str) -> li
         seed=settings["seed"],
     )
     return config.sweep_configs(base, settings["ranks"], baselines=settings["baselines"])
+
+
+# ----------------------------------------------------------------------------- exercise links
+
+HIDE = "hide"  # the parameter that lists the controls an exercise link hides
+PRESENTER = "presenter"  # true: large text and figures, for a projector
+APP_PARAMS = ("lang", PRESENTER)  # the whole app's, not a page's: every page's link keeps them
+
+
+def hidden_from_query(
+    params: Mapping[str, str], defaults: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """The settings a link's ``hide`` names: (those that are settings of the page, in the
+    page's order; the names that are not, to report as a bad value of the link)."""
+    names = [name.strip() for name in params.get(HIDE, "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in defaults]
+    return [key for key in defaults if key in names], unknown
+
+
+def exercise_query(
+    values: Mapping[str, Any], defaults: Mapping[str, Any], hidden: Iterable[str] = ()
+) -> dict[str, str]:
+    """The query of a link to a page with ``values`` whose controls ``hidden`` are hidden.
+
+    The settings that differ from the defaults, as to_query writes them, and every hidden
+    setting's value even where it is the default (the exercise fixes it, whatever a later
+    version's default), then ``hide`` with the hidden names in the page's order. Without
+    hidden settings it is to_query's plain link. A name that is not a setting: ValueError.
+    """
+    hidden = list(hidden)
+    unknown = [name for name in hidden if name not in defaults]
+    if unknown:
+        raise ValueError(f"not a setting of this page: {', '.join(unknown)}")
+    query = to_query(values, defaults)
+    if hidden:
+        query |= encode({key: values[key] for key in defaults if key in hidden})
+        query[HIDE] = ",".join(key for key in defaults if key in hidden)
+    return query
+
+
+def page_url(base: str, url_path: str, query: Mapping[str, str]) -> str:
+    """The full link to a page: ``base`` (the app's address), its ``url_path`` and ``query``.
+    Commas stay commas (``hide=lr,seed``), so a teacher can read and edit the link."""
+    url = f"{base.rstrip('/')}/{url_path}"
+    return f"{url}?{urlencode(query, safe=',')}" if query else url
+
+
+def page_defaults(page: str) -> dict[str, Any]:
+    """The settings of the page a lesson or an exercise link opens ("train" or "compare")."""
+    return {"train": train_defaults(), "compare": COMPARE_DEFAULTS}[page]

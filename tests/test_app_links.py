@@ -1,5 +1,7 @@
 """Settings ↔ URL: a copied link must reopen exactly the same configuration."""
 
+from urllib.parse import parse_qsl, urlsplit
+
 import pytest
 
 from core import lessons, links
@@ -137,3 +139,75 @@ def test_values_inside_the_choices_are_read():
     values, unreadable = links.from_query({"model": "cnn", "targets": "fc2,fc1"}, defaults, CHOICES)
     assert not unreadable
     assert values["model"] == "cnn" and values["targets"] == ["fc2", "fc1"]
+
+
+# ----------------------------------------------------------------------------- exercise links
+
+TRAIN = links.train_defaults()
+
+
+def test_hide_names_the_pages_settings_in_page_order_and_reports_the_rest():
+    hidden, unknown = links.hidden_from_query({"hide": "steps, lr,nosuch,,seed"}, TRAIN)
+    assert hidden == ["lr", "steps", "seed"]  # as the page lists them, not as the link did
+    assert unknown == ["nosuch"]
+    assert links.hidden_from_query({}, TRAIN) == ([], [])
+    assert links.hidden_from_query({"hide": ""}, TRAIN) == ([], [])
+    assert links.hidden_from_query({"hide": "lang,presenter"}, TRAIN) == (
+        [],
+        ["lang", "presenter"],
+    )  # the app's parameters are not a page's controls
+
+
+def test_an_exercise_query_fixes_every_hidden_value_even_a_default():
+    values = TRAIN | {"lr": 0.003, "rank": 8}
+    query = links.exercise_query(values, TRAIN, ["steps", "lr", "seed"])
+    assert query == {
+        "rank": "8",
+        "lr": "0.003",
+        "steps": str(links.TRAIN_STEPS),  # the default, written out all the same
+        "seed": "0",
+        "hide": "lr,steps,seed",
+    }
+    assert links.exercise_query(values, TRAIN) == links.to_query(values, TRAIN)
+    with pytest.raises(ValueError, match="not a setting of this page: nosuch"):
+        links.exercise_query(values, TRAIN, ["lr", "nosuch"])
+
+
+def test_an_exercise_link_reads_back_as_the_same_settings_and_hidden_controls():
+    """The full URL, taken apart by urllib (not by links), gives the page what the teacher
+    chose: every value, and the controls to hide."""
+    values = TRAIN | {"shift": "rotate", "shift_params": {"angle": 90.0}, "lr": 0.003}
+    values |= {"targets": "fc1,fc2"}
+    url = links.page_url(
+        "http://127.0.0.1:8501/", "train", links.exercise_query(values, TRAIN, ["lr", "seed"])
+    )
+    parts = urlsplit(url)
+    assert (parts.netloc, parts.path) == ("127.0.0.1:8501", "/train")
+    assert "hide=lr,seed" in parts.query  # commas stay readable
+    params = dict(parse_qsl(parts.query))
+    read, unreadable = links.from_query(params, TRAIN, links.TRAIN_CHOICES)
+    assert not unreadable
+    assert RunConfig.from_dict(read) == RunConfig.from_dict(values)
+    assert links.hidden_from_query(params, TRAIN) == (["lr", "seed"], [])
+
+
+def test_a_page_url_without_a_query_is_the_page():
+    assert links.page_url("http://host:8501", "compare", {}) == "http://host:8501/compare"
+
+
+@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: lesson.id)
+def test_every_lesson_makes_an_exercise_link_to_its_page(lesson):
+    defaults = links.page_defaults(lesson.page)
+    assert defaults == PAGE_DEFAULTS[lesson.page]
+    hidden = list(defaults)[-2:]
+    query = links.exercise_query(defaults | lesson.settings, defaults, hidden)
+    values, unreadable = links.from_query(query, defaults)
+    assert not unreadable and values == defaults | lesson.settings
+    assert links.hidden_from_query(query, defaults) == (hidden, [])
+
+
+def test_presenter_mode_reads_as_a_flag():
+    flag = {links.PRESENTER: False}
+    assert links.from_query({"presenter": "1"}, flag) == ({"presenter": True}, [])
+    assert links.from_query({"presenter": "true"}, flag) == ({"presenter": True}, [])
+    assert links.from_query({"presenter": "big"}, flag) == ({"presenter": False}, ["presenter"])

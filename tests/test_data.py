@@ -287,3 +287,15 @@ def test_planted_layer_default_prefers_linear_and_skips_tiny_convolutions():
 def test_planted_rank_checks_its_layer():
     with pytest.raises(ValueError, match="no Linear or Conv2d layer 'fc9'"):
         data.load_task(shift="planted-rank", shift_params={"layer": "fc9"}, base_model=TinyNet())
+
+
+def test_a_page_can_tell_which_tasks_load_without_a_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_LAB_DATA", str(tmp_path))
+    assert data.on_this_computer("mnist-5k", "rotate") and data.on_this_computer("digits")
+    assert not data.on_this_computer("mnist")
+    assert not data.on_this_computer("mnist-5k", "domain", {"to": "fashion-mnist"})
+    assert data.on_this_computer("mnist-5k", "domain")  # to digits, the default
+    (tmp_path / "FashionMNIST").mkdir()  # where torchvision keeps it once downloaded
+    assert data.on_this_computer("mnist-5k", "domain", {"to": "fashion-mnist"})
+    assert data.on_this_computer("fashion-mnist") and not data.on_this_computer("cifar10")
+    assert data.on_this_computer("nosuch")  # loading it will say what is wrong
