@@ -39,7 +39,7 @@ import torch
 
 from core import data, zoo
 from core.config import RunConfig
-from core.runs import RunStore, StoreError, default_path, train_and_save
+from core.runs import RunStore, StoreError, store_location, train_and_save
 from core.train import Event
 
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
@@ -122,7 +122,7 @@ class Pool:
             raise ValueError(f"a pool needs at least one worker (got {self.workers})")
         self.threads = threads_per_job(self.workers)
         # Opening the store here shows a bad file before any worker starts.
-        self.store_path = Path(store_path) if store_path is not None else default_path()
+        self.store_path = store_path if store_path is not None else store_location()
         RunStore(self.store_path).close()
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._lock = threading.RLock()
