@@ -461,11 +461,17 @@ class PostgresDatabase:
 
     def __init__(self, url: sa.URL, on_open: Callable[[sa.Connection], Any]) -> None:
         self.where = url.render_as_string(hide_password=True)
-        self._engine = sa.create_engine(
-            url,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "lora-lab"},
-        )
+        try:
+            self._engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": APP_ID},
+            )
+        except ImportError:  # psycopg is an optional dependency
+            raise StoreError(
+                f"{SETTING} names a PostgreSQL database, which needs psycopg: "
+                "pip install -r requirements-distributed.txt"
+            ) from None
         try:
             with self._engine.begin() as conn:
                 found = problem(conn)
@@ -490,8 +496,7 @@ class PostgresDatabase:
         connection is lost before the commit is sent, nothing was written: it is run once more
         on a new connection. A commit whose answer is lost is not repeated (it may have
         happened); nor is a run that fails twice: StoreError, one line."""
-        retried = False
-        while True:
+        for last_try in (False, True):  # (each try returns or raises on the last)
             committing = False
             try:
                 with self._engine.connect() as conn, conn.begin():
@@ -506,12 +511,11 @@ class PostgresDatabase:
                             f"cannot read the run database at {self.where} ({why})"
                         ) from None
                     raise StoreError(not_written(what, self.where, why)) from None
-                if retried or committing:
+                if last_try or committing:
                     raise StoreError(
                         f"the run database at {self.where} is not reachable ({why}); retrying: "
                         "try again in a moment, nothing stored is lost"
                     ) from None
-                retried = True
 
     def writable(self) -> bool:
         return True

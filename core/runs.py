@@ -148,9 +148,13 @@ def default_path() -> Path:
 
 
 def store_location() -> str | Path:
-    """Where the runs are kept: the PostgreSQL URL in LORA_LAB_DB if it is set, or else the
-    SQLite file in LORA_LAB_HOME."""
-    return rundb.configured() or default_path()
+    """Where the runs are kept: the PostgreSQL URL in LORA_LAB_DB if it is set (StoreError
+    naming the setting if it is not one), or else the SQLite file in LORA_LAB_HOME."""
+    configured = rundb.configured()
+    if configured is None:
+        return default_path()
+    rundb.postgres_url(configured)
+    return configured
 
 
 def default_name(config: RunConfig) -> str:
