@@ -7,15 +7,22 @@ Streamlit would also treat that folder as an old-style multipage app.)
 
 import streamlit as st
 
-from app_pages.common import language, presenter, presenter_style, tr
+from app_pages.common import language, presenter, presenter_style, store, tr
 from core import __version__, jobs
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from core.links import PRESENTER
+from core.paths import FolderError
+from core.runs import StoreError
 
 
 def main() -> None:
     st.set_page_config(page_title="LoRA Lab", page_icon=":material/science:", layout="wide")
-    jobs.pool()  # start the training workers now, so the first click on Train starts at once
+    try:
+        store()  # a run store that cannot be used (LORA_LAB_DB, LORA_LAB_HOME) is said at once
+        jobs.pool()  # start the training workers now, so the first click on Train starts at once
+    except (StoreError, FolderError) as error:
+        st.error(str(error))  # one line that names the setting; tried again at the next rerun
+        st.stop()
 
     pages = [
         st.Page(

@@ -194,7 +194,7 @@ def _open_store(path: str) -> RunStore:
 
 def store() -> RunStore:
     """The run database, opened once per server (it is safe to share between threads)."""
-    return _open_store(str(runs.default_path()))
+    return _open_store(str(runs.store_location()))
 
 
 def visible_runs(everyone: bool, also: tuple[int, ...] = ()) -> list[RunRecord]:

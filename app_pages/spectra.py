@@ -48,7 +48,7 @@ def changed_layers(run_id: int, store_path: str) -> list[str]:
 
 
 def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
-    return spectra.layer_updates(*run_models(run_id, str(store().path))).get(layer)
+    return spectra.layer_updates(*run_models(run_id, store().where)).get(layer)
 
 
 def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
@@ -253,7 +253,7 @@ def planted_update(run_id: int, store_path: str) -> data.Planted | None:
 
 def planted(record, layer: str, update: spectra.LayerUpdate) -> None:
     """A planted-rank task: the learned ΔW next to the secret ΔW* that made the labels."""
-    secret = planted_update(record.id, str(store().path))
+    secret = planted_update(record.id, store().where)
     if secret is None or secret.layer != layer:
         st.info(tr("spectra.planted_elsewhere", layer=secret.layer if secret else "?"))
         return
@@ -312,7 +312,7 @@ run_id = col_run.selectbox(
 )
 record = by_id[run_id]
 try:
-    report = run_report(run_id, str(store().path))
+    report = run_report(run_id, store().where)
 except StoreError as error:
     st.error(str(error))
     st.stop()
@@ -368,7 +368,7 @@ if evolution and len(evolution["steps"]) > 1:
 st.subheader(tr("spectra.similarity_title"))
 st.markdown(tr("spectra.similarity_intro"))
 others = runs.comparable_runs(
-    record, layer, records, lambda run_id: changed_layers(run_id, str(store().path))
+    record, layer, records, lambda run_id: changed_layers(run_id, store().where)
 )
 if st.session_state[key("other")] not in [0, *others]:
     st.session_state[key("other")] = 0

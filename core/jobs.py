@@ -50,7 +50,7 @@ import torch
 from core import data, zoo
 from core.config import RunConfig
 from core.limits import SERVER, Limits
-from core.runs import RunStore, StoreError, default_path, train_and_save
+from core.runs import RunStore, StoreError, store_location, train_and_save
 from core.train import Event, StopFlag, load_task, planned_steps
 
 SHUT_DOWN_QUEUED = "the server shut down before it started"  # why a job ended unfinished
@@ -304,7 +304,7 @@ class Pool:
     ) -> None:
         self.limits = limits or Limits.from_env(SERVER, known_models=zoo.names())
         # Opening the store here shows a bad file before any worker starts.
-        self.store_path = Path(store_path) if store_path is not None else default_path()
+        self.store_path = store_path if store_path is not None else store_location()
         RunStore(self.store_path).close()
         self._lock = threading.RLock()
         self._queue = FairQueue()

@@ -1,8 +1,13 @@
-"""The run history: every training run, its curves and spectra, in one SQLite file.
+"""The run history: every training run, its curves, spectra and weights, in one store.
 
-    <home>/runs.db                          runs, per-step metrics, spectrum snapshots (WAL)
+By default the store is an SQLite file; with LORA_LAB_DB set, a PostgreSQL database that any
+number of app servers and training workers share (core/rundb.py: one schema for both, and why
+the weights live where they do):
+
+    <home>/runs.db                             runs, per-step metrics, spectrum snapshots (WAL)
     <home>/runs/<folder>/weights.safetensors   what the run trained (adapters + head, or the
                                                changed weights of full fine-tuning)
+    LORA_LAB_DB=postgresql://…                 the same tables, and the weights in a table
 
 A run's folder is a random uuid (runs saved before schema 2: its id), so files are found by
 something that cannot collide: a training process that outlives its store (the file was moved
@@ -10,13 +15,19 @@ or replaced) writes nothing into a new store, even one with a run of the same nu
 checks that the row and its folder are the ones it created.
 
 Nothing finished is ever lost: a run's final state is written in one transaction, after its
-weights file is complete on disk. A run whose process died (crash, kill, power cut) is found
-still marked "running" the next time the store opens, and is marked "unfinished", keeping
-what it logged; a process id now used by another process does not keep it "running" (the
-process's start time is kept with its id). A file that is not a LoRA Lab database is never
-written to: opening it raises a StoreError whose message says what to do. Writes that fail
-(a full disk, a read-only file) raise a StoreError and change nothing. Reading creates
-nothing: a store that does not exist yet reads as empty, and a read-only one can be read.
+weights file is complete on disk (with PostgreSQL, in that same transaction). A run whose
+process died (crash, kill, power cut) is found still marked "running" the next time the store
+opens, and is marked "unfinished", keeping what it logged; a process id now used by another
+process does not keep it "running" (the process's start time and machine are kept with its
+id; a run trained on another machine is left to that machine's processes). A database that is
+not LoRA Lab's is never written to: opening it raises a StoreError whose message says what to
+do. Writes that fail (a full disk, a read-only file) raise a StoreError and change nothing.
+Reading creates nothing: a store that does not exist yet reads as empty, and a read-only one
+can be read.
+
+A run's steps reach the store while it trains (_Recorder: at each evaluation, and at least
+every FLUSH_S seconds), so a page on any app server shows a run's live curves by reading them
+(steps_since), whichever server or command line started it.
 """
 
 from __future__ import annotations
@@ -27,84 +38,42 @@ import json
 import os
 import re
 import shutil
-import sqlite3
+import socket
 import tempfile
 import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import sqlalchemy as sa
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 from torch import nn
 
-from core import paths, peft_io
+from core import paths, peft_io, rundb
 from core.config import RunConfig
+from core.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, weights
 from core.train import Event, RunResult, StopFlag, build_models, train
 
-APP_ID = "lora-lab"
-SCHEMA_VERSION = 2  # 2: each run's own folder (uuid) and its process's start time
-SQLITE_HEADER = b"SQLite format 3\x00"
-WEIGHTS_FILE = "weights.safetensors"
+__all__ = ["RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    config TEXT NOT NULL,            -- RunConfig.to_dict() as JSON
-    status TEXT NOT NULL,            -- running | finished | stopped | failed | unfinished
-                                     -- | imported (an uploaded adapter: core.adapters)
-    reason TEXT NOT NULL DEFAULT '',
-    pid INTEGER,                     -- the process training it, while it runs
-    created REAL NOT NULL,           -- seconds since the epoch
-    seconds REAL,
-    test_acc_before REAL,
-    test_acc_after REAL,
-    trainable_params INTEGER,
-    total_params INTEGER,
-    num_classes INTEGER,
-    torch_threads INTEGER,           -- results are bit-identical only for equal thread counts
-    has_weights INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    step INTEGER NOT NULL,
-    train_loss REAL, val_loss REAL, val_acc REAL, elapsed REAL, steps_per_s REAL,
-    PRIMARY KEY (run_id, step)
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    step INTEGER NOT NULL,
-    layers TEXT NOT NULL,            -- {layer: {"sigma": [...], "delta_M": .., "delta_D": ..}}
-    PRIMARY KEY (run_id, step)
-);
-"""
-ADDED_COLUMNS = {  # columns of runs added since schema 1, added to an older store on opening
-    "folder": "TEXT",  # its folder under runs/: a uuid; NULL (schema 1): the run's id
-    "pid_started": "REAL",  # when the process `pid` started: a reused pid has another
-}
-# A run's id is SQLite's INTEGER PRIMARY KEY, a signed 64-bit number that starts at 1: any
-# other number (0, -5, a link's 99999999999999999999999) names no run, and is never asked for.
+WEIGHTS_FILE = "weights.safetensors"
+# A run's id is a signed 64-bit number that starts at 1 (SQLite's INTEGER PRIMARY KEY, and
+# PostgreSQL's BIGINT): any other number (0, -5, a link's 99999999999999999999999) names no run,
+# and is never asked for.
 RUN_IDS = range(1, 2**63)
 FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run's folder
-METRIC_COLUMNS = ("step", "train_loss", "val_loss", "val_acc", "elapsed", "steps_per_s")
 # A run in one of these is being trained (or about to be): it cannot be deleted.
 ACTIVE_STATUSES = ("running", "queued")
-# SQLite's answers when a store can be read but not written: open it read-only instead.
-READ_ONLY_ERRORS = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_IOERR")
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
-
-
-class StoreError(RuntimeError):
-    """The run database cannot be used (or a run is missing); str() is the one-line message."""
+HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
+FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
 
 
 @dataclass
@@ -168,8 +137,28 @@ def comparable_runs(
     return ids
 
 
+@dataclass
+class RunProgress:
+    """What a run logged after a step, and where it stands now: what a live view polls."""
+
+    status: str
+    reason: str
+    history: list[dict]  # metrics after the step, in order (as RunRecord.history)
+    snapshots: list[dict]  # spectrum snapshots after the step, in order
+
+
 def default_path() -> Path:
     return paths.home() / "runs.db"
+
+
+def store_location() -> str | Path:
+    """Where the runs are kept: the PostgreSQL URL in LORA_LAB_DB if it is set (StoreError
+    naming the setting if it is not one), or else the SQLite file in LORA_LAB_HOME."""
+    configured = rundb.configured()
+    if configured is None:
+        return default_path()
+    rundb.postgres_url(configured)
+    return configured
 
 
 def default_name(config: RunConfig) -> str:
@@ -202,41 +191,34 @@ def _process_alive(pid: int | None, started: float | None) -> bool:
     return started is None or not abs(now - started) > SAME_PROCESS_S  # (nan: cannot tell)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file is at `path` now (device, inode), or None if there is none."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
-
-
 class RunStore:
-    """The run database. Safe to share between threads; several processes may open it too.
+    """The run database. Safe to share between threads; several processes (and with
+    PostgreSQL, several machines) may open it too.
 
-    The file is opened on first use and created on the first write, so a command that is
-    refused, or only reads, leaves no empty database behind. If the file at `path` is moved
-    or replaced while the store is open, the store follows the path (a server keeps working),
+    `location` is an SQLite file's path or a postgresql:// URL; by default store_location().
+    An SQLite file is opened on first use and created on the first write, so a command that
+    is refused, or only reads, leaves no empty database behind; if the file is moved or
+    replaced while the store is open, the store follows the path (a server keeps working),
     and what this store had started in the old file is not written into the new one.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self.weights_dir = self.path.parent / "runs"
-        self.read_only: str | None = None  # why the open file cannot be written, if so
-        self._lock = threading.RLock()
-        self._db: sqlite3.Connection | None = None
-        self._opened: tuple[int, int] | None = None  # the file _db has open
-        self._empty: sqlite3.Connection | None = None  # what reading a missing store reads
-        self._mine: dict[int, tuple[tuple[int, int] | None, str]] = {}  # run → (file, folder)
-        self._connection(write=False)  # a foreign or damaged file is refused at once
+    def __init__(self, location: str | Path | None = None) -> None:
+        self._db = rundb.open_database(
+            store_location() if location is None else location, on_open=_recover
+        )
+        self.path: Path | None = self._db.path  # the SQLite file (None: PostgreSQL)
+        self.weights_dir: Path | None = self._db.weights_dir  # (None: in the database)
+        self.where = self._db.where  # the file, or the URL without its password
+        self._lock = threading.Lock()
+        self._mine: dict[int, tuple[Any, str]] = {}  # run → (the database it is in, folder)
+
+    @property
+    def read_only(self) -> str | None:
+        """Why the store cannot be written, if it is known that it cannot."""
+        return self._db.read_only
 
     def close(self) -> None:
-        with self._lock:
-            for db in (self._db, self._empty):
-                if db is not None:
-                    db.close()
-            self._db = self._empty = None
+        self._db.close()
 
     def __enter__(self) -> RunStore:
         return self
@@ -244,152 +226,89 @@ class RunStore:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    # -- the connection -------------------------------------------------------------------------
-    def _connection(self, write: bool) -> sqlite3.Connection:
-        """The open database: the file at `path` now (opened, or for writing created, here);
-        to read a store that does not exist yet, an empty one in memory."""
-        identity = _identity(self.path)
-        if self._db is not None and (identity != self._opened or (write and self.read_only)):
-            self._db.close()  # moved or replaced; or read-only before, perhaps not now
-            self._db = None
-        if self._db is None:
-            if identity is None and not write:
-                return self._empty_store()
-            self._db = self._open()
-            self._opened = _identity(self.path)
-        return self._db
-
-    def _open(self) -> sqlite3.Connection:
-        """Connect to the file (creating it): set up or upgrade its tables, repair interrupted
-        runs. A file that can be read but not written is opened read-only (`read_only` says
-        why): reading works, each write is a StoreError."""
-        _check_is_ours(self.path)
-        self.read_only = None
-        try:
-            db = _connect(self.path)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(_unusable(self.path, str(error))) from None
-        try:
-            _set_up(db)
-        except sqlite3.OperationalError as error:
-            db.close()
-            if not self.path.is_file() or not str(error.sqlite_errorname).startswith(
-                READ_ONLY_ERRORS
-            ):
-                raise StoreError(_unusable(self.path, str(error))) from None
-            self.read_only = str(error)
-            return _connect_read_only(self.path)
-        except sqlite3.DatabaseError as error:
-            db.close()
-            raise StoreError(_unusable(self.path, str(error))) from None
-        with contextlib.suppress(sqlite3.OperationalError), _transaction(db):
-            _recover(db)  # (if this fails, the store can still be read)
-        return db
-
-    def _empty_store(self) -> sqlite3.Connection:
-        if self._empty is None:
-            self._empty = sqlite3.connect(":memory:", check_same_thread=False)
-            self._empty.row_factory = sqlite3.Row
-            _set_up(self._empty)
-        return self._empty
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._connection(write=False)
-            try:
-                yield db
-            except sqlite3.DatabaseError as error:
-                raise StoreError(_unusable(self.path, str(error))) from None
-
-    @contextlib.contextmanager
-    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One transaction that takes the write lock first, so what it reads stays true until
-        it commits. Nothing is written if it fails; a full disk or a read-only store is a
-        StoreError that says so ("cannot <what>: …")."""
-        with self._lock:
-            db = self._connection(write=True)
-            if self.read_only:
-                raise StoreError(_not_written(what, self.path, self.read_only))
-            try:
-                with _transaction(db):
-                    yield db
-            except sqlite3.OperationalError as error:
-                with contextlib.suppress(sqlite3.Error):
-                    db.rollback()
-                raise StoreError(_not_written(what, self.path, str(error))) from None
-
     # -- writing a run as it trains ---------------------------------------------------------
     def create(self, config: RunConfig, owner: str = "local", name: str | None = None) -> int:
         """A new run in status "running", owned by this process; returns its id."""
         folder = uuid.uuid4().hex
         pid = os.getpid()
-        with self._writing("start a run") as db:
-            cursor = db.execute(
-                "INSERT INTO runs (name, owner, config, status, pid, pid_started, created,"
-                " torch_threads, folder) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                (
-                    name or default_name(config),
-                    owner,
-                    json.dumps(config.to_dict()),
-                    pid,
-                    process_start(pid),
-                    time.time(),
-                    torch.get_num_threads(),
-                    folder,
-                ),
-            )
-            run_id = int(cursor.lastrowid)
-            self._mine[run_id] = (self._opened, folder)
+        row = {
+            "name": name or default_name(config),
+            "owner": owner,
+            "config": json.dumps(config.to_dict()),
+            "status": "running",
+            "pid": pid,
+            "pid_started": process_start(pid),
+            "host": HOST,
+            "created": time.time(),
+            "torch_threads": torch.get_num_threads(),
+            "folder": folder,
+        }
+
+        def insert(conn: sa.Connection) -> tuple[int, Any]:
+            run_id = conn.execute(sa.insert(runs).values(row)).inserted_primary_key[0]
+            return int(run_id), self._db.opened()
+
+        run_id, database = self._db.run(insert, "start a run")
+        with self._lock:
+            self._mine[run_id] = (database, folder)
         return run_id
 
     def append(self, run_id: int, history: list[dict], snapshots: list[dict]) -> None:
         """Save progress (metrics and snapshots so far) in one transaction. StoreError if the
         run's row is gone (deleted while it trained), or the store cannot be written."""
         folder = self._own(run_id)
-        with self._writing(f"save the progress of run {run_id}") as db:
-            _check_row(db, run_id, folder)
-            _insert_progress(db, run_id, history, snapshots)
+
+        def save_progress(conn: sa.Connection) -> None:
+            _check_row(conn, run_id, folder)
+            _insert_progress(conn, run_id, history, snapshots)
+
+        self._db.run(save_progress, f"save the progress of run {run_id}")
 
     def finish(self, run_id: int, result: RunResult) -> None:
-        """Save a run's outcome: weights file first, then every row in one transaction.
+        """Save a run's outcome: weights first, then every row in one transaction. (With
+        PostgreSQL the weights are a row too, in the same transaction.)
 
         StoreError if the run's row is gone (deleted while it trained) or the store cannot be
         written (disk full): then nothing is written, and a weights file already written is
         removed again."""
         folder = self._own(run_id)
         has_weights = result.status != "failed"
-        if has_weights:
-            with self._reading() as db:  # gone already? then write no weights at all
-                _check_row(db, run_id, folder)
+        in_table = None
+        if has_weights and self.weights_dir is None:
+            in_table = save(trained_tensors(result.model))
+        elif has_weights:
+            self._db.run(lambda conn: _check_row(conn, run_id, folder))  # gone? write nothing
             self._write_weights(run_id, folder, result.model)
+        outcome = {
+            "status": result.status,
+            "reason": result.reason,
+            "pid": None,
+            "seconds": result.seconds,
+            "test_acc_before": result.test_acc_before,
+            "test_acc_after": result.test_acc_after,
+            "trainable_params": result.trainable_params,
+            "total_params": result.total_params,
+            "num_classes": result.task.num_classes,
+            "has_weights": int(has_weights),
+        }
+
+        def save_outcome(conn: sa.Connection) -> None:
+            _check_row(conn, run_id, folder)
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(outcome))
+            conn.execute(sa.delete(metrics).where(metrics.c.run_id == run_id))
+            conn.execute(sa.delete(snapshots).where(snapshots.c.run_id == run_id))
+            _insert_progress(conn, run_id, result.history, result.snapshots)
+            if in_table is not None:
+                rundb.upsert(conn, weights, [{"run_id": run_id, "data": in_table}], ["run_id"])
+
         try:
-            with self._writing(f"save run {run_id}") as db:
-                _check_row(db, run_id, folder)
-                db.execute(
-                    "UPDATE runs SET status=?, reason=?, pid=NULL, seconds=?, test_acc_before=?,"
-                    " test_acc_after=?, trainable_params=?, total_params=?, num_classes=?,"
-                    " has_weights=? WHERE id=?",
-                    (
-                        result.status,
-                        result.reason,
-                        result.seconds,
-                        result.test_acc_before,
-                        result.test_acc_after,
-                        result.trainable_params,
-                        result.total_params,
-                        result.task.num_classes,
-                        int(has_weights),
-                        run_id,
-                    ),
-                )
-                db.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
-                db.execute("DELETE FROM snapshots WHERE run_id = ?", (run_id,))
-                _insert_progress(db, run_id, result.history, result.snapshots)
+            self._db.run(save_outcome, f"save run {run_id}")
         except StoreError:
-            shutil.rmtree(self.weights_dir / folder, ignore_errors=True)  # no orphan folder
+            if self.weights_dir is not None:
+                shutil.rmtree(self.weights_dir / folder, ignore_errors=True)  # no orphan folder
             raise
-        del self._mine[run_id]
+        with self._lock:
+            del self._mine[run_id]
 
     def fail(self, run_id: int, reason: str) -> None:
         """Mark a run failed, keeping its progress. Called while another error is handled, it
@@ -397,31 +316,32 @@ class RunStore:
         until its process ends, and is then found "unfinished"."""
         with contextlib.suppress(StoreError):
             folder = self._own(run_id)
-            with self._writing(f"mark run {run_id} failed") as db:
-                db.execute(
-                    "UPDATE runs SET status='failed', reason=?, pid=NULL WHERE id=? AND folder=?",
-                    (reason, run_id, folder),
-                )
-            del self._mine[run_id]
+            failed = (
+                sa.update(runs)
+                .where(runs.c.id == run_id, runs.c.folder == folder)
+                .values(status="failed", reason=reason, pid=None)
+            )
+            self._db.run(lambda conn: conn.execute(failed), f"mark run {run_id} failed")
+            with self._lock:
+                del self._mine[run_id]
 
     def recover(self) -> list[int]:
         """Mark runs whose process is gone "unfinished"; returns their ids. A store that does
         not exist or cannot be written has none to mark."""
-        with self._lock:
-            if self._connection(write=False) is self._empty or self.read_only:
-                return []
-            with self._writing("mark interrupted runs") as db:
-                return _recover(db)
+        if not self._db.writable():
+            return []
+        return self._db.run(_recover, "mark interrupted runs")
 
     def _own(self, run_id: int) -> str:
-        """The folder of a run this store created; StoreError if the file at `path` is no longer
-        the one it was created in (moved, deleted or replaced: its results have nowhere to go)."""
-        opened, folder = self._mine.get(run_id, (None, ""))
+        """The folder of a run this store created; StoreError if the database it was created
+        in is no longer the one at this store's path (moved, deleted or replaced: its results
+        have nowhere to go)."""
+        database, folder = self._mine.get(run_id, (None, ""))
         if not folder:
             raise StoreError(f"run {run_id} was not started by this process: it cannot save it")
-        if opened != _identity(self.path):
+        if database != self._db.identity():
             raise StoreError(
-                f"the run store {self.path} was moved or replaced while run {run_id} trained: "
+                f"the run store {self.where} was moved or replaced while run {run_id} trained: "
                 "its results were not saved"
             )
         return folder
@@ -446,18 +366,21 @@ class RunStore:
             ) from None
 
     # -- reading ------------------------------------------------------------------------------
-    def list(self, owner: str | None = None) -> list[RunRecord]:
-        """Runs, newest first (only `owner`'s if given), without their history. A row that
-        cannot be read is left out: listing() names it."""
-        return self.listing(owner)[0]
+    def list(self, owner: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first (only `owner`'s if given; the latest `limit` if given), without
+        their history. A row that cannot be read is left out: listing() names it."""
+        return self.listing(owner, limit)[0]
 
-    def listing(self, owner: str | None = None) -> tuple[list[RunRecord], dict[int, str]]:
+    def listing(
+        self, owner: str | None = None, limit: int | None = None
+    ) -> tuple[list[RunRecord], dict[int, str]]:
         """(the runs, newest first, as list() gives them; {id: why} of rows that cannot be
-        read, such as a config written by hand). One bad row never hides the others."""
-        query = "SELECT * FROM runs" + (" WHERE owner = ?" if owner is not None else "")
-        with self._reading() as db:
-            rows = db.execute(query + " ORDER BY id DESC", () if owner is None else (owner,))
-            rows = rows.fetchall()
+        read, such as a config written by hand). One bad row never hides the others. An
+        owner's latest runs are one index range (runs_by_owner): cheap to poll."""
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(runs.c.owner == owner)
+        rows = self._db.run(lambda conn: conn.execute(query).mappings().all())
         records, unreadable = [], {}
         for row in rows:
             try:
@@ -468,91 +391,80 @@ class RunStore:
 
     def get(self, run_id: int) -> RunRecord:
         """One run with its per-step history and spectrum snapshots."""
-        record = self.get_summary(run_id)
-        with self._reading() as db:
-            metrics = db.execute(
-                f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE run_id=? ORDER BY step",
-                (run_id,),
-            )
-            record.history = [dict(r) for r in metrics.fetchall()]
-            snaps = db.execute(
-                "SELECT step, layers FROM snapshots WHERE run_id=? ORDER BY step", (run_id,)
-            ).fetchall()
-        try:
-            record.snapshots = [
-                {"step": r["step"], "layers": json.loads(r["layers"])} for r in snaps
-            ]
-        except (ValueError, RecursionError):
-            raise StoreError(
-                f"run {run_id} cannot be read: a spectrum snapshot is not JSON"
-            ) from None
+        row, history, snaps = self._db.run(lambda conn: _run_and_steps(conn, run_id, None))
+        record = _record(row)
+        record.history, record.snapshots = history, _parsed(run_id, snaps)
         return record
+
+    def steps_since(self, run_id: int, step: int) -> RunProgress:
+        """What run `run_id` logged after step `step` (-1: everything), and its status now: a
+        live view polls this with the last step it has, and reads only what is new (two
+        index ranges, metrics and snapshots by (run_id, step)). StoreError if there is no
+        such run."""
+        row, history, snaps = self._db.run(lambda conn: _run_and_steps(conn, run_id, step))
+        return RunProgress(row["status"], row["reason"], history, _parsed(run_id, snaps))
 
     def rename(self, run_id: int, name: str) -> None:
         name = name.strip()
         if not name:
             raise ValueError("a run's name cannot be empty")
         self._check_exists(run_id)  # (and a store not made yet is not made for this)
-        with self._writing(f"rename run {run_id}") as db:
-            if db.execute("UPDATE runs SET name=? WHERE id=?", (name, run_id)).rowcount == 0:
-                raise StoreError(f"there is no run {run_id}")
+        renamed = sa.update(runs).where(runs.c.id == run_id).values(name=name)
+        if self._db.run(lambda conn: conn.execute(renamed).rowcount, f"rename run {run_id}") == 0:
+            raise StoreError(f"there is no run {run_id}")
 
     def delete(self, run_id: int) -> None:
-        """Remove the run's rows (metrics and snapshots cascade) and then its weights.
+        """Remove the run's rows (metrics, snapshots and stored weights cascade) and then its
+        weights folder.
 
         A run still training cannot be deleted (StoreError): it would have nowhere to save.
         One marked "running" whose process is gone is marked "unfinished" first, and goes.
         """
         self._check_exists(run_id)
         self.recover()
-        with self._writing(f"delete run {run_id}") as db:
-            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"there is no run {run_id}")
+
+        def remove(conn: sa.Connection) -> str | None:
+            row = _row(conn, run_id, lock=True)
             if row["status"] in ACTIVE_STATUSES:
                 raise StoreError(
                     f"run {run_id} is still {row['status']}: stop it first, then delete it"
                 )
-            db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+            conn.execute(sa.delete(runs).where(runs.c.id == run_id))
             folder = _folder_or_none(row)
-            if db.execute("SELECT 1 FROM runs WHERE folder=?", (folder,)).fetchone():
-                folder = None  # another row names it too (a copy made by hand): it stays
-        if folder is not None:
+            if conn.execute(sa.select(runs.c.id).where(runs.c.folder == folder)).first():
+                return None  # another row names it too (a copy made by hand): it stays
+            return folder
+
+        folder = self._db.run(remove, f"delete run {run_id}")
+        if folder is not None and self.weights_dir is not None:
             shutil.rmtree(self.weights_dir / folder, ignore_errors=True)
 
     def _check_exists(self, run_id: int) -> None:
         """StoreError unless the store has a row `run_id`, readable or not."""
-        _check_id(run_id)
-        with self._reading() as db:
-            if db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
-                raise StoreError(f"there is no run {run_id}")
+        self._db.run(lambda conn: _row(conn, run_id))
 
     def weights_path(self, run_id: int) -> Path:
-        record = self.get_summary(run_id)
-        if not record.has_weights:
-            raise StoreError(f"run {run_id} has no saved weights (status: {record.status})")
+        """The file of a run's weights (an SQLite store; StoreError with PostgreSQL, which
+        keeps them in the database)."""
+        record = self._with_weights(run_id)
+        if self.weights_dir is None:
+            raise StoreError(
+                f"run {run_id}'s weights are kept in the run database at {self.where}, not in "
+                "a file: export them (runs export)"
+            )
         return self.weights_dir / record.folder / WEIGHTS_FILE
 
     def get_summary(self, run_id: int) -> RunRecord:
         """One run without its history: cheaper than get()."""
-        _check_id(run_id)
-        with self._reading() as db:
-            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"there is no run {run_id}")
-        return _record(row)
+        return _record(self._db.run(lambda conn: _row(conn, run_id)))
 
     def load_run_model(self, run_id: int) -> tuple[nn.Module, nn.Module]:
         """(base model, trained model) of a saved run, rebuilt from its config and weights.
 
-        StoreError if the weights file does not fit the model its config builds (other names,
-        shapes or kinds of number): it was damaged or replaced."""
-        record = self.get_summary(run_id)
-        path = self.weights_path(run_id)
-        try:
-            tensors = load_file(path)
-        except (SafetensorError, OSError) as error:
-            raise StoreError(f"the weights of run {run_id} cannot be read ({error})") from None
+        StoreError if the weights do not fit the model its config builds (other names,
+        shapes or kinds of number): they were damaged or replaced."""
+        record = self._with_weights(run_id)
+        tensors, source = self._read_weights(record)
         base, model = build_models(record.config, record.num_classes)
         expected = model.state_dict()
         missing = set(tensors) - set(expected)
@@ -562,10 +474,30 @@ class RunStore:
             if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
                 raise StoreError(
                     f"the weights of run {run_id} do not fit its model: {name} is "
-                    f"{_described(tensor)} in {path}, {_described(expected[name])} in the model"
+                    f"{_described(tensor)} in {source}, {_described(expected[name])} in the model"
                 )
         model.load_state_dict(tensors, strict=False)
         return base.eval(), model.eval()
+
+    def _with_weights(self, run_id: int) -> RunRecord:
+        record = self.get_summary(run_id)
+        if not record.has_weights:
+            raise StoreError(f"run {run_id} has no saved weights (status: {record.status})")
+        return record
+
+    def _read_weights(self, record: RunRecord) -> tuple[dict[str, torch.Tensor], str]:
+        """(the run's tensors, where they were read): its file, or its row in `weights`."""
+        try:
+            if self.weights_dir is not None:
+                path = self.weights_dir / record.folder / WEIGHTS_FILE
+                return load_file(path), str(path)
+            query = sa.select(weights.c.data).where(weights.c.run_id == record.id)
+            data = self._db.run(lambda conn: conn.execute(query).scalar())
+            if data is None:
+                raise OSError(f"run {record.id} has no row in the weights table")
+            return load(bytes(data)), f"the run database at {self.where}"
+        except (SafetensorError, OSError) as error:
+            raise StoreError(f"the weights of run {record.id} cannot be read ({error})") from None
 
     # -- exporting ------------------------------------------------------------------------------
     def adapter_zip(self, run_id: int) -> bytes:
@@ -617,14 +549,13 @@ class RunStore:
     def _check_export_target(self, target: Path) -> None:
         """StoreError if writing `target` would write over the store or its weights."""
         resolved = target.resolve()
-        store_files = [Path(f"{self.path}{end}") for end in ("", "-wal", "-shm", "-journal")]
-        for file in store_files:
+        for file in self._db.files():
             same = target.exists() and file.exists() and os.path.samefile(target, file)
             if same or resolved == file.resolve():
                 raise StoreError(
                     f"{target} is the run database: export to another file (nothing was written)"
                 )
-        if resolved.is_relative_to(self.weights_dir.resolve()):
+        if self.weights_dir is not None and resolved.is_relative_to(self.weights_dir.resolve()):
             raise StoreError(
                 f"{target} is inside the run store's weights folder {self.weights_dir}: export "
                 "to another file (nothing was written)"
@@ -642,73 +573,25 @@ def trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 # -- the database, row by row ---------------------------------------------------------------------
-def _connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode: each write is one explicit transaction (_writing)."""
-    db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    return db
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """Read a store that cannot be written. A WAL database in a read-only folder cannot even
-    make its shared-memory file: then it is read as immutable, as it is on disk."""
-    for mode in ("mode=ro", "mode=ro&immutable=1"):
-        db = sqlite3.connect(
-            f"{path.resolve().as_uri()}?{mode}", uri=True, check_same_thread=False, timeout=30
-        )
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("SELECT COUNT(*) FROM runs").fetchone()
-            return db
-        except sqlite3.DatabaseError as error:
-            db.close()
-            problem = str(error)
-    raise StoreError(_unusable(path, problem))
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """All of it or nothing. The write lock is taken first, so what the transaction reads stays
-    true until it commits (and two processes setting up one new store agree)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
-
-
-def _set_up(db: sqlite3.Connection) -> None:
-    """Create the tables or bring an older store's up to date. Writes nothing to a store that
-    is up to date."""
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut too
-    db.execute("PRAGMA foreign_keys=ON")
-    with _transaction(db):
-        for statement in SCHEMA.split(";"):
-            db.execute(statement)
-        have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-        for column, kind in ADDED_COLUMNS.items():
-            if column not in have:
-                db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (APP_ID,))
-        db.execute(
-            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE"
-            " SET value = excluded.value WHERE value != excluded.value",
-            (str(SCHEMA_VERSION),),
-        )
-
-
-def _recover(db: sqlite3.Connection) -> list[int]:
-    """Mark "running" runs whose process is gone "unfinished" (inside a transaction)."""
-    rows = db.execute("SELECT id, pid, pid_started FROM runs WHERE status='running'").fetchall()
-    dead = [row["id"] for row in rows if not _process_alive(row["pid"], row["pid_started"])]
+def _recover(conn: sa.Connection) -> list[int]:
+    """Mark "running" runs whose process is gone "unfinished" (inside a transaction). Only
+    this machine's processes can be checked: a run trained on another is left to it."""
+    query = sa.select(runs.c.id, runs.c.pid, runs.c.pid_started).where(
+        runs.c.status == "running", sa.or_(runs.c.host.is_(None), runs.c.host == HOST)
+    )
+    rows = conn.execute(query).all()
+    dead = [row.id for row in rows if not _process_alive(row.pid, row.pid_started)]
     for run_id in dead:
-        last = db.execute("SELECT MAX(step) FROM metrics WHERE run_id=?", (run_id,)).fetchone()[0]
-        db.execute(
-            "UPDATE runs SET status='unfinished', reason=?, pid=NULL WHERE id=?",
-            (f"its process ended without finishing (last saved step: {last})", run_id),
+        last_step = sa.select(sa.func.max(metrics.c.step)).where(metrics.c.run_id == run_id)
+        last = conn.execute(last_step).scalar()
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id, runs.c.status == "running")
+            .values(
+                status="unfinished",
+                reason=f"its process ended without finishing (last saved step: {last})",
+                pid=None,
+            )
         )
     return dead
 
@@ -718,31 +601,66 @@ def _check_id(run_id: int) -> None:
         raise StoreError(f"there is no run {run_id}")
 
 
-def _check_row(db: sqlite3.Connection, run_id: int, folder: str) -> None:
-    """StoreError unless the run's row is still there, and still the one that was created."""
-    row = db.execute("SELECT 1 FROM runs WHERE id=? AND folder=?", (run_id, folder)).fetchone()
+def _row(conn: sa.Connection, run_id: int, lock: bool = False) -> sa.RowMapping:
+    """Run `run_id`'s row (`lock`: held until the transaction ends); StoreError if none."""
+    _check_id(run_id)
+    query = sa.select(runs).where(runs.c.id == run_id)
+    row = conn.execute(query.with_for_update() if lock else query).mappings().first()
     if row is None:
+        raise StoreError(f"there is no run {run_id}")
+    return row
+
+
+def _run_and_steps(
+    conn: sa.Connection, run_id: int, after: int | None
+) -> tuple[sa.RowMapping, list[dict], list[sa.RowMapping]]:
+    """A run's row, and its metrics and snapshots after step `after` (None: all), in order:
+    read in one transaction, so they agree with each other."""
+    row = _row(conn, run_id)
+    steps = [metrics.c[name] for name in METRIC_COLUMNS]
+    history = sa.select(*steps).where(metrics.c.run_id == run_id).order_by(metrics.c.step)
+    snaps = (
+        sa.select(snapshots.c.step, snapshots.c.layers)
+        .where(snapshots.c.run_id == run_id)
+        .order_by(snapshots.c.step)
+    )
+    if after is not None:
+        history = history.where(metrics.c.step > after)
+        snaps = snaps.where(snapshots.c.step > after)
+    records = [dict(r) for r in conn.execute(history).mappings()]
+    return row, records, conn.execute(snaps).mappings().all()
+
+
+def _parsed(run_id: int, snaps: list[sa.RowMapping]) -> list[dict]:
+    try:
+        return [{"step": r["step"], "layers": json.loads(r["layers"])} for r in snaps]
+    except (ValueError, RecursionError):
+        raise StoreError(f"run {run_id} cannot be read: a spectrum snapshot is not JSON") from None
+
+
+def _check_row(conn: sa.Connection, run_id: int, folder: str) -> None:
+    """StoreError unless the run's row is still there, and still the one that was created."""
+    query = sa.select(runs.c.id).where(runs.c.id == run_id, runs.c.folder == folder)
+    if conn.execute(query).first() is None:
         raise StoreError(_deleted_while_training(run_id))
 
 
 def _insert_progress(
-    db: sqlite3.Connection, run_id: int, history: list[dict], snapshots: list[dict]
+    conn: sa.Connection, run_id: int, history: list[dict], snaps: list[dict]
 ) -> None:
-    db.executemany(
-        f"INSERT OR REPLACE INTO metrics (run_id, {', '.join(METRIC_COLUMNS)})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(run_id, *(record.get(c) for c in METRIC_COLUMNS)) for record in history],
-    )
-    db.executemany(
-        "INSERT OR REPLACE INTO snapshots (run_id, step, layers) VALUES (?, ?, ?)",
-        [(run_id, snap["step"], json.dumps(snap["layers"])) for snap in snapshots],
-    )
+    """Metrics and snapshots, a step already saved replaced (the same step saved again)."""
+    steps = [{"run_id": run_id, **{c: r.get(c) for c in METRIC_COLUMNS}} for r in history]
+    rundb.upsert(conn, metrics, steps, ["run_id", "step"])
+    layers = [
+        {"run_id": run_id, "step": s["step"], "layers": json.dumps(s["layers"])} for s in snaps
+    ]
+    rundb.upsert(conn, snapshots, layers, ["run_id", "step"])
 
 
-def _folder(row: sqlite3.Row) -> str:
+def _folder(row: sa.RowMapping) -> str:
     """The run's folder under runs/. A value that is not a uuid (written by hand, or by an
     attacker: "../..") is refused, so nothing outside runs/ is ever read or removed."""
-    folder = row["folder"] if "folder" in row.keys() else None  # noqa: SIM118 (in: values)
+    folder = row["folder"]
     if folder is None:
         return str(row["id"])  # schema 1
     if not isinstance(folder, str) or not FOLDER.fullmatch(folder):
@@ -750,7 +668,7 @@ def _folder(row: sqlite3.Row) -> str:
     return folder
 
 
-def _folder_or_none(row: sqlite3.Row) -> str | None:
+def _folder_or_none(row: sa.RowMapping) -> str | None:
     """_folder, or None for a folder that is not valid (and so must never be touched)."""
     try:
         return _folder(row)
@@ -758,7 +676,7 @@ def _folder_or_none(row: sqlite3.Row) -> str | None:
         return None
 
 
-def _record(row: sqlite3.Row) -> RunRecord:
+def _record(row: sa.RowMapping) -> RunRecord:
     """The row as a RunRecord; StoreError naming the run if it cannot be read."""
     try:
         config = RunConfig.from_dict(json.loads(row["config"]))
@@ -788,10 +706,6 @@ def _record(row: sqlite3.Row) -> RunRecord:
 
 def _described(tensor: torch.Tensor) -> str:
     return f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
-
-
-def _not_written(what: str, path: Path, why: str) -> str:
-    return f"cannot {what}: {path} cannot be written ({why}). Nothing was changed in it"
 
 
 def _write_new(target: Path, content: bytes, force: bool) -> None:
@@ -839,90 +753,38 @@ def _replace_whole(target: Path, content: bytes) -> None:
         raise StoreError(f"cannot write {target}: {error.strerror}") from None
 
 
-# -- is this file ours? --------------------------------------------------------------------------
-def _tables(db: sqlite3.Connection) -> set[str]:
-    rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-    return {row[0] for row in rows} - {"sqlite_sequence"}
-
-
 def _deleted_while_training(run_id: int) -> str:
     return f"run {run_id} was deleted while it was training: its results were not saved"
 
 
-def _unusable(path: Path, why: str) -> str:
-    return (
-        f"{path} cannot be used as the LoRA Lab run database ({why}). It was left untouched: "
-        "move it away, or set LORA_LAB_HOME to another folder."
-    )
-
-
-def _check_is_ours(path: Path) -> None:
-    """Raise StoreError unless `path` is missing, empty, or a LoRA Lab database in good order.
-
-    The file is only ever read here. A first look opens it as immutable (no lock files, no
-    side effects at all); as that look can catch a writer mid-checkpoint, a problem it finds
-    is confirmed by a second, ordinary read-only look before it is reported.
-    """
-    if not path.exists():
-        return
-    if not path.is_file():  # a folder, or a pipe or device that a read could hang on
-        raise StoreError(_unusable(path, "it is not a file"))
-    if path.stat().st_size == 0:
-        return
-    with open(path, "rb") as file:
-        if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-            raise StoreError(_unusable(path, "it is not an SQLite database"))
-    if _problem(path, "mode=ro&immutable=1") and (problem := _problem(path, "mode=ro")):
-        raise StoreError(_unusable(path, problem))
-
-
-def _problem(path: Path, mode: str) -> str | None:
-    """What is wrong with the database at `path`, or None if it is ours and sound."""
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
-        try:
-            tables = _tables(db)
-            if not tables:
-                return None
-            if "meta" not in tables:
-                return "it belongs to another program"
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            # Damage deeper in the file would otherwise surface later, in the middle of a query.
-            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as error:
-        return str(error)
-    if meta.get("app") != APP_ID:
-        return "it belongs to another program"
-    version = str(meta.get("schema_version", 0))
-    if not version.isdigit():
-        return f"it is damaged: its schema version is {version!r}"
-    if int(version) > SCHEMA_VERSION:
-        return "it was made by a newer LoRA Lab"
-    return None if verdict == "ok" else f"it is damaged: {verdict}"
-
-
 # -- training and saving in one call ---------------------------------------------------------------
 class _Recorder:
-    """Passes events on, and saves progress to the store at each evaluation, so a crash loses
-    at most one eval interval. The run row is created at the "start" event: a config the
-    model rejects (rank too large, unknown layer) fails before and leaves no row."""
+    """Passes events on, and saves progress to the store after each evaluation and at least
+    every FLUSH_S seconds, so a crash loses at most that much, and a page on any server sees
+    the curve grow (RunStore.steps_since). A step is saved whole, with its snapshot: when the
+    next step begins (a snapshot follows the step it belongs to), so a reader that has step s
+    has everything up to s. The run row is created at the "start" event: a config the model
+    rejects (rank too large, unknown layer) fails before and leaves no row."""
 
     def __init__(self, store: RunStore, config: RunConfig, owner: str, forward: Callable) -> None:
         self.store, self.config, self.owner, self.forward = store, config, owner, forward
         self.run_id: int | None = None
         self.history: list[dict] = []
         self.snapshots: list[dict] = []
+        self.saved = time.monotonic()
+        self.due = False  # the steps so far are to be saved once the last one is whole
 
     def __call__(self, event: Event) -> None:
         if event.kind == "start":
             self.run_id = self.store.create(self.config, self.owner)
         elif event.kind == "step":
-            self.history.append(event.data)
-            if event.data["val_loss"] is not None:
+            if self.due:
                 self.store.append(self.run_id, self.history, self.snapshots)
                 self.history, self.snapshots = [], []
+                self.saved, self.due = time.monotonic(), False
+            self.history.append(event.data)
+            evaluated = event.data["val_loss"] is not None
+            self.due = evaluated or time.monotonic() - self.saved >= FLUSH_S
         elif event.kind == "snapshot":
             self.snapshots.append(event.data)
         self.forward(event)

@@ -1,7 +1,15 @@
-"""Shared fixtures: one torch thread; a private LoRA Lab home and run store per test; for the
-app, a private LoRA Lab home, a running server and a headless browser.
+"""Shared fixtures: one torch thread; a private LoRA Lab home and run store per test (the
+store on each back end: an SQLite file, and a new PostgreSQL database); for the app, a private
+LoRA Lab home, a running server and a headless browser.
 
-None of them is autouse: only the tests that ask for them pay for them.
+None of them is autouse: only the tests that ask for them pay for them. No test ever uses the
+database of whoever runs them: LORA_LAB_DB is cleared for the session.
+
+PostgreSQL: LORA_LAB_TEST_POSTGRES is the URL of a server on which the tests may create
+databases (`.ci/postgres.sh start DIR` prints one; `.ci/run` starts it and sets this), and
+LORA_LAB_TEST_POSTGRES_DIR the folder that script was given (the restart test restarts that
+server). Without them, tests that need PostgreSQL are skipped on a developer's machine and fail
+in CI (CI=true): a missing server never passes as a skipped test there.
 """
 
 from __future__ import annotations
@@ -13,12 +21,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 import torch
+from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do not load core
     from core.runs import RunStore
@@ -26,6 +37,8 @@ if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do n
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+POSTGRES = "LORA_LAB_TEST_POSTGRES"
+POSTGRES_DIR = "LORA_LAB_TEST_POSTGRES_DIR"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -35,6 +48,41 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.pop("LORA_LAB_DB", None)  # never the database of whoever runs the tests
+
+
+def needs_postgres(setting: str = POSTGRES) -> str:
+    """The value of `setting` (the test server's URL, or its folder); without it, a skip on a
+    developer's machine and a failure in CI."""
+    value = os.environ.get(setting, "").strip()
+    if not value:
+        message = f"{setting} is not set: start a server with `.ci/postgres.sh start DIR`"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{message}; CI must test the PostgreSQL store, not skip it")
+        pytest.skip(message)
+    return value
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of the test server, dropped afterwards
+    (with any connection a test left open)."""
+    server = sa.make_url(needs_postgres())
+    name = f"lora_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(
+        server.set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()
 
 
 @pytest.fixture
@@ -54,11 +102,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def store(home: Path) -> Iterator[RunStore]:
-    """The run store in the test's own home."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(
+    request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunStore]:
+    """The run store of the test's own home, on each back end: the SQLite file in it, and a
+    new PostgreSQL database named by LORA_LAB_DB (which RunStore() and any process the test
+    starts read, as the app and its workers do)."""
     from core.runs import RunStore
 
+    if request.param == "postgresql":
+        monkeypatch.setenv("LORA_LAB_DB", request.getfixturevalue("postgres_db"))
     with RunStore() as store:
         yield store
 

@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
-from core import data, peft_io, runs
+from core import data, peft_io, rundb, runs
 from core.__main__ import main
 from core.config import RunConfig
 from core.runs import RunStore, StoreError, train_and_save
@@ -803,7 +803,7 @@ def test_a_database_that_cannot_grow_fails_the_run_clearly_and_loses_nothing(
 ):
     """SQLite's own "disk is full": the store may not grow by a page. Saving the run fails, and
     so does marking it failed; neither is a traceback, and the store stays sound."""
-    connect = runs._connect
+    connect = rundb._connect
 
     def full(path: Path) -> sqlite3.Connection:
         db = connect(path)
@@ -814,14 +814,14 @@ def test_a_database_that_cannot_grow_fails_the_run_clearly_and_loses_nothing(
     with sqlite3.connect(lab / "runs.db") as db:
         db.execute("VACUUM")  # no free pages left: any new row needs a new page
     db.close()
-    monkeypatch.setattr(runs, "_connect", full)
+    monkeypatch.setattr(rundb, "_connect", full)
     with RunStore() as store:
         first = store.get(1)
     weights = fingerprint(lab / "runs")
     status, _, err = run(capsys, *NEW_RUN, "--steps", 30, "--snapshot-interval", 1)
     assert status == 2
     assert_one_line(err, "database or disk is full). Nothing was changed in it")
-    monkeypatch.setattr(runs, "_connect", connect)  # room again
+    monkeypatch.setattr(rundb, "_connect", connect)  # room again
     assert integrity(lab) == "ok"
     with RunStore() as store:
         assert store.get(1) == first

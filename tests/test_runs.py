@@ -1,9 +1,11 @@
 """The run store: what goes in comes out, crashes lose nothing finished, foreign files stay as
-they are."""
+they are, and what a run logs while it trains can be read from elsewhere as it comes. The tests
+that take `store` run on both back ends (an SQLite file and a PostgreSQL database)."""
 
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,11 +14,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import torch
 
-from core import peft_io
+from core import peft_io, rundb
 from core.config import RunConfig
 from core.runs import RunRecord, RunStore, StoreError, comparable_runs, train_and_save
+from core.train import Event
 
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
 REPO = Path(__file__).resolve().parent.parent
@@ -31,11 +35,38 @@ def outputs(model: torch.nn.Module) -> torch.Tensor:
         return model.eval()(x)
 
 
+def outside(store: RunStore, statement: str, **values: object) -> list[tuple]:
+    """Run `statement` on the store's database as another program would (its own connection,
+    around the store), and return the rows it gives."""
+    if store.path is not None:
+        url = sa.URL.create("sqlite", database=str(store.path))
+    else:
+        url = rundb.postgres_url(os.environ["LORA_LAB_DB"])
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement), values)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def stored_weights(store: RunStore) -> int:
+    """How many runs' weights the store keeps: files under its weights folder, or rows."""
+    if store.weights_dir is None:
+        return outside(store, "SELECT COUNT(*) FROM weights")[0][0]
+    return len(list(store.weights_dir.rglob("*.safetensors"))) if store.weights_dir.exists() else 0
+
+
 def test_a_run_comes_back_as_it_was_saved(store, home):
     config = RunConfig(shift="rotate", **SMALL)
     run_id, result = train_and_save(config, store, owner="alice")
     record = store.get(run_id)
-    assert store.path == home / "runs.db"
+    if store.path is not None:
+        assert store.path == home / "runs.db" and store.where == str(home / "runs.db")
+    else:  # the URL, without its password
+        url = rundb.postgres_url(os.environ["LORA_LAB_DB"])
+        assert store.where == url.render_as_string(hide_password=True) and "***" in store.where
     assert record.config == config and record.owner == "alice"
     assert record.status == "finished"
     assert record.history == result.history
@@ -72,15 +103,16 @@ def test_list_rename_delete(store):
     assert [r.id for r in store.list(owner="alice")] == [first]
     store.rename(first, "my first run")
     assert store.get(first).name == "my first run"
-    weights = store.weights_path(second)
-    assert weights.is_file()
+    assert stored_weights(store) == 2
     store.delete(second)
-    assert not weights.exists()
+    assert stored_weights(store) == 1
     assert [r.id for r in store.list()] == [first]
     with pytest.raises(StoreError, match="no run"):
         store.get(second)
-    db = sqlite3.connect(store.path)
-    assert db.execute("SELECT COUNT(*) FROM metrics WHERE run_id=?", (second,)).fetchone()[0] == 0
+    for table in ("metrics", "snapshots"):
+        count = f"SELECT COUNT(*) FROM {table} WHERE run_id = :run"
+        assert outside(store, count, run=second) == [(0,)]
+        assert outside(store, count, run=first) != [(0,)]
 
 
 def test_a_run_still_training_cannot_be_deleted(store):
@@ -90,8 +122,8 @@ def test_a_run_still_training_cannot_be_deleted(store):
     assert store.get_summary(run_id).status == "running"
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
-    with sqlite3.connect(store.path) as db:  # as if that process had trained it and died
-        db.execute("UPDATE runs SET pid=? WHERE id=?", (gone.pid, run_id))
+    # as if that process had trained it and died
+    outside(store, "UPDATE runs SET pid = :pid WHERE id = :run", pid=gone.pid, run=run_id)
     store.delete(run_id)  # found unfinished, so it goes
     assert store.list() == []
 
@@ -103,13 +135,13 @@ def test_a_run_deleted_while_training_fails_clearly_and_leaves_no_files(store, w
 
     def delete_behind_its_back(event):
         if event.kind == when:
-            with sqlite3.connect(store.path) as db:
-                db.execute("DELETE FROM runs")
+            outside(store, "DELETE FROM runs")
 
     with pytest.raises(StoreError, match="deleted while it was training"):
         train_and_save(RunConfig(**SMALL), store, on_event=delete_behind_its_back)
     assert store.list() == []
-    assert not store.weights_dir.exists() or not any(store.weights_dir.iterdir())
+    assert stored_weights(store) == 0
+    assert store.weights_dir is None or not any(store.weights_dir.glob("*"))
 
 
 def test_export_is_a_peft_adapter_that_loads_back(store, tmp_path):
@@ -181,6 +213,65 @@ def test_a_run_of_a_live_process_is_not_marked_unfinished(store):
     run_id = store.create(RunConfig())
     with RunStore() as other:
         assert other.get(run_id).status == "running"
+
+
+def test_another_store_reads_a_run_step_by_step_as_it_trains(store):
+    """A page on another app server: its own RunStore on the same database finds the run among
+    its owner's latest and polls steps_since with the last step it has. It sees the run grow
+    while it trains (each evaluated step by the next evaluation), and reads every step and
+    snapshot once, in order."""
+    run_ids, history, snaps, statuses = [], [], [], []
+
+    def read(viewer: RunStore) -> None:
+        progress = viewer.steps_since(run_ids[0], history[-1]["step"] if history else -1)
+        history.extend(progress.history)
+        snaps.extend(progress.snapshots)
+        statuses.append(progress.status)
+
+    config = RunConfig(steps=12, eval_interval=3, snapshot_interval=3)
+    with RunStore() as viewer:
+
+        def watch(event: Event) -> None:
+            if event.kind == "start":  # its row was made just before
+                run_ids.extend(r.id for r in viewer.list(owner="student-7", limit=1))
+            elif event.kind == "eval":
+                read(viewer)
+                saved = history[-1]["step"] if history else -1
+                assert saved >= event.step - config.eval_interval
+
+        run_id, result = train_and_save(config, store, owner="student-7", on_event=watch)
+        read(viewer)
+        with pytest.raises(StoreError, match=f"there is no run {run_id + 1}"):
+            viewer.steps_since(run_id + 1, -1)
+    assert run_ids == [run_id]
+    assert history == result.history and snaps == result.snapshots
+    assert set(statuses[:-1]) == {"running"} and statuses[-1] == "finished"
+    assert len(statuses) == 5 + 1  # at the evaluations of steps 0, 3, 6, 9, 12; at the end
+    assert store.steps_since(run_id, 12).history == []
+
+
+def test_the_latest_runs_of_an_owner_newest_first(store):
+    made = [(owner, store.create(RunConfig(), owner=owner)) for _ in range(3) for owner in "ab"]
+    alice = [run_id for owner, run_id in made if owner == "a"]
+    assert [r.id for r in store.list(owner="a", limit=2)] == alice[:0:-1]
+    assert [r.id for r in store.list(owner="a")] == alice[::-1]
+    assert [r.id for r in store.list(limit=1)] == [made[-1][1]]
+    assert store.list(owner="c", limit=5) == []
+
+
+def test_a_run_training_on_another_machine_is_not_judged_by_this_one(store):
+    """Process ids mean something only on their own machine: a run whose row names another
+    host stays "running" here, whatever its pid; the same row on this host is repaired."""
+    run_id = store.create(RunConfig())
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    moved = "UPDATE runs SET pid = :pid, host = :host WHERE id = :run"
+    outside(store, moved, pid=gone.pid, host="another-machine", run=run_id)
+    with RunStore() as other:
+        assert other.recover() == [] and other.get_summary(run_id).status == "running"
+    outside(store, moved, pid=gone.pid, host=socket.gethostname(), run=run_id)
+    with RunStore() as other:
+        assert other.get_summary(run_id).status == "unfinished"
 
 
 def unchanged(path: Path):
