@@ -592,7 +592,7 @@ class RunStore:
         content = self.adapter_zip(run_id)
         if zip_path:
             target = Path(zip_path)
-            self._check_export_target(target)
+            self.check_export_target(target)
             try:
                 _write_new(target, content, force)
             except FileExistsError:
@@ -609,7 +609,7 @@ class RunStore:
                 return target
         raise StoreError(f"{exports} holds too many exports of run {run_id}: clear it out")
 
-    def _check_export_target(self, target: Path) -> None:
+    def check_export_target(self, target: Path) -> None:
         """StoreError if writing `target` would write over the store or its weights."""
         resolved = target.resolve()
         store_files = [Path(f"{self.path}{end}") for end in ("", "-wal", "-shm", "-journal")]
@@ -622,7 +622,7 @@ class RunStore:
         if resolved.is_relative_to(self.weights_dir.resolve()):
             raise StoreError(
                 f"{target} is inside the run store's weights folder {self.weights_dir}: export "
-                "to another file (nothing was written)"
+                "elsewhere (nothing was written)"
             )
 
 
