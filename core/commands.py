@@ -302,12 +302,10 @@ def cmd_spectra(args: argparse.Namespace) -> int:
 
 
 def truncation(run_id: int) -> dict:
-    """whatif.truncation_curve of a saved run, with its reading: "rank_used" (whatif.rank_used,
-    None if no cut measured reaches the run's accuracy)."""
+    """whatif.truncation_curve of a saved run."""
     with RunStore() as store:
         run = open_run(run_id, store)
-    curve = whatif.truncation_curve(run)
-    return {**curve, "rank_used": whatif.rank_used(curve)}
+    return whatif.truncation_curve(run)
 
 
 def _truncation_table(curve: dict) -> str:

@@ -140,6 +140,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
           max_rank     the largest layer rank
           layers       {layer: {"rank", "numerical_rank", "dora"}}
           dora         True when the cut keeps DoRA's magnitudes (see the module docstring)
+          rank_used    how many directions the update used (rank_used of these numbers)
     ValueError if the run changed no weight matrix (only biases, or nothing at all).
     """
     updates = _require_updates(run)
@@ -157,7 +158,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
         }
         for k in ks
     ]
-    return {
+    curve = {
         "truncation": points,
         "run_accuracy": accuracy(run.model, run.test),
         "base_accuracy": accuracy(run.base, run.test),
@@ -172,6 +173,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
         },
         "dora": any(update.magnitude is not None for update in updates.values()),
     }
+    return curve | {"rank_used": rank_used(curve)}
 
 
 def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:

@@ -227,6 +227,7 @@ def test_truncation_gives_back_the_run_at_full_rank_and_no_update_at_zero(runs, 
 def test_the_default_grid_runs_to_the_full_rank(runs, one_thread):
     lora_curve = whatif.truncation_curve(runs["mlp-lora"])
     assert [p["k"] for p in lora_curve["truncation"]] == [0, 1, 2, 4]
+    assert lora_curve["rank_used"] == whatif.rank_used(lora_curve) is not None  # ends at rank
     assert lora_curve["layers"]["fc1"] == {"rank": 4, "numerical_rank": 4, "dora": False}
     assert whatif.truncation_curve(runs["mlp-pissa"], ks=[1])["max_rank"] == 8  # s(BA − B0A0)
     full = whatif.truncation_curve(runs["mlp-full"], ks=[3])
