@@ -389,7 +389,7 @@ def accuracy_lines(fig: go.Figure, run_accuracy: float, base_accuracy: float) ->
             line_dash=dash,
             line_color=color,
             annotation_text=f"{name} {value:.1%}",
-            annotation_position="top right" if value >= base_accuracy else "bottom right",
+            annotation_position="top left",  # the curve reaches the run's line at the right
             annotation_font_color=color,
         )
 
@@ -475,7 +475,7 @@ def intruder_figure(curve: dict, lam: float) -> go.Figure:
             line_dash="dot",
             line_color=color,
             annotation_text=tr("spectra.base_line") + f" {curve['base'][name]:.1%}",
-            annotation_position="bottom right",
+            annotation_position="top left",  # the chosen λ's line is often at the right
             annotation_font_color=color,
         )
     fig.add_vline(x=lam, line_dash="dash", line_color=MARK)
@@ -507,7 +507,7 @@ def intruders_section(record: runs.RunRecord) -> None:
     col_target.metric(
         tr("spectra.target_metric", lam=f"{lam:.1f}"),
         f"{at['target_accuracy']:.1%}",
-        delta=points_delta(at["target_accuracy"] - trained["target_accuracy"]),
+        delta=points_delta(at["target_accuracy"], trained["target_accuracy"]),
     )
     if at["source_accuracy"] is None:
         col_source.info(tr("spectra.no_source"))
@@ -515,15 +515,18 @@ def intruders_section(record: runs.RunRecord) -> None:
         col_source.metric(
             tr("spectra.source_metric", lam=f"{lam:.1f}"),
             f"{at['source_accuracy']:.1%}",
-            delta=points_delta(at["source_accuracy"] - trained["source_accuracy"]),
+            delta=points_delta(at["source_accuracy"], trained["source_accuracy"]),
         )
     st.plotly_chart(intruder_figure(curve, lam), width="stretch")
     st.caption(tr("spectra.intruders_caption"))
 
 
-def points_delta(change: float) -> str:
-    """A change of accuracy in percentage points, signed: "+1.2 pt" (st.metric colours it)."""
-    return tr("spectra.points_delta", change=f"{change * 100:+.1f}")
+def points_delta(accuracy: float, trained: float) -> str | None:
+    """The change from the run as trained (λ = 1) in percentage points, signed, for st.metric
+    to colour; None at λ = 1 itself, where there is no change to show."""
+    if accuracy == trained:
+        return None
+    return tr("spectra.points_delta", change=f"{(accuracy - trained) * 100:+.1f}")
 
 
 def importance_figure(rows: list[dict]) -> go.Figure:

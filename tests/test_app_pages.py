@@ -229,7 +229,7 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
     table = at.dataframe[-1].value
     layers = whatif.layer_importance(run)["layers"]
     assert list(table["Layer"]) == [row["layer"] for row in layers] == ["fc1", "fc2", "head"]
-    assert list(table["Accuracy lost (points)"]) == pytest.approx(
+    assert list(table["Lost (points)"]) == pytest.approx(
         [row["accuracy_lost"] * 100 for row in layers]
     )
 
