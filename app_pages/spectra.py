@@ -553,7 +553,6 @@ def importance_table(rows: list[dict]) -> pd.DataFrame:
             "d × k": [" × ".join(map(str, row["shape"])) for row in rows],
             tr("spectra.col_fro"): [row["relative_frobenius"] for row in rows],
             tr("spectra.col_spectral"): [row["relative_spectral"] for row in rows],
-            tr("spectra.col_without"): [row["accuracy_without"] * 100 for row in rows],
             tr("spectra.col_lost"): [row["accuracy_lost"] * 100 for row in rows],
         }
     )
@@ -574,7 +573,6 @@ def layers_section(record: runs.RunRecord) -> None:
         column_config={
             tr("spectra.col_fro"): ratio,
             tr("spectra.col_spectral"): ratio,
-            tr("spectra.col_without"): st.column_config.NumberColumn(format="%.1f%%"),
             tr("spectra.col_lost"): percent,
         },
     )
