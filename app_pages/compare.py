@@ -26,6 +26,7 @@ from core.config import RunConfig
 from core.paths import OfflineError
 from core.runs import RunRecord, StoreError
 from core.targets import default_targets
+from core.tensorboard_export import tensorboard_zip
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
@@ -190,8 +191,8 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
 
 
 def manage(records: list[RunRecord]) -> None:
-    """Rename, delete, or download a run's adapter in the PEFT format: this session's runs
-    only, also when the page shows everyone's."""
+    """Rename, delete, or download a run (its adapter in the PEFT format, its curves and σ as
+    TensorBoard files): this session's runs only, also when the page shows everyone's."""
     by_id = {record.id: record for record in records if record.owner == session_id()}
     if not by_id:
         st.info(tr("compare.no_own_runs"))
@@ -212,7 +213,7 @@ def manage(records: list[RunRecord]) -> None:
             st.rerun()
         except (ValueError, StoreError) as error:
             st.error(str(error))
-    col_delete, col_confirm, col_peft = st.columns([1, 2, 3], vertical_alignment="center")
+    col_delete, col_confirm = st.columns([1, 5], vertical_alignment="center")
     sure = col_confirm.checkbox(tr("compare.confirm_delete"), key=key("sure"))
     if col_delete.button(
         tr("compare.delete"), icon=":material/delete:", disabled=not sure, key=key("delete")
@@ -223,6 +224,7 @@ def manage(records: list[RunRecord]) -> None:
         except StoreError as error:
             st.error(str(error))
     record = by_id[run_id]
+    col_peft, col_tensorboard = st.columns(2)
     if record.config.method == "lora" and record.has_weights:
         col_peft.download_button(
             tr("compare.peft"),
@@ -234,6 +236,15 @@ def manage(records: list[RunRecord]) -> None:
         )
     else:
         col_peft.caption(tr("compare.no_peft"))
+    col_tensorboard.download_button(
+        tr("compare.tensorboard"),
+        data=lambda: tensorboard_zip(store().get(run_id)),  # built in a temporary folder
+        file_name=f"lora-lab-run-{run_id}-tensorboard.zip",
+        mime="application/zip",
+        icon=":material/monitoring:",
+        key=key("tensorboard"),
+    )
+    col_tensorboard.caption(tr("compare.tensorboard_caption", run=run_id))
 
 
 def import_section(settings: dict) -> None:

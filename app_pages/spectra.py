@@ -6,6 +6,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from app_pages.common import (
     load_settings,
@@ -17,12 +18,15 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import data, links, reports, runs, spectra
+from core import data, links, measure, reports, runs, spectra, whatif
+from core.paths import OfflineError
 from core.runs import StoreError
 
 PAGE = "spectra"
 DEFAULTS = links.SPECTRA_DEFAULTS
 HEATMAP_MAX = 256  # larger ΔW are shown with every n-th row/column, or a browser would choke
+MARK = "#555555"  # the dashed line that marks the chosen step or λ on a curve
+RUN_COLOR, BASE_COLOR, SOURCE_COLOR = "#e4572e", "#9e9e9e", "#2e86ab"
 
 
 def key(name: str) -> str:
@@ -94,8 +98,9 @@ def metrics_table(report: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def evolution_figure(evolution: dict) -> go.Figure:
-    """σ of ΔW at every snapshot, as an animation with a play button and a slider."""
+def evolution_figure(evolution: dict, index: int) -> go.Figure:
+    """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), with a Play
+    button that animates every snapshot in turn, each frame titled with its step."""
     steps, sigmas = evolution["steps"], evolution["sigma"]
     top = max((max(s) for s in sigmas if s), default=1.0)
     low = min((min(v for v in s if v > 0) for s in sigmas if any(v > 0 for v in s)), default=1e-6)
@@ -103,24 +108,21 @@ def evolution_figure(evolution: dict) -> go.Figure:
     def bars(sigma: list[float]) -> go.Bar:
         return go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff")
 
+    def title(step: int) -> dict:
+        return {"text": tr("spectra.sigma_at", step=step), "font": {"size": 15}}
+
     frames = [
-        go.Frame(data=[bars(s)], name=str(step)) for step, s in zip(steps, sigmas, strict=True)
+        go.Frame(data=[bars(s)], name=str(step), layout={"title": title(step)})
+        for step, s in zip(steps, sigmas, strict=True)
     ]
-    fig = go.Figure(data=[bars(sigmas[-1])], frames=frames)
-    slider_steps = [
-        {
-            "label": str(step),
-            "method": "animate",
-            "args": [[str(step)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
-        }
-        for step in steps
-    ]
+    fig = go.Figure(data=[bars(sigmas[index])], frames=frames)
     fig.update_layout(
+        title=title(steps[index]),
         updatemenus=[
             {
                 "type": "buttons",
                 "x": 0,
-                "y": -0.2,
+                "y": -0.22,
                 "xanchor": "left",
                 "yanchor": "top",
                 "showactive": False,
@@ -136,16 +138,6 @@ def evolution_figure(evolution: dict) -> go.Figure:
                 ],
             }
         ],
-        sliders=[
-            {
-                "active": len(steps) - 1,
-                "steps": slider_steps,
-                "x": 0.22,
-                "len": 0.78,
-                "y": -0.12,
-                "currentvalue": {"prefix": tr("spectra.step") + " ", "xanchor": "right"},
-            }
-        ],
     )
     fig.update_xaxes(title_text=tr("spectra.index"), dtick=1)
     fig.update_yaxes(
@@ -154,13 +146,60 @@ def evolution_figure(evolution: dict) -> go.Figure:
         range=[math.log10(low) - 0.3, math.log10(top) + 0.3],
         title_text="σᵢ(ΔW)",
     )
-    return style(fig, height=420, margin={"l": 10, "r": 10, "t": 40, "b": 110})
+    return style(fig, height=400, margin={"l": 10, "r": 10, "t": 50, "b": 90})
 
 
-def dora_figure(evolution: dict) -> go.Figure:
+def curves_figure(history: list[dict], step: int) -> go.Figure:
+    """The run's loss (top) and validation accuracy (bottom) against the step, with the chosen
+    snapshot's step marked: clicking a point picks a moment (see pick_moment)."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    trained = [row for row in history if row["train_loss"] is not None]
+    evaluated = [row for row in history if row["val_acc"] is not None]
+    fig.add_scatter(
+        x=[row["step"] for row in trained],
+        y=[row["train_loss"] for row in trained],
+        name=tr("train.train_loss"),
+        mode="lines",
+        row=1,
+        col=1,
+    )
+    fig.add_scatter(
+        x=[row["step"] for row in evaluated],
+        y=[row["val_loss"] for row in evaluated],
+        name=tr("train.val_loss"),
+        mode="lines+markers",
+        row=1,
+        col=1,
+    )
+    fig.add_scatter(
+        x=[row["step"] for row in evaluated],
+        y=[row["val_acc"] for row in evaluated],
+        name=tr("train.val_acc"),
+        mode="lines+markers",
+        line_color="#2ca02c",
+        row=2,
+        col=1,
+    )
+    fig.add_vline(x=step, line_dash="dash", line_color=MARK, row="all", col=1)
+    fig.update_yaxes(title_text=tr("train.loss"), row=1, col=1)
+    fig.update_yaxes(title_text=tr("spectra.acc_short"), tickformat=".0%", row=2, col=1)
+    fig.update_xaxes(title_text=tr("spectra.step"), row=2, col=1)
+    return style(fig, height=440)
+
+
+def pick_moment(history: list[dict], snapshots: list[dict]) -> None:
+    """The curves' on_select: a clicked point moves the step slider to the nearest snapshot
+    (reports.moment). A callback runs before the page, so the slider is drawn there."""
+    points = st.session_state[key("curves")]["selection"]["points"]
+    if points:
+        st.session_state[key("step")] = reports.moment(history, snapshots, points[0]["x"])["step"]
+
+
+def dora_figure(evolution: dict, step: int) -> go.Figure:
     """ΔM and ΔD of one layer at every snapshot (DoRA paper's view), each on its own axis:
-    ΔM is in the weight's units, ΔD a 1 − cos in [0, 2]."""
+    ΔM is in the weight's units, ΔD a 1 − cos in [0, 2]. The chosen step is marked."""
     fig = go.Figure()
+    fig.add_vline(x=step, line_dash="dash", line_color=MARK)
     fig.add_scatter(
         x=evolution["steps"],
         y=evolution["delta_M"],
@@ -243,6 +282,327 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
     grid, chance = similarity["phi"], similarity["random_expected"]
     st.plotly_chart(similarity_figure(grid, other_name), width="stretch")
     st.caption(tr("spectra.phi_caption", phi=f"{grid[0][0]:.2f}", chance=f"{chance[0][0]:.3f}"))
+
+
+# ----------------------------------------------------------------------------- pick a moment
+
+
+def moment_section(full: runs.RunRecord, layer: str) -> None:
+    """The run's curves and the snapshot slider, in step: a click on a curve or the slider
+    picks a snapshot; the curves mark it, and σ(ΔW) and the metrics of that step show."""
+    st.subheader(tr("spectra.moment_title"))
+    if not full.history or not full.snapshots:
+        st.info(tr("spectra.no_history"))
+        return
+    st.markdown(tr("spectra.moment_intro"))
+    steps = [snapshot["step"] for snapshot in full.snapshots]
+    if st.session_state.get(key("step")) not in steps:
+        st.session_state[key("step")] = steps[-1]
+    step = st.session_state[key("step")]
+    st.plotly_chart(
+        curves_figure(full.history, step),
+        width="stretch",
+        key=key("curves"),
+        on_select=lambda: pick_moment(full.history, full.snapshots),
+        selection_mode="points",
+    )
+    step = st.select_slider(tr("spectra.moment_step"), steps, key=key("step"))
+    moment = reports.moment(full.history, full.snapshots, step)
+    evolution = spectra.spectrum_evolution(full.snapshots).get(layer)
+    col_sigma, col_numbers = st.columns([3, 2])
+    with col_sigma:
+        if evolution and any(evolution["sigma"]):
+            st.plotly_chart(evolution_figure(evolution, moment["index"]), width="stretch")
+        else:
+            st.info(tr("spectra.no_snapshots"))
+    with col_numbers:
+        moment_metrics(moment, evolution)
+    if evolution and len(evolution["steps"]) > 1:
+        st.subheader(tr("spectra.dora_title"))
+        st.plotly_chart(dora_figure(evolution, step), width="stretch")
+        st.caption(tr("spectra.dora_caption"))
+
+
+def moment_metrics(moment: dict, evolution: dict | None) -> None:
+    """The numbers of the chosen moment: the losses, the accuracy and the layer's ΔW."""
+    st.markdown(tr("spectra.moment_numbers", step=moment["step"]))
+    top, bottom = st.columns(2), st.columns(2)
+    top[0].metric(tr("spectra.metric_train_loss"), number(moment["train_loss"], ".3f"))
+    evaluated = moment["eval_step"]
+    top[1].metric(
+        tr("spectra.metric_val_acc"),
+        number(moment["val_acc"], ".1%"),
+        help=None if evaluated is None else tr("spectra.metric_eval_at", step=evaluated),
+    )
+    if evolution:
+        sigma = evolution["sigma"][moment["index"]]
+        bottom[0].metric("σ₁(ΔW)", number(sigma[0] if sigma else 0.0, ".3g"))
+        bottom[1].metric(
+            tr("spectra.delta_D"), number(evolution["delta_D"][moment["index"]], ".2g")
+        )
+    st.caption(tr("spectra.moment_caption"))
+
+
+def number(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+# ----------------------------------------------------------------------------- what if…?
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def truncation(run_id: int, store_path: str) -> dict:
+    """whatif.truncation_curve of a saved run, once per run (a few seconds on a CPU)."""
+    return whatif.truncation_curve(measure.open_run(run_id, store()))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def intruders(run_id: int, store_path: str) -> dict:
+    """whatif.intruder_curve on the slider's λ grid, once per run: the slider only picks."""
+    return whatif.intruder_curve(measure.open_run(run_id, store()), whatif.SLIDER_LAMBDAS)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def importance(run_id: int, store_path: str) -> dict:
+    """whatif.layer_importance of a saved run, once per run."""
+    return whatif.layer_importance(measure.open_run(run_id, store()))
+
+
+def measured(compute, run_id: int) -> dict | None:
+    """One of the cached what-if computations, with a spinner; its error as one message."""
+    try:
+        with st.spinner(tr("spectra.computing")):
+            return compute(run_id, str(store().path))
+    except (ValueError, StoreError, OfflineError) as error:
+        st.error(str(error))
+        return None
+
+
+def accuracy_lines(fig: go.Figure, run_accuracy: float, base_accuracy: float) -> None:
+    """The untouched run and the base model as horizontal lines, named at the right end."""
+    for value, name, color, dash in (
+        (run_accuracy, tr("spectra.run_line"), RUN_COLOR, "dash"),
+        (base_accuracy, tr("spectra.base_line"), BASE_COLOR, "dot"),
+    ):
+        fig.add_hline(
+            y=value,
+            line_dash=dash,
+            line_color=color,
+            annotation_text=f"{name} {value:.1%}",
+            annotation_position="top left",  # the curve reaches the run's line at the right
+            annotation_font_color=color,
+        )
+
+
+def truncation_figure(curve: dict) -> go.Figure:
+    """Test accuracy against k (each layer's ΔW cut to its top k directions), on a doubling
+    axis, with the run and the base model as lines and the reading's k marked."""
+    ks = [point["k"] for point in curve["truncation"]]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[str(k) for k in ks],
+        y=[point["accuracy"] for point in curve["truncation"]],
+        name=tr("spectra.cut_curve"),
+        mode="lines+markers",
+        line_color="#7c4dff",
+        marker_size=9,
+    )
+    if curve["rank_used"] is not None:
+        used = ks.index(curve["rank_used"])
+        fig.add_scatter(
+            x=[str(ks[used])],
+            y=[curve["truncation"][used]["accuracy"]],
+            name=tr("spectra.cut_used", k=ks[used], points=f"{whatif.RANK_TOLERANCE * 100:g}"),
+            mode="markers",
+            marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": RUN_COLOR, "width": 3}},
+        )
+    accuracy_lines(fig, curve["run_accuracy"], curve["base_accuracy"])
+    fig.update_xaxes(title_text=tr("spectra.cut_axis"), type="category")
+    fig.update_yaxes(title_text=tr("spectra.acc_axis"), tickformat=".0%", range=[0, 1.02])
+    return style(fig, height=380)
+
+
+def truncation_reading(curve: dict) -> str:
+    """The sentence that reads the curve: how many directions the update used."""
+    values = {
+        "k": curve["rank_used"],
+        "rank": curve["max_rank"],
+        "points": f"{whatif.RANK_TOLERANCE * 100:g}",
+        "run": f"{curve['run_accuracy']:.1%}",
+    }
+    if curve["rank_used"] is None:
+        reading = "cut_reading_short"
+    elif curve["rank_used"] == 0:
+        reading = "cut_reading_none"
+    elif curve["rank_used"] == curve["max_rank"]:
+        reading = "cut_reading_all"
+    else:
+        reading = "cut_reading"
+    return tr(f"spectra.{reading}", **values)
+
+
+def cut_section(record: runs.RunRecord) -> None:
+    st.markdown(tr("spectra.cut_intro"))
+    curve = measured(truncation, record.id)
+    if curve is None:
+        return
+    st.plotly_chart(truncation_figure(curve), width="stretch")
+    st.markdown(truncation_reading(curve))
+    if record.config.method != "lora":
+        st.caption(tr("spectra.cut_full"))
+    if curve["dora"]:
+        st.caption(tr("spectra.cut_dora"))
+
+
+def intruder_figure(curve: dict, lam: float) -> go.Figure:
+    """Target and source-task accuracy against λ, the chosen λ marked; the base model's
+    accuracy on each task as a dotted line of its colour."""
+    lambdas = [point["lambda"] for point in curve["points"]]
+    fig = go.Figure()
+    tasks = [("target_accuracy", tr("spectra.target_task"), RUN_COLOR)]
+    if curve["base"]["source_accuracy"] is not None:
+        tasks.append(("source_accuracy", tr("spectra.source_task"), SOURCE_COLOR))
+    for name, label, color in tasks:
+        fig.add_scatter(
+            x=lambdas,
+            y=[point[name] for point in curve["points"]],
+            name=label,
+            mode="lines+markers",
+            line_color=color,
+        )
+        fig.add_hline(
+            y=curve["base"][name],
+            line_dash="dot",
+            line_color=color,
+            annotation_text=tr("spectra.base_line") + f" {curve['base'][name]:.1%}",
+            annotation_position="top left",  # the chosen λ's line is often at the right
+            annotation_font_color=color,
+        )
+    fig.add_vline(x=lam, line_dash="dash", line_color=MARK)
+    fig.update_xaxes(title_text=tr("spectra.lambda_axis"), dtick=0.1, range=[-0.03, 1.03])
+    fig.update_yaxes(title_text=tr("spectra.acc_axis"), tickformat=".0%", range=[0, 1.02])
+    return style(fig, height=360)
+
+
+def intruders_section(record: runs.RunRecord) -> None:
+    st.markdown(tr("spectra.intruders_intro"))
+    curve = measured(intruders, record.id)
+    if curve is None:
+        return
+    if curve["intruders"] == 0:
+        st.info(tr("spectra.intruders_none"))
+        return
+    counts = ", ".join(f"{name}: {layer['intruders']}" for name, layer in curve["layers"].items())
+    st.caption(tr("spectra.intruders_count", layers=counts))
+    lam = st.select_slider(
+        tr("spectra.lambda"),
+        list(whatif.SLIDER_LAMBDAS),
+        value=1.0,
+        key=key("lambda"),
+        format_func=lambda value: f"{value:.1f}",
+    )
+    by_lambda = {point["lambda"]: point for point in curve["points"]}
+    at, trained = by_lambda[lam], by_lambda[1.0]
+    col_target, col_source = st.columns(2)
+    col_target.metric(
+        tr("spectra.target_metric", lam=f"{lam:.1f}"),
+        f"{at['target_accuracy']:.1%}",
+        delta=points_delta(at["target_accuracy"], trained["target_accuracy"]),
+    )
+    if at["source_accuracy"] is None:
+        col_source.info(tr("spectra.no_source"))
+    else:
+        col_source.metric(
+            tr("spectra.source_metric", lam=f"{lam:.1f}"),
+            f"{at['source_accuracy']:.1%}",
+            delta=points_delta(at["source_accuracy"], trained["source_accuracy"]),
+        )
+    st.plotly_chart(intruder_figure(curve, lam), width="stretch")
+    st.caption(tr("spectra.intruders_caption"))
+
+
+def points_delta(accuracy: float, trained: float) -> str | None:
+    """The change from the run as trained (λ = 1) in percentage points, signed, for st.metric
+    to colour; None at λ = 1 itself, where there is no change to show."""
+    if accuracy == trained:
+        return None
+    return tr("spectra.points_delta", change=f"{(accuracy - trained) * 100:+.1f}")
+
+
+def importance_figure(rows: list[dict]) -> go.Figure:
+    """The accuracy lost without each layer's update, one bar per layer in the model's order."""
+    fig = go.Figure(
+        go.Bar(
+            x=[row["layer"] for row in rows],
+            y=[row["accuracy_lost"] * 100 for row in rows],
+            marker_color=[RUN_COLOR if row["kind"] == "adapter" else BASE_COLOR for row in rows],
+            text=[f"{row['accuracy_lost'] * 100:+.1f}" for row in rows],
+            textposition="outside",
+        )
+    )
+    fig.update_xaxes(title_text=tr("spectra.layer"), type="category")
+    fig.update_yaxes(title_text=tr("spectra.lost_axis"), zeroline=True)
+    return style(fig, height=360, showlegend=False)
+
+
+def importance_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            tr("spectra.layer"): [row["layer"] for row in rows],
+            tr("spectra.col_kind"): [tr(f"spectra.kind_{row['kind']}") for row in rows],
+            "d × k": [" × ".join(map(str, row["shape"])) for row in rows],
+            tr("spectra.col_fro"): [row["relative_frobenius"] for row in rows],
+            tr("spectra.col_spectral"): [row["relative_spectral"] for row in rows],
+            tr("spectra.col_lost"): [row["accuracy_lost"] * 100 for row in rows],
+        }
+    )
+
+
+def layers_section(record: runs.RunRecord) -> None:
+    st.markdown(tr("spectra.layers_intro"))
+    report = measured(importance, record.id)
+    if report is None:
+        return
+    st.plotly_chart(importance_figure(report["layers"]), width="stretch")
+    ratio = st.column_config.NumberColumn(format="%.3f")
+    percent = st.column_config.NumberColumn(format="%.1f")
+    st.dataframe(
+        importance_table(report["layers"]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            tr("spectra.col_fro"): ratio,
+            tr("spectra.col_spectral"): ratio,
+            tr("spectra.col_lost"): percent,
+        },
+    )
+    st.caption(
+        tr(
+            "spectra.layers_caption",
+            run=f"{report['run_accuracy']:.1%}",
+            base=f"{report['base_accuracy']:.1%}",
+        )
+    )
+
+
+WHAT_IF = {  # expander key → (title, what it draws): each computes only once opened
+    "open_cut": ("spectra.cut_title", cut_section),
+    "open_intruders": ("spectra.intruders_title", intruders_section),
+    "open_layers": ("spectra.layers_title", layers_section),
+}
+
+
+def what_if_section(record: runs.RunRecord) -> None:
+    st.subheader(tr("spectra.whatif_title"))
+    st.markdown(tr("spectra.whatif_intro"))
+    for name, (title, draw) in WHAT_IF.items():
+        section = st.expander(tr(title), key=key(name), on_change="rerun")
+        if section.open:
+            with section:
+                draw(record)
+
+
+# ----------------------------------------------------------------------------- planted rank
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -346,24 +706,14 @@ st.dataframe(
 )
 st.caption(tr("spectra.metrics_caption"))
 
-full = store().get(run_id)
-evolution = spectra.spectrum_evolution(full.snapshots).get(layer)
+moment_section(store().get(run_id), layer)
+
 update = layer_update(run_id, layer)
-col_play, col_heat = st.columns(2)
-with col_play:
-    st.subheader(tr("spectra.evolution_title"))
-    if evolution and len(evolution["steps"]) > 1:
-        st.plotly_chart(evolution_figure(evolution), width="stretch")
-    else:
-        st.info(tr("spectra.no_snapshots"))
-with col_heat:
-    st.subheader(tr("spectra.heatmap_title"))
-    delta = spectra.dense_delta(update.delta_W).numpy()
-    st.plotly_chart(heatmap(delta, f"ΔW · {delta.shape[0]} × {delta.shape[1]}"), width="stretch")
-if evolution and len(evolution["steps"]) > 1:
-    st.subheader(tr("spectra.dora_title"))
-    st.plotly_chart(dora_figure(evolution), width="stretch")
-    st.caption(tr("spectra.dora_caption"))
+st.subheader(tr("spectra.heatmap_title"))
+delta = spectra.dense_delta(update.delta_W).numpy()
+st.plotly_chart(heatmap(delta, f"ΔW · {delta.shape[0]} × {delta.shape[1]}"), width="stretch")
+
+what_if_section(record)
 
 st.subheader(tr("spectra.similarity_title"))
 st.markdown(tr("spectra.similarity_intro"))

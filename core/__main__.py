@@ -6,6 +6,8 @@
     python -m core runs import adapter.zip --model mlp      a PEFT adapter, saved as a run
     python -m core pretrain mlp                             rebuild a zoo model's weights
     python -m core spectra ID                               what a saved run's ΔW looks like
+    python -m core spectra ID --truncate                    accuracy with ΔW cut to rank k
+    python -m core runs export ID --tensorboard DIR         curves and σ for TensorBoard
     python -m core experiment amplification                 re-measure a LoRA paper finding
 
 Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
@@ -97,9 +99,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="everything, history included; created is seconds since the Unix epoch",
     )
-    export = actions.add_parser("export", help="a LoRA run's adapter as a PEFT zip")
+    export = actions.add_parser(
+        "export", help="a LoRA run's adapter as a PEFT zip, or any run as TensorBoard events"
+    )
     export.add_argument("run_id", type=int)
-    export.add_argument("--out", help="zip file to write (default: $LORA_LAB_HOME/exports/)")
+    where = export.add_mutually_exclusive_group()
+    where.add_argument("--out", help="zip file to write (default: $LORA_LAB_HOME/exports/)")
+    where.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="instead of the adapter: the run's curves and per-layer σ as TensorBoard event "
+        "files, in a new folder DIR/run-ID (any method; `tensorboard --logdir DIR`)",
+    )
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     imports = actions.add_parser("import", help="a PEFT adapter zip as a new run")
     imports.add_argument("file", help="the zip: from `runs export`, or a PEFT folder zipped")
@@ -122,6 +133,14 @@ def parser() -> argparse.ArgumentParser:
 
     spectra = commands.add_parser("spectra", help="what a saved run learned, layer by layer")
     spectra.add_argument("run_id", type=int)
+    spectra.add_argument(
+        "--truncate",
+        action="store_true",
+        help="instead of the report: cut every layer's ΔW to its top k singular directions "
+        "(k = 0, 1, 2, 4, … up to the update's rank) and measure the test accuracy; with "
+        '--json, {"truncation": [{"k", "accuracy"}], "run_accuracy", "base_accuracy", '
+        '"rank_used", "max_rank", "layers", "dora"}',
+    )
     spectra.add_argument("--json", action="store_true", help="the full report as JSON")
 
     experiment = commands.add_parser("experiment", help="re-measure a published LoRA finding")

@@ -24,12 +24,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from core import experiments, jobs, reports, train, zoo
+from core import experiments, jobs, reports, train, whatif, zoo
 from core.adapters import import_adapter, read_zip
 from core.config import Bound, RunConfig, check_bound, sweep_configs
 from core.limits import COMMAND_LINE, Limits
+from core.measure import open_run
 from core.paths import OfflineError
 from core.runs import RunStore, StoreError, train_and_save
+from core.tensorboard_export import export_tensorboard, run_folder
 
 OWNER = "cli"
 CLOSED_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for a tool whose reader went away
@@ -231,7 +233,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             else:
                 print(_show(record))
         elif args.action == "export":
-            print(store.export_peft(args.run_id, args.out, force=args.force))
+            print(_export(args, store))
         elif args.action == "import":
             print(_import(args, store))
         elif args.action == "rename":
@@ -239,6 +241,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
         elif args.action == "delete":
             store.delete(args.run_id)
     return 0
+
+
+def _export(args: argparse.Namespace, store: RunStore) -> Path:
+    """Export a run: its PEFT adapter zip, or with --tensorboard its TensorBoard events (any
+    method: a run without adapter still has curves). Returns where it went."""
+    if args.tensorboard is None:
+        return store.export_peft(args.run_id, args.out, force=args.force)
+    if args.force:
+        raise ValueError(
+            "--force replaces the zip of --out; a TensorBoard export never writes over anything "
+            "(it makes a new folder DIR/run-ID)"
+        )
+    record = store.get(args.run_id)
+    store.check_export_target(run_folder(record, args.tensorboard))
+    return export_tensorboard(record, args.tensorboard)
 
 
 def _import(args: argparse.Namespace, store: RunStore) -> str:
@@ -289,9 +306,41 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_spectra(args: argparse.Namespace) -> int:
     use_job_threads()
+    if args.truncate:
+        curve = truncation(args.run_id)
+        print(to_json(curve) if args.json else _truncation_table(curve))
+        return 0
     report = reports.analyse_run(args.run_id)
     print(to_json(report) if args.json else reports.report_table(report))
     return 0
+
+
+def truncation(run_id: int) -> dict:
+    """whatif.truncation_curve of a saved run."""
+    with RunStore() as store:
+        run = open_run(run_id, store)
+    return whatif.truncation_curve(run)
+
+
+def _truncation_table(curve: dict) -> str:
+    """The truncation curve as a table (k, accuracy), then the run, the base model, and how
+    many directions the update used."""
+    rows = [{"k": p["k"], "accuracy": p["accuracy"]} for p in curve["truncation"]]
+    lines = [
+        reports.format_table(rows, {"accuracy": ".3f"}),
+        f"untouched run: {curve['run_accuracy']:.3f}, base model: {curve['base_accuracy']:.3f}",
+    ]
+    points = f"{whatif.RANK_TOLERANCE * 100:g} point"
+    if curve["rank_used"] is None:
+        lines.append(f"no cut kept the run's accuracy to within {points}")
+    else:
+        lines.append(
+            f"this update used about {curve['rank_used']} of its {curve['max_rank']} directions: "
+            f"from k = {curve['rank_used']} on, the accuracy stays within {points} of the run's"
+        )
+    if curve["dora"]:
+        lines.append("DoRA: the cut keeps the learned magnitudes (k = 0 is magnitudes only)")
+    return "\n".join(lines)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ the run's config (as training built it), and hands both to spectra. Keeping that
 lets core.train use spectra while the store uses core.train, without an import cycle.
 
     report = analyse_run(run_id)      # {layer: spectra.layer_report(...)}, + "planted" if any
+    moment(history, snapshots, step)  # the snapshot nearest a step picked on the curves
     print(report_table(report))       # one line per layer
     print(format_table(rows))         # any list of dicts: the one text-table formatter
 """
@@ -63,6 +64,36 @@ def planted_report(base_model: nn.Module, model: nn.Module, planted: Planted) ->
             f"(it trained: {', '.join(updates) or 'no layer'}); adapt that layer to compare."
         )
     return spectra.planted_comparison(updates[planted.layer].delta_W, planted.delta_W, planted.rank)
+
+
+def moment(history: list[dict], snapshots: list[dict], step: float) -> dict:
+    """A run at the moment a student picked on its curves (RunStore.get's history and
+    snapshots): the snapshot nearest to `step`, which holds the spectrum of that moment, and
+    the metrics the run had logged by then.
+
+    A curve has a point at every step, a snapshot comes every few steps, so a click between
+    two snapshots opens the nearer one (the earlier on a tie). Keys:
+      step, index           that snapshot's step and its position in `snapshots`
+      train_loss            the training loss logged at that step (None at step 0)
+      eval_step, val_loss, val_acc    the last evaluation at or before it (None if none yet)
+    ValueError if the run recorded no snapshot.
+    """
+    if not snapshots:
+        raise ValueError("this run recorded no snapshot: there is no moment to open")
+    steps = [snapshot["step"] for snapshot in snapshots]
+    index = min(range(len(steps)), key=lambda i: (abs(steps[i] - step), steps[i]))
+    at = steps[index]
+    logged = {row["step"]: row for row in history}
+    evals = [row for row in history if row["step"] <= at and row.get("val_acc") is not None]
+    last_eval = evals[-1] if evals else {}
+    return {
+        "step": at,
+        "index": index,
+        "train_loss": logged.get(at, {}).get("train_loss"),
+        "eval_step": last_eval.get("step"),
+        "val_loss": last_eval.get("val_loss"),
+        "val_acc": last_eval.get("val_acc"),
+    }
 
 
 # -- text tables ----------------------------------------------------------------------------------

@@ -529,7 +529,7 @@ class RunStore:
         content = self.adapter_zip(run_id)
         if zip_path:
             target = Path(zip_path)
-            self._check_export_target(target)
+            self.check_export_target(target)
             try:
                 _write_new(target, content, force)
             except FileExistsError:
@@ -546,7 +546,7 @@ class RunStore:
                 return target
         raise StoreError(f"{exports} holds too many exports of run {run_id}: clear it out")
 
-    def _check_export_target(self, target: Path) -> None:
+    def check_export_target(self, target: Path) -> None:
         """StoreError if writing `target` would write over the store or its weights."""
         resolved = target.resolve()
         for file in self._db.files():
@@ -558,7 +558,7 @@ class RunStore:
         if self.weights_dir is not None and resolved.is_relative_to(self.weights_dir.resolve()):
             raise StoreError(
                 f"{target} is inside the run store's weights folder {self.weights_dir}: export "
-                "to another file (nothing was written)"
+                "elsewhere (nothing was written)"
             )
 
 

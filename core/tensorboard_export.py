@@ -12,11 +12,17 @@ directory as one run, and nothing already in DIR is ever written over. Tags:
     sigma/<layer>/<i>              σ_i of the layer's delta_W at each snapshot (i = 01, 02, …)
     dora/<layer>/delta_M, dora/<layer>/delta_D    DoRA's magnitude and direction change
     run/config, run/summary        the config and the outcome, as JSON text
+
+For a download (the Compare page), tensorboard_zip writes the same files in a temporary folder
+and returns them as a zip: nothing is written into the user's folders.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import tempfile
+import zipfile
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -55,6 +61,19 @@ def export_tensorboard(record: RunRecord, directory: str | Path) -> Path:
     with SummaryWriter(log_dir=str(folder)) as writer:
         _write(writer, record)
     return folder
+
+
+def tensorboard_zip(record: RunRecord) -> bytes:
+    """The files export_tensorboard writes, as the bytes of a zip holding the folder
+    run-<id>/ (unzipped into a log directory, it is one run there). They are written into a
+    temporary folder, removed again: nothing lands in the user's folders."""
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as directory:
+        folder = export_tensorboard(record, directory)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(folder.rglob("*")):
+                archive.write(file, file.relative_to(directory).as_posix())
+    return buffer.getvalue()
 
 
 def _write(writer: SummaryWriter, record: RunRecord) -> None:

@@ -49,6 +49,8 @@ from core.measure import (
 from core.spectra import SVD, Delta, LowRankDelta, as_matrix
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SLIDER_LAMBDAS = tuple(i / 10 for i in range(11))  # the Spectra page's λ slider: 0, 0.1, …, 1
+RANK_TOLERANCE = 0.01  # "about the same accuracy": within one percentage point
 
 
 # -- one layer --------------------------------------------------------------------------------
@@ -138,6 +140,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
           max_rank     the largest layer rank
           layers       {layer: {"rank", "numerical_rank", "dora"}}
           dora         True when the cut keeps DoRA's magnitudes (see the module docstring)
+          rank_used    how many directions the update used (rank_used of these numbers)
     ValueError if the run changed no weight matrix (only biases, or nothing at all).
     """
     updates = _require_updates(run)
@@ -155,7 +158,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
         }
         for k in ks
     ]
-    return {
+    curve = {
         "truncation": points,
         "run_accuracy": accuracy(run.model, run.test),
         "base_accuracy": accuracy(run.base, run.test),
@@ -170,6 +173,23 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
         },
         "dora": any(update.magnitude is not None for update in updates.values()),
     }
+    return curve | {"rank_used": rank_used(curve)}
+
+
+def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
+    """How many directions the update really used: the smallest k of a truncation_curve from
+    which on every cut keeps the run's accuracy to within `tolerance` (one point by default).
+
+    "From which on", not "the first k that does": accuracy against k is not monotone (a cut
+    to one direction can score below no update at all), and a lucky small k followed by worse
+    ones is no rank the update can do with. None if even the largest k measured falls short
+    (a grid that stops below the full rank)."""
+    used = None
+    for point in reversed(curve["truncation"]):
+        if curve["run_accuracy"] - point["accuracy"] > tolerance + 1e-12:  # 1e-12: 0.88 − 0.87
+            break
+        used = point["k"]
+    return used
 
 
 def _require_updates(run: TrainedRun) -> dict[str, RankedUpdate]:
@@ -243,8 +263,10 @@ def intruder_curve(
       points    [{"lambda", "target_accuracy", "source_accuracy"}] in the order of `lambdas`
       base      {"target_accuracy", "source_accuracy"} of the base model
       layers    {layer: {"intruders": count, "intruder_indices": [...]}}
-      intruders the total count (0: λ changes nothing)
+      intruders the total count (0: λ changes nothing, and the model is measured once)
     """
+    if not all(0 <= lam <= 1 for lam in lambdas):
+        raise ValueError(f"λ must be between 0 and 1 (got {list(lambdas)})")
     updates = _require_updates(run)
     if source is None:
         source = source_test_split(run.config.model, run.num_classes)
@@ -255,12 +277,15 @@ def intruder_curve(
         )
         for name in updates
     }
-    points = []
-    for lam in lambdas:
-        with swapped_weights(merged, {n: f.scaled(lam) for n, f in found.items()}):
-            points.append(
-                {"lambda": lam, **_target_and_source(merged, run.test, source)},
-            )
+    intruders = sum(len(f.indices) for f in found.values())
+    if not intruders:  # every λ leaves the weights as they are: measure them once
+        unchanged = _target_and_source(merged, run.test, source)
+        points = [{"lambda": lam, **unchanged} for lam in lambdas]
+    else:
+        points = []
+        for lam in lambdas:
+            with swapped_weights(merged, {n: f.scaled(lam) for n, f in found.items()}):
+                points.append({"lambda": lam, **_target_and_source(merged, run.test, source)})
     return {
         "points": points,
         "base": _target_and_source(run.base, run.test, source),
@@ -268,7 +293,7 @@ def intruder_curve(
             name: {"intruders": len(f.indices), "intruder_indices": f.indices}
             for name, f in found.items()
         },
-        "intruders": sum(len(f.indices) for f in found.values()),
+        "intruders": intruders,
     }
 
 

@@ -6,14 +6,16 @@ fragment that polls it, and the run store.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import pytest
 import torch
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, runs, zoo
+from core import jobs, measure, runs, whatif, zoo
 from core.config import RunConfig
 
 APP = "../app.py"
@@ -129,12 +131,169 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     at = open_page("spectra", {"run": str(run_id)})  # another session: the link is the way in
     assert at.selectbox(key="spectra.run").value == run_id
     assert at.selectbox(key="spectra.layer").value == "fc1"
-    assert len(charts(at)) == 4  # spectrum, its evolution, the ΔW heatmap, ΔM and ΔD
+    assert len(charts(at)) == 5  # spectrum, the curves, σ at the step, ΔM and ΔD, ΔW
     assert any("DoRA" in header.value for header in at.subheader)
     assert len(at.dataframe) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
     assert at.query_params["normalised"] == "true"  # core.config's spelling, as the CLI's
+
+
+def click_point(at: AppTest, chart_key: str, x: float) -> AppTest:
+    """Click a point of a plotly chart drawn with on_select, as the browser reports it.
+
+    AppTest has no click for charts, so this sends the selection the frontend would send (the
+    chart's widget state: a JSON string) with the other widgets' states, and reruns."""
+    chart = next(chart for chart in charts(at) if chart.key == chart_key)
+    selection = {"points": [{"x": x, "y": 0.5}], "point_indices": [0], "box": [], "lasso": []}
+    states = at._tree.get_widget_states()
+    states.widgets.append(
+        WidgetState(id=chart.proto.id, string_value=json.dumps({"selection": selection}))
+    )
+    return at._run(states)
+
+
+def marked_step(at: AppTest) -> float:
+    """The step the curves' dashed line marks."""
+    chart = next(chart for chart in charts(at) if chart.key == "spectra.curves")
+    shapes = json.loads(chart.proto.spec)["layout"]["shapes"]
+    assert {shape["x0"] for shape in shapes} == {shape["x1"] for shape in shapes}
+    return shapes[0]["x0"]
+
+
+def test_spectra_pick_a_moment_a_click_moves_the_slider_and_the_slider_the_mark(trained, lab_home):
+    _, run_id = trained
+    with runs.RunStore() as store:
+        record = store.get(run_id)
+    assert [snapshot["step"] for snapshot in record.snapshots] == [10, 20]
+    at = open_page("spectra", {"run": str(run_id)})
+    slider = at.select_slider(key="spectra.step")
+    assert slider.value == 20 and marked_step(at) == 20  # the last moment to begin with
+    click_point(at, "spectra.curves", 8)  # between steps 0 and 10: the snapshot at 10
+    assert not at.exception
+    assert at.select_slider(key="spectra.step").value == 10 and marked_step(at) == 10
+    assert any("**At step 10**" in text.value for text in at.markdown)
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Training loss"] == f"{record.history[10]['train_loss']:.3f}"
+    assert metrics["Validation accuracy"] == f"{record.history[10]['val_acc']:.1%}"
+    sigma_fc1 = record.snapshots[0]["layers"]["fc1"]["sigma"]
+    assert metrics["σ₁(ΔW)"] == f"{sigma_fc1[0]:.3g}"
+    at.select_slider(key="spectra.step").set_value(20).run()
+    assert marked_step(at) == 20  # the slider moves the mark on the curves
+    assert {metric.label: metric.value for metric in at.metric}["Training loss"] == (
+        f"{record.history[20]['train_loss']:.3f}"
+    )
+
+
+def open_what_ifs(at: AppTest) -> AppTest:
+    """Open the three what-if expanders (each computes only when open) and redraw."""
+    for name in ("open_cut", "open_intruders", "open_layers"):
+        at.session_state[f"spectra.{name}"] = True
+    return at.run()
+
+
+def chart_spec(at: AppTest, title_part: str) -> dict:
+    """The plotly spec of the chart whose x axis title contains `title_part`."""
+    for chart in charts(at):
+        spec = json.loads(chart.proto.spec)
+        title = spec["layout"].get("xaxis", {}).get("title", {}).get("text", "")
+        if title_part in title:
+            return spec
+    raise AssertionError(f"no chart with an x axis titled {title_part!r}")
+
+
+def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(trained, lab_home):
+    _, run_id = trained
+    at = open_page("spectra", {"run": str(run_id)})
+    assert len(at.expander) == 3 and len(charts(at)) == 5  # closed: nothing computed
+    open_what_ifs(at)
+    assert not at.exception and not at.error
+    with runs.RunStore() as store:
+        run = measure.open_run(run_id, store)
+    curve = whatif.truncation_curve(run)
+    cut = chart_spec(at, "directions kept")["data"][0]
+    assert cut["x"] == [str(point["k"]) for point in curve["truncation"]]
+    assert cut["y"] == [point["accuracy"] for point in curve["truncation"]]
+    reading = f"{curve['rank_used']}** of its {curve['max_rank']} directions"
+    if curve["rank_used"] == curve["max_rank"]:
+        reading = f"all **{curve['max_rank']}** of its directions"
+    assert any(reading in text.value for text in at.markdown)
+
+    intruders = whatif.intruder_curve(run, whatif.SLIDER_LAMBDAS)
+    assert intruders["intruders"] > 0  # this run has some: the slider is there to move
+    at.select_slider(key="spectra.lambda").set_value(0.0).run()
+    removed = intruders["points"][0]
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["New task at λ = 0.0"] == f"{removed['target_accuracy']:.1%}"
+    assert metrics["Pretraining task at λ = 0.0"] == f"{removed['source_accuracy']:.1%}"
+
+    table = at.dataframe[-1].value
+    layers = whatif.layer_importance(run)["layers"]
+    assert list(table["Layer"]) == [row["layer"] for row in layers] == ["fc1", "fc2", "head"]
+    assert list(table["Lost (points)"]) == pytest.approx(
+        [row["accuracy_lost"] * 100 for row in layers]
+    )
+
+
+WHAT_IF_RUNS = {  # other models and a method without adapters, each in one language
+    "mlp-full": ({"method": "full"}, "en"),
+    "cnn": ({"model": "cnn"}, "zh"),
+    "vit": ({"model": "vit"}, "en"),
+}
+
+
+@pytest.fixture(scope="module")
+def what_if_runs(lab_home) -> dict[str, int]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with runs.RunStore() as store:
+            return {
+                name: runs.train_and_save(RunConfig(steps=TRAIN_STEPS, **config), store)[0]
+                for name, (config, _) in WHAT_IF_RUNS.items()
+            }
+    finally:
+        torch.set_num_threads(threads)
+
+
+def open_spectra_what_ifs(run_id: int, lang: str) -> AppTest:
+    """The Spectra page of a run in a language, with the what-ifs open from its first draw.
+
+    Set before the page's first run, not by a link (a link resets the page's state) and not
+    by changing the language later: AppTest formats a selectbox's value outside the page's
+    run, where the session's language cannot be read, so a page it reruns must be English."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["lang"] = lang
+    at.run()
+    at.switch_page("app_pages/spectra.py")
+    at.session_state["spectra.everyone"] = True
+    at.session_state["spectra.run"] = run_id
+    return open_what_ifs(at)
+
+
+@pytest.mark.parametrize("name", WHAT_IF_RUNS)
+def test_spectra_what_ifs_work_for_every_model_and_full_fine_tuning(what_if_runs, lab_home, name):
+    config, lang = WHAT_IF_RUNS[name]
+    run_id = what_if_runs[name]
+    at = open_spectra_what_ifs(run_id, lang)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="spectra.run").value == run_id
+    with runs.RunStore() as store:
+        run = measure.open_run(run_id, store)
+    changed = [row["layer"] for row in whatif.layer_importance(run)["layers"]]
+    assert list(at.dataframe[-1].value.iloc[:, 0]) == changed
+    says = " ".join(text.value for text in [*at.markdown, *at.caption, *at.info])
+    no_intruders = "没有入侵维度" if lang == "zh" else "no intruder dimensions"
+    has_slider = any(slider.key == "spectra.lambda" for slider in at.select_slider)
+    assert has_slider != (no_intruders in says)  # a slider, or a clear line why there is none
+    if config.get("method") == "full":
+        assert "Without adapters" in says
+    if lang == "zh":
+        assert "训练后截断秩" in [expander.label for expander in at.expander]
+        assert not re.search(r"[A-Za-z]{4,} [a-z]{4,} [a-z]{4,}", says.replace("`", ""))
+    else:  # a click on the curves picks the moment for every model
+        click_point(at, "spectra.curves", 12)
+        assert not at.exception and at.select_slider(key="spectra.step").value == 10
 
 
 def test_spectra_page_without_runs_points_to_train(lab_home):
@@ -154,6 +313,8 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     assert len(charts(at)) == 1  # accuracy against trainable parameters
     assert {run_id, sweep[0].run_id} <= set(at.dataframe[-1].value["id"])
     assert at.get("download_button")
+    downloads = {button.proto.id.rsplit("-", 1)[-1] for button in at.get("download_button")}
+    assert {"compare.peft", "compare.tensorboard"} <= downloads  # the managed run, two ways
     # Only this session's runs can be renamed or deleted, also when everyone's are shown.
     mine = sweep[0].run_id
     assert [o.split(" ")[0] for o in at.selectbox(key="compare.manage").options] == [f"#{mine}"]
@@ -164,7 +325,7 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
         assert store.get_summary(mine).name == "my first run"
     # Two runs of the same layers: the Spectra page compares their directions (φ heatmap).
     spectra = open_page("spectra", {"run": str(run_id), "other": str(sweep[0].run_id)})
-    assert len(charts(spectra)) == 5
+    assert len(charts(spectra)) == 6
     assert any("φ(1, 1)" in caption.value for caption in spectra.main.caption)
 
 
@@ -234,7 +395,7 @@ def test_planted_rank_run_shows_the_planted_update(lab_home):
     assert job.status == "finished", job.reason
     at = open_page("spectra", {"run": str(job.run_id), "layer": "fc1"})  # where ΔW* is
     assert any("ΔW*" in header.value for header in at.subheader)
-    assert len(charts(at)) == 6  # spectrum, evolution, ΔW, ΔM/ΔD, learned ΔW beside ΔW*
+    assert len(charts(at)) == 7  # spectrum, curves, σ, ΔM/ΔD, ΔW, learned ΔW beside ΔW*
 
 
 def test_readme_page_shows_the_readme(lab_home):
@@ -270,6 +431,7 @@ def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
     spectra = open_page("spectra", {"run": str(imported.id)})
     assert spectra.selectbox(key="spectra.run").value == imported.id
     assert len(charts(spectra)) == 2  # its spectrum and its ΔW (it recorded no training)
+    assert any("no training curves" in info.value for info in spectra.info)
 
 
 def test_a_shifts_seed_is_the_runs_seed_not_a_box(lab_home):

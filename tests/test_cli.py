@@ -115,6 +115,62 @@ def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, m
     assert printed == {"fc1": {"amplification": None, "sigma": [2.0, None], "intruders": 0}}
 
 
+def test_spectra_truncate_json_gives_the_truncation_table(capsys, restore_threads):
+    """k = 0, 1, 2, 4 for a rank-4 run; at k = 4 the run itself, whose accuracy the store
+    holds; the reading is whatif.rank_used of the same numbers."""
+    from core import whatif
+
+    torch.set_num_threads(1)
+    with RunStore() as store:
+        run_id, result = train_and_save(RunConfig(steps=5, rank=4), store)
+    assert main(["spectra", str(run_id), "--truncate", "--json"]) == 0
+    curve = json.loads(capsys.readouterr().out)
+    assert [point["k"] for point in curve["truncation"]] == [0, 1, 2, 4]
+    assert all(set(point) == {"k", "accuracy"} for point in curve["truncation"])
+    assert curve["truncation"][-1]["accuracy"] == curve["run_accuracy"] == result.test_acc_after
+    assert curve["base_accuracy"] == result.test_acc_before
+    assert curve["rank_used"] == whatif.rank_used(curve) and curve["max_rank"] == 4
+    assert set(curve["layers"]) == {"fc1", "fc2"}
+
+
+def test_spectra_truncate_prints_a_table_for_a_run_without_adapters(head_run, capsys):
+    """A head-only run changed one dense matrix (10 × 256, rank 10): its cut is measured too."""
+    assert main(["spectra", str(head_run), "--truncate"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["k", "accuracy"]
+    assert [int(line.split()[0]) for line in lines[1:7]] == [0, 1, 2, 4, 8, 10]
+    with RunStore() as store:
+        record = store.get_summary(head_run)
+    at_full_rank = float(lines[6].split()[1])
+    assert at_full_rank == pytest.approx(record.test_acc_after, abs=5e-4)
+    assert lines[7] == (
+        f"untouched run: {record.test_acc_after:.3f}, base model: {record.test_acc_before:.3f}"
+    )
+    assert lines[8].startswith("this update used about ") and "of its 10 directions" in lines[8]
+
+
+def test_runs_export_tensorboard_writes_a_run_without_adapter(head_run, capsys, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main(["runs", "export", str(head_run), "--tensorboard", str(tmp_path / "tb")]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    assert folder == tmp_path / "tb" / f"run-{head_run}"
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    with RunStore() as store:
+        history = store.get(head_run).history
+    trained = [row["step"] for row in history if row["train_loss"] is not None]
+    assert [event.step for event in events.Scalars("loss/train")] == trained
+    files = {path: path.read_bytes() for path in folder.iterdir()}
+    # A second export into the same folder, or one with --force, writes nothing.
+    assert main(["runs", "export", str(head_run), "--tensorboard", str(tmp_path / "tb")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["runs", "export", str(head_run), "--tensorboard", "tb2", "--force"]) == 2
+    assert "--force replaces the zip of --out" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in folder.iterdir()} == files
+    assert not (REPO / "tb2").exists()
+
+
 def test_train_has_a_flag_for_every_config_field(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -220,6 +276,11 @@ ONE_LINE_ERRORS = {
     "delete missing run": (["runs", "delete", "999"], "no run 999"),
     "export missing run": (["runs", "export", "999"], "no run 999"),
     "spectra of a missing run": (["spectra", "999"], "no run 999"),
+    "truncate a missing run": (["spectra", "999", "--truncate"], "no run 999"),
+    "tensorboard export of a missing run": (
+        ["runs", "export", "999", "--tensorboard", "/nonexistent/tb"],
+        "no run 999",
+    ),
     "unknown experiment": (["experiment", "nope"], "unknown experiment"),
     "unknown zoo model": (["pretrain", "nope"], "nope"),
     "import a missing file": (["runs", "import", "nope.zip", "--model", "mlp"], "cannot read"),
@@ -271,6 +332,12 @@ def test_exporting_a_run_without_adapter_is_one_line(head_run, capsys):
     assert main(["runs", "export", str(head_run)]) == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and "only LoRA runs" in stderr
+
+
+def test_a_tensorboard_export_into_the_store_is_refused(head_run, capsys, home):
+    assert main(["runs", "export", str(head_run), "--tensorboard", str(home / "runs")]) == 2
+    assert "weights folder" in capsys.readouterr().err
+    assert not (home / "runs" / f"run-{head_run}").exists()
 
 
 def test_a_foreign_database_is_one_line_and_left_alone(home):

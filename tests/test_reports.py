@@ -69,3 +69,40 @@ def test_format_table_defaults_floats_to_three_digits_and_other_values_to_str():
         "   1e-05  []      False",
     ]
     assert reports.format_table([]) == "(nothing to show)"
+
+
+HISTORY = [
+    {"step": 0, "train_loss": None, "val_loss": 2.3, "val_acc": 0.1},
+    *(
+        {"step": s, "train_loss": 2.0 - s / 10, "val_loss": None, "val_acc": None}
+        for s in range(1, 9)
+    ),
+]
+HISTORY[4] |= {"val_loss": 1.5, "val_acc": 0.6}  # an evaluation at step 4
+SNAPSHOTS = [{"step": s, "layers": {}} for s in (3, 6, 8)]
+
+
+@pytest.mark.parametrize(
+    "clicked, step, index, eval_step",
+    [
+        (0, 3, 0, 0),  # before the first snapshot: the first one, and the eval at step 0
+        (4.4, 3, 0, 0),  # nearer to 3 than to 6: the eval at step 4 came after it
+        (4.5, 3, 0, 0),  # a tie: the earlier snapshot
+        (5, 6, 1, 4),
+        (8, 8, 2, 4),
+        (100, 8, 2, 4),
+    ],
+)
+def test_moment_opens_the_nearest_snapshot_and_the_metrics_logged_by_then(
+    clicked, step, index, eval_step
+):
+    moment = reports.moment(HISTORY, SNAPSHOTS, clicked)
+    assert (moment["step"], moment["index"], moment["eval_step"]) == (step, index, eval_step)
+    assert moment["train_loss"] == pytest.approx(2.0 - step / 10)
+    assert moment["val_acc"] == HISTORY[eval_step]["val_acc"]
+    assert moment["val_loss"] == HISTORY[eval_step]["val_loss"]
+
+
+def test_a_moment_of_a_run_without_snapshots_is_a_clear_error():
+    with pytest.raises(ValueError, match="no snapshot"):
+        reports.moment(HISTORY, [], 3)

@@ -3,12 +3,16 @@ store holds, and nothing already in the export folder is written over."""
 
 from __future__ import annotations
 
+import io
+import tempfile
+import zipfile
+
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.config import RunConfig
 from core.runs import train_and_save
-from core.tensorboard_export import export_tensorboard
+from core.tensorboard_export import export_tensorboard, tensorboard_zip
 
 
 @pytest.fixture
@@ -73,3 +77,23 @@ def test_an_existing_run_folder_is_refused_and_left_alone(record, tmp_path):
 
     with pytest.raises(ValueError, match="is a file"):
         export_tensorboard(record, logdir / "notes.txt")
+
+
+def test_the_zip_holds_the_run_folder_with_the_same_curves(record, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # where its temporary folder goes
+    (tmp_path / "tmp").mkdir()
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        content = tensorboard_zip(record)
+    finally:
+        tempfile.tempdir = None
+    assert not any((tmp_path / "tmp").iterdir())  # the temporary folder is gone
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        names = archive.namelist()
+        assert names and all(name.startswith(f"run-{record.id}/") for name in names)
+        archive.extractall(tmp_path / "logs")
+    events = read(tmp_path / "logs" / f"run-{record.id}")
+    expected = [(r["step"], r["val_acc"]) for r in record.history if r["val_acc"] is not None]
+    got = series(events, "accuracy/val")
+    assert [step for step, _ in got] == [step for step, _ in expected]
+    assert [value for _, value in got] == pytest.approx([v for _, v in expected], rel=1e-6)

@@ -56,6 +56,34 @@ def test_rank_grid_doubles_up_to_the_rank():
     assert whatif.rank_grid(1) == [0, 1]
 
 
+def curve_of(run_accuracy: float, accuracies: dict[int, float]) -> dict:
+    return {
+        "run_accuracy": run_accuracy,
+        "truncation": [{"k": k, "accuracy": a} for k, a in accuracies.items()],
+    }
+
+
+@pytest.mark.parametrize(
+    "accuracies, used",
+    [
+        ({0: 0.40, 1: 0.60, 2: 0.875, 4: 0.88}, 2),  # 0.875 is within one point of 0.88
+        ({0: 0.40, 1: 0.60, 2: 0.87, 4: 0.88}, 2),  # exactly one point below still counts
+        ({0: 0.40, 1: 0.60, 2: 0.869, 4: 0.88}, 4),  # just over: the whole rank was needed
+        ({0: 0.875, 1: 0.60, 2: 0.70, 4: 0.88}, 4),  # a lucky k = 0, then worse: not "0"
+        ({0: 0.88, 1: 0.879, 2: 0.88, 4: 0.88}, 0),  # the update did nothing for accuracy
+        ({0: 0.40, 1: 0.60}, None),  # the grid stops short of the run's accuracy
+    ],
+)
+def test_rank_used_is_the_smallest_k_from_which_on_the_run_keeps_its_accuracy(accuracies, used):
+    assert whatif.rank_used(curve_of(0.88, accuracies)) == used
+
+
+def test_rank_used_takes_a_tolerance():
+    curve = curve_of(0.9, {0: 0.5, 1: 0.85, 2: 0.89, 8: 0.9})
+    assert whatif.rank_used(curve, tolerance=0.05) == 1
+    assert whatif.rank_used(curve, tolerance=0.0) == 8
+
+
 def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every adapter a nonzero B (and DoRA a moved magnitude), as training would."""
     generator = torch.Generator().manual_seed(seed)
@@ -199,6 +227,7 @@ def test_truncation_gives_back_the_run_at_full_rank_and_no_update_at_zero(runs, 
 def test_the_default_grid_runs_to_the_full_rank(runs, one_thread):
     lora_curve = whatif.truncation_curve(runs["mlp-lora"])
     assert [p["k"] for p in lora_curve["truncation"]] == [0, 1, 2, 4]
+    assert lora_curve["rank_used"] == whatif.rank_used(lora_curve) is not None  # ends at rank
     assert lora_curve["layers"]["fc1"] == {"rank": 4, "numerical_rank": 4, "dora": False}
     assert whatif.truncation_curve(runs["mlp-pissa"], ks=[1])["max_rank"] == 8  # s(BA − B0A0)
     full = whatif.truncation_curve(runs["mlp-full"], ks=[3])
@@ -245,6 +274,19 @@ def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_t
     assert at_zero["target_accuracy"] == evaluate(merged, run.test.x, run.test.y)[1]
     source = measure.source_test_split("mlp", 10)
     assert at_zero["source_accuracy"] == evaluate(merged, source.x, source.y)[1]
+
+
+def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
+    """ε = 0: no direction's |cos| is below it, so there are no intruders and λ changes
+    nothing (the model is measured once for every λ)."""
+    run = runs["mlp-lora"]
+    curve = whatif.intruder_curve(run, lambdas=(0.0, 0.5, 1.0), eps=0.0)
+    assert curve["intruders"] == 0
+    assert [p["lambda"] for p in curve["points"]] == [0.0, 0.5, 1.0]
+    run_accuracy = evaluate(run.model, run.test.x, run.test.y)[1]
+    assert {p["target_accuracy"] for p in curve["points"]} == {run_accuracy}
+    with pytest.raises(ValueError, match="λ must be"):
+        whatif.intruder_curve(run, lambdas=(0.0, 2.0), eps=0.0)
 
 
 def test_the_source_task_is_the_one_the_zoo_model_was_pretrained_on(runs):
