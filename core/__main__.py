@@ -9,8 +9,9 @@
     python -m core experiment amplification                 re-measure a LoRA paper finding
 
 Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
-store as the app's ($LORA_LAB_HOME/runs.db), owned by "cli". Bad input gives a one-line
-message and exit status 2; a run that fails (a diverging loss) exits with status 1.
+store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database $LORA_LAB_DB names),
+owned by "cli". Bad input gives a one-line message and exit status 2; a run that fails (a
+diverging loss) exits with status 1.
 
 Times: `runs show` prints when a run was created as a local date and time (ISO 8601, to the
 second, with the UTC offset); with --json, "created" stays a number, seconds since the Unix

@@ -593,7 +593,10 @@ def _recover(conn: sa.Connection) -> list[int]:
 
 
 def _row(conn: sa.Connection, run_id: int, lock: bool = False) -> sa.RowMapping:
-    """Run `run_id`'s row (`lock`: held until the transaction ends); StoreError if none."""
+    """Run `run_id`'s row (`lock`: held until the transaction ends); StoreError if none. (Ids
+    are 1 and up, in 64 bits: a number beyond is no run, not an overflow in the driver.)"""
+    if not 0 < run_id < 2**63:
+        raise StoreError(f"there is no run {run_id}")
     query = sa.select(runs).where(runs.c.id == run_id)
     row = conn.execute(query.with_for_update() if lock else query).mappings().first()
     if row is None:
