@@ -64,7 +64,10 @@ def main() -> None:
             st.query_params["lang"] = language()
         st.caption(tr("sidebar.version", version=__version__))
 
-    page.run()
+    try:
+        page.run()
+    except StoreError as error:  # e.g. the run database restarting: said, and tried again next
+        st.error(str(error))
 
 
 # Training workers are started with multiprocessing's "spawn", which imports the script that
