@@ -72,7 +72,10 @@ def main() -> None:
         st.caption(tr("sidebar.version", version=__version__))
     presenter_style()
 
-    page.run()
+    try:
+        page.run()
+    except StoreError as error:  # e.g. the run database restarting: said, and tried again next
+        st.error(str(error))
 
 
 # Training workers are started with multiprocessing's "spawn", which imports the script that

@@ -11,10 +11,11 @@
     python -m core experiment amplification                 re-measure a LoRA paper finding
 
 Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
-store as the app's ($LORA_LAB_HOME/runs.db), owned by "cli". Bad input gives a one-line
-message and exit status 2; a run that fails (a diverging loss) exits with status 1. Runs are
-bounded by core.limits.COMMAND_LINE, wider bounds than a classroom server's but never none
-(LORA_LAB_MAX_STEPS and the other variables listed there change them).
+store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database $LORA_LAB_DB names),
+owned by "cli". Bad input gives a one-line message and exit status 2; a run that fails (a
+diverging loss) exits with status 1. Runs are bounded by core.limits.COMMAND_LINE, wider
+bounds than a classroom server's but never none (LORA_LAB_MAX_STEPS and the other variables
+listed there change them).
 
 Times: `runs show` prints when a run was created as a local date and time (ISO 8601, to the
 second, with the UTC offset); with --json, "created" stays a number, seconds since the Unix

@@ -12,7 +12,7 @@ import pytest
 import safetensors.torch
 import torch
 from peft import LoraConfig, get_peft_model
-from test_runs import SMALL, outputs
+from test_runs import SMALL, outputs, outside
 
 from core import adapters, lora, peft_io, reports, zoo
 from core.adapters import import_adapter
@@ -40,10 +40,14 @@ def zipped(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def saved_state(store: RunStore) -> tuple[list, list[Path]]:
-    """Everything the store holds: its runs, and every file under its folder of weights."""
-    files = sorted(store.weights_dir.rglob("*")) if store.weights_dir.exists() else []
-    return [r.summary() for r in store.list()], files
+def saved_state(store: RunStore) -> tuple[list, list]:
+    """Everything the store holds: its runs, and its weights (every file under its folder of
+    weights; with PostgreSQL, every row of its weights table)."""
+    if store.weights_dir is None:
+        weights = outside(store, "SELECT run_id, md5(data) FROM weights ORDER BY run_id")
+    else:
+        weights = sorted(store.weights_dir.rglob("*")) if store.weights_dir.exists() else []
+    return [r.summary() for r in store.list()], weights
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 from streamlit.testing.v1 import AppTest
 from test_runs import SMALL, outputs
 
-from core import rundb
+from core import jobs, rundb
 from core.__main__ import main
 from core.config import RunConfig
 from core.runs import RunStore, StoreError, train_and_save
@@ -325,3 +325,27 @@ def test_the_server_restarted_under_an_open_store_loses_nothing(postgres_db, mon
         second, result = train_and_save(RunConfig(**SMALL), store, owner="alice")
         assert [r.id for r in store.list(owner="alice")] == [second, run_id]
         assert store.get(second).history == result.history
+
+
+def test_the_app_says_the_database_is_not_reachable_while_it_restarts(postgres_db, monkeypatch):
+    """A page that reads the runs while the server is down shows the store's one line, not a
+    traceback, and shows the runs again once it is back. (The job pool is process-wide and
+    not this test's subject: it is left out.)"""
+    monkeypatch.setenv(rundb.SETTING, postgres_db)
+    monkeypatch.setattr(jobs, "pool", lambda: None)
+    needs_postgres(POSTGRES_DIR)
+    with RunStore() as store:
+        train_and_save(RunConfig(**SMALL), store, owner="teacher")
+    at = AppTest.from_file("../app.py", default_timeout=60).run()
+    at.switch_page("app_pages/compare.py").run()  # (it lists runs from the store)
+    assert not at.exception and not at.error, (at.exception, at.error)
+    server("stop")
+    try:
+        at.run()
+        assert not at.exception, at.exception
+        [error] = at.error
+        assert "is not reachable" in error.value and "retrying" in error.value
+    finally:
+        server("start")
+    at.run()
+    assert not at.exception and not at.error, (at.exception, at.error)

@@ -241,8 +241,9 @@ def test_another_store_reads_a_run_step_by_step_as_it_trains(store):
 
         run_id, result = train_and_save(config, store, owner="student-7", on_event=watch)
         read(viewer)
-        with pytest.raises(StoreError, match=f"there is no run {run_id + 1}"):
-            viewer.steps_since(run_id + 1, -1)
+        for missing in (run_id + 1, 0, 2**64):
+            with pytest.raises(StoreError, match=f"there is no run {missing}$"):
+                viewer.steps_since(missing, -1)
     assert run_ids == [run_id]
     assert history == result.history and snaps == result.snapshots
     assert set(statuses[:-1]) == {"running"} and statuses[-1] == "finished"
