@@ -7,7 +7,7 @@ Streamlit would also treat that folder as an old-style multipage app.)
 
 import streamlit as st
 
-from app_pages.common import language, tr
+from app_pages.common import language, remember_student, tr
 from core import __version__, jobs
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
 
@@ -56,6 +56,7 @@ def main() -> None:
         else:
             st.query_params["lang"] = language()
         st.caption(tr("sidebar.version", version=__version__))
+        remember_student()  # the same student after a reload, in a new tab, after a restart
 
     page.run()
 

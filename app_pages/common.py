@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import uuid
 from typing import Any
 
@@ -43,11 +44,65 @@ def titled_select(where: Any, label: str, options: list[str], widget: str, names
     )
 
 
-def session_id() -> str:
-    """This browser session's id: the owner of the runs it starts."""
-    if "session_id" not in st.session_state:
-        st.session_state["session_id"] = uuid.uuid4().hex[:12]
-    return st.session_state["session_id"]
+STUDENT_KEY = "lora-lab-student"  # the browser's localStorage entry and cookie
+# A student id is 32 hex digits (a uuid4): unguessable, so owning runs by it keeps them private.
+_STUDENT_ID = re.compile(r"[0-9a-f]{32}")
+# Keeps the server's proposed id in the browser (localStorage, and a cookie the server reads on
+# every later page load), or hands back the one the browser already keeps. The id never goes
+# into a URL: a shared link carries settings, never its sender.
+_IDENTITY_JS = """
+export default function(component) {
+  const { data, setStateValue } = component;
+  const KEY = "STUDENT_KEY";
+  const valid = (id) => typeof id === "string" && /^[0-9a-f]{32}$/.test(id);
+  let id = null;
+  try { id = window.localStorage.getItem(KEY); } catch (error) {}
+  if (!valid(id)) {
+    id = data.proposed;
+    try { window.localStorage.setItem(KEY, id); } catch (error) {}
+  }
+  document.cookie = KEY + "=" + id + "; max-age=31536000; path=/; SameSite=Strict";
+  setStateValue("student", id);
+}
+""".replace("STUDENT_KEY", STUDENT_KEY)
+_identity = st.components.v2.component("lora_lab_identity", js=_IDENTITY_JS)
+
+
+def student_id() -> str:
+    """The student using this browser: the owner of the runs they start.
+
+    The same after a reload, in a new tab and after a server restart: the browser keeps the id
+    (localStorage and a cookie, see `remember_student`) and sends the cookie with every page
+    load. Until the browser has answered (its first visit), and where there is no browser
+    (AppTest), it is a new random id for this session, which the browser then adopts.
+    """
+    state = st.session_state
+    if "student" not in state:
+        cookie = st.context.cookies.get(STUDENT_KEY)
+        known = isinstance(cookie, str) and _STUDENT_ID.fullmatch(cookie) is not None
+        state["student"] = cookie if known else uuid.uuid4().hex
+        state["student.kept"] = bool(known)  # whether the browser already keeps it
+    return state["student"]
+
+
+def remember_student() -> None:
+    """Have the browser keep this session's student id, or learn the one it keeps already.
+
+    Drawn (invisibly) on every page until the browser has answered once. A browser that keeps
+    another id than proposed (its cookie was cleared, its localStorage was not) wins: its
+    runs are the student's.
+    """
+    proposed = student_id()
+    if st.session_state["student.kept"]:
+        return
+    answer = _identity(
+        key="student.identity",
+        data={"proposed": proposed},
+        height=0,
+        on_student_change=lambda: None,  # declares the state "student"; read just below
+    ).get("student")
+    if isinstance(answer, str) and _STUDENT_ID.fullmatch(answer):
+        st.session_state["student"], st.session_state["student.kept"] = answer, True
 
 
 def load_settings(
@@ -104,15 +159,23 @@ def save_settings(page: str, defaults: dict[str, Any]) -> None:
     st.session_state[f"{page}._link"] = query
 
 
+PROJECTOR_LAYOUT = {  # large readable text and tight margins: figures are shown on projectors
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "font": {"size": 15},
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+}
+
+
 def style(fig: go.Figure, height: int = 360, **layout: Any) -> go.Figure:
-    """Large readable text and tight margins: these figures are shown on projectors."""
-    defaults = {
-        "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-        "font": {"size": 15},
-        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-    }
-    fig.update_layout(height=height, **(defaults | layout))
+    """The projector layout on a figure (``layout`` may use plotly's ``a_b`` shorthands)."""
+    fig.update_layout(height=height, **(PROJECTOR_LAYOUT | layout))
     return fig
+
+
+def figure_layout(height: int, **layout: Any) -> dict[str, Any]:
+    """The projector layout as a plain dict, for figures built as dicts (no plotly objects:
+    the live view builds them at every new event, where plotly's validation would cost)."""
+    return {"height": height, **PROJECTOR_LAYOUT, **layout}
 
 
 @st.cache_resource(show_spinner=False)
@@ -128,7 +191,7 @@ def store() -> RunStore:
 def visible_runs(everyone: bool, also: tuple[int, ...] = ()) -> list[RunRecord]:
     """This session's runs (or every run on the server), newest first, plus any in ``also``
     (runs a shared link points to)."""
-    records = store().list(owner=None if everyone else session_id())
+    records = store().list(owner=None if everyone else student_id())
     shown = {record.id for record in records}
     for run_id in also:
         if run_id and run_id not in shown:

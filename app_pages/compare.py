@@ -10,8 +10,8 @@ from app_pages.common import (
     log_ticks,
     run_label,
     save_settings,
-    session_id,
     store,
+    student_id,
     style,
     titled_select,
     tr,
@@ -76,7 +76,7 @@ def launch(configs: list[train.RunConfig]) -> None:
     try:
         for config in configs:
             config.validate()
-        st.session_state[key("jobs")] = [jobs.submit(c, owner=session_id()) for c in configs]
+        st.session_state[key("jobs")] = [jobs.submit(c, owner=student_id()) for c in configs]
         st.session_state[key("polling")] = True
     except ValueError as error:
         st.error(str(error))
@@ -187,7 +187,7 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
 def manage(records: list[RunRecord]) -> None:
     """Rename, delete, or download a run's adapter in the PEFT format: this session's runs
     only, also when the page shows everyone's."""
-    by_id = {record.id: record for record in records if record.owner == session_id()}
+    by_id = {record.id: record for record in records if record.owner == student_id()}
     if not by_id:
         st.info(tr("compare.no_own_runs"))
         return
@@ -255,7 +255,7 @@ def import_section(settings: dict) -> None:
             try:
                 with st.spinner(tr("compare.importing")):
                     run_id = adapters.import_adapter(
-                        upload.getvalue(), task, store(), session_id(), upload.name
+                        upload.getvalue(), task, store(), student_id(), upload.name
                     )
                 st.session_state[key("imported")] = run_id
                 st.rerun()  # the new run joins the charts and the table above
