@@ -62,7 +62,9 @@ export default function(component) {
     try { window.localStorage.setItem(KEY, id); } catch (error) {}
   }
   document.cookie = KEY + "=" + id + "; max-age=31536000; path=/; SameSite=Strict";
-  setStateValue("student", id);
+  // Only another id than proposed needs the server to hear of it (a rerun): the usual first
+  // visit costs no rerun, which under load could cut the page's first run short.
+  if (id !== data.proposed) setStateValue("student", id);
 }
 """.replace("STUDENT_KEY", STUDENT_KEY)
 _identity = st.components.v2.component("lora_lab_identity", js=_IDENTITY_JS)
@@ -88,9 +90,10 @@ def student_id() -> str:
 def remember_student() -> None:
     """Have the browser keep this session's student id, or learn the one it keeps already.
 
-    Drawn (invisibly) on every page until the browser has answered once. A browser that keeps
-    another id than proposed (its cookie was cleared, its localStorage was not) wins: its
-    runs are the student's.
+    Drawn (invisibly) on every page while the browser has not sent the id back in a cookie,
+    i.e. during a student's first visit. A browser that keeps another id than proposed (its
+    cookie was cleared, its localStorage was not) says so, and wins: its runs are the
+    student's.
     """
     proposed = student_id()
     if st.session_state["student.kept"]:

@@ -408,7 +408,7 @@ def resume() -> None:
 
 def live_view() -> None:
     """Redrawn every view.poll_seconds() while the run goes on; a new pace (queued → running
-    → first point → done) takes one full rerun, as only a full run sets a fragment's timer."""
+    → done) takes one full rerun, as only a full run sets a fragment's timer."""
     view = current_view()
     if view is None:
         st.info(tr("train.nothing_yet"))

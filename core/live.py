@@ -28,10 +28,10 @@ from core.train import Event
 
 MAX_POINTS = 300  # per curve sent to the browser; plotly draws more, the eye sees no more
 KEEP_RUNS = 256  # runs whose curves stay in memory (the newest watched); others are rebuilt
-# Seconds between two polls of a watching page: fast until the first point shows (the live
-# feel of a click), then slower (a class of thirty polls at once), slowest while queued.
-POLL_STARTING = 0.5
-POLL_RUNNING = 1.0
+# Seconds between two polls of a watching page. Running: quickly, for the live feel of a click
+# (only as many runs as the pool has workers run at once). Queued: slowly, only its place in
+# the queue changes, and most of a class waits there.
+POLL_RUNNING = 0.5
 POLL_QUEUED = 2.0
 
 
@@ -241,14 +241,14 @@ class RunView:
 
     def poll_seconds(self) -> float | None:
         """How long a watching page waits before it looks again; None once the run is over
-        (the page stops polling). Queued: slowly, only its place changes. Running without a
-        point yet: quickly, so the first point shows about as soon as it exists. Then: once a
-        second. A stored run trained elsewhere: slowly, it is read from the store."""
+        (the page stops polling). A new pace takes the page a full rerun, so it changes only
+        when the run leaves the queue and when it ends. A stored run trained elsewhere: slowly,
+        it is read from the store."""
         if self.done:
             return None
         if self.status == "queued" or self.job is None:
             return POLL_QUEUED
-        return POLL_RUNNING if self.frame.has_points else POLL_STARTING
+        return POLL_RUNNING
 
 
 def latest(jobs: Sequence[Job], records: Sequence[RunRecord]) -> Job | RunRecord | None:

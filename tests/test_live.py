@@ -167,12 +167,13 @@ def view(
     return live.RunView("k", status, "", done, frame, None, None, job=job)
 
 
-def test_polling_stops_when_done_is_quick_until_the_first_point_and_slow_while_queued():
+def test_polling_stops_when_done_is_quick_while_running_and_slow_while_queued():
     start, with_point = fake_run(10)[:1], fake_run(10)[:3]
     assert view("finished", with_point, done=True).poll_seconds() is None
     assert view("queued", [], done=False).poll_seconds() == live.POLL_QUEUED
-    assert view("running", start, done=False).poll_seconds() == live.POLL_STARTING
+    # one pace from the worker's start on: a new pace costs the page a full rerun
+    assert view("running", start, done=False).poll_seconds() == live.POLL_RUNNING
     assert view("running", with_point, done=False).poll_seconds() == live.POLL_RUNNING
     stored_elsewhere = view("running", with_point, done=False, job=None)
     assert stored_elsewhere.poll_seconds() == live.POLL_QUEUED  # read from the store: slowly
-    assert live.POLL_STARTING < live.POLL_RUNNING < live.POLL_QUEUED
+    assert live.POLL_RUNNING < live.POLL_QUEUED
