@@ -264,12 +264,13 @@ def step_axis(planned: int, text: Catalog) -> dict:
 
 
 @st.cache_resource(show_spinner=False, max_entries=512)
-def live_figures(run: str, version: int, lang: str, _frame: live.Frame) -> dict[str, go.Figure]:
+def live_figures(
+    run: str, version: int, lang: str, planned: int, _frame: live.Frame
+) -> dict[str, go.Figure]:
     """The run's loss, accuracy and σ(ΔW) figures at one version of its curves, built once and
     shared by every page (and every poll) that shows that version: a poll that finds nothing
     new rebuilds nothing. Built from plain dicts: plotly validates each once, here."""
     text = catalog(lang)
-    planned = max(_frame.planned or 1, 1)
     (train_x, train_y), (val_x, val_y) = _frame.train_loss, _frame.val_loss
     loss = {
         "data": [
@@ -322,7 +323,7 @@ def progress(view: live.RunView) -> None:
         else:
             st.info(tr("train.preparing"))
         return
-    planned = max(frame.planned or frame.step, 1)
+    planned = view.planned
     if view.done:  # no speed or time left once it ended
         text = tr(
             "train.progress_done",
@@ -423,8 +424,10 @@ def live_view() -> None:
     if view.done:
         outcome(view)
     frame = view.frame
-    figures = live_figures(view.key, frame.version, language(), frame)
-    if frame.has_points:
+    figures = live_figures(view.key, frame.version, language(), view.planned, frame)
+    # Empty axes while the run waits or prepares: the browser loads its plotting code then,
+    # not when the first point arrives (a few seconds on a busy classroom laptop).
+    if frame.has_points or not view.done:
         col_loss, col_acc = st.columns(2)
         col_loss.markdown(f"**{tr('train.loss')}**")
         col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))

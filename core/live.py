@@ -208,18 +208,21 @@ class RunView:
     frame: Frame
     run_id: int | None  # the stored run (a job has one once done)
     result: dict | None  # test accuracy before/after, parameters, seconds; once ended
+    planned: int  # steps: from the run's start, else its config (1 if not known yet)
     job: Job | None = None  # the pool's job, while the page can still stop it
 
     @classmethod
     def of_job(cls, job: Job) -> RunView:
+        frame = watch(job.id, job.events)
         return cls(
             key=job.id,
             status=job.status,
             reason=job.reason,
             done=job.done,
-            frame=watch(job.id, job.events),
+            frame=frame,
             run_id=job.run_id,
             result=job.result,
+            planned=frame.planned or job.config.steps or 1,
             job=job,
         )
 
@@ -237,6 +240,7 @@ class RunView:
             frame=LiveRun.from_record(record.history, record.snapshots, planned).frame,
             run_id=record.id,
             result=summary if record.test_acc_after is not None else None,
+            planned=max(planned, 1),
         )
 
     def poll_seconds(self) -> float | None:

@@ -164,7 +164,7 @@ def view(
     status: str, events: list[Event], done: bool, job: object | None = "a job"
 ) -> live.RunView:
     frame = live.LiveRun().add(events)
-    return live.RunView("k", status, "", done, frame, None, None, job=job)
+    return live.RunView("k", status, "", done, frame, None, None, 10, job=job)
 
 
 def test_polling_stops_when_done_is_quick_while_running_and_slow_while_queued():
