@@ -407,6 +407,23 @@ def resume() -> None:
         st.session_state[key("run")] = found.id
 
 
+def charts(view: live.RunView) -> None:
+    """Loss and accuracy (empty axes until the first point, so the browser loads its plotting
+    code while the run waits, not when the point arrives), and σ(ΔW) once there is one."""
+    frame = view.frame
+    if view.done and not frame.has_points:  # it ended before its first step
+        return
+    figures = live_figures(view.key, frame.version, language(), view.planned, frame)
+    col_loss, col_acc = st.columns(2)
+    col_loss.markdown(f"**{tr('train.loss')}**")
+    col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))
+    col_acc.markdown(f"**{tr('train.accuracy')}**")
+    col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"))
+    if "sigma" in figures:
+        st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
+        st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
+
+
 def live_view() -> None:
     """Redrawn every view.poll_seconds() while the run goes on; a new pace (queued → running
     → done) takes one full rerun, as only a full run sets a fragment's timer."""
@@ -423,19 +440,8 @@ def live_view() -> None:
     progress(view)
     if view.done:
         outcome(view)
-    frame = view.frame
-    figures = live_figures(view.key, frame.version, language(), view.planned, frame)
-    # Empty axes while the run waits or prepares: the browser loads its plotting code then,
-    # not when the first point arrives (a few seconds on a busy classroom laptop).
-    if frame.has_points or not view.done:
-        col_loss, col_acc = st.columns(2)
-        col_loss.markdown(f"**{tr('train.loss')}**")
-        col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))
-        col_acc.markdown(f"**{tr('train.accuracy')}**")
-        col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"))
-    if "sigma" in figures:
-        st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
-        st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
+    if not st.session_state[key("charts_outside")]:
+        charts(view)
     if view.poll_seconds() != st.session_state.get(key("poll")):
         st.rerun()
 
@@ -531,4 +537,10 @@ with action:
         start(config)
     view = current_view()
     st.session_state[key("poll")] = None if view is None else view.poll_seconds()
+    # A queued run's (empty) charts go outside the polling fragment: its polls redraw its place
+    # in the queue, not its charts (a browser redraws a chart at every poll, even unchanged).
+    # Its start changes the pace: a full rerun, which moves them in.
+    st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
     st.fragment(live_view, run_every=st.session_state[key("poll")])()
+    if st.session_state[key("charts_outside")]:
+        charts(view)

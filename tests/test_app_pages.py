@@ -15,7 +15,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, runs, zoo
+from core import jobs, live, runs, zoo
 from core.train import RunConfig
 
 APP = "../app.py"
@@ -477,3 +477,22 @@ def test_a_run_whose_process_died_shows_as_interrupted(lab_home):
     assert any("interrupted" in w.value and "without finishing" in w.value for w in at.warning)
     assert at.get("progress")[0].proto.text == "Step 3 of 50 · unfinished"
     assert charts(at) and at.session_state["train.poll"] is None  # nothing more will come
+
+
+def test_a_queued_run_shows_its_place_and_empty_axes_and_polls_slowly(lab_home):
+    first = open_page("train", {"steps": "5000"})  # the one worker of the tests: busy
+    first.button(key="train.start").click().run()
+    second = open_page("train", {"steps": "5000"})
+    second.button(key="train.start").click().run()
+    started = [at.session_state["train.job"] for at in (first, second)]
+    try:
+        assert started[1].status == "queued"
+        assert any("position 1 in the queue" in info.value for info in second.info)
+        # the axes of the run to come, drawn while it waits: the browser loads plotly meanwhile
+        assert len(charts(second)) == 2 and not second.session_state["train.job"].events
+        assert second.session_state["train.poll"] == live.POLL_QUEUED
+        assert first.session_state["train.poll"] == live.POLL_RUNNING
+    finally:
+        for job in reversed(started):
+            job.stop()
+        assert all(job.wait(60) for job in started)
