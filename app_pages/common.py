@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: language, session id, settings in the URL, plot style.
+"""Streamlit glue shared by the pages: language, student id, settings in the URL, plot style.
 
 Not a page itself (app.py lists the pages); everything worth testing that does
 not need Streamlit lives in `core`.
@@ -54,7 +54,7 @@ _IDENTITY_JS = """
 export default function(component) {
   const { data, setStateValue } = component;
   const KEY = "STUDENT_KEY";
-  const valid = (id) => typeof id === "string" && /^[0-9a-f]{32}$/.test(id);
+  const valid = (id) => typeof id === "string" && new RegExp(data.pattern).test(id);
   let id = null;
   try { id = window.localStorage.getItem(KEY); } catch (error) {}
   if (!valid(id)) {
@@ -75,8 +75,8 @@ def student_id() -> str:
 
     The same after a reload, in a new tab and after a server restart: the browser keeps the id
     (localStorage and a cookie, see `remember_student`) and sends the cookie with every page
-    load. Until the browser has answered (its first visit), and where there is no browser
-    (AppTest), it is a new random id for this session, which the browser then adopts.
+    load. On a first visit (no cookie yet) it is a new random id, which the browser then keeps;
+    where there is no browser (AppTest), a new one for each session.
     """
     state = st.session_state
     if "student" not in state:
@@ -100,7 +100,7 @@ def remember_student() -> None:
         return
     answer = _identity(
         key="student.identity",
-        data={"proposed": proposed},
+        data={"proposed": proposed, "pattern": f"^{_STUDENT_ID.pattern}$"},
         height=0,
         on_student_change=lambda: None,  # declares the state "student"; read just below
     ).get("student")
@@ -192,7 +192,7 @@ def store() -> RunStore:
 
 
 def visible_runs(everyone: bool, also: tuple[int, ...] = ()) -> list[RunRecord]:
-    """This session's runs (or every run on the server), newest first, plus any in ``also``
+    """This student's runs (or every run on the server), newest first, plus any in ``also``
     (runs a shared link points to)."""
     records = store().list(owner=None if everyone else student_id())
     shown = {record.id for record in records}

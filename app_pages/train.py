@@ -265,7 +265,7 @@ def step_axis(planned: int, text: Catalog) -> dict:
 
 @st.cache_resource(show_spinner=False, max_entries=512)
 def live_figures(
-    run: str, version: int, lang: str, planned: int, _frame: live.Frame
+    run: int, version: int, lang: str, planned: int, _frame: live.Frame
 ) -> dict[str, go.Figure]:
     """The run's loss, accuracy and σ(ΔW) figures at one version of its curves, built once and
     shared by every page (and every poll) that shows that version: a poll that finds nothing
@@ -413,7 +413,7 @@ def charts(view: live.RunView) -> None:
     frame = view.frame
     if view.done and not frame.has_points:  # it ended before its first step
         return
-    figures = live_figures(view.key, frame.version, language(), view.planned, frame)
+    figures = live_figures(frame.run, frame.version, language(), view.planned, frame)
     col_loss, col_acc = st.columns(2)
     col_loss.markdown(f"**{tr('train.loss')}**")
     col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))

@@ -7,9 +7,9 @@ over at ten students. Here a poll costs what is new since the last one (next to 
 nothing is), every page watching the same run shares one copy, and a long curve is thinned to
 at most MAX_POINTS points before it goes to the browser.
 
-    live = watch(job.id, job.events)    # the run's shared LiveRun, caught up with its events
-    frame = live.frame                  # an immutable picture of it, new only when events are
-    frame.version                       # how many events it includes: a cache key for figures
+    frame = watch(job, job.events)      # the run's shared picture, caught up with its events
+    frame.version                       # how many events it includes: new only when events are
+    (frame.run, frame.version)          # a key for what is drawn from it (figures)
 
 A stored run (a reload, a server restart) becomes the same picture with `from_record`, and
 `RunView` is what the Train page shows of either: a job of this server's pool, or a stored run.
@@ -17,6 +17,7 @@ A stored run (a reload, a server restart) becomes the same picture with `from_re
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
@@ -88,7 +89,8 @@ class Curve:
 class Frame:
     """What a page draws of a run at one moment. Immutable: many pages read it at once."""
 
-    version: int  # events included; the same version is the same picture
+    run: int  # its LiveRun, unique in this process: (run, version) names one picture
+    version: int  # events included; the same version of a run is the same picture
     planned: int | None  # steps the run will take (None before its "start" event)
     step: int | None  # the newest recorded step (None before the first)
     steps_per_s: float
@@ -103,10 +105,14 @@ class Frame:
         return self.step is not None
 
 
+_serials = itertools.count(1)
+
+
 class LiveRun:
     """A run's curves, caught up event by event. `add` is safe to call from many threads."""
 
     def __init__(self, limit: int = MAX_POINTS) -> None:
+        self.serial = next(_serials)
         self._lock = threading.Lock()
         self._limit = limit
         self.seen = 0  # events read so far
@@ -151,6 +157,7 @@ class LiveRun:
     def _picture(self) -> Frame:
         snapshot = self._snapshot or {}
         return Frame(
+            run=self.serial,
             version=self.seen,
             planned=self._planned,
             step=self._step,
@@ -183,9 +190,10 @@ _runs_lock = threading.Lock()
 
 
 def watch(key: Hashable, events: Sequence[Event]) -> Frame:
-    """The shared picture of the run `key` (a job's id), caught up with `events` (its whole
-    list so far). Every page watching one run shares one LiveRun: a teacher's demo watched by
-    thirty students costs the server one copy of its curves, updated once per new event."""
+    """The shared picture of the run `key` (a core.jobs Job: equal only to itself), caught up
+    with `events` (its whole list so far). Every page watching one run shares one LiveRun: a
+    teacher's demo watched by thirty students costs the server one copy of its curves, updated
+    once per new event."""
     with _runs_lock:
         live = _runs.get(key)
         if live is None:
@@ -201,7 +209,6 @@ class RunView:
     """What the Train page shows of one run: live from this server's pool, or from the store
     (after a reload or a restart the pool may not know the run, the store always does)."""
 
-    key: str  # the run's figures are cached under (key, frame.version)
     status: str  # queued | running | finished | stopped | failed | unfinished
     reason: str  # why it stopped, failed or was interrupted
     done: bool  # nothing more will come: the page stops polling
@@ -213,9 +220,8 @@ class RunView:
 
     @classmethod
     def of_job(cls, job: Job) -> RunView:
-        frame = watch(job.id, job.events)
+        frame = watch(job, job.events)
         return cls(
-            key=job.id,
             status=job.status,
             reason=job.reason,
             done=job.done,
@@ -233,7 +239,6 @@ class RunView:
         planned = record.config.steps or (record.history[-1]["step"] if record.history else 0)
         summary = record.summary()
         return cls(
-            key=f"run-{record.id}",
             status=record.status,
             reason=record.reason,
             done=record.status != "running",

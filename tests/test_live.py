@@ -112,13 +112,15 @@ def test_a_poll_with_nothing_new_returns_the_same_frame():
     assert run.add(events[:21]) is not first
 
 
-def test_pages_watching_one_run_share_it():
+def test_pages_watching_one_run_share_it_and_two_runs_never_mix():
     events = fake_run(40)
-    a = live.watch("job-shared-1", events[:10])
-    b = live.watch("job-shared-1", events[:10])
-    assert a is b  # a second viewer gets the first one's picture, not a copy
-    c = live.watch("job-shared-1", events)
-    assert c.version == len(events) and live.watch("job-shared-2", events) is not c
+    job, other = object(), object()  # two jobs (two pools may both have a "job-1")
+    a = live.watch(job, events[:10])
+    assert live.watch(job, events[:10]) is a  # a second viewer gets this picture, not a copy
+    c = live.watch(job, events)
+    assert c.version == len(events) and c.run == a.run
+    d = live.watch(other, events)
+    assert d.run != c.run and d.version == c.version  # what is drawn is keyed by (run, version)
 
 
 def test_a_stored_run_draws_like_the_live_one(one_thread, store):
@@ -164,7 +166,7 @@ def view(
     status: str, events: list[Event], done: bool, job: object | None = "a job"
 ) -> live.RunView:
     frame = live.LiveRun().add(events)
-    return live.RunView("k", status, "", done, frame, None, None, 10, job=job)
+    return live.RunView(status, "", done, frame, None, None, 10, job=job)
 
 
 def test_polling_stops_when_done_is_quick_while_running_and_slow_while_queued():
