@@ -473,6 +473,11 @@ def count_line(method: str, trainable: int, total: int, head: int) -> str:
     return f"{line}  \n{split}"
 
 
+def running() -> bool:
+    job = st.session_state.get(key("job"))
+    return job is not None and not job.done
+
+
 def start(config: train.RunConfig) -> None:
     try:
         st.session_state[key("job")] = jobs.submit(config, owner=student_id())
@@ -526,15 +531,18 @@ with action:
     else:
         col_count.markdown(count_line(settings["method"], trainable, total, head))
     resume()
-    job = st.session_state.get(key("job"))
-    if col_button.button(
+    # The click is read before the button is drawn, so that the button is drawn disabled at
+    # once while the new run goes on (not a callback: it would get the settings as they were
+    # before this rerun, without a value typed just before the click).
+    if st.session_state.get(key("start")) and problem is None and not running():
+        start(config)
+    col_button.button(
         tr("train.start"),
         type="primary",
         icon=":material/play_arrow:",
-        disabled=problem is not None or (job is not None and not job.done),
+        disabled=problem is not None or running(),
         key=key("start"),
-    ):
-        start(config)
+    )
     view = current_view()
     st.session_state[key("poll")] = None if view is None else view.poll_seconds()
     # A queued run's (empty) charts go outside the polling fragment: its polls redraw its place

@@ -198,6 +198,7 @@ def test_stop_ends_a_run_early(lab_home):
     at = open_page("train", {"steps": "5000"})
     at.button(key="train.start").click().run()
     job = at.session_state["train.job"]
+    assert at.button(key="train.start").disabled  # one run at a time, from the click on
     at.button(key="train.stop").click().run()
     assert job.wait(60) and job.status == "stopped"
     at.run()
