@@ -1,0 +1,677 @@
+"""A classroom on one server: N browser sessions press Train at the same moment.
+
+    .venv/bin/python bench/classroom.py [--sessions 10] [--timeout 300] [--json]
+        [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
+
+Starts `streamlit run app.py` (headless, 127.0.0.1, a free port) with a fresh LORA_LAB_HOME and
+opens headless Chromium (the system browser; one browser, one context per student). First one
+student trains the default run alone: the solo reference (run by a pool worker with the pool's
+thread share, exactly as in the class; it also warms the server and the workers). Then N
+sessions open the Train page, wait until it is drawn, and click Train at one shared instant.
+Each page notes in the browser, every 50 ms, the seconds from its click until it showed:
+
+- progress: the first progress line ("Step 3 of 200"): the server's first update;
+- chart, plotly.js, point: a chart element, plotly.js loaded (a 4.7 MB file a fresh browser
+  fetches with its first chart), a plotted point (plotly drew the curve);
+- result: the metric "Test accuracy before → after", and its value; updates: how many
+  different progress lines it showed on the way.
+
+Every session's accuracy is compared with the solo run's (as shown, and exactly in the run
+store). While the class trains, one more session opens the Train page: the seconds until it is
+drawn. CPU seconds of the server process, of its children (the training workers) and of the
+browser are measured from the click until the last page showed its result (the wall time).
+--py-spy samples the server with py-spy (`pip install py-spy`, a dev tool) during the class
+and prints its busiest functions; --option passes a Streamlit config option to the server, to
+measure a change without editing the app.
+
+Prints figures; asserts nothing (the machine may be busy with other work). Traffic stays on
+127.0.0.1; every wait is bounded; the server, its workers and the browser are stopped by their
+process ids at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    # many sessions in one browser: no page may be slowed down for being in the background
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 720}
+
+
+def english(name: str) -> str:
+    """The app's English text `name` ("train.start"): the labels the pages are read by."""
+    with open(ROOT / "core" / "i18n" / "en.toml", "rb") as file:
+        section, key = name.split(".")
+        return tomllib.load(file)[section][key]
+
+
+TRAIN_BUTTON = english("train.start")  # "Train"
+ACCURACY_LABEL = english("train.acc")  # "Test accuracy before → after"
+# "Step {step} of {steps} · …" → a regular expression for "Step 3 of 200"
+PROGRESS_PATTERN = (
+    re.escape(english("train.progress").split("{steps}")[0]).replace(re.escape("{step}"), r"\d+")
+    + r"\d+"
+)
+# Every page clicks at one instant, this long after arming starts (each page takes a while).
+CLICK_LEAD_MS, CLICK_LEAD_PER_PAGE_MS = 1500, 300
+
+# The Train page is drawn: its script ran to the end, its Train button is there, nothing is
+# still a loading placeholder.
+TRAIN_PAGE_DRAWN_JS = f"""
+() => !!document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']")
+  && [...document.querySelectorAll('button')].some(
+       (b) => b.innerText.trim().split('\\n').pop().trim() === {json.dumps(TRAIN_BUTTON)})
+  && !document.querySelector("[data-testid='stSkeleton']")
+"""
+# Runs in a page as it loads: notes when it is drawn (ms since the epoch) in window.__loaded.
+LOAD_WATCHER_JS = f"""
+(() => {{
+  const drawn = {TRAIN_PAGE_DRAWN_JS};
+  const timer = setInterval(() => {{
+    if (drawn()) {{ window.__loaded = Date.now(); clearInterval(timer); }}
+  }}, 50);
+}})();
+"""
+
+# Runs in each page: click Train at `at` (ms since the epoch), then every 50 ms note (ms since
+# the epoch) what the student sees for the first time: the progress line ("Step 3 of 200": the
+# server sent a first update), a chart element, a plotted point (plotly drew it: in a fresh
+# browser it first loads plotly.js, a 4.7 MB file, which the page requests with its first
+# chart), the accuracy metric of the finished run; and how many different progress lines it
+# showed (the updates the student saw). Timings are taken in the browser, so watching N
+# pages from Python delays none of them.
+WATCHER_JS = """
+([button, at, label, progressPattern]) => {
+  const w = (window.__bench = {clicked: null, progress: null, chart: null, firstPoint: null,
+                               finished: null, plotlyJs: null, accuracy: null, error: null,
+                               updates: 0});
+  const progressLine = new RegExp(progressPattern);
+  let lastProgress = null;
+  setTimeout(() => { w.clicked = Date.now(); button.click(); }, Math.max(0, at - Date.now()));
+  const timer = setInterval(() => {
+    if (w.clicked === null) return;
+    const now = Date.now();
+    const bar = document.querySelector('[data-testid="stProgress"]');
+    const text = bar ? bar.innerText.trim() : null;
+    if (text && progressLine.test(text) && text !== lastProgress) {
+      lastProgress = text;
+      w.updates += 1;
+      if (w.progress === null) w.progress = now;
+    }
+    if (w.chart === null && document.querySelector('[data-testid="stPlotlyChart"]')) {
+      w.chart = now;
+    }
+    if (w.firstPoint === null) {
+      for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+        if ((plot._fullData || []).some((trace) => trace.x && trace.x.length > 0)) {
+          w.firstPoint = now;
+          break;
+        }
+      }
+    }
+    if (w.plotlyJs === null) {
+      const file = performance.getEntriesByType('resource').find(
+        (entry) => entry.name.includes('/PlotlyChart.') && entry.responseEnd > 0);
+      if (file) w.plotlyJs = performance.timeOrigin + file.responseEnd;
+    }
+    if (w.finished === null) {
+      for (const metric of document.querySelectorAll('[data-testid="stMetric"]')) {
+        const name = metric.querySelector('[data-testid="stMetricLabel"]');
+        const value = metric.querySelector('[data-testid="stMetricValue"]');
+        if (name && value && name.innerText.includes(label)) {
+          w.finished = now;
+          w.accuracy = value.innerText.trim();
+        }
+      }
+    }
+    const failure = document.querySelector(
+      '[data-testid="stException"], [data-testid="stAlertContentError"]');
+    if (failure && w.error === null) w.error = failure.innerText.trim().slice(0, 200);
+    if (w.finished !== null && w.firstPoint !== null) clearInterval(timer);
+  }, 50);
+}
+"""
+
+
+@dataclass
+class Session:
+    """What one student's page saw, in seconds after its own click (None: never, in time)."""
+
+    clicked_at: float | None = None  # when this page clicked Train (time.time())
+    progress: float | None = None  # the first progress line: the server's first update
+    chart: float | None = None  # the first chart element on the page
+    first_point: float | None = None  # the first point plotly drew
+    finished: float | None = None  # the result ("Test accuracy before → after")
+    plotly_js: float | None = None  # plotly.js (loaded with the first chart) arrived
+    accuracy: str | None = None  # as shown: "84.1% → 93.2%"
+    updates: int = 0  # different progress lines the student saw
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    sessions: int
+    load_before: float
+    options: list[str] = field(default_factory=list)  # Streamlit options given to the server
+    load_after: float = 0.0
+    solo: Session | None = None
+    class_sessions: list[Session] = field(default_factory=list)
+    wall_s: float = 0.0  # the click until the last page showed its result (or the timeout)
+    server_cpu_s: float = 0.0  # the Streamlit process alone, over wall_s
+    workers_cpu_s: float = 0.0  # its child processes (the training workers), over wall_s
+    browser_cpu_s: float = 0.0  # Chromium, all its processes, over wall_s
+    new_page_load_s: float | None = None
+    click_spread_s: float | None = None  # the first page's click to the last one's
+    pool_finished_s: list[float] = field(default_factory=list)  # runs saved in the store
+    stored_accuracies: list[float] = field(default_factory=list)  # exact, solo run first
+    profile: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def server(home: Path, options: list[str]) -> Iterator[tuple[str, psutil.Process]]:
+    """`streamlit run app.py` on 127.0.0.1 with its own home and extra config `options`
+    ("runner.postScriptGC=false"); stopped by pid on the way out."""
+    port = free_port()
+    env = os.environ | {"LORA_LAB_HOME": str(home)}
+    log = open(home / "streamlit.log", "w")  # noqa: SIM115 (closed below, after the server)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"]
+        + [f"--{option}" for option in options],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    children: list[psutil.Process] = []
+    try:
+        wait_until_up(url, process, timeout=120)
+        yield url, psutil.Process(process.pid)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(process.pid).children(recursive=True)
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        stop_pids(children)  # the training workers, if the server left any behind
+        log.close()
+
+
+def stop_pids(processes: list[psutil.Process]) -> None:
+    """End these processes (each checked to be the same process: pids are reused)."""
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running():
+                process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=5)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def cpu_seconds(process: psutil.Process) -> tuple[float, float]:
+    """(the process itself, all its living descendants) in user + system CPU seconds."""
+
+    def used(p: psutil.Process) -> float:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            return times.user + times.system
+        return 0.0
+
+    with contextlib.suppress(psutil.Error):
+        return used(process), sum(used(child) for child in process.children(recursive=True))
+    return 0.0, 0.0
+
+
+@contextlib.contextmanager
+def cpu_trace(server: psutil.Process, browser: psutil.Process) -> Iterator[list[tuple]]:
+    """Samples (time.time(), the server's CPU s, its children's, the browser's with all its
+    processes) every 0.2 s in a thread, to read CPU at instants the browser measured."""
+    samples: list[tuple] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            samples.append((time.time(), *cpu_seconds(server), sum(cpu_seconds(browser))))
+            if stop.wait(0.2):
+                return
+
+    thread = threading.Thread(target=sample, name="cpu-trace", daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def cpu_between(samples: list[tuple], start: float, end: float) -> tuple[float, ...]:
+    """CPU seconds used from `start` to `end` (time.time()), per column of the samples, from the
+    first sample taken at or after each instant (the last one if none was)."""
+
+    def at(when: float) -> tuple:
+        return next((sample for sample in samples if sample[0] >= when), samples[-1])
+
+    return tuple(b - a for a, b in zip(at(start)[1:], at(end)[1:], strict=True))
+
+
+# ----------------------------------------------------------------------------- the browser
+
+
+def open_train_page(browser: Browser, url: str, timeout: float) -> Page:
+    """A new student (own context, own Streamlit session) with the Train page drawn."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout * 1000)
+        page.goto(f"{url}/train")
+        page.wait_for_function(f"() => ({TRAIN_PAGE_DRAWN_JS})()")
+    except Exception:
+        context.close()
+        raise
+    return page
+
+
+def start_loading(browser: Browser, url: str) -> tuple[Page, float]:
+    """A new student's Train page, loading while the caller goes on; (page, start in ms since
+    the epoch). The page notes when it is drawn itself: see loaded_after."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(LOAD_WATCHER_JS)
+    page = context.new_page()
+    started_ms = time.time() * 1000
+    page.evaluate("(url) => { setTimeout(() => location.assign(url), 0); }", f"{url}/train")
+    return page, started_ms
+
+
+def loaded_after(page: Page, started_ms: float) -> float | None:
+    """Seconds from `started_ms` until the page was drawn; None while it is not."""
+    try:
+        drawn = page.evaluate("() => window.__loaded ?? null")
+    except PlaywrightError:  # between two documents while it navigates
+        return None
+    return None if drawn is None else (drawn - started_ms) / 1000
+
+
+def arm(page: Page, at_ms: float) -> None:
+    button = page.get_by_role("button", name=TRAIN_BUTTON, exact=True).element_handle()
+    page.evaluate(WATCHER_JS, [button, at_ms, ACCURACY_LABEL, PROGRESS_PATTERN])
+
+
+def observed(page: Page) -> Session:
+    seen = page.evaluate("() => window.__bench", None)
+    clicked = seen["clicked"]
+
+    def since_click(ms: float | None) -> float | None:
+        return None if ms is None or clicked is None else (ms - clicked) / 1000
+
+    return Session(
+        clicked_at=None if clicked is None else clicked / 1000,
+        progress=since_click(seen["progress"]),
+        chart=since_click(seen["chart"]),
+        first_point=since_click(seen["firstPoint"]),
+        finished=since_click(seen["finished"]),
+        plotly_js=since_click(seen["plotlyJs"]),
+        accuracy=seen["accuracy"],
+        updates=seen["updates"],
+        error=seen["error"],
+    )
+
+
+def train_together(
+    pages: list[Page], at_ms: float, deadline: float, other_work: Callable[[], bool] = lambda: True
+) -> list[Session]:
+    """Click Train on every page at `at_ms` (ms since the epoch); watch until every page shows
+    its result and a plotted point and `other_work()` says it is done too, or until `deadline`
+    (time.monotonic())."""
+    for page in pages:
+        arm(page, at_ms)
+    while True:
+        sessions = [observed(page) for page in pages]
+        seen = all(s.finished is not None and s.first_point is not None for s in sessions)
+        if (seen and other_work()) or time.monotonic() > deadline:
+            return sessions
+        time.sleep(0.25)
+
+
+def launch(playwright) -> tuple[Browser, psutil.Process]:
+    """System Chromium, and its main process (to measure it, and to stop it by pid)."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    started = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.pid not in before and "chrom" in p.name().lower()
+    ]
+    pids = {p.pid for p in started}
+    return browser, next(p for p in started if p.ppid() not in pids)
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def stored_runs(home: Path) -> list[tuple[float | None, float | None]]:
+    """(saved at, exact test accuracy after) of each run in the store, in run order."""
+    path = home / "runs.db"
+    if not path.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT created, seconds, test_acc_after FROM runs ORDER BY id")
+            return [
+                (created + seconds if seconds is not None else None, acc)
+                for created, seconds, acc in rows
+            ]
+    except sqlite3.Error as error:  # another schema: report without the store's figures
+        print(f"(run store not readable: {error})", file=sys.stderr)
+        return []
+
+
+# ----------------------------------------------------------------------------- profiling
+
+
+@contextlib.contextmanager
+def py_spy(pid: int, output: Path | None, limit_s: float) -> Iterator[None]:
+    """py-spy samples `pid` while the block runs: the stacks of the thread holding the GIL
+    (the Python work; not threads waiting), collapsed, into `output`."""
+    if output is None:
+        yield
+        return
+    executable = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    recorder = subprocess.Popen(
+        [executable, "record", "--pid", str(pid), "--format", "raw", "--rate", "50",
+         "--nonblocking", "--gil", "--duration", str(int(limit_s) + 1), "--output", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+        try:
+            recorder.wait(30)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            recorder.wait(5)
+
+
+def top_functions(stacks: Path, count: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """From py-spy's collapsed stacks: the functions with the most samples, as a share of all
+    samples: "self" (running in it, by line) and "total" (it or anything it called)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in stacks.read_text().splitlines():
+        frames, _, samples = line.rpartition(" ")
+        if not frames or not samples.isdigit():
+            continue
+        weight = int(samples)
+        total += weight
+        stack = frames.split(";")
+        own[short_frame(stack[-1], line=True)] += weight
+        for name in {short_frame(frame) for frame in stack}:
+            inclusive[name] += weight
+    if not total:
+        return {}
+    return {
+        kind: [(name, 100 * n / total) for name, n in counter.most_common(count)]
+        for kind, counter in (("self", own), ("total", inclusive))
+    }
+
+
+def short_frame(frame: str, line: bool = False) -> str:
+    """ "live_view (/x/app_pages/train.py:312)" → "live_view (app_pages/train.py)", with
+    ":312" if `line`."""
+    name, _, where = frame.partition(" (")
+    path, _, number = where.rstrip(")").rpartition(":")
+    for marker in ("site-packages/", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    if line and number:
+        path = f"{path}:{number}"
+    return f"{name} ({path})" if path else name
+
+
+# ----------------------------------------------------------------------------- the class
+
+
+def classroom(
+    n: int, timeout: float, new_page_after: float, profile: Path | None, options: list[str]
+) -> Report:
+    report = Report(sessions=n, load_before=os.getloadavg()[0], options=options)
+    home = Path(tempfile.mkdtemp(prefix="lora-lab-classroom-"))
+    try:
+        with server(home, options) as (url, handle), sync_playwright() as playwright:
+            browser, chromium = launch(playwright)
+            try:
+                run_class(
+                    browser, chromium, url, handle, home, report, timeout, new_page_after, profile
+                )
+            finally:
+                chromium_processes = [chromium]  # and its other processes, to stop by pid
+                with contextlib.suppress(psutil.Error):
+                    chromium_processes += chromium.children(recursive=True)
+                with contextlib.suppress(Exception):
+                    browser.close()
+                stop_pids(chromium_processes)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    report.load_after = os.getloadavg()[0]
+    return report
+
+
+def run_class(
+    browser: Browser,
+    chromium: psutil.Process,
+    url: str,
+    handle: psutil.Process,
+    home: Path,
+    report: Report,
+    timeout: float,
+    new_page_after: float,
+    profile: Path | None,
+) -> None:
+    # The solo reference: one student alone (this also warms the server's caches).
+    solo = open_train_page(browser, url, timeout)
+    at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS
+    [report.solo] = train_together([solo], at_ms, time.monotonic() + timeout)
+    solo.context.close()
+
+    pages = [open_train_page(browser, url, timeout) for _ in range(report.sessions)]
+    newcomer: list[tuple[Page, float]] = []
+    at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS * len(pages)
+    clicked = at_ms / 1000  # the class clicks Train at this instant (time.time())
+
+    def new_page_loaded() -> bool:
+        """Opens one more Train page new_page_after seconds into the class; True once it is
+        drawn."""
+        if not newcomer:
+            if time.time() < clicked + new_page_after:
+                return False
+            newcomer.append(start_loading(browser, url))
+        report.new_page_load_s = loaded_after(*newcomer[0])
+        return report.new_page_load_s is not None
+
+    deadline = time.monotonic() + (at_ms / 1000 - time.time()) + timeout
+    spied = py_spy(handle.pid, profile, deadline - time.monotonic())
+    with cpu_trace(handle, chromium) as samples, spied:
+        report.class_sessions = train_together(pages, at_ms, deadline, new_page_loaded)
+    clicks = [s.clicked_at for s in report.class_sessions if s.clicked_at is not None]
+    report.click_spread_s = max(clicks) - min(clicks) if clicks else None
+    finished = [s.finished for s in report.class_sessions]
+    # The class is over once every page shows its result (as the pages timed it).
+    report.wall_s = timeout if None in finished else max(finished)
+    report.server_cpu_s, report.workers_cpu_s, report.browser_cpu_s = cpu_between(
+        samples, clicked, clicked + report.wall_s
+    )
+    runs = stored_runs(home)
+    report.pool_finished_s = [saved - clicked for saved, _ in runs[1:] if saved is not None]
+    report.stored_accuracies = [acc for _, acc in runs if acc is not None]
+    for page in pages + [page for page, _ in newcomer]:
+        page.context.close()
+    if profile is not None and profile.exists():
+        report.profile = top_functions(profile)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
+def after_arrow(accuracy: str | None) -> str | None:
+    return None if accuracy is None else accuracy.split("→")[-1].strip()
+
+
+def print_report(report: Report) -> None:
+    solo = report.solo or Session()
+    print(
+        f"classroom: {report.sessions} sessions, load average {report.load_before:.1f} before, "
+        f"{report.load_after:.1f} after, on {psutil.cpu_count()} cores"
+        + (f"; server options: {' '.join(report.options)}" if report.options else "")
+    )
+    print(
+        f"solo reference (a cold browser, the workers' first run): first point "
+        f"{seconds(solo.first_point)} s, finished {seconds(solo.finished)} s, "
+        f"accuracy {solo.accuracy}"
+    )
+    spread = "–" if report.click_spread_s is None else f"{1000 * report.click_spread_s:.0f} ms"
+    print(f"seconds after the click until the page showed it (clicks within {spread}):")
+    columns = ("progress", "chart", "plotly.js", "point", "result", "updates", "accuracy")
+    print(f"{'session':>7}  " + "  ".join(f"{name:>9}" for name in columns) + "  same as solo")
+    for number, session in enumerate(report.class_sessions, 1):
+        same = session.accuracy is not None and session.accuracy == solo.accuracy
+        times = (session.progress, session.chart, session.plotly_js, session.first_point)
+        print(
+            f"{number:>7}  "
+            + "  ".join(f"{seconds(value):>9}" for value in (*times, session.finished))
+            + f"  {session.updates:>9}  {after_arrow(session.accuracy) or '–':>9}"
+            + f"  {'yes' if same else 'NO'}"
+            + (f"  error: {session.error}" if session.error else "")
+        )
+    points = sum(s.first_point is not None for s in report.class_sessions)
+    done = sum(s.finished is not None for s in report.class_sessions)
+    print(
+        f"pages with a point: {points}/{report.sessions}, with a result: {done}/{report.sessions}"
+    )
+    if report.pool_finished_s:
+        print(
+            f"runs saved by the pool: {len(report.pool_finished_s)}, the last "
+            f"{max(report.pool_finished_s):.1f} s after the click"
+        )
+    if report.stored_accuracies:
+        exact = set(report.stored_accuracies)
+        print(
+            f"exact test accuracy in the store: {len(report.stored_accuracies)} runs, "
+            f"{'all equal to the solo run' if len(exact) == 1 else f'{len(exact)} values'}"
+        )
+    busy = report.server_cpu_s / report.wall_s if report.wall_s else float("nan")
+    print(
+        f"wall {report.wall_s:.1f} s; server CPU {report.server_cpu_s:.1f} s "
+        f"({busy:.0%} of the wall time; target < 33 %); workers CPU {report.workers_cpu_s:.1f} s;"
+        f" browser CPU {report.browser_cpu_s:.1f} s"
+    )
+    print(f"a new Train page while the class trains: {seconds(report.new_page_load_s)} s to load")
+    for kind, rows in report.profile.items():
+        print(f"server profile, {kind} (% of samples):")
+        for name, share in rows:
+            print(f"  {share:5.1f} %  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=10, help="students clicking Train")
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds the class may take (each wait too)"
+    )
+    parser.add_argument(
+        "--new-page-after", type=float, default=2.0, help="seconds after the click to load a page"
+    )
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="FILE", help="sample the server with py-spy into FILE"
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Streamlit config option for the server (to measure a change), e.g. "
+        "runner.postScriptGC=false; repeatable",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.sessions < 1 or args.timeout <= 0:
+        parser.error("--sessions must be ≥ 1 and --timeout > 0")
+    if not all("=" in option for option in args.option):
+        parser.error("--option takes KEY=VALUE, e.g. runner.postScriptGC=false")
+    if not Path(CHROMIUM).exists():
+        parser.error(f"no Chromium at {CHROMIUM}")
+    report = classroom(args.sessions, args.timeout, args.new_page_after, args.py_spy, args.option)
+    if args.json:
+        print(json.dumps(asdict(report), indent=1))
+    else:
+        print_report(report)
+
+
+if __name__ == "__main__":
+    main()
