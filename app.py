@@ -7,7 +7,7 @@ Streamlit would also treat that folder as an old-style multipage app.)
 
 import streamlit as st
 
-from app_pages.common import language, presenter, presenter_style, store, tr
+from app_pages.common import language, presenter, presenter_style, remember_student, store, tr
 from core import __version__, jobs
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from core.links import PRESENTER
@@ -70,6 +70,7 @@ def main() -> None:
         else:
             st.query_params.pop(PRESENTER, None)
         st.caption(tr("sidebar.version", version=__version__))
+        remember_student()  # the same student after a reload, in a new tab, after a restart
     presenter_style()
 
     try:

@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the pages: language, session id, settings in the URL (and a
+"""Streamlit glue shared by the pages: language, student id, settings in the URL (and a
 teacher's exercise links), plot style and presenter mode, the task's example images.
 
 Not a page itself (app.py lists the pages); everything worth testing that does
@@ -73,11 +73,68 @@ def titled_select(where: Any, label: str, options: list[str], widget: str, names
     )
 
 
-def session_id() -> str:
-    """This browser session's id: the owner of the runs it starts."""
-    if "session_id" not in st.session_state:
-        st.session_state["session_id"] = uuid.uuid4().hex[:12]
-    return st.session_state["session_id"]
+STUDENT_KEY = "lora-lab-student"  # the browser's localStorage entry and cookie
+# A student id is 32 hex digits (a uuid4): unguessable, so owning runs by it keeps them private.
+_STUDENT_ID = re.compile(r"[0-9a-f]{32}")
+# Keeps the server's proposed id in the browser (localStorage, and a cookie the server reads on
+# every later page load), or hands back the one the browser already keeps. The id never goes
+# into a URL: a shared link carries settings, never its sender.
+_IDENTITY_JS = """
+export default function(component) {
+  const { data, setStateValue } = component;
+  const KEY = "STUDENT_KEY";
+  const valid = (id) => typeof id === "string" && new RegExp(data.pattern).test(id);
+  let id = null;
+  try { id = window.localStorage.getItem(KEY); } catch (error) {}
+  if (!valid(id)) {
+    id = data.proposed;
+    try { window.localStorage.setItem(KEY, id); } catch (error) {}
+  }
+  document.cookie = KEY + "=" + id + "; max-age=31536000; path=/; SameSite=Strict";
+  // Only another id than proposed needs the server to hear of it (a rerun): the usual first
+  // visit costs no rerun, which under load could cut the page's first run short.
+  if (id !== data.proposed) setStateValue("student", id);
+}
+""".replace("STUDENT_KEY", STUDENT_KEY)
+_identity = st.components.v2.component("lora_lab_identity", js=_IDENTITY_JS)
+
+
+def student_id() -> str:
+    """The student using this browser: the owner of the runs they start.
+
+    The same after a reload, in a new tab and after a server restart: the browser keeps the id
+    (localStorage and a cookie, see `remember_student`) and sends the cookie with every page
+    load. On a first visit (no cookie yet) it is a new random id, which the browser then keeps;
+    where there is no browser (AppTest), a new one for each session.
+    """
+    state = st.session_state
+    if "student" not in state:
+        cookie = st.context.cookies.get(STUDENT_KEY)
+        known = isinstance(cookie, str) and _STUDENT_ID.fullmatch(cookie) is not None
+        state["student"] = cookie if known else uuid.uuid4().hex
+        state["student.kept"] = bool(known)  # whether the browser already keeps it
+    return state["student"]
+
+
+def remember_student() -> None:
+    """Have the browser keep this session's student id, or learn the one it keeps already.
+
+    Drawn (invisibly) on every page while the browser has not sent the id back in a cookie,
+    i.e. during a student's first visit. A browser that keeps another id than proposed (its
+    cookie was cleared, its localStorage was not) says so, and wins: its runs are the
+    student's.
+    """
+    proposed = student_id()
+    if st.session_state["student.kept"]:
+        return
+    answer = _identity(
+        key="student.identity",
+        data={"proposed": proposed, "pattern": f"^{_STUDENT_ID.pattern}$"},
+        height=0,
+        on_student_change=lambda: None,  # declares the state "student"; read just below
+    ).get("student")
+    if isinstance(answer, str) and _STUDENT_ID.fullmatch(answer):
+        st.session_state["student"], st.session_state["student.kept"] = answer, True
 
 
 def load_settings(
@@ -174,17 +231,26 @@ def exercise_link(page: str, values: dict[str, Any], widget: str) -> None:
     st.caption(tr("exercise.copy"))
 
 
+PROJECTOR_LAYOUT = {  # large readable text and tight margins: figures are shown on projectors
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "font": {"size": 15},
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+}
+
+
 def style(fig: go.Figure, height: int = 360, **layout: Any) -> go.Figure:
-    """Large readable text and tight margins: these figures are shown on projectors (and in
-    presenter mode they are larger still)."""
+    """The projector layout on a figure (``layout`` may use plotly's ``a_b`` shorthands); in
+    presenter mode larger still."""
     scale = PRESENTER_SCALE if presenter() else 1.0
-    defaults = {
-        "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-        "font": {"size": round(15 * scale)},
-        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-    }
-    fig.update_layout(height=round(height * scale), **(defaults | layout))
+    larger = {"font": {"size": round(15 * scale)}}
+    fig.update_layout(height=round(height * scale), **(PROJECTOR_LAYOUT | larger | layout))
     return fig
+
+
+def figure_layout(height: int, **layout: Any) -> dict[str, Any]:
+    """The projector layout as a plain dict, for figures built as dicts (no plotly objects:
+    the live view builds them at every new event, where plotly's validation would cost)."""
+    return {"height": height, **PROJECTOR_LAYOUT, **layout}
 
 
 @st.cache_resource(show_spinner=False)
@@ -198,9 +264,9 @@ def store() -> RunStore:
 
 
 def visible_runs(everyone: bool, also: tuple[int, ...] = ()) -> list[RunRecord]:
-    """This session's runs (or every run on the server), newest first, plus any in ``also``
+    """This student's runs (or every run on the server), newest first, plus any in ``also``
     (runs a shared link points to)."""
-    records = store().list(owner=None if everyone else session_id())
+    records = store().list(owner=None if everyone else student_id())
     shown = {record.id for record in records}
     for run_id in also:
         if run_id and run_id not in shown:

@@ -12,9 +12,9 @@ from app_pages.common import (
     log_ticks,
     run_label,
     save_settings,
-    session_id,
     shown,
     store,
+    student_id,
     style,
     task_strip,
     titled_select,
@@ -82,7 +82,7 @@ def sweep_settings() -> None:
 
 def launch(configs: list[RunConfig]) -> None:
     try:  # all of the sweep, or none of it: a bad setting or a limit refuses it whole
-        st.session_state[key("jobs")] = jobs.submit_all(configs, owner=session_id())
+        st.session_state[key("jobs")] = jobs.submit_all(configs, owner=student_id())
         st.session_state[key("polling")] = True
     except ValueError as error:
         st.error(str(error))
@@ -193,7 +193,7 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
 def manage(records: list[RunRecord]) -> None:
     """Rename, delete, or download a run (its adapter in the PEFT format, its curves and σ as
     TensorBoard files): this session's runs only, also when the page shows everyone's."""
-    by_id = {record.id: record for record in records if record.owner == session_id()}
+    by_id = {record.id: record for record in records if record.owner == student_id()}
     if not by_id:
         st.info(tr("compare.no_own_runs"))
         return
@@ -271,7 +271,7 @@ def import_section(settings: dict) -> None:
             try:
                 with st.spinner(tr("compare.importing")):
                     run_id = adapters.import_adapter(
-                        upload.getvalue(), task, store(), session_id(), upload.name
+                        upload.getvalue(), task, store(), student_id(), upload.name
                     )
                 st.session_state[key("imported")] = run_id
                 st.rerun()  # the new run joins the charts and the table above

@@ -1,7 +1,8 @@
 """Train: choose a model, a task and a method, then watch the run live.
 
 The run is a job in core.jobs' pool (another process), so switching pages does
-not stop it; a fragment polls the job and redraws the curves.
+not stop it; a fragment polls the job and redraws the curves, which core.live keeps up to date
+event by event and shares between every page that watches the run.
 """
 
 from typing import Any
@@ -14,30 +15,29 @@ from app_pages.common import (
     bad_link,
     current_settings,
     exercise_link,
+    figure_layout,
     fixed_by_link,
     image_row,
     language,
     load_settings,
     log_ticks,
     save_settings,
-    session_id,
     shown,
     store,
-    style,
+    student_id,
     task_strip,
     titled_select,
     tr,
 )
-from core import data, examples, jobs, links, measure, methods, paths, train, zoo
+from core import data, examples, jobs, links, live, measure, methods, paths, train, zoo
 from core.config import BOUNDS, RunConfig
-from core.i18n import catalog
+from core.i18n import Catalog, catalog
 from core.runs import StoreError
 from core.targets import default_targets, eligible_layers, resolve_targets
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
 CHOICES = links.TRAIN_CHOICES  # the widgets offer what a link may name
-POLL_SECONDS = 0.3
 STRIP_KEYS = ("model", "dataset", "shift", "shift_params", "seed")  # what the task's images show
 
 
@@ -312,108 +312,105 @@ def target_layers(base) -> None:
 # ----------------------------------------------------------------------------- the live run
 
 
-def history(job: jobs.Job) -> pd.DataFrame:
-    """One row per recorded step (step 0 = the model before training)."""
-    rows = [event.data for event in job.events if event.kind == "step"]
-    return pd.DataFrame(
-        rows, columns=["step", "train_loss", "val_loss", "val_acc", "elapsed", "steps_per_s"]
-    )
+def step_axis(planned: int, text: Catalog) -> dict:
+    return {"title": {"text": text.t("train.step")}, "range": [-0.02 * planned, 1.02 * planned]}
 
 
-def loss_figure(steps: pd.DataFrame, planned: int) -> go.Figure:
-    fig = go.Figure()
-    trained = steps.dropna(subset=["train_loss"])
-    evaluated = steps.dropna(subset=["val_loss"])
-    fig.add_scatter(
-        x=trained["step"], y=trained["train_loss"], name=tr("train.train_loss"), mode="lines"
-    )
-    fig.add_scatter(
-        x=evaluated["step"],
-        y=evaluated["val_loss"],
-        name=tr("train.val_loss"),
-        mode="lines+markers",
-    )
-    fig.update_xaxes(title_text=tr("train.step"), range=[-0.02 * planned, 1.02 * max(planned, 1)])
-    return style(fig, height=300)
+@st.cache_resource(show_spinner=False, max_entries=512)
+def live_figures(
+    run: int, version: int, lang: str, planned: int, _frame: live.Frame
+) -> dict[str, go.Figure]:
+    """The run's loss, accuracy and σ(ΔW) figures at one version of its curves, built once and
+    shared by every page (and every poll) that shows that version: a poll that finds nothing
+    new rebuilds nothing. Built from plain dicts: plotly validates each once, here."""
+    text = catalog(lang)
+    (train_x, train_y), (val_x, val_y) = _frame.train_loss, _frame.val_loss
+    loss = {
+        "data": [
+            scatter(train_x, train_y, text.t("train.train_loss"), "lines"),
+            scatter(val_x, val_y, text.t("train.val_loss"), "lines+markers"),
+        ],
+        "layout": figure_layout(300, xaxis=step_axis(planned, text)),
+    }
+    acc_x, acc_y = _frame.val_acc
+    accuracy = {
+        "data": [scatter(acc_x, acc_y, text.t("train.val_acc"), "lines+markers", "#2ca02c")],
+        "layout": figure_layout(
+            300,
+            showlegend=False,
+            xaxis=step_axis(planned, text),
+            yaxis={"range": [0, 1.02], "tickformat": ".1~%"},
+        ),
+    }
+    figures = {"loss": go.Figure(loss), "acc": go.Figure(accuracy)}
+    if _frame.sigma:
+        values = [v for sigma in _frame.sigma.values() for v in sigma]
+        sigma = {
+            "data": [
+                scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")
+                for layer, sigma in _frame.sigma.items()
+            ],
+            "layout": figure_layout(
+                280,
+                xaxis={"title": {"text": "i"}, "dtick": 1},
+                yaxis={"title": {"text": "σᵢ(ΔW)"}, "type": "log", "tickvals": log_ticks(values)},
+            ),
+        }
+        figures["sigma"] = go.Figure(sigma)
+    return figures
 
 
-def accuracy_figure(steps: pd.DataFrame, planned: int) -> go.Figure:
-    evaluated = steps.dropna(subset=["val_acc"])
-    fig = go.Figure()
-    fig.add_scatter(
-        x=evaluated["step"],
-        y=evaluated["val_acc"],
-        name=tr("train.val_acc"),
-        mode="lines+markers",
-        line_color="#2ca02c",
-    )
-    fig.update_xaxes(title_text=tr("train.step"), range=[-0.02 * planned, 1.02 * max(planned, 1)])
-    fig.update_yaxes(range=[0, 1.02], tickformat=".1~%")
-    return style(fig, height=300, showlegend=False)
+def scatter(x, y, name: str, mode: str, color: str | None = None) -> dict:
+    trace = {"type": "scatter", "x": list(x), "y": list(y), "name": name, "mode": mode}
+    return trace | ({"line": {"color": color}} if color else {})
 
 
-def sigma_figure(job: jobs.Job) -> tuple[int, go.Figure] | None:
-    """σ of ΔW per layer at the latest snapshot (its step, the figure): does it stay low-rank?"""
-    snapshots = [event for event in job.events if event.kind == "snapshot"]
-    if not snapshots:
-        return None
-    fig = go.Figure()
-    layers = snapshots[-1].data["layers"]
-    for layer, values in layers.items():
-        sigma = values["sigma"]
-        fig.add_scatter(x=list(range(1, len(sigma) + 1)), y=sigma, name=layer, mode="lines+markers")
-    fig.update_xaxes(title_text="i", dtick=1)
-    fig.update_yaxes(
-        title_text="σᵢ(ΔW)",
-        type="log",
-        tickvals=log_ticks([v for values in layers.values() for v in values["sigma"]]),
-    )
-    return snapshots[-1].step, style(fig, height=280)
-
-
-def progress(job: jobs.Job, steps: pd.DataFrame) -> int:
-    """Progress bar with steps/s and ETA; returns the planned number of steps."""
-    start = next((event for event in job.events if event.kind == "start"), None)
-    if start is None:
-        if job.done:  # it ended before its first step (data offline, …): outcome() says why
-            return job.config.steps or 1
-        if job.status == "queued":
-            wait = job.wait_estimate
-            position = job.queue_position or 1
+def progress(view: live.RunView) -> None:
+    """Progress bar with steps/s and ETA, or where the run waits."""
+    frame = view.frame
+    if not frame.has_points:
+        if view.done:  # it ended before its first step (data offline, …): outcome() says why
+            return
+        if view.status == "queued":
+            wait = view.job.wait_estimate
+            position = view.job.queue_position or 1
             if wait is None:
                 st.info(tr("train.queued", position=position))
             else:
                 st.info(tr("train.queued_wait", position=position, seconds=f"{wait:.0f}"))
         else:
             st.info(tr("train.preparing"))
-        return job.config.steps or 1
-    planned = start.data["steps"]
-    step = int(steps["step"].iloc[-1]) if len(steps) else 0
-    speed = float(steps["steps_per_s"].iloc[-1]) if len(steps) else 0.0
-    if job.done:  # no speed or time left once it ended
+        return
+    planned = view.planned
+    if view.done:  # no speed or time left once it ended
         text = tr(
-            "train.progress_done", step=step, steps=planned, status=tr(f"status.{job.status}")
+            "train.progress_done",
+            step=frame.step,
+            steps=planned,
+            status=tr(f"status.{view.status}"),
         )
     else:
-        eta = (planned - step) / speed if speed > 0 else float("nan")
+        speed = frame.steps_per_s
+        eta = (planned - frame.step) / speed if speed > 0 else float("nan")
         text = tr(
             "train.progress",
-            step=step,
+            step=frame.step,
             steps=planned,
             speed=f"{speed:.1f}",
             eta="–" if eta != eta else f"{eta:.0f}",
         )
-    st.progress(min(step / planned, 1.0), text=text)
-    return planned
+    st.progress(min(frame.step / planned, 1.0), text=text)
 
 
-def outcome(job: jobs.Job) -> None:
+def outcome(view: live.RunView) -> None:
     """What the finished run achieved, or why it did not finish."""
-    result = job.result or {}
-    if job.status == "failed":
-        st.error(tr("train.failed", reason=job.reason))
-    elif job.status == "stopped":
-        st.warning(tr("train.stopped", reason=job.reason))
+    result = view.result or {}
+    if view.status == "failed":
+        st.error(tr("train.failed", reason=view.reason))
+    elif view.status == "stopped":
+        st.warning(tr("train.stopped", reason=view.reason))
+    elif view.status == "unfinished":
+        st.warning(tr("train.unfinished", reason=view.reason))
     if result.get("test_acc_after") is not None:
         before, after = result["test_acc_before"], result["test_acc_after"]
         c1, c2, c3 = st.columns(3)
@@ -428,13 +425,62 @@ def outcome(job: jobs.Job) -> None:
             help=f"{result['trainable_params'] / result['total_params']:.2%}",
         )
         c3.metric(tr("train.time"), f"{result['seconds']:.1f} s")
-    finished = job.run_id is not None and job.status != "failed"
+    finished = view.run_id is not None and view.status in ("finished", "stopped")
     if finished:
-        predictions(job.run_id)
+        predictions(view.run_id)
     if finished and st.button(
         tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
     ):
-        st.switch_page("app_pages/spectra.py", query_params={"run": str(job.run_id)})
+        st.switch_page("app_pages/spectra.py", query_params={"run": str(view.run_id)})
+
+
+def current_view() -> live.RunView | None:
+    """The run this page shows: the job started here, else the student's latest stored run."""
+    job = st.session_state.get(key("job"))
+    if job is not None:
+        return live.RunView.of_job(job)
+    run_id = st.session_state.get(key("run"))
+    if run_id is None:
+        return None
+    try:
+        record = store().get(run_id)
+        if record.status == "running":  # trained by another process: is it still alive?
+            store().recover()
+            record = store().get(run_id)
+    except StoreError:  # deleted meanwhile (on the Compare page)
+        del st.session_state[key("run")]
+        return None
+    return live.RunView.of_record(record)
+
+
+def resume() -> None:
+    """A session that has not started a run yet (a reload, a new tab, a server restart) shows
+    the student's latest run: live if this server's pool still has it, else from the store."""
+    if key("job") in st.session_state or key("run") in st.session_state:
+        return
+    student = student_id()
+    found = live.latest(jobs.pool().jobs(owner=student), store().list(owner=student))
+    if isinstance(found, jobs.Job):
+        st.session_state[key("job")] = found
+    elif found is not None:
+        st.session_state[key("run")] = found.id
+
+
+def charts(view: live.RunView) -> None:
+    """Loss and accuracy (empty axes until the first point, so the browser loads its plotting
+    code while the run waits, not when the point arrives), and σ(ΔW) once there is one."""
+    frame = view.frame
+    if view.done and not frame.has_points:  # it ended before its first step
+        return
+    figures = live_figures(frame.run, frame.version, language(), view.planned, frame)
+    col_loss, col_acc = st.columns(2)
+    col_loss.markdown(f"**{tr('train.loss')}**")
+    col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))
+    col_acc.markdown(f"**{tr('train.accuracy')}**")
+    col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"))
+    if "sigma" in figures:
+        st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
+        st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -449,7 +495,7 @@ def _predictions(store_path: str, run_id: int) -> dict | None:
 def predictions(run_id: int) -> None:
     """A few test images with the class the model gave them before and after training, some
     still wrong, and how many training fixed, broke and left wrong."""
-    shown_examples = _predictions(str(store().path), run_id)
+    shown_examples = _predictions(store().where, run_id)
     if shown_examples is None:
         return
     counts = {name: f"{count:,}" for name, count in shown_examples["counts"].items()}
@@ -465,31 +511,25 @@ def predictions(run_id: int) -> None:
 
 
 def live_view() -> None:
-    """Redrawn every POLL_SECONDS while a job runs; once it ends, one full rerun."""
-    job: jobs.Job | None = st.session_state.get(key("job"))
-    if job is None:
+    """Redrawn every view.poll_seconds() while the run goes on; a new pace (queued → running
+    → done) takes one full rerun, as only a full run sets a fragment's timer."""
+    view = current_view()
+    if view is None:
         st.info(tr("train.nothing_yet"))
         return
-    steps = history(job)
-    if not job.done and st.button(tr("train.stop"), icon=":material/stop_circle:", key=key("stop")):
-        job.stop()
-    planned = progress(job, steps)
-    if job.done:
-        outcome(job)
-    if len(steps):
-        col_loss, col_acc = st.columns(2)
-        col_loss.markdown(f"**{tr('train.loss')}**")
-        col_loss.plotly_chart(loss_figure(steps, planned), width="stretch", key=key("loss"))
-        col_acc.markdown(f"**{tr('train.accuracy')}**")
-        col_acc.plotly_chart(accuracy_figure(steps, planned), width="stretch", key=key("acc"))
-    sigma = sigma_figure(job)
-    if sigma is not None:
-        step, figure = sigma
-        st.markdown(f"**{tr('train.sigma_title', step=step)}**")
-        st.plotly_chart(figure, width="stretch", key=key("sigma"))
-    if job.done and st.session_state.get(key("polling")):
-        st.session_state[key("polling")] = False
-        st.rerun()  # stop the timer: the page stops polling once nothing runs
+    if view.job is None:  # a stored run: say which, the student did not start it just now
+        st.caption(tr("train.latest", id=view.run_id, name=store().get_summary(view.run_id).name))
+    elif not view.done and st.button(
+        tr("train.stop"), icon=":material/stop_circle:", key=key("stop")
+    ):
+        view.job.stop()
+    progress(view)
+    if view.done:
+        outcome(view)
+    if not st.session_state[key("charts_outside")]:
+        charts(view)
+    if view.poll_seconds() != st.session_state.get(key("poll")):
+        st.rerun()
 
 
 def count_line(method: str, count: methods.ParamCount) -> str:
@@ -510,10 +550,15 @@ def count_line(method: str, count: methods.ParamCount) -> str:
     return f"{line}  \n{split}"
 
 
+def running() -> bool:
+    job = st.session_state.get(key("job"))
+    return job is not None and not job.done
+
+
 def start(config: RunConfig) -> None:
     try:
-        st.session_state[key("job")] = jobs.submit(config, owner=session_id())
-        st.session_state[key("polling")] = True
+        st.session_state[key("job")] = jobs.submit(config, owner=student_id())
+        st.session_state.pop(key("run"), None)
     except ValueError as error:
         st.error(str(error))
 
@@ -567,14 +612,25 @@ with action:
         st.error(problem)
     else:
         col_count.markdown(count_line(settings["method"], count))
-    job = st.session_state.get(key("job"))
-    if col_button.button(
+    resume()
+    # The click is read before the button is drawn, so that the button is drawn disabled at
+    # once while the new run goes on (not a callback: it would get the settings as they were
+    # before this rerun, without a value typed just before the click).
+    if st.session_state.get(key("start")) and problem is None and not running():
+        start(config)
+    col_button.button(
         tr("train.start"),
         type="primary",
         icon=":material/play_arrow:",
-        disabled=problem is not None or (job is not None and not job.done),
+        disabled=problem is not None or running(),
         key=key("start"),
-    ):
-        start(config)
-    polling = st.session_state.get(key("polling"))
-    st.fragment(live_view, run_every=POLL_SECONDS if polling else None)()
+    )
+    view = current_view()
+    st.session_state[key("poll")] = None if view is None else view.poll_seconds()
+    # A queued run's (empty) charts go outside the polling fragment: its polls redraw its place
+    # in the queue, not its charts (a browser redraws a chart at every poll, even unchanged).
+    # Its start changes the pace: a full rerun, which moves them in.
+    st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
+    st.fragment(live_view, run_every=st.session_state[key("poll")])()
+    if st.session_state[key("charts_outside")]:
+        charts(view)

@@ -14,6 +14,7 @@ in CI (CI=true): a missing server never passes as a skipped test there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,13 +157,13 @@ def _wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60.0) ->
     raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`streamlit run app.py` on a free port, with its own LoRA Lab home and one worker."""
-    home = tmp_path_factory.mktemp("server-home")
+@contextlib.contextmanager
+def serve(home: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free port with LoRA Lab home `home` and one worker; yields
+    its URL, and stops it (by its process id) at the end."""
     port = _free_port()
     env = os.environ | {"LORA_LAB_HOME": str(home), "LORA_LAB_WORKERS": "1"}
-    log = open(home / "streamlit.log", "w")  # noqa: SIM115 (closed below, after the server)
+    log = open(home / "streamlit.log", "a")  # noqa: SIM115 (closed below, after the server)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -176,10 +177,24 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.terminate()
         try:
-            server.wait(10)
+            server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
         log.close()
+
+
+@pytest.fixture
+def app_server() -> Callable[[Path], contextlib.AbstractContextManager[str]]:
+    """`serve`, for a test that stops its server and starts it again on the same home."""
+    return serve
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a free port, with its own LoRA Lab home and one worker."""
+    with serve(tmp_path_factory.mktemp("server-home")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, measure, runs, whatif, zoo
+from core import jobs, live, measure, runs, whatif, zoo
 from core.config import RunConfig
 
 APP = "../app.py"
+ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # the first run of a page imports torch and loads a model
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
 
 
-def open_page(page: str, query: dict | None = None) -> AppTest:
+def open_page(page: str, query: dict | None = None, student: str | None = None) -> AppTest:
+    """A new browser session on `page` (with a link's `query`); `student`: the id its browser
+    keeps (AppTest has no browser: each session is a new student otherwise)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if student is not None:
+        at.session_state["student"], at.session_state["student.kept"] = student, True
     at.run()
     at.switch_page(f"app_pages/{page}.py")
     at.query_params.update(query or {})
@@ -352,6 +360,7 @@ def test_stop_ends_a_run_early(lab_home):
     at = open_page("train", {"steps": "2000"})
     at.button(key="train.start").click().run()
     job = at.session_state["train.job"]
+    assert at.button(key="train.start").disabled  # one run at a time, from the click on
     at.button(key="train.stop").click().run()
     assert job.wait(60) and job.status == "stopped"
     at.run()
@@ -423,7 +432,7 @@ def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
         records = store.list()
     assert len(records) == count + 1  # the failed upload saved nothing
     imported = records[0]
-    assert imported.status == "imported" and imported.owner == at.session_state["session_id"]
+    assert imported.status == "imported" and imported.owner == at.session_state["student"]
     assert f"#{imported.id}" in at.success[0].value
     links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
     assert ("spectra", f"run={imported.id}") in links
@@ -540,7 +549,7 @@ def test_spectra_link_to_a_missing_run_says_so(lab_home):
 
 @pytest.mark.parametrize("page", ["spectra", "compare"])
 def test_empty_pages_point_to_the_everyone_toggle(lab_home, page):
-    """A reload is a new session, without the student's runs: the page must say where they are."""
+    """A student without runs of their own: the page says where the class's runs are."""
     at = open_page(page)
     assert at.toggle(key=f"{page}.everyone")
     assert any("shows every run on this server" in info.value for info in at.info)
@@ -602,3 +611,84 @@ def test_chinese_train_page_names_shift_parameters_and_the_source_task(lab_home)
     assert any(box.label == "角度（度）" for box in at.number_input)
     assert any("MNIST-5k（全部 10 个数字" in caption.value for caption in at.caption)
     assert not any("upright" in caption.value for caption in at.caption)
+
+
+def test_without_a_browser_each_session_is_its_own_student(lab_home):
+    first, second = open_page("learn"), open_page("learn")
+    ids = [at.session_state["student"] for at in (first, second)]
+    assert ids[0] != ids[1] and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+def test_a_reload_shows_the_students_latest_run(trained, lab_home):
+    at, _ = trained
+    again = open_page("train", student=at.session_state["student"])  # same browser, new session
+    assert again.session_state["train.job"] is at.session_state["train.job"]  # the pool's job
+    assert not again.exception and len(charts(again)) == 3
+    assert again.get("progress")[0].proto.text == f"Step {TRAIN_STEPS} of {TRAIN_STEPS} · finished"
+    assert "→" in again.metric[0].value and again.button(key="train.to_spectra")
+
+
+def test_a_shared_link_carries_the_settings_not_the_senders_runs(trained, lab_home):
+    at, _ = trained
+    link = (
+        at.query_params.to_dict() if hasattr(at.query_params, "to_dict") else dict(at.query_params)
+    )
+    student = at.session_state["student"]
+    assert link["steps"] == str(TRAIN_STEPS)
+    assert not any(student in f"{name}={value}" for name, value in link.items())
+    classmate = open_page("train", link)  # another student opens the copied link
+    assert classmate.number_input(key="train.steps").value == TRAIN_STEPS  # the settings
+    assert not charts(classmate) and "train.job" not in classmate.session_state  # not the runs
+    assert any("Press **Train** to start" in info.value for info in classmate.info)
+
+
+def test_after_a_server_restart_the_latest_run_comes_from_the_store(lab_home):
+    """No job of the student in this server's pool (it was restarted): the store has the run."""
+    config = RunConfig(steps=12, rank=2, eval_interval=5, snapshot_interval=5)
+    with runs.RunStore() as store:
+        run_id, result = runs.train_and_save(config, store, owner="f" * 32)
+    at = open_page("train", student="f" * 32)
+    assert not at.exception and "train.job" not in at.session_state
+    assert any(f"#{run_id}" in caption.value for caption in at.main.caption)  # which run
+    assert len(charts(at)) == 3
+    assert at.get("progress")[0].proto.text == "Step 12 of 12 · finished"
+    assert f"{result.test_acc_after:.1%}" in at.metric[0].value
+    assert at.button(key="train.to_spectra") and not at.button(key="train.start").disabled
+
+
+def test_a_run_whose_process_died_shows_as_interrupted(lab_home):
+    """A run left "running" by a process that is gone (a killed worker, a server that was
+    stopped): the page says it was interrupted and why, keeps its curve, and does not poll."""
+    script = (
+        "import sys; from core.runs import RunStore; from core.train import RunConfig;"
+        "store = RunStore(sys.argv[1]);"
+        "run = store.create(RunConfig(steps=50), owner='e' * 32);"
+        "rows = [{'step': s, 'train_loss': 2.0 / (s + 1), 'val_loss': None, 'val_acc': None}"
+        " for s in range(1, 4)];"
+        "store.append(run, rows, [])"
+    )
+    subprocess.run([sys.executable, "-c", script, str(runs.default_path())], check=True, cwd=ROOT)
+    at = open_page("train", student="e" * 32)
+    assert not at.exception
+    assert any("interrupted" in w.value and "without finishing" in w.value for w in at.warning)
+    assert at.get("progress")[0].proto.text == "Step 3 of 50 · unfinished"
+    assert charts(at) and at.session_state["train.poll"] is None  # nothing more will come
+
+
+def test_a_queued_run_shows_its_place_and_empty_axes_and_polls_slowly(lab_home):
+    first = open_page("train", {"steps": "5000"})  # the one worker of the tests: busy
+    first.button(key="train.start").click().run()
+    second = open_page("train", {"steps": "5000"})
+    second.button(key="train.start").click().run()
+    started = [at.session_state["train.job"] for at in (first, second)]
+    try:
+        assert started[1].status == "queued"
+        assert any("position 1 in the queue" in info.value for info in second.info)
+        # the axes of the run to come, drawn while it waits: the browser loads plotly meanwhile
+        assert len(charts(second)) == 2 and not second.session_state["train.job"].events
+        assert second.session_state["train.poll"] == live.POLL_QUEUED
+        assert first.session_state["train.poll"] == live.POLL_RUNNING
+    finally:
+        for job in reversed(started):
+            job.stop()
+        assert all(job.wait(60) for job in started)

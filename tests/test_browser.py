@@ -163,3 +163,58 @@ def test_a_student_session(app_url, browser, screenshot_dir):
     other.goto(f"{app_url}/?lang=zh")
     wait_for_app(other)
     shoot(other, screenshot_dir, "learn-zh-dark", screens=2)
+
+
+RESULT = "Test accuracy before → after"
+
+
+def result_value(page) -> str:
+    """The finished run's accuracy metric ("37.6% → 82.3%"), waited for."""
+    metric = page.locator("[data-testid='stMetric']").filter(has_text=RESULT)
+    metric.wait_for(timeout=RUN_TIMEOUT_MS)
+    return metric.locator("[data-testid='stMetricValue']").inner_text()
+
+
+def test_a_students_runs_survive_a_reload_a_new_tab_and_a_restart_not_a_shared_link(
+    browser, app_server, tmp_path, screenshot_dir
+):
+    """The browser keeps the student's id: a reload, a second tab (same browser profile) and a
+    restarted server all reopen the student's latest run on the Train page. A classmate (another
+    browser profile) opening the student's copied link gets its settings, not its runs."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    with app_server(tmp_path) as url:
+        page.goto(f"{url}/train?steps=20")
+        wait_for_app(page)
+        page.get_by_role("button", name="Train", exact=True).click()
+        trained = result_value(page)
+        link = page.url
+        assert "student" not in link and "lora-lab" not in link  # settings only
+
+        page.reload()
+        wait_for_app(page)
+        assert result_value(page) == trained
+        tab = context.new_page()
+        tab.goto(f"{url}/train")
+        wait_for_app(tab)
+        assert result_value(tab) == trained
+
+        classmate = browser.new_context(viewport=VIEWPORT).new_page()
+        classmate.goto(link)
+        wait_for_app(classmate)
+        assert classmate.get_by_label("Steps").input_value() == "20"  # the link's settings
+        classmate.get_by_text("Press Train to start").wait_for()  # none of the sender's runs
+        assert classmate.locator("[data-testid='stMetric']").count() == 0
+        classmate.context.close()
+
+    with app_server(tmp_path) as url:  # the same server home, restarted: its pool knows nothing
+        page.goto(f"{url}/train?lang=zh")
+        wait_for_app(page)
+        page.get_by_text("你最近的一次训练：#1").wait_for()
+        scroll_to_bottom(page)
+        page.wait_for_function(f"() => ({points_in_curve(20)})() == 20")
+        shoot(page, screenshot_dir, "train-restored-zh", screens=2)
+        metric = page.locator("[data-testid='stMetricValue']").first.inner_text()
+        assert metric == trained
+    context.close()

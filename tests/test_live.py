@@ -1,0 +1,181 @@
+"""core.live: a run's curves kept up event by event equal the curves computed from scratch;
+thinning keeps the ends and every evaluation; a poll with nothing new costs nothing."""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from core import live
+from core.runs import train_and_save
+from core.train import Event, RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def step_event(step: int, loss: float, evaluated: bool) -> Event:
+    record = {
+        "step": step,
+        "train_loss": None if step == 0 else loss,
+        "val_loss": loss + 0.1 if evaluated else None,
+        "val_acc": 1 / (1 + loss) if evaluated else None,
+        "elapsed": step * 0.01,
+        "steps_per_s": 100.0 if step else 0.0,
+    }
+    return Event("step", step, record)
+
+
+def fake_run(steps: int, eval_interval: int = 10, seed: int = 0) -> list[Event]:
+    """The events of a run as core.train emits them: start, steps (evals every interval and at
+    the end), snapshots at the evaluations, done."""
+    rng = random.Random(seed)
+    events = [Event("start", 0, {"steps": steps})]
+    for step in range(steps + 1):
+        evaluated = step % eval_interval == 0 or step == steps
+        events.append(step_event(step, math.exp(-step / 50) + rng.random() * 0.1, evaluated))
+        if evaluated and step:
+            layers = {"fc1": {"sigma": [1.0 / (i + step) for i in range(4)]}}
+            events.append(Event("snapshot", step, {"step": step, "layers": layers}))
+    events.append(Event("done", steps, {}))
+    return events
+
+
+def from_scratch(events: list[Event], limit: int) -> dict:
+    """The curves computed the plain way: every step record, then numpy-free thinning."""
+    records = [e.data for e in events if e.kind == "step"]
+    curves = {}
+    for name in ("train_loss", "val_loss", "val_acc"):
+        xs = [r["step"] for r in records if r[name] is not None]
+        ys = [r[name] for r in records if r[name] is not None]
+        curves[name] = live.thin(xs, ys, limit)
+    return curves
+
+
+@pytest.mark.parametrize("steps", [5, 200, 299, 300, 301, 1000, 5000])
+@pytest.mark.parametrize("limit", [7, 300])
+def test_incremental_equals_full_recompute_at_every_poll(steps, limit):
+    events = fake_run(steps)
+    run = live.LiveRun(limit=limit)
+    rng = random.Random(steps)
+    seen = 0
+    while seen < len(events):  # polls that each find a few new events
+        seen = min(len(events), seen + rng.randint(0, 40))
+        frame = run.add(events[:seen])
+        expected = from_scratch(events[:seen], limit)
+        for name in ("train_loss", "val_loss", "val_acc"):
+            xs, ys = getattr(frame, name)
+            assert (list(xs), list(ys)) == (list(expected[name][0]), list(expected[name][1]))
+        assert frame.version == seen
+
+
+def test_thinning_keeps_both_ends_exact_values_and_at_most_the_limit():
+    xs = list(range(1001))
+    ys = [x * x for x in xs]
+    shown_x, shown_y = live.thin(xs, ys, limit=300)
+    assert shown_x[0] == 0 and shown_x[-1] == 1000
+    assert len(shown_x) <= 301  # the limit, and the last point
+    assert all(y == x * x for x, y in zip(shown_x, shown_y, strict=True))  # none averaged
+    assert live.thin(xs[:300], ys[:300], limit=300) == (xs[:300], ys[:300])  # short: untouched
+
+
+def test_a_long_run_keeps_every_evaluation_while_its_loss_curve_is_thinned():
+    events = fake_run(2000, eval_interval=10)  # 2001 loss points, 201 evaluations
+    frame = live.LiveRun().add(events)
+    evals = [e.step for e in events if e.kind == "step" and e.data["val_loss"] is not None]
+    assert list(frame.val_loss[0]) == evals and list(frame.val_acc[0]) == evals
+    loss_steps = frame.train_loss[0]
+    assert len(loss_steps) <= live.MAX_POINTS + 1
+    assert loss_steps[0] == 1 and loss_steps[-1] == 2000  # step 0 has no training loss
+
+
+def test_frame_holds_the_planned_steps_speed_and_newest_spectrum():
+    events = fake_run(30)
+    frame = live.LiveRun().add(events)
+    assert frame.planned == 30 and frame.step == 30 and frame.steps_per_s == 100.0
+    assert frame.sigma_step == 30 and frame.sigma["fc1"] == [1.0 / (i + 30) for i in range(4)]
+    empty = live.LiveRun().add([])
+    assert not empty.has_points and empty.planned is None and empty.sigma == {}
+
+
+def test_a_poll_with_nothing_new_returns_the_same_frame():
+    events = fake_run(50)
+    run = live.LiveRun()
+    first = run.add(events[:20])
+    assert run.add(events[:20]) is first  # nothing new: not even a new picture
+    assert run.frame is first
+    assert run.add(events[:21]) is not first
+
+
+def test_pages_watching_one_run_share_it_and_two_runs_never_mix():
+    events = fake_run(40)
+    job, other = object(), object()  # two jobs (two pools may both have a "job-1")
+    a = live.watch(job, events[:10])
+    assert live.watch(job, events[:10]) is a  # a second viewer gets this picture, not a copy
+    c = live.watch(job, events)
+    assert c.version == len(events) and c.run == a.run
+    d = live.watch(other, events)
+    assert d.run != c.run and d.version == c.version  # what is drawn is keyed by (run, version)
+
+
+def test_a_stored_run_draws_like_the_live_one(one_thread, store):
+    """The page after a reload or a restart (the run from the store) shows what it showed live."""
+    events = []
+    config = RunConfig(steps=12, rank=2, eval_interval=5, snapshot_interval=5)
+    run_id, result = train_and_save(config, store, owner="ann", on_event=events.append)
+    watched = live.LiveRun().add(events)
+    stored = live.RunView.of_record(store.get(run_id))
+    for name in ("train_loss", "val_loss", "val_acc", "sigma", "sigma_step", "step", "planned"):
+        assert getattr(stored.frame, name) == getattr(watched, name), name
+    assert stored.done and stored.status == "finished" and stored.run_id == run_id
+    assert stored.result["test_acc_after"] == result.test_acc_after
+    assert stored.poll_seconds() is None
+
+
+def test_a_run_whose_process_died_shows_as_interrupted_not_running(store):
+    """A run row left "running" by a process that is gone (a killed worker, a restarted
+    server): once the store is checked, the page shows it ended, with the reason."""
+    script = (
+        "import sys; from core.runs import RunStore; from core.train import RunConfig;"
+        "RunStore(sys.argv[1]).create(RunConfig(steps=50), owner='ann')"
+    )
+    subprocess.run([sys.executable, "-c", script, str(store.path)], check=True, cwd=ROOT)
+    record = store.list(owner="ann")[0]
+    assert record.status == "running"  # its process is gone, nobody has looked yet
+    store.recover()
+    shown = live.RunView.of_record(store.get(record.id))
+    assert shown.status == "unfinished" and shown.done and shown.poll_seconds() is None
+    assert "ended without finishing" in shown.reason and shown.result is None
+
+
+def test_the_latest_run_is_the_newest_job_else_the_newest_trained_stored_run():
+    job_a, job_b = SimpleNamespace(id="job-1"), SimpleNamespace(id="job-2")
+    imported = SimpleNamespace(id=9, status="imported")
+    trained = SimpleNamespace(id=8, status="unfinished")
+    assert live.latest([job_a, job_b], [imported, trained]) is job_b  # submission order
+    assert live.latest([], [imported, trained]) is trained  # newest first, adapters skipped
+    assert live.latest([], [imported]) is None and live.latest([], []) is None
+
+
+def view(
+    status: str, events: list[Event], done: bool, job: object | None = "a job"
+) -> live.RunView:
+    frame = live.LiveRun().add(events)
+    return live.RunView(status, "", done, frame, None, None, 10, job=job)
+
+
+def test_polling_stops_when_done_is_quick_while_running_and_slow_while_queued():
+    start, with_point = fake_run(10)[:1], fake_run(10)[:3]
+    assert view("finished", with_point, done=True).poll_seconds() is None
+    assert view("queued", [], done=False).poll_seconds() == live.POLL_QUEUED
+    # one pace from the worker's start on: a new pace costs the page a full rerun
+    assert view("running", start, done=False).poll_seconds() == live.POLL_RUNNING
+    assert view("running", with_point, done=False).poll_seconds() == live.POLL_RUNNING
+    stored_elsewhere = view("running", with_point, done=False, job=None)
+    assert stored_elsewhere.poll_seconds() == live.POLL_QUEUED  # read from the store: slowly
+    assert live.POLL_RUNNING < live.POLL_QUEUED
