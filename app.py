@@ -14,7 +14,11 @@ from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
 
 def main() -> None:
     st.set_page_config(page_title="LoRA Lab", page_icon=":material/science:", layout="wide")
-    jobs.pool()  # start the training workers now, so the first click on Train starts at once
+    try:
+        jobs.pool()  # start the training workers now, so the first click on Train starts at once
+    except ValueError as error:  # a bad server setting ($LORA_LAB_RAY, $LORA_LAB_WORKERS, a limit)
+        st.error(tr("server.bad_setting", error=error))
+        st.stop()
 
     pages = [
         st.Page(

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
+from core import data, zoo
 from core.config import RunConfig
 from core.limits import Limits
 from core.runs import RunStore, StoreError, train_and_save
@@ -123,6 +126,16 @@ ExecutorFactory = Callable[[Reports, int | None, Path], Executor]
 
 
 # -- running a job, wherever it runs ------------------------------------------------------------
+def prepare_worker(store_path: str | Path, threads: int) -> RunStore:
+    """Ready a worker process for jobs, once: its thread share, its store, and the default data
+    and model in the per-process caches, so that the classroom's first run starts at once."""
+    torch.set_num_threads(threads)
+    store = RunStore(store_path)
+    data.load_task()
+    zoo.load(zoo.DEFAULT_MODEL)
+    return store
+
+
 def check_planned(config: RunConfig, limits: Limits) -> None:
     """The limit on steps for a run planned by epochs: only its data says how many steps those
     are (a run that sets its steps was checked in full by Limits.check)."""
@@ -145,6 +158,15 @@ def run_task(
             message = traceback.format_exception_only(error)[-1].strip()
         return ("error", message)
     return ("done", {"run_id": run_id, **result.summary()})
+
+
+def report_end(reports: Reports, job_id: str, message: tuple[str, Any]) -> None:
+    """Tell the scheduler how a job ended, from the message `run_task` returned."""
+    kind, payload = message
+    if kind == "done":
+        reports.job_ended(job_id, payload["status"], payload["reason"], payload)
+    else:
+        reports.job_ended(job_id, "failed", payload)
 
 
 def recover_runs(store_path: str | Path) -> list[int]:

@@ -53,9 +53,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from core import data, zoo
+from core import zoo
 from core.config import RunConfig
 from core.executors import (
     SHUT_DOWN_RUNNING,
@@ -63,7 +61,9 @@ from core.executors import (
     Reports,
     Task,
     default_workers,
+    prepare_worker,
     recover_runs,
+    report_end,
     run_task,
     threads_per_job,
 )
@@ -564,10 +564,7 @@ class LocalProcesses:
             return
         with self._lock:  # free before reporting, so the scheduler can start the next job here
             worker.job = None
-        if kind == "done":
-            self.reports.job_ended(job_id, payload["status"], payload["reason"], payload)
-        else:
-            self.reports.job_ended(job_id, "failed", payload)
+        report_end(self.reports, job_id, (kind, payload))
 
     def _replace(self, worker: _Worker) -> None:
         """A worker process died. Killed while working (out of memory?): its job fails and a
@@ -601,12 +598,8 @@ class LocalProcesses:
 
 
 def _worker_main(conn: Connection, stop_flag: Any, store_path: str, threads: int) -> None:
-    """A worker process: set its thread share once, then train tasks until told to quit."""
-    torch.set_num_threads(threads)
-    store = RunStore(store_path)
-    # Warm the per-process caches so the classroom's first run starts at once.
-    data.load_task()
-    zoo.load(zoo.DEFAULT_MODEL)
+    """A worker process: get ready once, then train tasks until told to quit."""
+    store = prepare_worker(store_path, threads)
 
     def forward(event: Event) -> None:
         try:
