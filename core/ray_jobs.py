@@ -30,6 +30,7 @@ that "auto" started).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -154,7 +155,9 @@ class RayExecutor:
         self._closing = False
         self._running: dict[str, Any] = {}  # job id → its task's ObjectRef
         self._nodes: dict[str, str] = {}  # job id → the node it runs on (from its hello)
-        self._mailbox = ray.remote(Mailbox).options(num_cpus=0).remote()
+        # Restarted if its process dies (with the events in it then lost), calls retried.
+        mailbox = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Mailbox)
+        self._mailbox = mailbox.remote()
         self._job = ray.remote(max_retries=0)(train_job)
         self._recover = ray.remote(num_cpus=0, max_retries=0)(recover_runs)
         # Only this executor's thread uses these two: refs of tasks that are not jobs.
@@ -324,7 +327,8 @@ class _Outbox:
 
     def is_set(self) -> bool:
         if self.reply is not None and ray.wait([self.reply], timeout=0)[0]:
-            self.stopping = self.stopping or ray.get(self.reply)
+            with contextlib.suppress(ray.exceptions.RayError):  # the mailbox was lost: ask again
+                self.stopping = self.stopping or ray.get(self.reply)
             self.reply = None
         if self.reply is None and time.monotonic() - self.sent >= POLL_S:
             self.post()
@@ -332,6 +336,8 @@ class _Outbox:
 
     def close(self) -> None:
         """Post what is left and wait until the mailbox has it: one caller's calls to an actor
-        run in order, so every event is there before the job's end is reported."""
+        run in order, so every event is there before the job's end is reported. (If the
+        mailbox was lost meanwhile, so are they; the run is in the store all the same.)"""
         self.post()
-        ray.get(self.reply)
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(self.reply)

@@ -149,6 +149,24 @@ def test_a_killed_ray_worker_fails_its_job_marks_its_run_and_the_queue_goes_on(o
     assert survivor.status == "finished"
 
 
+# -- which executor -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("setting", "executor", "imports_ray"),
+    [(None, "LocalProcesses", False), ("auto", "RayExecutor", True)],
+)
+def test_lora_lab_ray_chooses_the_executor_and_the_default_never_imports_ray(
+    setting, executor, imports_ray
+):
+    env = {name: value for name, value in os.environ.items() if name != "LORA_LAB_RAY"}
+    env |= {"LORA_LAB_RAY": setting} if setting else {}
+    code = "import sys, core.jobs as j; print(j.default_executor().__name__, 'ray' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == [executor, str(imports_ray)]
+
+
 # -- a bad setting ---------------------------------------------------------------------------------
 def closed_port() -> int:
     with socket.socket() as sock:
