@@ -23,6 +23,9 @@ def main() -> None:
     except (StoreError, FolderError) as error:
         st.error(str(error))  # one line that names the setting; tried again at the next rerun
         st.stop()
+    except ValueError as error:  # a bad server setting ($LORA_LAB_RAY, $LORA_LAB_WORKERS, a limit)
+        st.error(tr("server.bad_setting", error=error))
+        st.stop()
 
     pages = [
         st.Page(

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from core.config import RunConfig
-from core.jobs import Pool, cores, default_workers, threads_per_job
+from core.executors import cores, default_workers, threads_per_job
+from core.jobs import Pool
 from core.train import train
 
 

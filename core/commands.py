@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from core import experiments, jobs, reports, train, whatif, zoo
+from core import executors, experiments, jobs, reports, train, whatif, zoo
 from core.adapters import import_adapter, read_zip
 from core.config import Bound, RunConfig, check_bound, sweep_configs
 from core.limits import COMMAND_LINE, Limits
@@ -85,7 +85,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
 def use_job_threads() -> None:
     """Use the thread count of a pool worker, so the command line computes the same numbers,
     bit for bit, as the app does for the same config."""
-    torch.set_num_threads(jobs.threads_per_job(jobs.default_workers()))
+    torch.set_num_threads(executors.threads_per_job(executors.default_workers()))
 
 
 def check_limits(config: RunConfig) -> Limits:
@@ -93,7 +93,7 @@ def check_limits(config: RunConfig) -> Limits:
     than a server's, never none. ValueError naming the limit; returns the limits."""
     limits = Limits.from_env(COMMAND_LINE, known_models=zoo.names())
     limits.check(config)
-    jobs.check_planned(config, limits)
+    executors.check_planned(config, limits)
     return limits
 
 

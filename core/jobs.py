@@ -16,12 +16,22 @@ Two halves, so that where jobs run can change without touching who runs next:
   classmate's single run behind it. It knows each job's queue position and estimates its wait
   (`wait_estimate`).
 - An executor runs the jobs the scheduler hands it, at most `workers` at a time, and reports
-  what happens (`Executor` and `Reports` below are the whole interface). The default,
-  `LocalProcesses`, runs them in worker processes on this machine; a cluster back end (Ray)
-  implements the same four methods. Every executor trains a job with `run_task`, so a job is
-  checked and saved the same way wherever it runs.
+  what happens (`Executor` and `Reports` in core.executors are the whole interface). Every
+  executor trains a job with `run_task`, so a job is checked and saved the same way wherever it
+  runs.
 
-The number of local workers is `$LORA_LAB_WORKERS`, or the number of cores.
+Which executor, from the environment:
+
+    LORA_LAB_RAY unset     `LocalProcesses`: worker processes on this machine, `$LORA_LAB_WORKERS`
+                           of them (default: one per core). Nothing to install or start.
+    LORA_LAB_RAY=auto      core.ray_jobs.RayExecutor: each job a task on a Ray cluster, here the
+    LORA_LAB_RAY=host:port one `ray start` began on this machine (or one started in-process),
+                           there a cluster's head; `$LORA_LAB_WORKERS` jobs at once (default: one
+                           per CPU of the cluster).
+
+Ray is an optional dependency (requirements-distributed.txt): this module imports the Ray
+executor only when $LORA_LAB_RAY is set, so the default app neither needs Ray installed nor pays
+its import. The variable is read once, when this module is first imported.
 """
 
 from __future__ import annotations
@@ -31,51 +41,45 @@ import contextlib
 import copy
 import heapq
 import itertools
-import logging
 import multiprocessing
 import os
 import statistics
 import threading
 import time
-import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import torch
-
-from core import data, zoo
+from core import zoo
 from core.config import RunConfig
+from core.executors import (
+    SHUT_DOWN_RUNNING,
+    ExecutorFactory,
+    Reports,
+    Task,
+    default_workers,
+    prepare_worker,
+    recover_runs,
+    report_end,
+    run_task,
+    threads_per_job,
+)
 from core.limits import SERVER, Limits
-from core.runs import RunStore, StoreError, store_location, train_and_save
-from core.train import Event, StopFlag, load_task, planned_steps
+from core.runs import RunStore, store_location
+from core.train import Event
+
+# An optional dependency, imported only when asked for: see the module's docstring.
+if os.environ.get("LORA_LAB_RAY", "").strip():
+    from core import ray_jobs
+else:
+    ray_jobs = None
 
 SHUT_DOWN_QUEUED = "the server shut down before it started"  # why a job ended unfinished
-SHUT_DOWN_RUNNING = "the server shut down while it ran"
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
 RECENT = 20  # finished jobs whose durations estimate how long the next ones take
-
-
-def cores() -> int:
-    """CPU cores this process may use (the affinity mask, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def default_workers() -> int:
-    configured = os.environ.get("LORA_LAB_WORKERS", "").strip()
-    if not configured:
-        return cores()
-    if not configured.isdigit() or int(configured) < 1:
-        raise ValueError(f"LORA_LAB_WORKERS must be a whole number ≥ 1 (got {configured!r})")
-    return int(configured)
-
-
-def threads_per_job(workers: int) -> int:
-    """Each job's share of the cores: together the workers use every core, never more."""
-    return max(1, cores() // workers)
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -126,18 +130,6 @@ class Job:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is done; False if `timeout` seconds passed first."""
         return self._done.wait(timeout)
-
-
-@dataclass(frozen=True)
-class Task:
-    """What an executor needs to run a job: plain values, so it can cross to another process
-    or machine. The limits travel along because only the data says how many steps a run
-    planned by epochs takes (`run_task` checks it)."""
-
-    job_id: str
-    config: dict[str, Any]  # RunConfig.to_dict()
-    owner: str
-    limits: Limits
 
 
 # -- the fair order -----------------------------------------------------------------------------
@@ -239,61 +231,11 @@ def wait_estimate(
     return free[0]
 
 
-# -- the interface between the scheduler and an executor ----------------------------------------
-class Executor(Protocol):
-    """Runs the jobs the scheduler hands it and reports back through `Reports`.
-
-    Built as `executor(reports, workers, store_path)`. The scheduler calls these methods with
-    its lock held, so an executor never calls `Reports` while holding a lock of its own that
-    these methods take.
-    """
-
-    workers: int  # jobs it runs at once (the queue's wait estimate counts on them)
-    threads: int  # torch threads of each job (the same numbers need the same count)
-
-    def idle(self) -> int:
-        """How many more jobs it would start right now."""
-
-    def start(self, task: Task) -> bool:
-        """Begin running the task; False if it cannot right now (the job goes back to the
-        queue and starts when `Reports.capacity` says so)."""
-
-    def stop(self, job_id: str) -> None:
-        """Ask a started job to stop at its next step (it then reports its end)."""
-
-    def shutdown(self, timeout: float) -> None:
-        """Stop every job, wait up to `timeout` seconds for their ends, release the workers."""
-
-
-class Reports(Protocol):
-    """What an executor tells the scheduler (the Pool implements it). Calls may come from any
-    thread of the executor; a job id the scheduler no longer runs is ignored."""
-
-    def job_event(self, job_id: str, event: Event) -> None:
-        """A training event of a running job (core.train.Event), in order."""
-
-    def job_ended(
-        self, job_id: str, status: str, reason: str, result: dict[str, Any] | None = None
-    ) -> None:
-        """The job is over ("finished", "stopped" or "failed"), `result` from `run_task`."""
-
-    def job_lost(self, job_id: str) -> None:
-        """The job never began (its worker could not start): queue it again."""
-
-    def capacity(self) -> None:
-        """A worker came (back): queued jobs may start now."""
-
-    def broken(self, reason: str) -> None:
-        """No job can run at all: every queued and every later job fails with `reason`."""
-
-
-ExecutorFactory = Callable[[Reports, int, Path], Executor]
-
-
 # -- the scheduler ------------------------------------------------------------------------------
 class Pool:
-    """Jobs checked against `limits`, queued fairly, run by an executor (default: `workers`
-    local processes)."""
+    """Jobs checked against `limits`, queued fairly, run by an executor: `executor` if given,
+    else the one the environment asks for (`default_executor`), running `workers` jobs at once
+    (None: that executor's default)."""
 
     def __init__(
         self,
@@ -314,10 +256,9 @@ class Pool:
         self._seq = itertools.count(1)
         self._closed = False
         self._broken = ""  # why no job can run, if none can
-        workers = workers or default_workers()
-        if workers < 1:
+        if workers is not None and workers < 1:
             raise ValueError(f"a pool needs at least one worker (got {workers})")
-        self.executor = (executor or LocalProcesses)(self, workers, self.store_path)
+        self.executor = (executor or default_executor())(self, workers, self.store_path)
 
     @property
     def workers(self) -> int:
@@ -501,31 +442,6 @@ def _remaining(job: Job, now: float, duration: float) -> float:
     return max(0.0, duration - elapsed)
 
 
-# -- running a job, wherever it runs ------------------------------------------------------------
-def check_planned(config: RunConfig, limits: Limits) -> None:
-    """The limit on steps for a run planned by epochs: only its data says how many steps those
-    are (a run that sets its steps was checked in full by Limits.check)."""
-    if config.steps is None:
-        limits.check_planned(config, planned_steps(config, len(load_task(config).y_train)))
-
-
-def run_task(
-    task: Task, store: RunStore, on_event: Callable[[Event], None], stop: StopFlag
-) -> tuple[str, Any]:
-    """Train one job and save it in `store`; the message to report: ("done", its result with
-    its run id) or ("error", why it failed, in one line). Every executor trains with this."""
-    try:
-        config = RunConfig.from_dict(task.config)
-        check_planned(config, task.limits)
-        run_id, result = train_and_save(config, store, task.owner, on_event, stop)
-    except Exception as error:  # the job fails, the worker lives on
-        message = str(error) or type(error).__name__
-        if not isinstance(error, ValueError | RuntimeError):
-            message = traceback.format_exception_only(error)[-1].strip()
-        return ("error", message)
-    return ("done", {"run_id": run_id, **result.summary()})
-
-
 # -- the local executor: worker processes on this machine ---------------------------------------
 @dataclass(eq=False)
 class _Worker:
@@ -548,13 +464,14 @@ class LocalProcesses:
     model, because they do not even share memory.
     """
 
-    def __init__(self, reports: Reports, workers: int, store_path: Path) -> None:
-        self.reports, self.workers, self.store_path = reports, workers, store_path
-        self.threads = threads_per_job(workers)
+    def __init__(self, reports: Reports, workers: int | None, store_path: Path) -> None:
+        self.reports, self.store_path = reports, store_path
+        self.workers = workers or default_workers()
+        self.threads = threads_per_job(self.workers)
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._lock = threading.Lock()
         self._closing = False
-        self._slots = [self._start_worker() for _ in range(workers)]
+        self._slots = [self._start_worker() for _ in range(self.workers)]
         self._thread = threading.Thread(target=self._collect, name="lora-lab-pool", daemon=True)
         self._thread.start()
 
@@ -647,10 +564,7 @@ class LocalProcesses:
             return
         with self._lock:  # free before reporting, so the scheduler can start the next job here
             worker.job = None
-        if kind == "done":
-            self.reports.job_ended(job_id, payload["status"], payload["reason"], payload)
-        else:
-            self.reports.job_ended(job_id, "failed", payload)
+        report_end(self.reports, job_id, (kind, payload))
 
     def _replace(self, worker: _Worker) -> None:
         """A worker process died. Killed while working (out of memory?): its job fails and a
@@ -660,7 +574,7 @@ class LocalProcesses:
         worker.process.join()  # reap it, so its process id is really gone (runs.recover checks)
         worker.conn.close()
         if worker.job is not None:
-            self._recover_runs()  # before the job ends: whoever waits on it sees the run repaired
+            recover_runs(self.store_path)  # before the job ends: whoever waits sees it repaired
         with self._lock:
             self._slots.remove(worker)
             job_id, worker.job = worker.job, None
@@ -682,23 +596,10 @@ class LocalProcesses:
         elif replaced:
             self.reports.capacity()
 
-    def _recover_runs(self) -> None:
-        """Mark the runs of dead processes (the worker that just died) "unfinished" in the
-        store now, rather than whenever some process next opens it."""
-        try:
-            with RunStore(self.store_path) as store:
-                store.recover()  # (opening it recovers too)
-        except StoreError as error:  # the file went bad meanwhile: the next opener says so
-            logging.getLogger(__name__).warning("a dead worker's run stays 'running': %s", error)
-
 
 def _worker_main(conn: Connection, stop_flag: Any, store_path: str, threads: int) -> None:
-    """A worker process: set its thread share once, then train tasks until told to quit."""
-    torch.set_num_threads(threads)
-    store = RunStore(store_path)
-    # Warm the per-process caches so the classroom's first run starts at once.
-    data.load_task()
-    zoo.load(zoo.DEFAULT_MODEL)
+    """A worker process: get ready once, then train tasks until told to quit."""
+    store = prepare_worker(store_path, threads)
 
     def forward(event: Event) -> None:
         try:
@@ -712,6 +613,12 @@ def _worker_main(conn: Connection, stop_flag: Any, store_path: str, threads: int
             conn.send(run_task(task, store, forward, stop_flag))
     except (EOFError, OSError):  # the parent process is gone
         return
+
+
+def default_executor() -> ExecutorFactory:
+    """The executor $LORA_LAB_RAY asks for: Ray's if set (when this module was imported), else
+    local worker processes."""
+    return LocalProcesses if ray_jobs is None else ray_jobs.RayExecutor
 
 
 # -- the process-wide pool ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from core import jobs
+from core import executors, jobs
 from core.config import RunConfig
 from core.jobs import Pool
 from core.limits import SERVER
@@ -154,13 +154,13 @@ def test_a_killed_worker_fails_its_job_and_is_replaced(pool):
 
 def test_the_number_of_workers_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("LORA_LAB_WORKERS", "3")
-    assert jobs.default_workers() == 3
+    assert executors.default_workers() == 3
     monkeypatch.setenv("LORA_LAB_WORKERS", "many")
     with pytest.raises(ValueError, match="LORA_LAB_WORKERS"):
-        jobs.default_workers()
+        executors.default_workers()
     monkeypatch.delenv("LORA_LAB_WORKERS")
-    assert jobs.default_workers() == jobs.cores()
-    assert jobs.threads_per_job(jobs.cores()) == 1
+    assert executors.default_workers() == executors.cores()
+    assert executors.threads_per_job(executors.cores()) == 1
 
 
 # -- fair across owners, capped, bounded ----------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Training jobs on a Ray cluster (core.ray_jobs): the same numbers as the local pool, live
+events, Stop, a killed Ray worker, and a bad $LORA_LAB_RAY.
+
+The cluster is a real one: `bash .ci/ray.sh start` starts two Ray nodes on this machine and
+prints the head's address, which these tests read from $LORA_LAB_TEST_RAY (.ci/run does both).
+Without it they are skipped on a developer's machine, and fail in CI ($CI=true), where a
+missing cluster is a broken set-up, not a reason to test less.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core import executors, jobs
+from core.config import RunConfig
+from core.jobs import Pool
+from core.limits import SERVER
+from core.ray_jobs import RayExecutor, ray_address
+from core.runs import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
+ENDLESS = {"steps": SERVER.max_steps, "eval_interval": 50}  # stopped or killed long before its end
+RAY_WORKERS = 2  # the test cluster: two nodes of one CPU each, one job on each
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """The test cluster's address; a skip without one, a failure in CI."""
+    address = os.environ.get("LORA_LAB_TEST_RAY", "").strip()
+    if not address:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("LORA_LAB_TEST_RAY is not set: .ci/run starts a cluster with .ci/ray.sh")
+        pytest.skip("no Ray cluster: `bash .ci/ray.sh start` prints one for LORA_LAB_TEST_RAY")
+    return address
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("home")
+        patch.setenv("LORA_LAB_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def on_ray(cluster, home) -> Pool:
+    executor = functools.partial(RayExecutor, address=cluster)
+    pool = Pool(RAY_WORKERS, limits=SERVER, executor=executor)
+    yield pool
+    pool.shutdown()
+
+
+def finish(*submitted: jobs.Job) -> None:
+    for job in submitted:
+        assert job.wait(120), f"{job.id} did not finish"
+
+
+def numbers(pool: Pool, job: jobs.Job) -> tuple:
+    """What the job's run computed (not its timings), as stored."""
+    with RunStore(pool.store_path) as store:
+        record = store.get(job.run_id)
+    curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
+    return curve, record.snapshots, record.test_acc_after
+
+
+def stream(job: jobs.Job) -> list[tuple]:
+    """The job's events as the page sees them, less their timings."""
+    return [(e.kind, e.step, e.data.get("train_loss")) for e in job.events_since(0)]
+
+
+def wait_for_steps(job: jobs.Job, steps: int) -> None:
+    deadline = time.time() + 120
+    while not any(e.kind == "step" and e.step >= steps for e in job.events_since(0)):
+        assert time.time() < deadline and not job.done, f"{job.id} made no progress"
+        time.sleep(0.02)
+
+
+def read(pool: Pool, query: str, *args: object) -> list[tuple]:
+    """The store's file as it is: opening a RunStore would repair it, and hide whether the
+    executor did."""
+    with contextlib.closing(sqlite3.connect(pool.store_path)) as db:
+        return db.execute(query, args).fetchall()
+
+
+# -- on the cluster ------------------------------------------------------------------------------
+def test_ray_computes_the_numbers_the_local_pool_computes_and_streams_the_same_events(on_ray):
+    configs = [
+        RunConfig(shift="rotate", seed=1, **QUICK),
+        RunConfig(shift="permute", method="full", seed=2, **QUICK),
+    ]
+    ray_jobs = on_ray.submit_all(configs)  # both at once, one on each node
+    local = Pool(executors.cores(), store_path=on_ray.store_path, limits=SERVER)
+    try:
+        assert local.threads == on_ray.threads == 1  # the same numbers need the same threads
+        local_jobs = local.submit_all(configs)
+        finish(*local_jobs, *ray_jobs)
+    finally:
+        local.shutdown()
+    assert [job.status for job in ray_jobs + local_jobs] == ["finished"] * 4
+    assert [numbers(on_ray, job) for job in ray_jobs] == [
+        numbers(on_ray, job) for job in local_jobs
+    ]
+    assert numbers(on_ray, ray_jobs[0]) != numbers(on_ray, ray_jobs[1])
+    # Every event reached the app, in order, and the end came after the last of them.
+    assert [stream(job) for job in ray_jobs] == [stream(job) for job in local_jobs]
+    assert stream(ray_jobs[0])[0][0] == "start" and stream(ray_jobs[0])[-1][0] == "done"
+
+
+def test_stop_on_ray_saves_the_run_stopped(on_ray):
+    job = on_ray.submit(RunConfig(**ENDLESS))
+    wait_for_steps(job, 5)
+    job.stop()
+    finish(job)
+    assert job.status == "stopped" and "stopped at step" in job.reason
+    with RunStore(on_ray.store_path) as store:
+        record = store.get(job.run_id)
+    assert record.status == "stopped" and record.has_weights
+
+
+def test_a_killed_ray_worker_fails_its_job_marks_its_run_and_the_queue_goes_on(on_ray):
+    victim = on_ray.submit(RunConfig(**ENDLESS))
+    wait_for_steps(victim, 60)  # its first progress is saved (eval_interval 50)
+    [(run_id, pid)] = read(on_ray, "SELECT id, pid FROM runs WHERE status='running'")
+    assert psutil.Process(pid).name().startswith("ray::")  # the Ray worker running the task
+    os.kill(pid, signal.SIGKILL)
+    finish(victim)
+    assert victim.status == "failed" and "Ray worker died" in victim.reason
+    [(status, reason)] = read(on_ray, "SELECT status, reason FROM runs WHERE id=?", run_id)
+    saved = re.fullmatch(r"its process ended without finishing \(last saved step: (\d+)\)", reason)
+    assert status == "unfinished" and saved and int(saved[1]) >= 50
+    survivor = on_ray.submit(RunConfig(**QUICK))
+    finish(survivor)
+    assert survivor.status == "finished"
+
+
+# -- which executor -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("setting", "executor", "imports_ray"),
+    [(None, "LocalProcesses", False), ("auto", "RayExecutor", True)],
+)
+def test_lora_lab_ray_chooses_the_executor_and_the_default_never_imports_ray(
+    setting, executor, imports_ray
+):
+    env = {name: value for name, value in os.environ.items() if name != "LORA_LAB_RAY"}
+    env |= {"LORA_LAB_RAY": setting} if setting else {}
+    code = "import sys, core.jobs as j; print(j.default_executor().__name__, 'ray' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.split() == [executor, str(imports_ray)]
+
+
+# -- a bad setting ---------------------------------------------------------------------------------
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when this returns: nothing answers there
+
+
+@pytest.mark.parametrize(
+    "setting", ["", "a cluster", "127.0.0.1", "127.0.0.1:0", "http://head:6379", "head:99999"]
+)
+def test_lora_lab_ray_is_auto_or_an_address(setting):
+    with pytest.raises(ValueError, match=r"^LORA_LAB_RAY must be auto, host:port .*\(got '"):
+        ray_address(setting)
+    assert ray_address(" auto ") is None  # ray.init(address=None): join or start one here
+    for address in ("127.0.0.1:6379", "head-1.example:6379", "ray://10.0.0.5:10001", "[::1]:6379"):
+        assert ray_address(address) == address
+
+
+def test_an_unreachable_cluster_is_one_line_on_the_command_line(tmp_path):
+    """The real command line, end to end: `sweep` runs its jobs on the pool's executor."""
+    env = os.environ | {
+        "LORA_LAB_RAY": f"127.0.0.1:{closed_port()}",
+        "LORA_LAB_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "sweep", "--ranks", "1", "--no-baselines", "--steps", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: LORA_LAB_RAY")
+    assert "no Ray cluster answers there" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_lora_lab_ray_is_one_line_in_the_app(tmp_path):
+    """The app shows the line instead of its pages (in a process of its own: core.jobs reads
+    $LORA_LAB_RAY when it is imported)."""
+    script = textwrap.dedent(
+        """
+        import json
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file("app.py", default_timeout=60).run()
+        print(json.dumps({"errors": [e.value for e in at.error], "tracebacks": len(at.exception)}))
+        """
+    )
+    env = os.environ | {"LORA_LAB_RAY": "a cluster", "LORA_LAB_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout.splitlines()[-1])
+    assert shown["tracebacks"] == 0 and len(shown["errors"]) == 1
+    assert shown["errors"][0].startswith(
+        "This server cannot run training jobs: LORA_LAB_RAY must be auto, host:port"
+    )
