@@ -52,7 +52,9 @@ def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = (
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        text = f"{f.metadata.get('help', '')} (default: {json.dumps(default)})"
+        text = f.metadata.get("help", "")
+        if default is not None:  # None: the help says what an unset setting means
+            text += f" (default: {json.dumps(default)})"
         if f.type in ("bool", bool):
             action = argparse.BooleanOptionalAction
             parser.add_argument(

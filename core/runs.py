@@ -49,7 +49,8 @@ from core.config import RunConfig
 from core.train import Event, RunResult, StopFlag, build_models, train
 
 APP_ID = "lora-lab"
-SCHEMA_VERSION = 2  # 2: each run's own folder (uuid) and its process's start time
+SCHEMA_VERSION = 3  # 2: each run's own folder (uuid) and its process's start time
+# 3: the accuracy on the source task before and after (what a run forgot)
 SQLITE_HEADER = b"SQLite format 3\x00"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -90,6 +91,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 ADDED_COLUMNS = {  # columns of runs added since schema 1, added to an older store on opening
     "folder": "TEXT",  # its folder under runs/: a uuid; NULL (schema 1): the run's id
     "pid_started": "REAL",  # when the process `pid` started: a reused pid has another
+    "source_acc_before": "REAL",  # RunResult.source_acc_*: NULL where there is no source task
+    "source_acc_after": "REAL",
 }
 FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run's folder
 METRIC_COLUMNS = ("step", "train_loss", "val_loss", "val_acc", "elapsed", "steps_per_s")
@@ -124,6 +127,8 @@ class RunRecord:
     torch_threads: int | None
     has_weights: bool
     folder: str = field(default="", repr=False)  # its folder under runs/ (see _folder)
+    source_acc_before: float | None = None  # accuracy on the source task (RunResult's)
+    source_acc_after: float | None = None
     history: list[dict] = field(default_factory=list)
     snapshots: list[dict] = field(default_factory=list)
 
@@ -139,6 +144,9 @@ class RunRecord:
             "seconds": self.seconds,
             "test_acc_before": self.test_acc_before,
             "test_acc_after": self.test_acc_after,
+            "source_acc_before": self.source_acc_before,
+            "source_acc_after": self.source_acc_after,
+            "lr": self.config.learning_rate,  # the rate it trained at (the method's, if unset)
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
             "config": self.config.to_dict(),
@@ -365,14 +373,17 @@ class RunStore:
                 _check_row(db, run_id, folder)
                 db.execute(
                     "UPDATE runs SET status=?, reason=?, pid=NULL, seconds=?, test_acc_before=?,"
-                    " test_acc_after=?, trainable_params=?, total_params=?, num_classes=?,"
-                    " has_weights=? WHERE id=?",
+                    " test_acc_after=?, source_acc_before=?, source_acc_after=?,"
+                    " trainable_params=?, total_params=?, num_classes=?, has_weights=?"
+                    " WHERE id=?",
                     (
                         result.status,
                         result.reason,
                         result.seconds,
                         result.test_acc_before,
                         result.test_acc_after,
+                        result.source_acc_before,
+                        result.source_acc_after,
                         result.trainable_params,
                         result.total_params,
                         result.task.num_classes,
@@ -773,6 +784,8 @@ def _record(row: sqlite3.Row) -> RunRecord:
         torch_threads=row["torch_threads"],
         has_weights=bool(row["has_weights"]),
         folder=_folder(row),
+        source_acc_before=row["source_acc_before"],
+        source_acc_after=row["source_acc_after"],
     )
 
 

@@ -187,7 +187,10 @@ ONE_LINE_ERRORS = {
     "lr not > 0": (["train", "--lr", "-1"], "lr must be"),
     "unknown model": (["train", "--model", "nope"], "unknown model"),
     "not a number": (["train", "--rank", "four"], "rank must be a whole number (got 'four')"),
-    "lr not a number": (["train", "--lr", "fast"], "lr must be a number (got 'fast')"),
+    "lr not a number": (
+        ["train", "--lr", "fast"],
+        "lr must be a number, or empty for the default (got 'fast')",
+    ),
     "bad JSON": (["train", "--shift-params", "{bad"], "shift_params must be a JSON object"),
     "JSON but no object": (["train", "--shift-params", "[[1, 2]]"], "shift_params must be"),
     "shift parameter not a number": (
