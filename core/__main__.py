@@ -36,7 +36,7 @@ from core.config import MODELS, RunConfig, config_choices
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
 # The names of core.experiments.EXPERIMENTS (tests/test_cli.py checks they agree): listed here,
 # because that module needs torch.
-EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders")
+EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders", "forgetting")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = ()) -> None:
