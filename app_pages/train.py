@@ -23,7 +23,7 @@ from app_pages.common import (
     tr,
 )
 from core import data, jobs, links, methods, paths, train, zoo
-from core.config import RunConfig
+from core.config import DEFAULT_LR, RunConfig
 from core.i18n import catalog
 from core.targets import default_targets, eligible_layers, resolve_targets
 
@@ -167,13 +167,17 @@ def method_settings() -> None:
 
 
 def training_settings() -> None:
+    """Learning rate (empty: the method's own, config.DEFAULT_LR), steps, batch size, seed."""
     col_lr, col_steps, col_batch, col_seed = st.columns(4)
+    method = st.session_state[key("method")]
     col_lr.number_input(
         tr("train.lr"),
         step=1e-3,
         format="%g",
         key=key("lr"),
         persist_state="session",
+        placeholder=tr("train.lr_placeholder", lr=f"{DEFAULT_LR[method]:g}"),
+        help=tr("train.lr_help", defaults=lr_defaults()),
     )
     col_steps.number_input(
         tr("train.steps"),
@@ -188,6 +192,11 @@ def training_settings() -> None:
         persist_state="session",
     )
     col_seed.number_input(tr("train.seed"), step=1, key=key("seed"), persist_state="session")
+
+
+def lr_defaults() -> str:
+    """Each method's default learning rate, in words: "LoRA 0.01, full fine-tuning 0.001, …"."""
+    return ", ".join(f"{tr(f'methods.{m}')} {DEFAULT_LR[m]:g}" for m in CHOICES["method"])
 
 
 def target_layers(base) -> None:
@@ -353,12 +362,20 @@ def outcome(job: jobs.Job) -> None:
         st.warning(tr("train.stopped", reason=job.reason))
     if result.get("test_acc_after") is not None:
         before, after = result["test_acc_before"], result["test_acc_after"]
-        c1, c2, c3 = st.columns(3)
+        c1, c_source, c2, c3 = st.columns(4)
         c1.metric(
             tr("train.acc"),
             f"{before:.1%} → {after:.1%}",
             delta=tr("train.points", value=f"{(after - before) * 100:+.1f}"),
         )
+        if result.get("source_acc_after") is not None:  # None: no source task (ImageNet)
+            kept, lost = result["source_acc_before"], result["source_acc_after"]
+            c_source.metric(
+                tr("train.source_acc"),
+                f"{kept:.1%} → {lost:.1%}",
+                delta=tr("train.points", value=f"{(lost - kept) * 100:+.1f}"),
+                help=tr("train.source_help"),
+            )
         c2.metric(
             tr("train.trainable"),
             f"{result['trainable_params']:,}",
@@ -411,6 +428,8 @@ def count_line(method: str, count: methods.ParamCount) -> str:
     if method == "lora":
         adapters = count.trainable - count.head
         split = tr("train.count_lora", adapters=f"{adapters:,}", head=f"{count.head:,}")
+        if not count.head:  # a task that keeps the base model's head (planted-rank)
+            split = tr("train.count_frozen_head", adapters=f"{adapters:,}")
     elif method in ("top-k", "bitfit") and count.head:
         split = tr("train.count_head", head=f"{count.head:,}")
     else:
