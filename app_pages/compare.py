@@ -138,12 +138,20 @@ def cost_figure(records: list[RunRecord]) -> go.Figure:
             "params": [r.trainable_params for r in finished],
             "acc": [r.test_acc_after for r in finished],
             "method": [tr(f"methods.{r.config.method}") for r in finished],
+            "task": [tr(f"shifts.{r.config.shift}.title") for r in finished],
             "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in finished],
             "name": [run_label(r) for r in finished],
         }
     )
     fig = px.scatter(
-        frame, x="params", y="acc", color="method", text="label", log_x=True, hover_name="name"
+        frame,
+        x="params",
+        y="acc",
+        color="method",
+        symbol="task",  # two sweeps on two tasks (a lesson) stay apart
+        text="label",
+        log_x=True,
+        hover_name="name",
     )
     fig.update_traces(marker_size=14, textposition="top center")
     fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(frame["params"]))
@@ -165,11 +173,20 @@ def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
             "source": [r.source_acc_after for r in shown],
             "acc": [r.test_acc_after for r in shown],
             "method": [tr(f"methods.{r.config.method}") for r in shown],
+            "task": [tr(f"shifts.{r.config.shift}.title") for r in shown],
             "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in shown],
             "name": [run_label(r) for r in shown],
         }
     )
-    fig = px.scatter(frame, x="source", y="acc", color="method", text="label", hover_name="name")
+    fig = px.scatter(
+        frame,
+        x="source",
+        y="acc",
+        color="method",
+        symbol="task",
+        text="label",
+        hover_name="name",
+    )
     fig.update_traces(marker_size=14, textposition="top center")
     for before in sorted({r.source_acc_before for r in shown if r.source_acc_before}):
         fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")

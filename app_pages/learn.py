@@ -95,12 +95,12 @@ with tab_calc:
         st.info(tr("learn.calc.no_targets"))
     else:
         cost = budget.budget(model, targets, calc_rank, dtype)
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3 = st.columns(3)
         c1.metric(tr("learn.calc.trainable"), budget.human_count(cost.trainable_params))
         c2.metric(tr("learn.calc.fraction"), f"{cost.fraction:.4%}")
         c3.metric(tr("learn.calc.disk"), budget.human_bytes(cost.adapter_bytes))
+        c4, c5, c6 = st.columns(3)
         c4.metric(tr("learn.calc.frozen"), budget.human_bytes(cost.frozen_bytes))
-        c5, c6, _, _ = st.columns(4)
         c5.metric(
             tr("learn.calc.full_memory"),
             budget.human_bytes(cost.full_training_bytes),

@@ -101,8 +101,8 @@ def shift_parameters(shift: str) -> None:
     }
 
 
-def method_settings() -> None:
-    """Method, and for LoRA its rank, alpha, init, scaling and DoRA."""
+def method_settings() -> str:
+    """Method, and for LoRA its rank, alpha, init, scaling and DoRA; returns the method."""
     cols = st.columns(3)
     method = cols[0].selectbox(
         tr("train.method"),
@@ -115,7 +115,7 @@ def method_settings() -> None:
     if method == "top-k":
         cols[1].number_input(tr("train.top_k"), step=1, key=key("top_k"), persist_state="session")
     if method != "lora":
-        return
+        return method
     cols[1].number_input(
         tr("train.rank"),
         step=1,
@@ -164,12 +164,12 @@ def method_settings() -> None:
         persist_state="session",
         help=tr("train.dropout_help"),
     )
+    return method
 
 
-def training_settings() -> None:
-    """Learning rate (empty: the method's own, config.DEFAULT_LR), steps, batch size, seed."""
+def training_settings(method: str) -> None:
+    """Learning rate (empty: `method`'s own, config.DEFAULT_LR), steps, batch size, seed."""
     col_lr, col_steps, col_batch, col_seed = st.columns(4)
-    method = st.session_state[key("method")]
     col_lr.number_input(
         tr("train.lr"),
         step=1e-3,
@@ -459,8 +459,7 @@ with st.container(border=True):
     task_settings()
 with st.container(border=True):
     st.subheader(tr("train.method_title"))
-    method_settings()
-    training_settings()
+    training_settings(method_settings())
 
 settings = current_settings(PAGE, DEFAULTS)
 problem = None

@@ -81,7 +81,7 @@ def findings() -> list[str]:
         finding = experiments.run(name)
         lines.append(
             f"{number}. **{name}** ({experiment.title}) — **{finding.outcome}**. "
-            f"Claim: {finding.claim} Here: {finding.verdict}"
+            f"Claim: {finding.claim} Measured here: {finding.verdict}"
         )
         print(lines[-1], file=sys.stderr, flush=True)
     return lines

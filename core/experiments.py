@@ -417,9 +417,9 @@ def forgetting(steps: int = STEPS, trainer: Trainer = train) -> Finding:
         )
 
     lead = (
-        f"here LoRA forgets {said[less]}"
+        f"LoRA forgets {said[less]} here"
         if less or more
-        else "here LoRA forgets neither clearly less nor clearly more"
+        else "LoRA forgets neither clearly less nor clearly more here"
     )
     return Finding(
         "forgetting",
@@ -427,7 +427,8 @@ def forgetting(steps: int = STEPS, trainer: Trainer = train) -> Finding:
         rows,
         f"{lead}: at matched target accuracy its source accuracy minus full fine-tuning's is "
         f"{gaps(as_trained)}. With the pretrained head put back (the body only) the gap is "
-        f"{gaps(body)}: the rest is the head, which trains in full at LoRA's learning rate."
+        f"{gaps(body)}: the difference is the head's, which LoRA trains in full at its own "
+        f"learning rate, {DEFAULT_LR['lora'] / DEFAULT_LR['full']:.0f}× full fine-tuning's."
         + context,
         outcome=_outcome(FINDING, [less], partly=not more),
     )

@@ -81,9 +81,9 @@ def test_train_page_widgets_and_parameter_count(lab_home):
         assert at.number_input(key=f"train.{name}").value is not None
     learning_rate = at.number_input(key="train.lr")
     assert learning_rate.value is None  # empty: the method's own rate, shown as a placeholder
-    assert learning_rate.proto.placeholder == "0.01 (the method's)"
+    assert learning_rate.proto.placeholder == "default 0.01"
     at.selectbox(key="train.method").set_value("full").run()
-    assert at.number_input(key="train.lr").proto.placeholder == "0.001 (the method's)"
+    assert at.number_input(key="train.lr").proto.placeholder == "default 0.001"
     at.selectbox(key="train.method").set_value("lora").run()
     assert at.checkbox(key="train.dora").value is False
     assert len(at.dataframe) == 1  # the target-layer table

@@ -210,6 +210,14 @@ def test_shift_rotate_more_rank_helps_more_as_the_angle_grows(runs):
     assert gain(90.0) >= gain(15.0) + 0.03
 
 
+def test_shift_domain_a_small_rank_is_enough(runs):
+    """shifts.domain: the features mostly still fit, so a small rank is enough."""
+    base = experiments.config(shift="domain")
+    small = accuracies(runs, dataclasses.replace(base, rank=4))
+    large = accuracies(runs, dataclasses.replace(base, rank=32))
+    assert mean(small) >= mean(large) - 0.02, (small, large)
+
+
 def test_the_default_learning_rates_make_the_intruder_finding_show(runs):
     """Issue 11's done-when, as `train --shift rotate --steps 600 --method M --rank 4` then
     `spectra RUN --json` see it: with no learning rate given, LoRA r = 4 has more intruders
