@@ -100,6 +100,7 @@ def sweep_progress() -> None:
         row = {
             tr("compare.col_method"): tr(f"methods.{job.config.method}"),
             tr("compare.col_rank"): rank_text(job.config),
+            tr("compare.col_lr"): f"{job.config.learning_rate:g}",
             tr("compare.col_status"): tr(f"status.{job.status}"),
             tr("compare.col_progress"): (steps[-1] if steps else 0) / max(planned, 1),
         }
@@ -144,9 +145,11 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
                 tr("compare.col_name"): r.name,
                 tr("compare.col_method"): tr(f"methods.{r.config.method}"),
                 tr("compare.col_rank"): rank_text(r.config),
+                tr("compare.col_lr"): r.config.learning_rate,
                 tr("compare.col_status"): tr(f"status.{r.status}"),
                 tr("compare.col_before"): r.test_acc_before,
                 tr("compare.col_after"): r.test_acc_after,
+                tr("compare.col_source_after"): r.source_acc_after,
                 tr("compare.col_trainable"): r.trainable_params,
                 tr("compare.col_seconds"): r.seconds,
             }
@@ -163,17 +166,59 @@ def cost_figure(records: list[RunRecord]) -> go.Figure:
             "params": [r.trainable_params for r in finished],
             "acc": [r.test_acc_after for r in finished],
             "method": [tr(f"methods.{r.config.method}") for r in finished],
+            "task": [tr(f"shifts.{r.config.shift}.title") for r in finished],
             "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in finished],
             "name": [run_label(r) for r in finished],
         }
     )
     fig = px.scatter(
-        frame, x="params", y="acc", color="method", text="label", log_x=True, hover_name="name"
+        frame,
+        x="params",
+        y="acc",
+        color="method",
+        symbol="task",  # two sweeps on two tasks (a lesson) stay apart
+        text="label",
+        log_x=True,
+        hover_name="name",
     )
     fig.update_traces(marker_size=14, textposition="top center")
     fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(frame["params"]))
     # accuracy lies in [0, 1]: a fixed axis (room above 100% for the "r=…" labels), not one
     # stretched around a single point to 150%
+    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
+    return style(fig, height=400, legend_title_text="")
+
+
+def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
+    """Target accuracy against source accuracy (what a run kept of the task its model was
+    pretrained on), every method: learning the new task vs forgetting the old one. None when
+    no run has a source task."""
+    shown = [r for r in records if r.test_acc_after is not None and r.source_acc_after is not None]
+    if not shown:
+        return None
+    frame = pd.DataFrame(
+        {
+            "source": [r.source_acc_after for r in shown],
+            "acc": [r.test_acc_after for r in shown],
+            "method": [tr(f"methods.{r.config.method}") for r in shown],
+            "task": [tr(f"shifts.{r.config.shift}.title") for r in shown],
+            "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in shown],
+            "name": [run_label(r) for r in shown],
+        }
+    )
+    fig = px.scatter(
+        frame,
+        x="source",
+        y="acc",
+        color="method",
+        symbol="task",
+        text="label",
+        hover_name="name",
+    )
+    fig.update_traces(marker_size=14, textposition="top center")
+    for before in sorted({r.source_acc_before for r in shown if r.source_acc_before}):
+        fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")
+    fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%", range=[0, 1.02])
     fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
     return style(fig, height=400, legend_title_text="")
 
@@ -294,6 +339,16 @@ def runs_section(records: list[RunRecord]) -> None:
     st.plotly_chart(cost_figure(records), width="stretch")
     st.caption(tr("compare.cost_caption"))
 
+    st.subheader(tr("compare.forgetting_title"))
+    forgetting = forgetting_figure(records)
+    if forgetting is None:
+        st.info(tr("compare.no_source"))
+    else:
+        st.plotly_chart(forgetting, width="stretch")
+        st.caption(tr("compare.forgetting_caption"))
+        if any(r.config.shift == "label-permute" for r in records):
+            st.caption(tr("compare.forgetting_renamed"))
+
     st.subheader(tr("compare.curves_title"))
     by_id = {str(record.id): record for record in records}
     st.session_state[key("runs")] = [i for i in st.session_state[key("runs")] if i in by_id]
@@ -313,7 +368,8 @@ def runs_section(records: list[RunRecord]) -> None:
     st.subheader(tr("compare.table_title"))
     table = runs_table(records)
     shown = table.copy()  # accuracies as percentages, all with one decimal: 68.0%, 37.6%
-    for column in (tr("compare.col_before"), tr("compare.col_after")):
+    accuracy_columns = ("col_before", "col_after", "col_source_after")
+    for column in (tr(f"compare.{name}") for name in accuracy_columns):
         shown[column] = shown[column] * 100
     percent = st.column_config.NumberColumn(format="%.1f%%")
     st.dataframe(
@@ -324,6 +380,8 @@ def runs_section(records: list[RunRecord]) -> None:
             "id": st.column_config.NumberColumn(format="plain"),
             tr("compare.col_before"): percent,
             tr("compare.col_after"): percent,
+            tr("compare.col_source_after"): percent,
+            tr("compare.col_lr"): st.column_config.NumberColumn(format="%g"),
             tr("compare.col_trainable"): st.column_config.NumberColumn(format="localized"),
             tr("compare.col_seconds"): st.column_config.NumberColumn(format="%.1f"),
         },

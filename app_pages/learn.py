@@ -95,11 +95,18 @@ with tab_calc:
         st.info(tr("learn.calc.no_targets"))
     else:
         cost = budget.budget(model, targets, calc_rank, dtype)
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3 = st.columns(3)
         c1.metric(tr("learn.calc.trainable"), budget.human_count(cost.trainable_params))
         c2.metric(tr("learn.calc.fraction"), f"{cost.fraction:.4%}")
         c3.metric(tr("learn.calc.disk"), budget.human_bytes(cost.adapter_bytes))
-        c4.metric(
+        c4, c5, c6 = st.columns(3)
+        c4.metric(tr("learn.calc.frozen"), budget.human_bytes(cost.frozen_bytes))
+        c5.metric(
+            tr("learn.calc.full_memory"),
+            budget.human_bytes(cost.full_training_bytes),
+            help=tr("learn.calc.memory_help"),
+        )
+        c6.metric(
             tr("learn.calc.memory"),
             budget.human_bytes(cost.lora_training_bytes),
             delta=f"-{budget.human_bytes(cost.saved_bytes)}",  # "-" makes it a saving: ↓ green
@@ -109,13 +116,15 @@ with tab_calc:
         shapes = ", ".join(
             f"{name} {model.matrices[name][0]}×{model.matrices[name][1]}" for name in targets
         )
+        st.caption(tr("learn.calc.formula", layers=model.layers, shapes=shapes, rank=calc_rank))
+        ours = budget.paper_budget()
         st.caption(
             tr(
-                "learn.calc.formula",
-                layers=model.layers,
-                shapes=shapes,
-                rank=calc_rank,
-                full=budget.human_bytes(cost.full_training_bytes),
+                "learn.calc.paper",
+                paper_full=budget.human_bytes(budget.PAPER_FULL_BYTES),
+                paper_lora=budget.human_bytes(budget.PAPER_LORA_BYTES),
+                ours_full=budget.human_bytes(ours.full_training_bytes),
+                ours_lora=budget.human_bytes(ours.lora_training_bytes),
             )
         )
 

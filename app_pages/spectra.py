@@ -91,6 +91,8 @@ def metrics_table(report: dict[str, dict]) -> pd.DataFrame:
         tr("spectra.amplification"): "amplification",
         tr("spectra.amplification_random"): "amplification_random",
         tr("spectra.intruders"): "intruders",
+        tr("spectra.relative_norm_fro"): "relative_norm_fro",
+        tr("spectra.relative_norm_spectral"): "relative_norm_spectral",
     }
     table = {tr("spectra.layer"): list(report)}
     for label, name in rows.items():
@@ -631,7 +633,8 @@ def planted(record, layer: str, update: spectra.LayerUpdate) -> None:
             "spectra.planted_overlap",
             left=f"{result['overlap_left']:.2f}",
             right=f"{result['overlap_right']:.2f}",
-            chance=f"{result['baseline_left']:.3f}",
+            chance_left=f"{result['baseline_left']:.3f}",
+            chance_right=f"{result['baseline_right']:.3f}",
         )
     )
 
@@ -691,7 +694,13 @@ normalised = col_norm.toggle(
 
 st.subheader(tr("spectra.spectrum_title", layer=layer))
 st.plotly_chart(spectrum_figure(report[layer], normalised), width="stretch")
-st.caption(tr("spectra.spectrum_caption"))
+numbers = report[layer]
+size = {
+    "fro": f"{numbers['relative_norm_fro']:.2f}",
+    "spec": f"{numbers['relative_norm_spectral']:.2f}",
+}
+not_small = f" {tr('spectra.not_small')}" if numbers["relative_norm_spectral"] >= 1 else ""
+st.caption(tr("spectra.spectrum_caption", **size) + not_small)
 st.dataframe(
     metrics_table(report),
     hide_index=True,
@@ -700,7 +709,14 @@ st.dataframe(
         tr("spectra.energy"): st.column_config.NumberColumn(format="percent"),
         **{
             tr(f"spectra.{name}"): st.column_config.NumberColumn(format="%.2f")
-            for name in ("effective_rank", "stable_rank", "amplification", "amplification_random")
+            for name in (
+                "effective_rank",
+                "stable_rank",
+                "amplification",
+                "amplification_random",
+                "relative_norm_fro",
+                "relative_norm_spectral",
+            )
         },
     },
 )

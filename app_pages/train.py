@@ -30,7 +30,7 @@ from app_pages.common import (
     tr,
 )
 from core import data, examples, jobs, links, live, measure, methods, paths, train, zoo
-from core.config import BOUNDS, RunConfig
+from core.config import BOUNDS, DEFAULT_LR, RunConfig
 from core.i18n import Catalog, catalog
 from core.runs import StoreError
 from core.targets import default_targets, eligible_layers, resolve_targets
@@ -213,6 +213,8 @@ def method_settings() -> None:
 
 
 def training_settings() -> None:
+    """Learning rate (empty: the method's own, config.DEFAULT_LR), steps, batch size, seed."""
+    method = st.session_state[key("method")]
     cols = slots(["lr", "steps", "batch_size", "seed"])
     if "lr" in cols:
         cols["lr"].number_input(
@@ -221,6 +223,8 @@ def training_settings() -> None:
             format="%g",
             key=key("lr"),
             persist_state="session",
+            placeholder=tr("train.lr_placeholder", lr=f"{DEFAULT_LR[method]:g}"),
+            help=tr("train.lr_help", defaults=lr_defaults()),
         )
     if "steps" in cols:
         cols["steps"].number_input(
@@ -240,6 +244,11 @@ def training_settings() -> None:
         cols["seed"].number_input(
             tr("train.seed"), step=1, key=key("seed"), persist_state="session"
         )
+
+
+def lr_defaults() -> str:
+    """Each method's default learning rate, in words: "LoRA 0.01, full fine-tuning 0.001, …"."""
+    return ", ".join(f"{tr(f'methods.{m}')} {DEFAULT_LR[m]:g}" for m in CHOICES["method"])
 
 
 def target_layers(base) -> None:
@@ -413,12 +422,20 @@ def outcome(view: live.RunView) -> None:
         st.warning(tr("train.unfinished", reason=view.reason))
     if result.get("test_acc_after") is not None:
         before, after = result["test_acc_before"], result["test_acc_after"]
-        c1, c2, c3 = st.columns(3)
+        c1, c_source, c2, c3 = st.columns(4)
         c1.metric(
             tr("train.acc"),
             f"{before:.1%} → {after:.1%}",
             delta=tr("train.points", value=f"{(after - before) * 100:+.1f}"),
         )
+        if result.get("source_acc_after") is not None:  # None: no source task (ImageNet)
+            kept, lost = result["source_acc_before"], result["source_acc_after"]
+            c_source.metric(
+                tr("train.source_acc"),
+                f"{kept:.1%} → {lost:.1%}",
+                delta=tr("train.points", value=f"{(lost - kept) * 100:+.1f}"),
+                help=tr("train.source_help"),
+            )
         c2.metric(
             tr("train.trainable"),
             f"{result['trainable_params']:,}",
@@ -543,6 +560,8 @@ def count_line(method: str, count: methods.ParamCount) -> str:
     if method == "lora":
         adapters = count.trainable - count.head
         split = tr("train.count_lora", adapters=f"{adapters:,}", head=f"{count.head:,}")
+        if not count.head:  # a task that keeps the base model's head (planted-rank)
+            split = tr("train.count_frozen_head", adapters=f"{adapters:,}")
     elif method in ("top-k", "bitfit") and count.head:
         split = tr("train.count_head", head=f"{count.head:,}")
     else:

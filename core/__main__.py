@@ -39,7 +39,7 @@ from core.config import MODELS, RunConfig, config_choices
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
 # The names of core.experiments.EXPERIMENTS (tests/test_cli.py checks they agree): listed here,
 # because that module needs torch.
-EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders")
+EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders", "forgetting")
 
 
 def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = ()) -> None:
@@ -55,7 +55,9 @@ def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = (
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        text = f"{f.metadata.get('help', '')} (default: {json.dumps(default)})"
+        text = f.metadata.get("help", "")
+        if default is not None:  # None: the help says what an unset setting means
+            text += f" (default: {json.dumps(default)})"
         if f.type in ("bool", bool):
             action = argparse.BooleanOptionalAction
             parser.add_argument(

@@ -29,7 +29,14 @@ from core import methods, peft_io, zoo
 from core.config import RunConfig
 from core.lora import adapted_layers
 from core.runs import RunStore, trained_tensors
-from core.train import RunResult, check_config, evaluate, load_task
+from core.train import (
+    RunResult,
+    check_config,
+    evaluate,
+    load_task,
+    source_accuracy,
+    source_split,
+)
 
 STATUS = "imported"
 MAX_ZIP_BYTES = 64 * 2**20  # an adapter for the zoo's models is a few MB at most
@@ -63,8 +70,9 @@ def import_adapter(
     check_config(config, base)
     if not all(torch.isfinite(t).all() for t in trained_tensors(model).values()):
         raise ValueError("the adapter holds NaN or infinite weights: it cannot be used.")
-    val_loss, val_acc = evaluate(base, data.x_val, data.y_val)
+    val_loss, val_acc = evaluate(base, data.x_val, data.y_val, data.z_val)
     count = methods.count_parameters(model)
+    source = source_split(task.model, data.num_classes)
     result = RunResult(
         config=config,
         status=STATUS,
@@ -74,6 +82,8 @@ def import_adapter(
         snapshots=[],
         test_acc_before=evaluate(base, data.x_test, data.y_test)[1],
         test_acc_after=evaluate(model, data.x_test, data.y_test)[1],
+        source_acc_before=source_accuracy(base, source),
+        source_acc_after=source_accuracy(model, source),
         trainable_params=count.trainable,
         total_params=count.total,
         seconds=time.perf_counter() - started,

@@ -103,7 +103,16 @@ MODELS: dict[str, ModelShape] = {
 }
 
 BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "bf16": 2}
+# Training in 16 bits keeps a 32-bit master copy of every trainable weight for the optimizer
+# (mixed precision); training in fp32 updates the weights themselves.
+MASTER_BYTES = {"fp32": 0, "fp16": 4, "bf16": 4}
 ADAM_STATE_BYTES = 8  # Adam keeps two fp32 numbers (m and v) per trainable parameter
+
+# What the LoRA paper reports for GPT-3 175B with r = 4 on W_q and W_v (§4.2): training memory
+# 1.2 TB → 350 GB. It does not say how it counted; PAPER_SETTING is that setting here.
+PAPER_FULL_BYTES = 1.2e12
+PAPER_LORA_BYTES = 350e9
+PAPER_SETTING = ("GPT-3 175B", ("W_q", "W_v"), 4, "fp16")  # model, targets, rank, format
 
 
 @dataclass(frozen=True)
@@ -113,8 +122,9 @@ class Budget:
     trainable_params: int
     total_params: int
     adapter_bytes: int  # the saved adapter: trainable_params · bytes per value
-    full_training_bytes: int  # gradients + Adam states when every weight trains
-    lora_training_bytes: int  # the same for the LoRA factors only
+    frozen_bytes: int  # every weight of the model, held in memory by both methods
+    full_training_bytes: int  # every weight trains: weight, gradient, master copy, Adam
+    lora_training_bytes: int  # the frozen weights, plus the same for the LoRA factors only
 
     @property
     def fraction(self) -> float:
@@ -125,13 +135,22 @@ class Budget:
         return self.full_training_bytes - self.lora_training_bytes
 
 
+def training_bytes_per_parameter(dtype: str) -> int:
+    """Memory one trainable parameter takes while training with Adam: its weight and its
+    gradient in ``dtype``, a master copy (mixed precision only) and Adam's two fp32 moments.
+    16 bytes in every format offered (ZeRO, Rajbhandari et al. 2020, §3: 2 + 2 + 12)."""
+    value_bytes = BYTES_PER_VALUE[dtype]
+    return 2 * value_bytes + MASTER_BYTES[dtype] + ADAM_STATE_BYTES
+
+
 def budget(model: ModelShape, targets: list[str], rank: int, dtype: str = "fp16") -> Budget:
     """Trainable parameters, adapter size and training memory of LoRA on ``model``.
 
     Every matrix named in ``targets`` gets an adapter in every layer:
-    trainable = layers · Σ r·(d + k). Training memory counts, per trainable
-    parameter, one gradient in ``dtype`` and Adam's two fp32 moments; the frozen
-    weights and activations are needed either way and left out.
+    trainable = layers · Σ r·(d + k). Both methods hold every weight of the model; full
+    fine-tuning needs training_bytes_per_parameter for each of them, LoRA the frozen
+    weights plus that much for each adapter parameter. Activations (both need them; they
+    depend on batch and sequence length) are left out.
     """
     unknown = sorted(set(targets) - set(model.matrices))
     if unknown:
@@ -143,14 +162,23 @@ def budget(model: ModelShape, targets: list[str], rank: int, dtype: str = "fp16"
     value_bytes = BYTES_PER_VALUE[dtype]
     per_layer = sum(rank * (d + k) for d, k in (model.matrices[name] for name in targets))
     trainable = model.layers * per_layer
-    per_trainable = value_bytes + ADAM_STATE_BYTES
+    frozen = model.total_params * value_bytes
+    per_trainable = training_bytes_per_parameter(dtype)
     return Budget(
         trainable_params=trainable,
         total_params=model.total_params,
         adapter_bytes=trainable * value_bytes,
+        frozen_bytes=frozen,
         full_training_bytes=model.total_params * per_trainable,
-        lora_training_bytes=trainable * per_trainable,
+        lora_training_bytes=frozen + trainable * per_trainable,
     )
+
+
+def paper_budget() -> Budget:
+    """Our count for the setting the LoRA paper reports training memory for (PAPER_SETTING),
+    to show beside its 1.2 TB → 350 GB."""
+    model, targets, rank, dtype = PAPER_SETTING
+    return budget(MODELS[model], list(targets), rank, dtype)
 
 
 def human_bytes(n: float) -> str:

@@ -128,15 +128,22 @@ def _progress(bar: Any) -> Callable:
 
 
 def _describe(summary: dict) -> str:
-    after = summary["test_acc_after"]
-    after_text = "—" if after is None else f"{after:.3f}"
     line = (
         f"run {summary['run_id']} {summary['status']} after {summary['steps']} steps in "
-        f"{summary['seconds']:.1f} s: test accuracy {summary['test_acc_before']:.3f} → "
-        f"{after_text}, {summary['trainable_params']:,} of {summary['total_params']:,} "
-        "parameters trained"
+        f"{summary['seconds']:.1f} s at lr {summary['lr']:g}: test accuracy "
+        f"{summary['test_acc_before']:.3f} → {_acc(summary['test_acc_after'])}"
     )
+    if summary["source_acc_before"] is not None:
+        line += (
+            f", source task {summary['source_acc_before']:.3f} → "
+            f"{_acc(summary['source_acc_after'])}"
+        )
+    line += f", {summary['trainable_params']:,} of {summary['total_params']:,} parameters trained"
     return line + (f" ({summary['reason']})" if summary["reason"] else "")
+
+
+def _acc(value: float | None) -> str:
+    return reports.MISSING if value is None else f"{value:.3f}"
 
 
 # -- sweep ----------------------------------------------------------------------------------------
@@ -184,14 +191,17 @@ def _sweep_row(job: Any) -> dict:
         "run_id": job.run_id,
         "method": job.config.method,
         "rank": job.config.rank if job.config.method == "lora" else None,
+        "lr": job.config.learning_rate,
         "status": job.status,
         "reason": job.reason,
         **{k: result.get(k) for k in ("test_acc_before", "test_acc_after", "seconds")},
+        **{k: result.get(k) for k in ("source_acc_before", "source_acc_after")},
         **{k: result.get(k) for k in ("trainable_params", "total_params")},
     }
 
 
-SWEEP_FORMATS = {"trainable": ",", "share": ".1%", "before": ".3f", "after": ".3f", "s": ".1f"}
+SWEEP_FORMATS = {"lr": "g", "trainable": ",", "share": ".1%", "before": ".3f", "after": ".3f"}
+SWEEP_FORMATS |= {"source after": ".3f", "s": ".1f"}
 
 
 def _sweep_table(rows: list[dict]) -> str:
@@ -200,10 +210,12 @@ def _sweep_table(rows: list[dict]) -> str:
         {
             "method": row["method"],
             "rank": row["rank"],
+            "lr": row["lr"],
             "trainable": row["trainable_params"],
             "share": _share(row["trainable_params"], row["total_params"]),
             "before": row["test_acc_before"],
             "after": row["test_acc_after"],
+            "source after": row["source_acc_after"],
             "s": row["seconds"],
             "status": f"{row['status']} {row['reason']}".strip(),
         }

@@ -22,18 +22,21 @@ from core import config
 from core.config import RunConfig
 
 
-def _kind(default: Any) -> Any:
+def _kind(key: str, default: Any) -> Any:
     """The declared type a setting has, read off its default (a list's from its first item;
-    the items of an empty list are text)."""
+    the items of an empty list are text). A default of None is an optional RunConfig setting
+    (lr: None = the method's own rate), whose type RunConfig declares."""
+    if default is None:
+        return config.setting_types()[key]
     if isinstance(default, list | tuple):
         return list[type(default[0]) if default else str]
     return type(default)
 
 
-def _decode(text: str, default: Any) -> Any:
+def _decode(key: str, text: str, default: Any) -> Any:
     """``text`` read as the type of ``default`` by core.config.parse, the reader of every
     setting; ValueError if it is not one."""
-    return config.parse(text, _kind(default))
+    return config.parse(text, _kind(key, default))
 
 
 def encode(values: Mapping[str, Any]) -> dict[str, str]:
@@ -74,7 +77,7 @@ def from_query(
         if key not in params:
             continue
         try:
-            value = _decode(params[key], default)
+            value = _decode(key, params[key], default)
         except ValueError:
             unreadable.append(key)
             continue

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from core import data, zoo
 from core.config import RunConfig
 from core.runs import RunStore
-from core.train import RunResult, evaluate, load_task
+from core.train import RunResult, evaluate, load_task, source_split
 
 
 @dataclass
@@ -61,15 +60,10 @@ def open_run(run_id: int, store: RunStore) -> TrainedRun:
 
 
 def source_test_split(model_name: str, num_classes: int) -> Split | None:
-    """The test split of the task the zoo model was pretrained on (data.source_task), or None
-    where that question has no answer here: a model pretrained on ImageNet, or a run whose
-    classes are not the source task's ten digits (its head answers another question)."""
-    if zoo.ZOO[model_name].pretraining is None:
-        return None
-    task = data.source_task()
-    if task.num_classes != num_classes:
-        return None
-    return Split(task.x_test, task.y_test)
+    """core.train.source_split as a Split: the test split of the task the zoo model was
+    pretrained on, or None where that question has no answer here."""
+    source = source_split(model_name, num_classes)
+    return None if source is None else Split(*source)
 
 
 def accuracy(model: nn.Module, split: Split) -> float:

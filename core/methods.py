@@ -6,7 +6,9 @@
     bitfit   every bias + the head                 (BitFit, arXiv 2106.10199)
     lora     the LoRA adapters + the head          (call lora.inject first)
 
-The head trains in every method: a new task needs its own read-out.
+The head trains in every method: a new task needs its own read-out. The one exception is a task
+whose read-out is the base model's own (data.ShiftInfo.keeps_head, planted-rank): there every
+method but head-only keeps the head frozen (train_head=False).
 """
 
 from __future__ import annotations
@@ -65,10 +67,14 @@ def _chosen(model: nn.Module, method: str, top_k: int) -> set[str]:
 
 
 def trainable_parameters(
-    model: nn.Module, method: str, top_k: int = 1
+    model: nn.Module, method: str, top_k: int = 1, train_head: bool = True
 ) -> list[tuple[str, nn.Parameter]]:
-    """Mark exactly the parameters `method` trains as requiring grad, and return them."""
+    """Mark exactly the parameters `method` trains as requiring grad, and return them.
+    With train_head=False the head's own parameters stay frozen (an adapter on it trains)."""
     chosen = _chosen(model, method, top_k)
+    if not train_head:
+        head, adapters = head_name(model), _adapter_parameters(model)
+        chosen = {n for n in chosen if n in adapters or not _under(n, head)}
     trainable = []
     for name, param in model.named_parameters():
         param.requires_grad_(name in chosen)

@@ -94,6 +94,8 @@ runs = sa.Table(
     sa.Column("folder", sa.Text),  # its folder under runs/: a uuid; NULL (schema 1): its id
     sa.Column("pid_started", sa.Float),  # when the process `pid` started: a reused pid has another
     sa.Column("host", sa.Text),  # the machine of `pid` (NULL: this one; SQLite is one machine)
+    sa.Column("source_acc_before", sa.Float),  # accuracy on the source task: NULL where none
+    sa.Column("source_acc_after", sa.Float),
     sqlite_autoincrement=True,  # a deleted run's id is never given to another run
 )
 sa.Index("runs_by_owner", runs.c.owner, runs.c.id)  # an owner's latest runs

@@ -96,6 +96,8 @@ class RunRecord:
     torch_threads: int | None
     has_weights: bool
     folder: str = field(default="", repr=False)  # its folder under runs/ (see _folder)
+    source_acc_before: float | None = None  # accuracy on the source task (RunResult's)
+    source_acc_after: float | None = None
     history: list[dict] = field(default_factory=list)
     snapshots: list[dict] = field(default_factory=list)
 
@@ -111,6 +113,9 @@ class RunRecord:
             "seconds": self.seconds,
             "test_acc_before": self.test_acc_before,
             "test_acc_after": self.test_acc_after,
+            "source_acc_before": self.source_acc_before,
+            "source_acc_after": self.source_acc_after,
+            "lr": self.config.learning_rate,  # the rate it trained at (the method's, if unset)
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
             "config": self.config.to_dict(),
@@ -286,6 +291,8 @@ class RunStore:
             "seconds": result.seconds,
             "test_acc_before": result.test_acc_before,
             "test_acc_after": result.test_acc_after,
+            "source_acc_before": result.source_acc_before,
+            "source_acc_after": result.source_acc_after,
             "trainable_params": result.trainable_params,
             "total_params": result.total_params,
             "num_classes": result.task.num_classes,
@@ -701,6 +708,8 @@ def _record(row: sa.RowMapping) -> RunRecord:
         torch_threads=row["torch_threads"],
         has_weights=bool(row["has_weights"]),
         folder=_folder(row),
+        source_acc_before=row["source_acc_before"],
+        source_acc_after=row["source_acc_after"],
     )
 
 

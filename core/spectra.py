@@ -392,6 +392,19 @@ def intruder_dimensions(
     }
 
 
+# -- the size of the update ----------------------------------------------------------------------
+def relative_norms(S_W0: Tensor, S_delta: Tensor) -> dict:
+    """How big delta_W is next to W0, from their singular values: ‖delta_W‖_F / ‖W0‖_F (the
+    Frobenius norm is the root of Σσ²) and σ1(delta_W) / σ1(W0) (the spectral norm). A
+    low-rank update need not be small: a ratio near or above 1 is a large change."""
+    S_W0, S_delta = S_W0.to(torch.float64), S_delta.to(torch.float64)
+    top = S_delta.max().item() if S_delta.numel() else 0.0
+    return {
+        "relative_norm_fro": _ratio(S_delta.norm().item(), S_W0.norm().item()),
+        "relative_norm_spectral": _ratio(top, S_W0.max().item()),
+    }
+
+
 # -- DoRA view ------------------------------------------------------------------------------------
 def magnitude_direction_change(W0: Tensor, W: Tensor) -> dict:
     """DoRA's ΔM and ΔD between a weight W and its starting point W0 (arXiv 2402.09353 §2.2).
@@ -426,6 +439,8 @@ def layer_report(
       amplification, amplification_w0, amplification_random, projection_delta,
       projection_w0, projection_random, delta_norm, amplification_rank    see amplification()
       intruders, intruder_indices, intruder_max_cos          see intruder_dimensions()
+      relative_norm_fro          ‖delta_W‖_F / ‖W0‖_F: how big the update is next to the weight
+      relative_norm_spectral     σ1(delta_W) / σ1(W0): its strongest direction next to W0's
       delta_M, delta_D           DoRA's magnitude and direction change, W0 → W0 + delta_W
       sigma_W0, sigma_delta_W, sigma_W      the three spectra, largest first
     """
@@ -441,6 +456,7 @@ def layer_report(
         **spectrum_summary(delta.S, tuple(W0_matrix.shape), k),
         **amplification(W0, base, delta, rank),
         **intruder_dimensions(base.U, adapted.U, k, eps),
+        **relative_norms(base.S, delta.S),
         **magnitude_direction_change(W0_matrix, W),
         "sigma_W0": base.S.tolist(),
         "sigma_delta_W": delta.S.tolist(),
@@ -541,14 +557,16 @@ def spectrum_evolution(snapshots: list[dict]) -> dict[str, dict[str, list]]:
 def planted_comparison(delta_W: Delta, planted_delta_W: Tensor, planted_rank: int) -> dict:
     """The learned update against the planted one delta_W* (rank r*) that made the labels.
 
-    Both spectra, and the subspace similarity of their top directions, on the output side
-    (left singular vectors) and the input side (right): φ(r*, r*) near 1 means training
-    found the planted directions; the random baseline is r*/d (left) and r*/k (right).
+    Both spectra, the subspace similarity grids of their top directions on the output side
+    (left singular vectors) and the input side (right), and the overlap on each side: the
+    share of delta_W*'s r*-dimensional subspace that the learned update's top r* directions
+    cover, ‖U*ᵀ U[:, :r*]‖_F² / r* (V on the input side). It is 1 when training found the
+    planted directions; an update of rank r < r* covers at most r / r*; random directions
+    cover r*/d (left) and r*/k (right) on average.
     """
     learned, planted = delta_svd(delta_W), dense_svd(planted_delta_W)
     d, k = planted.U.shape[0], planted.Vh.shape[1]
     n = min(max(planted_rank, DEFAULT_TOP_K), learned.S.numel())
-    r = min(planted_rank, n)
     left = subspace_similarity(planted.U[:, :planted_rank].T, learned.U[:, :n].T)
     right = subspace_similarity(planted.Vh[:planted_rank], learned.Vh[:n])
     return {
@@ -557,8 +575,15 @@ def planted_comparison(delta_W: Delta, planted_delta_W: Tensor, planted_rank: in
         "planted_rank": planted_rank,
         "similarity_left": left.tolist(),
         "similarity_right": right.tolist(),
-        "overlap_left": left[r - 1, r - 1].item(),
-        "overlap_right": right[r - 1, r - 1].item(),
+        "overlap_left": coverage(planted.U.T, learned.U.T, planted_rank),
+        "overlap_right": coverage(planted.Vh, learned.Vh, planted_rank),
         "baseline_left": planted_rank / d,
         "baseline_right": planted_rank / k,
     }
+
+
+def coverage(target: Tensor, found: Tensor, n: int) -> float:
+    """‖target[:n] found[:n]ᵀ‖_F² / n for orthonormal directions as rows, strongest first:
+    the share of the top-n subspace of `target` that the top n (or fewer) of `found` span."""
+    cosines = target[:n].to(torch.float64) @ found[:n].to(torch.float64).T
+    return (cosines**2).sum().item() / n

@@ -13,7 +13,10 @@ the parameters the method chooses and reports as it goes through `on_event`:
                                    val_loss and val_acc too
     Event("eval", s, {...})        val_loss, val_acc, elapsed: every eval_interval steps
     Event("snapshot", s, {...})    the top singular values of each layer's delta_W
-    Event("done", s, summary)      status, reason, test accuracy after, parameters, seconds
+    Event("done", s, summary)      status, reason, test accuracy after, parameters, seconds,
+                                   the learning rate used, and the accuracy on the source task
+                                   before and after (what the run forgot; None where the base
+                                   model was not pretrained on it)
 
 The same config and seed give the same numbers, bit for bit, on one machine's CPU with the
 same number of torch threads (the order of a sum changes its last bits, and threads split sums).
@@ -73,6 +76,11 @@ class RunResult:
     snapshots: list[dict]  # [{"step": s, "layers": {layer: {"sigma": [...], ...}}}]
     test_acc_before: float
     test_acc_after: float | None  # None when the run failed (its weights are not usable)
+    # Accuracy on the source task (the upright MNIST-5k test split the zoo models were
+    # pretrained on: source_split), before and after: how much of it the run forgot. None where
+    # there is no such task (an ImageNet model, a head with other classes), or the run failed.
+    source_acc_before: float | None
+    source_acc_after: float | None
     trainable_params: int
     total_params: int
     seconds: float
@@ -92,6 +100,9 @@ class RunResult:
             "steps": self.steps_done,
             "test_acc_before": self.test_acc_before,
             "test_acc_after": self.test_acc_after,
+            "source_acc_before": self.source_acc_before,
+            "source_acc_after": self.source_acc_after,
+            "lr": self.config.learning_rate,
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
             "num_classes": self.task.num_classes,
@@ -127,8 +138,31 @@ def load_task(config: RunConfig) -> data.Task:
     )
 
 
+def source_split(model_name: str, num_classes: int) -> tuple[Tensor, Tensor] | None:
+    """Images and labels of the test split of the task the zoo model was pretrained on
+    (data.source_task), or None where that question has no answer here: a model pretrained on
+    ImageNet, or a run whose classes are not the source task's ten digits (its head answers
+    another question)."""
+    if zoo.ZOO[model_name].pretraining is None:
+        return None
+    task = data.source_task()
+    if task.num_classes != num_classes:
+        return None
+    return task.x_test, task.y_test
+
+
+def source_accuracy(model: nn.Module, source: tuple[Tensor, Tensor] | None) -> float | None:
+    """The model's accuracy on the source split (source_split), None where there is none."""
+    if source is None:
+        return None
+    device = next(model.parameters()).device
+    return evaluate(model, *(t.to(device) for t in source))[1]
+
+
 def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
     """(base, model): a fresh base model and the copy that will train, its parameters chosen.
+    On a task that keeps the base model's head (data.ShiftInfo.keeps_head) the head stays
+    frozen, except for head-only training.
 
     Deterministic (the adapters' initialisation is seeded with config.seed, a new head by the
     zoo), so the runs store rebuilds a saved run's model with this same function.
@@ -148,7 +182,8 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
         )
     else:
         model = copy.deepcopy(base)
-    methods.trainable_parameters(model, config.method, config.top_k)
+    train_head = not data.SHIFTS[config.shift].keeps_head or config.method == "head"
+    methods.trainable_parameters(model, config.method, config.top_k, train_head)
     return base, model
 
 
@@ -180,26 +215,25 @@ def _parameter_count(config_json: str) -> methods.ParamCount:
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """The optimizer over the trainable parameters. LoRA+ (arXiv 2402.12354) gives B its own
-    parameter group with ratio × the learning rate of everything else."""
+    """The optimizer over the trainable parameters, at config.learning_rate (the method's own
+    rate unless the config sets one). LoRA+ (arXiv 2402.12354) gives B its own parameter group
+    with ratio × the learning rate of everything else."""
+    lr = config.learning_rate
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     B_names = {f"{name}.B" for name in lora.adapted_layers(model)}
     groups = [
-        {"params": [p for n, p in trainable if n not in B_names], "lr": config.lr},
-        {
-            "params": [p for n, p in trainable if n in B_names],
-            "lr": config.lr * config.lora_plus_ratio,
-        },
+        {"params": [p for n, p in trainable if n not in B_names], "lr": lr},
+        {"params": [p for n, p in trainable if n in B_names], "lr": lr * config.lora_plus_ratio},
     ]
     groups = [g for g in groups if g["params"]]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
     optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return optimizer(groups, lr=lr, weight_decay=config.weight_decay)
 
 
 # -- the loop --------------------------------------------------------------------------------------
-Split = tuple[Tensor, Tensor]  # images, labels
+Split = tuple[Tensor, Tensor, Tensor | None]  # images, labels, logits to fit (Task.z_*) or None
 
 
 def train(
@@ -256,13 +290,15 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     base, model = build_models(config, task.num_classes)
     model.to(device)
     splits = {
-        "train": (task.x_train.to(device), task.y_train.to(device)),
-        "val": (task.x_val.to(device), task.y_val.to(device)),
-        "test": (task.x_test.to(device), task.y_test.to(device)),
+        "train": _on(device, task.x_train, task.y_train, task.z_train),
+        "val": _on(device, task.x_val, task.y_val, task.z_val),
+        "test": _on(device, task.x_test, task.y_test, task.z_test),
     }
+    source = source_split(config.model, task.num_classes)
     count = methods.count_parameters(model)
     steps = planned_steps(config, len(task.y_train))
     _, test_acc_before = evaluate(model, *splits["test"])
+    source_acc_before = source_accuracy(model, source)
     start = {"steps": steps, "trainable_params": count.trainable, "total_params": count.total}
     start |= {"test_acc_before": test_acc_before, "num_classes": task.num_classes}
     log.emit(Event("start", 0, start))
@@ -272,6 +308,7 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     # weights are those of the step before, which may or may not be finite): nothing to test.
     failed = log.status == "failed"
     test_acc_after = None if failed else evaluate(model, *splits["test"])[1]
+    source_acc_after = None if failed else source_accuracy(model, source)
     result = RunResult(
         config=config,
         status=log.status,
@@ -280,6 +317,8 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
         snapshots=log.snapshots,
         test_acc_before=test_acc_before,
         test_acc_after=test_acc_after,
+        source_acc_before=source_acc_before,
+        source_acc_after=source_acc_after,
         trainable_params=count.trainable,
         total_params=count.total,
         seconds=time.perf_counter() - log.started,
@@ -304,7 +343,7 @@ def _fit(
     indexing operation: no DataLoader, no worker processes, nothing between the steps."""
     _seed(config.seed, splits["train"][0].device)  # the dropout masks
     optimizer = make_optimizer(model, config)
-    x, y = splits["train"]
+    x, y, z = splits["train"]
     order = batches(len(y), config.batch_size, torch.Generator().manual_seed(config.seed))
     train_mode(model)
     log.training_started = time.perf_counter()
@@ -313,7 +352,7 @@ def _fit(
             log.end("stopped", f"stopped at step {step - 1} of {steps}")
             return
         batch = next(order)
-        loss = F.cross_entropy(model(x[batch]), y[batch])
+        loss = task_loss(model(x[batch]), y[batch], None if z is None else z[batch])
         if not torch.isfinite(loss):
             log.end("failed", diverged(f"the training loss became {loss.item()}", step, config))
             return
@@ -330,6 +369,18 @@ def _fit(
                 log.end("failed", diverged("the weights became inf or nan", step, config))
                 return
             log.snapshot(step, snapshot(base, model))
+
+
+def _on(device: torch.device, x: Tensor, y: Tensor, z: Tensor | None) -> Split:
+    return x.to(device), y.to(device), None if z is None else z.to(device)
+
+
+def task_loss(logits: Tensor, y: Tensor, z: Tensor | None, reduction: str = "mean") -> Tensor:
+    """What training minimises: the cross-entropy with the labels y, or, on a task that gives
+    a teacher's logits z (planted-rank), their mean squared error (per logit)."""
+    if z is None:
+        return F.cross_entropy(logits, y, reduction=reduction)
+    return F.mse_loss(logits, z, reduction=reduction)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -406,8 +457,8 @@ def diverged(what: str, step: int, config: RunConfig) -> str:
     (the learning rate, LoRA's scaling, LoRA+'s ratio, the weight decay), or else the learning
     rate, the usual culprit."""
     suspects = []
-    if config.lr > UNUSUAL_LR:
-        suspects.append(f"the learning rate ({config.lr:g})")
+    if config.learning_rate > UNUSUAL_LR:
+        suspects.append(f"the learning rate ({config.learning_rate:g})")
     if config.method == "lora":
         s = lora.scale(config.alpha, config.rank, config.scaling)
         if s > UNUSUAL_SCALING:
@@ -415,25 +466,30 @@ def diverged(what: str, step: int, config: RunConfig) -> str:
             suspects.append(f"alpha ({config.alpha:g}: the scaling alpha/{over} is {s:g})")
         if config.lora_plus_ratio > UNUSUAL_LORA_PLUS_RATIO:
             suspects.append(f"the LoRA+ ratio ({config.lora_plus_ratio:g})")
-    decay = config.lr * config.weight_decay
+    decay = config.learning_rate * config.weight_decay
     if decay > UNUSUAL_DECAY:
         suspects.append(f"the weight decay ({config.weight_decay:g}, × lr = {decay:g})")
     if not suspects:
-        suspects.append(f"the learning rate ({config.lr:g})")
+        suspects.append(f"the learning rate ({config.learning_rate:g})")
     return f"{what} at step {step}: {' or '.join(suspects)} is probably too high; try a smaller one"
 
 
 # -- evaluating ------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a whole split, in eval mode."""
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, z: Tensor | None = None
+) -> tuple[float, float]:
+    """(mean task_loss, accuracy) over a whole split, in eval mode: the loss is the
+    cross-entropy, or with a teacher's logits z their mean squared error."""
     model.eval()
     loss, correct = 0.0, 0
-    for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
-        logits = model(xb)
-        loss += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return loss / len(y), correct / len(y)
+    for start in range(0, len(y), EVAL_BATCH):
+        part = slice(start, start + EVAL_BATCH)
+        logits = model(x[part])
+        loss += task_loss(logits, y[part], None if z is None else z[part], "sum").item()
+        correct += (logits.argmax(1) == y[part]).sum().item()
+    per_item = len(y) if z is None else z.numel()  # the MSE is a mean over every logit
+    return loss / per_item, correct / len(y)
 
 
 def snapshot(base: nn.Module, model: nn.Module) -> dict:

@@ -18,7 +18,7 @@ import torch
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, live, measure, runs, whatif, zoo
+from core import jobs, lessons, live, measure, runs, whatif, zoo
 from core.config import RunConfig
 
 APP = "../app.py"
@@ -70,13 +70,16 @@ def test_learn_page_math_toy_calculator_and_lessons(lab_home):
     at.selectbox(key="calc.m").set_value("GPT-3 175B").run()
     values = [metric.value for metric in at.metric]
     assert "18.9M" in values and "37.7 MB" in values  # r = 4 on W_q, W_v (LoRA paper)
-    assert len(at.get("page_link")) == 3  # the lessons
+    # training memory: frozen weights, full fine-tuning at 16 bytes a parameter, and LoRA
+    assert {"350.0 GB", "2.8 TB", "350.3 GB"} <= set(values)
+    assert any("1.2 TB" in caption.value for caption in at.caption)  # the paper's, beside ours
+    assert len(at.get("page_link")) == len(lessons.LESSONS)
 
 
 def test_language_switch_translates_the_page(lab_home):
     at = open_page("learn")
     at.selectbox(key="lang").set_value("zh").run()
-    assert at.title[0].value == "LoRA：给大模型学一个小改动"
+    assert at.title[0].value == "LoRA：给大模型学一个低秩的改动"
     assert at.query_params["lang"] == "zh"
 
 
@@ -84,8 +87,14 @@ def test_train_page_widgets_and_parameter_count(lab_home):
     at = open_page("train")
     for name in ("model", "dataset", "shift", "method", "init", "scaling"):
         assert at.selectbox(key=f"train.{name}").value is not None
-    for name in ("rank", "alpha", "lr", "steps", "batch_size", "seed"):
+    for name in ("rank", "alpha", "steps", "batch_size", "seed"):
         assert at.number_input(key=f"train.{name}").value is not None
+    learning_rate = at.number_input(key="train.lr")
+    assert learning_rate.value is None  # empty: the method's own rate, shown as a placeholder
+    assert learning_rate.proto.placeholder == "default 0.01"
+    at.selectbox(key="train.method").set_value("full").run()
+    assert at.number_input(key="train.lr").proto.placeholder == "default 0.001"
+    at.selectbox(key="train.method").set_value("lora").run()
     assert at.checkbox(key="train.dora").value is False
     assert len(at.dataframe) == 1  # the target-layer table
     count = at.markdown[-1].value
@@ -98,6 +107,8 @@ def test_train_run_produces_curves_and_a_saved_run(trained, lab_home):
     assert not at.exception and not at.error
     assert len(charts(at)) == 3  # loss, accuracy, and the σ(ΔW) mini-plot
     assert "→" in at.metric[0].value  # accuracy before → after
+    source = at.metric[1]  # beside it: what the run kept of the upright digits
+    assert source.label.startswith("Source task") and source.value.startswith("93.0% →")
     with runs.RunStore() as store:
         record = store.get(run_id)
     assert record.status == "finished" and record.has_weights
@@ -318,8 +329,11 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     assert len(sweep) == 1 and sweep[0].wait(120) and sweep[0].status == "finished"
     at.run()
     assert not at.exception
-    assert len(charts(at)) == 1  # accuracy against trainable parameters
-    assert {run_id, sweep[0].run_id} <= set(at.dataframe[-1].value["id"])
+    assert len(charts(at)) == 2  # accuracy against trainable parameters, and against the source
+    table = at.dataframe[-1].value
+    assert {run_id, sweep[0].run_id} <= set(table["id"])
+    assert set(table["Learning rate"]) == {0.01}  # each run's rate: here LoRA's own
+    assert table["Source task after"].notna().all()
     assert at.get("download_button")
     downloads = {button.proto.id.rsplit("-", 1)[-1] for button in at.get("download_button")}
     assert {"compare.peft", "compare.tensorboard"} <= downloads  # the managed run, two ways

@@ -56,10 +56,22 @@ def test_train_json_is_one_line_with_the_results_and_the_run_is_saved(home):
     keys = ("run_id", "test_acc_before", "test_acc_after", "trainable_params", "total_params")
     assert set(keys) | {"seconds", "status"} <= set(result)
     assert result["status"] == "finished" and result["steps"] == 5
+    assert result["lr"] == 0.01  # no --lr: LoRA's own default rate
+    assert result["source_acc_before"] == pytest.approx(0.93)  # the upright digits, as pretrained
+    assert 0 <= result["source_acc_after"] <= 1
     with RunStore() as store:
         record = store.get(result["run_id"])
     assert record.config == RunConfig(steps=5, shift="rotate", rank=2)
     assert record.owner == "cli" and record.test_acc_after == result["test_acc_after"]
+    assert record.source_acc_after == result["source_acc_after"]
+
+
+def test_each_method_trains_at_its_own_rate_unless_lr_is_given(capsys, restore_threads):
+    assert main(["train", "--method", "full", "--steps", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lr"] == 0.001
+    assert main(["train", "--method", "full", "--lr", "0.02", "--steps", "2"]) == 0
+    line = capsys.readouterr().out
+    assert "at lr 0.02" in line and "source task 0.930 →" in line
 
 
 def test_a_diverging_run_exits_1_with_its_reason(capsys, restore_threads):
@@ -243,7 +255,10 @@ ONE_LINE_ERRORS = {
     "lr not > 0": (["train", "--lr", "-1"], "lr must be"),
     "unknown model": (["train", "--model", "nope"], "unknown model"),
     "not a number": (["train", "--rank", "four"], "rank must be a whole number (got 'four')"),
-    "lr not a number": (["train", "--lr", "fast"], "lr must be a number (got 'fast')"),
+    "lr not a number": (
+        ["train", "--lr", "fast"],
+        "lr must be a number, or empty for the default (got 'fast')",
+    ),
     "bad JSON": (["train", "--shift-params", "{bad"], "shift_params must be a JSON object"),
     "JSON but no object": (["train", "--shift-params", "[[1, 2]]"], "shift_params must be"),
     "shift parameter not a number": (

@@ -104,8 +104,8 @@ def test_from_dict_rejects_unknown_or_malformed_settings(values):
         ({"rank": "four"}, "rank must be a whole number (got 'four')"),
         ({"rank": 2.5}, "rank must be a whole number (got 2.5)"),
         ({"steps": "x"}, "steps must be a whole number, or empty for none (got 'x')"),
-        ({"lr": "fast"}, "lr must be a number (got 'fast')"),
-        ({"lr": "nan"}, "lr must be a number (got 'nan')"),
+        ({"lr": "fast"}, "lr must be a number, or empty for the default (got 'fast')"),
+        ({"lr": "nan"}, "lr must be a number, or empty for the default (got 'nan')"),
         ({"alpha": True}, "alpha must be a number (got True)"),
         ({"dora": "maybe"}, "dora must be true or false (got 'maybe')"),
         ({"shift_params": "{bad"}, "shift_params must be a JSON object"),
@@ -228,3 +228,20 @@ def test_reading_settings_loads_no_torch():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_each_method_has_its_own_learning_rate_unless_one_is_set():
+    assert RunConfig().lr is None and RunConfig().learning_rate == 1e-2
+    assert RunConfig(method="full").learning_rate == 1e-3
+    assert RunConfig(method="top-k").learning_rate == 1e-3
+    assert {RunConfig(method=m).learning_rate for m in ("head", "bitfit")} == {1e-2}
+    assert RunConfig(method="full", lr=0.05).learning_rate == 0.05  # an explicit rate wins
+    # a sweep's baselines are replace(base, method=...): they take their own method's rate
+    assert [c.learning_rate for c in sweep_configs(RunConfig(), [4])] == [1e-2, 1e-2, 1e-3]
+    pinned = sweep_configs(RunConfig(lr=0.003), [4])
+    assert {c.learning_rate for c in pinned} == {0.003}
+    assert set(settings.DEFAULT_LR) == set(settings.METHODS)
+    # empty (a link, a flag) is "the method's", and it survives the store's JSON
+    assert RunConfig.from_dict({"lr": ""}).lr is None
+    assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+    assert parse(to_text(None), float | None) is None and parse("0.5", float | None) == 0.5

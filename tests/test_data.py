@@ -270,9 +270,17 @@ def test_planted_rank_labels_come_from_the_changed_model_which_is_a_copy(rank, s
     assert np.linalg.matrix_rank(planted.delta_W.numpy()) == rank
     teacher = data.with_update(base, planted.layer, planted.delta_W)
     assert torch.equal(task.y_test, data.predict(teacher, task.x_test))
+    with torch.no_grad():  # the logits to fit are the teacher's; the labels their argmax
+        assert torch.allclose(task.z_test, teacher.eval()(task.x_test))
+    assert torch.equal(task.z_train.argmax(1), task.y_train) and len(task.z_val) == len(task.y_val)
     assert torch.equal(task.x_test, source.x_test)
     changed = (data.predict(base, task.x_test) != task.y_test).float().mean()
     assert 0.4 < changed < 0.6  # about the 50 % asked for
+
+
+def test_only_the_planted_rank_task_has_logits_to_fit_and_keeps_its_head(source):
+    assert source.z_train is None and source.z_test is None
+    assert [name for name, info in data.SHIFTS.items() if info.keeps_head] == ["planted-rank"]
 
 
 def test_planted_layer_default_prefers_linear_and_skips_tiny_convolutions():

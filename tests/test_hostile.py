@@ -904,13 +904,16 @@ def test_a_schema_1_store_is_upgraded_and_its_runs_keep_their_weights(lab):
     with sqlite3.connect(lab / "runs.db") as db:
         db.execute("ALTER TABLE runs DROP COLUMN folder")
         db.execute("ALTER TABLE runs DROP COLUMN pid_started")
+        db.execute("ALTER TABLE runs DROP COLUMN source_acc_before")
+        db.execute("ALTER TABLE runs DROP COLUMN source_acc_after")
         db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     db.close()
     with RunStore() as store:
         assert store.weights_path(1) == lab / "runs" / "1" / runs.WEIGHTS_FILE
         store.load_run_model(1)
     with sqlite3.connect(lab / "runs.db") as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert version == (str(runs.SCHEMA_VERSION),)
     db.close()
 
 

@@ -79,3 +79,14 @@ def test_the_head_count_leaves_out_an_adapter_on_the_head():
     assert count.head == 0 and count.trainable == 2 * (5 + 16)
     methods.trainable_parameters(model, "full")
     assert methods.count_parameters(model).head == 16 * 5 + 5  # the head's W0 and bias
+
+
+def test_a_task_that_keeps_the_head_freezes_it_but_not_the_adapters():
+    model = lora.inject(ToyMLP(), ["fc1"], rank=2, alpha=2)
+    trained = grads_after_backward(model, "lora", train_head=False)
+    assert trained and not any(n.startswith("head") for n in trained)
+    assert {n.rsplit(".", 1)[-1] for n in trained} == {"A", "B"}
+    full = ToyMLP()
+    assert grads_after_backward(full, "full", train_head=False) == {
+        n for n, _ in full.named_parameters() if not n.startswith("head")
+    }

@@ -74,6 +74,8 @@ def test_a_run_comes_back_as_it_was_saved(store, home):
     summary = result.summary()
     for key in ("test_acc_before", "test_acc_after", "trainable_params", "total_params"):
         assert getattr(record, key) == summary[key]
+    for key in ("source_acc_before", "source_acc_after", "lr"):
+        assert record.summary()[key] == summary[key] is not None
     base, model = store.load_run_model(run_id)
     assert torch.equal(outputs(model), outputs(result.model))
     assert torch.equal(outputs(base), outputs(result.base))

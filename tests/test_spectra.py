@@ -355,6 +355,41 @@ def test_planted_update_found_exactly_overlaps_fully():
     assert math.isclose(found["sigma_learned"][0], found["sigma_planted"][0], rel_tol=1e-9)
 
 
+def test_an_update_that_finds_part_of_the_planted_subspace_covers_only_that_part():
+    """A rank-1 update along one of two planted directions covers half of them; φ(r, r) of
+    the top directions would call it a full match."""
+    rng = np.random.default_rng(4)
+    U = np.linalg.qr(rng.standard_normal((25, 2)))[0]
+    V = np.linalg.qr(rng.standard_normal((18, 2)))[0]
+    planted = torch.tensor(U @ np.diag([3.0, 2.0]) @ V.T)
+    one = spectra.LowRankDelta(torch.tensor(U[:, :1]), torch.tensor(V[:, :1].T), scaling=1.0)
+    found = spectra.planted_comparison(one, planted, planted_rank=2)
+    assert found["overlap_left"] == pytest.approx(0.5) and found["overlap_right"] == pytest.approx(
+        0.5
+    )
+    assert found["baseline_right"] == 2 / 18
+    random_side = np.linalg.qr(rng.standard_normal((25, 2)))[0]
+    expected = np.sum((U.T @ random_side) ** 2) / 2  # numpy, on the dense directions
+    other = spectra.planted_comparison(torch.tensor(random_side @ V.T), planted, planted_rank=2)
+    assert other["overlap_left"] == pytest.approx(expected)
+
+
+def test_relative_norms_compare_the_update_with_the_weight():
+    rng = np.random.default_rng(5)
+    W0, B, A = (
+        rng.standard_normal((20, 12)),
+        rng.standard_normal((20, 3)),
+        rng.standard_normal((3, 12)),
+    )
+    delta = 0.5 * B @ A
+    report = spectra.layer_report(
+        torch.tensor(W0), spectra.LowRankDelta(torch.tensor(B), torch.tensor(A), 0.5)
+    )
+    assert report["relative_norm_fro"] == pytest.approx(np.linalg.norm(delta) / np.linalg.norm(W0))
+    spectral = np.linalg.norm(delta, 2) / np.linalg.norm(W0, 2)
+    assert report["relative_norm_spectral"] == pytest.approx(spectral)
+
+
 # -- the experiments ------------------------------------------------------------------------------
 def test_an_experiment_runs_on_one_thread_and_judges_its_numbers():
     from core import experiments

@@ -13,8 +13,10 @@ from core.train import (
     Event,
     build_models,
     check_config,
+    evaluate,
     make_optimizer,
     parameter_count,
+    source_split,
     train,
 )
 
@@ -149,6 +151,41 @@ def test_a_diverging_loss_stops_with_a_reason_and_keeps_the_history():
     logged = [h["train_loss"] for h in result.history[1:]]
     assert all(torch.isfinite(torch.tensor(logged)))  # what was kept is the finite part
     assert result.test_acc_after is None
+
+
+def test_each_method_trains_at_its_own_rate_and_the_summary_says_which():
+    for method, rate in (("lora", 1e-2), ("full", 1e-3)):
+        config = RunConfig(method=method, steps=1)
+        _, model = build_models(config, 10)
+        assert {g["lr"] for g in make_optimizer(model, config).param_groups} == {rate}
+    assert run(steps=1).summary()["lr"] == 1e-2
+    assert run(steps=1, method="full", lr=0.05).summary()["lr"] == 0.05
+
+
+def test_a_run_reports_its_accuracy_on_the_source_task_before_and_after():
+    """The upright MNIST-5k test split the zoo models were pretrained on (the mlp: 93 %)."""
+    result = run(steps=30, method="full", lr=0.05)
+    source = source_split("mlp", 10)
+    assert result.source_acc_before == evaluate(result.base, *source)[1] == pytest.approx(0.93)
+    assert result.source_acc_after == evaluate(result.model, *source)[1]
+    assert result.source_acc_after < result.source_acc_before  # this run did forget
+    summary = result.summary()
+    assert summary["source_acc_before"] == result.source_acc_before
+    assert summary["source_acc_after"] == result.source_acc_after
+    assert source_split("resnet18", 10) is None  # pretrained on ImageNet: no source task here
+    assert source_split("mlp", 5) is None  # another head answers another question
+
+
+def test_the_planted_task_fits_the_teachers_logits_through_the_frozen_head():
+    result = run(shift="planted-rank", targets=["fc1"], rank=4, steps=20)
+    head = zoo.load("mlp").head
+    assert torch.equal(result.model.head.weight, head.weight)  # the base model's read-out
+    task = result.task
+    mse = torch.nn.functional.mse_loss(result.model(task.x_val), task.z_val).item()
+    assert result.history[-1]["val_loss"] == pytest.approx(mse, rel=1e-5)
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+    head_only = run(shift="planted-rank", method="head", steps=2)  # the floor still trains
+    assert not torch.equal(head_only.model.head.weight, head.weight)
 
 
 def test_lora_plus_gives_B_its_own_learning_rate():
