@@ -212,10 +212,14 @@ def save_settings(page: str, defaults: dict[str, Any]) -> None:
     st.session_state[f"{page}._link"] = query
 
 
-def exercise_link(page: str, values: dict[str, Any], widget: str) -> None:
+def exercise_link(page: str, values: dict[str, Any], widget: str, intro: str) -> None:
     """A teacher's link to ``page`` ("train" or "compare", its url path) with ``values``: pick
     the controls to hide, copy the link (st.code has a copy button). The link keeps the
-    language; presenter mode is the teacher's, not the students'."""
+    language; presenter mode is the teacher's, not the students'. Drawn only once a teacher
+    turns it on: the code box alone adds about a second to a page's load in the browser."""
+    if not st.toggle(tr("exercise.title"), key=f"{widget}.open"):
+        return
+    st.caption(tr(intro))
     defaults = links.page_defaults(page)
     hidden = st.multiselect(
         tr("exercise.hide"),
@@ -319,17 +323,17 @@ def _task_examples(model: str, dataset: str, shift: str, shift_params: dict, see
         return {"problem": "examples.failed", "reason": str(error)}
 
 
-def image_row(images, captions: list[str], key: str) -> None:
-    """Small images side by side, pixel for pixel, each above its caption (markdown: a line
-    break or a colour is allowed)."""
-    width = round(IMAGE_WIDTH * (PRESENTER_SCALE if presenter() else 1.0))
+def image_width() -> int:
+    """How wide a 28×28 example image is drawn, in pixels."""
+    return round(IMAGE_WIDTH * (PRESENTER_SCALE if presenter() else 1.0))
+
+
+@contextlib.contextmanager
+def crisp_images(key: str):
+    """A container whose images are drawn pixel for pixel, not blurred as they are enlarged."""
     with st.container(key=key):
         st.html(STRIP_CSS.format(css_class=css_class(key)))
-        for column, image, caption in zip(
-            st.columns(len(captions), gap="small"), images, captions, strict=True
-        ):
-            column.image(image, width=width)
-            column.caption(caption)
+        yield
 
 
 def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: int, key: str):
@@ -348,14 +352,17 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
             st.caption(tr(strip["problem"], reason=strip.get("reason", "")))
             return
         before, after = strip["labels_before"], strip["labels_after"]
-        st.caption(tr("examples.before"))
-        image_row(strip["before"], [str(label) for label in before], f"{key}_before")
-        if shift == "none":
-            st.caption(tr("examples.none"))
-            return
-        st.caption(tr("examples.after"))
-        captions = [
-            str(new) if new == old else f"{old} → {new}"
-            for old, new in zip(before, after, strict=True)
-        ]
-        image_row(strip["after"], captions, f"{key}_after")
+        # one st.image per row: ten images each in a column of their own took the browser
+        # a third of a second longer to draw (bench/page_load.py)
+        with crisp_images(key):
+            st.caption(tr("examples.before"))
+            st.image(list(strip["before"]), caption=[str(c) for c in before], width=image_width())
+            if shift == "none":
+                st.caption(tr("examples.none"))
+                return
+            st.caption(tr("examples.after"))
+            renamed = [
+                str(new) if new == old else f"{old} → {new}"
+                for old, new in zip(before, after, strict=True)
+            ]
+            st.image(list(strip["after"]), caption=renamed, width=image_width())

@@ -428,9 +428,7 @@ with st.container(border=True):
         sweep_progress, run_every=POLL_SECONDS if st.session_state.get(key("polling")) else None
     )()
 
-with st.expander(tr("exercise.title")):
-    st.caption(tr("exercise.intro"))
-    exercise_link(PAGE, settings, key("exercise"))
+exercise_link(PAGE, settings, key("exercise"), "exercise.intro")
 
 everyone = st.session_state[key("everyone")]
 if show("everyone"):

@@ -142,7 +142,7 @@ with tab_lessons:
                 icon=":material/play_circle:",
                 query_params=links.encode(lesson.settings),
             )
-            with st.expander(tr("exercise.title")):
-                st.caption(tr("exercise.lesson_intro"))
-                values = links.page_defaults(lesson.page) | lesson.settings
-                exercise_link(lesson.page, values, f"learn.exercise.{lesson.id}")
+            values = links.page_defaults(lesson.page) | lesson.settings
+            exercise_link(
+                lesson.page, values, f"learn.exercise.{lesson.id}", "exercise.lesson_intro"
+            )

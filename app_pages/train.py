@@ -13,11 +13,12 @@ import streamlit as st
 
 from app_pages.common import (
     bad_link,
+    crisp_images,
     current_settings,
     exercise_link,
     figure_layout,
     fixed_by_link,
-    image_row,
+    image_width,
     language,
     load_settings,
     log_ticks,
@@ -524,7 +525,12 @@ def predictions(run_id: int) -> None:
         + (" :green[✓]" if a == y else " :red[✗]")
         for y, b, a in zip(labels, before, after, strict=True)
     ]
-    image_row(shown_examples["images"], captions, key("predictions"))
+    with crisp_images(key("predictions")):  # two lines under each image: columns
+        for column, image, caption in zip(
+            st.columns(len(captions), gap="small"), shown_examples["images"], captions, strict=True
+        ):
+            column.image(image, width=image_width())
+            column.caption(caption)
 
 
 def live_view() -> None:
@@ -611,9 +617,7 @@ if base is not None and settings["method"] == "lora":
     with st.expander(tr("train.layers_title"), expanded=True):
         target_layers(base)
     settings = current_settings(PAGE, DEFAULTS)
-with st.expander(tr("exercise.title")):
-    st.caption(tr("exercise.intro"))
-    exercise_link(PAGE, settings, key("exercise"))
+exercise_link(PAGE, settings, key("exercise"), "exercise.intro")
 
 config: Any = None
 if problem is None:

@@ -1,6 +1,7 @@
 """How long does a page take to load? Seconds from opening a link to a fully drawn page.
 
-    python bench/page_load.py [--pages train compare] [--repeats 5] [--skip-browser]
+    python bench/page_load.py [--pages train compare learn] [--repeats 8] [--skip-browser]
+                              [--before DIR]
 
 Two measures. First the server's share, steady on a busy machine: CPU seconds of one run of
 the page's script in a new session (Streamlit's AppTest, in this process; the training
@@ -9,15 +10,18 @@ and again (a new session, cached). Then what a student sees: a real server (`str
 app.py` on a free loopback port, its own LoRA Lab home) and headless Chromium (Debian's, never
 a downloaded one). Each load opens the link in a fresh browser tab (a new session, as a
 student's click on a shared link) and waits until the script has run and every element is
-drawn. Printed per page: the first load after the server started (torch and the model load),
-the median of `--repeats` loads of the default link, and for each task shift the first load
-of its link and a second one (what a per-task cache saves).
+drawn; printed: the median wall time and the median time the browser's main thread was busy
+(Chromium's TaskDuration), which a busy machine inflates less. With --before DIR (another
+checkout, e.g. `git archive main | tar -x -C DIR`), both run side by side and their loads
+alternate, so that both see the same load on the machine. Each link is opened once first
+(not counted): the server loads torch, the model and the task's images.
 Target: the task strips add nothing a student notices to a load of a task seen before.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -50,14 +54,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: str) -> tuple[subprocess.Popen, str]:
+def start_server(root: Path, home: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = os.environ | {"LORA_LAB_HOME": home, "LORA_LAB_WORKERS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -71,16 +75,44 @@ def start_server(home: str) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("streamlit did not start within 60 s")
 
 
-def load(browser, url: str) -> float:
-    """Seconds from opening `url` in a new tab to the page fully drawn."""
+def load(browser, url: str) -> tuple[float, float]:
+    """Seconds from opening `url` in a new tab to the page fully drawn, and the seconds the
+    browser's main thread was busy meanwhile."""
     page = browser.new_page(viewport={"width": 1280, "height": 720})
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("Performance.enable")
     started = time.perf_counter()
     page.goto(url)
     page.wait_for_selector(DRAWN, timeout=120_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')")
     seconds = time.perf_counter() - started
+    metrics = devtools.send("Performance.getMetrics")["metrics"]
     page.close()
-    return seconds
+    return seconds, next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+
+
+def browser_figures(checkouts: dict[str, Path], links: list[str], repeats: int) -> None:
+    with contextlib.ExitStack() as stack, sync_playwright() as playwright:
+        urls = {}
+        for name, root in checkouts.items():
+            home = stack.enter_context(tempfile.TemporaryDirectory())
+            server, urls[name] = start_server(root, home)
+            stack.callback(server.wait, 10)
+            stack.callback(server.terminate)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        stack.callback(browser.close)
+        for link in links:
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
+            for url in urls.values():
+                load(browser, f"{url}/{link}")  # not counted: torch, the model, the images
+            for repeat in range(repeats):
+                order = list(urls.items())
+                for name, url in order if repeat % 2 == 0 else order[::-1]:
+                    times[name].append(load(browser, f"{url}/{link}"))
+            for name, loads in times.items():
+                wall = statistics.median(seconds for seconds, _ in loads)
+                busy = statistics.median(busy for _, busy in loads)
+                print(f"{link:<28} {name:<7} load {wall:.2f} s, browser busy {busy:.2f} s")
 
 
 def script_seconds(page: str, query: dict[str, str]) -> float:
@@ -111,36 +143,20 @@ def script_figures(pages: list[str], repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pages", nargs="+", default=["train", "compare"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pages", nargs="+", default=["train", "compare", "learn"])
+    parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--skip-browser", action="store_true")
+    parser.add_argument("--before", type=Path, help="another checkout to load side by side")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         os.environ["LORA_LAB_HOME"] = home
         os.environ["LORA_LAB_WORKERS"] = "1"
-        script_figures(args.pages, args.repeats)
+        script_figures([page for page in args.pages if page != "learn"], args.repeats)
     if args.skip_browser:
         return
-    with tempfile.TemporaryDirectory() as home, sync_playwright() as playwright:
-        server, url = start_server(home)
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for name in args.pages:
-                first = load(browser, f"{url}/{name}")
-                again = [load(browser, f"{url}/{name}") for _ in range(args.repeats)]
-                median = statistics.median(again)
-                print(
-                    f"{name}: first load {first:.2f} s, then median {median:.2f} s"
-                    f" (min {min(again):.2f}, max {max(again):.2f}) over {args.repeats}"
-                )
-                for shift in SHIFTS:
-                    link = f"{url}/{name}?shift={shift}"
-                    first, second = (load(browser, link) for _ in range(2))
-                    print(f"  shift={shift:<14} first {first:.2f} s, second {second:.2f} s")
-        finally:
-            browser.close()
-            server.terminate()
-            server.wait(10)
+    checkouts = {"this": ROOT} | ({"before": args.before} if args.before else {})
+    shifted = [f"{page}?shift=label-permute" for page in args.pages if page != "learn"]
+    browser_figures(checkouts, [*args.pages, *shifted], args.repeats)
 
 
 if __name__ == "__main__":
