@@ -187,6 +187,7 @@ class LiveRun:
         return live
 
 
+NO_RUN = LiveRun().frame  # the picture before any run: empty curves
 _runs: OrderedDict[Hashable, LiveRun] = OrderedDict()
 _runs_lock = threading.Lock()
 
