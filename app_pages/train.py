@@ -277,7 +277,8 @@ def live_figures(
             scatter(train_x, train_y, text.t("train.train_loss"), "lines"),
             scatter(val_x, val_y, text.t("train.val_loss"), "lines+markers"),
         ],
-        "layout": figure_layout(300, xaxis=step_axis(planned, text)),
+        # a loss is never negative: no axis below 0, also when it has no point yet
+        "layout": figure_layout(300, xaxis=step_axis(planned, text), yaxis={"rangemode": "tozero"}),
     }
     acc_x, acc_y = _frame.val_acc
     accuracy = {
