@@ -340,7 +340,8 @@ def live_figures(
             scatter(train_x, train_y, text.t("train.train_loss"), "lines"),
             scatter(val_x, val_y, text.t("train.val_loss"), "lines+markers"),
         ],
-        "layout": figure_layout(300, xaxis=step_axis(planned, text)),
+        # a loss is never negative: no axis below 0, also when it has no point yet
+        "layout": figure_layout(300, xaxis=step_axis(planned, text), yaxis={"rangemode": "tozero"}),
     }
     acc_x, acc_y = _frame.val_acc
     accuracy = {
@@ -484,13 +485,11 @@ def resume() -> None:
         st.session_state[key("run")] = found.id
 
 
-def charts(view: live.RunView) -> None:
-    """Loss and accuracy (empty axes until the first point, so the browser loads its plotting
-    code while the run waits, not when the point arrives), and σ(ΔW) once there is one."""
-    frame = view.frame
-    if view.done and not frame.has_points:  # it ended before its first step
-        return
-    figures = live_figures(frame.run, frame.version, language(), view.planned, frame)
+def charts(frame: live.Frame, planned: int) -> None:
+    """Loss and accuracy, and σ(ΔW) once there is one. Empty axes too, before the first point
+    and before the first run: the browser loads its plotting code (a 4.7 MB script, seconds of
+    a busy laptop's CPU) while the student sets up or the run waits, not when the point comes."""
+    figures = live_figures(frame.run, frame.version, language(), planned, frame)
     col_loss, col_acc = st.columns(2)
     col_loss.markdown(f"**{tr('train.loss')}**")
     col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))
@@ -539,6 +538,7 @@ def live_view() -> None:
     view = current_view()
     if view is None:
         st.info(tr("train.nothing_yet"))
+        charts(live.NO_RUN, st.session_state[key("steps")] or 1)
         return
     if view.job is None:  # a stored run: say which, the student did not start it just now
         st.caption(tr("train.latest", id=view.run_id, name=store().get_summary(view.run_id).name))
@@ -549,8 +549,10 @@ def live_view() -> None:
     progress(view)
     if view.done:
         outcome(view)
-    if not st.session_state[key("charts_outside")]:
-        charts(view)
+    if not st.session_state[key("charts_outside")] and not (
+        view.done and not view.frame.has_points
+    ):
+        charts(view.frame, view.planned)  # (not for a run that ended before its first step)
     if view.poll_seconds() != st.session_state.get(key("poll")):
         st.rerun()
 
@@ -656,4 +658,4 @@ with action:
     st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
     st.fragment(live_view, run_every=st.session_state[key("poll")])()
     if st.session_state[key("charts_outside")]:
-        charts(view)
+        charts(view.frame, view.planned)

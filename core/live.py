@@ -29,11 +29,13 @@ from core.train import Event
 
 MAX_POINTS = 300  # per curve sent to the browser; plotly draws more, the eye sees no more
 KEEP_RUNS = 256  # runs whose curves stay in memory (the newest watched); others are rebuilt
-# Seconds between two polls of a watching page. Running: quickly, for the live feel of a click
-# (only as many runs as the pool has workers run at once). Queued: slowly, only its place in
-# the queue changes, and most of a class waits there.
+# Seconds between two polls of a watching page. Each poll costs the server a few ms and the
+# browser ~50 ms plus ~25 ms per chart redrawn (measured on the 2-core bench machine, where the
+# class's browsers share the cores with the training). Running: twice a second, the live feel
+# of a click (the default run takes 1-2 s; only as many pages as the pool has workers poll this
+# fast). Queued: slowly, only its place in the queue changes, and most of a class waits there.
 POLL_RUNNING = 0.5
-POLL_QUEUED = 2.0
+POLL_QUEUED = 3.0
 
 
 def thin_stride(count: int, limit: int = MAX_POINTS) -> int:
@@ -185,6 +187,7 @@ class LiveRun:
         return live
 
 
+NO_RUN = LiveRun().frame  # the picture before any run: empty curves
 _runs: OrderedDict[Hashable, LiveRun] = OrderedDict()
 _runs_lock = threading.Lock()
 

@@ -45,6 +45,17 @@ def charts(at: AppTest) -> list:
     return at.get("plotly_chart")
 
 
+def count_line(at: AppTest) -> str:
+    """The Train page's line that counts the trainable parameters."""
+    return next(m.value for m in at.markdown if "trainable parameters of" in m.value)
+
+
+def points(at: AppTest) -> int:
+    """How many points the page's charts plot, all traces together."""
+    specs = [json.loads(chart.proto.spec) for chart in charts(at)]
+    return sum(len(trace.get("x", [])) for spec in specs for trace in spec["data"])
+
+
 @pytest.fixture(scope="module")
 def trained(lab_home) -> tuple[AppTest, int]:
     """The Train page after a short run: (the page, the saved run's id)."""
@@ -97,9 +108,10 @@ def test_train_page_widgets_and_parameter_count(lab_home):
     at.selectbox(key="train.method").set_value("lora").run()
     assert at.checkbox(key="train.dora").value is False
     assert len(at.dataframe) == 1  # the target-layer table
-    count = at.markdown[-1].value
+    assert len(charts(at)) == 2 and points(at) == 0  # the axes the first run will fill
+    count = count_line(at)
     at.number_input(key="train.rank").set_value(8).run()
-    assert at.markdown[-1].value != count  # the count follows the rank
+    assert count_line(at) != count  # the count follows the rank
 
 
 def test_train_run_produces_curves_and_a_saved_run(trained, lab_home):
@@ -504,7 +516,7 @@ def test_an_imagenet_model_starts_with_targets_that_pick_layers(
     at.selectbox(key="train.model").set_value(name).run()
     assert not at.exception and not at.error
     assert set(at.session_state["train.targets"].split(",")) == set(targets.split(","))
-    assert "trainable parameters" in at.markdown[-1].value
+    assert "trainable parameters" in count_line(at)
     assert not at.button(key="train.start").disabled
 
 
@@ -607,7 +619,7 @@ def test_a_run_that_fails_before_its_first_step_shows_only_why(lab_home):
 
 def test_train_count_says_what_trains_besides_the_adapters(lab_home):
     at = open_page("train")
-    line = at.markdown[-1].value
+    line = count_line(at)
     trainable, adapters, head = (
         int(re.search(pattern, line).group(1).replace(",", ""))
         for pattern in (
@@ -652,7 +664,7 @@ def test_a_shared_link_carries_the_settings_not_the_senders_runs(trained, lab_ho
     assert not any(student in f"{name}={value}" for name, value in link.items())
     classmate = open_page("train", link)  # another student opens the copied link
     assert classmate.number_input(key="train.steps").value == TRAIN_STEPS  # the settings
-    assert not charts(classmate) and "train.job" not in classmate.session_state  # not the runs
+    assert "train.job" not in classmate.session_state and points(classmate) == 0  # not the runs
     assert any("Press **Train** to start" in info.value for info in classmate.info)
 
 
