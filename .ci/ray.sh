@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # A two-node Ray cluster on this machine, for the tests of the Ray executor (core/ray_jobs.py).
 #
-#   bash .ci/ray.sh start    starts a head and a second node, one CPU each, on free ports;
-#                            prints the head's address (for LORA_LAB_TEST_RAY / LORA_LAB_RAY)
-#   bash .ci/ray.sh stop     stops those two nodes, and only those
+#   eval "$(bash .ci/ray.sh start)"   starts a head and a second node, one CPU each, on free
+#                                     ports; prints the exports that reach it: its address in
+#                                     LORA_LAB_TEST_RAY, and Ray's token authentication
+#   bash .ci/ray.sh stop              stops those two nodes, and only those
 #
 # Each node runs `ray start --block` in the background: a node so started shuts its own Ray
 # processes down when it gets SIGTERM, which is how `stop` ends them (`ray stop` would end every
 # Ray process on the machine, a neighbour's too). Their pids, logs, Ray's temporary files and
 # the LORA_LAB_HOME their workers see (datasets, weights) live in .ci/.ray/ (git ignores it).
-# The head is reached at 127.0.0.1; Ray itself has no setting to bind its GCS and raylets to one
-# interface, so they listen on all of them: a CI machine must not expose its ports.
+# The head is reached at 127.0.0.1, but Ray has no setting to bind its GCS and raylets to one
+# interface, so they listen on all of them: the cluster requires a token of its own
+# (RAY_AUTH_MODE=token, a random one in .ci/.ray/token), without which nobody else can run code
+# on it, and which a process that joins it needs too (hence the exports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAY=${RAY:-.venv/bin/ray}
 PYTHON=${PYTHON:-.venv/bin/python}
 STATE=.ci/.ray
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$PWD/$STATE/token"
 
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -30,33 +34,51 @@ start_node() {
   echo $! >"$STATE/$name.pid"
 }
 
-# the nodes the cluster at $1 has alive (0 while its head does not answer)
-nodes() {
-  "$PYTHON" - "$1" <<'PY' 2>/dev/null || echo 0
+# whether something accepts connections on 127.0.0.1, port $1
+answers() {
+  "$PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+    "$1" 2>/dev/null
+}
+
+# whether the cluster at $1 has both nodes alive
+has_two_nodes() {
+  local alive
+  alive=$("$PYTHON" - "$1" <<'PY' 2>/dev/null
 import sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 print(sum(1 for node in ray.nodes() if node["Alive"]))
 PY
+  ) || return 1
+  [ "$alive" = 2 ]
+}
+
+# wait until the command "${@:3}" succeeds, at most $2 seconds, while node $1 still runs
+wait_for() {
+  local name=$1 deadline=$((SECONDS + $2))
+  shift 2
+  until "$@"; do
+    if ! kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+      echo "ray.sh: the Ray $name node did not come up (its log: $STATE/$name.log)" >&2
+      stop; exit 1
+    fi
+    sleep 1
+  done
 }
 
 start() {
   if [ -e "$STATE/head.pid" ]; then echo "ray.sh: a cluster is already started here ($STATE)" >&2; exit 1; fi
   mkdir -p "$STATE"
+  (umask 077 && "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$STATE/token")
   local port; port=$(free_port)
   local address=127.0.0.1:$port
   start_node head --head --port="$port" --node-ip-address=127.0.0.1 --include-dashboard=false \
     --ray-client-server-port="$(free_port)"
-  for _ in $(seq 120); do  # the head takes a few seconds
-    "$PYTHON" -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
-    sleep 0.5
-  done
+  wait_for head 120 answers "$port"
   start_node worker --address="$address"
-  for _ in $(seq 60); do
-    [ "$(nodes "$address")" = 2 ] && { echo "$address" >"$STATE/address"; echo "$address"; return; }
-    sleep 1
-  done
-  echo "ray.sh: the two Ray nodes did not come up (logs in $STATE)" >&2
-  stop; exit 1
+  wait_for worker 180 has_two_nodes "$address"
+  echo "$address" >"$STATE/address"
+  printf 'export LORA_LAB_TEST_RAY=%q RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=%q\n' \
+    "$address" "$RAY_AUTH_TOKEN_PATH"
 }
 
 stop() {
@@ -70,7 +92,7 @@ stop() {
     done
     rm -f "$STATE/$name.pid"
   done
-  rm -f "$STATE/address"
+  rm -f "$STATE/address" "$STATE/token"
 }
 
 case "${1:-}" in

@@ -94,9 +94,9 @@ def _join(setting: str, address: str | None) -> None:
         _check_answers(setting)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        why = _line(error)
-        raise ValueError(f"{SETTING}={setting}: Ray could not start there: {why}") from None
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
+        why = _line(error)  # e.g. a cluster that wants a token (RAY_AUTH_MODE) this one lacks
+        raise ValueError(f"{SETTING}={setting}: Ray could not join or start it: {why}") from None
 
 
 def ray_address(setting: str) -> str | None:

@@ -7,7 +7,7 @@ import pytest
 
 from core import experiments, lessons, links, zoo
 from core.config import RunConfig, sweep_configs
-from core.jobs import check_planned
+from core.executors import check_planned
 from core.limits import COMMAND_LINE, SERVER, VARIABLES, Limits
 from core.targets import default_targets
 
