@@ -362,7 +362,7 @@ def outcome(job: jobs.Job) -> None:
         st.warning(tr("train.stopped", reason=job.reason))
     if result.get("test_acc_after") is not None:
         before, after = result["test_acc_before"], result["test_acc_after"]
-        c1, c_source, c2, c3 = st.columns(4)
+        c1, c_source, c2, c3 = st.columns([3, 3, 2, 2])
         c1.metric(
             tr("train.acc"),
             f"{before:.1%} → {after:.1%}",
