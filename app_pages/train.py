@@ -424,7 +424,8 @@ def outcome(view: live.RunView) -> None:
         st.warning(tr("train.unfinished", reason=view.reason))
     if result.get("test_acc_after") is not None:
         before, after = result["test_acc_before"], result["test_acc_after"]
-        c1, c_source, c2, c3 = st.columns(4)
+        # the two accuracies side by side, wide enough for "37.6% → 90.2%" on a projector
+        c1, c_source = st.columns(2)
         c1.metric(
             tr("train.acc"),
             f"{before:.1%} → {after:.1%}",
@@ -438,6 +439,7 @@ def outcome(view: live.RunView) -> None:
                 delta=tr("train.points", value=f"{(lost - kept) * 100:+.1f}"),
                 help=tr("train.source_help"),
             )
+        c2, c3, _ = st.columns(3)
         c2.metric(
             tr("train.trainable"),
             f"{result['trainable_params']:,}",

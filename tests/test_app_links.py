@@ -211,3 +211,14 @@ def test_presenter_mode_reads_as_a_flag():
     assert links.from_query({"presenter": "1"}, flag) == ({"presenter": True}, [])
     assert links.from_query({"presenter": "true"}, flag) == ({"presenter": True}, [])
     assert links.from_query({"presenter": "big"}, flag) == ({"presenter": False}, ["presenter"])
+
+
+def test_a_link_without_a_learning_rate_leaves_it_to_the_method():
+    defaults = links.train_defaults()
+    assert defaults["lr"] is None  # the Train page: each method at its own rate
+    assert links.from_query({"lr": "0.05"}, defaults) == (defaults | {"lr": 0.05}, [])
+    assert links.from_query({"lr": ""}, defaults) == (defaults, [])
+    assert links.from_query({"lr": "fast"}, defaults) == (defaults, ["lr"])
+    assert "lr" not in links.to_query(defaults | {"method": "full"}, defaults)
+    sweep = links.compare_configs(links.COMPARE_DEFAULTS, "all-linear")
+    assert {c.method: c.learning_rate for c in sweep} == {"lora": 1e-2, "head": 1e-2, "full": 1e-3}

@@ -170,8 +170,9 @@ def test_a_claim_fails_when_its_preset_no_longer_makes_it(runs):
 
 
 def test_lesson_planted(runs):
-    """look_for: at rank 2 < r* = 4 the loss stays high and the overlap with ΔW* near 0; at
-    rank 4 the loss drops, the accuracy jumps and the overlap is about 0.8."""
+    """look_for: the loss starts high (70 to 110); at rank 2 < r* = 4 it levels off at about
+    10 and the overlap with ΔW* stays about 0.1; at rank 4 the loss falls almost to 0, the
+    accuracy jumps and the overlap is about 0.8."""
     small = train_lesson("planted")
     found = dataclasses.replace(small, rank=data.SHIFTS["planted-rank"].params["rank"])  # r*
     assert small.rank < found.rank == 4
@@ -182,7 +183,12 @@ def test_lesson_planted(runs):
         for side in ("overlap_left", "overlap_right"):
             assert cover_high[side] >= 0.6 and cover_low[side] <= 0.3, (side, low.seed)
         loss_low, loss_high = (r.history[-1]["val_loss"] for r in (low_run, high_run))
-        assert loss_low >= 20 * loss_high, (loss_low, loss_high)
+        start = low_run.history[0]["val_loss"]  # the base model's
+        assert 60 <= start <= 120 and 5 <= loss_low <= 20 and loss_high <= 0.5, (
+            start,
+            loss_low,
+            loss_high,
+        )
         assert high_run.test_acc_after - low_run.test_acc_after >= 0.08
 
 
