@@ -702,9 +702,9 @@ def test_a_run_whose_process_died_shows_as_interrupted(lab_home):
 
 
 def test_a_queued_run_shows_its_place_and_empty_axes_and_polls_slowly(lab_home):
-    first = open_page("train", {"steps": "5000"})  # the one worker of the tests: busy
+    first = open_page("train", {"steps": "2000"})  # the one worker of the tests: busy
     first.button(key="train.start").click().run()
-    second = open_page("train", {"steps": "5000"})
+    second = open_page("train", {"steps": "2000"})
     second.button(key="train.start").click().run()
     started = [at.session_state["train.job"] for at in (first, second)]
     try:
