@@ -149,7 +149,7 @@ def _acc(value: float | None) -> str:
 # -- sweep ----------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
     # No more worker processes than cores: each is a process with its share of the threads.
-    check_bound("--workers", args.workers, Bound(0, jobs.cores(), whole=True))
+    check_bound("--workers", args.workers, Bound(0, executors.cores(), whole=True))
     base = config_from(args)
     limits = check_limits(base)  # the sweep's runs differ from it in method and rank only
     configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)

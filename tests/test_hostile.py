@@ -913,7 +913,7 @@ def test_a_schema_1_store_is_upgraded_and_its_runs_keep_their_weights(lab):
         store.load_run_model(1)
     with sqlite3.connect(lab / "runs.db") as db:
         version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        assert version == (str(runs.SCHEMA_VERSION),)
+        assert version == (str(rundb.SCHEMA_VERSION),)
     db.close()
 
 
