@@ -15,30 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from app_session import APP, TIMEOUT, open_page
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from core import jobs, lessons, live, measure, runs, whatif, zoo
 from core.config import RunConfig
 
-APP = "../app.py"
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 60  # the first run of a page imports torch and loads a model
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
-
-
-def open_page(page: str, query: dict | None = None, student: str | None = None) -> AppTest:
-    """A new browser session on `page` (with a link's `query`); `student`: the id its browser
-    keeps (AppTest has no browser: each session is a new student otherwise)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if student is not None:
-        at.session_state["student"], at.session_state["student.kept"] = student, True
-    at.run()
-    at.switch_page(f"app_pages/{page}.py")
-    at.query_params.update(query or {})
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def charts(at: AppTest) -> list:

@@ -8,27 +8,13 @@ import json
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from app_session import open_page
 from streamlit.testing.v1 import AppTest
 
 from core import data, examples, links
 from core.config import RunConfig
 
-APP = "../app.py"
-TIMEOUT = 60
 TRAIN = links.train_defaults()
-
-
-def open_page(page: str, query: dict | None = None, first: dict | None = None) -> AppTest:
-    """The page opened from a link with ``query``; ``first`` is the query of the very first
-    run of the session (what the app reads once, as presenter mode)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update(first or {})
-    at.run()
-    at.switch_page(f"app_pages/{page}.py")
-    at.query_params.update(query or {})
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def images(at: AppTest) -> list:

@@ -142,9 +142,10 @@ def test_a_run_whose_process_died_shows_as_interrupted_not_running(store):
     server): once the store is checked, the page shows it ended, with the reason."""
     script = (
         "import sys; from core.runs import RunStore; from core.config import RunConfig;"
-        "RunStore(sys.argv[1]).create(RunConfig(steps=50), owner='ann')"
+        "RunStore(*sys.argv[1:]).create(RunConfig(steps=50), owner='ann')"
     )
-    subprocess.run([sys.executable, "-c", script, str(store.path)], check=True, cwd=ROOT)
+    where = [str(store.path)] if store.path else []  # PostgreSQL: LORA_LAB_DB, inherited
+    subprocess.run([sys.executable, "-c", script, *where], check=True, cwd=ROOT)
     store.recover()  # what opening or listing the store does too
     record = store.list(owner="ann")[0]
     shown = live.RunView.of_record(store.get(record.id))

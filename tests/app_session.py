@@ -1,0 +1,30 @@
+"""Opening a page of the app in AppTest as a new browser session: shared by the page tests."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+APP = "../app.py"
+TIMEOUT = 60  # the first run of a page imports torch and loads a model
+
+
+def open_page(
+    page: str,
+    query: dict | None = None,
+    *,
+    first: dict | None = None,
+    student: str | None = None,
+) -> AppTest:
+    """A new browser session on `page`, opened from a link with `query`. `first`: the query of
+    the session's very first run (what the app reads once, as presenter mode); `student`: the
+    id its browser keeps (AppTest has no browser: each session is a new student otherwise)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if student is not None:
+        at.session_state["student"], at.session_state["student.kept"] = student, True
+    at.query_params.update(first or {})
+    at.run()
+    at.switch_page(f"app_pages/{page}.py")
+    at.query_params.update(query or {})
+    at.run()
+    assert not at.exception, at.exception
+    return at
