@@ -7,7 +7,15 @@ Streamlit would also treat that folder as an old-style multipage app.)
 
 import streamlit as st
 
-from app_pages.common import language, presenter, presenter_style, remember_student, store, tr
+from app_pages.common import (
+    language,
+    presenter,
+    presenter_style,
+    relabel,
+    remember_student,
+    store,
+    tr,
+)
 from core import __version__, jobs
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from core.links import PRESENTER
@@ -75,6 +83,7 @@ def main() -> None:
         st.caption(tr("sidebar.version", version=__version__))
         remember_student()  # the same student after a reload, in a new tab, after a restart
     presenter_style()
+    relabel()  # before a page draws its select boxes (see common.choice)
 
     try:
         page.run()

@@ -11,6 +11,7 @@ import contextlib
 import math
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import plotly.graph_objects as go
@@ -62,14 +63,37 @@ def tr(key: str, **values: object) -> str:
     return catalog(language()).t(key, **values)
 
 
+_RELABELLED = "relabelled-widgets"  # session key: the widgets that choice() drew
+
+
+def choice(
+    draw: Callable, label: str, options: list, widget: str, shown: Callable[[Any], str], **kwargs
+) -> Any:
+    """A select box (``draw``: a selectbox or multiselect) whose options' labels can change.
+
+    The browser keeps the *label* of a box's choice, not the value: once the labels change (the
+    language is switched, a run's status moves from running to finished), the kept label matches
+    no option, and Streamlit quietly falls back to the first option while the box still shows the
+    old label. So every such box is noted here, and relabel() gives each its value again before
+    a page is drawn, which makes Streamlit send the label that is current.
+    """
+    st.session_state.setdefault(_RELABELLED, set()).add(widget)
+    return draw(label, options, key=widget, persist_state="session", format_func=shown, **kwargs)
+
+
+def relabel() -> None:
+    """Give every box choice() drew its value again (see there); app.py calls it on every run.
+
+    Read before the box is drawn again, a value is still read with the labels the browser has."""
+    for widget in st.session_state.get(_RELABELLED, ()):
+        if widget in st.session_state:
+            st.session_state[widget] = st.session_state[widget]
+
+
 def titled_select(where: Any, label: str, options: list[str], widget: str, names: str) -> str:
     """A selectbox over catalog entries (models, datasets, shifts), each shown by its title."""
-    return where.selectbox(
-        tr(label),
-        options,
-        key=widget,
-        persist_state="session",
-        format_func=lambda name: tr(f"{names}.{name}.title"),
+    return choice(
+        where.selectbox, tr(label), options, widget, lambda name: tr(f"{names}.{name}.title")
     )
 
 

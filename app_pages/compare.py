@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.common import (
+    choice,
     exercise_link,
     fixed_by_link,
     load_settings,
@@ -243,11 +244,12 @@ def manage(records: list[RunRecord]) -> None:
         st.info(tr("compare.no_own_runs"))
         return
     col_pick, col_name, col_rename = st.columns([3, 3, 1], vertical_alignment="bottom")
-    run_id = col_pick.selectbox(
+    run_id = choice(
+        col_pick.selectbox,
         tr("compare.manage_run"),
         list(by_id),
-        key=key("manage"),
-        format_func=lambda i: run_label(by_id[i]),
+        key("manage"),
+        lambda i: run_label(by_id[i]),
     )
     new_name = col_name.text_input(
         tr("compare.new_name"), value=by_id[run_id].name, key=key(f"name.{run_id}")
@@ -354,12 +356,12 @@ def runs_section(records: list[RunRecord]) -> None:
     st.session_state[key("runs")] = [i for i in st.session_state[key("runs")] if i in by_id]
     chosen = st.session_state[key("runs")]
     if show("runs"):
-        chosen = st.multiselect(
+        chosen = choice(
+            st.multiselect,
             tr("compare.curves_runs"),
             list(by_id),
-            key=key("runs"),
-            persist_state="session",
-            format_func=lambda i: run_label(by_id[i]),
+            key("runs"),
+            lambda i: run_label(by_id[i]),
             placeholder=tr("compare.curves_placeholder"),
         )
     if chosen:

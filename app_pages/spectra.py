@@ -9,6 +9,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app_pages.common import (
+    choice,
     load_settings,
     log_ticks,
     run_label,
@@ -666,12 +667,8 @@ by_id = {record.id: record for record in records}
 if st.session_state[key("run")] not in by_id:
     st.session_state[key("run")] = records[0].id
 col_run, col_layer, col_norm = st.columns([3, 2, 2], vertical_alignment="bottom")
-run_id = col_run.selectbox(
-    tr("spectra.run"),
-    list(by_id),
-    key=key("run"),
-    format_func=lambda i: run_label(by_id[i]),
-    persist_state="session",
+run_id = choice(
+    col_run.selectbox, tr("spectra.run"), list(by_id), key("run"), lambda i: run_label(by_id[i])
 )
 record = by_id[run_id]
 try:
@@ -738,12 +735,12 @@ others = runs.comparable_runs(
 )
 if st.session_state[key("other")] not in [0, *others]:
     st.session_state[key("other")] = 0
-other = st.selectbox(
+other = choice(
+    st.selectbox,
     tr("spectra.other"),
     [0, *others],
-    key=key("other"),
-    persist_state="session",
-    format_func=lambda i: tr("spectra.none") if i == 0 else run_label(by_id[i]),
+    key("other"),
+    lambda i: tr("spectra.none") if i == 0 else run_label(by_id[i]),
 )
 if other:
     compare_runs(run_id, other, layer, f"#{other}")

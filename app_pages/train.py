@@ -13,6 +13,7 @@ import streamlit as st
 
 from app_pages.common import (
     bad_link,
+    choice,
     crisp_images,
     current_settings,
     exercise_link,
@@ -140,12 +141,12 @@ def method_settings() -> None:
     method = st.session_state[key("method")]  # the box's value (drawn below), or a link's
     cols = slots(["method", "top_k" if method == "top-k" else "rank", "alpha"])
     if "method" in cols:
-        cols["method"].selectbox(
+        choice(
+            cols["method"].selectbox,
             tr("train.method"),
             CHOICES["method"],
-            key=key("method"),
-            persist_state="session",
-            format_func=lambda name: tr(f"methods.{name}"),
+            key("method"),
+            lambda name: tr(f"methods.{name}"),
         )
     st.caption(tr(f"methods.{method}_help"))
     if method == "top-k" and "top_k" in cols:
@@ -172,20 +173,20 @@ def method_settings() -> None:
         )
     cols = slots(["init", "scaling", "dora"], vertical_alignment="bottom")
     if "init" in cols:
-        cols["init"].selectbox(
+        choice(
+            cols["init"].selectbox,
             tr("train.init"),
             CHOICES["init"],
-            key=key("init"),
-            persist_state="session",
-            format_func=lambda name: tr(f"inits.{name}"),
+            key("init"),
+            lambda name: tr(f"inits.{name}"),
         )
     if "scaling" in cols:
-        cols["scaling"].selectbox(
+        choice(
+            cols["scaling"].selectbox,
             tr("train.scaling"),
             CHOICES["scaling"],
-            key=key("scaling"),
-            persist_state="session",
-            format_func=lambda name: tr(f"scalings.{name}"),
+            key("scaling"),
+            lambda name: tr(f"scalings.{name}"),
         )
     if "dora" in cols:
         cols["dora"].checkbox(

@@ -10,6 +10,9 @@ import time
 
 import pytest
 
+from core.config import RunConfig
+from core.i18n import catalog
+
 pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1280, "height": 720}
@@ -221,3 +224,35 @@ def test_a_students_runs_survive_a_reload_a_new_tab_and_a_restart_not_a_shared_l
         metric = page.locator("[data-testid='stMetricValue']").first.inner_text()
         assert metric == trained
     context.close()
+
+
+def test_switching_the_language_relabels_every_choice_and_keeps_it(app_url, browser):
+    """A select box's browser side keeps the label it shows: after 中文 → English every box must
+    show its (non-default) choice in English, and the page must still use that choice."""
+    page = new_page(browser)
+    page.goto(f"{app_url}/train?lang=zh&shift=permute&init=pissa")
+    wait_for_app(page)
+    boxes = page.locator("[data-testid='stMain'] [data-testid='stSelectbox'] input[role=combobox]")
+
+    def shown() -> list[str]:
+        return [box.input_value() for box in boxes.all()]
+
+    def expected(language: str) -> list[str]:
+        text, default = catalog(language).t, RunConfig()
+        return [
+            text(f"models.{default.model}.title"),
+            text(f"datasets.{default.dataset}.title"),
+            text("shifts.permute.title"),
+            text(f"methods.{default.method}"),
+            text("inits.pissa"),
+            text(f"scalings.{default.scaling}"),
+        ]
+
+    assert shown() == expected("zh")
+    page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+    page.get_by_role("option", name="English").click()
+    page.get_by_text(catalog("en").t("train.title")).wait_for()
+    wait_for_app(page)
+    assert shown() == expected("en")
+    page.get_by_text(catalog("en").t("shifts.permute.explanation")).wait_for()  # the choice, kept
+    page.context.close()
