@@ -46,6 +46,7 @@ def presenter() -> bool:
 
 
 PRESENTER_SCALE = 1.4  # figures' heights and fonts in presenter mode
+FIGURE_FONT = 15  # px, a figure's text outside presenter mode
 PRESENTER_CSS = """<style>
 html { font-size: 20px; }  /* Streamlit sizes text in rem: everything grows with it */
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
@@ -261,17 +262,24 @@ def exercise_link(page: str, values: dict[str, Any], widget: str, intro: str) ->
 
 PROJECTOR_LAYOUT = {  # large readable text and tight margins: figures are shown on projectors
     "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
-    "font": {"size": 15},
+    "font": {"size": FIGURE_FONT},
     "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
 }
 
 
 def style(fig: go.Figure, height: int = 360, **layout: Any) -> go.Figure:
-    """The projector layout on a figure (``layout`` may use plotly's ``a_b`` shorthands); in
-    presenter mode larger still."""
+    """The projector layout on a figure (``layout`` may use plotly's ``a_b`` shorthands). In
+    presenter mode the figure is taller and every text in it larger, the axes' ticks and titles
+    too (Streamlit's plotly theme sizes those itself otherwise)."""
     scale = PRESENTER_SCALE if presenter() else 1.0
-    larger = {"font": {"size": round(15 * scale)}}
-    fig.update_layout(height=round(height * scale), **(PROJECTOR_LAYOUT | larger | layout))
+    size = round(FIGURE_FONT * scale)
+    fig.update_layout(
+        height=round(height * scale), **(PROJECTOR_LAYOUT | {"font": {"size": size}} | layout)
+    )
+    if presenter():
+        for update in (fig.update_xaxes, fig.update_yaxes):
+            update(tickfont={"size": size}, title_font={"size": size})
+        fig.update_layout(legend_font_size=size)
     return fig
 
 
@@ -380,7 +388,12 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
         # a third of a second longer to draw (bench/page_load.py)
         with crisp_images(key):
             st.caption(tr("examples.before"))
-            st.image(list(strip["before"]), caption=[str(c) for c in before], width=image_width())
+            st.image(
+                list(strip["before"]),
+                caption=[str(c) for c in before],
+                width=image_width(),
+                output_format="PNG",  # not JPEG's blur around thin strokes
+            )
             if shift == "none":
                 st.caption(tr("examples.none"))
                 return
@@ -389,4 +402,6 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
                 str(new) if new == old else f"{old} → {new}"
                 for old, new in zip(before, after, strict=True)
             ]
-            st.image(list(strip["after"]), caption=renamed, width=image_width())
+            st.image(
+                list(strip["after"]), caption=renamed, width=image_width(), output_format="PNG"
+            )

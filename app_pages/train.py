@@ -531,7 +531,7 @@ def predictions(run_id: int) -> None:
         for column, image, caption in zip(
             st.columns(len(captions), gap="small"), shown_examples["images"], captions, strict=True
         ):
-            column.image(image, width=image_width())
+            column.image(image, width=image_width(), output_format="PNG")
             column.caption(caption)
 
 

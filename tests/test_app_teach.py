@@ -166,15 +166,18 @@ def test_the_layer_table_points_to_the_evidence_on_the_spectra_page(lab_home):
 # ----------------------------------------------------------------------------- presenter mode
 
 
-def figure_height(at: AppTest) -> int:
-    return json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["height"]
+def figure_layout(at: AppTest) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
 
 
 def test_presenter_mode_from_a_link_enlarges_text_and_figures_across_pages(lab_home):
     plain = open_page("learn")
     at = open_page("learn", first={"presenter": "1"})
     assert at.toggle(key="presenter").value is True
-    assert figure_height(at) > figure_height(plain)  # the toy's matrices, 240 px → larger
+    large, small = figure_layout(at), figure_layout(plain)
+    assert large["height"] > small["height"]  # the toy's matrices, 240 px → larger
+    assert large["font"]["size"] > small["font"]["size"]
+    assert large["xaxis"]["title"]["font"]["size"] == large["font"]["size"]  # not the theme's
     assert any("font-size" in html.proto.body for html in at.get("html"))
     assert not any("font-size" in html.proto.body for html in plain.get("html"))
     at.switch_page("app_pages/train.py").run()  # it survives a page switch

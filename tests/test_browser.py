@@ -256,3 +256,60 @@ def test_switching_the_language_relabels_every_choice_and_keeps_it(app_url, brow
     assert shown() == expected("en")
     page.get_by_text(catalog("en").t("shifts.permute.explanation")).wait_for()  # the choice, kept
     page.context.close()
+
+
+IMAGE = "[data-testid='stImageContainer']"
+STRIP = f"[data-testid='stExpander'] {IMAGE}"  # one per image of the task strip
+WORDS = {  # what each language calls the things this test looks for
+    "en": {"lr": "Learning rate", "fixed": "This exercise fixes: lr, steps, seed",
+           "lessons": "Lessons", "exercise": "Exercise link (for teachers)"},
+    "zh": {"lr": "学习率", "fixed": "本练习固定了：lr, steps, seed", "lessons": "课程",
+           "exercise": "练习链接（给教师）"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_teaching_views(app_url, browser, screenshot_dir, lang):
+    """The task strip on Train and Compare, an exercise link that hides controls, a lesson's
+    exercise link, and presenter mode (with a short run: the predictions after it)."""
+    words = WORDS[lang]
+    page = new_page(browser)
+    page.goto(f"{app_url}/train?lang={lang}")
+    wait_for_app(page)
+    page.locator(STRIP).nth(19).wait_for()  # ten test images before the shift, ten after
+    page.locator(STRIP).first.scroll_into_view_if_needed()
+    page.screenshot(path=screenshot_dir / f"teach-train-strip-{lang}.png")
+
+    page.goto(f"{app_url}/train?lang={lang}&hide=lr,seed,steps&lr=0.003")
+    wait_for_app(page)
+    page.get_by_text(words["fixed"]).wait_for()
+    assert page.get_by_role("spinbutton", name=words["lr"]).count() == 0
+    shoot(page, screenshot_dir, f"teach-train-exercise-{lang}", screens=4)
+
+    page.goto(f"{app_url}/compare?lang={lang}&shift=label-permute")
+    wait_for_app(page)
+    page.locator(STRIP).nth(19).wait_for()
+    assert "→" in page.locator(STRIP).nth(10).inner_text()  # class 0 has a new name
+    shoot(page, screenshot_dir, f"teach-compare-{lang}", screens=2)
+
+    page.goto(f"{app_url}/?lang={lang}")
+    wait_for_app(page)
+    page.get_by_role("tab", name=words["lessons"]).click()
+    page.get_by_text(words["exercise"]).first.click()
+    wait_for_app(page)
+    page.get_by_text("/compare?shift=permute").wait_for()
+    shoot(page, screenshot_dir, f"teach-learn-exercise-{lang}", screens=2)
+
+    presenter = new_page(browser)
+    presenter.goto(f"{app_url}/train?lang={lang}&presenter=true&steps=30")
+    wait_for_app(presenter)
+    assert presenter.locator(".st-key-presenter input").is_checked()
+    size = "() => getComputedStyle(document.documentElement).fontSize"
+    normal = page.evaluate(size)  # Streamlit's own: 17 px
+    assert presenter.evaluate(size) == "20px" != normal
+    presenter.locator("[data-testid='stBaseButton-primary']").first.click()
+    predictions = presenter.locator(f".st-key-train-predictions {IMAGE}")
+    predictions.nth(7).wait_for(timeout=RUN_TIMEOUT_MS)
+    wait_for_app(presenter)
+    shoot(presenter, screenshot_dir, f"teach-presenter-run-{lang}", screens=3)
+    assert page.evaluate(size) == normal  # another student's session is not in presenter mode
