@@ -1,6 +1,6 @@
 """A classroom on one server: N browser sessions press Train at the same moment.
 
-    .venv/bin/python bench/classroom.py [--sessions 10] [--timeout 300] [--json]
+    .venv/bin/python bench/classroom.py [--sessions 10] [--timeout 300] [--before DIR] [--json]
         [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
 
 Starts `streamlit run app.py` (headless, 127.0.0.1, a free port) with a fresh LORA_LAB_HOME and
@@ -23,6 +23,9 @@ browser are measured from the click until the last page showed its result (the w
 --py-spy samples the server with py-spy (`pip install py-spy`, a dev tool) during the class
 and prints its busiest functions; --option passes a Streamlit config option to the server, to
 measure a change without editing the app.
+
+--before DIR runs the same class first on another checkout (a `git worktree` of an older
+commit), then on this one, and prints both side by side: a change's cost, measured in one run.
 
 Prints figures; asserts nothing (the machine may be busy with other work). Traffic stays on
 127.0.0.1; every wait is bounded; the server, its workers and the browser are stopped by their
@@ -188,6 +191,7 @@ class Session:
 class Report:
     sessions: int
     load_before: float
+    app: str  # the checkout served
     options: list[str] = field(default_factory=list)  # Streamlit options given to the server
     load_after: float = 0.0
     solo: Session | None = None
@@ -227,9 +231,9 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def server(home: Path, options: list[str]) -> Iterator[tuple[str, psutil.Process]]:
-    """`streamlit run app.py` on 127.0.0.1 with its own home and extra config `options`
-    ("runner.postScriptGC=false"); stopped by pid on the way out."""
+def server(home: Path, options: list[str], app: Path) -> Iterator[tuple[str, psutil.Process]]:
+    """`streamlit run app.py` of the checkout `app` on 127.0.0.1 with its own home and extra
+    config `options` ("runner.postScriptGC=false"); stopped by pid on the way out."""
     port = free_port()
     env = os.environ | {"LORA_LAB_HOME": str(home)}
     log = open(home / "streamlit.log", "w")  # noqa: SIM115 (closed below, after the server)
@@ -238,7 +242,7 @@ def server(home: Path, options: list[str]) -> Iterator[tuple[str, psutil.Process
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false"]
         + [f"--{option}" for option in options],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     children: list[psutil.Process] = []
@@ -495,12 +499,17 @@ def short_frame(frame: str, line: bool = False) -> str:
 
 
 def classroom(
-    n: int, timeout: float, new_page_after: float, profile: Path | None, options: list[str]
+    n: int,
+    timeout: float,
+    new_page_after: float,
+    profile: Path | None,
+    options: list[str],
+    app: Path = ROOT,
 ) -> Report:
-    report = Report(sessions=n, load_before=os.getloadavg()[0], options=options)
+    report = Report(sessions=n, load_before=os.getloadavg()[0], options=options, app=str(app))
     home = Path(tempfile.mkdtemp(prefix="lora-lab-classroom-"))
     try:
-        with server(home, options) as (url, handle), sync_playwright() as playwright:
+        with server(home, options, app) as (url, handle), sync_playwright() as playwright:
             browser, chromium = launch(playwright)
             try:
                 run_class(
@@ -586,7 +595,7 @@ def after_arrow(accuracy: str | None) -> str | None:
 def print_report(report: Report) -> None:
     solo = report.solo or Session()
     print(
-        f"classroom: {report.sessions} sessions, load average {report.load_before:.1f} before, "
+        f"{report.app}: {report.sessions} sessions, load average {report.load_before:.1f} before, "
         f"{report.load_after:.1f} after, on {psutil.cpu_count()} cores"
         + (f"; server options: {' '.join(report.options)}" if report.options else "")
     )
@@ -638,6 +647,32 @@ def print_report(report: Report) -> None:
             print(f"  {share:5.1f} %  {name}")
 
 
+def median(values: list[float | None]) -> float | None:
+    """The median of the values that happened (None: none did)."""
+    done = sorted(value for value in values if value is not None)
+    return done[len(done) // 2] if done else None
+
+
+def print_comparison(before: Report, after: Report) -> None:
+    """The two classes side by side: what a student waits for, and what the server spends."""
+
+    def figures(report: Report) -> dict[str, float | None]:
+        solo, pages = report.solo or Session(), report.class_sessions
+        return {
+            "solo: click to first point": solo.first_point,
+            "solo: click to result": solo.finished,
+            "class: median click to first point": median([s.first_point for s in pages]),
+            "class: median click to result": median([s.finished for s in pages]),
+            "class: click to the last result": report.wall_s,
+            "class: server CPU seconds": report.server_cpu_s,
+        }
+
+    print(f"before ({before.app}) → this checkout ({after.app}):")
+    old, new = figures(before), figures(after)
+    for name in old:
+        print(f"  {name:<36} {seconds(old[name]):>6} → {seconds(new[name]):>6}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=10, help="students clicking Train")
@@ -658,7 +693,14 @@ def main() -> None:
         help="a Streamlit config option for the server (to measure a change), e.g. "
         "runner.postScriptGC=false; repeatable",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (e.g. a `git worktree` of an older commit): its class first, "
+        "then this one's, in one run, side by side",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one per class")
     args = parser.parse_args()
     if args.sessions < 1 or args.timeout <= 0:
         parser.error("--sessions must be ≥ 1 and --timeout > 0")
@@ -666,11 +708,18 @@ def main() -> None:
         parser.error("--option takes KEY=VALUE, e.g. runner.postScriptGC=false")
     if not Path(CHROMIUM).exists():
         parser.error(f"no Chromium at {CHROMIUM}")
-    report = classroom(args.sessions, args.timeout, args.new_page_after, args.py_spy, args.option)
+    checkouts = [args.before.resolve(), ROOT] if args.before else [ROOT]
+    reports = [
+        classroom(args.sessions, args.timeout, args.new_page_after, args.py_spy, args.option, app)
+        for app in checkouts
+    ]
     if args.json:
-        print(json.dumps(asdict(report), indent=1))
-    else:
+        print(json.dumps([asdict(report) for report in reports], indent=1))
+        return
+    for report in reports:
         print_report(report)
+    if args.before:
+        print_comparison(*reports)
 
 
 if __name__ == "__main__":
