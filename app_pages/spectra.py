@@ -640,6 +640,15 @@ def planted(record, layer: str, update: spectra.LayerUpdate) -> None:
     )
 
 
+WAIT_SECONDS = 3.0  # while one's only run trains: how often the page looks whether it ended
+
+
+def wait_for_a_finished_run(run_id: int) -> None:
+    """Draws nothing; once the run has ended, the page is drawn again (with its spectra)."""
+    if store().get_summary(run_id).status != "running":
+        st.rerun(scope="app")
+
+
 # ----------------------------------------------------------------------------- the page
 
 st.title(tr("spectra.title"))
@@ -657,6 +666,11 @@ if st.session_state[key("other")] in missing:
 if not records:
     st.session_state[key("run")] = 0
     save_settings(PAGE, DEFAULTS)
+    training = [record.id for record in listed if record.status == "running"]
+    if training:  # its spectra come once it finishes: the page looks again every few seconds
+        st.info(tr("spectra.still_training", run=training[0]), icon=":material/hourglass_top:")
+        st.fragment(wait_for_a_finished_run, run_every=WAIT_SECONDS)(training[0])
+        st.stop()
     st.info(tr("spectra.no_runs"))
     st.page_link(
         "app_pages/train.py", label=tr("spectra.go_train"), icon=":material/model_training:"

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import jobs, lessons, live, measure, runs, whatif, zoo
 from core.config import RunConfig
+from core.i18n import catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
@@ -315,6 +317,20 @@ def test_spectra_what_ifs_work_for_every_model_and_full_fine_tuning(what_if_runs
 def test_spectra_page_without_runs_points_to_train(lab_home):
     at = open_page("spectra")
     assert at.get("page_link")
+
+
+def test_spectra_page_while_ones_only_run_trains_says_so(lab_home):
+    """Not "no finished run yet" while the student's run trains: which run, and that it comes."""
+    student = uuid.uuid4().hex
+    with runs.RunStore() as store:
+        run_id = store.create(RunConfig(steps=5), owner=student)
+        at = open_page("spectra", student=student)
+        assert [info.value for info in at.info] == [
+            catalog("en").t("spectra.still_training", run=run_id)
+        ]
+        store.fail(run_id, "stopped by the test")
+    at.run()
+    assert [info.value for info in at.info] == [catalog("en").t("spectra.no_runs")]
 
 
 def test_compare_page_sweep_table_and_rename(trained, lab_home):
