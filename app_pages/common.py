@@ -20,6 +20,7 @@ import streamlit as st
 from core import data, examples, links, runs
 from core.config import RunConfig
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
+from core.limits import LimitError
 from core.links import HIDE, PRESENTER
 from core.paths import OfflineError
 from core.runs import RunRecord, RunStore, StoreError
@@ -64,6 +65,15 @@ def tr(key: str, **values: object) -> str:
     return catalog(language()).t(key, **values)
 
 
+def refused(error: ValueError) -> str:
+    """What a page says when a run is refused: a shared server's limit in the student's own
+    language (the variable that changes it is the teacher's business: the README lists them),
+    any other refusal as its one line."""
+    if isinstance(error, LimitError):
+        return tr(f"limits.{error.limit}", asked=error.asked, allowed=error.allowed)
+    return str(error)
+
+
 _RELABELLED = "relabelled-widgets"  # session key: the widgets that choice() drew
 
 
@@ -79,7 +89,15 @@ def choice(
     a page is drawn, which makes Streamlit send the label that is current.
     """
     st.session_state.setdefault(_RELABELLED, set()).add(widget)
-    return draw(label, options, key=widget, persist_state="session", format_func=shown, **kwargs)
+    labels = {option: shown(option) for option in options}  # now, in this session's language
+    return draw(
+        label,
+        options,
+        key=widget,
+        persist_state="session",
+        format_func=lambda option: labels.get(option, str(option)),
+        **kwargs,
+    )
 
 
 def relabel() -> None:

@@ -11,6 +11,7 @@ from app_pages.common import (
     fixed_by_link,
     load_settings,
     log_ticks,
+    refused,
     run_label,
     save_settings,
     shown,
@@ -86,7 +87,7 @@ def launch(configs: list[RunConfig]) -> None:
         st.session_state[key("jobs")] = jobs.submit_all(configs, owner=student_id())
         st.session_state[key("polling")] = True
     except ValueError as error:
-        st.error(str(error))
+        st.error(refused(error))
 
 
 def sweep_progress() -> None:

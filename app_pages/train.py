@@ -23,6 +23,7 @@ from app_pages.common import (
     language,
     load_settings,
     log_ticks,
+    refused,
     save_settings,
     shown,
     store,
@@ -590,7 +591,7 @@ def start(config: RunConfig) -> None:
         st.session_state[key("job")] = jobs.submit(config, owner=student_id())
         st.session_state.pop(key("run"), None)
     except ValueError as error:
-        st.error(str(error))
+        st.error(refused(error))
 
 
 # ----------------------------------------------------------------------------- the page

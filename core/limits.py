@@ -9,7 +9,7 @@ bounds, never none. Both start from a default here and read the same environment
     LORA_LAB_MAX_JOBS_PER_STUDENT  one owner's runs queued or running at once
 
     limits = Limits.from_env(SERVER, known_models=zoo.names())   # ValueError naming a variable
-    limits.check(config)           # before queueing: ValueError naming the limit and its variable
+    limits.check(config)           # before queueing: LimitError naming the limit and its variable
     limits.check_planned(config, steps)       # once the data says how many steps epochs make
     limits.check_jobs(active, adding)         # one owner's runs queued or running
 
@@ -34,6 +34,16 @@ VARIABLES = {  # field → the environment variable that sets it
     "max_jobs_per_student": "LORA_LAB_MAX_JOBS_PER_STUDENT",
 }
 EVERY_MODEL = "all"  # LORA_LAB_MODELS=all: no limit on the model
+
+
+class LimitError(ValueError):
+    """A job over one limit. Its text is the command line's one line (English, naming the
+    variable that changes the limit); a page says it in the student's language from its parts:
+    which limit, what the job asked for, what is allowed."""
+
+    def __init__(self, line: str, limit: str, asked: object, allowed: object) -> None:
+        super().__init__(line)
+        self.limit, self.asked, self.allowed = limit, asked, allowed
 
 
 @dataclass(frozen=True)
@@ -71,40 +81,48 @@ class Limits:
         by epochs is checked here only as far as its settings tell (each epoch is at least one
         step); `check_planned` checks its real number of steps."""
         if self.models is not None and config.model not in self.models:
-            raise ValueError(
+            allowed = ", ".join(self.models)
+            raise LimitError(
                 f"model {config.model!r} is not allowed on {self.scope} (allowed: "
-                f"{', '.join(self.models)}; set {VARIABLES['models']} to change it)"
+                f"{allowed}; set {VARIABLES['models']} to change it)",
+                "models",
+                config.model,
+                allowed,
             )
         if config.batch_size > self.max_batch_size:
-            raise self._over(f"batch_size {config.batch_size}", "max_batch_size")
+            raise self._over(f"batch_size {config.batch_size}", "max_batch_size", config.batch_size)
         if config.steps is not None:
             self.check_planned(config, config.steps)
         elif config.epochs > self.max_steps:
-            raise self._over(f"epochs {config.epochs} (at least one step each)", "max_steps")
+            raise self._over(
+                f"epochs {config.epochs} (at least one step each)", "max_steps", config.epochs
+            )
 
     def check_planned(self, config: RunConfig, steps: int) -> None:
         """The steps the run will take (core.train.planned_steps) must be within the limit."""
         if steps <= self.max_steps:
             return
         if config.steps is not None:
-            raise self._over(f"steps {steps}", "max_steps")
+            raise self._over(f"steps {steps}", "max_steps", steps)
         raise self._over(
             f"epochs {config.epochs} at batch_size {config.batch_size} ({steps} steps)",
             "max_steps",
+            steps,
         )
 
     def check_jobs(self, active: int, adding: int = 1) -> None:
         """An owner with `active` runs queued or running may add `adding` more, within the cap."""
         if active + adding > self.max_jobs_per_student:
             raise self._over(
-                f"{active + adding} runs queued or running for one student", "max_jobs_per_student"
+                f"{active + adding} runs queued or running for one student",
+                "max_jobs_per_student",
+                active + adding,
             )
 
-    def _over(self, what: str, name: str) -> ValueError:
-        return ValueError(
-            f"{what} is above {self.scope}'s limit of {getattr(self, name)} "
-            f"(set {VARIABLES[name]} to change it)"
-        )
+    def _over(self, what: str, name: str, asked: int) -> LimitError:
+        allowed = getattr(self, name)
+        line = f"{what} is above {self.scope}'s limit of {allowed}"
+        return LimitError(f"{line} (set {VARIABLES[name]} to change it)", name, asked, allowed)
 
 
 # Every lesson, preset and sweep fits the server's defaults (tests/test_limits.py checks it):

@@ -20,7 +20,7 @@ from app_session import APP, TIMEOUT, open_page
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, lessons, live, measure, runs, whatif, zoo
+from core import jobs, lessons, limits, live, measure, runs, whatif, zoo
 from core.config import RunConfig
 from core.i18n import catalog
 
@@ -395,14 +395,15 @@ def test_stop_ends_a_run_early(lab_home):
     assert at.warning
 
 
-def test_a_link_above_the_servers_limits_is_refused_in_one_line(lab_home):
-    at = open_page("train", {"steps": "1000000000"})
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_link_above_the_servers_limits_is_refused_in_one_line(lab_home, lang):
+    """In the student's language, with the number asked for and the server's limit."""
+    at = open_page("train", {"steps": "1000000000"}, first={"lang": lang})
     at.button(key="train.start").click().run()
     assert "train.job" not in at.session_state
-    assert at.error[0].value == (
-        "steps 1000000000 is above this server's limit of 2000 "
-        "(set LORA_LAB_MAX_STEPS to change it)"
-    )
+    limit = limits.Limits.from_env(limits.SERVER).max_steps
+    said = catalog(lang).t("limits.max_steps", asked=1_000_000_000, allowed=limit)
+    assert [error.value for error in at.error] == [said]
 
 
 def test_a_queued_run_shows_its_position_and_then_its_wait(lab_home):
