@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from core import data, experiments, lessons, links, spectra, zoo
-from core.config import RunConfig
+from core.config import DEFAULT_LR, RunConfig
 from core.reports import planted_report
 from core.targets import check_targets, default_targets
 from core.train import RunResult, parameter_count, train
@@ -159,6 +159,8 @@ def check_intruders_lesson(runs: Runs, full: RunConfig) -> None:
 
 
 def test_lesson_intruders(runs):
+    """goal: full fine-tuning at its usual rate, ten times lower than LoRA's."""
+    assert DEFAULT_LR["lora"] / DEFAULT_LR["full"] == pytest.approx(10)
     check_intruders_lesson(runs, train_lesson("intruders"))
 
 
