@@ -59,11 +59,11 @@ class Runs:
         return str(sorted(fast.to_dict().items()))
 
     def _slim(self, result: RunResult) -> RunResult:
-        """Without the task's images (15 MB a run), and with one base model per model."""
+        """Without the task's images and labels (15 MB a run), one base model per model."""
         empty = torch.empty(0)
-        task = dataclasses.replace(
-            result.task, x_train=empty, x_val=empty, z_train=None, z_val=None, z_test=None
-        )
+        splits = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+        task = dataclasses.replace(result.task, **dict.fromkeys(splits, empty))
+        task = dataclasses.replace(task, z_train=None, z_val=None, z_test=None)
         key = (result.config.model, task.num_classes)
         base = self._bases.setdefault(key, result.base)
         return dataclasses.replace(result, task=task, base=base)
