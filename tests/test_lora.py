@@ -135,6 +135,15 @@ def test_default_init_is_kaiming_uniform_A_and_zero_B():
     assert layer.A.abs().max() <= bound and layer.A.abs().max() > bound / 2
 
 
+def test_at_init_B_gets_a_gradient_and_A_does_not():
+    """learn.idea.zero: the update starts at zero, yet learning gets going because A is not
+    zero, so B's gradient (∂L/∂B = s·g·(A x)ᵀ) is not zero; A's (s·Bᵀ g xᵀ) is, while B = 0."""
+    _, model, x = adapted("mlp", rank=4)
+    model(x).pow(2).mean().backward()
+    for layer in lora.adapted_layers(model).values():
+        assert layer.B.grad.abs().max() > 0 and not layer.A.grad.any()
+
+
 def test_same_seed_gives_same_adapters():
     base, _ = toy_models()["mlp"]
     one = lora.inject(base, ["fc1", "fc2"], rank=2, alpha=2.0, seed=7)
