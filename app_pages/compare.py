@@ -160,34 +160,36 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
     )
 
 
-def cost_figure(records: list[RunRecord]) -> go.Figure:
-    """Test accuracy against trainable parameters (log axis): what each method buys."""
-    finished = [r for r in records if r.test_acc_after is not None and r.trainable_params]
+def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter) -> go.Figure:
+    """Each run's test accuracy against ``x``: coloured by method, marked by task (two sweeps on
+    two tasks, as in a lesson, stay apart), its rank written above a LoRA run."""
     frame = pd.DataFrame(
         {
-            "params": [r.trainable_params for r in finished],
-            "acc": [r.test_acc_after for r in finished],
-            "method": [tr(f"methods.{r.config.method}") for r in finished],
-            "task": [tr(f"shifts.{r.config.shift}.title") for r in finished],
-            "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in finished],
-            "name": [run_label(r) for r in finished],
+            x: x_values,
+            "acc": [r.test_acc_after for r in records],
+            "method": [tr(f"methods.{r.config.method}") for r in records],
+            "task": [tr(f"shifts.{r.config.shift}.title") for r in records],
+            "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in records],
+            "name": [run_label(r) for r in records],
         }
     )
     fig = px.scatter(
-        frame,
-        x="params",
-        y="acc",
-        color="method",
-        symbol="task",  # two sweeps on two tasks (a lesson) stay apart
-        text="label",
-        log_x=True,
-        hover_name="name",
-    )
+        frame, x=x, y="acc", color="method", symbol="task", text="label", hover_name="name",
+        **scatter,
+    )  # fmt: skip
     fig.update_traces(marker_size=14, textposition="top center")
-    fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(frame["params"]))
     # accuracy lies in [0, 1]: a fixed axis (room above 100% for the "r=…" labels), not one
     # stretched around a single point to 150%
     fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
+    return fig
+
+
+def cost_figure(records: list[RunRecord]) -> go.Figure:
+    """Test accuracy against trainable parameters (log axis): what each method buys."""
+    finished = [r for r in records if r.test_acc_after is not None and r.trainable_params]
+    params = [r.trainable_params for r in finished]
+    fig = accuracy_scatter(finished, "params", params, log_x=True)
+    fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(params))
     return style(fig, height=400, legend_title_text="")
 
 
@@ -198,30 +200,10 @@ def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
     shown = [r for r in records if r.test_acc_after is not None and r.source_acc_after is not None]
     if not shown:
         return None
-    frame = pd.DataFrame(
-        {
-            "source": [r.source_acc_after for r in shown],
-            "acc": [r.test_acc_after for r in shown],
-            "method": [tr(f"methods.{r.config.method}") for r in shown],
-            "task": [tr(f"shifts.{r.config.shift}.title") for r in shown],
-            "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in shown],
-            "name": [run_label(r) for r in shown],
-        }
-    )
-    fig = px.scatter(
-        frame,
-        x="source",
-        y="acc",
-        color="method",
-        symbol="task",
-        text="label",
-        hover_name="name",
-    )
-    fig.update_traces(marker_size=14, textposition="top center")
+    fig = accuracy_scatter(shown, "source", [r.source_acc_after for r in shown])
     for before in sorted({r.source_acc_before for r in shown if r.source_acc_before}):
         fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")
     fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%", range=[0, 1.02])
-    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
     return style(fig, height=400, legend_title_text="")
 
 

@@ -158,31 +158,21 @@ def curves_figure(history: list[dict], step: int) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     trained = [row for row in history if row["train_loss"] is not None]
     evaluated = [row for row in history if row["val_acc"] is not None]
-    fig.add_scatter(
-        x=[row["step"] for row in trained],
-        y=[row["train_loss"] for row in trained],
-        name=tr("train.train_loss"),
-        mode="lines",
-        row=1,
-        col=1,
+    lines = (  # the rows, the column, how drawn, in which plot, its colour (None: the theme's)
+        (trained, "train_loss", "lines", 1, None),
+        (evaluated, "val_loss", "lines+markers", 1, None),
+        (evaluated, "val_acc", "lines+markers", 2, "#2ca02c"),
     )
-    fig.add_scatter(
-        x=[row["step"] for row in evaluated],
-        y=[row["val_loss"] for row in evaluated],
-        name=tr("train.val_loss"),
-        mode="lines+markers",
-        row=1,
-        col=1,
-    )
-    fig.add_scatter(
-        x=[row["step"] for row in evaluated],
-        y=[row["val_acc"] for row in evaluated],
-        name=tr("train.val_acc"),
-        mode="lines+markers",
-        line_color="#2ca02c",
-        row=2,
-        col=1,
-    )
+    for rows, column, mode, plot, color in lines:
+        fig.add_scatter(
+            x=[row["step"] for row in rows],
+            y=[row[column] for row in rows],
+            name=tr(f"train.{column}"),
+            mode=mode,
+            line_color=color,
+            row=plot,
+            col=1,
+        )
     fig.add_vline(x=step, line_dash="dash", line_color=MARK, row="all", col=1)
     fig.update_yaxes(title_text=tr("train.loss"), row=1, col=1)
     fig.update_yaxes(title_text=tr("spectra.acc_short"), tickformat=".0%", row=2, col=1)

@@ -229,24 +229,11 @@ def training_settings() -> None:
             placeholder=tr("train.lr_placeholder", lr=f"{DEFAULT_LR[method]:g}"),
             help=tr("train.lr_help", defaults=lr_defaults()),
         )
-    if "steps" in cols:
-        cols["steps"].number_input(
-            tr("train.steps"),
-            step=50,
-            key=key("steps"),
-            persist_state="session",
-        )
-    if "batch_size" in cols:
-        cols["batch_size"].number_input(
-            tr("train.batch_size"),
-            step=16,
-            key=key("batch_size"),
-            persist_state="session",
-        )
-    if "seed" in cols:
-        cols["seed"].number_input(
-            tr("train.seed"), step=1, key=key("seed"), persist_state="session"
-        )
+    for name, step in (("steps", 50), ("batch_size", 16), ("seed", 1)):
+        if name in cols:
+            cols[name].number_input(
+                tr(f"train.{name}"), step=step, key=key(name), persist_state="session"
+            )
 
 
 def lr_defaults() -> str:
