@@ -29,6 +29,7 @@ from core import jobs
 from core.config import RunConfig
 from core.jobs import QUEUE_LOST, ClassQueue, LocalProcesses, SharedPool
 from core.limits import SERVER
+from core.ray_jobs import ClassQueueHandle
 from core.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,17 +173,6 @@ def test_jobs_of_a_queue_that_restarted_empty_fail_with_the_reason(servers):
 
 
 # -- two app servers' pools in two processes, over Ray and PostgreSQL ----------------------------
-@pytest.fixture(scope="module")
-def cluster() -> str:
-    """The test cluster's address; a skip without one, a failure in CI."""
-    address = os.environ.get("LORA_LAB_TEST_RAY", "").strip()
-    if not address:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("LORA_LAB_TEST_RAY is not set: .ci/run starts a cluster with .ci/ray.sh")
-        pytest.skip("no Ray cluster: `bash .ci/ray.sh start` prints one for LORA_LAB_TEST_RAY")
-    return address
-
-
 # The second server: what its pool does and shows (JSON lines), told by the first one when to stop
 # which job (on its stdin).
 SECOND_SERVER = """
@@ -216,14 +206,12 @@ def places(seen: dict[str, list]) -> dict[str, list]:
 
 
 def test_two_app_servers_in_two_processes_share_the_class_queue_on_ray(
-    cluster, postgres_db, tmp_path
+    ray_cluster, postgres_db, tmp_path
 ):
-    from core.ray_jobs import ClassQueueHandle  # Ray is there (the cluster fixture says so)
-
-    line = functools.partial(ClassQueueHandle, address=cluster)
+    line = functools.partial(ClassQueueHandle, address=ray_cluster)
     one = SharedPool(1, store_path=postgres_db, limits=LIMITS, queue=line)
     env = os.environ | {
-        "LORA_LAB_RAY": cluster,
+        "LORA_LAB_RAY": ray_cluster,
         "LORA_LAB_DB": postgres_db,
         "LORA_LAB_MAX_JOBS_PER_STUDENT": str(CAP),
         "LORA_LAB_WORKERS": "2",  # not the class's: the first server started its queue
