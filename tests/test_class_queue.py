@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import sqlalchemy as sa
 
 from core import jobs
 from core.config import RunConfig
@@ -200,6 +203,17 @@ show()
 """
 
 
+def rows(url: str, query: str) -> list[tuple]:
+    """The database as it is: opening a RunStore would repair it, and hide whether the queue
+    did."""
+    engine = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg"))
+    try:
+        with engine.connect() as db:
+            return [tuple(row) for row in db.exec_driver_sql(query)]
+    finally:
+        engine.dispose()
+
+
 def places(seen: dict[str, list]) -> dict[str, list]:
     """A server's view (SECOND_SERVER's `show`) less the wait estimates, which move with time."""
     return {job_id: shown[:3] for job_id, shown in seen.items()}
@@ -251,11 +265,15 @@ def test_two_app_servers_in_two_processes_share_the_class_queue_on_ray(
         assert places(second["seen"]) == {job_id: list(v) for job_id, v in view(one).items()}
         assert [job.queue_position for job in (ann[0], bob, ann_3)] == [1, 2, 3]
         one.stop(bob)  # queued through the other server, which has gone since
-        one.stop(blocker)
+        # The teacher's Ray worker dies: the job fails, its run says why, and the queue goes on.
+        [(run_id, pid)] = rows(postgres_db, "SELECT id, pid FROM runs WHERE status = 'running'")
+        assert psutil.Process(pid).name().startswith("ray::")
+        os.kill(pid, signal.SIGKILL)
         finish(blocker, bob, ann[0], ann_3)
-        assert [job.status for job in (blocker, bob, ann[0], ann_3)] == [
-            "stopped", "stopped", "finished", "finished"
-        ]  # fmt: skip
+        assert blocker.status == "failed" and "Ray worker died" in blocker.reason
+        [(status, reason)] = rows(postgres_db, f"SELECT status, reason FROM runs WHERE id={run_id}")
+        assert status == "unfinished" and reason.startswith("its process ended without finishing")
+        assert [job.status for job in (bob, ann[0], ann_3)] == ["stopped", "finished", "finished"]
         assert ann[0].started < ann_3.started
         with RunStore(postgres_db) as store:  # trained on Ray, kept in PostgreSQL
             assert store.get(ann_3.run_id).owner == "ann"
