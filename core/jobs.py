@@ -55,6 +55,7 @@ import os
 import statistics
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -275,6 +276,7 @@ class Pool:
         self._running: dict[str, Job] = {}
         self._durations: deque[float] = deque(maxlen=RECENT)
         self._seq = itertools.count(1)
+        self._ids = "job-"  # a job's id: this and its seq
         self._closed = False
         self._broken = ""  # why no job can run, if none can
         if workers is not None and workers < 1:
@@ -415,7 +417,9 @@ class Pool:
     # -- inside the scheduler (called with the lock held) ------------------------------------
     def _add(self, config: RunConfig, owner: str, limits: Limits) -> Job:
         seq = next(self._seq)
-        job = Job(id=f"job-{seq}", owner=owner, config=config, pool=self, seq=seq, limits=limits)
+        job = Job(
+            id=f"{self._ids}{seq}", owner=owner, config=config, pool=self, seq=seq, limits=limits
+        )
         self._jobs[job.id] = job
         if self._broken:
             self._end(job, "failed", self._broken)
@@ -537,6 +541,11 @@ class ClassQueue(Pool):
     followed (QUEUE_LOST), and what trained is in the store. A class's queue needs LORA_LAB_RAY;
     without it every server trains on its own machine, and its queue is that machine's.
     """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # Ids that the queue restarted by Ray cannot give again: servers still hold the old ones.
+        self._ids = f"job-{uuid.uuid4().hex[:8]}-"
 
     def about(self) -> tuple[int, int]:
         """How many jobs run at once, and the torch threads of each."""

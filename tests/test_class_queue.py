@@ -169,6 +169,9 @@ def test_jobs_of_a_queue_that_restarted_empty_fail_with_the_reason(servers):
     try:
         caught_up(one)
         assert (waiting.status, waiting.reason) == ("failed", QUEUE_LOST) and waiting.done
+        again = one.submit(RunConfig(**TINY), "dora")  # the restarted queue takes new jobs
+        finish(again)
+        assert again.status == "finished" and again.owner == "dora"
     finally:
         queues[store].shutdown()
         queues[store] = lost
