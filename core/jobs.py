@@ -542,8 +542,10 @@ class ClassQueue(Pool):
     without it every server trains on its own machine, and its queue is that machine's.
     """
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(
+        self, workers: int | None, store_path: str, limits: Limits, executor: ExecutorFactory
+    ) -> None:
+        super().__init__(workers, store_path, limits, executor)
         # Ids that the queue restarted by Ray cannot give again: servers still hold the old ones.
         self._ids = f"job-{uuid.uuid4().hex[:8]}-"
 
