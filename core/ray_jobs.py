@@ -141,12 +141,13 @@ def _line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
-# -- the executor, in the app's process ---------------------------------------------------------
+# -- the executor, in the scheduler's process ------------------------------------------------------
 class RayExecutor:
     """Runs jobs as Ray tasks, at most `workers` at a time (default: $LORA_LAB_WORKERS, else one
     per CPU of the cluster), each with the cluster's CPUs // workers threads (at most the CPUs
-    of its largest node). Built as the
-    other executors are, `address` standing in for $LORA_LAB_RAY (tests, benchmarks)."""
+    of its largest node). Built as the other executors are, `address` standing in for
+    $LORA_LAB_RAY (tests, benchmarks). It runs where its scheduler does: in an app server's
+    class queue (ClassQueueHandle), or in the command line's process."""
 
     def __init__(
         self,
@@ -162,7 +163,8 @@ class RayExecutor:
         self.workers = workers or configured_workers() or cpus
         # A job runs on one node: never more threads than the largest node has CPUs, or Ray
         # could place no job at all (2 workers of 1 CPU, with LORA_LAB_WORKERS=1).
-        largest = max(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"])
+        nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+        largest = max(nodes, default=cpus)
         self.threads = min(threads_per_job(self.workers, cpus), max(1, int(largest)))
         self._has_gpus = resources.get("GPU", 0) > 0  # else a cuda run fails at once, not waits
         self._lock = threading.Lock()
