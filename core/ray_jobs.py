@@ -22,6 +22,10 @@ back. When its worker process dies (killed, out of memory, its node lost), the j
 Ray's reason, and a small task on the node where it ran marks its run "unfinished" in the store
 (only that machine can tell the process is gone), so it never stays "running".
 
+App servers that share a cluster share one queue: `ClassQueueHandle` finds or starts it, a
+detached actor that runs core.jobs.ClassQueue (a Pool with this executor), and so the executor
+itself runs there, for the whole class.
+
 Ray is optional (requirements-distributed.txt) and imported here only: core.jobs imports this
 module only when $LORA_LAB_RAY is set. A process joins one Ray cluster, the first executor's,
 and stays connected until it exits (Ray's own exit handler disconnects it, and stops an instance
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -68,6 +73,8 @@ SETTING = "LORA_LAB_RAY"
 FORMS = "auto, host:port (a cluster's head) or ray://host:port"
 ADDRESS = re.compile(r"(ray://)?(?P<host>[\w.-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})")
 CONNECT_TIMEOUT_S = 5  # an address where nothing answers is reported after this long
+NAMESPACE = "lora-lab"  # the Ray namespace of the classes' queues
+CALL_TIMEOUT_S = 60  # a class's queue that has not answered after this long is not reachable
 POLL_S = 0.1  # how often a job posts its events, and the executor collects them and ends
 log = logging.getLogger(__name__)
 
@@ -75,8 +82,11 @@ log = logging.getLogger(__name__)
 # -- joining the cluster --------------------------------------------------------------------------
 def connect(setting: str) -> None:
     """Join the Ray cluster that `setting` ($LORA_LAB_RAY) names, unless this process already
-    has. ValueError, one line naming the variable: a malformed value, Ray not installed, an
-    address where nothing answers, a second cluster (a process joins one)."""
+    has, or is an actor on a cluster (a class's queue: its setting is the servers'). ValueError,
+    one line naming the variable: a malformed value, Ray not installed, an address where nothing
+    answers, a second cluster (a process joins one)."""
+    if ray is not None and ray.is_initialized() and ray.get_runtime_context().get_actor_id():
+        return
     address = ray_address(setting)
     if ray is None:
         raise ValueError(
@@ -131,11 +141,13 @@ def _line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
-# -- the executor, in the app's process ---------------------------------------------------------
+# -- the executor, in the scheduler's process ------------------------------------------------------
 class RayExecutor:
     """Runs jobs as Ray tasks, at most `workers` at a time (default: $LORA_LAB_WORKERS, else one
-    per CPU of the cluster), each with the cluster's CPUs // workers threads. Built as the
-    other executors are, `address` standing in for $LORA_LAB_RAY (tests, benchmarks)."""
+    per CPU of the cluster), each with the cluster's CPUs // workers threads (at most the CPUs
+    of its largest node). Built as the other executors are, `address` standing in for
+    $LORA_LAB_RAY (tests, benchmarks). It runs where its scheduler does: in an app server's
+    class queue (ClassQueueHandle), or in the command line's process."""
 
     def __init__(
         self,
@@ -149,7 +161,11 @@ class RayExecutor:
         resources = ray.cluster_resources()
         cpus = max(1, int(resources.get("CPU", 0)))
         self.workers = workers or configured_workers() or cpus
-        self.threads = threads_per_job(self.workers, cpus)
+        # A job runs on one node: never more threads than the largest node has CPUs, or Ray
+        # could place no job at all (2 workers of 1 CPU, with LORA_LAB_WORKERS=1).
+        nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+        largest = max(nodes, default=cpus)
+        self.threads = min(threads_per_job(self.workers, cpus), max(1, int(largest)))
         self._has_gpus = resources.get("GPU", 0) > 0  # else a cuda run fails at once, not waits
         self._lock = threading.Lock()
         self._closing = False
@@ -274,6 +290,62 @@ def _cause(error: Any) -> str:
     if isinstance(cause, BaseException):
         return traceback.format_exception_only(cause)[-1].strip()
     return _line(error)
+
+
+# -- the class's queue: one for all app servers of a class ----------------------------------------
+class ClassQueueHandle:
+    """An app server's line to its class's queue: a detached Ray actor running `body`
+    (core.jobs.ClassQueue, a Pool) with the Ray executor, named after the run store
+    (`queue_name`) in the NAMESPACE namespace. The first server of a class starts it, with its
+    `workers`, `store_path` and `limits`; every later one finds it by name (get_if_exists), so
+    all servers over one run store and one cluster share one queue. Detached, it outlives the
+    server that started it, and lives as long as the cluster (or until `end`); after an
+    update of LoRA Lab, restart the cluster so that the queue runs the new code. It asks for no
+    CPU: it schedules, the jobs train. Ray restarts it, empty, if its process dies.
+
+    Built as core.jobs.SharedPool builds it, `address` standing in for $LORA_LAB_RAY (tests).
+    """
+
+    def __init__(
+        self,
+        body: type,
+        workers: int | None,
+        store_path: str,
+        limits: Any,
+        address: str | None = None,
+    ) -> None:
+        connect(os.environ.get(SETTING, "") if address is None else address)
+        actor = ray.remote(num_cpus=0, max_restarts=-1)(body).options(
+            name=queue_name(store_path),
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+        )
+        self._actor = actor.remote(workers, store_path, limits, RayExecutor)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """The queue's answer to `method(*args)`. What the method raised, if a ValueError or a
+        RuntimeError (a limit, a bad setting); any other failure, or no answer within
+        CALL_TIMEOUT_S, is a one-line ValueError naming $LORA_LAB_RAY."""
+        try:
+            return ray.get(getattr(self._actor, method).remote(*args), timeout=CALL_TIMEOUT_S)
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, ValueError | RuntimeError):
+                raise error.cause from None
+            why = f"failed: {_cause(error)}"
+        except ray.exceptions.RayError as error:  # its actor died (restarting), a timeout
+            why = f"does not answer: {_line(error)}"
+        raise ValueError(f"the class's queue on the Ray cluster ({SETTING}) {why}")
+
+    def end(self) -> None:
+        """End the queue's actor (its jobs first: ClassQueue.shutdown)."""
+        ray.kill(self._actor)
+
+
+def queue_name(store_path: str) -> str:
+    """The name of the queue of the class whose runs are kept at `store_path`: servers that
+    share a run store share a queue, and its name carries no password."""
+    return "queue-" + hashlib.sha256(store_path.encode()).hexdigest()[:16]
 
 
 # -- on a Ray worker ------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ PostgreSQL: LORA_LAB_TEST_POSTGRES is the URL of a server on which the tests may
 databases (`.ci/postgres.sh start DIR` prints one; `.ci/run` starts it and sets this), and
 LORA_LAB_TEST_POSTGRES_DIR the folder that script was given (the restart test restarts that
 server). Without them, tests that need PostgreSQL are skipped on a developer's machine and fail
-in CI (CI=true): a missing server never passes as a skipped test there.
+in CI (CI=true): a missing server never passes as a skipped test there. The same goes for Ray:
+LORA_LAB_TEST_RAY is the address of a test cluster (`.ci/ray.sh start` prints it).
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def needs_postgres(setting: str = POSTGRES) -> str:
             pytest.fail(f"{message}; CI must test the PostgreSQL store, not skip it")
         pytest.skip(message)
     return value
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """The address of the test Ray cluster (`eval "$(bash .ci/ray.sh start)"` sets
+    LORA_LAB_TEST_RAY, and the token the cluster wants); without it, a skip on a developer's
+    machine and a failure in CI, where a missing cluster is a broken set-up."""
+    address = os.environ.get("LORA_LAB_TEST_RAY", "").strip()
+    if not address:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("LORA_LAB_TEST_RAY is not set: .ci/run starts a cluster with .ci/ray.sh")
+        pytest.skip("no Ray cluster: `bash .ci/ray.sh start` prints one for LORA_LAB_TEST_RAY")
+    return address
 
 
 @pytest.fixture

@@ -40,17 +40,6 @@ RAY_WORKERS = 2  # the test cluster: two nodes of one CPU each, one job on each
 
 
 @pytest.fixture(scope="module")
-def cluster() -> str:
-    """The test cluster's address; a skip without one, a failure in CI."""
-    address = os.environ.get("LORA_LAB_TEST_RAY", "").strip()
-    if not address:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("LORA_LAB_TEST_RAY is not set: .ci/run starts a cluster with .ci/ray.sh")
-        pytest.skip("no Ray cluster: `bash .ci/ray.sh start` prints one for LORA_LAB_TEST_RAY")
-    return address
-
-
-@pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         home = tmp_path_factory.mktemp("home")
@@ -59,8 +48,8 @@ def home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def on_ray(cluster, home) -> Pool:
-    executor = functools.partial(RayExecutor, address=cluster)
+def on_ray(ray_cluster, home) -> Pool:
+    executor = functools.partial(RayExecutor, address=ray_cluster)
     pool = Pool(RAY_WORKERS, limits=SERVER, executor=executor)
     yield pool
     pool.shutdown()
