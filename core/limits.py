@@ -45,6 +45,10 @@ class LimitError(ValueError):
         super().__init__(line)
         self.limit, self.asked, self.allowed = limit, asked, allowed
 
+    def __reduce__(self) -> tuple:
+        """All its parts through pickle: a class's queue (a Ray actor) raises it to a server."""
+        return LimitError, (str(self), self.limit, self.asked, self.allowed)
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -2,13 +2,14 @@
 from the environment with clear errors, and wide enough for every run the app offers."""
 
 import dataclasses
+import pickle
 
 import pytest
 
 from core import experiments, lessons, links, zoo
 from core.config import RunConfig, sweep_configs
 from core.executors import check_planned
-from core.limits import COMMAND_LINE, SERVER, VARIABLES, Limits
+from core.limits import COMMAND_LINE, SERVER, VARIABLES, LimitError, Limits
 from core.targets import default_targets
 
 
@@ -51,6 +52,29 @@ def refusal(limits: Limits, config: RunConfig) -> str:
 )
 def test_each_limit_is_refused_in_one_line_naming_it(changes, message):
     assert refusal(SERVER, RunConfig(**changes)) == message
+
+
+@pytest.mark.parametrize(
+    "refuse, parts",
+    [
+        (lambda: SERVER.check(RunConfig(steps=5000)), ("max_steps", 5000, 2000)),
+        (lambda: SERVER.check(RunConfig(batch_size=512)), ("max_batch_size", 512, 256)),
+        (
+            lambda: SERVER.check(RunConfig(model="resnet18")),
+            ("models", "resnet18", "mlp, cnn, vit"),
+        ),
+        (lambda: SERVER.check_jobs(8, 3), ("max_jobs_per_student", 11, 10)),
+    ],
+)
+def test_a_refusal_carries_its_parts_for_a_page_also_through_pickle(refuse, parts):
+    """A page says a refusal in the student's language from its parts; a class's queue (a Ray
+    actor) raises it to the server through pickle."""
+    with pytest.raises(LimitError) as caught:
+        refuse()
+    error = caught.value
+    copy = pickle.loads(pickle.dumps(error))
+    assert (error.limit, error.asked, error.allowed) == parts
+    assert (str(copy), copy.limit, copy.asked, copy.allowed) == (str(error), *parts)
 
 
 def test_runs_at_the_limits_pass():
