@@ -611,6 +611,7 @@ def _recover(conn: sa.Connection) -> list[int]:
                 status="unfinished",
                 reason=f"its process ended without finishing (last saved step: {last})",
                 pid=None,
+                pid_started=None,
             )
         )
     return dead

@@ -35,11 +35,12 @@ import torch
 from app_session import open_page
 from safetensors import SafetensorError
 from streamlit.testing.v1 import AppTest
+from test_runs import outside
 
 from core import data, i18n, links, peft_io, rundb, runs
 from core import train as train_module
 from core.__main__ import main
-from core.config import DEFAULT_LR, RunConfig, parse
+from core.config import BOUNDS, DEFAULT_LR, RunConfig, parse
 from core.runs import RunStore, StoreError, train_and_save
 from core.train import diverged, train
 
@@ -695,6 +696,15 @@ STORE_ROWS = [
         id="accuracy-text",
     ),
     pytest.param(
+        lambda home: db_run(home, "UPDATE metrics SET val_acc = 'high' WHERE step = 2"),
+        ["runs", "show", 1],
+        "run 1 cannot be read: step 2's val_acc is 'high'",
+        id="metric-text",
+    ),
+    pytest.param(
+        second_run(has_weights="yes"), ["spectra", 2], "its has_weights is 'yes'", id="flag-text"
+    ),
+    pytest.param(
         second_run(num_classes=10**12),
         ["spectra", 2],
         "a classifier needs from 2 to 1000 classes, got 1000000000000",
@@ -756,6 +766,228 @@ def test_an_unreadable_run_can_be_deleted_and_nothing_outside_runs_goes(lab, cap
     assert (status, err) == (0, "") and [r["run_id"] for r in json.loads(out)] == [1]
     assert fingerprint(lab / "runs") == weights  # run 2 shared run 1's folder: left alone
     assert sentinel.read_text() == "outside the store"
+
+
+# -- rows edited by hand, on both back ends (an SQLite file and a PostgreSQL database) ----------
+@pytest.fixture(scope="module")
+def trained() -> tuple[RunConfig, object]:
+    """One small LoRA run's config and result, trained once and saved by each test's store."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = RunConfig(**SMALL)
+        return config, train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def saved(store: RunStore, trained) -> RunStore:
+    """The store (`store`: each back end) with run 1 in it, finished, with its weights."""
+    config, result = trained
+    store.finish(store.create(config), result)
+    return store
+
+
+def edit(store: RunStore, statement: str, **values: object) -> None:
+    """A hand's edit of the store's database, from outside it."""
+    outside(store, statement, **values)
+
+
+def copy_of_run_1(run_id: int = 2, **columns: object) -> Callable[[RunStore], None]:
+    """A fault: a copy of run 1 as run `run_id` (its snapshots and stored weights too), with
+    `columns` changed ("layers": every snapshot's)."""
+
+    def fault(store: RunStore) -> None:
+        names = [c.name for c in runs.runs.columns if c.name != "id"]
+        edit(
+            store,
+            f"INSERT INTO runs (id, {', '.join(names)}) SELECT :id, {', '.join(names)} "
+            "FROM runs WHERE id = 1",
+            id=run_id,
+        )
+        changes = dict(columns)  # (each back end's test makes its own)
+        layers = changes.pop("layers", None)
+        edit(
+            store,
+            "INSERT INTO snapshots SELECT :id, step, COALESCE(CAST(:layers AS TEXT), layers) "
+            "FROM snapshots "
+            "WHERE run_id = 1",
+            id=run_id,
+            layers=layers,
+        )
+        if store.weights_dir is None:
+            edit(
+                store,
+                "INSERT INTO weights SELECT :id, data FROM weights WHERE run_id = 1",
+                id=run_id,
+            )
+        for column, value in changes.items():
+            edit(store, f"UPDATE runs SET {column} = :value WHERE id = :id", value=value, id=run_id)
+
+    return fault
+
+
+def stored_weights_changed(change: Callable[[dict[str, torch.Tensor]], None]) -> Callable:
+    """A fault: run 1's stored weights (its file, or its row) rewritten with `change` made."""
+
+    def fault(store: RunStore) -> None:
+        if store.weights_dir is not None:
+            weights_replaced(change)(store.path.parent)
+            return
+        [(data,)] = outside(store, "SELECT data FROM weights WHERE run_id = 1")
+        tensors = safetensors.torch.load(bytes(data))
+        change(tensors)
+        edit(
+            store,
+            "UPDATE weights SET data = :data WHERE run_id = 1",
+            data=safetensors.torch.save(tensors),
+        )
+
+    return fault
+
+
+def stored_weights_gone(store: RunStore) -> None:
+    if store.weights_dir is not None:
+        store.weights_path(1).unlink()
+    else:
+        edit(store, "DELETE FROM weights WHERE run_id = 1")
+
+
+def contents(store: RunStore) -> dict[str, object]:
+    """Every row of every table (ordered by its key) and every file of the home."""
+    dialect = "sqlite" if store.path is not None else "postgresql"
+    tables = {
+        table.name: outside(
+            store,
+            f"SELECT * FROM {table.name} ORDER BY {', '.join(table.primary_key.columns.keys())}",
+        )
+        for table in rundb.TABLES[dialect]
+    }
+    return {"tables": tables, "files": fingerprint(Path(os.environ["LORA_LAB_HOME"]))}
+
+
+UNREAD = "cannot be read"
+# (fault, command, what its one line says, the runs `runs list` lists: a run left out is named
+# in one warning line). Then run 1 reads as it did, and nothing in the store has changed.
+HAND_ROWS = [
+    pytest.param(
+        copy_of_run_1(config="{"), ["runs", "show", 2], f"run 2 {UNREAD}", [1], id="config-not-json"
+    ),
+    pytest.param(
+        copy_of_run_1(config="[]"),
+        ["spectra", 2],
+        "settings must be a JSON object",
+        [1],
+        id="config-list",
+    ),
+    pytest.param(
+        copy_of_run_1(config='{"wings": 2}'),
+        ["runs", "export", 2],
+        "unknown setting(s) ['wings']",
+        [1],
+        id="config-key",
+    ),
+    pytest.param(
+        copy_of_run_1(config='{"seed": 18446744073709551616}'),
+        ["spectra", 2],
+        f"run 2 cannot be rebuilt from its config (seed must be {BOUNDS['seed']}",
+        [2, 1],
+        id="config-seed-2**64",
+    ),
+    pytest.param(
+        copy_of_run_1(num_classes=5000),
+        ["spectra", 2],
+        "a classifier needs from 2 to 1000 classes, got 5000",
+        [2, 1],
+        id="classes-5000",
+    ),
+    pytest.param(
+        copy_of_run_1(layers='{"fc1": {"sigma": "abc", "delta_M": 0, "delta_D": 0}}'),
+        ["runs", "show", 2],
+        "a spectrum snapshot is not JSON of its layers' singular values",
+        [2, 1],
+        id="snapshot-sigma-text",
+    ),
+    pytest.param(
+        copy_of_run_1(folder="../../.."),
+        ["spectra", 2],
+        "its folder '../../..' is not valid",
+        [1],
+        id="folder",
+    ),
+    pytest.param(
+        copy_of_run_1(run_id=-5),
+        ["runs", "show", -5],
+        "there is no run -5",
+        [1],  # named: "run -5 cannot be read: no run is given that id"
+        id="id-negative",
+    ),
+    pytest.param(
+        copy_of_run_1(run_id=0), ["runs", "delete", 0], "there is no run 0", [1], id="id-0"
+    ),
+    pytest.param(
+        copy_of_run_1(run_id=2**63 - 1),
+        ["runs", "show", 2**63],
+        f"there is no run {2**63}",
+        [2**63 - 1, 1],
+        id="id-last",
+    ),
+    pytest.param(
+        stored_weights_changed(lambda t: t["fc2.B"].fill_(float("-inf"))),
+        ["runs", "export", 1],
+        "the weights of run 1 hold NaN or inf: fc2.B",
+        [1],
+        id="inf-weights",
+    ),
+    pytest.param(
+        stored_weights_changed(transposed_A),
+        ["spectra", 1],
+        "do not fit its model: fc2.A",
+        [1],
+        id="shape",
+    ),
+    pytest.param(
+        stored_weights_gone,
+        ["spectra", 1],
+        f"the weights of run 1 {UNREAD}",
+        [1],
+        id="weights-gone",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fault", "argv", "says", "listed"), HAND_ROWS)
+def test_a_row_edited_by_hand_is_one_line_on_either_back_end_and_harms_no_other_run(
+    saved, capsys, fault, argv, says, listed
+):
+    first = saved.get(1)
+    fault(saved)
+    before = contents(saved)
+    status, out, err = run(capsys, *argv)
+    assert (status, out) == (2, "")
+    assert_one_line(err, says)
+    status, out, err = run(capsys, "runs", "list", "--json")
+    assert status == 0
+    assert [record["run_id"] for record in json.loads(out)] == listed
+    rows = [row[0] for row in outside(saved, "SELECT id FROM runs ORDER BY id DESC")]
+    named = [run_id for run_id in rows if run_id not in listed]
+    lines = err.splitlines()  # one per run left out, newest first
+    assert [line.split(":")[1] for line in lines] == [f" run {i} {UNREAD}" for i in named], err
+    assert contents(saved) == before
+    with RunStore() as store:
+        assert store.get(1) == first
+
+
+@pytest.mark.parametrize("pid", [-1, 0, 2**31 - 1], ids=["negative", "zero", "2**31-1"])
+def test_a_running_row_whose_pid_is_no_process_is_repaired_on_either_back_end(saved, capsys, pid):
+    """A pid edited by hand (psutil refuses the negative ones): the run is unfinished, and the
+    store opens as before; it was a traceback at every command."""
+    copy_of_run_1(status="running", pid=pid, pid_started=None)(saved)
+    status, out, err = run(capsys, "runs", "list", "--json")
+    assert (status, err) == (0, "")
+    assert {r["run_id"]: r["status"] for r in json.loads(out)} == {2: "unfinished", 1: "finished"}
+    assert run(capsys, "runs", "delete", 2)[0] == 0
 
 
 # -- F10: export never writes over the store, its weights, or (without --force) any file ----------
@@ -951,6 +1183,10 @@ PROCESS_ROWS = [
     pytest.param(lambda p: (p.pid, None), False, id="schema-1-live-pid"),
     pytest.param(lambda p: (2**22 + 12345, None), True, id="schema-1-dead-pid"),
     pytest.param(lambda p: (None, None), True, id="no-pid"),
+    # edited by hand (SQLite keeps text in a number's column): no process of theirs runs
+    pytest.param(lambda p: ("abc", None), True, id="pid-text"),
+    pytest.param(lambda p: (p.pid, "yesterday"), True, id="started-text"),
+    pytest.param(lambda p: (-1, None), True, id="pid-negative"),
 ]
 
 
