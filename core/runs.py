@@ -61,7 +61,7 @@ from core.config import RunConfig, shown
 from core.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, weights
 from core.train import Event, RunResult, StopFlag, build_models, train
 
-__all__ = ["RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
+__all__ = ["NoSuchRun", "RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
 
 WEIGHTS_FILE = "weights.safetensors"
 # A run's id is a signed 64-bit number that starts at 1 (SQLite's INTEGER PRIMARY KEY, and
@@ -74,6 +74,11 @@ ACTIVE_STATUSES = ("running", "queued")
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
+
+
+class NoSuchRun(StoreError):
+    """The store has no run of that id (deleted, or never made): a page skips a link to it,
+    where a run that is there but cannot be read (a row edited by hand) is named."""
 
 
 @dataclass
@@ -419,7 +424,7 @@ class RunStore:
         self._check_exists(run_id)  # (and a store not made yet is not made for this)
         renamed = sa.update(runs).where(runs.c.id == run_id).values(name=name)
         if self._db.run(lambda conn: conn.execute(renamed).rowcount, f"rename run {run_id}") == 0:
-            raise StoreError(f"there is no run {run_id}")
+            raise NoSuchRun(f"there is no run {run_id}")
 
     def delete(self, run_id: int) -> None:
         """Remove the run's rows (metrics, snapshots and stored weights cascade) and then its
@@ -619,7 +624,7 @@ def _recover(conn: sa.Connection) -> list[int]:
 
 def _check_id(run_id: int) -> None:
     if run_id not in RUN_IDS:
-        raise StoreError(f"there is no run {run_id}")
+        raise NoSuchRun(f"there is no run {run_id}")
 
 
 def _row(conn: sa.Connection, run_id: int, lock: bool = False) -> sa.RowMapping:
@@ -628,7 +633,7 @@ def _row(conn: sa.Connection, run_id: int, lock: bool = False) -> sa.RowMapping:
     query = sa.select(runs).where(runs.c.id == run_id)
     row = conn.execute(query.with_for_update() if lock else query).mappings().first()
     if row is None:
-        raise StoreError(f"there is no run {run_id}")
+        raise NoSuchRun(f"there is no run {run_id}")
     return row
 
 

@@ -1764,29 +1764,84 @@ def test_a_page_opened_with_a_hostile_link_says_so_and_raises_nothing(lab_home, 
     assert says in page_text(open_page(page, query))  # (open_page: and raises nothing)
 
 
-# (fault in the template home, link to the Spectra page, what it says)
-SPECTRA_FAULT_ROWS = [
+EVERY_RUN = {"everyone": "true"}
+# (fault in the template home, page, its link, what it says, what it must not say)
+PAGE_FAULT_ROWS = [
     pytest.param(
         weights_replaced(lambda t: t["fc1.A"].fill_(float("nan"))),
+        "spectra",
         {"run": "1"},
         "the weights of run 1 hold NaN or inf: fc1.A",
+        None,
         id="nan-weights",
     ),
     pytest.param(
         weights_replaced(transposed_A),
+        "spectra",
         {"run": "1"},
         "do not fit its model: fc2.A",
+        None,
         id="wrong-shape",
     ),
-    pytest.param(no_fault, {"run": "1", "other": str(2**63)}, f"no run #{2**63}", id="other-2**63"),
+    pytest.param(
+        no_fault, "spectra", {"run": "1", "other": str(2**63)}, f"no run #{2**63}", None, id="other"
+    ),
+    # a row edited by hand: the page names it and why, and shows the others (run 1)
+    pytest.param(
+        second_run(config="[]"),
+        "spectra",
+        {"run": "2"},
+        "run 2 cannot be read: its config is not valid (settings must be a JSON object",
+        NO_RUN.format(run=2),
+        id="spectra-config-list",
+    ),
+    pytest.param(
+        second_run(created="yesterday"),
+        "spectra",
+        {"run": "2"},
+        "run 2 cannot be read: its created is 'yesterday'",
+        NO_RUN.format(run=2),
+        id="spectra-created-text",
+    ),
+    pytest.param(
+        second_run(layers="[1, 2]"),
+        "spectra",
+        {"run": "2"},
+        "run 2 cannot be read: a spectrum snapshot is not JSON of its layers' singular values",
+        None,
+        id="spectra-snapshot-list",
+    ),
+    pytest.param(
+        second_run(config="{"),
+        "compare",
+        EVERY_RUN,
+        "run 2 cannot be read: its config is not valid",
+        None,
+        id="compare-config",
+    ),
+    pytest.param(
+        lambda home: db_run(home, "UPDATE metrics SET val_acc = 'high' WHERE step = 2"),
+        "compare",
+        EVERY_RUN | {"runs": "1"},
+        "run 1 cannot be read: step 2's val_acc is 'high'",
+        None,
+        id="compare-metric-text",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("fault", "query", "says"), SPECTRA_FAULT_ROWS)
-def test_the_spectra_page_of_a_damaged_run_says_why(lab, fault, query, says):
+@pytest.mark.parametrize(("fault", "page", "query", "says", "never"), PAGE_FAULT_ROWS)
+def test_a_page_showing_a_damaged_run_says_why_and_shows_the_others(
+    lab, fault, page, query, says, never
+):
     fault(lab)
     before = fingerprint(lab)
-    assert says in page_text(open_page("spectra", query))
+    at = open_page(page, query)  # (and raises nothing)
+    text = page_text(at)
+    assert says in text and (never is None or never not in text)
+    if page == "compare":  # the runs it can read are drawn: run 1 in the runs table
+        [table] = at.dataframe
+        assert 1 in list(table.value["id"])
     assert fingerprint(lab) == before
 
 
