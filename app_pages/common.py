@@ -23,7 +23,7 @@ from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
 from core.limits import LimitError
 from core.links import HIDE, PRESENTER
 from core.paths import OfflineError
-from core.runs import RunRecord, RunStore, StoreError
+from core.runs import NoSuchRun, RunRecord, RunStore, StoreError
 
 
 def language() -> str:
@@ -317,17 +317,25 @@ def store() -> RunStore:
     return _open_store(str(runs.store_location()))
 
 
-def visible_runs(everyone: bool, also: tuple[int, ...] = ()) -> list[RunRecord]:
-    """This student's runs (or every run on the server), newest first, plus any in ``also``
-    (runs a shared link points to)."""
-    records = store().list(owner=None if everyone else student_id())
-    shown = {record.id for record in records}
+def visible_runs(
+    everyone: bool, also: tuple[int, ...] = ()
+) -> tuple[list[RunRecord], dict[int, str]]:
+    """(this student's runs, or every run on the server, newest first, plus any in ``also``:
+    runs a shared link points to; {id: why} of those that cannot be read, each named on the
+    page in a warning). A link to a deleted run is skipped: the page falls back to the newest."""
+    records, unreadable = store().listing(owner=None if everyone else student_id())
+    shown = {record.id for record in records} | set(unreadable)
     for run_id in also:
         if run_id and run_id not in shown:
-            # a link to a deleted run is skipped: the page falls back to the newest run
-            with contextlib.suppress(StoreError):
+            try:
                 records.append(store().get_summary(run_id))
-    return records
+            except NoSuchRun:
+                pass
+            except StoreError as error:  # there, but its row was edited by hand
+                unreadable[run_id] = str(error)
+    for why in unreadable.values():
+        st.warning(tr("common.unreadable_run", why=why), icon=":material/error:")
+    return records, unreadable
 
 
 def run_label(record: RunRecord) -> str:

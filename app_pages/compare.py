@@ -210,7 +210,12 @@ def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
 def curves_figure(chosen: list[RunRecord]) -> go.Figure:
     fig = go.Figure()
     for record in chosen:
-        steps = pd.DataFrame(store().get(record.id).history).dropna(subset=["val_acc"])
+        try:
+            history = store().get(record.id).history
+        except StoreError as error:  # its steps were edited by hand: named, the others drawn
+            st.warning(str(error), icon=":material/error:")
+            continue
+        steps = pd.DataFrame(history).dropna(subset=["val_acc"])
         fig.add_scatter(
             x=steps["step"], y=steps["val_acc"], name=run_label(record), mode="lines+markers"
         )
@@ -418,7 +423,7 @@ exercise_link(PAGE, settings, key("exercise"), "exercise.intro")
 everyone = st.session_state[key("everyone")]
 if show("everyone"):
     everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
-records = visible_runs(everyone)
+records, _ = visible_runs(everyone)  # (it names the runs it cannot read)
 if records:
     runs_section(records)
 else:

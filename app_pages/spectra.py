@@ -646,9 +646,9 @@ st.markdown(tr("spectra.intro"))
 load_settings(PAGE, DEFAULTS)
 everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
 linked = (st.session_state[key("run")], st.session_state[key("other")])  # runs a link names
-listed = visible_runs(everyone, linked)
+listed, unreadable = visible_runs(everyone, linked)
 records = [r for r in listed if r.has_weights]
-missing = [i for i in linked if i and i not in {record.id for record in listed}]
+missing = [i for i in linked if i and i not in {record.id for record in listed} | set(unreadable)]
 for run in missing:  # a link (or a deleted run) names a run that is not there: say so, once
     st.warning(tr("spectra.no_such_run", run=run), icon=":material/link_off:")
 if st.session_state[key("other")] in missing:

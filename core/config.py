@@ -134,8 +134,12 @@ class RunConfig:
         read by `parse`.
 
         Missing keys take their defaults; an unknown key or a value of the wrong kind is a
-        ValueError naming it.
+        ValueError naming it, and so is anything but a dict (a stored config that is a list).
         """
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"settings must be a JSON object of names and values (got {shown(values)})"
+            )
         hints = setting_types()
         unknown = set(values) - set(hints)
         if unknown:

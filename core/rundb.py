@@ -32,7 +32,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -130,6 +130,25 @@ TABLES = {
     "postgresql": [meta, runs, metrics, snapshots, weights],
 }
 METRIC_COLUMNS = tuple(column.name for column in metrics.columns if column.name != "run_id")
+
+
+def misfits(table: sa.Table, row: Mapping[str, Any]) -> list[str]:
+    """The columns of `table` in `row` whose values are not of their column's kind. PostgreSQL
+    holds each column to its type; SQLite keeps whatever a hand put there ('yesterday' in a
+    REAL column, text for a process id), so a row read from it is checked before it is used.
+    A whole number passes where a float goes; NULL only where the column allows it."""
+    found = []
+    for column in table.columns:
+        if column.name not in row:
+            continue
+        value, kind = row[column.name], column.type.python_type
+        kinds = (int, float) if kind is float else (kind,)
+        fits = (value is None and column.nullable) or (
+            isinstance(value, kinds) and not isinstance(value, bool)
+        )
+        if not fits:
+            found.append(column.name)
+    return found
 
 
 def set_up(conn: sa.Connection) -> None:

@@ -57,11 +57,11 @@ from safetensors.torch import load, load_file, save, save_file
 from torch import nn
 
 from core import paths, peft_io, rundb
-from core.config import RunConfig
+from core.config import RunConfig, shown
 from core.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, weights
 from core.train import Event, RunResult, StopFlag, build_models, train
 
-__all__ = ["RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
+__all__ = ["NoSuchRun", "RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
 
 WEIGHTS_FILE = "weights.safetensors"
 # A run's id is a signed 64-bit number that starts at 1 (SQLite's INTEGER PRIMARY KEY, and
@@ -74,6 +74,11 @@ ACTIVE_STATUSES = ("running", "queued")
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
+
+
+class NoSuchRun(StoreError):
+    """The store has no run of that id (deleted, or never made): a page skips a link to it,
+    where a run that is there but cannot be read (a row edited by hand) is named."""
 
 
 @dataclass
@@ -188,7 +193,7 @@ def process_start(pid: int) -> float | None:
 def _process_alive(pid: int | None, started: float | None) -> bool:
     """Whether the process that was `pid`, started at `started`, still runs. A row of schema 1
     has no start time: then any process with that id counts."""
-    if pid is None:
+    if pid is None or pid < 1:  # (0 and below: no process, and psutil refuses them)
         return False
     now = process_start(pid)
     if now is None:
@@ -409,6 +414,7 @@ class RunStore:
         index ranges, metrics and snapshots by (run_id, step)). StoreError if there is no
         such run."""
         row, history, snaps = self._db.run(lambda conn: _run_and_steps(conn, run_id, step))
+        _check_kinds(row)
         return RunProgress(row["status"], row["reason"], history, _parsed(run_id, snaps))
 
     def rename(self, run_id: int, name: str) -> None:
@@ -418,7 +424,7 @@ class RunStore:
         self._check_exists(run_id)  # (and a store not made yet is not made for this)
         renamed = sa.update(runs).where(runs.c.id == run_id).values(name=name)
         if self._db.run(lambda conn: conn.execute(renamed).rowcount, f"rename run {run_id}") == 0:
-            raise StoreError(f"there is no run {run_id}")
+            raise NoSuchRun(f"there is no run {run_id}")
 
     def delete(self, run_id: int) -> None:
         """Remove the run's rows (metrics, snapshots and stored weights cascade) and then its
@@ -468,11 +474,16 @@ class RunStore:
     def load_run_model(self, run_id: int) -> tuple[nn.Module, nn.Module]:
         """(base model, trained model) of a saved run, rebuilt from its config and weights.
 
-        StoreError if the weights do not fit the model its config builds (other names,
-        shapes or kinds of number): they were damaged or replaced."""
+        StoreError if the config cannot build a model (its row was edited by hand), or if the
+        weights do not fit the model it builds (other names, shapes or kinds of number) or hold
+        NaN or inf: they were damaged or replaced."""
         record = self._with_weights(run_id)
         tensors, source = self._read_weights(record)
-        base, model = build_models(record.config, record.num_classes)
+        try:  # a config written by hand: a seed past 2**32, 10**12 classes, a rank > d
+            record.config.validate()
+            base, model = build_models(record.config, record.num_classes)
+        except ValueError as error:
+            raise StoreError(f"run {run_id} cannot be rebuilt from its config ({error})") from None
         expected = model.state_dict()
         missing = set(tensors) - set(expected)
         if missing:
@@ -483,6 +494,9 @@ class RunStore:
                     f"the weights of run {run_id} do not fit its model: {name} is "
                     f"{_described(tensor)} in {source}, {_described(expected[name])} in the model"
                 )
+        broken = sorted(name for name, tensor in tensors.items() if not tensor.isfinite().all())
+        if broken:  # a spectrum of inf is no spectrum: SVD refuses it
+            raise StoreError(f"the weights of run {run_id} hold NaN or inf: {', '.join(broken)}")
         model.load_state_dict(tensors, strict=False)
         return base.eval(), model.eval()
 
@@ -586,8 +600,12 @@ def _recover(conn: sa.Connection) -> list[int]:
     query = sa.select(runs.c.id, runs.c.pid, runs.c.pid_started).where(
         runs.c.status == "running", sa.or_(runs.c.host.is_(None), runs.c.host == HOST)
     )
-    rows = conn.execute(query).all()
-    dead = [row.id for row in rows if not _process_alive(row.pid, row.pid_started)]
+    rows = conn.execute(query).mappings().all()
+    dead = [
+        row["id"]
+        for row in rows  # (a pid edited by hand, not a number: no process of it runs)
+        if rundb.misfits(runs, row) or not _process_alive(row["pid"], row["pid_started"])
+    ]
     for run_id in dead:
         last_step = sa.select(sa.func.max(metrics.c.step)).where(metrics.c.run_id == run_id)
         last = conn.execute(last_step).scalar()
@@ -598,6 +616,7 @@ def _recover(conn: sa.Connection) -> list[int]:
                 status="unfinished",
                 reason=f"its process ended without finishing (last saved step: {last})",
                 pid=None,
+                pid_started=None,
             )
         )
     return dead
@@ -605,7 +624,7 @@ def _recover(conn: sa.Connection) -> list[int]:
 
 def _check_id(run_id: int) -> None:
     if run_id not in RUN_IDS:
-        raise StoreError(f"there is no run {run_id}")
+        raise NoSuchRun(f"there is no run {run_id}")
 
 
 def _row(conn: sa.Connection, run_id: int, lock: bool = False) -> sa.RowMapping:
@@ -614,7 +633,7 @@ def _row(conn: sa.Connection, run_id: int, lock: bool = False) -> sa.RowMapping:
     query = sa.select(runs).where(runs.c.id == run_id)
     row = conn.execute(query.with_for_update() if lock else query).mappings().first()
     if row is None:
-        raise StoreError(f"there is no run {run_id}")
+        raise NoSuchRun(f"there is no run {run_id}")
     return row
 
 
@@ -635,14 +654,41 @@ def _run_and_steps(
         history = history.where(metrics.c.step > after)
         snaps = snaps.where(snapshots.c.step > after)
     records = [dict(r) for r in conn.execute(history).mappings()]
+    for record in records:
+        if wrong := rundb.misfits(metrics, record):
+            raise StoreError(
+                f"run {run_id} cannot be read: step {shown(record['step'])}'s {wrong[0]} is "
+                f"{shown(record[wrong[0]])}"
+            )
     return row, records, conn.execute(snaps).mappings().all()
 
 
 def _parsed(run_id: int, snaps: list[sa.RowMapping]) -> list[dict]:
     try:
-        return [{"step": r["step"], "layers": json.loads(r["layers"])} for r in snaps]
-    except (ValueError, RecursionError):
-        raise StoreError(f"run {run_id} cannot be read: a spectrum snapshot is not JSON") from None
+        return [{"step": r["step"], "layers": _layers(r["layers"])} for r in snaps]
+    except (TypeError, ValueError, RecursionError):
+        raise StoreError(
+            f"run {run_id} cannot be read: a spectrum snapshot is not JSON of its layers' "
+            "singular values"
+        ) from None
+
+
+def _layers(text: str) -> dict[str, dict]:
+    """A snapshot's layers, {layer: {"sigma": [σ…], "delta_M": x, "delta_D": y}}, as
+    core.spectra.model_snapshot wrote them; ValueError if the text holds anything else."""
+    layers = json.loads(text)
+    numbers = (int, float)
+    fits = isinstance(layers, dict) and all(
+        isinstance(layer, dict)
+        and isinstance(layer.get("sigma"), list)
+        and all(isinstance(sigma, numbers) for sigma in layer["sigma"])
+        and isinstance(layer.get("delta_M"), numbers)
+        and isinstance(layer.get("delta_D"), numbers)
+        for layer in layers.values()
+    )
+    if not fits:
+        raise ValueError(text)
+    return layers
 
 
 def _check_row(conn: sa.Connection, run_id: int, folder: str) -> None:
@@ -684,7 +730,9 @@ def _folder_or_none(row: sa.RowMapping) -> str | None:
 
 
 def _record(row: sa.RowMapping) -> RunRecord:
-    """The row as a RunRecord; StoreError naming the run if it cannot be read."""
+    """The row as a RunRecord; StoreError naming the run if it cannot be read (_check_kinds,
+    or a config that is not one)."""
+    _check_kinds(row)
     try:
         config = RunConfig.from_dict(json.loads(row["config"]))
     except (TypeError, ValueError, RecursionError) as error:
@@ -711,6 +759,16 @@ def _record(row: sa.RowMapping) -> RunRecord:
         source_acc_before=row["source_acc_before"],
         source_acc_after=row["source_acc_after"],
     )
+
+
+def _check_kinds(row: sa.RowMapping) -> None:
+    """StoreError naming the run unless its row holds what LoRA Lab writes: an id it gives, and
+    each column of its kind (a row edited by hand may hold 'yesterday' as its created)."""
+    if row["id"] not in RUN_IDS:
+        raise StoreError(f"run {row['id']} cannot be read: no run is given that id (1 to 2**63-1)")
+    if wrong := rundb.misfits(runs, row):
+        column = wrong[0]
+        raise StoreError(f"run {row['id']} cannot be read: its {column} is {shown(row[column])}")
 
 
 def _described(tensor: torch.Tensor) -> str:

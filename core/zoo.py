@@ -31,10 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core import data, paths
-from core.config import DEFAULT_MODEL
+from core.config import DEFAULT_MODEL, Bound
 
 MODELS_DIR = paths.ASSETS / "models"
 IMAGE_PIXELS = data.IMAGE_SIZE * data.IMAGE_SIZE
+# ImageNet's 1000 at most: a head of more (a run's row edited by hand) is no task here.
+CLASSES = Bound(2, 1000, whole=True)
 
 
 # ------------------------------------------------------------------------- architectures ---
@@ -516,8 +518,8 @@ def load(name: str = DEFAULT_MODEL, num_classes: int = 10) -> nn.Module:
     If the task has a different number of classes, the copy gets a new, untrained head.
     `model.head_name` and `model.block_names` tell the fine-tuning methods where things are.
     """
-    if num_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if num_classes not in CLASSES:
+        raise ValueError(f"a classifier needs from 2 to {CLASSES.high} classes, got {num_classes}")
     model = copy.deepcopy(_master(name))
     head = model.get_submodule(model.head_name)
     if head.out_features != num_classes:

@@ -1,11 +1,12 @@
-"""Hostile input, row by row: adapter zips built here, faults in the run store, and command lines.
+"""Hostile input, row by row: adapter zips built here, faults in the run store, command lines,
+and links (read by core.links, and opened on each page in Streamlit's AppTest).
 
 Each row is one bad input or fault and what must come of it: exit status 2 and one line that
 names the problem (never a traceback), or, where the command can still do its job, the job done
-and the problem named; and where nothing should change, the LoRA Lab home byte for byte as it
-was (a sha256 of every file in it, before and after). Commands run in-process through
-core.__main__.main, and in a subprocess only where the process itself matters (a closed pipe, a
-user who cannot write the store).
+and the problem named; on a page, a message and no exception; and where nothing should change,
+the LoRA Lab home byte for byte as it was (a sha256 of every file in it, before and after).
+Commands run in-process through core.__main__.main, and in a subprocess only where the process
+itself matters (a closed pipe, a user who cannot write the store).
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ import psutil
 import pytest
 import safetensors.torch
 import torch
+from app_session import open_page
 from safetensors import SafetensorError
+from streamlit.testing.v1 import AppTest
+from test_runs import outside
 
-from core import data, peft_io, rundb, runs
+from core import data, i18n, links, peft_io, rundb, runs
+from core import train as train_module
 from core.__main__ import main
-from core.config import RunConfig
+from core.config import BOUNDS, DEFAULT_LR, RunConfig, parse
 from core.runs import RunStore, StoreError, train_and_save
-from core.train import train
+from core.train import diverged, train
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG, WEIGHTS, P = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE, peft_io.PREFIX
@@ -481,6 +486,10 @@ def home_is_a_file(home: Path) -> None:
     home.write_text("I am a file, not a folder\n")
 
 
+def no_fault(home: Path) -> None:
+    """The home as the template made it."""
+
+
 NEW_RUN = ["train", "--steps", "2", "--eval-interval", "1"]
 # (fault, command, what the one line says)
 STORE_ROWS = [
@@ -615,6 +624,104 @@ STORE_ROWS = [
     pytest.param(
         lambda home: None, ["runs", "rename", 7, "x"], "there is no run 7", id="rename-missing"
     ),
+    # F1: ids past SQLite's 64 bits, zero and negative ids name no run
+    pytest.param(no_fault, ["runs", "show", 2**63], f"there is no run {2**63}", id="show-2**63"),
+    pytest.param(
+        no_fault, ["runs", "delete", 2**64], f"there is no run {2**64}", id="delete-2**64"
+    ),
+    pytest.param(
+        no_fault, ["runs", "rename", 2**63, "x"], f"there is no run {2**63}", id="rename-2**63"
+    ),
+    pytest.param(
+        no_fault, ["runs", "export", 2**63], f"there is no run {2**63}", id="export-2**63"
+    ),
+    pytest.param(no_fault, ["spectra", 2**64], f"there is no run {2**64}", id="spectra-2**64"),
+    pytest.param(no_fault, ["spectra", 10**23], f"there is no run {10**23}", id="spectra-10**23"),
+    pytest.param(no_fault, ["runs", "show", 0], "there is no run 0", id="show-0"),
+    pytest.param(no_fault, ["runs", "delete", -1], "there is no run -1", id="delete-negative"),
+    pytest.param(no_fault, ["spectra", -(2**63) - 1], "there is no run -9223", id="spectra-min"),
+    pytest.param(
+        lambda home: db_run(home, "UPDATE runs SET id=? WHERE id=1", 2**63 - 1),
+        ["runs", "show", 2**63 - 1 + 1],
+        f"there is no run {2**63}",
+        id="show-past-the-last-id",
+    ),
+    # a row edited by hand: named, never a traceback
+    pytest.param(
+        weights_replaced(lambda t: t["fc1.A"].fill_(float("nan"))),
+        ["spectra", 1],
+        "the weights of run 1 hold NaN or inf: fc1.A",
+        id="nan-weights-spectra",
+    ),
+    pytest.param(
+        weights_replaced(lambda t: t["fc2.B"].fill_(float("-inf"))),
+        ["runs", "export", 1],
+        "hold NaN or inf: fc2.B",
+        id="inf-weights-export",
+    ),
+    pytest.param(
+        second_run(config="[]"), ["runs", "show", 2], "settings must be a JSON object", id="cfg-[]"
+    ),
+    pytest.param(
+        second_run(config="null"), ["spectra", 2], "settings must be a JSON object", id="cfg-null"
+    ),
+    pytest.param(
+        second_run(config='{"shift_params": {"angle": [[[30]]]}}'),
+        ["runs", "show", 2],
+        "shift_params must be a JSON object of numbers and text",
+        id="cfg-nested-shift-params",
+    ),
+    pytest.param(
+        second_run(config='{"model": 5}'),
+        ["runs", "show", 2],
+        "model must be text",
+        id="cfg-model-5",
+    ),
+    pytest.param(
+        second_run(config='{"seed": 18446744073709551616}'),
+        ["spectra", 2],
+        "run 2 cannot be rebuilt from its config",
+        id="cfg-seed-2**64",
+    ),
+    pytest.param(
+        second_run(created="yesterday"),
+        ["runs", "show", 2],
+        "run 2 cannot be read: its created is 'yesterday'",
+        id="created-text",
+    ),
+    pytest.param(
+        second_run(test_acc_after="high"),
+        ["runs", "show", 2],
+        "its test_acc_after is 'high'",
+        id="accuracy-text",
+    ),
+    pytest.param(
+        lambda home: db_run(home, "UPDATE metrics SET val_acc = 'high' WHERE step = 2"),
+        ["runs", "show", 1],
+        "run 1 cannot be read: step 2's val_acc is 'high'",
+        id="metric-text",
+    ),
+    pytest.param(
+        second_run(has_weights="yes"), ["spectra", 2], "its has_weights is 'yes'", id="flag-text"
+    ),
+    pytest.param(
+        second_run(num_classes=10**12),
+        ["spectra", 2],
+        "a classifier needs from 2 to 1000 classes, got 1000000000000",
+        id="classes-10**12",
+    ),
+    pytest.param(
+        second_run(layers='{"fc1": {"sigma": "abc", "delta_M": 0, "delta_D": 0}}'),
+        ["runs", "show", 2],
+        "snapshot is not JSON of its layers' singular values",
+        id="snapshot-sigma-text",
+    ),
+    pytest.param(
+        second_run(layers="[1, 2]"),
+        ["runs", "show", 2, "--json"],
+        "snapshot is not JSON of its layers' singular values",
+        id="snapshot-list",
+    ),
 ]
 
 
@@ -659,6 +766,228 @@ def test_an_unreadable_run_can_be_deleted_and_nothing_outside_runs_goes(lab, cap
     assert (status, err) == (0, "") and [r["run_id"] for r in json.loads(out)] == [1]
     assert fingerprint(lab / "runs") == weights  # run 2 shared run 1's folder: left alone
     assert sentinel.read_text() == "outside the store"
+
+
+# -- rows edited by hand, on both back ends (an SQLite file and a PostgreSQL database) ----------
+@pytest.fixture(scope="module")
+def trained() -> tuple[RunConfig, object]:
+    """One small LoRA run's config and result, trained once and saved by each test's store."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = RunConfig(**SMALL)
+        return config, train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def saved(store: RunStore, trained) -> RunStore:
+    """The store (`store`: each back end) with run 1 in it, finished, with its weights."""
+    config, result = trained
+    store.finish(store.create(config), result)
+    return store
+
+
+def edit(store: RunStore, statement: str, **values: object) -> None:
+    """A hand's edit of the store's database, from outside it."""
+    outside(store, statement, **values)
+
+
+def copy_of_run_1(run_id: int = 2, **columns: object) -> Callable[[RunStore], None]:
+    """A fault: a copy of run 1 as run `run_id` (its snapshots and stored weights too), with
+    `columns` changed ("layers": every snapshot's)."""
+
+    def fault(store: RunStore) -> None:
+        names = [c.name for c in runs.runs.columns if c.name != "id"]
+        edit(
+            store,
+            f"INSERT INTO runs (id, {', '.join(names)}) SELECT :id, {', '.join(names)} "
+            "FROM runs WHERE id = 1",
+            id=run_id,
+        )
+        changes = dict(columns)  # (each back end's test makes its own)
+        layers = changes.pop("layers", None)
+        edit(
+            store,
+            "INSERT INTO snapshots SELECT :id, step, COALESCE(CAST(:layers AS TEXT), layers) "
+            "FROM snapshots "
+            "WHERE run_id = 1",
+            id=run_id,
+            layers=layers,
+        )
+        if store.weights_dir is None:
+            edit(
+                store,
+                "INSERT INTO weights SELECT :id, data FROM weights WHERE run_id = 1",
+                id=run_id,
+            )
+        for column, value in changes.items():
+            edit(store, f"UPDATE runs SET {column} = :value WHERE id = :id", value=value, id=run_id)
+
+    return fault
+
+
+def stored_weights_changed(change: Callable[[dict[str, torch.Tensor]], None]) -> Callable:
+    """A fault: run 1's stored weights (its file, or its row) rewritten with `change` made."""
+
+    def fault(store: RunStore) -> None:
+        if store.weights_dir is not None:
+            weights_replaced(change)(store.path.parent)
+            return
+        [(data,)] = outside(store, "SELECT data FROM weights WHERE run_id = 1")
+        tensors = safetensors.torch.load(bytes(data))
+        change(tensors)
+        edit(
+            store,
+            "UPDATE weights SET data = :data WHERE run_id = 1",
+            data=safetensors.torch.save(tensors),
+        )
+
+    return fault
+
+
+def stored_weights_gone(store: RunStore) -> None:
+    if store.weights_dir is not None:
+        store.weights_path(1).unlink()
+    else:
+        edit(store, "DELETE FROM weights WHERE run_id = 1")
+
+
+def contents(store: RunStore) -> dict[str, object]:
+    """Every row of every table (ordered by its key) and every file of the home."""
+    dialect = "sqlite" if store.path is not None else "postgresql"
+    tables = {
+        table.name: outside(
+            store,
+            f"SELECT * FROM {table.name} ORDER BY {', '.join(table.primary_key.columns.keys())}",
+        )
+        for table in rundb.TABLES[dialect]
+    }
+    return {"tables": tables, "files": fingerprint(Path(os.environ["LORA_LAB_HOME"]))}
+
+
+UNREAD = "cannot be read"
+# (fault, command, what its one line says, the runs `runs list` lists: a run left out is named
+# in one warning line). Then run 1 reads as it did, and nothing in the store has changed.
+HAND_ROWS = [
+    pytest.param(
+        copy_of_run_1(config="{"), ["runs", "show", 2], f"run 2 {UNREAD}", [1], id="config-not-json"
+    ),
+    pytest.param(
+        copy_of_run_1(config="[]"),
+        ["spectra", 2],
+        "settings must be a JSON object",
+        [1],
+        id="config-list",
+    ),
+    pytest.param(
+        copy_of_run_1(config='{"wings": 2}'),
+        ["runs", "export", 2],
+        "unknown setting(s) ['wings']",
+        [1],
+        id="config-key",
+    ),
+    pytest.param(
+        copy_of_run_1(config='{"seed": 18446744073709551616}'),
+        ["spectra", 2],
+        f"run 2 cannot be rebuilt from its config (seed must be {BOUNDS['seed']}",
+        [2, 1],
+        id="config-seed-2**64",
+    ),
+    pytest.param(
+        copy_of_run_1(num_classes=5000),
+        ["spectra", 2],
+        "a classifier needs from 2 to 1000 classes, got 5000",
+        [2, 1],
+        id="classes-5000",
+    ),
+    pytest.param(
+        copy_of_run_1(layers='{"fc1": {"sigma": "abc", "delta_M": 0, "delta_D": 0}}'),
+        ["runs", "show", 2],
+        "a spectrum snapshot is not JSON of its layers' singular values",
+        [2, 1],
+        id="snapshot-sigma-text",
+    ),
+    pytest.param(
+        copy_of_run_1(folder="../../.."),
+        ["spectra", 2],
+        "its folder '../../..' is not valid",
+        [1],
+        id="folder",
+    ),
+    pytest.param(
+        copy_of_run_1(run_id=-5),
+        ["runs", "show", -5],
+        "there is no run -5",
+        [1],  # named: "run -5 cannot be read: no run is given that id"
+        id="id-negative",
+    ),
+    pytest.param(
+        copy_of_run_1(run_id=0), ["runs", "delete", 0], "there is no run 0", [1], id="id-0"
+    ),
+    pytest.param(
+        copy_of_run_1(run_id=2**63 - 1),
+        ["runs", "show", 2**63],
+        f"there is no run {2**63}",
+        [2**63 - 1, 1],
+        id="id-last",
+    ),
+    pytest.param(
+        stored_weights_changed(lambda t: t["fc2.B"].fill_(float("-inf"))),
+        ["runs", "export", 1],
+        "the weights of run 1 hold NaN or inf: fc2.B",
+        [1],
+        id="inf-weights",
+    ),
+    pytest.param(
+        stored_weights_changed(transposed_A),
+        ["spectra", 1],
+        "do not fit its model: fc2.A",
+        [1],
+        id="shape",
+    ),
+    pytest.param(
+        stored_weights_gone,
+        ["spectra", 1],
+        f"the weights of run 1 {UNREAD}",
+        [1],
+        id="weights-gone",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fault", "argv", "says", "listed"), HAND_ROWS)
+def test_a_row_edited_by_hand_is_one_line_on_either_back_end_and_harms_no_other_run(
+    saved, capsys, fault, argv, says, listed
+):
+    first = saved.get(1)
+    fault(saved)
+    before = contents(saved)
+    status, out, err = run(capsys, *argv)
+    assert (status, out) == (2, "")
+    assert_one_line(err, says)
+    status, out, err = run(capsys, "runs", "list", "--json")
+    assert status == 0
+    assert [record["run_id"] for record in json.loads(out)] == listed
+    rows = [row[0] for row in outside(saved, "SELECT id FROM runs ORDER BY id DESC")]
+    named = [run_id for run_id in rows if run_id not in listed]
+    lines = err.splitlines()  # one per run left out, newest first
+    assert [line.split(":")[1] for line in lines] == [f" run {i} {UNREAD}" for i in named], err
+    assert contents(saved) == before
+    with RunStore() as store:
+        assert store.get(1) == first
+
+
+@pytest.mark.parametrize("pid", [-1, 0, 2**31 - 1], ids=["negative", "zero", "2**31-1"])
+def test_a_running_row_whose_pid_is_no_process_is_repaired_on_either_back_end(saved, capsys, pid):
+    """A pid edited by hand (psutil refuses the negative ones): the run is unfinished, and the
+    store opens as before; it was a traceback at every command."""
+    copy_of_run_1(status="running", pid=pid, pid_started=None)(saved)
+    status, out, err = run(capsys, "runs", "list", "--json")
+    assert (status, err) == (0, "")
+    assert {r["run_id"]: r["status"] for r in json.loads(out)} == {2: "unfinished", 1: "finished"}
+    assert run(capsys, "runs", "delete", 2)[0] == 0
 
 
 # -- F10: export never writes over the store, its weights, or (without --force) any file ----------
@@ -854,6 +1183,10 @@ PROCESS_ROWS = [
     pytest.param(lambda p: (p.pid, None), False, id="schema-1-live-pid"),
     pytest.param(lambda p: (2**22 + 12345, None), True, id="schema-1-dead-pid"),
     pytest.param(lambda p: (None, None), True, id="no-pid"),
+    # edited by hand (SQLite keeps text in a number's column): no process of theirs runs
+    pytest.param(lambda p: ("abc", None), True, id="pid-text"),
+    pytest.param(lambda p: (p.pid, "yesterday"), True, id="started-text"),
+    pytest.param(lambda p: (-1, None), True, id="pid-negative"),
 ]
 
 
@@ -953,6 +1286,563 @@ def test_a_refused_command_creates_no_run_database(fresh, capsys, argv, says):
 def test_listing_a_store_that_does_not_exist_yet_creates_none(fresh, capsys):
     assert run(capsys, "runs", "list", "--json")[:2] == (0, "[]\n")
     assert not (fresh / "runs.db").exists()
+
+
+# -- the command line: numbers past their bounds, deep nesting (F2, F3) -------------------------
+DEEP = "[" * 1000 + "]" * 1000
+SEED_BOUND = "seed must be a whole number ≥ 0 and ≤ 4294967295"
+TRAIN = ["train", "--steps", "2"]
+# (command line, what its one line says): each bound is named with the setting
+FLAG_ROWS = [
+    # F2: nesting
+    pytest.param(
+        [*TRAIN, "--shift-params", DEEP],
+        "shift_params must be a JSON object of numbers and text",
+        id="shift-params-1000-deep",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift-params", "{" * 1000],
+        "shift_params must be a JSON object",
+        id="shift-params-1000-open",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift-params", '{"angle": ' + DEEP + "}"],
+        "shift_params must be a JSON object of numbers and text",
+        id="shift-param-1000-deep",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift-params", '{"angle": {"a": 1}}'],
+        "shift_params must be a JSON object of numbers and text",
+        id="shift-param-object",
+    ),
+    # F3: numbers past float32, and past what makes sense
+    pytest.param(
+        [*TRAIN, "--lr", "1e39"], "lr must be a number > 0 and ≤ 1e+06 (got 1e+39)", id="lr-1e39"
+    ),
+    pytest.param(
+        [*TRAIN, "--optimizer", "sgd", "--lr", "1e300"], "lr must be a number > 0", id="sgd-1e300"
+    ),
+    pytest.param(
+        [*TRAIN, "--lr", "1e400"],
+        "lr must be a number, or empty for the default (got '1e400')",
+        id="lr-1e400",
+    ),
+    pytest.param([*TRAIN, "--lr", "-0.0"], "lr must be a number > 0", id="lr-minus-0"),
+    pytest.param(
+        [*TRAIN, "--lora-plus-ratio", "1e300"],
+        "lora_plus_ratio must be a number ≥ 0.01 and ≤ 1000 (got 1e+300)",
+        id="ratio-1e300",
+    ),
+    pytest.param(
+        [*TRAIN, "--lora-plus-ratio", "0.001"], "lora_plus_ratio must be", id="ratio-0.001"
+    ),
+    pytest.param(
+        [*TRAIN, "--alpha", "1e300"],
+        "alpha must be a number > 0 and ≤ 10000 (got 1e+300)",
+        id="alpha-1e300",
+    ),
+    pytest.param([*TRAIN, "--alpha", "0"], "alpha must be a number > 0", id="alpha-0"),
+    pytest.param(
+        [*TRAIN, "--weight-decay", "1e300"],
+        "weight_decay must be a number ≥ 0 and ≤ 100 (got 1e+300)",
+        id="weight-decay-1e300",
+    ),
+    pytest.param(
+        [*TRAIN, "--dropout", "1"], "dropout must be a number ≥ 0 and < 1 (got 1.0)", id="dropout-1"
+    ),
+    # whole numbers past int64, or past sense
+    pytest.param([*TRAIN, "--seed", 2**64], f"{SEED_BOUND} (got {2**64})", id="seed-2**64"),
+    pytest.param([*TRAIN, "--seed", 2**32], f"{SEED_BOUND} (got {2**32})", id="seed-2**32"),
+    pytest.param([*TRAIN, "--seed", -1], f"{SEED_BOUND} (got -1)", id="seed-negative"),
+    pytest.param(
+        [*TRAIN, "--seed", "1e3"], "seed must be a whole number (got '1e3')", id="seed-1e3"
+    ),
+    pytest.param(
+        [*TRAIN, "--rank", 10**30],
+        f"rank must be a whole number ≥ 1 and ≤ 4096 (got {10**30})",
+        id="rank-10**30",
+    ),
+    pytest.param(
+        [*TRAIN, "--batch-size", 10**21],
+        f"batch_size must be a whole number ≥ 1 and ≤ 65536 (got {10**21})",
+        id="batch-10**21",
+    ),
+    pytest.param(
+        ["train", "--steps", 10**21],
+        "steps must be a whole number ≥ 1 and ≤ 1000000000",
+        id="steps",
+    ),
+    pytest.param(["train", "--epochs", 10**23], "epochs must be a whole number ≥ 1", id="epochs"),
+    pytest.param(
+        [*TRAIN, "--method", "top-k", "--top-k", 10**23],
+        "top_k must be a whole number ≥ 1 and ≤ 1000",
+        id="top-k-10**23",
+    ),
+    pytest.param(
+        [*TRAIN, "--eval-interval", 10**23], "eval_interval must be a whole", id="eval-interval"
+    ),
+    pytest.param(
+        [*TRAIN, "--snapshot-interval", 10**23], "snapshot_interval must be", id="snapshot-interval"
+    ),
+    pytest.param(
+        [*TRAIN, "--rank", "1" * 5000],
+        "rank must be a whole number (got '1111",
+        id="rank-5000-digits",
+    ),
+    # shift parameters: bounds, kinds
+    pytest.param(
+        [*TRAIN, "--shift-params", '{"angle": 1e300}'],
+        "shift parameter 'angle' must be a number ≥ -360 and ≤ 360 (got 1e+300)",
+        id="angle-1e300",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "permute", "--shift-params", '{"seed": 18446744073709551616}'],
+        "shift parameter 'seed' must be a whole number ≥ 0 and ≤ 4294967295",
+        id="permute-seed-2**64",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "label-permute", "--shift-params", '{"seed": -1}'],
+        "shift parameter 'seed' must be a whole number ≥ 0",
+        id="label-permute-seed-negative",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "planted-rank", "--shift-params", '{"rank": 1e20}'],
+        "shift parameter 'rank' must be a whole number ≥ 1 and ≤ 4096",
+        id="planted-rank-1e20",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "planted-rank", "--shift-params", '{"fraction_changed": 1e300}'],
+        "shift parameter 'fraction_changed' must be a number ≥ 0 and ≤ 1",
+        id="planted-fraction-1e300",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "planted-rank", "--shift-params", '{"layer": 5}'],
+        "shift parameter 'layer' must be text (got 5)",
+        id="planted-layer-5",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "domain", "--shift-params", '{"to": ["digits"]}'],
+        "shift_params must be a JSON object of numbers and text",
+        id="domain-to-list",
+    ),
+    pytest.param(
+        [*TRAIN, "--shift", "rotate", "--shift-params", '{"angle": "x"}'],
+        "shift parameter 'angle' must be a number (got 'x')",
+        id="angle-text",
+    ),
+    # the other commands that take settings
+    pytest.param(
+        ["sweep", "--steps", 1, "--ranks", 10**23],
+        f"rank must be a whole number ≥ 1 and ≤ 4096 (got {10**23})",
+        id="sweep-rank-10**23",
+    ),
+    pytest.param(["sweep", "--steps", 1, "--seed", 2**64], SEED_BOUND, id="sweep-seed-2**64"),
+    pytest.param(
+        ["sweep", "--steps", 1, "--workers", 10**20],
+        "--workers must be a whole number ≥ 0 and ≤",
+        id="sweep-workers-10**20",
+    ),
+    pytest.param(
+        ["sweep", "--steps", 1, "--workers", -1], "--workers must be", id="sweep-workers-negative"
+    ),
+    pytest.param(
+        ["runs", "import", "adapter.zip", "--model", "mlp", "--seed", 2**64],
+        SEED_BOUND,
+        id="import-seed-2**64",
+    ),
+    pytest.param(
+        ["runs", "import", "adapter.zip", "--model", "mlp", "--shift-params", DEEP],
+        "shift_params must be a JSON object",
+        id="import-shift-params-deep",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), FLAG_ROWS)
+def test_a_setting_past_its_bound_is_one_line_naming_it_and_nothing_changes(
+    lab, capsys, argv, says
+):
+    before = fingerprint(lab)
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert_one_line(err, says)
+    assert len(err) < 400  # a megabyte of brackets is shown cut short
+    assert fingerprint(lab) == before
+
+
+# -- F3: a run that diverges names what made its steps too large ---------------------------------
+# (settings, what the reason must name, what it must not: the learning rate is not blamed for an
+# absurd alpha). Each of these diverges within 30 steps of the MLP.
+DIVERGING_ROWS = [
+    pytest.param(
+        {"alpha": 10_000.0, "rank": 1, "optimizer": "sgd", "lr": 0.1},
+        "alpha (10000: the scaling alpha/r is 10000)",
+        "learning rate",
+        id="alpha",
+    ),
+    pytest.param(
+        {"weight_decay": 100.0, "lr": 0.1},
+        "the weight decay (100, × lr = 10)",
+        "learning rate",
+        id="weight-decay",
+    ),
+    pytest.param(
+        {"lr": 100.0, "optimizer": "sgd"}, "the learning rate (100)", "alpha", id="learning-rate"
+    ),
+]
+
+
+@pytest.mark.parametrize(("settings", "names", "spares"), DIVERGING_ROWS)
+def test_a_diverging_run_names_its_likely_cause(lab, capsys, settings, names, spares):
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+    status, out, err = run(capsys, "train", "--steps", 30, "--json", *flags)
+    assert status == 1 and err == ""
+    summary = json.loads(out)
+    assert summary["status"] == "failed"
+    assert names in summary["reason"] and spares not in summary["reason"]
+
+
+# (settings, the reason's suspects): the same naming, without training
+CAUSE_ROWS = [
+    pytest.param({}, f"the learning rate ({DEFAULT_LR['lora']:g}) is probably", id="default"),
+    pytest.param({"lr": 2.0}, "the learning rate (2) is probably", id="lr"),
+    pytest.param(
+        {"alpha": 4096.0, "rank": 16, "scaling": "rslora"},
+        "alpha (4096: the scaling alpha/√r is 1024) is probably",
+        id="rslora",
+    ),
+    pytest.param(
+        {"alpha": 4096.0, "method": "full"},
+        f"the learning rate ({DEFAULT_LR['full']:g})",  # alpha is LoRA's: not blamed
+        id="not-lora",
+    ),
+    pytest.param({"lora_plus_ratio": 1000.0}, "the LoRA+ ratio (1000) is", id="lora-plus"),
+    pytest.param(
+        {"lr": 1e6, "alpha": 1e4},
+        "the learning rate (1e+06) or alpha (10000: the scaling alpha/r is 2500) is probably",
+        id="both",
+    ),
+]
+
+
+@pytest.mark.parametrize(("settings", "says"), CAUSE_ROWS)
+def test_a_divergence_is_blamed_on_each_unusual_setting(settings, says):
+    reason = diverged("the training loss became nan", 3, RunConfig(**settings))
+    assert reason.startswith("the training loss became nan at step 3: ")
+    assert says in reason
+
+
+class Poison(torch.optim.SGD):
+    """An optimizer whose step leaves every trainable weight inf: the loss of that step was
+    finite, so only a look at the weights can tell."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                parameter.fill_(float("inf"))
+
+
+def test_weights_that_become_inf_fail_the_run_before_a_spectrum_or_a_save(lab, capsys, monkeypatch):
+    """SVD refuses inf (a traceback, before): the run fails at that step, and saves nothing."""
+    monkeypatch.setattr(
+        train_module,
+        "make_optimizer",
+        lambda model, config: Poison([p for p in model.parameters() if p.requires_grad], lr=0.1),
+    )
+    status, out, err = run(capsys, "train", "--steps", 5, "--snapshot-interval", 1, "--json")
+    assert (status, err) == (1, "")
+    summary = json.loads(out)
+    assert summary["status"] == "failed" and summary["steps"] == 1
+    assert summary["reason"].startswith("the weights became inf or nan at step 1: ")
+    with RunStore() as store:
+        assert not store.get_summary(summary["run_id"]).has_weights
+
+
+# -- links: core.links.from_query, and each page opened with a hostile link (F1, F2, F17) --------
+PAGE_DEFAULTS = {
+    "train": (links.train_defaults(), links.TRAIN_CHOICES),
+    "spectra": (links.SPECTRA_DEFAULTS, {}),
+    "compare": (links.COMPARE_DEFAULTS, links.COMPARE_CHOICES),
+}
+# (page, query parameters, the keys it cannot read, what it reads of the others)
+LINK_ROWS = [
+    # F17: a value that is None or a list (a caller's repeated key) is unreadable, not a TypeError
+    pytest.param("train", {"rank": None}, ["rank"], {}, id="rank-None"),
+    pytest.param("train", {"rank": ["4", "8"]}, ["rank"], {}, id="rank-list"),
+    pytest.param("train", {"lr": ["0.1"]}, ["lr"], {}, id="lr-list"),
+    pytest.param("train", {"model": None}, ["model"], {}, id="model-None"),
+    pytest.param("train", {"model": ["mlp"]}, ["model"], {}, id="model-list"),
+    pytest.param("train", {"dora": None}, ["dora"], {}, id="dora-None"),
+    pytest.param("train", {"shift_params": None}, ["shift_params"], {}, id="shift-params-None"),
+    pytest.param("train", {"shift_params": [{}]}, ["shift_params"], {}, id="shift-params-list"),
+    pytest.param("train", {"targets": None}, ["targets"], {}, id="targets-None"),
+    pytest.param("spectra", {"run": None, "layer": 5}, ["layer", "run"], {}, id="spectra-None"),
+    pytest.param("compare", {"runs": None, "ranks": None}, ["ranks", "runs"], {}, id="lists-None"),
+    # F2: nesting
+    pytest.param("train", {"shift_params": DEEP}, ["shift_params"], {}, id="shift-params-deep"),
+    pytest.param(
+        "train", {"shift_params": "[" * 100_000}, ["shift_params"], {}, id="shift-params-100k"
+    ),
+    pytest.param(
+        "train",
+        {"shift_params": '{"angle": ' + DEEP + "}"},
+        ["shift_params"],
+        {},
+        id="shift-param-deep",
+    ),
+    pytest.param("compare", {"ranks": DEEP}, ["ranks"], {}, id="ranks-deep"),
+    # F3 and the whole numbers: past their bounds (core.config.BOUNDS)
+    pytest.param("train", {"lr": "1e39", "alpha": "1e300"}, ["alpha", "lr"], {}, id="floats"),
+    pytest.param(
+        "train",
+        {"lora_plus_ratio": "1e300", "dropout": "1"},
+        ["dropout", "lora_plus_ratio"],
+        {},
+        id="ratio-dropout",
+    ),
+    pytest.param(
+        "train", {"rank": str(10**30), "seed": str(2**64)}, ["rank", "seed"], {}, id="ints"
+    ),
+    pytest.param(
+        "train",
+        {"steps": str(10**20), "batch_size": "0", "top_k": "-1"},
+        ["batch_size", "steps", "top_k"],
+        {},
+        id="counts",
+    ),
+    pytest.param("train", {"rank": "1" * 5000}, ["rank"], {}, id="rank-5000-digits"),
+    pytest.param("compare", {"seed": "-1", "steps": "1e3"}, ["seed", "steps"], {}, id="compare"),
+    pytest.param(
+        "compare", {"ranks": "1,99999999999999999999"}, ["ranks"], {}, id="compare-rank-huge"
+    ),
+    # F1: a run id past 64 bits is read; the store then says there is no such run
+    pytest.param("spectra", {"run": str(10**23)}, [], {"run": 10**23}, id="run-10**23"),
+    pytest.param("spectra", {"other": str(2**64)}, [], {"other": 2**64}, id="other-2**64"),
+    pytest.param("compare", {"runs": str(10**23)}, [], {"runs": [str(10**23)]}, id="runs-10**23"),
+    # text: empty, huge, unicode, control characters
+    pytest.param("train", {"model": "", "rank": ""}, ["model", "rank"], {}, id="empty"),
+    pytest.param("train", {"model": "x" * 100_000}, ["model"], {}, id="model-100k"),
+    pytest.param("train", {"model": "mlp\x00"}, ["model"], {}, id="model-nul"),
+    pytest.param("train", {"model": "ｍｌｐ"}, ["model"], {}, id="model-fullwidth"),
+    pytest.param("train", {"rank": "٣"}, [], {"rank": 3}, id="rank-arabic-indic-3"),
+    pytest.param("train", {"rank": " 8 "}, [], {"rank": 8}, id="rank-spaces"),
+    pytest.param("train", {"targets": "fc1,\u202efc2"}, [], {"targets": "fc1,\u202efc2"}, id="rtl"),
+    pytest.param("train", {"wings": "2", "lang": "zh", "": "x"}, [], {}, id="unknown-keys"),
+    pytest.param(
+        "spectra",
+        {"normalised": "maybe", "everyone": "2"},
+        ["everyone", "normalised"],
+        {},
+        id="booleans",
+    ),
+]
+
+
+@pytest.mark.parametrize(("page", "params", "unreadable", "read"), LINK_ROWS)
+def test_a_hostile_link_is_read_or_reported_never_an_error(page, params, unreadable, read):
+    defaults, choices = PAGE_DEFAULTS[page]
+    values, bad = links.from_query(params, defaults, choices)
+    assert sorted(bad) == unreadable
+    assert values == defaults | read
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (None, int),
+        ([1], int),
+        ({}, float),
+        (10**400, float),
+        (float("inf"), int),
+        (float("nan"), float),
+        ("1" * 5000, int),
+        (None, str),
+        ([None], list[int]),
+        (DEEP, dict),
+        ('{"a": ' + DEEP + "}", dict),
+        (None, list[str] | str),
+        (object(), bool),
+    ],
+    ids=repr,
+)
+def test_parse_refuses_anything_with_a_value_error(value, kind):
+    """Every reader of settings (flags, links, the store) catches ValueError: nothing else."""
+    with pytest.raises(ValueError):
+        parse(value, kind)
+
+
+TEXT = i18n.catalog()  # what the pages say, in English
+BAD_LINK, NO_RUN = TEXT.t("common.bad_link"), TEXT.t("spectra.no_such_run")
+# (page, query parameters, what the page says): a message, never an exception
+PAGE_ROWS = [
+    pytest.param(
+        "train", {"shift_params": DEEP}, BAD_LINK.format(keys="shift_params"), id="train-deep"
+    ),
+    pytest.param(
+        "train",
+        {"shift": "rotate", "shift_params": '{"angle": "x"}'},
+        BAD_LINK.format(keys="shift_params"),
+        id="train-angle-text",
+    ),
+    pytest.param(
+        "train",
+        {"shift": "planted-rank", "shift_params": '{"rank": 1e300}'},
+        BAD_LINK.format(keys="shift_params"),
+        id="train-planted-rank-1e300",
+    ),
+    pytest.param(
+        "train",
+        {"shift": "domain", "shift_params": '{"to": 5}'},
+        BAD_LINK.format(keys="shift_params"),
+        id="train-domain-to-5",
+    ),
+    pytest.param(
+        "train",
+        {"shift": "rotate", "shift_params": '{"angle": 1000}'},
+        BAD_LINK.format(keys="shift_params"),
+        id="train-angle-1000",
+    ),
+    pytest.param(
+        "train", {"rank": str(10**30)}, BAD_LINK.format(keys="rank"), id="train-rank-10**30"
+    ),
+    pytest.param(
+        "train", {"seed": str(2**64)}, BAD_LINK.format(keys="seed"), id="train-seed-2**64"
+    ),
+    pytest.param(
+        "train",
+        {"lr": "1e39", "alpha": "1e300"},
+        BAD_LINK.format(keys="alpha, lr"),
+        id="train-floats",
+    ),
+    pytest.param(
+        "train",
+        {"steps": str(10**20), "batch_size": str(10**20)},
+        BAD_LINK.format(keys="steps, batch_size"),
+        id="train-counts",
+    ),
+    pytest.param(
+        "train", {"model": "x" * 10_000}, BAD_LINK.format(keys="model"), id="train-model-10k"
+    ),
+    pytest.param(
+        "train", {"targets": "\u202e"}, BAD_LINK.format(keys="targets"), id="train-targets-rtl"
+    ),
+    pytest.param(
+        "spectra", {"run": str(10**23)}, NO_RUN.format(run=10**23), id="spectra-run-10**23"
+    ),
+    pytest.param(
+        "spectra", {"other": str(2**64)}, NO_RUN.format(run=2**64), id="spectra-other-2**64"
+    ),
+    pytest.param("spectra", {"run": "-5"}, NO_RUN.format(run=-5), id="spectra-run-negative"),
+    pytest.param(
+        "spectra", {"run": "1" * 5000}, BAD_LINK.format(keys="run"), id="spectra-run-5000-digits"
+    ),
+    pytest.param(
+        "compare",
+        {"steps": str(10**20), "seed": "-1", "ranks": "1,99999999999999999999"},
+        BAD_LINK.format(keys="ranks, steps, seed"),
+        id="compare-numbers",
+    ),
+    pytest.param(
+        "compare",
+        {"runs": DEEP, "everyone": ""},
+        BAD_LINK.format(keys="everyone"),
+        id="compare-runs",
+    ),
+    pytest.param("learn", {"lang": "../../etc", "r": "x"}, TEXT.t("learn.title"), id="learn"),
+]
+
+
+def page_text(at: AppTest) -> str:
+    return "\n".join(
+        element.value for kind in ("title", "warning", "error", "info") for element in at.get(kind)
+    )
+
+
+@pytest.mark.parametrize(("page", "query", "says"), PAGE_ROWS)
+def test_a_page_opened_with_a_hostile_link_says_so_and_raises_nothing(lab_home, page, query, says):
+    assert says in page_text(open_page(page, query))  # (open_page: and raises nothing)
+
+
+EVERY_RUN = {"everyone": "true"}
+# (fault in the template home, page, its link, what it says, what it must not say)
+PAGE_FAULT_ROWS = [
+    pytest.param(
+        weights_replaced(lambda t: t["fc1.A"].fill_(float("nan"))),
+        "spectra",
+        {"run": "1"},
+        "the weights of run 1 hold NaN or inf: fc1.A",
+        None,
+        id="nan-weights",
+    ),
+    pytest.param(
+        weights_replaced(transposed_A),
+        "spectra",
+        {"run": "1"},
+        "do not fit its model: fc2.A",
+        None,
+        id="wrong-shape",
+    ),
+    pytest.param(
+        no_fault, "spectra", {"run": "1", "other": str(2**63)}, f"no run #{2**63}", None, id="other"
+    ),
+    # a row edited by hand: the page names it and why, and shows the others (run 1)
+    pytest.param(
+        second_run(config="[]"),
+        "spectra",
+        {"run": "2"},
+        "run 2 cannot be read: its config is not valid (settings must be a JSON object",
+        NO_RUN.format(run=2),
+        id="spectra-config-list",
+    ),
+    pytest.param(
+        second_run(created="yesterday"),
+        "spectra",
+        {"run": "2"},
+        "run 2 cannot be read: its created is 'yesterday'",
+        NO_RUN.format(run=2),
+        id="spectra-created-text",
+    ),
+    pytest.param(
+        second_run(layers="[1, 2]"),
+        "spectra",
+        {"run": "2"},
+        "run 2 cannot be read: a spectrum snapshot is not JSON of its layers' singular values",
+        None,
+        id="spectra-snapshot-list",
+    ),
+    pytest.param(
+        second_run(config="{"),
+        "compare",
+        EVERY_RUN,
+        "run 2 cannot be read: its config is not valid",
+        None,
+        id="compare-config",
+    ),
+    pytest.param(
+        lambda home: db_run(home, "UPDATE metrics SET val_acc = 'high' WHERE step = 2"),
+        "compare",
+        EVERY_RUN | {"runs": "1"},
+        "run 1 cannot be read: step 2's val_acc is 'high'",
+        None,
+        id="compare-metric-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fault", "page", "query", "says", "never"), PAGE_FAULT_ROWS)
+def test_a_page_showing_a_damaged_run_says_why_and_shows_the_others(
+    lab, fault, page, query, says, never
+):
+    fault(lab)
+    before = fingerprint(lab)
+    at = open_page(page, query)  # (and raises nothing)
+    text = page_text(at)
+    assert says in text and (never is None or never not in text)
+    if page == "compare":  # the runs it can read are drawn: run 1 in the runs table
+        [table] = at.dataframe
+        assert 1 in list(table.value["id"])
+    assert fingerprint(lab) == before
 
 
 def cli(*args: object, **kwargs: object) -> subprocess.Popen:

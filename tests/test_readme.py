@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from core import adapters, limits, peft_io, zoo
+from core.config import BOUNDS, SHIFT_PARAM_BOUNDS
+from core.limits import COMMAND_LINE, SERVER, Limits
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Use it as a library"
 
@@ -34,3 +38,48 @@ def test_the_library_quickstart_runs_and_learns(capsys):
     for line in spectra:  # rank 4: four singular values, all of them nonzero
         sigma = [float(v) for v in re.findall(r"\d+\.\d+", line.split("tensor", 1)[1])]
         assert len(sigma) == 4 and min(sigma) > 0, line
+
+
+def bounds_section() -> str:
+    text = README.read_text()
+    heading = "### Every number has a bound"
+    assert heading in text, f"README.md has no {heading!r} section"
+    return text.split(heading, 1)[1].split("\n#", 1)[0]
+
+
+def expected_bound_rows() -> list[str]:
+    """The README's table rows, as the code's bounds say them (str(Bound): as a refusal does)."""
+    rows = [f"| `{name}` | {bound} |" for name, bound in BOUNDS.items()]
+    rows += [f"| shift parameter `{name}` | {b} |" for name, b in SHIFT_PARAM_BOUNDS.items()]
+    rows.append(f"| a run's classes | {zoo.CLASSES} |")
+    mib = 2**20
+    rows.append(
+        f"| an uploaded adapter | a zip of at most {adapters.MAX_ZIP_BYTES // mib} MiB and "
+        f"{adapters.MAX_ENTRIES} entries; its weights at most {adapters.MAX_FILE_BYTES // mib} MiB "
+        f"unpacked, its `{peft_io.CONFIG_FILE}` at most {peft_io.MAX_CONFIG_BYTES // mib} MiB |"
+    )
+    return rows
+
+
+def limit_cells(values: Limits, name: str) -> str:
+    value = getattr(values, name)
+    if name == "models":
+        return limits.EVERY_MODEL if value is None else ", ".join(value)
+    return str(value)
+
+
+def test_the_readme_bounds_are_the_code_s():
+    """Every number's bound in the README's table is the one the code refuses past: each row,
+    in order; and each server limit with its variable and both defaults."""
+    section = bounds_section()
+    lines = section.splitlines()
+    start = lines.index("| setting | what it may be |") + 2  # below the header and its rule
+    table = lines[start : lines.index("", start)]
+    assert table == expected_bound_rows(), "\n".join(expected_bound_rows())
+    for name, variable in limits.VARIABLES.items():
+        server, command_line = (limit_cells(v, name) for v in (SERVER, COMMAND_LINE))
+        assert re.search(
+            rf"^\| `{variable}` \| [^|]+ \| {re.escape(server)} \| {re.escape(command_line)} \|$",
+            section,
+            flags=re.MULTILINE,
+        ), f"{variable}: {server} on a server, {command_line} on the command line"
