@@ -145,13 +145,14 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
             {
                 "id": r.id,
                 tr("compare.col_name"): r.name,
+                # the results first: on a laptop's screen they are seen without scrolling
+                tr("compare.col_before"): r.test_acc_before,
+                tr("compare.col_after"): r.test_acc_after,
+                tr("compare.col_source_after"): r.source_acc_after,
                 tr("compare.col_method"): tr(f"methods.{r.config.method}"),
                 tr("compare.col_rank"): rank_text(r.config),
                 tr("compare.col_lr"): r.config.learning_rate,
                 tr("compare.col_status"): tr(f"status.{r.status}"),
-                tr("compare.col_before"): r.test_acc_before,
-                tr("compare.col_after"): r.test_acc_after,
-                tr("compare.col_source_after"): r.source_acc_after,
                 tr("compare.col_trainable"): r.trainable_params,
                 tr("compare.col_seconds"): r.seconds,
             }
@@ -178,6 +179,12 @@ def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter
         **scatter,
     )  # fmt: skip
     fig.update_traces(marker_size=14, textposition="top center")
+    tasks = list(dict.fromkeys(frame["task"]))
+    if len(tasks) > 1:  # every other task's "r=…" below its points: two sweeps at one cost
+        below = tuple(f", {task}" for task in tasks[1::2])  # px names a trace "method, task"
+        fig.update_traces(
+            textposition="bottom center", selector=lambda trace: trace.name.endswith(below)
+        )
     # accuracy lies in [0, 1]: a fixed axis (room above 100% for the "r=…" labels), not one
     # stretched around a single point to 150%
     fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
@@ -203,7 +210,7 @@ def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
     fig = accuracy_scatter(shown, "source", [r.source_acc_after for r in shown])
     for before in sorted({r.source_acc_before for r in shown if r.source_acc_before}):
         fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")
-    fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%", range=[0, 1.02])
+    fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%", range=[-0.04, 1.02])
     return style(fig, height=400, legend_title_text="")
 
 
