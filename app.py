@@ -9,6 +9,7 @@ import streamlit as st
 
 from app_pages.common import (
     language,
+    name_box,
     presenter,
     presenter_style,
     relabel,
@@ -80,8 +81,9 @@ def main() -> None:
             st.query_params[PRESENTER] = "true"
         else:
             st.query_params.pop(PRESENTER, None)
-        st.caption(tr("sidebar.version", version=__version__))
         remember_student()  # the same student after a reload, in a new tab, after a restart
+        name_box()
+        st.caption(tr("sidebar.version", version=__version__))
     presenter_style()
     relabel()  # before a page draws its select boxes (see common.choice)
 

@@ -180,6 +180,45 @@ def remember_student() -> None:
         st.session_state["student"], st.session_state["student.kept"] = answer, True
 
 
+NAME = "student.name"  # the sidebar's name box
+
+
+def name_box() -> None:
+    """The sidebar's optional name: the teacher sees it beside the student's runs when every run
+    is shown. Kept on the server under the student's id (never in a link); shown again after a
+    reload, and once the browser has told which id it keeps."""
+    owner = student_id()
+    if st.session_state.get("student.named") != owner:
+        st.session_state[NAME] = student_names().get(owner, "")
+        st.session_state["student.named"] = owner
+    st.text_input(
+        tr("sidebar.name"),
+        key=NAME,
+        max_chars=runs.STUDENT_NAME_CHARS,
+        placeholder=tr("sidebar.name_placeholder"),
+        help=tr("sidebar.name_help"),
+        on_change=_keep_name,
+    )
+
+
+def _keep_name() -> None:
+    try:
+        st.session_state[NAME] = store().name_student(student_id(), st.session_state[NAME])
+        _names.clear()
+    except StoreError as error:
+        st.error(str(error))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _names(where: str) -> dict[str, str]:
+    return store().student_names()
+
+
+def student_names() -> dict[str, str]:
+    """{owner: name} of the students who gave a name (read at most every 10 s per server)."""
+    return _names(store().where)
+
+
 def load_settings(
     page: str, defaults: dict[str, Any], choices: dict[str, Any] | None = None
 ) -> None:
@@ -339,7 +378,10 @@ def visible_runs(
 
 
 def run_label(record: RunRecord) -> str:
-    return f"#{record.id} · {record.name} · {tr(f'status.{record.status}')}"
+    """ "#3 · lora r=4 · … · finished", and whose run it is if not this student's and named."""
+    label = f"#{record.id} · {record.name} · {tr(f'status.{record.status}')}"
+    owner = student_names().get(record.owner) if record.owner != student_id() else None
+    return f"{label} · {owner}" if owner else label
 
 
 def log_ticks(values) -> list[float]:

@@ -17,6 +17,7 @@ from app_pages.common import (
     shown,
     store,
     student_id,
+    student_names,
     style,
     task_strip,
     titled_select,
@@ -140,11 +141,14 @@ def rank_text(config: RunConfig) -> str:
 
 
 def runs_table(records: list[RunRecord]) -> pd.DataFrame:
-    return pd.DataFrame(
+    """One row per run; with classmates' runs shown, whose each is (the names they gave)."""
+    names = student_names()
+    table = pd.DataFrame(
         [
             {
                 "id": r.id,
                 tr("compare.col_name"): r.name,
+                tr("compare.col_student"): names.get(r.owner, ""),
                 # the results first: on a laptop's screen they are seen without scrolling
                 tr("compare.col_before"): r.test_acc_before,
                 tr("compare.col_after"): r.test_acc_after,
@@ -159,6 +163,9 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
             for r in records
         ]
     )
+    if all(r.owner == student_id() for r in records):
+        table = table.drop(columns=tr("compare.col_student"))
+    return table
 
 
 def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter) -> go.Figure:

@@ -125,9 +125,15 @@ weights = sa.Table(  # PostgreSQL only: an SQLite store keeps them as files (see
     sa.Column("run_id", RUN_ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("data", sa.LargeBinary, nullable=False),  # a safetensors file's bytes
 )
+students = sa.Table(  # the name a student gave, shown to the teacher beside their runs
+    "students",
+    metadata,
+    sa.Column("owner", sa.Text, primary_key=True),  # the id the student's browser keeps
+    sa.Column("name", sa.Text, nullable=False),
+)
 TABLES = {
-    "sqlite": [meta, runs, metrics, snapshots],
-    "postgresql": [meta, runs, metrics, snapshots, weights],
+    "sqlite": [meta, runs, metrics, snapshots, students],
+    "postgresql": [meta, runs, metrics, snapshots, students, weights],
 }
 METRIC_COLUMNS = tuple(column.name for column in metrics.columns if column.name != "run_id")
 

@@ -58,7 +58,7 @@ from torch import nn
 
 from core import paths, peft_io, rundb
 from core.config import RunConfig, shown
-from core.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, weights
+from core.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, students, weights
 from core.train import Event, RunResult, StopFlag, build_models, train
 
 __all__ = ["NoSuchRun", "RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
@@ -74,6 +74,7 @@ ACTIVE_STATUSES = ("running", "queued")
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
+STUDENT_NAME_CHARS = 40  # a name as a teacher reads it in a list of runs
 
 
 class NoSuchRun(StoreError):
@@ -425,6 +426,27 @@ class RunStore:
         renamed = sa.update(runs).where(runs.c.id == run_id).values(name=name)
         if self._db.run(lambda conn: conn.execute(renamed).rowcount, f"rename run {run_id}") == 0:
             raise NoSuchRun(f"there is no run {run_id}")
+
+    # -- students' names ------------------------------------------------------------------------
+    def name_student(self, owner: str, name: str) -> str:
+        """Keep the name a student typed (one line of printable characters, at most
+        STUDENT_NAME_CHARS; empty: forget it) and give it back as kept. Runs stay owned by the
+        id the student's browser keeps: a name only tells the teacher whose runs they are."""
+        printable = "".join(c if c.isprintable() else " " for c in name)
+        kept = " ".join(printable.split())[:STUDENT_NAME_CHARS]
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(students).where(students.c.owner == owner))
+            if kept:
+                conn.execute(sa.insert(students).values(owner=owner, name=kept))
+
+        self._db.run(write, "keep a student's name")
+        return kept
+
+    def student_names(self) -> dict[str, str]:
+        """{owner: name} of the students who gave one."""
+        query = sa.select(students.c.owner, students.c.name)
+        return dict(self._db.run(lambda conn: conn.execute(query).all()))
 
     def delete(self, run_id: int) -> None:
         """Remove the run's rows (metrics, snapshots and stored weights cascade) and then its

@@ -333,6 +333,26 @@ def test_spectra_page_while_ones_only_run_trains_says_so(lab_home):
     assert [info.value for info in at.info] == [catalog("en").t("spectra.no_runs")]
 
 
+def test_a_students_name_is_shown_to_the_teacher_beside_their_runs(lab_home):
+    """Typed once in the sidebar, kept under the student's id (back after a reload, never in a
+    link), shown in the table of every run and in the run pickers, not in one's own table."""
+    ann = uuid.uuid4().hex
+    at = open_page("train", student=ann)
+    at.text_input(key="student.name").input("  Ann L. ").run()
+    assert at.text_input(key="student.name").value == "Ann L."
+    assert "Ann" not in str(dict(at.query_params))
+    with runs.RunStore() as store:
+        run_id, _ = runs.train_and_save(RunConfig(steps=2), store, owner=ann)
+    assert open_page("learn", student=ann).text_input(key="student.name").value == "Ann L."
+    teacher = open_page("compare", {"everyone": "1"})
+    table = teacher.dataframe[-1].value
+    assert list(table.loc[table["id"] == run_id, "Student"]) == ["Ann L."]
+    pick = teacher.multiselect(key="compare.runs")
+    assert any(o.startswith(f"#{run_id} ") and o.endswith(" · Ann L.") for o in pick.options)
+    own = open_page("compare", student=ann)
+    assert "Student" not in own.dataframe[-1].value.columns
+
+
 def test_compare_page_sweep_table_and_rename(trained, lab_home):
     _, run_id = trained
     at = open_page("compare", {"ranks": "1", "baselines": "0", "steps": "5", "everyone": "1"})

@@ -117,6 +117,19 @@ def test_list_rename_delete(store):
         assert outside(store, count, run=first) != [(0,)]
 
 
+def test_a_students_name_is_kept_per_owner_as_one_short_line(store):
+    """What a student types is kept as one printable line of at most STUDENT_NAME_CHARS
+    characters (read back from the table itself); empty forgets it; others' names stay."""
+    assert store.student_names() == {}
+    assert store.name_student("a" * 32, "  Ann\tLee\n") == "Ann Lee"
+    assert store.name_student("b" * 32, "Bo\x00b" + "x" * 100) == ("Bo b" + "x" * 100)[:40]
+    assert store.name_student("a" * 32, "Ann") == "Ann"  # a new name replaces the old one
+    stored = outside(store, "SELECT owner, name FROM students ORDER BY owner")
+    assert stored == [("a" * 32, "Ann"), ("b" * 32, ("Bo b" + "x" * 100)[:40])]
+    assert store.name_student("b" * 32, " \n ") == ""
+    assert store.student_names() == {"a" * 32: "Ann"}
+
+
 def test_a_run_still_training_cannot_be_deleted(store):
     run_id = store.create(RunConfig())  # "running", owned by this (live) process
     with pytest.raises(StoreError, match="stop it first"):
