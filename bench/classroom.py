@@ -452,6 +452,9 @@ def listed_runs(browser: Browser, url: str, timeout: float) -> set[int]:
         page.goto(f"{url}/compare?everyone=1")
         page.wait_for_function(f"() => ({COMPARE_PAGE_DRAWN_JS})() && ({LISTED_RUNS_JS})().length")
         return set(page.evaluate(LISTED_RUNS_JS))
+    except PlaywrightError as error:  # (not drawn in time, or no run: it lists none)
+        print(f"({url}/compare listed no run: {error.message.splitlines()[0]})", file=sys.stderr)
+        return set()
     finally:
         context.close()
 
