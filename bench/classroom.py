@@ -1,7 +1,7 @@
-"""A classroom on one server: N browser sessions press Train at the same moment.
+"""A classroom on one app server, or several: N browser sessions press Train at one moment.
 
-    .venv/bin/python bench/classroom.py [--sessions 10] [--timeout 300] [--before DIR] [--json]
-        [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
+    .venv/bin/python bench/classroom.py [--sessions 10] [--servers 1] [--timeout 300]
+        [--before DIR] [--json] [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
 
 Starts `streamlit run app.py` (headless, 127.0.0.1, a free port) with a fresh LORA_LAB_HOME and
 opens headless Chromium (the system browser; one browser, one context per student). First one
@@ -17,15 +17,28 @@ Each page notes in the browser, every 50 ms, the seconds from its click until it
   different progress lines it showed on the way.
 
 Every session's accuracy is compared with the solo run's (as shown, and exactly in the run
-store). While the class trains, one more session opens the Train page: the seconds until it is
-drawn. CPU seconds of the server process, of its children (the training workers) and of the
-browser are measured from the click until the last page showed its result (the wall time).
+store, read through core.runs.RunStore). While the class trains, one more session opens the
+Train page: the seconds until it is drawn. CPU seconds of the server process, of its children
+(the training workers) and of the browser are measured from the click until the last page
+showed its result (the wall time).
 --py-spy samples the server with py-spy (`pip install py-spy`, a dev tool) during the class
 and prints its busiest functions; --option passes a Streamlit config option to the server, to
 measure a change without editing the app.
 
 --before DIR runs the same class first on another checkout (a `git worktree` of an older
 commit), then on this one, and prints both side by side: a change's cost, measured in one run.
+
+--servers K (K > 1): one class over K app servers, as README's "Several app servers for one
+class" runs it. It needs LORA_LAB_DB (a postgresql:// URL) and LORA_LAB_RAY in the environment,
+which the K servers inherit: they share the run store and the class's queue, a detached Ray
+actor that the first server starts. The solo reference trains through the first server; the N
+sessions go to the servers in turn (session i to server i mod K). After the class, one page
+per server, Compare with every run on the server shown, counts how many of the class's runs it
+lists. Give the bench a database and a cluster of its own: it refuses a cluster that already
+has this database's queue (a class may be using it), and ends the queue it started at the end
+(the queue would outlive the servers, and a later class would join it, with this checkout's
+code). The runs stay in the database; only runs added after the bench started are counted.
+The CPU columns count the K servers; the training runs on Ray's workers, which are not counted.
 
 Prints figures; asserts nothing (the machine may be busy with other work). Traffic stays on
 127.0.0.1; every wait is bounded; the server, its workers and the browser are stopped by their
@@ -42,7 +55,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -55,9 +67,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import psutil
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+
+from core import ray_jobs
+from core.jobs import SharedPool
+from core.runs import RunRecord, RunStore, StoreError
+
+try:  # optional (requirements-distributed.txt): only --servers K > 1 needs it
+    import ray
+except ImportError:
+    ray = None
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -100,6 +123,20 @@ TRAIN_PAGE_DRAWN_JS = f"""
 () => !!document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']")
   && [...document.querySelectorAll('button')].some(
        (b) => b.innerText.trim().split('\\n').pop().trim() === {json.dumps(TRAIN_BUTTON)})
+  && !document.querySelector("[data-testid='stSkeleton']")
+"""
+# The ids of the runs a page's charts name: the Compare page names each point "#12 · … · Finished"
+# (its hover text).
+LISTED_RUNS_JS = r"""
+() => [...document.querySelectorAll('.js-plotly-plot')]
+  .flatMap((plot) => (plot.data || []).flatMap((trace) => [].concat(trace.hovertext ?? [])))
+  .map((text) => /^#(\d+) · /.exec(String(text)))
+  .filter((match) => match)
+  .map((match) => Number(match[1]))
+"""
+# The Compare page is drawn: its script ran to the end, nothing is a loading placeholder.
+COMPARE_PAGE_DRAWN_JS = """
+() => !!document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']")
   && !document.querySelector("[data-testid='stSkeleton']")
 """
 # Runs in a page as it loads: notes when it is drawn (ms since the epoch) in window.__loaded.
@@ -185,6 +222,7 @@ class Session:
     accuracy: str | None = None  # as shown: "84.1% → 93.2%"
     updates: int = 0  # different progress lines the student saw
     error: str | None = None
+    server: int = 1  # the app server this student's page talked to (1 … K)
 
 
 @dataclass
@@ -192,6 +230,7 @@ class Report:
     sessions: int
     load_before: float
     app: str  # the checkout served
+    servers: int = 1  # app servers (K), sharing PostgreSQL and Ray when more than one
     options: list[str] = field(default_factory=list)  # Streamlit options given to the server
     load_after: float = 0.0
     solo: Session | None = None
@@ -204,6 +243,8 @@ class Report:
     click_spread_s: float | None = None  # the first page's click to the last one's
     pool_finished_s: list[float] = field(default_factory=list)  # runs saved in the store
     stored_accuracies: list[float] = field(default_factory=list)  # exact, solo run first
+    unreadable_runs: int = 0  # runs of the class the store has but cannot read
+    listed: list[int] = field(default_factory=list)  # the class's runs each server's page lists
     profile: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
 
@@ -289,15 +330,17 @@ def cpu_seconds(process: psutil.Process) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def cpu_trace(server: psutil.Process, browser: psutil.Process) -> Iterator[list[tuple]]:
-    """Samples (time.time(), the server's CPU s, its children's, the browser's with all its
+def cpu_trace(servers: list[psutil.Process], browser: psutil.Process) -> Iterator[list[tuple]]:
+    """Samples (time.time(), the servers' CPU s, their children's, the browser's with all its
     processes) every 0.2 s in a thread, to read CPU at instants the browser measured."""
     samples: list[tuple] = []
     stop = threading.Event()
 
     def sample() -> None:
         while True:
-            samples.append((time.time(), *cpu_seconds(server), sum(cpu_seconds(browser))))
+            used = [cpu_seconds(server) for server in servers]
+            own, children = (sum(column) for column in zip(*used, strict=True))
+            samples.append((time.time(), own, children, sum(cpu_seconds(browser))))
             if stop.wait(0.2):
                 return
 
@@ -398,6 +441,24 @@ def train_together(
         time.sleep(0.25)
 
 
+def listed_runs(browser: Browser, url: str, timeout: float) -> set[int]:
+    """The ids of the runs that the server at `url` lists on its Compare page with every run on
+    the server shown (the everyone toggle, here set by the page's link): the points of its
+    charts, each named "#12 · lora r=4 · … · Finished" (a finished run is one point)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout * 1000)
+        page.goto(f"{url}/compare?everyone=1")
+        page.wait_for_function(f"() => ({COMPARE_PAGE_DRAWN_JS})() && ({LISTED_RUNS_JS})().length")
+        return set(page.evaluate(LISTED_RUNS_JS))
+    except PlaywrightError as error:  # (not drawn in time, or no run: it lists none)
+        print(f"({url}/compare listed no run: {error.message.splitlines()[0]})", file=sys.stderr)
+        return set()
+    finally:
+        context.close()
+
+
 def launch(playwright) -> tuple[Browser, psutil.Process]:
     """System Chromium, and its main process (to measure it, and to stop it by pid)."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -414,21 +475,63 @@ def launch(playwright) -> tuple[Browser, psutil.Process]:
 # ----------------------------------------------------------------------------- the store
 
 
-def stored_runs(home: Path) -> list[tuple[float | None, float | None]]:
-    """(saved at, exact test accuracy after) of each run in the store, in run order."""
-    path = home / "runs.db"
-    if not path.exists():
-        return []
+def stored_runs(location: str | Path, after: int) -> tuple[list[RunRecord], int]:
+    """The runs of the store at `location` (an SQLite file, or LORA_LAB_DB's URL) whose id is
+    above `after`, oldest first, and how many more it has that cannot be read (a config an
+    older checkout wrote that this one does not know). Read through RunStore, which reads
+    both kinds of store and an older checkout's schema (after its server has stopped: opening
+    an older SQLite store brings its schema up to date)."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT created, seconds, test_acc_after FROM runs ORDER BY id")
-            return [
-                (created + seconds if seconds is not None else None, acc)
-                for created, seconds, acc in rows
-            ]
-    except sqlite3.Error as error:  # another schema: report without the store's figures
+        with RunStore(location) as store:
+            records, unreadable = store.listing()
+    except StoreError as error:  # a store of a newer checkout: reported without its figures
         print(f"(run store not readable: {error})", file=sys.stderr)
-        return []
+        return [], 0
+    mine = sorted((record for record in records if record.id > after), key=lambda r: r.id)
+    return mine, sum(run_id > after for run_id in unreadable)
+
+
+def last_run_id(location: str | Path) -> int:
+    """The newest run's id in the store (0: none): the runs above it are the bench's."""
+    with RunStore(location) as store:
+        records, unreadable = store.listing(limit=1)
+    return max([record.id for record in records] + list(unreadable), default=0)
+
+
+def check_class_setup(database: str) -> None:
+    """ValueError, one line, unless LORA_LAB_DB is a reachable PostgreSQL store and Ray's
+    cluster (LORA_LAB_RAY) is reachable and has no queue for this database yet: one would be a
+    class in session, which the bench would join and, at its end, close."""
+    if not database.startswith("postgresql://"):
+        raise ValueError("--servers K > 1 needs LORA_LAB_DB set to a postgresql:// URL")
+    setting = os.environ.get(ray_jobs.SETTING, "")
+    if not setting or ray_jobs.ray_address(setting) is None:  # (unset, or "auto")
+        raise ValueError(
+            f"--servers K > 1 needs {ray_jobs.SETTING} set to a running Ray cluster's address "
+            "(the bench starts none)"
+        )
+    try:
+        last_run_id(database)
+    except StoreError as error:
+        raise ValueError(str(error)) from None
+    ray_jobs.connect(setting)  # (ValueError naming the setting)
+    try:
+        ray.get_actor(ray_jobs.queue_name(database), namespace=ray_jobs.NAMESPACE)
+    except ValueError:  # no actor of that name: no class uses this database now
+        return
+    raise ValueError(
+        "the Ray cluster already has a class's queue for this LORA_LAB_DB (a class may be "
+        "using it): give the bench a database or a cluster of its own"
+    )
+
+
+def end_class_queue(database: str) -> None:
+    """End the class's queue that the servers started on the cluster (a detached actor, it
+    outlives them): its jobs stop, and a later class starts a new one, with its own code."""
+    try:
+        SharedPool(store_path=database, queue=ray_jobs.ClassQueueHandle).close_queue()
+    except (ValueError, StoreError) as error:
+        print(f"(the class's queue could not be ended: {error})", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- profiling
@@ -500,21 +603,36 @@ def short_frame(frame: str, line: bool = False) -> str:
 
 def classroom(
     n: int,
+    servers: int,
     timeout: float,
     new_page_after: float,
     profile: Path | None,
     options: list[str],
     app: Path = ROOT,
 ) -> Report:
-    report = Report(sessions=n, load_before=os.getloadavg()[0], options=options, app=str(app))
+    """The class of `n` sessions over `servers` app servers of the checkout `app`, each with a
+    fresh LORA_LAB_HOME (more than one: over LORA_LAB_DB and LORA_LAB_RAY)."""
+    report = Report(
+        sessions=n, servers=servers, load_before=os.getloadavg()[0], options=options, app=str(app)
+    )
     home = Path(tempfile.mkdtemp(prefix="lora-lab-classroom-"))
+    homes = [home / f"server-{k}" for k in range(1, servers + 1)]
+    location = os.environ["LORA_LAB_DB"] if servers > 1 else homes[0] / "runs.db"
+    before = last_run_id(location)  # (a fresh home: 0)
+    listed: list[set[int]] = []
+    for folder in homes:
+        folder.mkdir()
     try:
-        with server(home, options, app) as (url, handle), sync_playwright() as playwright:
-            browser, chromium = launch(playwright)
+        with contextlib.ExitStack() as stack:
+            started = [stack.enter_context(server(folder, options, app)) for folder in homes]
+            urls, handles = [url for url, _ in started], [handle for _, handle in started]
+            browser, chromium = launch(stack.enter_context(sync_playwright()))
             try:
-                run_class(
-                    browser, chromium, url, handle, home, report, timeout, new_page_after, profile
+                clicked = run_class(
+                    browser, chromium, urls, handles, report, timeout, new_page_after, profile
                 )
+                if servers > 1:
+                    listed = [listed_runs(browser, url, timeout) for url in urls]
             finally:
                 chromium_processes = [chromium]  # and its other processes, to stop by pid
                 with contextlib.suppress(psutil.Error):
@@ -522,8 +640,18 @@ def classroom(
                 with contextlib.suppress(Exception):
                     browser.close()
                 stop_pids(chromium_processes)
+        # The servers have stopped: the store is read as they left it.
+        runs, report.unreadable_runs = stored_runs(location, before)
     finally:
+        if servers > 1:
+            end_class_queue(location)
         shutil.rmtree(home, ignore_errors=True)
+    report.pool_finished_s = [
+        run.created + run.seconds - clicked for run in runs[1:] if run.seconds is not None
+    ]
+    report.stored_accuracies = [r.test_acc_after for r in runs if r.test_acc_after is not None]
+    class_runs = {run.id for run in runs[1:]}
+    report.listed = [len(ids & class_runs) for ids in listed]
     report.load_after = os.getloadavg()[0]
     return report
 
@@ -531,39 +659,43 @@ def classroom(
 def run_class(
     browser: Browser,
     chromium: psutil.Process,
-    url: str,
-    handle: psutil.Process,
-    home: Path,
+    urls: list[str],
+    handles: list[psutil.Process],
     report: Report,
     timeout: float,
     new_page_after: float,
     profile: Path | None,
-) -> None:
+) -> float:
+    """The solo reference through the first server, then the class, session i on server
+    i mod K; the instant the class clicked (time.time())."""
     # The solo reference: one student alone (this also warms the server's caches).
-    solo = open_train_page(browser, url, timeout)
+    solo = open_train_page(browser, urls[0], timeout)
     at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS
     [report.solo] = train_together([solo], at_ms, time.monotonic() + timeout)
     solo.context.close()
 
-    pages = [open_train_page(browser, url, timeout) for _ in range(report.sessions)]
+    places = [number % len(urls) for number in range(report.sessions)]
+    pages = [open_train_page(browser, urls[place], timeout) for place in places]
     newcomer: list[tuple[Page, float]] = []
     at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS * len(pages)
     clicked = at_ms / 1000  # the class clicks Train at this instant (time.time())
 
     def new_page_loaded() -> bool:
-        """Opens one more Train page new_page_after seconds into the class; True once it is
-        drawn."""
+        """Opens one more Train page (on the next student's server) new_page_after seconds
+        into the class; True once it is drawn."""
         if not newcomer:
             if time.time() < clicked + new_page_after:
                 return False
-            newcomer.append(start_loading(browser, url))
+            newcomer.append(start_loading(browser, urls[report.sessions % len(urls)]))
         report.new_page_load_s = loaded_after(*newcomer[0])
         return report.new_page_load_s is not None
 
     deadline = time.monotonic() + (at_ms / 1000 - time.time()) + timeout
-    spied = py_spy(handle.pid, profile, deadline - time.monotonic())
-    with cpu_trace(handle, chromium) as samples, spied:
+    spied = py_spy(handles[0].pid, profile, deadline - time.monotonic())
+    with cpu_trace(handles, chromium) as samples, spied:
         report.class_sessions = train_together(pages, at_ms, deadline, new_page_loaded)
+    for session, place in zip(report.class_sessions, places, strict=True):
+        session.server = place + 1
     clicks = [s.clicked_at for s in report.class_sessions if s.clicked_at is not None]
     report.click_spread_s = max(clicks) - min(clicks) if clicks else None
     finished = [s.finished for s in report.class_sessions]
@@ -572,13 +704,11 @@ def run_class(
     report.server_cpu_s, report.workers_cpu_s, report.browser_cpu_s = cpu_between(
         samples, clicked, clicked + report.wall_s
     )
-    runs = stored_runs(home)
-    report.pool_finished_s = [saved - clicked for saved, _ in runs[1:] if saved is not None]
-    report.stored_accuracies = [acc for _, acc in runs if acc is not None]
     for page in pages + [page for page, _ in newcomer]:
         page.context.close()
     if profile is not None and profile.exists():
         report.profile = top_functions(profile)
+    return clicked
 
 
 # ----------------------------------------------------------------------------- output
@@ -595,7 +725,9 @@ def after_arrow(accuracy: str | None) -> str | None:
 def print_report(report: Report) -> None:
     solo = report.solo or Session()
     print(
-        f"{report.app}: {report.sessions} sessions, load average {report.load_before:.1f} before, "
+        f"{report.app}: {report.sessions} sessions"
+        + (f" over {report.servers} app servers" if report.servers > 1 else "")
+        + f", load average {report.load_before:.1f} before, "
         f"{report.load_after:.1f} after, on {psutil.cpu_count()} cores"
         + (f"; server options: {' '.join(report.options)}" if report.options else "")
     )
@@ -607,12 +739,19 @@ def print_report(report: Report) -> None:
     spread = "–" if report.click_spread_s is None else f"{1000 * report.click_spread_s:.0f} ms"
     print(f"seconds after the click until the page showed it (clicks within {spread}):")
     columns = ("progress", "chart", "plotly.js", "point", "result", "updates", "accuracy")
-    print(f"{'session':>7}  " + "  ".join(f"{name:>9}" for name in columns) + "  same as solo")
+    several = report.servers > 1
+    print(
+        f"{'session':>7}  "
+        + ("server  " if several else "")
+        + "  ".join(f"{name:>9}" for name in columns)
+        + "  same as solo"
+    )
     for number, session in enumerate(report.class_sessions, 1):
         same = session.accuracy is not None and session.accuracy == solo.accuracy
         times = (session.progress, session.chart, session.plotly_js, session.first_point)
         print(
             f"{number:>7}  "
+            + (f"{session.server:>6}  " if several else "")
             + "  ".join(f"{seconds(value):>9}" for value in (*times, session.finished))
             + f"  {session.updates:>9}  {after_arrow(session.accuracy) or '–':>9}"
             + f"  {'yes' if same else 'NO'}"
@@ -634,10 +773,17 @@ def print_report(report: Report) -> None:
             f"exact test accuracy in the store: {len(report.stored_accuracies)} runs, "
             f"{'all equal to the solo run' if len(exact) == 1 else f'{len(exact)} values'}"
         )
+    if report.unreadable_runs:
+        print(f"runs in the store that this checkout cannot read: {report.unreadable_runs}")
+    if several:
+        print_servers(report)
     busy = report.server_cpu_s / report.wall_s if report.wall_s else float("nan")
+    workers = (
+        "workers on Ray (not measured)" if several else f"workers CPU {report.workers_cpu_s:.1f} s"
+    )
     print(
-        f"wall {report.wall_s:.1f} s; server CPU {report.server_cpu_s:.1f} s "
-        f"({busy:.0%} of the wall time; target < 33 %); workers CPU {report.workers_cpu_s:.1f} s;"
+        f"wall {report.wall_s:.1f} s; {'servers' if several else 'server'} CPU "
+        f"{report.server_cpu_s:.1f} s ({busy:.0%} of the wall time; target < 33 %); {workers};"
         f" browser CPU {report.browser_cpu_s:.1f} s"
     )
     print(f"a new Train page while the class trains: {seconds(report.new_page_load_s)} s to load")
@@ -645,6 +791,29 @@ def print_report(report: Report) -> None:
         print(f"server profile, {kind} (% of samples):")
         for name, share in rows:
             print(f"  {share:5.1f} %  {name}")
+
+
+def value_range(values: list[float | None]) -> str:
+    """ "1.2–5.3" of the values that happened, "never" if none did."""
+    done = [value for value in values if value is not None]
+    return f"{min(done):.1f}–{max(done):.1f}" if done else "never"
+
+
+def print_servers(report: Report) -> None:
+    """Per app server: its sessions, their seconds to the first point and to the result, their
+    accuracies against the solo run's, and how many of the class's runs its page lists."""
+    solo = (report.solo or Session()).accuracy
+    for number in range(1, report.servers + 1):
+        mine = [s for s in report.class_sessions if s.server == number]
+        same = sum(s.accuracy is not None and s.accuracy == solo for s in mine)
+        listed = report.listed[number - 1] if len(report.listed) >= number else None
+        print(
+            f"server {number}: {len(mine)} sessions, first point "
+            f"{value_range([s.first_point for s in mine])} s, result "
+            f"{value_range([s.finished for s in mine])} s, {same}/{len(mine)} accuracies as "
+            f"the solo run's; its Compare page (every run) lists "
+            f"{'–' if listed is None else listed} of the class's {report.sessions} runs"
+        )
 
 
 def median(values: list[float | None]) -> float | None:
@@ -677,13 +846,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=10, help="students clicking Train")
     parser.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="app servers, the sessions shared out in turn; K > 1 needs LORA_LAB_DB "
+        "(postgresql://) and LORA_LAB_RAY set, and a database and cluster the bench may use",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=300, help="seconds the class may take (each wait too)"
     )
     parser.add_argument(
         "--new-page-after", type=float, default=2.0, help="seconds after the click to load a page"
     )
     parser.add_argument(
-        "--py-spy", type=Path, metavar="FILE", help="sample the server with py-spy into FILE"
+        "--py-spy",
+        type=Path,
+        metavar="FILE",
+        help="sample the (first) server with py-spy into FILE",
     )
     parser.add_argument(
         "--option",
@@ -702,15 +882,30 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list, one per class")
     args = parser.parse_args()
-    if args.sessions < 1 or args.timeout <= 0:
-        parser.error("--sessions must be ≥ 1 and --timeout > 0")
+    if args.sessions < 1 or args.servers < 1 or args.timeout <= 0:
+        parser.error("--sessions and --servers must be ≥ 1 and --timeout > 0")
+    if args.servers > 1 and args.before:
+        parser.error("--before compares classes on one server each: give it without --servers")
+    if args.servers > 1:
+        try:
+            check_class_setup(os.environ.get("LORA_LAB_DB", ""))
+        except ValueError as error:
+            parser.error(str(error))
     if not all("=" in option for option in args.option):
         parser.error("--option takes KEY=VALUE, e.g. runner.postScriptGC=false")
     if not Path(CHROMIUM).exists():
         parser.error(f"no Chromium at {CHROMIUM}")
     checkouts = [args.before.resolve(), ROOT] if args.before else [ROOT]
     reports = [
-        classroom(args.sessions, args.timeout, args.new_page_after, args.py_spy, args.option, app)
+        classroom(
+            args.sessions,
+            args.servers,
+            args.timeout,
+            args.new_page_after,
+            args.py_spy,
+            args.option,
+            app,
+        )
         for app in checkouts
     ]
     if args.json:
