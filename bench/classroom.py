@@ -366,18 +366,23 @@ def cpu_between(samples: list[tuple], start: float, end: float) -> tuple[float, 
 # ----------------------------------------------------------------------------- the browser
 
 
-def open_train_page(browser: Browser, url: str, timeout: float) -> Page:
-    """A new student (own context, own Streamlit session) with the Train page drawn."""
+def open_page(browser: Browser, link: str, drawn_js: str, timeout: float) -> Page:
+    """A new student (own context, own Streamlit session) with the page at `link` drawn (the
+    JS function `drawn_js` says so); its context is closed if it is not drawn in time."""
     context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
         page.set_default_timeout(timeout * 1000)
-        page.goto(f"{url}/train")
-        page.wait_for_function(f"() => ({TRAIN_PAGE_DRAWN_JS})()")
+        page.goto(link)
+        page.wait_for_function(f"() => ({drawn_js})()")
     except Exception:
         context.close()
         raise
     return page
+
+
+def open_train_page(browser: Browser, url: str, timeout: float) -> Page:
+    return open_page(browser, f"{url}/train", TRAIN_PAGE_DRAWN_JS, timeout)
 
 
 def start_loading(browser: Browser, url: str) -> tuple[Page, float]:
@@ -445,18 +450,16 @@ def listed_runs(browser: Browser, url: str, timeout: float) -> set[int]:
     """The ids of the runs that the server at `url` lists on its Compare page with every run on
     the server shown (the everyone toggle, here set by the page's link): the points of its
     charts, each named "#12 · lora r=4 · … · Finished" (a finished run is one point)."""
-    context = browser.new_context(viewport=VIEWPORT)
+    listed = f"() => ({COMPARE_PAGE_DRAWN_JS})() && ({LISTED_RUNS_JS})().length"
     try:
-        page = context.new_page()
-        page.set_default_timeout(timeout * 1000)
-        page.goto(f"{url}/compare?everyone=1")
-        page.wait_for_function(f"() => ({COMPARE_PAGE_DRAWN_JS})() && ({LISTED_RUNS_JS})().length")
-        return set(page.evaluate(LISTED_RUNS_JS))
+        page = open_page(browser, f"{url}/compare?everyone=1", listed, timeout)
     except PlaywrightError as error:  # (not drawn in time, or no run: it lists none)
         print(f"({url}/compare listed no run: {error.message.splitlines()[0]})", file=sys.stderr)
         return set()
+    try:
+        return set(page.evaluate(LISTED_RUNS_JS))
     finally:
-        context.close()
+        page.context.close()
 
 
 def launch(playwright) -> tuple[Browser, psutil.Process]:
