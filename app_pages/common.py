@@ -18,9 +18,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import data, examples, links, runs
-from core.config import RunConfig
+from core.config import RunConfig, SettingError
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
-from core.limits import LimitError
 from core.links import HIDE, PRESENTER
 from core.paths import OfflineError
 from core.runs import NoSuchRun, RunRecord, RunStore, StoreError
@@ -66,11 +65,11 @@ def tr(key: str, **values: object) -> str:
 
 
 def refused(error: ValueError) -> str:
-    """What a page says when a run is refused: a shared server's limit in the student's own
-    language (the variable that changes it is the teacher's business: the README lists them),
-    any other refusal as its one line."""
-    if isinstance(error, LimitError):
-        return tr(f"limits.{error.limit}", asked=error.asked, allowed=error.allowed)
+    """What a page says when a setting or a run is refused: in the student's own language where
+    core gives the parts (a SettingError, a shared server's LimitError: the variable that changes
+    a limit is the teacher's business, the README lists them), else the error's one line."""
+    if isinstance(error, SettingError):
+        return tr(error.key, **error.values)
     return str(error)
 
 

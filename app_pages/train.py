@@ -619,7 +619,7 @@ if problem is None:
         train.check_config(config, base)
         count = train.parameter_count(config)
     except ValueError as error:
-        problem = str(error)
+        problem = refused(error)
 save_settings(PAGE, DEFAULTS)
 
 with action:

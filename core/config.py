@@ -49,6 +49,19 @@ does; LoRA, the head and BitFit are best at 3e-3 to 1e-2.
 """
 
 
+class SettingError(ValueError):
+    """A setting refused. Its text is the command line's one line (English); a page says it in
+    the student's language from `key`, a catalog entry (core/i18n), and its `values`."""
+
+    def __init__(self, line: str, key: str, values: dict[str, Any] | None = None) -> None:
+        super().__init__(line)
+        self.key, self.values = key, dict(values or {})
+
+    def __reduce__(self) -> tuple:
+        """All its parts through pickle (a Ray actor raises it to an app server)."""
+        return SettingError, (str(self), self.key, self.values)
+
+
 def _help(text: str) -> dict:
     """Field metadata: the help text the command line (and the app) show for a setting."""
     return {"help": text}
@@ -186,7 +199,9 @@ def _check_choices(config: RunConfig) -> None:
             raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
     # The LoRA settings (rank, targets, init, dora, …) are ignored by the other methods.
     if config.method == "lora" and not config.targets:
-        raise ValueError("no target layer: choose at least one layer to adapt")
+        raise SettingError(
+            "no target layer: choose at least one layer to adapt", "errors.no_targets"
+        )
 
 
 def _check_numbers(config: RunConfig) -> None:

@@ -25,7 +25,7 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
-from core.config import RunConfig
+from core.config import RunConfig, SettingError
 
 VARIABLES = {  # field → the environment variable that sets it
     "max_steps": "LORA_LAB_MAX_STEPS",
@@ -36,17 +36,16 @@ VARIABLES = {  # field → the environment variable that sets it
 EVERY_MODEL = "all"  # LORA_LAB_MODELS=all: no limit on the model
 
 
-class LimitError(ValueError):
-    """A job over one limit. Its text is the command line's one line (English, naming the
-    variable that changes the limit); a page says it in the student's language from its parts:
-    which limit, what the job asked for, what is allowed."""
+class LimitError(SettingError):
+    """A job over one limit: which (`limit`), what the job asked for, what is allowed. Its text
+    is the command line's line, naming the variable that changes the limit; a page says it in
+    the student's language (the catalog's limits.<limit>)."""
 
     def __init__(self, line: str, limit: str, asked: object, allowed: object) -> None:
-        super().__init__(line)
+        super().__init__(line, f"limits.{limit}", {"asked": asked, "allowed": allowed})
         self.limit, self.asked, self.allowed = limit, asked, allowed
 
     def __reduce__(self) -> tuple:
-        """All its parts through pickle: a class's queue (a Ray actor) raises it to a server."""
         return LimitError, (str(self), self.limit, self.asked, self.allowed)
 
 

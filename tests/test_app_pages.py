@@ -426,6 +426,17 @@ def test_a_link_above_the_servers_limits_is_refused_in_one_line(lab_home, lang):
     assert [error.value for error in at.error] == [said]
 
 
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_no_layer_picked_is_said_in_the_students_language(lab_home, lang):
+    at = open_page("train", first={"lang": lang})
+    picker = at.multiselect(key="train.pick.mlp")
+    for layer in list(picker.value):
+        picker.unselect(layer)
+    at.run()
+    assert [error.value for error in at.error] == [catalog(lang).t("errors.no_targets")]
+    assert at.button(key="train.start").disabled
+
+
 def test_a_queued_run_shows_its_position_and_then_its_wait(lab_home):
     """One worker: a classmate's run holds it, so this run waits, first in the queue."""
     ahead = open_page("train", {"steps": "2000"})

@@ -2,6 +2,7 @@
 and names that agree with the modules that implement them."""
 
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +246,14 @@ def test_each_method_has_its_own_learning_rate_unless_one_is_set():
     assert RunConfig.from_dict({"lr": ""}).lr is None
     assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
     assert parse(to_text(None), float | None) is None and parse("0.5", float | None) == 0.5
+
+
+def test_a_lora_run_without_a_target_is_refused_with_its_catalog_key_also_through_pickle():
+    """The command line reads its line; a page says it from the key (in the student's language);
+    a class's queue (a Ray actor) raises it to the server through pickle."""
+    with pytest.raises(settings.SettingError) as caught:
+        RunConfig(targets="").validate()
+    error = caught.value
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(error) == "no target layer: choose at least one layer to adapt"
+    assert (str(copy), copy.key, copy.values) == (str(error), "errors.no_targets", {})
