@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.config import INITS, SCALINGS
+from core.config import INITS, SCALINGS, SettingError
 
 
 class LoRALayer(nn.Module):
@@ -213,9 +213,12 @@ def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:
     if not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be a whole number ≥ 1 (got {rank!r}).")
     if rank > min(d, k):
-        raise ValueError(
+        values = {"rank": rank, "most": min(d, k), "layer": name, "shape": f"{d}×{k}"}
+        raise SettingError(
             f"rank {rank} is above min(d, k) = {min(d, k)} for {name} ({d}×{k}): "
-            "a rank that large adds parameters without adding any expressive power."
+            "a rank that large adds parameters without adding any expressive power.",
+            "errors.rank_above_layer",
+            values,
         )
 
 

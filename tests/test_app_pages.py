@@ -117,12 +117,6 @@ def test_train_run_produces_curves_and_a_saved_run(trained, lab_home):
     assert at.get("progress")[0].proto.text == f"Step {TRAIN_STEPS} of {TRAIN_STEPS} · finished"
 
 
-def test_train_bad_rank_is_a_clear_message_and_no_button(lab_home):
-    at = open_page("train", {"rank": "300"})  # above min(d, k) = 256 of the MLP's layers
-    assert "rank 300 is above" in at.error[0].value
-    assert at.button(key="train.start").disabled
-
-
 def test_train_settings_round_trip_through_the_url(lab_home):
     link = {
         "shift": "invert",
@@ -434,6 +428,16 @@ def test_no_layer_picked_is_said_in_the_students_language(lab_home, lang):
         picker.unselect(layer)
     at.run()
     assert [error.value for error in at.error] == [catalog(lang).t("errors.no_targets")]
+    assert at.button(key="train.start").disabled
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_rank_above_a_layers_is_said_in_the_students_language_and_no_button(lab_home, lang):
+    at = open_page("train", {"rank": "300"}, first={"lang": lang})
+    values = {"rank": 300, "most": 256, "layer": "fc1", "shape": "256×784"}  # mlp's fc1
+    assert [error.value for error in at.error] == [
+        catalog(lang).t("errors.rank_above_layer", **values)
+    ]
     assert at.button(key="train.start").disabled
 
 
