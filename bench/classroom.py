@@ -54,24 +54,24 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # core
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # servers.py
 
 import psutil
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 
 from core import ray_jobs
 from core.jobs import SharedPool
@@ -83,20 +83,6 @@ except ImportError:
     ray = None
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    # many sessions in one browser: no page may be slowed down for being in the background
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1280, "height": 720}
 
 
@@ -251,56 +237,26 @@ class Report:
 # ----------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
-
-
 @contextlib.contextmanager
 def server(home: Path, options: list[str], app: Path) -> Iterator[tuple[str, psutil.Process]]:
     """`streamlit run app.py` of the checkout `app` on 127.0.0.1 with its own home and extra
     config `options` ("runner.postScriptGC=false"); stopped by pid on the way out."""
-    port = free_port()
     env = os.environ | {"LORA_LAB_HOME": str(home)}
-    log = open(home / "streamlit.log", "w")  # noqa: SIM115 (closed below, after the server)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"]
-        + [f"--{option}" for option in options],
-        cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    children: list[psutil.Process] = []
-    try:
-        wait_until_up(url, process, timeout=120)
-        yield url, psutil.Process(process.pid)
-    finally:
-        with contextlib.suppress(psutil.Error):
-            children = psutil.Process(process.pid).children(recursive=True)
-        process.terminate()
+    with open(home / "streamlit.log", "w") as log:
+        process, url = start_app(app, env, log, tuple(options))
+        children: list[psutil.Process] = []
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        stop_pids(children)  # the training workers, if the server left any behind
-        log.close()
+            yield url, psutil.Process(process.pid)
+        finally:
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(process.pid).children(recursive=True)
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+            stop_pids(children)  # the training workers, if the server left any behind
 
 
 def stop_pids(processes: list[psutil.Process]) -> None:

@@ -23,56 +23,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # servers.py
+
 from playwright.sync_api import sync_playwright
+from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-]
 SHIFTS = ("none", "invert", "permute", "label-permute", "domain", "planted-rank")
 DRAWN = "[data-testid='stApp'][data-test-script-state='notRunning']"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(root: Path, home: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = os.environ | {"LORA_LAB_HOME": home, "LORA_LAB_WORKERS": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return server, url
-        except OSError:
-            time.sleep(0.3)
-    server.terminate()
-    raise TimeoutError("streamlit did not start within 60 s")
 
 
 def load(browser, url: str) -> tuple[float, float]:
@@ -92,11 +57,12 @@ def load(browser, url: str) -> tuple[float, float]:
 
 
 def browser_figures(checkouts: dict[str, Path], links: list[str], repeats: int) -> None:
-    with contextlib.ExitStack() as stack, sync_playwright() as playwright:
+    with sync_playwright() as playwright, contextlib.ExitStack() as stack:
         urls = {}
         for name, root in checkouts.items():
             home = stack.enter_context(tempfile.TemporaryDirectory())
-            server, urls[name] = start_server(root, home)
+            env = os.environ | {"LORA_LAB_HOME": home, "LORA_LAB_WORKERS": "1"}
+            server, urls[name] = start_app(root, env)
             stack.callback(server.wait, 10)
             stack.callback(server.terminate)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

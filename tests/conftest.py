@@ -17,12 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 import torch
+from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do not load core
@@ -38,18 +34,8 @@ if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do n
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 POSTGRES = "LORA_LAB_TEST_POSTGRES"
 POSTGRES_DIR = "LORA_LAB_TEST_POSTGRES_DIR"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -151,51 +137,22 @@ def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[name] = value
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_up(url: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
-
-
 @contextlib.contextmanager
 def serve(home: Path) -> Iterator[str]:
     """`streamlit run app.py` on a free port with LoRA Lab home `home` and one worker; yields
     its URL, and stops it (by its process id) at the end."""
-    port = _free_port()
     env = os.environ | {"LORA_LAB_HOME": str(home), "LORA_LAB_WORKERS": "1"}
-    log = open(home / "streamlit.log", "a")  # noqa: SIM115 (closed below, after the server)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, server)
-        yield url
-    finally:
-        server.terminate()
+    with open(home / "streamlit.log", "a") as log:
+        server, url = start_app(ROOT, env, log, timeout=60)
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 import pytest
 import sqlalchemy as sa
+from pool_checks import finish
 
 from core import jobs
 from core.config import RunConfig
@@ -40,11 +41,6 @@ TINY = {"steps": 3, "eval_interval": 3, "snapshot_interval": 3}
 CAP = 3
 LIMITS = dataclasses.replace(SERVER, max_jobs_per_student=CAP, max_steps=100_000)
 ENDLESS = {"steps": LIMITS.max_steps, "eval_interval": 50}  # stopped long before its end
-
-
-def finish(*submitted: jobs.Job) -> None:
-    for job in submitted:
-        assert job.wait(120), f"{job.id} did not finish"
 
 
 def wait_for_steps(job: jobs.Job, steps: int) -> None:

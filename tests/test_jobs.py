@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from pool_checks import finish, numbers
 
 from core import executors, jobs
 from core.config import RunConfig
@@ -33,19 +34,6 @@ def pool(tmp_path_factory):
         pool = Pool(workers=WORKERS, limits=SERVER)
         yield pool
         pool.shutdown()
-
-
-def finish(*submitted: jobs.Job) -> None:
-    for job in submitted:
-        assert job.wait(120), f"{job.id} did not finish"
-
-
-def numbers(pool: Pool, job: jobs.Job) -> tuple:
-    """What the job's run computed (not its timings), as stored."""
-    with RunStore(pool.store_path) as store:
-        record = store.get(job.run_id)
-    curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
-    return curve, record.snapshots, record.test_acc_after
 
 
 def read(pool: Pool, query: str, *args: object) -> list[tuple]:

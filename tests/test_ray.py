@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pool_checks import finish, numbers
 
 from core import executors, jobs
 from core.config import RunConfig
@@ -53,19 +54,6 @@ def on_ray(ray_cluster, home) -> Pool:
     pool = Pool(RAY_WORKERS, limits=SERVER, executor=executor)
     yield pool
     pool.shutdown()
-
-
-def finish(*submitted: jobs.Job) -> None:
-    for job in submitted:
-        assert job.wait(120), f"{job.id} did not finish"
-
-
-def numbers(pool: Pool, job: jobs.Job) -> tuple:
-    """What the job's run computed (not its timings), as stored."""
-    with RunStore(pool.store_path) as store:
-        record = store.get(job.run_id)
-    curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
-    return curve, record.snapshots, record.test_acc_after
 
 
 def stream(job: jobs.Job) -> list[tuple]:

@@ -1,0 +1,20 @@
+"""What the scheduler tests check of a job, on any back end: shared by test_jobs, test_ray and
+test_class_queue."""
+
+from __future__ import annotations
+
+from core import jobs
+from core.runs import RunStore
+
+
+def finish(*submitted: jobs.Job) -> None:
+    for job in submitted:
+        assert job.wait(120), f"{job.id} did not finish"
+
+
+def numbers(pool: jobs.Pool, job: jobs.Job) -> tuple:
+    """What the job's run computed (not its timings), as stored."""
+    with RunStore(pool.store_path) as store:
+        record = store.get(job.run_id)
+    curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
+    return curve, record.snapshots, record.test_acc_after
