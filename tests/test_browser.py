@@ -313,3 +313,20 @@ def test_the_teaching_views(app_url, browser, screenshot_dir, lang):
     wait_for_app(presenter)
     shoot(presenter, screenshot_dir, f"teach-presenter-run-{lang}", screens=3)
     assert page.evaluate(size) == normal  # another student's session is not in presenter mode
+
+
+def test_the_spectra_page_waits_for_a_training_run_and_then_shows_its_spectra(app_url, browser):
+    """While one's only run trains, Spectra says so; once it ends, its spectra appear on the
+    page without a reload (the page looks again every few seconds)."""
+    page = new_page(browser)
+    page.goto(f"{app_url}/train?steps=2000&batch_size=256")  # the server's most: ~20 s
+    wait_for_app(page)
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text(re.compile(r"Step \d+ of 2000")).wait_for(timeout=RUN_TIMEOUT_MS)  # it trains
+    page.goto(f"{app_url}/spectra")
+    wait_for_app(page)
+    page.get_by_text(re.compile(r"Your run #\d+ is still training")).wait_for()
+    assert page.locator(CHART).count() == 0
+    page.locator(CHART).first.wait_for(timeout=RUN_TIMEOUT_MS)  # no reload in between
+    assert page.get_by_text(re.compile(r"is still training")).count() == 0
+    page.context.close()
