@@ -35,6 +35,7 @@ import torch
 from app_session import open_page
 from safetensors import SafetensorError
 from streamlit.testing.v1 import AppTest
+from test_adapters import zipped
 from test_runs import outside
 
 from core import data, i18n, links, peft_io, rundb, runs
@@ -135,14 +136,6 @@ def weights_of(home: Path, run_id: int = 1) -> Path:
 
 
 # -- adapter zips ---------------------------------------------------------------------------------
-def zipped(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
 def config(files: dict[str, bytes], **changes: object) -> dict[str, bytes]:
     """The adapter with its config's keys changed (a value of `...` removes the key)."""
     settings = json.loads(files[CONFIG]) | changes

@@ -83,3 +83,13 @@ def test_the_readme_bounds_are_the_code_s():
             section,
             flags=re.MULTILINE,
         ), f"{variable}: {server} on a server, {command_line} on the command line"
+
+
+def test_the_readme_model_table_is_the_model_cards():
+    """Each built-in model's accuracy in the README is its card's (test_zoo checks each card
+    against its shipped weights), so a retrained model cannot leave the README behind."""
+    rows = dict(re.findall(r"^\| `(\w+)`[^|]*\|[^|]*\| (\d+\.\d) % \|$", README.read_text(), re.M))
+    built_in = [name for name in zoo.names() if zoo.card(name)["offline"]]
+    assert sorted(rows) == sorted(built_in)
+    for name in built_in:
+        assert rows[name] == f"{zoo.card(name)['test_acc'] * 100:.1f}", name
