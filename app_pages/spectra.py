@@ -423,15 +423,7 @@ def truncation_reading(curve: dict) -> str:
         "points": f"{whatif.RANK_TOLERANCE * 100:g}",
         "run": f"{curve['run_accuracy']:.1%}",
     }
-    if curve["rank_used"] is None:
-        reading = "cut_reading_short"
-    elif curve["rank_used"] == 0:
-        reading = "cut_reading_none"
-    elif curve["rank_used"] == curve["max_rank"]:
-        reading = "cut_reading_all"
-    else:
-        reading = "cut_reading"
-    return tr(f"spectra.{reading}", **values)
+    return tr(f"spectra.cut_reading_{whatif.reading(curve)}", **values)
 
 
 def cut_section(record: runs.RunRecord) -> None:

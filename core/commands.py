@@ -343,13 +343,18 @@ def _truncation_table(curve: dict) -> str:
         f"untouched run: {curve['run_accuracy']:.3f}, base model: {curve['base_accuracy']:.3f}",
     ]
     points = f"{whatif.RANK_TOLERANCE * 100:g} point"
-    if curve["rank_used"] is None:
-        lines.append(f"no cut kept the run's accuracy to within {points}")
-    else:
-        lines.append(
-            f"this update used about {curve['rank_used']} of its {curve['max_rank']} directions: "
-            f"from k = {curve['rank_used']} on, the accuracy stays within {points} of the run's"
-        )
+    used, rank = curve["rank_used"], curve["max_rank"]
+    lines.append(
+        {
+            "some": f"this update used about {used} of its {rank} directions: "
+            f"from k = {used} on, the accuracy stays within {points} of the run's",
+            "all": f"this update needed all {rank} of its directions: "
+            f"every cut below that loses more than {points} of the run's accuracy",
+            "none": f"with every update removed (k = 0) the accuracy stays within {points} "
+            "of the run's: this update barely mattered",
+            "short": f"no cut kept the run's accuracy to within {points}",
+        }[whatif.reading(curve)]
+    )
     if curve["dora"]:
         lines.append("DoRA: the cut keeps the learned magnitudes (k = 0 is magnitudes only)")
     return "\n".join(lines)

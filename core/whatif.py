@@ -192,6 +192,19 @@ def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
     return used
 
 
+def reading(curve: dict) -> str:
+    """What a truncation curve says, in one word: "some" (the update used `rank_used` of its
+    directions), "all" (it needed every one), "none" (it did not matter for accuracy: k = 0
+    keeps it) or "short" (no cut measured kept the run's accuracy). The page and the command
+    line each say it in their own words."""
+    used = curve["rank_used"]
+    if used is None:
+        return "short"
+    if used == 0:
+        return "none"
+    return "all" if used == curve["max_rank"] else "some"
+
+
 def _require_updates(run: TrainedRun) -> dict[str, RankedUpdate]:
     updates = ranked_updates(run.base, run.model)
     if not updates:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from core import commands
 from core.__main__ import main
 from core.config import RunConfig
 from core.runs import RunStore, train_and_save
@@ -159,6 +160,22 @@ def test_spectra_truncate_prints_a_table_for_a_run_without_adapters(head_run, ca
         f"untouched run: {record.test_acc_after:.3f}, base model: {record.test_acc_before:.3f}"
     )
     assert lines[8].startswith("this update used about ") and "of its 10 directions" in lines[8]
+
+
+@pytest.mark.parametrize(
+    "rank_used, says",
+    [
+        (2, "this update used about 2 of its 4 directions: from k = 2 on"),
+        (4, "this update needed all 4 of its directions"),
+        (0, "with every update removed (k = 0) the accuracy stays within 1 point"),
+        (None, "no cut kept the run's accuracy to within 1 point"),
+    ],
+)
+def test_the_truncation_reading_says_each_case_in_its_own_words(rank_used, says):
+    points = [{"k": k, "accuracy": 0.5} for k in (0, 1, 2, 4)]
+    curve = {"truncation": points, "run_accuracy": 0.9, "base_accuracy": 0.4, "max_rank": 4}
+    lines = commands._truncation_table(curve | {"rank_used": rank_used, "dora": False})
+    assert lines.splitlines()[-1].startswith(says)
 
 
 def test_runs_export_tensorboard_writes_a_run_without_adapter(head_run, capsys, tmp_path):

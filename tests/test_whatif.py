@@ -78,6 +78,20 @@ def test_rank_used_is_the_smallest_k_from_which_on_the_run_keeps_its_accuracy(ac
     assert whatif.rank_used(curve_of(0.88, accuracies)) == used
 
 
+@pytest.mark.parametrize(
+    "accuracies, says",
+    [
+        ({0: 0.40, 1: 0.60, 2: 0.875, 4: 0.88}, "some"),  # two of four directions
+        ({0: 0.40, 1: 0.60, 2: 0.869, 4: 0.88}, "all"),
+        ({0: 0.88, 1: 0.879, 2: 0.88, 4: 0.88}, "none"),
+        ({0: 0.40, 1: 0.60}, "short"),
+    ],
+)
+def test_reading_says_what_rank_used_found(accuracies, says):
+    curve = curve_of(0.88, accuracies) | {"max_rank": 4}
+    assert whatif.reading(curve | {"rank_used": whatif.rank_used(curve)}) == says
+
+
 def test_rank_used_takes_a_tolerance():
     curve = curve_of(0.9, {0: 0.5, 1: 0.85, 2: 0.89, 8: 0.9})
     assert whatif.rank_used(curve, tolerance=0.05) == 1
