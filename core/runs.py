@@ -68,6 +68,10 @@ WEIGHTS_FILE = "weights.safetensors"
 # PostgreSQL's BIGINT): any other number (0, -5, a link's 99999999999999999999999) names no run,
 # and is never asked for.
 RUN_IDS = range(1, 2**63)
+IDS_USED_UP = (
+    f"cannot start a run: a run already has the last id a run can have ({RUN_IDS[-1]}), "
+    "so no new run can be numbered: the store was edited by hand. Delete or renumber that run"
+)
 FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run's folder
 # A run in one of these is being trained (or about to be): it cannot be deleted.
 ACTIVE_STATUSES = ("running", "queued")
@@ -256,6 +260,9 @@ class RunStore:
         }
 
         def insert(conn: sa.Connection) -> tuple[int, Any]:
+            if conn.execute(sa.select(sa.func.max(runs.c.id))).scalar() == RUN_IDS[-1]:
+                # SQLite would number the next run past 64 bits and say "disk full": say why
+                raise StoreError(IDS_USED_UP)
             run_id = conn.execute(sa.insert(runs).values(row)).inserted_primary_key[0]
             return int(run_id), self._db.opened()
 

@@ -639,6 +639,12 @@ STORE_ROWS = [
         f"there is no run {2**63}",
         id="show-past-the-last-id",
     ),
+    pytest.param(
+        lambda home: db_run(home, "UPDATE runs SET id=? WHERE id=1", 2**63 - 1),
+        NEW_RUN,
+        "a run already has the last id a run can have",
+        id="train-after-the-last-id",
+    ),
     # a row edited by hand: named, never a traceback
     pytest.param(
         weights_replaced(lambda t: t["fc1.A"].fill_(float("nan"))),
