@@ -3,6 +3,8 @@ test_class_queue."""
 
 from __future__ import annotations
 
+import time
+
 from core import jobs
 from core.runs import RunStore
 
@@ -18,3 +20,11 @@ def numbers(pool: jobs.Pool, job: jobs.Job) -> tuple:
         record = store.get(job.run_id)
     curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
     return curve, record.snapshots, record.test_acc_after
+
+
+def wait_for_steps(job: jobs.Job, steps: int) -> None:
+    """Until the job has trained `steps` steps (AssertionError if it ends first, or takes 2 min)."""
+    deadline = time.time() + 120
+    while job.steps_done < steps:
+        assert time.time() < deadline and not job.done, f"{job.id} made no progress"
+        time.sleep(0.02)

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import pytest
 import sqlalchemy as sa
-from pool_checks import finish
+from pool_checks import finish, wait_for_steps
 
 from core import jobs
 from core.config import RunConfig
@@ -41,13 +41,6 @@ TINY = {"steps": 3, "eval_interval": 3, "snapshot_interval": 3}
 CAP = 3
 LIMITS = dataclasses.replace(SERVER, max_jobs_per_student=CAP, max_steps=100_000)
 ENDLESS = {"steps": LIMITS.max_steps, "eval_interval": 50}  # stopped long before its end
-
-
-def wait_for_steps(job: jobs.Job, steps: int) -> None:
-    deadline = time.time() + 120
-    while job.steps_done < steps:
-        assert time.time() < deadline and not job.done, f"{job.id} made no progress"
-        time.sleep(0.05)
 
 
 def view(pool: jobs.SharedPool | jobs.Pool) -> dict[str, tuple]:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from pool_checks import finish, numbers
+from pool_checks import finish, numbers, wait_for_steps
 
 from core import executors, jobs
 from core.config import RunConfig
@@ -41,13 +41,6 @@ def read(pool: Pool, query: str, *args: object) -> list[tuple]:
     and so hide whether the pool did."""
     with contextlib.closing(sqlite3.connect(pool.store_path)) as db:
         return db.execute(query, args).fetchall()
-
-
-def wait_for_steps(job: jobs.Job, steps: int) -> None:
-    deadline = time.time() + 120
-    while not any(e.kind == "step" and e.step >= steps for e in job.events_since(0)):
-        assert time.time() < deadline and not job.done, f"{job.id} made no progress"
-        time.sleep(0.02)
 
 
 def test_concurrent_jobs_compute_exactly_what_each_computes_alone(pool):

@@ -20,12 +20,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from pool_checks import finish, numbers
+from pool_checks import finish, numbers, wait_for_steps
 
 from core import executors, jobs
 from core.config import RunConfig
@@ -59,13 +58,6 @@ def on_ray(ray_cluster, home) -> Pool:
 def stream(job: jobs.Job) -> list[tuple]:
     """The job's events as the page sees them, less their timings."""
     return [(e.kind, e.step, e.data.get("train_loss")) for e in job.events_since(0)]
-
-
-def wait_for_steps(job: jobs.Job, steps: int) -> None:
-    deadline = time.time() + 120
-    while not any(e.kind == "step" and e.step >= steps for e in job.events_since(0)):
-        assert time.time() < deadline and not job.done, f"{job.id} made no progress"
-        time.sleep(0.02)
 
 
 def read(pool: Pool, query: str, *args: object) -> list[tuple]:
