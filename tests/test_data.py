@@ -136,6 +136,26 @@ def test_cached_torchvision_files_load_without_network(empty_data_dir, monkeypat
     )
 
 
+MARKS = {"en": ("(offline)", "(download)"), "zh": ("（离线）", "（需下载）")}
+
+
+def test_a_dataset_is_marked_offline_exactly_when_it_loads_without_a_network(
+    empty_data_dir, monkeypatch
+):
+    """The Train page tells a student without a network to pick a dataset marked (offline):
+    those load with no network and an empty data folder, the others say they need one."""
+    monkeypatch.setenv("LORA_LAB_OFFLINE", "1")  # any download attempt raises OfflineError
+    for name, info in data.DATASETS.items():
+        for language, (offline, download) in MARKS.items():
+            title = catalog(language).t(f"datasets.{name}.title")
+            assert title.endswith(offline if info.offline else download), title
+        if info.offline:
+            assert len(data.load_task(name).y_test) > 0
+        else:
+            with pytest.raises(paths.OfflineError, match="network"):
+                data.load_task(name)
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
 def test_missing_download_fails_fast_with_what_to_do(empty_data_dir, monkeypatch, name):
     def no_network(*args, **kwargs):
