@@ -14,6 +14,7 @@ from app_pages.common import (
     presenter_style,
     relabel,
     remember_student,
+    showing,
     store,
     tr,
 )
@@ -63,6 +64,7 @@ def main() -> None:
         ),
     ]
     page = st.navigation(pages)
+    showing(page.url_path)  # links to the app's pages start from the app's address
 
     with st.sidebar:
         st.selectbox(

@@ -11,7 +11,7 @@ import contextlib
 import math
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -37,11 +37,11 @@ def presenter() -> bool:
     """Presenter mode (large text and figures, for a projector): the sidebar's switch, first
     set by a link's ``?presenter=true``. Kept in session state, so it survives page switches."""
     if PRESENTER not in st.session_state:
-        params = {name: st.query_params[name] for name in st.query_params if name == PRESENTER}
+        params = links.query_values({PRESENTER: st.query_params.get_all(PRESENTER)})
         values, unreadable = links.from_query(params, {PRESENTER: False})
         st.session_state[PRESENTER] = values[PRESENTER]
         if unreadable:
-            bad_link(unreadable)
+            bad_link(unreadable, links.as_written(params, unreadable))
     return st.session_state[PRESENTER]
 
 
@@ -234,7 +234,7 @@ def load_settings(
     An exercise link's ``hide`` goes to ``"<page>._hidden"`` (see `shown`); it stays until
     another link resets the page.
     """
-    params = st.query_params.to_dict()
+    params = links.query_values({key: st.query_params.get_all(key) for key in st.query_params})
     from_link = {key: value for key, value in params.items() if key in defaults or key == HIDE}
     fresh: list[str] = []
     if from_link and from_link != st.session_state.get(f"{page}._link"):
@@ -248,7 +248,10 @@ def load_settings(
         st.session_state[f"{page}._link"] = from_link
         fresh = [key for key in from_link if key in defaults and key not in unreadable]
         if unreadable or unknown:
-            bad_link(unreadable + [f"{HIDE}={name}" for name in unknown])
+            written = links.as_written(from_link, unreadable) + links.as_written(
+                {HIDE: unknown}, [HIDE] if unknown else []
+            )
+            bad_link(unreadable + ([HIDE] if unknown else []), written)
     st.session_state[f"{page}._fresh"] = fresh
     for key, value in defaults.items():
         st.session_state.setdefault(f"{page}.{key}", value)
@@ -260,9 +263,22 @@ def shown(page: str, setting: str) -> bool:
     return setting not in st.session_state.get(f"{page}._hidden", [])
 
 
-def bad_link(keys: list[str]) -> None:
-    """The yellow line that names the link's values that could not be read."""
-    st.warning(tr("common.bad_link", keys=", ".join(keys)), icon=":material/link_off:")
+def bad_link(keys: list[str], written: Sequence[str] = ()) -> None:
+    """The yellow line that names the page's settings (``keys``, the app's own names) whose
+    value in the link could not be read, and under it what the link wrote for them
+    (core.links.as_written), as plain text."""
+    said(st.warning, tr("common.bad_link", keys=", ".join(keys)), "\n".join(written), "link_off")
+
+
+def said(alert: Callable, message: str, given: str, icon: str) -> None:
+    """An alert (``alert``: st.warning, st.error) with the app's ``message``, then ``given``:
+    what a link, a file or the store gave (a link's value, a zip's entry names, a run's row), as
+    plain text. Alerts read Markdown, st.text does not: a value written as a link or an image
+    stays those characters, and the app's own warning never links or loads where a link asks
+    (no escaping to get wrong). ``icon``: a Material icon's name."""
+    alert(message, icon=f":material/{icon}:")
+    if given:
+        st.text(given)
 
 
 def fixed_by_link(page: str) -> None:
@@ -312,8 +328,24 @@ def exercise_link(page: str, values: dict[str, Any], widget: str, intro: str) ->
     query = links.exercise_query(values, defaults, hidden)
     if language() != DEFAULT_LANGUAGE:
         query["lang"] = language()
-    st.code(links.page_url(st.context.url or "http://localhost:8501", page, query), language=None)
+    st.code(links.page_url(app_address(), page, query), language=None)
     st.caption(tr("exercise.copy"))
+
+
+_PAGE_PATH = "app.page_path"  # session key: the url path of the page being drawn
+
+
+def showing(page_path: str) -> None:
+    """Note the url path of the page this run draws (app.py, once st.navigation chose it)."""
+    st.session_state[_PAGE_PATH] = page_path
+
+
+def app_address() -> str:
+    """The app's address as the browser reaches it (a reverse proxy's prefix included), without
+    the page's path: what a link to any page starts with (core.links.app_address). Without a
+    browser (AppTest), the local server's."""
+    here = st.context.url or "http://localhost:8501"
+    return links.app_address(here, st.session_state.get(_PAGE_PATH, ""))
 
 
 PROJECTOR_LAYOUT = {  # large readable text and tight margins: figures are shown on projectors
@@ -371,16 +403,21 @@ def visible_runs(
                 pass
             except StoreError as error:  # there, but its row was edited by hand
                 unreadable[run_id] = str(error)
-    for why in unreadable.values():
-        st.warning(tr("common.unreadable_run", why=why), icon=":material/error:")
+    for why in unreadable.values():  # a row edited by hand: its values said as text
+        said(st.warning, tr("common.unreadable_run"), why, "error")
     return records, unreadable
 
 
 def run_label(record: RunRecord) -> str:
     """ "#3 · lora r=4 · … · finished", and whose run it is if not this student's and named."""
-    label = f"#{record.id} · {record.name} · {tr(f'status.{record.status}')}"
+    label = f"#{record.id} · {record.name} · {status_label(record.status)}"
     owner = student_names().get(record.owner) if record.owner != student_id() else None
     return f"{label} · {owner}" if owner else label
+
+
+def status_label(status: str) -> str:
+    """A run's status in the session's language; one the app has no word for, as stored."""
+    return catalog(language()).status(status)
 
 
 def log_ticks(values) -> list[float]:

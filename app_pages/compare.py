@@ -13,8 +13,10 @@ from app_pages.common import (
     log_ticks,
     refused,
     run_label,
+    said,
     save_settings,
     shown,
+    status_label,
     store,
     student_id,
     student_names,
@@ -104,7 +106,7 @@ def sweep_progress() -> None:
             tr("compare.col_method"): tr(f"methods.{job.config.method}"),
             tr("compare.col_rank"): rank_text(job.config),
             tr("compare.col_lr"): f"{job.config.learning_rate:g}",
-            tr("compare.col_status"): tr(f"status.{job.status}"),
+            tr("compare.col_status"): status_label(job.status),
             tr("compare.col_progress"): (steps[-1] if steps else 0) / max(planned, 1),
         }
         rows.append(row)
@@ -156,7 +158,7 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
                 tr("compare.col_method"): tr(f"methods.{r.config.method}"),
                 tr("compare.col_rank"): rank_text(r.config),
                 tr("compare.col_lr"): r.config.learning_rate,
-                tr("compare.col_status"): tr(f"status.{r.status}"),
+                tr("compare.col_status"): status_label(r.status),
                 tr("compare.col_trainable"): r.trainable_params,
                 tr("compare.col_seconds"): r.seconds,
             }
@@ -227,7 +229,7 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
         try:
             history = store().get(record.id).history
         except StoreError as error:  # its steps were edited by hand: named, the others drawn
-            st.warning(str(error), icon=":material/error:")
+            said(st.warning, tr("common.unreadable_run"), str(error), "error")
             continue
         steps = pd.DataFrame(history).dropna(subset=["val_acc"])
         fig.add_scatter(
@@ -324,8 +326,8 @@ def import_section(settings: dict) -> None:
                     )
                 st.session_state[key("imported")] = run_id
                 st.rerun()  # the new run joins the charts and the table above
-            except (ValueError, StoreError, OfflineError) as error:
-                st.error(tr("compare.import_failed", reason=error))
+            except (ValueError, StoreError, OfflineError) as error:  # names the zip's entries
+                said(st.error, tr("compare.import_failed"), str(error), "error")
     # Outside the expander: it may be drawn closed after the rerun.
     if imported := st.session_state.get(key("imported")):
         st.success(tr("compare.imported", run=imported))

@@ -26,6 +26,7 @@ from app_pages.common import (
     refused,
     save_settings,
     shown,
+    status_label,
     store,
     student_id,
     task_strip,
@@ -387,7 +388,7 @@ def progress(view: live.RunView) -> None:
             "train.progress_done",
             step=frame.step,
             steps=planned,
-            status=tr(f"status.{view.status}"),
+            status=status_label(view.status),
         )
     else:
         speed = frame.steps_per_s

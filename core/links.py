@@ -14,9 +14,9 @@ link's (or the default), so the exercise shows only what it is about.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from core import config
 from core.config import RunConfig
@@ -65,16 +65,20 @@ def from_query(
     ``choices`` lists the allowed values of some settings (a model's name, a shift); a value
     outside them (for a list: any item outside them) is unreadable too, never replaced by
     another choice, and so is a number outside its bound (core.config.BOUNDS, for a setting
-    named as RunConfig's: rank, lr, steps, seed, …). A value of any type (None, a list: what a
-    caller may pass for a repeated key) is read or reported, never an error. Missing or
-    unreadable settings take their default; keys that are not settings (another page's, the
-    language) are ignored.
+    named as RunConfig's: rank, lr, steps, seed, …). A list is a key the link repeats
+    (``rank=4&rank=8``, see `query_values`): which value was meant is anyone's guess, so it is
+    unreadable, also for a setting that is a list. A value of any other type (None) is read or
+    reported, never an error. Missing or unreadable settings take their default; keys that are
+    not settings (another page's, the language) are ignored.
     """
     choices = choices or {}
     values = dict(defaults)
     unreadable = []
     for key, default in defaults.items():
         if key not in params:
+            continue
+        if isinstance(params[key], list | tuple):
+            unreadable.append(key)
             continue
         try:
             value = _decode(key, params[key], default)
@@ -86,6 +90,40 @@ def from_query(
             continue
         values[key] = value
     return values, unreadable
+
+
+def query_values(given: Mapping[str, Sequence[str]]) -> dict[str, str | list[str]]:
+    """A link's parameters from every value it gives each key (a browser's query, as
+    ``st.query_params.get_all`` reads it): a key given once has its value, a key given more
+    than once the list of them all, which `from_query` and `hidden_from_query` report as
+    unreadable rather than quietly pick one."""
+    return {key: values[0] if len(values) == 1 else list(values) for key, values in given.items()}
+
+
+SHOWN_CHARS = 60  # of a link's value named in a warning: a megabyte of it still gives one line
+
+
+def as_written(params: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+    """What a link wrote for each of ``keys`` ("rank=four"; a repeated key once per value),
+    each value cut to SHOWN_CHARS characters and its control characters escaped: for the page
+    to show, as plain text, under the names it could not read, so whoever made the link sees
+    what to fix (and a value that looks like Markdown or a link stays those characters)."""
+    lines = []
+    for key in keys:
+        given = params.get(key)
+        for value in given if isinstance(given, list | tuple) else [given]:
+            lines.append(f"{_printable(key)}={_printable(_cut(str(value)))}")
+    return lines
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+
+
+def _printable(text: str) -> str:
+    """``text`` with each character that is not printable (a newline, NUL, a right-to-left
+    override) written as its escape, as Python's repr writes it."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _allowed(value: Any, choices: Collection[Any] | None, bound: config.Bound | None) -> bool:
@@ -178,8 +216,12 @@ def hidden_from_query(
     params: Mapping[str, str], defaults: Mapping[str, Any]
 ) -> tuple[list[str], list[str]]:
     """The settings a link's ``hide`` names: (those that are settings of the page, in the
-    page's order; the names that are not, to report as a bad value of the link)."""
-    names = [name.strip() for name in params.get(HIDE, "").split(",") if name.strip()]
+    page's order; the names that are not, to report as a bad value of the link). A repeated
+    ``hide`` (a list, see `query_values`) hides nothing, and each of its values is reported."""
+    given = params.get(HIDE, "")
+    if isinstance(given, list | tuple):
+        return [], [str(value) for value in given]
+    names = [name.strip() for name in str(given).split(",") if name.strip()]
     unknown = [name for name in names if name not in defaults]
     return [key for key in defaults if key in names], unknown
 
@@ -203,6 +245,23 @@ def exercise_query(
         query |= encode({key: values[key] for key in defaults if key in hidden})
         query[HIDE] = ",".join(key for key in defaults if key in hidden)
     return query
+
+
+def app_address(page_url: str, page_path: str) -> str:
+    """The app's own address, from the address of the page a browser shows (Streamlit's
+    ``st.context.url``: the app's address, a reverse proxy's prefix included, then the page's
+    url path; the default page has none) and that page's url path ``page_path``.
+
+    Links to the app's pages are built on it (`page_url`): built on the page's own address,
+    the Train page's link to itself named it twice (/train/train), a blank page. Only a whole
+    last segment equal to ``page_path`` goes (a prefix /lab-train keeps its name); a query or
+    a fragment goes too.
+    """
+    scheme, host, path, _, _ = urlsplit(page_url)
+    path = path.rstrip("/")
+    if page_path:
+        path = path.removesuffix(f"/{page_path.strip('/')}")
+    return urlunsplit((scheme, host, path, "", ""))
 
 
 def page_url(base: str, url_path: str, query: Mapping[str, str]) -> str:

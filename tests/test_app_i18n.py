@@ -75,3 +75,12 @@ def test_every_shift_parameter_and_pretraining_task_has_words():
     assert not missing
     built_in = [name for name in zoo.names() if zoo.card(name)["test_acc"] is not None]
     assert all(ENGLISH.has(f"models.{name}.source") for name in built_in)
+
+
+@pytest.mark.parametrize("language", list(LANGUAGES))
+def test_a_status_the_app_has_no_word_for_is_shown_as_stored(language):
+    """A row set to 'paused' by hand (the command line lists it) must not fail a page."""
+    words = catalog(language)
+    assert words.status("finished") == words.t("status.finished")
+    assert words.status("paused") == "paused"
+    assert words.status("finished.x") == "finished.x"

@@ -1,11 +1,19 @@
-"""Settings ↔ URL: a copied link must reopen exactly the same configuration."""
+"""Settings ↔ URL: a copied link must reopen exactly the same configuration; what a link
+carries is said as text on the page, and a page's links start from the app's address."""
 
+import io
+import sqlite3
+import zipfile
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from app_session import open_page
+from streamlit.testing.v1 import AppTest
 
-from core import lessons, links
+from core import lessons, links, runs
 from core.config import RunConfig, config_choices
+from core.i18n import catalog
 
 DEFAULTS = {
     "model": "mlp",
@@ -222,3 +230,157 @@ def test_a_link_without_a_learning_rate_leaves_it_to_the_method():
     assert "lr" not in links.to_query(defaults | {"method": "full"}, defaults)
     sweep = links.compare_configs(links.COMPARE_DEFAULTS, "all-linear")
     assert {c.method: c.learning_rate for c in sweep} == {"lora": 1e-2, "head": 1e-2, "full": 1e-3}
+
+
+# ----------------------------------------------------------------------------- the app's address
+
+
+@pytest.mark.parametrize(
+    ("page_url", "page_path", "address"),
+    [
+        ("http://127.0.0.1:8501", "", "http://127.0.0.1:8501"),  # Learn, the default page
+        ("http://127.0.0.1:8501/", "", "http://127.0.0.1:8501"),
+        ("http://127.0.0.1:8501/train", "train", "http://127.0.0.1:8501"),
+        ("http://127.0.0.1:8501/compare/", "compare", "http://127.0.0.1:8501"),
+        ("https://school.example/lab/train", "train", "https://school.example/lab"),  # a proxy
+        ("https://school.example/train", "", "https://school.example/train"),  # prefix "train"
+        ("https://school.example/lab-train", "train", "https://school.example/lab-train"),
+        ("http://host:8501/train?rank=8#top", "train", "http://host:8501"),
+    ],
+)
+def test_the_apps_address_is_the_pages_without_the_pages_path(page_url, page_path, address):
+    assert links.app_address(page_url, page_path) == address
+
+
+@pytest.mark.parametrize("page", ["train", "compare"])
+def test_a_pages_link_to_itself_names_the_page_once(page):
+    """What the Train and Compare pages build: their exercise link starts from the address of
+    the page they are on. (It was /train/train, a blank page.)"""
+    for shown_at in (f"http://127.0.0.1:8501/{page}", f"https://school.example/lab/{page}/"):
+        url = links.page_url(links.app_address(shown_at, page), page, {"rank": "8"})
+        assert urlsplit(url).path == urlsplit(shown_at).path.rstrip("/")
+        assert url.endswith(f"/{page}?rank=8")
+
+
+# ----------------------------------------------------------------------------- repeated keys
+
+
+def test_a_repeated_key_is_unreadable_and_the_others_are_read():
+    params = links.query_values({"rank": ["4", "8"], "alpha": ["16"], "dora": ["true"]})
+    assert params == {"rank": ["4", "8"], "alpha": "16", "dora": "true"}
+    assert links.from_query(params, DEFAULTS) == (
+        DEFAULTS | {"alpha": 16.0, "dora": True},
+        ["rank"],
+    )
+
+
+def test_a_repeated_key_of_a_list_setting_is_unreadable_too():
+    """``ranks=1&ranks=8`` may mean [1, 8] or either one: reported, not guessed."""
+    params = links.query_values({"ranks": ["1", "8"], "runs": ["3"]})
+    values, unreadable = links.from_query(params, links.COMPARE_DEFAULTS, links.COMPARE_CHOICES)
+    assert unreadable == ["ranks"]
+    assert values == links.COMPARE_DEFAULTS | {"runs": ["3"]}
+
+
+def test_a_repeated_hide_hides_nothing_and_each_value_is_reported():
+    params = links.query_values({"hide": ["lr", "seed"]})
+    assert links.hidden_from_query(params, TRAIN) == ([], ["lr", "seed"])
+
+
+def test_what_a_link_wrote_is_one_short_printable_line_a_value():
+    params = {
+        "rank": ["4", "8"],
+        "model": "x" * 10_000,
+        "targets": "fc1\n\u202efc2\x00",
+        "a": "中文",
+    }
+    written = links.as_written(params, ["rank", "model", "targets", "a"])
+    assert written[:2] == ["rank=4", "rank=8"]
+    assert written[2] == "model=" + "x" * (links.SHOWN_CHARS - 1) + "…"
+    assert written[3] == "targets=fc1\\n\\u202efc2\\x00"
+    assert written[4] == "a=中文"  # printable text stays as it is
+    assert all(line.isprintable() for line in written)
+
+
+# ----------------------------------------------------------------------------- on the pages
+
+PHISHING = "[Session expired: sign in again](https://evil.example/login)"
+BEACON = "![x](http://127.0.0.1:9/beacon.png)"
+MARKDOWN_KINDS = ("title", "header", "subheader", "markdown", "caption", "warning", "error")
+MARKDOWN_KINDS += ("info", "success", "toast")  # every element whose text reads Markdown
+
+
+def markdown_said(at: AppTest) -> str:
+    return "\n".join(element.value for kind in MARKDOWN_KINDS for element in at.get(kind))
+
+
+def plain_said(at: AppTest) -> str:
+    return "\n".join(element.value for element in at.get("text"))
+
+
+@pytest.mark.parametrize("page", ["train", "compare"])
+@pytest.mark.parametrize("value", [PHISHING, BEACON], ids=["link", "image"])
+def test_a_links_hide_value_is_said_as_text_never_as_markdown(lab_home, page, value):
+    """The warning names the setting (hide); what the link wrote is plain text under it, so the
+    app's own warning holds no link a student would trust and loads no image."""
+    at = open_page(page, {"hide": f"seed,{value}"})
+    assert [warning.value for warning in at.warning] == [
+        catalog().t("common.bad_link", keys="hide")
+    ]
+    assert "](" not in markdown_said(at) and "127.0.0.1:9" not in markdown_said(at)
+    assert f"hide={value}" in plain_said(at).splitlines()
+    assert f"{page}.seed" not in {box.key for box in at.number_input}  # the rest is hidden
+
+
+def test_a_repeated_key_is_named_as_unreadable_on_the_page(lab_home):
+    at = open_page("train", {"rank": ["4", "8"], "alpha": "16"})
+    assert [warning.value for warning in at.warning] == [
+        catalog().t("common.bad_link", keys="rank")
+    ]
+    assert plain_said(at).splitlines() == ["rank=4", "rank=8"]
+    assert at.session_state["train.rank"] == links.train_defaults()["rank"]  # neither guessed
+    assert at.session_state["train.alpha"] == 16.0
+
+
+def test_a_zips_entry_names_are_said_as_text_on_compare(lab_home):
+    """An upload's error names its entries: as text under the app's sentence."""
+    entry = f"../{PHISHING}/adapter_config.json"
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr(entry, "{}")
+    at = open_page("compare")
+    at.file_uploader(key="compare.upload").set_value(
+        ("a.zip", packed.getvalue(), "application/zip")
+    )
+    at.run()
+    at.button(key="compare.import").click().run()
+    assert [error.value for error in at.error] == [catalog().t("compare.import_failed")]
+    assert "evil.example" not in markdown_said(at)
+    assert repr(entry) in plain_said(at)
+
+
+@pytest.fixture
+def paused_run(lab_home) -> Iterator[int]:
+    """A run whose status was set by hand to one the app has no word for; deleted after."""
+    with runs.RunStore() as store:
+        run_id = store.create(RunConfig(steps=5))
+    with sqlite3.connect(runs.store_location()) as db:
+        db.execute("UPDATE runs SET status = 'paused', has_weights = 1 WHERE id = ?", (run_id,))
+    yield run_id
+    with runs.RunStore() as store:
+        store.delete(run_id)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("page", ["compare", "spectra"])
+def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, page, lang):
+    query = {"everyone": "true", "lang": lang} | (
+        {"run": str(paused_run)} if page == "spectra" else {}
+    )
+    at = open_page(page, query, first={"lang": lang})
+    assert not at.exception
+    labels = [option for box in [*at.selectbox, *at.multiselect] for option in box.options]
+    assert f"#{paused_run} · {runs.default_name(RunConfig(steps=5))} · paused" in labels
+    if page == "compare":  # the table of runs too
+        table = at.dataframe[0].value
+        assert list(table[catalog(lang).t("compare.col_status")]) == ["paused"]

@@ -487,7 +487,8 @@ def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
     at.file_uploader(key="compare.upload").set_value(("my-adapter.zip", b"no zip", "text/plain"))
     at.run()
     at.button(key="compare.import").click().run()
-    assert "is not a zip" in at.error[0].value and not at.success
+    assert "is not a zip" in at.text[0].value and not at.success  # the reason, under the error
+    assert at.error[0].value == catalog().t("compare.import_failed")
     at.file_uploader(key="compare.upload").set_value(("my-adapter.zip", adapter, "application/zip"))
     at.run()
     at.button(key="compare.import").click().run()

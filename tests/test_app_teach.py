@@ -101,7 +101,8 @@ def test_an_exercise_link_hides_its_controls_and_the_run_uses_its_values(lab_hom
 
 def test_a_link_hiding_an_unknown_control_says_so_and_hides_nothing(lab_home):
     at = open_page("train", {"hide": "lr,nosuch"})
-    assert any("hide=nosuch" in warning.value for warning in at.warning)
+    assert any("could not be read" in warning.value for warning in at.warning)
+    assert "hide=nosuch" in [text.value for text in at.text]  # what the link wrote, as text
     assert "train.lr" not in number_inputs(at) and "train.seed" in number_inputs(at)
 
 

@@ -45,6 +45,12 @@ class Catalog:
             raise KeyError(f"no string {key!r} in the {self.language!r} catalog") from None
         return text.format(**values) if values else text
 
+    def status(self, status: str) -> str:
+        """A run's status in this language. A status the catalog has no word for (a row set by
+        hand to 'paused', a later version's) is shown as it is stored, as the command line
+        lists it: a page that lists the run must not fail on its word."""
+        return self.strings.get(f"status.{status}", status)
+
     def has(self, key: str) -> bool:
         return key in self.strings
 
