@@ -96,8 +96,12 @@ def query_values(given: Mapping[str, Sequence[str]]) -> dict[str, str | list[str
     """A link's parameters from every value it gives each key (a browser's query, as
     ``st.query_params.get_all`` reads it): a key given once has its value, a key given more
     than once the list of them all, which `from_query` and `hidden_from_query` report as
-    unreadable rather than quietly pick one."""
-    return {key: values[0] if len(values) == 1 else list(values) for key, values in given.items()}
+    unreadable rather than quietly pick one; a key with no value is not in the link."""
+    return {
+        key: values[0] if len(values) == 1 else list(values)
+        for key, values in given.items()
+        if values
+    }
 
 
 SHOWN_CHARS = 60  # of a link's value named in a warning: a megabyte of it still gives one line
