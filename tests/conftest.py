@@ -138,12 +138,12 @@ def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def serve(home: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free port with LoRA Lab home `home` and one worker; yields
-    its URL, and stops it (by its process id) at the end."""
+def serve(home: Path, options: tuple[str, ...] = ()) -> Iterator[str]:
+    """`streamlit run app.py` on a free port with LoRA Lab home `home`, one worker and Streamlit
+    config `options`; yields its URL, and stops it (by its process id) at the end."""
     env = os.environ | {"LORA_LAB_HOME": str(home), "LORA_LAB_WORKERS": "1"}
     with open(home / "streamlit.log", "a") as log:
-        server, url = start_app(ROOT, env, log, timeout=60)
+        server, url = start_app(ROOT, env, log, options, timeout=60)
         try:
             yield url
         finally:

@@ -50,7 +50,9 @@ def start_app(
 ) -> tuple[subprocess.Popen, str]:
     """`streamlit run app.py` of `checkout` with `env` and Streamlit config `options`
     ("runner.postScriptGC=false"), on a free port of 127.0.0.1; returns once it answers (or
-    stops it and raises: it exited, or did not answer within `timeout` s)."""
+    stops it and raises: it exited, or did not answer within `timeout` s). With a
+    "server.baseUrlPath=PREFIX" option (the app behind a reverse proxy), url ends in /PREFIX."""
+    prefix = "".join(o.split("=", 1)[1] for o in options if o.startswith("server.baseUrlPath="))
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -58,7 +60,7 @@ def start_app(
          "--browser.gatherUsageStats", "false", *(f"--{option}" for option in options)],
         cwd=checkout, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}" + (f"/{prefix.strip('/')}" if prefix.strip("/") else "")
     try:
         wait_until_up(url, process, timeout)
     except (RuntimeError, TimeoutError):

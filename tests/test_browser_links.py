@@ -96,6 +96,22 @@ def test_a_pages_exercise_link_opens_the_page(
     page.context.close()
 
 
+def test_an_exercise_link_keeps_a_reverse_proxys_prefix(
+    app_server, tmp_path, browser, screenshot_dir
+):
+    """The app served under /lab (Streamlit's server.baseUrlPath, as behind a proxy that
+    forwards /lab/): Train's exercise link is /lab/train, and it opens."""
+    with app_server(tmp_path, ("server.baseUrlPath=lab",)) as url:
+        assert url.endswith("/lab")
+        page = new_page(browser)
+        page.goto(f"{url}/train")
+        wait_for_app(page)
+        link = built_exercise_link(page, 0, "train", HIDDEN)
+        opens_its_page(browser, link, "train", HIDDEN, screenshot_dir / "links-train-lab.png")
+        assert link.startswith(f"{url}/train?"), link
+        page.context.close()
+
+
 def test_every_lessons_links_open_their_page(app_url, browser, screenshot_dir):
     """Each lesson's "Open this lesson" (its settings) and its exercise link (hiding steps
     and seed), read off the Learn page."""
