@@ -217,7 +217,7 @@ APP_PARAMS = ("lang", PRESENTER)  # the whole app's, not a page's: every page's 
 
 
 def hidden_from_query(
-    params: Mapping[str, str], defaults: Mapping[str, Any]
+    params: Mapping[str, str | list[str]], defaults: Mapping[str, Any]
 ) -> tuple[list[str], list[str]]:
     """The settings a link's ``hide`` names: (those that are settings of the page, in the
     page's order; the names that are not, to report as a bad value of the link). A repeated
