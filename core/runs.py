@@ -53,7 +53,7 @@ import psutil
 import sqlalchemy as sa
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, save, save_file
+from safetensors.torch import load, save, save_file
 from torch import nn
 
 from core import paths, peft_io, rundb
@@ -73,8 +73,9 @@ IDS_USED_UP = (
     "so no new run can be numbered: the store was edited by hand. Delete or renumber that run"
 )
 FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run's folder
-# A run in one of these is being trained (or about to be): it cannot be deleted.
-ACTIVE_STATUSES = ("running", "queued")
+# A run in one of these is being trained: it cannot be deleted. (A job waits in a pool's queue,
+# not in the store: a row says "queued" only if a hand wrote it, and then no job runs it.)
+ACTIVE_STATUSES = ("running",)
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
@@ -540,7 +541,7 @@ class RunStore:
         try:
             if self.weights_dir is not None:
                 path = self.weights_dir / record.folder / WEIGHTS_FILE
-                return load_file(path), str(path)
+                return load(paths.read_regular(path)), str(path)
             query = sa.select(weights.c.data).where(weights.c.run_id == record.id)
             data = self._db.run(lambda conn: conn.execute(query).scalar())
             if data is None:
@@ -812,9 +813,9 @@ def _write_new(target: Path, content: bytes, force: bool) -> None:
     if target.exists() and not target.is_file():  # /dev/null, a pipe: never replaced, forced or not
         raise StoreError(f"{target} is not a regular file: name a .zip file to write")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StoreError(f"cannot write {target}: {error.strerror}") from None
+        paths.make_folder(target.parent)
+    except paths.PathError as error:
+        raise StoreError(f"cannot write {target}: {error.why}") from None
     if force:
         _replace_whole(target, content)
         return
@@ -833,7 +834,9 @@ def _write_new(target: Path, content: bytes, force: bool) -> None:
 
 
 def _replace_whole(target: Path, content: bytes) -> None:
-    """Write a temporary file next to `target` and rename it over `target`."""
+    """Write a temporary file next to `target` and rename it over `target`; if it cannot be
+    written whole (a full disk), it is removed again."""
+    partial = None
     try:
         with tempfile.NamedTemporaryFile(
             dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False
@@ -841,6 +844,8 @@ def _replace_whole(target: Path, content: bytes) -> None:
             partial = Path(file.name)
             file.write(content)
     except OSError as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise StoreError(f"cannot write {target}: {error.strerror}") from None
     try:
         os.replace(partial, target)
