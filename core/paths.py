@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ASSETS: Path = Path(__file__).resolve().parent.parent / "assets"
-NAME_MAX = (
-    255  # bytes in one name of a path: Linux's file systems (and macOS's, Windows') allow no more
-)
+# Bytes in one name of a path (a folder's or a file's): Linux's file systems allow no more, and
+# nor do macOS's or Windows'. A longer one is refused before the file system is asked.
+NAME_MAX = 255
 
 
 class OfflineError(RuntimeError):

@@ -157,8 +157,8 @@ def import_peft(base_model: nn.Module, directory: str | Path) -> nn.Module:
 @torch.no_grad()
 def _check_finite_updates(model: nn.Module) -> None:
     """ValueError unless every adapted layer's weight W0 + delta_W is finite. Finite factors
-    can still overflow float32 in their product (A and B of 1e30: B A is 1e60), and then the
-    model computes NaN for every input."""
+    (read_peft checked them) can still overflow float32 in their product (A and B of 1e30:
+    B A is 1e60), and then the model computes NaN for every input."""
     for path, layer in adapted_layers(model).items():
         if not torch.isfinite(layer.merged_weight()).all():
             raise ValueError(
@@ -242,6 +242,8 @@ def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
                 f"{key[len(PREFIX) :]} holds {str(value.dtype).removeprefix('torch.')} numbers: "
                 "an adapter's weights are floating point."
             )
+    if not all(torch.isfinite(value).all() for value in tensors.values()):
+        raise ValueError("the adapter holds NaN or infinite weights: it cannot be used.")
     return config, tensors
 
 

@@ -23,7 +23,8 @@ SQLite's file checks (is it an SQLite file, is it LoRA Lab's, is it sound, can i
 reading a store that does not exist yet creates nothing), its transactions (BEGIN IMMEDIATE
 takes the write lock first, so what a write reads stays true until it commits), and
 PostgreSQL's connection: checked before each use (pool_pre_ping), a statement cut off by a lost
-connection is tried once more on a new one, and meanwhile a caller gets a one-line StoreError.
+connection is tried once more on a new one, and meanwhile a caller gets a one-line StoreError
+(Unreachable: a caller that can wait, such as a finished run being saved, tries again).
 """
 
 from __future__ import annotations
@@ -60,6 +61,21 @@ T = TypeVar("T")
 
 class StoreError(RuntimeError):
     """The run database cannot be used (or a run is missing); str() is the one-line message."""
+
+
+class Unreachable(StoreError):
+    """The PostgreSQL server at `where` did not answer (`why`: down, restarting, the network):
+    what was committed stays committed, and the same call may work once it is back."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(
+            f"the run database at {where} is not reachable ({why}): try again in a moment; "
+            "nothing stored is lost"
+        )
+        self.where, self.why = where, why
+
+    def __reduce__(self) -> tuple:
+        return Unreachable, (self.where, self.why)
 
 
 # -- the schema ------------------------------------------------------------------------------------
@@ -563,10 +579,7 @@ class PostgresDatabase:
                         ) from None
                     raise StoreError(not_written(what, self.where, why)) from None
                 if last_try or committing:
-                    raise StoreError(
-                        f"the run database at {self.where} is not reachable ({why}); retrying: "
-                        "try again in a moment, nothing stored is lost"
-                    ) from None
+                    raise Unreachable(self.where, why) from None
 
     def writable(self) -> bool:
         return True

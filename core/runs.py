@@ -80,6 +80,8 @@ SAME_PROCESS_S = 1.0  # start times further apart than this are two processes wi
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
 STUDENT_NAME_CHARS = 40  # a name as a teacher reads it in a list of runs
+SAVE_WAIT_S = 30.0  # how long a finished run waits for an unreachable database to come back
+RETRY_EVERY_S = 1.0
 
 
 class NoSuchRun(StoreError):
@@ -898,13 +900,44 @@ def train_and_save(
     on_event: Callable[[Event], None] | None = None,
     stop: StopFlag | None = None,
 ) -> tuple[int, RunResult]:
-    """Train one run and keep it in the store; returns (run_id, result)."""
+    """Train one run and keep it in the store; returns (run_id, result). If the database
+    cannot be reached (a PostgreSQL server restarting), a finished run waits up to SAVE_WAIT_S
+    for it to come back; if it does not, StoreError says what became of the run."""
     recorder = _Recorder(store, config, owner, on_event or (lambda event: None))
+    trained = False  # (then only the saving of the run waited for the database)
     try:
         result = train(config, recorder, stop)
-        store.finish(recorder.run_id, result)
+        trained = True
+        _finish_patiently(store, recorder.run_id, result)
     except Exception as error:
         if recorder.run_id is not None:
             store.fail(recorder.run_id, str(error))  # never raises: this error is the one
+            if isinstance(error, rundb.Unreachable):
+                raise StoreError(_not_saved(recorder.run_id, error, trained)) from None
         raise
     return recorder.run_id, result
+
+
+def _finish_patiently(store: RunStore, run_id: int, result: RunResult) -> None:
+    """store.finish, tried again every RETRY_EVERY_S for up to SAVE_WAIT_S while the database
+    cannot be reached: the run is done, only its saving waits. Finishing twice writes the same
+    rows, so a try whose commit went through unheard does no harm."""
+    deadline = time.monotonic() + SAVE_WAIT_S
+    while True:
+        try:
+            store.finish(run_id, result)
+            return
+        except rundb.Unreachable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(RETRY_EVERY_S)
+
+
+def _not_saved(run_id: int, error: rundb.Unreachable, trained: bool) -> str:
+    """What became of a run whose database went away under it, and what the user can do."""
+    when = f"and was not back within {SAVE_WAIT_S:g} s" if trained else "while it trained"
+    return (
+        f"run {run_id} could not be saved: the run database at {error.where} is not reachable "
+        f"({error.why}), {when}. What it saved before stays; the run shows as unfinished once "
+        "the database is back and this process has ended. Train it again then"
+    )

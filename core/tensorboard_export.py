@@ -70,6 +70,7 @@ def export_tensorboard(record: RunRecord, directory: str | Path) -> Path:
             "remove that one first."
         ) from None
     except (OSError, paths.PathError) as error:
+        _remove(made)
         why = error.why if isinstance(error, paths.PathError) else paths.why(error, folder)
         raise ValueError(f"cannot export into {directory}: {why}") from None
     try:
@@ -77,8 +78,7 @@ def export_tensorboard(record: RunRecord, directory: str | Path) -> Path:
             _write(writer, record)
             writer.flush()  # raises what the writer's thread met: else close() would hide it
     except OSError as error:
-        for made_folder in made:  # ours, and made a moment ago: nothing else is in them
-            shutil.rmtree(made_folder, ignore_errors=True)
+        _remove(made)
         raise ValueError(
             f"cannot write the TensorBoard files into {folder}: {paths.why(error, folder)}. "
             "Nothing was left there"
@@ -113,6 +113,13 @@ def _missing_folders(folder: Path) -> list[Path]:
             break
         missing.append(path)
     return missing[::-1]
+
+
+def _remove(made: list[Path]) -> None:
+    """Remove the folders an export made (_missing_folders, the outermost first) with what it
+    wrote in them: they did not exist a moment ago, so nothing else is in them."""
+    if made:
+        shutil.rmtree(made[0], ignore_errors=True)
 
 
 def tensorboard_zip(record: RunRecord) -> bytes:

@@ -1369,6 +1369,49 @@ def test_an_export_that_cannot_be_written_whole_leaves_nothing(
     assert fingerprint(tmp_path) == before
 
 
+# -- issue 18 (19): a database that cannot be reached as a run ends ------------------------------
+UNREACHABLE = rundb.Unreachable("postgresql://lab:***@db:5432/lab", "connection refused")
+
+
+@pytest.fixture
+def restarting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """RunStore.finish as while a PostgreSQL server restarts: not reachable for its first two
+    calls, then back. Returns the calls, one run id each."""
+    finish, calls = RunStore.finish, []
+
+    def after_a_restart(store: RunStore, run_id: int, result: object) -> None:
+        calls.append(run_id)
+        if len(calls) <= 2:
+            raise UNREACHABLE
+        finish(store, run_id, result)
+
+    monkeypatch.setattr(RunStore, "finish", after_a_restart)
+    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01)
+    return calls
+
+
+def test_a_run_ending_while_its_database_restarts_is_saved_once_it_is_back(lab, restarting):
+    """It said "retrying", and nothing retried: the run was left unfinished."""
+    with RunStore() as store:
+        run_id, result = train_and_save(RunConfig(**SMALL), store)
+        assert restarting == [run_id] * 3
+        saved = store.get(run_id)
+    assert saved.status == "finished" and saved.history == result.history
+
+
+def test_a_run_whose_database_stays_away_says_what_became_of_it(lab, capsys, monkeypatch):
+    def away(*args: object) -> None:
+        raise UNREACHABLE
+
+    monkeypatch.setattr(RunStore, "finish", away)
+    monkeypatch.setattr(runs, "SAVE_WAIT_S", 0.05)
+    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01)
+    status, out, err = run(capsys, *NEW_RUN)
+    assert (status, out) == (2, "")
+    assert_one_line(err, "run 2 could not be saved: the run database at postgresql://lab:***@")
+    assert "was not back within 0.05 s" in err and "Train it again then" in err
+
+
 def test_a_database_that_cannot_grow_fails_the_run_clearly_and_loses_nothing(
     lab, capsys, monkeypatch
 ):
