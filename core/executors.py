@@ -57,13 +57,9 @@ def check_workers(setting: str, workers: int) -> None:
 
 
 def default_workers() -> int:
-    """Jobs at once on this machine: $LORA_LAB_WORKERS (within check_workers), or the number
-    of cores."""
-    configured = configured_workers()
-    if configured is None:
-        return cores()
-    check_workers(WORKERS_SETTING, configured)
-    return configured
+    """Jobs at once on this machine: $LORA_LAB_WORKERS, or the number of cores. (Worker
+    processes here are held to check_workers where they start: core.jobs.LocalProcesses.)"""
+    return configured_workers() or cores()
 
 
 def threads_per_job(workers: int, cpus: int | None = None) -> int:

@@ -564,11 +564,18 @@ class RunStore:
             )
         _, model = self.load_run_model(run_id)
         buffer = io.BytesIO()
-        with tempfile.TemporaryDirectory() as folder:
-            peft_io.export_peft(model, folder)
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                for file in sorted(Path(folder).iterdir()):
-                    archive.write(file, file.name)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                peft_io.export_peft(model, folder)
+                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for file in sorted(Path(folder).iterdir()):
+                        archive.write(file, file.name)
+        except OSError as error:  # $TMPDIR full, say
+            where = tempfile.gettempdir()
+            raise StoreError(
+                f"cannot write the adapter of run {run_id} into the temporary folder {where} "
+                f"({paths.why(error, where)}): make room there, or set TMPDIR to another folder"
+            ) from None
         return buffer.getvalue()
 
     def export_peft(
