@@ -11,7 +11,6 @@ itself matters (a closed pipe, a user who cannot write the store).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import io
@@ -437,26 +436,30 @@ def test_the_unspoiled_adapter_imports(lab, adapter, tmp_path, capsys):
     assert imported["trainable_params"] == 4 * (256 + 784) + 4 * (256 + 256) + 10 * 256 + 10
 
 
+LET_GO = """
+import os, sys, time
+from pathlib import Path
+while True:
+    time.sleep(20)
+    for path in Path(sys.argv[1]).rglob("*"):
+        if path.is_fifo():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waiting (ENXIO), or it went
+                pass
+"""
+
+
 @pytest.fixture
 def no_hang(tmp_path: Path):
     """A reader that waits on a named pipe under tmp_path (the bug these rows are about) is let
-    go every 30 s: the pipe is opened for writing and closed again, so the reader reads nothing
-    and the test fails rather than hangs. (A signal would not do: safetensors' own open retries
-    when one interrupts it.)"""
-    done = threading.Event()
-
-    def let_go() -> None:
-        while not done.wait(30):
-            for path in tmp_path.rglob("*"):
-                if path.is_fifo():
-                    with contextlib.suppress(OSError):  # (no reader waiting: ENXIO)
-                        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-
-    thread = threading.Thread(target=let_go, daemon=True)
-    thread.start()
+    go every 20 s: another process opens the pipe for writing and closes it again, so the
+    reader reads nothing and the test fails rather than hangs. (Not a signal, nor a thread of
+    this process: safetensors waits holding the GIL, and retries its open when interrupted.)"""
+    process = subprocess.Popen([sys.executable, "-c", LET_GO, str(tmp_path)])
     yield
-    done.set()
-    thread.join()
+    process.kill()
+    process.wait()
 
 
 # issue 18 (15, 17): (put(path, the zip's bytes, monkeypatch): the file to import and the
