@@ -1403,7 +1403,7 @@ def restarting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         finish(store, run_id, result)
 
     monkeypatch.setattr(RunStore, "finish", after_a_restart)
-    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01)
+    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01, raising=False)  # (not in the unfixed code)
     return calls
 
 
