@@ -22,13 +22,12 @@ import zlib
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-import torch
 from torch import nn
 
-from core import methods, peft_io, zoo
+from core import methods, paths, peft_io, zoo
 from core.config import RunConfig
 from core.lora import adapted_layers
-from core.runs import RunStore, trained_tensors
+from core.runs import RunStore
 from core.train import (
     RunResult,
     check_config,
@@ -61,15 +60,13 @@ def import_adapter(
     """
     started = time.perf_counter()
     task.validate()
-    with tempfile.TemporaryDirectory() as folder:
+    with _scratch_folder() as folder:
         unpack(zip_bytes, Path(folder))
         data = load_task(task)
         base = zoo.load(task.model, num_classes=data.num_classes)
         model = peft_io.import_peft(base, folder)
     config = run_config(task, model)
     check_config(config, base)
-    if not all(torch.isfinite(t).all() for t in trained_tensors(model).values()):
-        raise ValueError("the adapter holds NaN or infinite weights: it cannot be used.")
     val_loss, val_acc = evaluate(base, data.x_val, data.y_val, data.z_val)
     count = methods.count_parameters(model)
     source = source_split(task.model, data.num_classes)
@@ -95,12 +92,12 @@ def import_adapter(
 
 
 def read_zip(path: str | Path) -> bytes:
-    """The bytes of an adapter zip on disk; a file too large is not read to its end."""
-    try:
-        with open(path, "rb") as file:
-            return file.read(MAX_ZIP_BYTES + 1)  # one byte more tells import_adapter it is too big
+    """The bytes of an adapter zip on disk; a file too large is not read to its end, and
+    anything but a regular file (a named pipe, a device) is refused at once."""
+    try:  # one byte more tells import_adapter it is too big
+        return paths.read_regular(paths.check_names(path), MAX_ZIP_BYTES + 1)
     except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}.") from None
+        raise ValueError(f"cannot read {path}: {paths.why(error, path)}.") from None
 
 
 def unpack(zip_bytes: bytes, folder: Path) -> None:
@@ -121,7 +118,27 @@ def unpack(zip_bytes: bytes, folder: Path) -> None:
         ) from None
     with archive:
         for name, entry in _adapter_entries(archive.infolist()).items():
-            (folder / name).write_bytes(_read(archive, entry))
+            content = _read(archive, entry)
+            try:
+                (folder / name).write_bytes(content)
+            except OSError as error:
+                raise ValueError(_no_scratch(folder.parent, error)) from None
+
+
+def _scratch_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder to unpack the adapter into (in $TMPDIR, or the system's)."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="lora-lab-import-")
+    except OSError as error:
+        raise ValueError(_no_scratch(Path(tempfile.gettempdir()), error)) from None
+
+
+def _no_scratch(where: Path, error: OSError) -> str:
+    return (
+        f"cannot unpack the adapter into the temporary folder {where} "
+        f"({paths.why(error, where)}): make room there, or set TMPDIR to another folder. "
+        "Nothing was saved"
+    )
 
 
 def _adapter_entries(entries: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from core import executors, experiments, jobs, reports, train, whatif, zoo
+from core import executors, experiments, jobs, paths, reports, train, whatif, zoo
 from core.adapters import import_adapter, read_zip
-from core.config import Bound, RunConfig, check_bound, sweep_configs
+from core.config import RunConfig, sweep_configs
 from core.limits import COMMAND_LINE, Limits
 from core.measure import open_run
 from core.paths import OfflineError
@@ -148,8 +148,8 @@ def _acc(value: float | None) -> str:
 
 # -- sweep ----------------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
-    # No more worker processes than cores: each is a process with its share of the threads.
-    check_bound("--workers", args.workers, Bound(0, executors.cores(), whole=True))
+    if args.workers != 0:  # (0: the default, executors.default_workers)
+        executors.check_workers("--workers", args.workers)
     base = config_from(args)
     limits = check_limits(base)  # the sweep's runs differ from it in method and rank only
     configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)
@@ -259,15 +259,37 @@ def _export(args: argparse.Namespace, store: RunStore) -> Path:
     """Export a run: its PEFT adapter zip, or with --tensorboard its TensorBoard events (any
     method: a run without adapter still has curves). Returns where it went."""
     if args.tensorboard is None:
-        return store.export_peft(args.run_id, args.out, force=args.force)
+        return store.export_peft(args.run_id, _zip_named(args.out), force=args.force)
     if args.force:
         raise ValueError(
             "--force replaces the zip of --out; a TensorBoard export never writes over anything "
             "(it makes a new folder DIR/run-ID)"
         )
+    directory = _path_named("--tensorboard", args.tensorboard)
     record = store.get(args.run_id)
-    store.check_export_target(run_folder(record, args.tensorboard))
-    return export_tensorboard(record, args.tensorboard)
+    store.check_export_target(run_folder(record, directory))
+    return export_tensorboard(record, directory)
+
+
+def _path_named(flag: str, text: str) -> Path:
+    """The path a flag names, checked before the file system is asked about it: an empty one
+    names nothing (it is not "here"), and a name too long is refused (PathError)."""
+    if not text:
+        raise ValueError(f"{flag} is empty: name a path (nothing was written)")
+    return paths.check_names(text)
+
+
+def _zip_named(text: str | None) -> Path | None:
+    """--out: None when it is not given (a new file in the exports folder), else the file it
+    names. A path ending in a slash names a folder, never a file of that name."""
+    if text is None:
+        return None
+    if text.endswith(("/", os.sep)):
+        raise ValueError(
+            f"--out {text} names a folder: name the .zip file to write, such as "
+            f"{text}adapter.zip (nothing was written)"
+        )
+    return _path_named("--out", text)
 
 
 def _import(args: argparse.Namespace, store: RunStore) -> str:

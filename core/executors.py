@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import torch
 
 from core import data, zoo
-from core.config import RunConfig
-from core.limits import Limits
+from core.config import Bound, RunConfig, check_bound
+from core.limits import Limits, parse_count
 from core.runs import RunStore, StoreError, train_and_save
 from core.train import Event, StopFlag, load_task, planned_steps
 
@@ -42,17 +42,23 @@ def cores() -> int:
 
 def configured_workers() -> int | None:
     """$LORA_LAB_WORKERS, the jobs that run at once; None when it is not set (each executor
-    then has its own default: this machine's cores, or a Ray cluster's CPUs)."""
+    then has its own default: this machine's cores, or a Ray cluster's CPUs). Read as every
+    count in the environment is (core.limits.parse_count): a ValueError naming the variable."""
     configured = os.environ.get(WORKERS_SETTING, "").strip()
-    if not configured:
-        return None
-    if not configured.isdigit() or int(configured) < 1:
-        raise ValueError(f"{WORKERS_SETTING} must be a whole number ≥ 1 (got {configured!r})")
-    return int(configured)
+    return parse_count(WORKERS_SETTING, configured) if configured else None
+
+
+def check_workers(setting: str, workers: int) -> None:
+    """No more worker processes on this machine than it has cores (`setting`, the flag or
+    variable that asked, is named if there are): each worker is a process with a copy of
+    torch and its share of the threads, so more would only share the same cores, in more
+    memory."""
+    check_bound(setting, workers, Bound(1, cores(), whole=True))
 
 
 def default_workers() -> int:
-    """Jobs at once on this machine: $LORA_LAB_WORKERS, or the number of cores."""
+    """Jobs at once on this machine: $LORA_LAB_WORKERS, or the number of cores. (Worker
+    processes here are held to check_workers where they start: core.jobs.LocalProcesses.)"""
     return configured_workers() or cores()
 
 

@@ -67,9 +67,11 @@ from core import zoo
 from core.config import RunConfig
 from core.executors import (
     SHUT_DOWN_RUNNING,
+    WORKERS_SETTING,
     ExecutorFactory,
     Reports,
     Task,
+    check_workers,
     configured_workers,
     default_workers,
     prepare_worker,
@@ -756,7 +758,10 @@ class LocalProcesses:
 
     def __init__(self, reports: Reports, workers: int | None, store_path: Path) -> None:
         self.reports, self.store_path = reports, store_path
-        self.workers = workers or default_workers()
+        if not workers:  # $LORA_LAB_WORKERS has the bound of the command line's --workers
+            workers = default_workers()
+            check_workers(WORKERS_SETTING, workers)
+        self.workers = workers
         self.threads = threads_per_job(self.workers)
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with threads
         self._lock = threading.Lock()

@@ -76,7 +76,7 @@ class Limits:
             if name == "models":
                 changes[name] = _parse_models(text, known_models)
             else:
-                changes[name] = _parse_count(variable, text)
+                changes[name] = parse_count(variable, text)
         return replace(defaults, **changes)
 
     def check(self, config: RunConfig) -> None:
@@ -148,7 +148,10 @@ COMMAND_LINE = Limits(
 )
 
 
-def _parse_count(variable: str, text: str) -> int:
+def parse_count(variable: str, text: str) -> int:
+    """A count from the environment variable `variable`: digits 0-9 only (Python's int() also
+    reads "٣" and fails on "²", which str.isdigit() accepts), ≥ 1; else a ValueError naming
+    the variable."""
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ValueError(f"{variable} must be a whole number ≥ 1 (got {text!r})")
     return int(text)

@@ -59,9 +59,9 @@ def export_peft(
         A, B = shareable_factors(layer)
         tensors[f"{PREFIX}{path}.lora_A.weight"] = A
         tensors[f"{PREFIX}{path}.lora_B.weight"] = B
-        if layer.dora:  # PEFT keeps a conv's m as (1, d, 1, 1)
-            shape = (1, -1, 1, 1) if isinstance(layer, LoRAConv2d) else (-1,)
-            tensors[f"{PREFIX}{path}.lora_magnitude_vector"] = layer.magnitude.reshape(shape)
+        if layer.dora:
+            magnitude = layer.magnitude.reshape(magnitude_shape(layer))
+            tensors[f"{PREFIX}{path}.lora_magnitude_vector"] = magnitude
     for name in modules_to_save:
         for pname, param in model.get_submodule(name).named_parameters():
             tensors[f"{PREFIX}{name}.{pname}"] = param
@@ -88,6 +88,13 @@ def export_peft(
     save_file(weights, directory / WEIGHTS_FILE)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return directory
+
+
+def magnitude_shape(layer: LoRALayer) -> tuple[int, ...]:
+    """The shape of DoRA's magnitude m in a PEFT file: one number per output unit, (d,) for a
+    Linear layer, and (1, d, 1, 1) for a Conv2d, as PEFT keeps it."""
+    units = layer.W0.shape[0]
+    return (1, units, 1, 1) if isinstance(layer, LoRAConv2d) else (units,)
 
 
 def shareable_factors(layer: LoRALayer) -> tuple[Tensor, Tensor]:
@@ -143,7 +150,22 @@ def import_peft(base_model: nn.Module, directory: str | Path) -> nn.Module:
         dora=settings.dora,
     )
     _load_tensors(model, layers, saved)
+    _check_finite_updates(model)
     return model
+
+
+@torch.no_grad()
+def _check_finite_updates(model: nn.Module) -> None:
+    """ValueError unless every adapted layer's weight W0 + delta_W is finite. Finite factors
+    (read_peft checked them) can still overflow float32 in their product (A and B of 1e30:
+    B A is 1e60), and then the model computes NaN for every input."""
+    for path, layer in adapted_layers(model).items():
+        if not torch.isfinite(layer.merged_weight()).all():
+            raise ValueError(
+                f"the adapter's update of {path} is not a finite number (W0 + delta_W "
+                "overflows float32, or DoRA divides by a norm of 0): the model would compute "
+                "NaN. It cannot be used."
+            )
 
 
 @dataclass(frozen=True)
@@ -220,6 +242,8 @@ def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
                 f"{key[len(PREFIX) :]} holds {str(value.dtype).removeprefix('torch.')} numbers: "
                 "an adapter's weights are floating point."
             )
+    if not all(torch.isfinite(value).all() for value in tensors.values()):
+        raise ValueError("the adapter holds NaN or infinite weights: it cannot be used.")
     return config, tensors
 
 
@@ -340,11 +364,23 @@ def _load_tensors(
     own = dict(model.named_parameters())
     for path, parts in layers.items():
         for suffix, part in ADAPTER_PARTS.items():
-            if part in parts:
-                value = parts[part].reshape(-1) if part == "magnitude" else parts[part]
-                _copy(path + suffix, getattr(adapters[path], part), value)
+            if part == "magnitude" and part in parts:
+                _check_magnitude(path + suffix, adapters[path], parts[part])
+                _copy(path + suffix, adapters[path].magnitude, parts[part].reshape(-1))
+            elif part in parts:
+                _copy(path + suffix, getattr(adapters[path], part), parts[part])
     for path, value in saved.items():
         _copy(path, own[path].requires_grad_(True), value)
+
+
+def _check_magnitude(path: str, layer: LoRALayer, value: Tensor) -> None:
+    """DoRA's m has the shape magnitude_shape(layer): one number per output unit, never as
+    many numbers in another shape ((2, 128) for 256 units is not a magnitude)."""
+    if tuple(value.shape) != magnitude_shape(layer):
+        raise ValueError(
+            f"the adapter does not fit this model: {path} is {tuple(value.shape)} in the "
+            f"file but {magnitude_shape(layer)} in the model (one number per output unit)."
+        )
 
 
 def _copy(path: str, target: Tensor, value: Tensor) -> None:

@@ -23,7 +23,8 @@ SQLite's file checks (is it an SQLite file, is it LoRA Lab's, is it sound, can i
 reading a store that does not exist yet creates nothing), its transactions (BEGIN IMMEDIATE
 takes the write lock first, so what a write reads stays true until it commits), and
 PostgreSQL's connection: checked before each use (pool_pre_ping), a statement cut off by a lost
-connection is tried once more on a new one, and meanwhile a caller gets a one-line StoreError.
+connection is tried once more on a new one, and meanwhile a caller gets a one-line StoreError
+(Unreachable: a caller that can wait, such as a finished run being saved, tries again).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
+
+from core import paths
 
 APP_ID = "lora-lab"
 SCHEMA_VERSION = 2  # 2: each run's own folder (uuid) and its process's start time
@@ -58,6 +61,21 @@ T = TypeVar("T")
 
 class StoreError(RuntimeError):
     """The run database cannot be used (or a run is missing); str() is the one-line message."""
+
+
+class Unreachable(StoreError):
+    """The PostgreSQL server at `where` did not answer (`why`: down, restarting, the network):
+    what was committed stays committed, and the same call may work once it is back."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(
+            f"the run database at {where} is not reachable ({why}): try again in a moment; "
+            "nothing stored is lost"
+        )
+        self.where, self.why = where, why
+
+    def __reduce__(self) -> tuple:
+        return Unreachable, (self.where, self.why)
 
 
 # -- the schema ------------------------------------------------------------------------------------
@@ -195,7 +213,25 @@ def problem(conn: sa.Connection) -> str | None:
         return f"it is damaged: its schema version is {version!r}"
     if int(version) > SCHEMA_VERSION:
         return "it was made by a newer LoRA Lab"
+    for table in TABLES[conn.dialect.name]:
+        if table.name in tables and (found := _foreign_columns(conn, table)):
+            return found
     return None
+
+
+def _foreign_columns(conn: sa.Connection, table: sa.Table) -> str | None:
+    """What makes the database's table of this name not LoRA Lab's, or None. An older store
+    may lack a column that set_up adds (one that may be NULL); a column LoRA Lab never made,
+    or the lack of one it always did, means another program's table, which set_up must not
+    alter."""
+    have = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+    unknown = sorted(have - set(table.columns.keys()))
+    missing = sorted(c.name for c in table.columns if c.name not in have and not c.nullable)
+    if not (unknown or missing):
+        return None
+    found = [f"columns {', '.join(unknown)} LoRA Lab never made"] if unknown else []
+    found += [f"no column {', '.join(missing)}"] if missing else []
+    return f"it belongs to another program: its table {table.name} has {' and '.join(found)}"
 
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
@@ -424,11 +460,15 @@ def _connect_uri(path: Path, mode: str) -> sqlite3.Connection:
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
-    """Which file is at `path` now (device, inode), or None if there is none."""
+    """Which file is at `path` now (device, inode), or None if there is none. A path that
+    cannot even be looked at (a symbolic link that leads back to itself) is a StoreError
+    saying so: it is not a store that does not exist yet."""
     try:
         status = os.stat(path)
-    except OSError:
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        raise StoreError(unusable(str(path), paths.why(error, path), SQLITE_ADVICE)) from None
     return status.st_dev, status.st_ino
 
 
@@ -539,10 +579,7 @@ class PostgresDatabase:
                         ) from None
                     raise StoreError(not_written(what, self.where, why)) from None
                 if last_try or committing:
-                    raise StoreError(
-                        f"the run database at {self.where} is not reachable ({why}); retrying: "
-                        "try again in a moment, nothing stored is lost"
-                    ) from None
+                    raise Unreachable(self.where, why) from None
 
     def writable(self) -> bool:
         return True

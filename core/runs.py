@@ -53,7 +53,7 @@ import psutil
 import sqlalchemy as sa
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, load_file, save, save_file
+from safetensors.torch import load, save, save_file
 from torch import nn
 
 from core import paths, peft_io, rundb
@@ -73,12 +73,15 @@ IDS_USED_UP = (
     "so no new run can be numbered: the store was edited by hand. Delete or renumber that run"
 )
 FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run's folder
-# A run in one of these is being trained (or about to be): it cannot be deleted.
-ACTIVE_STATUSES = ("running", "queued")
+# A run in one of these is being trained: it cannot be deleted. (A job waits in a pool's queue,
+# not in the store: a row says "queued" only if a hand wrote it, and then no job runs it.)
+ACTIVE_STATUSES = ("running",)
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
 STUDENT_NAME_CHARS = 40  # a name as a teacher reads it in a list of runs
+SAVE_WAIT_S = 30.0  # how long a finished run waits for an unreachable database to come back
+RETRY_EVERY_S = 1.0
 
 
 class NoSuchRun(StoreError):
@@ -540,7 +543,7 @@ class RunStore:
         try:
             if self.weights_dir is not None:
                 path = self.weights_dir / record.folder / WEIGHTS_FILE
-                return load_file(path), str(path)
+                return load(paths.read_regular(path)), str(path)
             query = sa.select(weights.c.data).where(weights.c.run_id == record.id)
             data = self._db.run(lambda conn: conn.execute(query).scalar())
             if data is None:
@@ -561,11 +564,18 @@ class RunStore:
             )
         _, model = self.load_run_model(run_id)
         buffer = io.BytesIO()
-        with tempfile.TemporaryDirectory() as folder:
-            peft_io.export_peft(model, folder)
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                for file in sorted(Path(folder).iterdir()):
-                    archive.write(file, file.name)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                peft_io.export_peft(model, folder)
+                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for file in sorted(Path(folder).iterdir()):
+                        archive.write(file, file.name)
+        except OSError as error:  # $TMPDIR full, say
+            where = tempfile.gettempdir()
+            raise StoreError(
+                f"cannot write the adapter of run {run_id} into the temporary folder {where} "
+                f"({paths.why(error, where)}): make room there, or set TMPDIR to another folder"
+            ) from None
         return buffer.getvalue()
 
     def export_peft(
@@ -812,9 +822,9 @@ def _write_new(target: Path, content: bytes, force: bool) -> None:
     if target.exists() and not target.is_file():  # /dev/null, a pipe: never replaced, forced or not
         raise StoreError(f"{target} is not a regular file: name a .zip file to write")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StoreError(f"cannot write {target}: {error.strerror}") from None
+        paths.make_folder(target.parent)
+    except paths.PathError as error:
+        raise StoreError(f"cannot write {target}: {error.why}") from None
     if force:
         _replace_whole(target, content)
         return
@@ -833,7 +843,9 @@ def _write_new(target: Path, content: bytes, force: bool) -> None:
 
 
 def _replace_whole(target: Path, content: bytes) -> None:
-    """Write a temporary file next to `target` and rename it over `target`."""
+    """Write a temporary file next to `target` and rename it over `target`; if it cannot be
+    written whole (a full disk), it is removed again."""
+    partial = None
     try:
         with tempfile.NamedTemporaryFile(
             dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False
@@ -841,6 +853,8 @@ def _replace_whole(target: Path, content: bytes) -> None:
             partial = Path(file.name)
             file.write(content)
     except OSError as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise StoreError(f"cannot write {target}: {error.strerror}") from None
     try:
         os.replace(partial, target)
@@ -893,13 +907,44 @@ def train_and_save(
     on_event: Callable[[Event], None] | None = None,
     stop: StopFlag | None = None,
 ) -> tuple[int, RunResult]:
-    """Train one run and keep it in the store; returns (run_id, result)."""
+    """Train one run and keep it in the store; returns (run_id, result). If the database
+    cannot be reached (a PostgreSQL server restarting), a finished run waits up to SAVE_WAIT_S
+    for it to come back; if it does not, StoreError says what became of the run."""
     recorder = _Recorder(store, config, owner, on_event or (lambda event: None))
+    trained = False  # (then only the saving of the run waited for the database)
     try:
         result = train(config, recorder, stop)
-        store.finish(recorder.run_id, result)
+        trained = True
+        _finish_patiently(store, recorder.run_id, result)
     except Exception as error:
         if recorder.run_id is not None:
             store.fail(recorder.run_id, str(error))  # never raises: this error is the one
+            if isinstance(error, rundb.Unreachable):
+                raise StoreError(_not_saved(recorder.run_id, error, trained)) from None
         raise
     return recorder.run_id, result
+
+
+def _finish_patiently(store: RunStore, run_id: int, result: RunResult) -> None:
+    """store.finish, tried again every RETRY_EVERY_S for up to SAVE_WAIT_S while the database
+    cannot be reached: the run is done, only its saving waits. Finishing twice writes the same
+    rows, so a try whose commit went through unheard does no harm."""
+    deadline = time.monotonic() + SAVE_WAIT_S
+    while True:
+        try:
+            store.finish(run_id, result)
+            return
+        except rundb.Unreachable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(RETRY_EVERY_S)
+
+
+def _not_saved(run_id: int, error: rundb.Unreachable, trained: bool) -> str:
+    """What became of a run whose database went away under it, and what the user can do."""
+    when = f"and was not back within {SAVE_WAIT_S:g} s" if trained else "while it trained"
+    return (
+        f"run {run_id} could not be saved: the run database at {error.where} is not reachable "
+        f"({error.why}), {when}. What it saved before stays; the run shows as unfinished once "
+        "the database is back and this process has ended. Train it again then"
+    )

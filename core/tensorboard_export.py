@@ -19,14 +19,22 @@ and returns them as a zip: nothing is written into the user's folders.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import shutil
 import tempfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+# The writer's thread class: only its exceptions are TensorBoard's to report (see below).
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
 
+from core import paths
 from core.runs import RunRecord
 
 CURVES = {  # history key → tag
@@ -47,20 +55,71 @@ def export_tensorboard(record: RunRecord, directory: str | Path) -> Path:
     snapshots) as TensorBoard event files into the new folder run_folder(record, directory),
     and return that folder. `directory` is made if missing; a run folder already there is a
     ValueError (export to another directory, or remove it first), and so is a `directory`
-    that is a file."""
-    folder = run_folder(record, directory)
-    if Path(directory).exists() and not Path(directory).is_dir():
-        raise ValueError(f"{directory} is a file, not a folder: choose a folder to export into")
+    that cannot be one (a file, a name too long, a read-only file system).
+
+    All or nothing: if the files cannot be written whole (a full disk), the run folder, and
+    the folders made for it, are removed again and the ValueError says why."""
+    folder = run_folder(record, paths.check_names(directory))
+    made = _missing_folders(folder)
     try:
-        folder.mkdir(parents=True)
+        paths.make_folder(directory)
+        folder.mkdir()
     except FileExistsError:
         raise ValueError(
             f"{folder} already exists: nothing was written. Export into another folder, or "
             "remove that one first."
         ) from None
-    with SummaryWriter(log_dir=str(folder)) as writer:
-        _write(writer, record)
+    except (OSError, paths.PathError) as error:
+        _remove(made)
+        why = error.why if isinstance(error, paths.PathError) else paths.why(error, folder)
+        raise ValueError(f"cannot export into {directory}: {why}") from None
+    try:
+        with _writer_thread_quiet(), SummaryWriter(log_dir=str(folder)) as writer:
+            _write(writer, record)
+            writer.flush()  # raises what the writer's thread met: else close() would hide it
+    except OSError as error:
+        _remove(made)
+        raise ValueError(
+            f"cannot write the TensorBoard files into {folder}: {paths.why(error, folder)}. "
+            "Nothing was left there"
+        ) from None
     return folder
+
+
+@contextlib.contextmanager
+def _writer_thread_quiet() -> Iterator[None]:
+    """TensorBoard's writer writes in a thread of its own; what it meets (a full disk) ends
+    that thread, whose exception Python prints as a traceback, and flush() raises it again
+    here, where it becomes one line. Meanwhile the traceback of that thread only is kept
+    quiet; any other thread's goes on to Python's hook as before."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, the outermost first."""
+    missing = []
+    for path in [folder, *folder.parents]:
+        if os.path.lexists(path):
+            break
+        missing.append(path)
+    return missing[::-1]
+
+
+def _remove(made: list[Path]) -> None:
+    """Remove the folders an export made (_missing_folders, the outermost first) with what it
+    wrote in them: they did not exist a moment ago, so nothing else is in them."""
+    if made:
+        shutil.rmtree(made[0], ignore_errors=True)
 
 
 def tensorboard_zip(record: RunRecord) -> bytes:

@@ -24,6 +24,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,10 +36,11 @@ import torch
 from app_session import open_page
 from safetensors import SafetensorError
 from streamlit.testing.v1 import AppTest
+from tensorboard.compat.tensorflow_stub.io import gfile as tb_gfile
 from test_adapters import zipped
 from test_runs import outside
 
-from core import data, i18n, links, peft_io, rundb, runs
+from core import data, executors, i18n, links, peft_io, rundb, runs
 from core import train as train_module
 from core.__main__ import main
 from core.config import BOUNDS, DEFAULT_LR, RunConfig, parse
@@ -192,6 +194,16 @@ class Trap:
 MARKER = Path(tempfile.gettempdir()) / f"lora-lab-unpickled-{os.getpid()}"
 A1, B1, M1 = "fc1.lora_A.weight", "fc1.lora_B.weight", "fc1.lora_magnitude_vector"
 nested = b"[" * 100_000 + b"]" * 100_000
+
+
+def dora_magnitudes(fc1: torch.Tensor) -> Callable[[dict[str, bytes]], dict[str, bytes]]:
+    """The adapter made DoRA: fc2's magnitude right (256 units), fc1's `fc1`."""
+
+    def spoil(files: dict[str, bytes]) -> dict[str, bytes]:
+        files = add(M1, lambda w: fc1)(config(files, use_dora=True))
+        return add("fc2.lora_magnitude_vector", lambda w: torch.ones(256))(files)
+
+    return spoil
 
 
 def symlink_entry(files: dict[str, bytes]) -> bytes:
@@ -362,6 +374,17 @@ ADAPTER_ROWS = [
         add(A1, lambda w: torch.zeros(4, 100)), "does not fit this model: fc1", id="A-columns"
     ),
     pytest.param(lambda f: config(f, r=300), "A must have r rows", id="r-above-min-d-k"),
+    # issue 18 (18): finite factors whose product is not, and a magnitude of the wrong shape
+    pytest.param(
+        tensors(lambda w: [w[P + key].fill_(1e30) for key in (A1, B1)]),
+        "the adapter's update of fc1 is not a finite number",
+        id="factors-1e30",
+    ),
+    pytest.param(
+        dora_magnitudes(torch.ones(2, 128)),
+        "fc1.lora_magnitude_vector is (2, 128) in the file but (256,) in the model",
+        id="dora-magnitude-2x128",
+    ),
     # the zip
     pytest.param(lambda f: b"PK\x03\x04 but not a zip" * 10, "is not a zip", id="not-a-zip"),
     pytest.param(lambda f: zipped({}), "has no adapter_config.json", id="empty-zip"),
@@ -411,6 +434,72 @@ def test_the_unspoiled_adapter_imports(lab, adapter, tmp_path, capsys):
     imported = json.loads(out)  # r·(d + k) per adapted layer, and the whole head
     assert imported["status"] == "imported"
     assert imported["trainable_params"] == 4 * (256 + 784) + 4 * (256 + 256) + 10 * 256 + 10
+
+
+LET_GO = """
+import os, sys, time
+from pathlib import Path
+while True:
+    time.sleep(20)
+    for path in Path(sys.argv[1]).rglob("*"):
+        if path.is_fifo():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waiting (ENXIO), or it went
+                pass
+"""
+
+
+@pytest.fixture
+def no_hang(tmp_path: Path):
+    """A reader that waits on a named pipe under tmp_path (the bug these rows are about) is let
+    go every 20 s: another process opens the pipe for writing and closes it again, so the
+    reader reads nothing and the test fails rather than hangs. (Not a signal, nor a thread of
+    this process: safetensors waits holding the GIL, and retries its open when interrupted.)"""
+    process = subprocess.Popen([sys.executable, "-c", LET_GO, str(tmp_path)])
+    yield
+    process.kill()
+    process.wait()
+
+
+# issue 18 (15, 17): (put(path, the zip's bytes, monkeypatch): the file to import and the
+# fault; what the one line says)
+IMPORT_FILE_ROWS = [
+    pytest.param(lambda path, content, mp: os.mkfifo(path), "not a regular file", id="fifo"),
+    pytest.param(
+        lambda path, content, mp: path.symlink_to("/dev/zero"), "not a regular file", id="dev-zero"
+    ),
+    pytest.param(
+        lambda path, content, mp: (
+            path.write_bytes(content),
+            mp.setattr(Path, "write_bytes", no_space_oserror),
+        ),
+        "No space left on device): make room there, or set TMPDIR",
+        id="tmpdir-full",
+    ),
+    pytest.param(
+        lambda path, content, mp: (
+            path.write_bytes(content),
+            mp.setattr(tempfile, "mkdtemp", no_space_oserror),
+        ),
+        "No space left on device): make room there, or set TMPDIR",
+        id="tmpdir-full-no-folder",
+    ),
+]
+
+
+@pytest.mark.parametrize(("put", "says"), IMPORT_FILE_ROWS)
+def test_an_adapter_file_that_cannot_be_read_or_unpacked_is_one_line_at_once(
+    lab, adapter, tmp_path, capsys, monkeypatch, no_hang, put, says
+):
+    path = tmp_path / "adapter.zip"
+    before = fingerprint(lab)
+    put(path, zipped(adapter), monkeypatch)
+    status, out, err = run(capsys, "runs", "import", path, "--model", "mlp")
+    monkeypatch.undo()
+    assert (status, out) == (2, "")
+    assert_one_line(err, says)
+    assert fingerprint(lab) == before
 
 
 # -- the store: faults that must leave it as it is -----------------------------------------------
@@ -474,6 +563,26 @@ def replace_path(make: Callable[[Path], None], name: str = "runs.db") -> Callabl
     return fault
 
 
+def weights_fifo(home: Path) -> None:
+    """Run 1's weights file replaced by a named pipe (FIFO)."""
+    path = weights_of(home)
+    path.unlink()
+    os.mkfifo(path)
+
+
+def foreign_runs_table(home: Path) -> None:
+    """A database that says it is LoRA Lab's (its meta table) but whose runs table is another
+    program's: the store must not alter it (adding its columns) to read it."""
+    (home / "runs.db").unlink()
+    with sqlite3.connect(home / "runs.db") as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        version = rundb.SCHEMA_VERSION
+        db.execute(f"INSERT INTO meta VALUES ('app', 'lora-lab'), ('schema_version', '{version}')")
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, title TEXT)")
+        db.execute("INSERT INTO runs (title) VALUES ('my thesis chapter 1')")
+    db.close()
+
+
 def home_is_a_file(home: Path) -> None:
     shutil.rmtree(home)
     home.write_text("I am a file, not a folder\n")
@@ -499,7 +608,10 @@ STORE_ROWS = [
         id="db-devnull",
     ),
     pytest.param(
-        home_is_a_file, ["runs", "list"], "(it is a file): set LORA_LAB_HOME", id="home-file"
+        home_is_a_file,
+        ["runs", "list"],
+        "is a file, not a folder): set LORA_LAB_HOME",
+        id="home-file",
     ),
     pytest.param(home_is_a_file, NEW_RUN, "set LORA_LAB_HOME", id="home-file-train"),
     pytest.param(
@@ -507,6 +619,25 @@ STORE_ROWS = [
         ["runs", "list"],
         "not an SQLite",
         id="db-foreign",
+    ),
+    # issue 18 (19)
+    pytest.param(
+        replace_path(lambda p: p.symlink_to(p)),
+        ["runs", "list"],
+        "it is a symbolic link that leads back to itself",
+        id="db-symlink-loop",
+    ),
+    pytest.param(
+        replace_path(lambda p: p.symlink_to(p)), NEW_RUN, "leads back to itself", id="loop-train"
+    ),
+    pytest.param(
+        foreign_runs_table,
+        ["runs", "list"],
+        "belongs to another program: its table runs has columns title LoRA Lab never made",
+        id="db-foreign-runs-table",
+    ),
+    pytest.param(
+        foreign_runs_table, NEW_RUN, "its table runs has columns title", id="foreign-runs-train"
     ),
     pytest.param(
         lambda home: db_run(home, "UPDATE meta SET value='x' WHERE key='schema_version'"),
@@ -559,6 +690,11 @@ STORE_ROWS = [
     ),
     pytest.param(
         lambda home: weights_of(home).unlink(), ["spectra", 1], "cannot be read", id="weights-gone"
+    ),
+    # issue 18 (17): a named pipe waits for a writer forever: it is refused at once
+    pytest.param(weights_fifo, ["spectra", 1], "not a regular file", id="weights-fifo-spectra"),
+    pytest.param(
+        weights_fifo, ["runs", "export", 1], "not a regular file", id="weights-fifo-export"
     ),
     # F13: one unreadable run is named when asked for, and never hides the others
     pytest.param(
@@ -725,7 +861,7 @@ STORE_ROWS = [
 
 
 @pytest.mark.parametrize(("fault", "argv", "says"), STORE_ROWS)
-def test_a_store_fault_is_one_line_and_changes_nothing(lab, capsys, fault, argv, says):
+def test_a_store_fault_is_one_line_and_changes_nothing(lab, capsys, no_hang, fault, argv, says):
     fault(lab)
     before = fingerprint(lab)
     status, _, err = run(capsys, *argv)
@@ -989,6 +1125,16 @@ def test_a_running_row_whose_pid_is_no_process_is_repaired_on_either_back_end(sa
     assert run(capsys, "runs", "delete", 2)[0] == 0
 
 
+def test_a_row_set_to_queued_by_hand_can_be_deleted_on_either_back_end(saved, capsys):
+    """No job waits in the store (a pool's queue is in its process): a "queued" row was written
+    by a hand, no job will ever run it, and it was "still queued: stop it first" forever."""
+    copy_of_run_1(status="queued", pid=None, pid_started=None)(saved)
+    status, _, err = run(capsys, "runs", "delete", 2)
+    assert (status, err) == (0, "")
+    status, out, _ = run(capsys, "runs", "list", "--json")
+    assert [record["run_id"] for record in json.loads(out)] == [1]
+
+
 # -- F10: export never writes over the store, its weights, or (without --force) any file ----------
 def weights_file(home: Path, tmp: Path) -> Path:
     return weights_of(home)
@@ -1042,6 +1188,16 @@ EXPORT_ROWS = [
     pytest.param(
         lambda h, t: Path("/proc/x.zip"), True, "cannot write /proc/x.zip", id="proc-force"
     ),
+    # issue 18 (15, 16): a path that cannot be, or names nothing
+    pytest.param(
+        lambda h, t: existing(h, t) / "x.zip",
+        False,
+        "mine.zip is a file, not a folder",
+        id="under-a-file",
+    ),
+    pytest.param(lambda h, t: t / f"{'x' * 300}.zip", False, "more than the 255", id="name-300"),
+    pytest.param(lambda h, t: f"{t}/NEWDIR/", False, "NEWDIR/ names a folder", id="slash-new-dir"),
+    pytest.param(lambda h, t: "", False, "--out is empty", id="empty"),
 ]
 
 
@@ -1052,6 +1208,31 @@ def test_export_never_writes_over_the_store_or_an_existing_file(
     out = where(lab, tmp_path)
     before = fingerprint(tmp_path)  # the home, and any file the row made next to it
     status, _, err = run(capsys, "runs", "export", 1, "--out", out, *(["--force"] * force))
+    assert status == 2
+    assert_one_line(err, says)
+    assert fingerprint(tmp_path) == before
+
+
+# issue 18 (15, 16): where --tensorboard DIR points, and what the one line says
+TENSORBOARD_ROWS = [
+    pytest.param(
+        lambda h, t: existing(h, t) / "tb", "mine.zip is a file, not a folder", id="under-a-file"
+    ),
+    pytest.param(lambda h, t: Path("/proc/tb"), "cannot export into /proc/tb", id="proc"),
+    pytest.param(lambda h, t: Path("/sys/tb"), "cannot export into /sys/tb", id="sys"),
+    pytest.param(lambda h, t: t / ("x" * 300) / "tb", "more than the 255", id="name-300"),
+    pytest.param(lambda h, t: "", "--tensorboard is empty", id="empty"),
+]
+
+
+@pytest.mark.parametrize(("where", "says"), TENSORBOARD_ROWS)
+def test_a_tensorboard_export_that_cannot_be_made_is_one_line(
+    lab, tmp_path, capsys, monkeypatch, where, says
+):
+    directory = where(lab, tmp_path)
+    monkeypatch.chdir(tmp_path)  # (an empty path is not the working folder)
+    before = fingerprint(tmp_path)
+    status, _, err = run(capsys, "runs", "export", 1, "--tensorboard", directory)
     assert status == 2
     assert_one_line(err, says)
     assert fingerprint(tmp_path) == before
@@ -1124,6 +1305,128 @@ def integrity(home: Path) -> str:
         verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
     db.close()
     return verdict
+
+
+def no_space_in_temporary_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk under a temporary file: it is made, and writing it fails."""
+    named = tempfile.NamedTemporaryFile
+
+    def full(*args, **kwargs):
+        file = named(*args, **kwargs)
+        file.write = no_space_oserror
+        return file
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", full)
+
+
+def read_only_mount(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """`folder` as on a file system mounted read-only: nothing can be made in it."""
+    mkdir = Path.mkdir
+
+    def refuse(path: Path, *args, **kwargs) -> None:
+        if path.is_relative_to(folder):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+
+
+# (fault(monkeypatch, folder), the export's flags given that folder, what the one line says):
+# nothing is left in the folder written to
+EXPORT_FAULT_ROWS = [
+    pytest.param(
+        lambda mp, out: mp.setattr(tb_gfile.LocalFileSystem, "append", no_space_oserror),
+        lambda tmp: ["--tensorboard", tmp / "tb"],
+        "No space left on device. Nothing was left there",
+        id="tensorboard-full-disk",
+    ),
+    pytest.param(
+        lambda mp, out: mp.setattr(tb_gfile.LocalFileSystem, "append", no_space_oserror),
+        lambda tmp: ["--tensorboard", tmp],
+        "No space left on device. Nothing was left there",
+        id="tensorboard-full-disk-existing-dir",
+    ),
+    pytest.param(
+        read_only_mount,
+        lambda tmp: ["--tensorboard", tmp / "tb"],
+        "it is on a read-only file system",
+        id="tensorboard-read-only-mount",
+    ),
+    pytest.param(
+        lambda mp, out: mp.setattr(tempfile, "mkdtemp", no_space_oserror),
+        lambda tmp: ["--out", tmp / "adapter.zip"],
+        "No space left on device): make room there, or set TMPDIR to another folder",
+        id="tmpdir-full",
+    ),
+    pytest.param(
+        lambda mp, out: no_space_in_temporary_files(mp),
+        lambda tmp: ["--out", existing(tmp, tmp), "--force"],
+        "mine.zip: No space left on device",
+        id="force-full-disk",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fault", "flags", "says"), EXPORT_FAULT_ROWS)
+def test_an_export_that_cannot_be_written_whole_leaves_nothing(
+    lab, tmp_path, capsys, monkeypatch, fault, flags, says
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = flags(out)
+    before = fingerprint(tmp_path)
+    tracebacks = []  # what a thread would print (TensorBoard's writer writes in one)
+    monkeypatch.setattr(threading, "excepthook", tracebacks.append)
+    fault(monkeypatch, out)
+    status, _, err = run(capsys, "runs", "export", 1, *argv)
+    monkeypatch.undo()
+    assert status == 2
+    assert_one_line(err, says)
+    assert tracebacks == []
+    assert fingerprint(tmp_path) == before
+
+
+# -- issue 18 (19): a database that cannot be reached as a run ends ------------------------------
+UNREACHABLE = rundb.Unreachable("postgresql://lab:***@db:5432/lab", "connection refused")
+
+
+@pytest.fixture
+def restarting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """RunStore.finish as while a PostgreSQL server restarts: not reachable for its first two
+    calls, then back. Returns the calls, one run id each."""
+    finish, calls = RunStore.finish, []
+
+    def after_a_restart(store: RunStore, run_id: int, result: object) -> None:
+        calls.append(run_id)
+        if len(calls) <= 2:
+            raise UNREACHABLE
+        finish(store, run_id, result)
+
+    monkeypatch.setattr(RunStore, "finish", after_a_restart)
+    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01, raising=False)  # (not in the unfixed code)
+    return calls
+
+
+def test_a_run_ending_while_its_database_restarts_is_saved_once_it_is_back(lab, restarting):
+    """It said "retrying", and nothing retried: the run was left unfinished."""
+    with RunStore() as store:
+        run_id, result = train_and_save(RunConfig(**SMALL), store)
+        assert restarting == [run_id] * 3
+        saved = store.get(run_id)
+    assert saved.status == "finished" and saved.history == result.history
+
+
+def test_a_run_whose_database_stays_away_says_what_became_of_it(lab, capsys, monkeypatch):
+    def away(*args: object) -> None:
+        raise UNREACHABLE
+
+    monkeypatch.setattr(RunStore, "finish", away)
+    monkeypatch.setattr(runs, "SAVE_WAIT_S", 0.05)
+    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01)
+    status, out, err = run(capsys, *NEW_RUN)
+    assert (status, out) == (2, "")
+    assert_one_line(err, "run 2 could not be saved: the run database at postgresql://lab:***@")
+    assert "was not back within 0.05 s" in err and "Train it again then" in err
 
 
 def test_a_database_that_cannot_grow_fails_the_run_clearly_and_loses_nothing(
@@ -1438,7 +1741,7 @@ FLAG_ROWS = [
     pytest.param(["sweep", "--steps", 1, "--seed", 2**64], SEED_BOUND, id="sweep-seed-2**64"),
     pytest.param(
         ["sweep", "--steps", 1, "--workers", 10**20],
-        "--workers must be a whole number ≥ 0 and ≤",
+        "--workers must be a whole number ≥ 1 and ≤",
         id="sweep-workers-10**20",
     ),
     pytest.param(
@@ -1466,6 +1769,59 @@ def test_a_setting_past_its_bound_is_one_line_naming_it_and_nothing_changes(
     assert status == 2 and out == ""
     assert_one_line(err, says)
     assert len(err) < 400  # a megabyte of brackets is shown cut short
+    assert fingerprint(lab) == before
+
+
+# -- the environment (issue 18: 15, 19) ----------------------------------------------------------
+LONG_NAME = "x" * 300
+CORES = executors.cores()
+SWEEP = ["sweep", "--steps", 1, "--ranks", 1, "--no-baselines"]
+# (variable, its value (or value(home)), command line, what the one line says)
+ENV_ROWS = [
+    pytest.param(
+        "LORA_LAB_WORKERS",
+        "²",
+        ["train", "--steps", 1],
+        "LORA_LAB_WORKERS must be a whole number ≥ 1 (got '²')",
+        id="workers-superscript-2",
+    ),
+    pytest.param(
+        "LORA_LAB_WORKERS", "²", SWEEP, "LORA_LAB_WORKERS must be", id="workers-superscript-sweep"
+    ),
+    pytest.param(
+        "LORA_LAB_WORKERS",
+        str(CORES + 1),
+        SWEEP,
+        f"LORA_LAB_WORKERS must be a whole number ≥ 1 and ≤ {CORES} (got {CORES + 1})",
+        id="workers-above-cores",
+    ),
+    pytest.param(
+        "LORA_LAB_HOME",
+        lambda home: home / LONG_NAME,
+        ["runs", "list"],
+        "is 300 bytes long, more than the 255 a file system allows): set LORA_LAB_HOME",
+        id="home-name-300",
+    ),
+    pytest.param(
+        "LORA_LAB_DATA",
+        lambda home: home / LONG_NAME / "data",
+        ["train", "--steps", 1, "--dataset", "mnist"],
+        "is 300 bytes long, more than the 255 a file system allows): set LORA_LAB_DATA",
+        id="data-name-300",
+    ),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "argv", "says"), ENV_ROWS)
+def test_a_bad_environment_variable_is_one_line_naming_it_and_nothing_changes(
+    lab, capsys, monkeypatch, variable, value, argv, says
+):
+    monkeypatch.setenv("LORA_LAB_OFFLINE", "1")  # (nothing is ever downloaded here)
+    monkeypatch.setenv(variable, str(value(lab) if callable(value) else value))
+    before = fingerprint(lab)
+    status, out, err = run(capsys, *argv)
+    assert (status, out) == (2, "")
+    assert_one_line(err, says)
     assert fingerprint(lab) == before
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -297,7 +298,7 @@ def test_a_statement_whose_connection_is_lost_is_run_once_more(postgres_db):
 
         with pytest.raises(StoreError, match="is not reachable") as error:
             store._db.run(always_dies, "save something")
-        assert "\n" not in str(error.value) and "retrying" in str(error.value)
+        assert "\n" not in str(error.value) and "try again in a moment" in str(error.value)
 
 
 def server(command: str) -> None:
@@ -317,7 +318,7 @@ def test_the_server_restarted_under_an_open_store_loses_nothing(postgres_db, mon
                 with pytest.raises(StoreError) as error:
                     call()
                 message = str(error.value)
-                assert "is not reachable" in message and "retrying" in message, message
+                assert "is not reachable" in message and "try again" in message, message
                 assert "\n" not in message and "***" in message
         finally:
             server("start")
@@ -325,6 +326,28 @@ def test_the_server_restarted_under_an_open_store_loses_nothing(postgres_db, mon
         second, result = train_and_save(RunConfig(**SMALL), store, owner="alice")
         assert [r.id for r in store.list(owner="alice")] == [second, run_id]
         assert store.get(second).history == result.history
+
+
+def test_a_run_that_ends_while_the_server_restarts_is_saved_once_it_is_back(
+    postgres_db, monkeypatch
+):
+    """Issue 18: the store said "retrying" and nothing retried; the run was left unfinished.
+    Now the finished run waits for the server (runs.SAVE_WAIT_S) and is saved."""
+    monkeypatch.setenv(rundb.SETTING, postgres_db)
+    needs_postgres(POSTGRES_DIR)
+    finish = RunStore.finish
+
+    def restart_first(store: RunStore, run_id: int, result: object) -> None:
+        monkeypatch.setattr(RunStore, "finish", finish)  # the next tries: as they are
+        server("stop")
+        threading.Timer(3.0, server, ["start"]).start()
+        finish(store, run_id, result)  # not reachable: raises
+
+    monkeypatch.setattr(RunStore, "finish", restart_first)
+    with RunStore() as store:
+        run_id, result = train_and_save(RunConfig(**SMALL), store, owner="alice")
+        saved = store.get(run_id)
+    assert saved.status == "finished" and saved.history == result.history
 
 
 def test_the_app_says_the_database_is_not_reachable_while_it_restarts(postgres_db, monkeypatch):
@@ -344,7 +367,7 @@ def test_the_app_says_the_database_is_not_reachable_while_it_restarts(postgres_d
         at.run()
         assert not at.exception, at.exception
         [error] = at.error
-        assert "is not reachable" in error.value and "retrying" in error.value
+        assert "is not reachable" in error.value and "try again" in error.value
     finally:
         server("start")
     at.run()
