@@ -951,6 +951,16 @@ def median(values: list[float | None]) -> float | None:
     return done[len(done) // 2] if done else None
 
 
+def fastest(values: list[float | None]) -> float | None:
+    """The smallest of the values that happened (None: none did)."""
+    return min((value for value in values if value is not None), default=None)
+
+
+def slowest(values: list[float | None]) -> float | None:
+    """The largest of the values (None if one never happened: that page never showed it)."""
+    return None if None in values or not values else max(values)
+
+
 def figures(report: Report) -> dict[str, float | None]:
     """What a student waits for, what the pool and the server did, what the browser spent."""
     solo, pages = report.solo or Session(), report.class_sessions
@@ -959,11 +969,14 @@ def figures(report: Report) -> dict[str, float | None]:
         "load average after": report.load_after,
         "solo: click to first point (s)": solo.first_point,
         "solo: click to result (s)": solo.finished,
-        "class: median click to first point (s)": median([s.first_point for s in pages]),
-        "class: median click to result (s)": median([s.finished for s in pages]),
+        "class: click to first point, fastest (s)": fastest([s.first_point for s in pages]),
+        "class: click to first point, median (s)": median([s.first_point for s in pages]),
+        "class: click to first point, slowest (s)": slowest([s.first_point for s in pages]),
+        "class: click to result, fastest (s)": fastest([s.finished for s in pages]),
+        "class: click to result, median (s)": median([s.finished for s in pages]),
         "class: click to the last result (s)": report.wall_s,
         "pool: last run saved after the click (s)": max(report.pool_finished_s, default=None),
-        "pool: workers CPU (s)": None if report.workers is None else report.workers_cpu_s,
+        **({} if report.workers is None else {"pool: workers CPU (s)": report.workers_cpu_s}),
         "server CPU (s)": report.server_cpu_s,
         "server CPU (% of the wall time)": (
             100 * report.server_cpu_s / report.wall_s if report.wall_s else None
