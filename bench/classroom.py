@@ -829,10 +829,9 @@ def print_placement(report: Report) -> None:
         f"{cores(report.browser_cpus_seen) or '–'}"
     )
     if report.placement == PINNED:
-        held = (
-            report.server_cpus_seen == report.server_cpus
-            and report.browser_cpus_seen == report.browser_cpus
-        )
+        had = (report.server_cpus_seen, report.browser_cpus_seen)
+        asked = (report.server_cpus, report.browser_cpus)
+        held = all(set(cpus) <= set(mine) for cpus, mine in zip(had, asked, strict=True))
         print(
             f"pinned: the server and its workers ({pool}) on cores {cores(report.server_cpus)}, "
             f"the browser on cores {cores(report.browser_cpus)}; {seen}"
