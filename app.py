@@ -21,12 +21,14 @@ from app_pages.common import (
 from core import __version__, jobs
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from core.links import PRESENTER
-from core.paths import FolderError
+from core.paths import ASSETS, FolderError
 from core.runs import StoreError
 
 
 def main() -> None:
-    st.set_page_config(page_title="LoRA Lab", page_icon=":material/science:", layout="wide")
+    # The tab icon ships with the app (sent as a data: URL): a ":material/…:" page icon would
+    # make every browser fetch it from a font host, and a class may have no internet.
+    st.set_page_config(page_title="LoRA Lab", page_icon=ASSETS / "icon.svg", layout="wide")
     try:
         store()  # a run store that cannot be used (LORA_LAB_DB, LORA_LAB_HOME) is said at once
         jobs.pool()  # start the training workers now, so the first click on Train starts at once

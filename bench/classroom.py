@@ -1,6 +1,7 @@
 """A classroom on one app server, or several: N browser sessions press Train at one moment.
 
     .venv/bin/python bench/classroom.py [--sessions 10] [--servers 1] [--timeout 300]
+        [--placement both|pinned|co-located] [--server-cpus 0] [--browser-cpus 1] [--settle 60]
         [--before DIR] [--json] [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
 
 Starts `streamlit run app.py` (headless, 127.0.0.1, a free port) with a fresh LORA_LAB_HOME and
@@ -20,13 +21,28 @@ Every session's accuracy is compared with the solo run's (as shown, and exactly 
 store, read through core.runs.RunStore). While the class trains, one more session opens the
 Train page: the seconds until it is drawn. CPU seconds of the server process, of its children
 (the training workers) and of the browser are measured from the click until the last page
-showed its result (the wall time).
+showed its result (the wall time), and so is how busy each core was (with whatever else the
+machine ran); the 1-minute load average is printed before and after each class.
+
+--placement: in a class the browsers run on the students' machines, but here N Chromium pages
+share the machine with the server, and on a small machine they take the CPU the pool trains
+with. "pinned" measures what a class gets: the server and its training workers on
+--server-cpus, Chromium (every page), the bench and playwright's driver on --browser-cpus
+(os.sched_setaffinity, inherited by the processes each starts; the cores every thread of both
+was allowed, read back during the class, are printed). By default the browsers get the upper
+half of the cores this process may use and the server the rest: on 2 cores, one each. The pool
+sizes itself by the cores it may use, so pinned on 2 cores it trains one run at a time.
+"co-located" runs both on every core, as a class on one machine would. "both" (the default)
+runs the pinned class, waits --settle seconds for the load average to fall back, runs the
+co-located class, and prints their figures side by side. With --servers K > 1 the servers are
+pinned, Ray's workers (the cluster's processes) are not.
 --py-spy samples the server with py-spy (`pip install py-spy`, a dev tool) during the class
 and prints its busiest functions; --option passes a Streamlit config option to the server, to
 measure a change without editing the app.
 
 --before DIR runs the same class first on another checkout (a `git worktree` of an older
-commit), then on this one, and prints both side by side: a change's cost, measured in one run.
+commit), then on this one, and prints both side by side: a change's cost, measured in one run
+(each placement on each checkout).
 
 --servers K (K > 1): one class over K app servers, as README's "Several app servers for one
 class" runs it. It needs LORA_LAB_DB (a postgresql:// URL) and LORA_LAB_RAY in the environment,
@@ -73,7 +89,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 
-from core import ray_jobs
+from core import executors, ray_jobs
 from core.jobs import SharedPool
 from core.runs import RunRecord, RunStore, StoreError
 
@@ -84,6 +100,9 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWPORT = {"width": 1280, "height": 720}
+PINNED, CO_LOCATED = "pinned", "co-located"
+# A core's busy time on Linux (guest time is already counted in user time).
+BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
 
 
 def english(name: str) -> str:
@@ -211,11 +230,30 @@ class Session:
     server: int = 1  # the app server this student's page talked to (1 … K)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The cores a class runs on: the app servers and their training workers on `server_cpus`;
+    Chromium, the bench and playwright's driver on `browser_cpus` (the same set: co-located)."""
+
+    name: str  # PINNED or CO_LOCATED
+    server_cpus: frozenset[int]
+    browser_cpus: frozenset[int]
+
+
 @dataclass
 class Report:
     sessions: int
     load_before: float
     app: str  # the checkout served
+    placement: str = CO_LOCATED
+    server_cpus: list[int] = field(default_factory=list)  # as asked
+    browser_cpus: list[int] = field(default_factory=list)
+    # every core a thread of the servers and their workers (of Chromium) was allowed, read
+    # from the kernel during the class: the proof that the placement held
+    server_cpus_seen: list[int] = field(default_factory=list)
+    browser_cpus_seen: list[int] = field(default_factory=list)
+    workers: int | None = None  # the pool's training workers (None: Ray's, with --servers K)
+    threads_put_back: int = 0  # pinned: threads that had left their cores (see placement_held)
     servers: int = 1  # app servers (K), sharing PostgreSQL and Ray when more than one
     options: list[str] = field(default_factory=list)  # Streamlit options given to the server
     load_after: float = 0.0
@@ -225,6 +263,7 @@ class Report:
     server_cpu_s: float = 0.0  # the Streamlit process alone, over wall_s
     workers_cpu_s: float = 0.0  # its child processes (the training workers), over wall_s
     browser_cpu_s: float = 0.0  # Chromium, all its processes, over wall_s
+    core_busy: list[float] = field(default_factory=list)  # each core's busy share of wall_s
     new_page_load_s: float | None = None
     click_spread_s: float | None = None  # the first page's click to the last one's
     pool_finished_s: list[float] = field(default_factory=list)  # runs saved in the store
@@ -285,10 +324,81 @@ def cpu_seconds(process: psutil.Process) -> tuple[float, float]:
     return 0.0, 0.0
 
 
+def busy_seconds() -> list[float]:
+    """Each core's CPU seconds spent busy since boot, by any process (other work included)."""
+    return [
+        sum(getattr(times, name) for name in BUSY_FIELDS) for times in psutil.cpu_times(percpu=True)
+    ]
+
+
+def threads_of(processes: list[psutil.Process]) -> list[int]:
+    """The thread ids of these processes and of all their descendants, as they are now."""
+    ids: list[int] = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            for member in [process, *process.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    ids += [thread.id for thread in member.threads()]
+    return ids
+
+
+def cores_allowed(processes: list[psutil.Process]) -> list[int]:
+    """Every core that a thread of these processes or of their descendants may run on, as the
+    kernel has it now: whether a placement held for every child and thread."""
+    allowed: set[int] = set()
+    for thread in threads_of(processes):
+        with contextlib.suppress(OSError):  # (a thread that just ended)
+            allowed |= os.sched_getaffinity(thread)
+    return sorted(allowed)
+
+
+def put_back(processes: list[psutil.Process], cpus: frozenset[int]) -> int:
+    """Moves every thread of these processes and their descendants that may run outside `cpus`
+    onto `cpus`; how many it moved."""
+    moved = 0
+    for thread in threads_of(processes):
+        with contextlib.suppress(OSError):
+            if not os.sched_getaffinity(thread) <= cpus:
+                os.sched_setaffinity(thread, cpus)
+                moved += 1
+    return moved
+
+
+@contextlib.contextmanager
+def placement_held(
+    placement: Placement, servers: list[psutil.Process], browser: psutil.Process
+) -> Iterator[list[int]]:
+    """Pinned: every 0.2 s, puts back any thread of the servers' process trees or of the
+    browser's that may run outside its cores (Chromium's GPU process pins threads of its own to
+    cores it picks, whatever it inherited); yields [how many threads it moved], updated.
+    Co-located: nothing to hold."""
+    moved = [0]
+    if placement.name != PINNED:
+        yield moved
+        return
+    stop = threading.Event()
+
+    def hold() -> None:
+        while True:
+            moved[0] += put_back(servers, placement.server_cpus)
+            moved[0] += put_back([browser], placement.browser_cpus)
+            if stop.wait(0.2):
+                return
+
+    thread = threading.Thread(target=hold, name="placement", daemon=True)
+    thread.start()
+    try:
+        yield moved
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 @contextlib.contextmanager
 def cpu_trace(servers: list[psutil.Process], browser: psutil.Process) -> Iterator[list[tuple]]:
     """Samples (time.time(), the servers' CPU s, their children's, the browser's with all its
-    processes) every 0.2 s in a thread, to read CPU at instants the browser measured."""
+    processes, then each core's busy seconds) every 0.2 s in a thread, to read CPU at instants
+    the browser measured."""
     samples: list[tuple] = []
     stop = threading.Event()
 
@@ -296,7 +406,8 @@ def cpu_trace(servers: list[psutil.Process], browser: psutil.Process) -> Iterato
         while True:
             used = [cpu_seconds(server) for server in servers]
             own, children = (sum(column) for column in zip(*used, strict=True))
-            samples.append((time.time(), own, children, sum(cpu_seconds(browser))))
+            browser_s = sum(cpu_seconds(browser))
+            samples.append((time.time(), own, children, browser_s, *busy_seconds()))
             if stop.wait(0.2):
                 return
 
@@ -310,13 +421,13 @@ def cpu_trace(servers: list[psutil.Process], browser: psutil.Process) -> Iterato
 
 
 def cpu_between(samples: list[tuple], start: float, end: float) -> tuple[float, ...]:
-    """CPU seconds used from `start` to `end` (time.time()), per column of the samples, from the
-    first sample taken at or after each instant (the last one if none was)."""
+    """The seconds between the first samples taken at or after `start` and `end` (time.time();
+    the last sample if none was), then the CPU seconds used between them, per column."""
 
     def at(when: float) -> tuple:
         return next((sample for sample in samples if sample[0] >= when), samples[-1])
 
-    return tuple(b - a for a, b in zip(at(start)[1:], at(end)[1:], strict=True))
+    return tuple(b - a for a, b in zip(at(start), at(end), strict=True))
 
 
 # ----------------------------------------------------------------------------- the browser
@@ -567,12 +678,21 @@ def classroom(
     new_page_after: float,
     profile: Path | None,
     options: list[str],
+    placement: Placement,
     app: Path = ROOT,
 ) -> Report:
     """The class of `n` sessions over `servers` app servers of the checkout `app`, each with a
-    fresh LORA_LAB_HOME (more than one: over LORA_LAB_DB and LORA_LAB_RAY)."""
+    fresh LORA_LAB_HOME (more than one: over LORA_LAB_DB and LORA_LAB_RAY), on the cores of
+    `placement`."""
     report = Report(
-        sessions=n, servers=servers, load_before=os.getloadavg()[0], options=options, app=str(app)
+        sessions=n,
+        servers=servers,
+        load_before=os.getloadavg()[0],
+        options=options,
+        app=str(app),
+        placement=placement.name,
+        server_cpus=sorted(placement.server_cpus),
+        browser_cpus=sorted(placement.browser_cpus),
     )
     home = Path(tempfile.mkdtemp(prefix="lora-lab-classroom-"))
     homes = [home / f"server-{k}" for k in range(1, servers + 1)]
@@ -583,9 +703,17 @@ def classroom(
         folder.mkdir()
     try:
         with contextlib.ExitStack() as stack:
+            # A process starts on its parent's cores: the bench takes the servers' cores while
+            # it starts them (their training workers start from them), then the browser's.
+            stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))  # (at the end)
+            os.sched_setaffinity(0, placement.server_cpus)
+            if servers == 1:
+                report.workers = executors.default_workers()  # as the server counts them
             started = [stack.enter_context(server(folder, options, app)) for folder in homes]
             urls, handles = [url for url, _ in started], [handle for _, handle in started]
+            os.sched_setaffinity(0, placement.browser_cpus)
             browser, chromium = launch(stack.enter_context(sync_playwright()))
+            moved = stack.enter_context(placement_held(placement, handles, chromium))
             try:
                 clicked = run_class(
                     browser, chromium, urls, handles, report, timeout, new_page_after, profile
@@ -596,6 +724,7 @@ def classroom(
                 chromium_processes = [chromium]  # and its other processes, to stop by pid
                 with contextlib.suppress(psutil.Error):
                     chromium_processes += chromium.children(recursive=True)
+                report.threads_put_back = moved[0]
                 with contextlib.suppress(Exception):
                     browser.close()
                 stop_pids(chromium_processes)
@@ -653,6 +782,8 @@ def run_class(
     spied = py_spy(handles[0].pid, profile, deadline - time.monotonic())
     with cpu_trace(handles, chromium) as samples, spied:
         report.class_sessions = train_together(pages, at_ms, deadline, new_page_loaded)
+    report.server_cpus_seen = cores_allowed(handles)  # (while every page and worker lives)
+    report.browser_cpus_seen = cores_allowed([chromium])
     for session, place in zip(report.class_sessions, places, strict=True):
         session.server = place + 1
     clicks = [s.clicked_at for s in report.class_sessions if s.clicked_at is not None]
@@ -660,9 +791,9 @@ def run_class(
     finished = [s.finished for s in report.class_sessions]
     # The class is over once every page shows its result (as the pages timed it).
     report.wall_s = timeout if None in finished else max(finished)
-    report.server_cpu_s, report.workers_cpu_s, report.browser_cpu_s = cpu_between(
-        samples, clicked, clicked + report.wall_s
-    )
+    sampled, *used = cpu_between(samples, clicked, clicked + report.wall_s)
+    report.server_cpu_s, report.workers_cpu_s, report.browser_cpu_s, *busy = used
+    report.core_busy = [spent / sampled for spent in busy] if sampled else []
     for page in pages + [page for page, _ in newcomer]:
         page.context.close()
     if profile is not None and profile.exists():
@@ -681,15 +812,52 @@ def after_arrow(accuracy: str | None) -> str | None:
     return None if accuracy is None else accuracy.split("→")[-1].strip()
 
 
+def cores(cpus: list[int]) -> str:
+    """[0, 2, 3] → "0,2,3"."""
+    return ",".join(str(cpu) for cpu in cpus)
+
+
+def print_placement(report: Report) -> None:
+    """Where the class ran (asked, and what the kernel had), and how busy each core was."""
+    pool = (
+        "training on Ray"
+        if report.workers is None
+        else f"{report.workers} training worker{'s' if report.workers > 1 else ''}"
+    )
+    seen = (
+        f"the kernel had them on {cores(report.server_cpus_seen) or '–'} and "
+        f"{cores(report.browser_cpus_seen) or '–'}"
+    )
+    if report.placement == PINNED:
+        had = (report.server_cpus_seen, report.browser_cpus_seen)
+        asked = (report.server_cpus, report.browser_cpus)
+        held = all(set(cpus) <= set(mine) for cpus, mine in zip(had, asked, strict=True))
+        print(
+            f"pinned: the server and its workers ({pool}) on cores {cores(report.server_cpus)}, "
+            f"the browser on cores {cores(report.browser_cpus)}; {seen}"
+            + ("" if held else ": NOT as asked")
+            + f" ({report.threads_put_back} threads that had left their cores were put back)"
+        )
+    else:
+        print(
+            f"co-located: the server and its workers ({pool}) and the browser on cores "
+            f"{cores(report.server_cpus)}; {seen}"
+        )
+    if report.core_busy:
+        busy = ", ".join(f"{cpu} {share:.0%}" for cpu, share in enumerate(report.core_busy))
+        print(f"each core busy over the wall time (any process on the machine): {busy}")
+
+
 def print_report(report: Report) -> None:
     solo = report.solo or Session()
     print(
         f"{report.app}: {report.sessions} sessions"
         + (f" over {report.servers} app servers" if report.servers > 1 else "")
-        + f", load average {report.load_before:.1f} before, "
+        + f", {report.placement}, load average {report.load_before:.1f} before, "
         f"{report.load_after:.1f} after, on {psutil.cpu_count()} cores"
         + (f"; server options: {' '.join(report.options)}" if report.options else "")
     )
+    print_placement(report)
     print(
         f"solo reference (a cold browser, the workers' first run): first point "
         f"{seconds(solo.first_point)} s, finished {seconds(solo.finished)} s, "
@@ -723,8 +891,9 @@ def print_report(report: Report) -> None:
     )
     if report.pool_finished_s:
         print(
-            f"runs saved by the pool: {len(report.pool_finished_s)}, the last "
-            f"{max(report.pool_finished_s):.1f} s after the click"
+            f"runs saved by the pool: {len(report.pool_finished_s)}, the first "
+            f"{min(report.pool_finished_s):.1f} s, the last {max(report.pool_finished_s):.1f} s "
+            "after the click"
         )
     if report.stored_accuracies:
         exact = set(report.stored_accuracies)
@@ -781,24 +950,100 @@ def median(values: list[float | None]) -> float | None:
     return done[len(done) // 2] if done else None
 
 
-def print_comparison(before: Report, after: Report) -> None:
-    """The two classes side by side: what a student waits for, and what the server spends."""
+def fastest(values: list[float | None]) -> float | None:
+    """The smallest of the values that happened (None: none did)."""
+    return min((value for value in values if value is not None), default=None)
 
-    def figures(report: Report) -> dict[str, float | None]:
-        solo, pages = report.solo or Session(), report.class_sessions
-        return {
-            "solo: click to first point": solo.first_point,
-            "solo: click to result": solo.finished,
-            "class: median click to first point": median([s.first_point for s in pages]),
-            "class: median click to result": median([s.finished for s in pages]),
-            "class: click to the last result": report.wall_s,
-            "class: server CPU seconds": report.server_cpu_s,
-        }
 
-    print(f"before ({before.app}) → this checkout ({after.app}):")
-    old, new = figures(before), figures(after)
-    for name in old:
-        print(f"  {name:<36} {seconds(old[name]):>6} → {seconds(new[name]):>6}")
+def slowest(values: list[float | None]) -> float | None:
+    """The largest of the values (None if one never happened: that page never showed it)."""
+    return None if None in values or not values else max(values)
+
+
+def figures(report: Report) -> dict[str, float | None]:
+    """What a student waits for, what the pool and the server did, what the browser spent."""
+    solo, pages = report.solo or Session(), report.class_sessions
+    return {
+        "load average before": report.load_before,
+        "load average after": report.load_after,
+        "solo: click to first point (s)": solo.first_point,
+        "solo: click to result (s)": solo.finished,
+        "class: click to first point, fastest (s)": fastest([s.first_point for s in pages]),
+        "class: click to first point, median (s)": median([s.first_point for s in pages]),
+        "class: click to first point, slowest (s)": slowest([s.first_point for s in pages]),
+        "class: click to result, fastest (s)": fastest([s.finished for s in pages]),
+        "class: click to result, median (s)": median([s.finished for s in pages]),
+        "class: click to the last result (s)": report.wall_s,
+        "pool: last run saved after the click (s)": max(report.pool_finished_s, default=None),
+        **({} if report.workers is None else {"pool: workers CPU (s)": report.workers_cpu_s}),
+        "server CPU (s)": report.server_cpu_s,
+        "server CPU (% of the wall time)": (
+            100 * report.server_cpu_s / report.wall_s if report.wall_s else None
+        ),
+        "browser CPU (s)": report.browser_cpu_s,
+        "a new page while the class trains (s)": report.new_page_load_s,
+    }
+
+
+def print_side_by_side(reports: list[Report]) -> None:
+    """The classes of one run side by side, a column each: its placement (and checkout)."""
+    apps = list(dict.fromkeys(report.app for report in reports))
+    if len(apps) > 1:
+        print("checkouts: " + "; ".join(f"{number} = {app}" for number, app in enumerate(apps)))
+    labels = [
+        report.placement + (f" ({apps.index(report.app)})" if len(apps) > 1 else "")
+        for report in reports
+    ]
+    width = max(len(label) for label in labels) + 2
+    rows = [figures(report) for report in reports]
+    print(
+        f"{reports[0].sessions} sessions:".ljust(42)
+        + "".join(f"{label:>{width}}" for label in labels)
+    )
+    for name in rows[0]:
+        print(f"  {name:<40}" + "".join(f"{seconds(row[name]):>{width}}" for row in rows))
+
+
+def core_set(text: str) -> frozenset[int]:
+    """ "1", "0,2", "2-3" → those cores (an argparse type)."""
+    try:
+        chosen: set[int] = set()
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            chosen |= set(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cores as 0,2 or 2-3 (got {text!r})") from None
+    if not chosen or min(chosen) < 0:
+        raise argparse.ArgumentTypeError(f"cores as 0,2 or 2-3 (got {text!r})")
+    return frozenset(chosen)
+
+
+def placements(
+    choice: str, server_cpus: frozenset[int] | None, browser_cpus: frozenset[int] | None
+) -> list[Placement]:
+    """The placements --placement names, in the order their classes run. Unset, the browser
+    gets the upper half of the cores this process may use and the server the rest (or the
+    rest of the set given); ValueError, one line, when pinning cannot be done as asked."""
+    available = frozenset(os.sched_getaffinity(0))
+    together = Placement(CO_LOCATED, available, available)
+    if choice == CO_LOCATED:
+        return [together]
+    if server_cpus is None and browser_cpus is None:
+        if len(available) < 2:
+            raise ValueError(
+                f"pinning needs 2 cores or more, this process may use {len(available)}: "
+                f"give --placement {CO_LOCATED}"
+            )
+        ordered = sorted(available)
+        browser_cpus = frozenset(ordered[len(ordered) - len(ordered) // 2 :])
+    server_cpus = server_cpus or available - browser_cpus
+    browser_cpus = browser_cpus or available - server_cpus
+    if not server_cpus or not browser_cpus or server_cpus & browser_cpus:
+        raise ValueError("--server-cpus and --browser-cpus must be cores apart, neither empty")
+    if not server_cpus | browser_cpus <= available:
+        raise ValueError(f"this process may use cores {cores(sorted(available))} only")
+    pinned = Placement(PINNED, server_cpus, browser_cpus)
+    return [pinned] if choice == PINNED else [pinned, together]
 
 
 def main() -> None:
@@ -817,6 +1062,35 @@ def main() -> None:
     )
     parser.add_argument(
         "--new-page-after", type=float, default=2.0, help="seconds after the click to load a page"
+    )
+    parser.add_argument(
+        "--placement",
+        choices=("both", PINNED, CO_LOCATED),
+        default="both",
+        help="pinned: the server and its workers on --server-cpus, the browser on "
+        "--browser-cpus; co-located: both on every core; both (default): a pinned class, "
+        "then a co-located one, side by side",
+    )
+    parser.add_argument(
+        "--server-cpus",
+        type=core_set,
+        metavar="CORES",
+        help="pinned: the server's and its workers' cores, e.g. 0 or 0-3 (default: the lower "
+        "half, or the cores --browser-cpus leaves)",
+    )
+    parser.add_argument(
+        "--browser-cpus",
+        type=core_set,
+        metavar="CORES",
+        help="pinned: Chromium's cores, e.g. 1 (default: the upper half, or the cores "
+        "--server-cpus leaves)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait between two classes, for the load average to fall back",
     )
     parser.add_argument(
         "--py-spy",
@@ -841,8 +1115,14 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list, one per class")
     args = parser.parse_args()
-    if args.sessions < 1 or args.servers < 1 or args.timeout <= 0:
-        parser.error("--sessions and --servers must be ≥ 1 and --timeout > 0")
+    if args.sessions < 1 or args.servers < 1 or args.timeout <= 0 or args.settle < 0:
+        parser.error("--sessions and --servers must be ≥ 1, --timeout > 0 and --settle ≥ 0")
+    if args.placement == CO_LOCATED and (args.server_cpus or args.browser_cpus):
+        parser.error("--server-cpus and --browser-cpus pin: give --placement pinned or both")
+    try:
+        chosen = placements(args.placement, args.server_cpus, args.browser_cpus)
+    except ValueError as error:
+        parser.error(str(error))
     if args.servers > 1 and args.before:
         parser.error("--before compares classes on one server each: give it without --servers")
     if args.servers > 1:
@@ -855,25 +1135,30 @@ def main() -> None:
     if not Path(CHROMIUM).exists():
         parser.error(f"no Chromium at {CHROMIUM}")
     checkouts = [args.before.resolve(), ROOT] if args.before else [ROOT]
-    reports = [
-        classroom(
-            args.sessions,
-            args.servers,
-            args.timeout,
-            args.new_page_after,
-            args.py_spy,
-            args.option,
-            app,
-        )
-        for app in checkouts
-    ]
+    reports: list[Report] = []
+    for app in checkouts:
+        for placement in chosen:
+            if reports:
+                time.sleep(args.settle)  # the last class's load average falls back
+            reports.append(
+                classroom(
+                    args.sessions,
+                    args.servers,
+                    args.timeout,
+                    args.new_page_after,
+                    args.py_spy,
+                    args.option,
+                    placement,
+                    app,
+                )
+            )
     if args.json:
         print(json.dumps([asdict(report) for report in reports], indent=1))
         return
     for report in reports:
         print_report(report)
-    if args.before:
-        print_comparison(*reports)
+    if len(reports) > 1:
+        print_side_by_side(reports)
 
 
 if __name__ == "__main__":
