@@ -50,6 +50,8 @@ FIGURE_FONT = 15  # px, a figure's text outside presenter mode
 PRESENTER_CSS = """<style>
 html { font-size: 20px; }  /* Streamlit sizes text in rem: everything grows with it */
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
+/* a metric's value is Markdown too: it keeps its own (larger) size, grown with the rem */
+[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: inherit; }
 </style>"""
 
 
