@@ -30,7 +30,7 @@ METRIC_SIZES = """() => [...document.querySelectorAll('[data-testid="stMetricVal
 
 def open_page(browser, url: str, viewport: dict = PROJECTOR):
     page = browser.new_context(viewport=viewport).new_page()
-    page.set_default_timeout(120_000)
+    page.set_default_timeout(300_000)
     page.goto(url)
     wait_for_app(page)
     return page
@@ -58,7 +58,7 @@ def test_presenter_mode_grows_the_metric_values_and_cuts_off_no_text(
     presenter = learn_toy(browser, f"{app_url}/?lang={lang}&presenter=true")
     presenter.screenshot(path=screenshot_dir / f"issue18-learn-toy-presenter-{lang}.png")
     normal_sizes, presenter_sizes = (page.evaluate(METRIC_SIZES) for page in (normal, presenter))
-    assert len(normal_sizes) == len(presenter_sizes) == 4
+    assert len(normal_sizes) == len(presenter_sizes) >= 4  # the toy's, the calculator's
     # issue 18: 38 px became 22 px, the presenter rule for Markdown paragraphs hit them
     assert all(big > small for big, small in zip(presenter_sizes, normal_sizes, strict=True))
     paragraph = (
@@ -95,7 +95,7 @@ def test_a_finished_run_on_a_projector_a_phone_and_a_click_on_its_curve(
         assert box["y"] >= 0 and box["y"] + box["height"] <= PROJECTOR["height"], box
 
     phone = page.context.browser.new_context(viewport=PHONE, storage_state=student).new_page()
-    phone.set_default_timeout(120_000)
+    phone.set_default_timeout(300_000)
     phone.goto(f"{app_url}/train?steps=40")
     wait_for_app(phone)
     phone.locator(PREDICTIONS).nth(7).wait_for()
