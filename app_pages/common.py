@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import data, examples, links, runs
+from core import data, examples, links, measure, runs
 from core.config import RunConfig, SettingError
 from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
 from core.links import HIDE, PRESENTER
@@ -50,6 +50,8 @@ FIGURE_FONT = 15  # px, a figure's text outside presenter mode
 PRESENTER_CSS = """<style>
 html { font-size: 20px; }  /* Streamlit sizes text in rem: everything grows with it */
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li { font-size: 1.1rem; }
+/* a metric's value is Markdown too: it keeps its own (larger) size, grown with the rem */
+[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: inherit; }
 </style>"""
 
 
@@ -509,3 +511,36 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
             st.image(
                 list(strip["after"]), caption=renamed, width=image_width(), output_format="PNG"
             )
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _predictions(store_path: str, run_id: int) -> dict | None:
+    """core.examples.prediction_examples of a saved run, once per run (None: no weights)."""
+    try:
+        return examples.prediction_examples(measure.open_run(run_id, store()))
+    except (StoreError, OfflineError, ValueError):
+        return None
+
+
+def prediction_strip(run_id: int, key: str) -> None:
+    """A few test images of a run with the class the model gave them before and after
+    training, some still wrong, and how many training fixed, broke and left wrong. One
+    st.image of them all, as the task's strip: it wraps, so a phone shows several a row."""
+    shown_examples = _predictions(store().where, run_id)
+    if shown_examples is None:
+        return
+    counts = {name: f"{count:,}" for name, count in shown_examples["counts"].items()}
+    st.markdown(f"**{tr('examples.predictions_title')}**")
+    st.caption(tr("examples.predictions_counts", **counts))
+    labels, before, after = (shown_examples[k] for k in ("labels", "before", "after"))
+    captions = [
+        tr("examples.prediction", label=y, before=b, after=a) + (" ✓" if a == y else " ✗")
+        for y, b, a in zip(labels, before, after, strict=True)
+    ]
+    with crisp_images(key):
+        st.image(
+            list(shown_examples["images"]),
+            caption=captions,
+            width=image_width(),
+            output_format="PNG",
+        )

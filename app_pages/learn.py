@@ -45,11 +45,12 @@ with tab_idea:
 
 with tab_toy:
     st.markdown(tr("learn.toy.intro"))
-    col_d, col_k, col_r, col_trained = st.columns([2, 2, 2, 2])
+    col_d, col_k, col_r = st.columns(3)
     d = col_d.slider("d", 2, 16, 8, key="learn.d", help=tr("learn.toy.d_help"))
     k = col_k.slider("k", 2, 16, 12, key="learn.k", help=tr("learn.toy.k_help"))
     rank = col_r.slider("r", 1, 8, 2, key="learn.r", help=tr("learn.toy.r_help"))
-    trained = col_trained.toggle(tr("learn.toy.trained"), value=True, key="learn.trained")
+    # a row of its own: in a quarter of the width its label was cut off in presenter mode
+    trained = st.toggle(tr("learn.toy.trained"), value=True, key="learn.trained")
     example = budget.toy(d, k, rank, alpha=rank, trained=trained)
 
     names = ["W₀ (d×k)", "B (d×r)", "A (r×k)", "ΔW = (α/r)·B·A"]
@@ -70,9 +71,15 @@ with tab_toy:
 
     m1, m2, m3, m4 = st.columns(4)
     m1.metric(tr("learn.toy.rank"), example.rank_delta_W, help=tr("learn.toy.rank_help"))
-    m2.metric(tr("learn.toy.lora_params"), f"r(d+k) = {example.lora_params}")
-    m3.metric(tr("learn.toy.full_params"), f"dk = {example.full_params}")
+    m2.metric(tr("learn.toy.lora_params"), example.lora_params)  # the formulas: caption below
+    m3.metric(tr("learn.toy.full_params"), example.full_params)
     m4.metric(tr("learn.toy.ratio"), f"{example.lora_params / example.full_params:.0%}")
+    counts = {"d": d, "k": k, "r": rank, "lora": example.lora_params, "full": example.full_params}
+    st.caption(tr("learn.toy.counts", **counts))
+    if rank > example.rank_cap:
+        st.warning(tr("learn.toy.over_cap", r=rank, cap=example.rank_cap))
+    elif not example.saves:
+        st.warning(tr("learn.toy.no_saving", r=rank, even=f"{example.break_even:.1f}"))
     st.caption(tr("learn.toy.trained_note" if trained else "learn.toy.init_note"))
 
 with tab_calc:

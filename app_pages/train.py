@@ -5,6 +5,8 @@ not stop it; a fragment polls the job and redraws the curves, which core.live ke
 event by event and shares between every page that watches the run.
 """
 
+import contextlib
+import re
 from typing import Any
 
 import pandas as pd
@@ -14,15 +16,14 @@ import streamlit as st
 from app_pages.common import (
     bad_link,
     choice,
-    crisp_images,
     current_settings,
     exercise_link,
     figure_layout,
     fixed_by_link,
-    image_width,
     language,
     load_settings,
     log_ticks,
+    prediction_strip,
     refused,
     save_settings,
     shown,
@@ -33,9 +34,9 @@ from app_pages.common import (
     titled_select,
     tr,
 )
-from core import data, examples, jobs, links, live, measure, methods, paths, train, zoo
+from core import data, jobs, links, live, methods, paths, reports, run_differences, runs, train, zoo
 from core.config import BOUNDS, DEFAULT_LR, RunConfig
-from core.i18n import Catalog, catalog
+from core.i18n import catalog
 from core.runs import StoreError
 from core.targets import default_targets, eligible_layers, resolve_targets
 
@@ -312,58 +313,15 @@ def target_layers(base) -> None:
 # ----------------------------------------------------------------------------- the live run
 
 
-def step_axis(planned: int, text: Catalog) -> dict:
-    return {"title": {"text": text.t("train.step")}, "range": [-0.02 * planned, 1.02 * planned]}
-
-
 @st.cache_resource(show_spinner=False, max_entries=512)
 def live_figures(
     run: int, version: int, lang: str, planned: int, _frame: live.Frame
 ) -> dict[str, go.Figure]:
     """The run's loss, accuracy and σ(ΔW) figures at one version of its curves, built once and
     shared by every page (and every poll) that shows that version: a poll that finds nothing
-    new rebuilds nothing. Built from plain dicts: plotly validates each once, here."""
-    text = catalog(lang)
-    (train_x, train_y), (val_x, val_y) = _frame.train_loss, _frame.val_loss
-    loss = {
-        "data": [
-            scatter(train_x, train_y, text.t("train.train_loss"), "lines"),
-            scatter(val_x, val_y, text.t("train.val_loss"), "lines+markers"),
-        ],
-        # a loss is never negative: no axis below 0, also when it has no point yet
-        "layout": figure_layout(300, xaxis=step_axis(planned, text), yaxis={"rangemode": "tozero"}),
-    }
-    acc_x, acc_y = _frame.val_acc
-    accuracy = {
-        "data": [scatter(acc_x, acc_y, text.t("train.val_acc"), "lines+markers", "#2ca02c")],
-        "layout": figure_layout(
-            300,
-            showlegend=False,
-            xaxis=step_axis(planned, text),
-            yaxis={"range": [0, 1.02], "tickformat": ".1~%"},
-        ),
-    }
-    figures = {"loss": go.Figure(loss), "acc": go.Figure(accuracy)}
-    if _frame.sigma:
-        values = [v for sigma in _frame.sigma.values() for v in sigma]
-        sigma = {
-            "data": [
-                scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")
-                for layer, sigma in _frame.sigma.items()
-            ],
-            "layout": figure_layout(
-                280,
-                xaxis={"title": {"text": "i"}, "dtick": 1},
-                yaxis={"title": {"text": "σᵢ(ΔW)"}, "type": "log", "tickvals": log_ticks(values)},
-            ),
-        }
-        figures["sigma"] = go.Figure(sigma)
-    return figures
-
-
-def scatter(x, y, name: str, mode: str, color: str | None = None) -> dict:
-    trace = {"type": "scatter", "x": list(x), "y": list(y), "name": name, "mode": mode}
-    return trace | ({"line": {"color": color}} if color else {})
+    new rebuilds nothing."""
+    specs = live.figure_specs(_frame, planned, catalog(lang), figure_layout, log_ticks)
+    return {name: go.Figure(spec) for name, spec in specs.items()}
 
 
 def progress(view: live.RunView) -> None:
@@ -403,15 +361,22 @@ def progress(view: live.RunView) -> None:
     st.progress(min(frame.step / planned, 1.0), text=text)
 
 
-def outcome(view: live.RunView) -> None:
-    """What the finished run achieved, or why it did not finish."""
-    result = view.result or {}
+def ending(view: live.RunView) -> None:
+    """Why the run did not finish: its student stopped it, it failed, it was interrupted."""
     if view.status == "failed":
         st.error(tr("train.failed", reason=view.reason))
+    elif view.status == "stopped" and view.stopped_at is not None:
+        step, steps = view.stopped_at
+        st.warning(tr("train.stopped_at", step=step, steps=steps))
     elif view.status == "stopped":
         st.warning(tr("train.stopped", reason=view.reason))
     elif view.status == "unfinished":
         st.warning(tr("train.unfinished", reason=view.reason))
+
+
+def outcome(view: live.RunView) -> None:
+    """What the ended run achieved (below its curves: on a projector the curves come first)."""
+    result = view.result or {}
     if result.get("test_acc_after") is not None:
         before, after = result["test_acc_before"], result["test_acc_after"]
         # the two accuracies side by side, wide enough for "37.6% → 90.2%" on a projector
@@ -436,13 +401,54 @@ def outcome(view: live.RunView) -> None:
             help=f"{result['trainable_params'] / result['total_params']:.2%}",
         )
         c3.metric(tr("train.time"), f"{result['seconds']:.1f} s")
-    finished = view.run_id is not None and view.status in ("finished", "stopped")
-    if finished:
-        predictions(view.run_id)
-    if finished and st.button(
+    if inspectable(view):
+        prediction_strip(view.run_id, key("predictions"))
+    if inspectable(view) and st.button(
         tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
     ):
         st.switch_page("app_pages/spectra.py", query_params={"run": str(view.run_id)})
+
+
+def open_moment(run_id: int, step: float) -> None:
+    """The Spectra page at the moment a student clicked on a curve: the run's snapshot nearest
+    to that step (core.reports.moment, as a click on Spectra's own curves picks it)."""
+    query = {"run": str(run_id)}
+    with contextlib.suppress(StoreError):  # deleted meanwhile: Spectra says so
+        record = store().get(run_id)
+        if record.snapshots:
+            query["step"] = str(reports.moment(record.history, record.snapshots, step)["step"])
+    st.switch_page("app_pages/spectra.py", query_params=query)
+
+
+def inspectable(view: live.RunView) -> bool:
+    """Whether the run has a trained model to look into (its examples, its Spectra page)."""
+    return view.run_id is not None and view.status in ("finished", "stopped")
+
+
+def literal(text: str) -> str:
+    """``text`` (a run's name, a setting's value) as Markdown that shows it as it is: every
+    ASCII punctuation mark backslash-escaped, so none of it becomes markup."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
+def which_run(view: live.RunView, form: RunConfig | None) -> None:
+    """Which run the result below is (#id and name), and each setting in which it differs from
+    the form above: a lesson link or a new tab sets the form, while the run shown may be the
+    student's latest, trained under other settings (core.run_differences)."""
+    name = runs.default_name(view.config)
+    with contextlib.suppress(StoreError):  # deleted meanwhile: its settings still tell
+        name = name if view.run_id is None else store().get_summary(view.run_id).name
+    which = (
+        "this_run_unsaved" if view.run_id is None else "latest" if view.job is None else "this_run"
+    )
+    st.caption(tr(f"train.{which}", id=view.run_id, name=literal(name)))
+    differences = [] if form is None else run_differences.differing_settings(form, view.config)
+    if differences:
+        said = (
+            tr("train.difference", name=d.name, run=literal(d.run), form=literal(d.form))
+            for d in differences
+        )
+        st.warning(tr("train.differs", settings="; ".join(said)), icon=":material/difference:")
 
 
 def current_view() -> live.RunView | None:
@@ -477,74 +483,54 @@ def resume() -> None:
         st.session_state[key("run")] = found.id
 
 
-def charts(frame: live.Frame, planned: int) -> None:
+def charts(frame: live.Frame, planned: int, view: live.RunView | None = None) -> None:
     """Loss and accuracy, and σ(ΔW) once there is one. Empty axes too, before the first point
     and before the first run: the browser loads its plotting code (a 4.7 MB script, seconds of
-    a busy laptop's CPU) while the student sets up or the run waits, not when the point comes."""
+    a busy laptop's CPU) while the student sets up or the run waits, not when the point comes.
+    The curves of an ended run ``view`` are clickable, as Spectra's are: see open_moment."""
     figures = live_figures(frame.run, frame.version, language(), planned, frame)
+    clickable = view is not None and inspectable(view)
+    select: dict[str, Any] = {"on_select": "rerun", "selection_mode": "points"} if clickable else {}
     col_loss, col_acc = st.columns(2)
     col_loss.markdown(f"**{tr('train.loss')}**")
-    col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"))
+    loss = col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"), **select)
     col_acc.markdown(f"**{tr('train.accuracy')}**")
-    col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"))
+    acc = col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"), **select)
+    if clickable:
+        st.caption(tr("train.click_moment"))
+        clicked = [point for chart in (loss, acc) for point in chart.selection.points]
+        if clicked:
+            open_moment(view.run_id, clicked[0]["x"])
     if "sigma" in figures:
         st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
         st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _predictions(store_path: str, run_id: int) -> dict | None:
-    """core.examples.prediction_examples of a saved run, once per run (None: no weights)."""
-    try:
-        return examples.prediction_examples(measure.open_run(run_id, store()))
-    except (StoreError, paths.OfflineError, ValueError):
-        return None
-
-
-def predictions(run_id: int) -> None:
-    """A few test images with the class the model gave them before and after training, some
-    still wrong, and how many training fixed, broke and left wrong."""
-    shown_examples = _predictions(store().where, run_id)
-    if shown_examples is None:
-        return
-    counts = {name: f"{count:,}" for name, count in shown_examples["counts"].items()}
-    st.markdown(f"**{tr('examples.predictions_title')}**")
-    st.caption(tr("examples.predictions_counts", **counts))
-    labels, before, after = (shown_examples[k] for k in ("labels", "before", "after"))
-    captions = [
-        tr("examples.prediction", label=y, before=b, after=a)
-        + (" :green[✓]" if a == y else " :red[✗]")
-        for y, b, a in zip(labels, before, after, strict=True)
-    ]
-    with crisp_images(key("predictions")):  # two lines under each image: columns
-        for column, image, caption in zip(
-            st.columns(len(captions), gap="small"), shown_examples["images"], captions, strict=True
-        ):
-            column.image(image, width=image_width(), output_format="PNG")
-            column.caption(caption)
-
-
-def live_view() -> None:
+def live_view(form: RunConfig | None) -> None:
     """Redrawn every view.poll_seconds() while the run goes on; a new pace (queued → running
-    → done) takes one full rerun, as only a full run sets a fragment's timer."""
+    → done) takes one full rerun, as only a full run sets a fragment's timer. ``form``: the
+    settings above (None if unreadable), which the run shown may not have been trained with."""
     view = current_view()
     if view is None:
         st.info(tr("train.nothing_yet"))
         charts(live.NO_RUN, st.session_state[key("steps")] or 1)
         return
-    if view.job is None:  # a stored run: say which, the student did not start it just now
-        st.caption(tr("train.latest", id=view.run_id, name=store().get_summary(view.run_id).name))
-    elif not view.done and st.button(
-        tr("train.stop"), icon=":material/stop_circle:", key=key("stop")
+    which_run(view, form)
+    if (
+        view.job is not None
+        and not view.done
+        and st.button(tr("train.stop"), icon=":material/stop_circle:", key=key("stop"))
     ):
         view.job.stop()
     progress(view)
     if view.done:
-        outcome(view)
+        ending(view)
     if not st.session_state[key("charts_outside")] and not (
         view.done and not view.frame.has_points
     ):
-        charts(view.frame, view.planned)  # (not for a run that ended before its first step)
+        charts(view.frame, view.planned, view)  # (not for a run that ended before its 1st step)
+    if view.done:
+        outcome(view)
     if view.poll_seconds() != st.session_state.get(key("poll")):
         st.rerun()
 
@@ -613,14 +599,14 @@ if base is not None and settings["method"] == "lora":
     settings = current_settings(PAGE, DEFAULTS)
 exercise_link(PAGE, settings, key("exercise"), "exercise.intro")
 
-config: Any = None
-if problem is None:
-    try:
-        config = RunConfig.from_dict(settings)
+config: Any = None  # the form's run (also while the model cannot load: the shown run's check)
+try:
+    config = RunConfig.from_dict(settings)
+    if problem is None:
         train.check_config(config, base)
         count = train.parameter_count(config)
-    except ValueError as error:
-        problem = refused(error)
+except ValueError as error:
+    problem = problem or refused(error)
 save_settings(PAGE, DEFAULTS)
 
 with action:
@@ -648,6 +634,6 @@ with action:
     # in the queue, not its charts (a browser redraws a chart at every poll, even unchanged).
     # Its start changes the pace: a full rerun, which moves them in.
     st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
-    st.fragment(live_view, run_every=st.session_state[key("poll")])()
+    st.fragment(live_view, run_every=st.session_state[key("poll")])(config)
     if st.session_state[key("charts_outside")]:
         charts(view.frame, view.planned)

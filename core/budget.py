@@ -34,6 +34,23 @@ class Toy:
     def full_params(self) -> int:
         return self.W0.size  # d·k
 
+    @property
+    def rank_cap(self) -> int:
+        """min(d, k): no d×k matrix has a higher rank, so a rank r above it buys nothing."""
+        return min(self.W0.shape)
+
+    @property
+    def break_even(self) -> float:
+        """dk / (d + k): the rank from which LoRA's r(d + k) numbers are as many as full
+        fine-tuning's dk. Always below min(d, k): LoRA saves only at a rank well under it."""
+        d, k = self.W0.shape
+        return d * k / (d + k)
+
+    @property
+    def saves(self) -> bool:
+        """Whether LoRA trains fewer numbers than full fine-tuning (r < dk / (d + k))."""
+        return self.lora_params < self.full_params
+
 
 def toy(d: int, k: int, rank: int, alpha: float = 1.0, trained: bool = True, seed: int = 0) -> Toy:
     """Random W0, A and B of the given sizes.

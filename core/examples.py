@@ -96,8 +96,10 @@ def prediction_examples(run: TrainedRun, n: int = 8, wrong: int = 3) -> dict:
       labels, before, after   true class, prediction before and after, per image
       indices                 positions in the test split
       counts                  over the whole test split: {"fixed", "broken", "still_wrong",
-                              "right", "total"}: wrong → right, right → wrong, wrong both
-                              times, right both times
+                              "right", "total", "wrong_after"}: wrong → right, right → wrong,
+                              wrong both times, right both times; all images, and those wrong
+                              after training (still wrong + broken: said together, "75 still
+                              wrong" beside 97 wrong after training reads as a contradiction)
     """
     x, y = run.test.x, run.test.y
     before, after = data.predict(run.base, x), data.predict(run.model, x)
@@ -116,7 +118,8 @@ def prediction_examples(run: TrainedRun, n: int = 8, wrong: int = 3) -> dict:
         "before": before[picked].tolist(),
         "after": after[picked].tolist(),
         "indices": picked,
-        "counts": {name: int(mask.sum()) for name, mask in groups.items()} | {"total": len(y)},
+        "counts": {name: int(mask.sum()) for name, mask in groups.items()}
+        | {"total": len(y), "wrong_after": int((after != y).sum())},
     }
 
 

@@ -169,6 +169,7 @@ TRAIN_CHOICES = {  # a link naming anything else is reported, never replaced by 
 
 SPECTRA_DEFAULTS: dict[str, Any] = {
     "run": 0,  # run id, 0 = the newest run
+    "step": 0,  # the moment (a snapshot's step) to open, 0 = the last one
     "layer": "",  # "" = the first adapted layer
     "other": 0,  # second run for the subspace similarity, 0 = none
     "normalised": False,

@@ -18,11 +18,14 @@ A stored run (a reload, a server restart) becomes the same picture with `from_re
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from core.config import RunConfig
+from core.i18n import Catalog
 from core.jobs import Job
 from core.runs import RunRecord
 from core.train import Event
@@ -36,6 +39,7 @@ KEEP_RUNS = 256  # runs whose curves stay in memory (the newest watched); others
 # fast). Queued: slowly, only its place in the queue changes, and most of a class waits there.
 POLL_RUNNING = 0.5
 POLL_QUEUED = 3.0
+STOPPED_AT = re.compile(r"stopped at step (\d+) of (\d+)")  # core.train's reason for a Stop
 
 
 def thin_stride(count: int, limit: int = MAX_POINTS) -> int:
@@ -187,6 +191,62 @@ class LiveRun:
         return live
 
 
+def figure_specs(
+    frame: Frame,
+    planned: int,
+    words: Catalog,
+    layout: Callable[..., dict],
+    ticks: Callable[[list[float]], list[float]],
+) -> dict[str, dict]:
+    """The loss, accuracy and (once there is a snapshot) σ(ΔW) figures of `frame`, as plain
+    dicts for plotly (which validates each once; a figure object per new event would cost).
+    `layout(height, **more)`: the pages' figure layout; `ticks(values)`: a log axis' ticks.
+    The step axis spans the `planned` steps from the first point on: a curve grows into it."""
+
+    def steps() -> dict:
+        return {
+            "title": {"text": words.t("train.step")},
+            "range": [-0.02 * planned, 1.02 * planned],
+        }
+
+    (train_x, train_y), (val_x, val_y) = frame.train_loss, frame.val_loss
+    loss = {
+        "data": [
+            _scatter(train_x, train_y, words.t("train.train_loss"), "lines"),
+            _scatter(val_x, val_y, words.t("train.val_loss"), "lines+markers"),
+        ],
+        # a loss is never negative: no axis below 0, also when it has no point yet
+        "layout": layout(300, xaxis=steps(), yaxis={"rangemode": "tozero"}),
+    }
+    acc_x, acc_y = frame.val_acc
+    accuracy = {
+        "data": [_scatter(acc_x, acc_y, words.t("train.val_acc"), "lines+markers", "#2ca02c")],
+        "layout": layout(
+            300, showlegend=False, xaxis=steps(), yaxis={"range": [0, 1.02], "tickformat": ".1~%"}
+        ),
+    }
+    figures = {"loss": loss, "acc": accuracy}
+    if frame.sigma:
+        values = [v for sigma in frame.sigma.values() for v in sigma]
+        figures["sigma"] = {
+            "data": [
+                _scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")
+                for layer, sigma in frame.sigma.items()
+            ],
+            "layout": layout(
+                280,
+                xaxis={"title": {"text": "i"}, "dtick": 1},
+                yaxis={"title": {"text": "σᵢ(ΔW)"}, "type": "log", "tickvals": ticks(values)},
+            ),
+        }
+    return figures
+
+
+def _scatter(x: Sequence, y: Sequence, name: str, mode: str, color: str | None = None) -> dict:
+    trace = {"type": "scatter", "x": list(x), "y": list(y), "name": name, "mode": mode}
+    return trace | ({"line": {"color": color}} if color else {})
+
+
 NO_RUN = LiveRun().frame  # the picture before any run: empty curves
 _runs: OrderedDict[Hashable, LiveRun] = OrderedDict()
 _runs_lock = threading.Lock()
@@ -219,6 +279,7 @@ class RunView:
     run_id: int | None  # the stored run (a job has one once done)
     result: dict | None  # test accuracy before/after, parameters, seconds; once ended
     planned: int  # steps: from the run's start, else its config (1 if not known yet)
+    config: RunConfig  # what it trains: the page names where it differs from the form's
     job: Job | None = None  # the pool's job, while the page can still stop it
 
     @classmethod
@@ -232,6 +293,7 @@ class RunView:
             run_id=job.run_id,
             result=job.result,
             planned=frame.planned or job.config.steps or 1,
+            config=job.config,
             job=job,
         )
 
@@ -249,7 +311,16 @@ class RunView:
             run_id=record.id,
             result=summary if record.test_acc_after is not None else None,
             planned=max(planned, 1),
+            config=record.config,
         )
+
+    @property
+    def stopped_at(self) -> tuple[int, int] | None:
+        """(step, planned steps) of a run its student stopped, read from the reason core.train
+        gives it in English ("stopped at step 163 of 2000"), so that a page can say it in the
+        student's language; None for any other reason (said as it is)."""
+        found = STOPPED_AT.fullmatch(self.reason)
+        return None if found is None else (int(found[1]), int(found[2]))
 
     def poll_seconds(self) -> float | None:
         """How long a watching page waits before it looks again; None once the run is over

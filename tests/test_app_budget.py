@@ -19,6 +19,24 @@ def test_toy_rank_never_exceeds_the_smaller_side():
     assert budget.toy(d=4, k=10, rank=7).rank_delta_W == 4
 
 
+@pytest.mark.parametrize(
+    ("d", "k", "rank", "saves", "over_cap"),
+    [
+        (8, 12, 2, True, False),  # 40 numbers instead of 96
+        (8, 12, 4, True, False),  # 80 < 96: dk / (d + k) = 4.8
+        (8, 12, 5, False, False),  # 100 ≥ 96: no saving, though r ≤ min(d, k)
+        (2, 2, 1, False, False),  # 4 = 4: as many, not fewer
+        (3, 2, 7, False, True),  # issue 18: r above min(d, k); LoRA / full 583 % (35 vs 6)
+    ],
+)
+def test_toy_says_when_lora_saves_nothing_and_when_r_is_above_min_d_k(d, k, rank, saves, over_cap):
+    toy = budget.toy(d=d, k=k, rank=rank)
+    assert toy.saves == saves == (rank * (d + k) < d * k)
+    assert (rank > toy.rank_cap) == over_cap and toy.rank_cap == min(d, k)
+    assert toy.break_even == pytest.approx(d * k / (d + k)) and toy.break_even < min(d, k)
+    assert toy.saves == (rank < toy.break_even)
+
+
 def test_toy_starts_at_zero_update_like_lora():
     toy = budget.toy(d=5, k=5, rank=2, trained=False)
     assert not toy.B.any() and not toy.delta_W.any() and toy.rank_delta_W == 0

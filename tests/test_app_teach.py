@@ -5,6 +5,7 @@ to the layer evidence, and presenter mode."""
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -93,10 +94,10 @@ def test_an_exercise_link_hides_its_controls_and_the_run_uses_its_values(lab_hom
     # After the run: test images with the prediction before and after, some still wrong.
     assert not at.exception
     counts = next(t for t in strip_texts(at) if t.startswith("Of the 1,000 test images"))
-    assert "still wrong" in counts
-    predictions = [t for t in strip_texts(at) if t.startswith("true **")]
-    assert len(predictions) == 8
-    assert len(images(at)) == 8 + 2  # the predictions, one by one, and the task strip's rows
+    assert "are wrong after training" in counts and "that training broke" in counts
+    predictions, *task_rows = images(at)  # the result comes first, then the task strip's rows
+    assert len(task_rows) == 2 and len(predictions.value) == 8
+    assert all(re.fullmatch(r"\d: \d → \d [✓✗]", text) for text in predictions.captions)
 
 
 def test_a_link_hiding_an_unknown_control_says_so_and_hides_nothing(lab_home):

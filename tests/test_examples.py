@@ -69,9 +69,13 @@ def test_prediction_examples_agree_with_the_runs_accuracies(one_thread):
     shown = examples.prediction_examples(run, n=8, wrong=3)
     counts = shown["counts"]
     total = counts["total"]
-    assert total == len(run.test.y) and sum(counts.values()) == 2 * total
+    groups = ("fixed", "broken", "still_wrong", "right")
+    assert total == len(run.test.y) and sum(counts[name] for name in groups) == total
     assert counts["right"] + counts["broken"] == round(result.test_acc_before * total)
     assert counts["right"] + counts["fixed"] == round(result.test_acc_after * total)
+    # every image wrong after training: still wrong, or broken by it
+    assert counts["wrong_after"] == round((1 - result.test_acc_after) * total)
+    assert counts["wrong_after"] == counts["still_wrong"] + counts["broken"]
 
     labels, before, after = (np.array(shown[key]) for key in ("labels", "before", "after"))
     assert len(labels) == 8 and shown["images"].shape == (8, 28, 28)

@@ -7,14 +7,17 @@ import math
 import random
 import subprocess
 import sys
+import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from core import live
+from core.i18n import catalog
 from core.runs import train_and_save
-from core.train import Event, RunConfig
+from core.train import Event, RunConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,7 +169,7 @@ def view(
     status: str, events: list[Event], done: bool, job: object | None = "a job"
 ) -> live.RunView:
     frame = live.LiveRun().add(events)
-    return live.RunView(status, "", done, frame, None, None, 10, job=job)
+    return live.RunView(status, "", done, frame, None, None, 10, RunConfig(), job=job)
 
 
 def test_polling_stops_when_done_is_quick_while_running_and_slow_while_queued():
@@ -179,3 +182,38 @@ def test_polling_stops_when_done_is_quick_while_running_and_slow_while_queued():
     stored_elsewhere = view("running", with_point, done=False, job=None)
     assert stored_elsewhere.poll_seconds() == live.POLL_QUEUED  # read from the store: slowly
     assert live.POLL_RUNNING < live.POLL_QUEUED
+
+
+def test_a_stopped_run_gives_the_step_it_stopped_at_so_a_page_can_say_it_in_any_language():
+    stop = threading.Event()
+    stop.set()  # stopped before its first step
+    result = train(RunConfig(steps=50), stop=stop)
+    assert result.status == "stopped"
+    stopped = live.RunView("stopped", result.reason, True, live.NO_RUN, 1, None, 50, RunConfig())
+    assert stopped.stopped_at == (0, 50)  # core.train's English reason, read back
+    failed = replace(stopped, status="failed", reason="the training loss became nan at step 3")
+    assert failed.stopped_at is None  # any other reason is said as it is
+
+
+def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once_there():
+    words = catalog("zh")
+    layout = lambda height, **more: {"height": height, **more}  # noqa: E731
+    ticks = lambda values: [min(values), max(values)]  # noqa: E731
+    events = fake_run(40)
+    frame = live.LiveRun().add(events)
+    specs = live.figure_specs(frame, 40, words, layout, ticks)
+    assert set(specs) == {"loss", "acc", "sigma"}
+    train_loss, val_loss = specs["loss"]["data"]
+    records = [e.data for e in events if e.kind == "step"]
+    assert train_loss["x"] == [r["step"] for r in records if r["train_loss"] is not None]
+    assert train_loss["y"] == [r["train_loss"] for r in records if r["train_loss"] is not None]
+    assert val_loss["x"] == [0, 10, 20, 30, 40] and val_loss["name"] == words.t("train.val_loss")
+    assert specs["acc"]["data"][0]["y"] == [r["val_acc"] for r in records if r["val_acc"]]
+    for name in ("loss", "acc"):  # both axes span the planned steps, a little either side
+        assert specs[name]["layout"]["xaxis"]["range"] == [-0.8, 40.8]
+        assert specs[name]["layout"]["xaxis"]["title"]["text"] == words.t("train.step")
+    sigma = [1.0 / (i + 40) for i in range(4)]  # the last snapshot's, as fake_run plants it
+    assert specs["sigma"]["data"][0]["y"] == sigma and specs["sigma"]["data"][0]["name"] == "fc1"
+    assert specs["sigma"]["layout"]["yaxis"]["tickvals"] == [sigma[-1], sigma[0]]
+    empty = live.figure_specs(live.NO_RUN, 200, words, layout, ticks)
+    assert set(empty) == {"loss", "acc"} and empty["loss"]["data"][0]["x"] == []

@@ -1,0 +1,109 @@
+"""The Train page's result and the settings above it, in AppTest: which run is shown, where it
+differs from the form, what a stopped run says in the student's language, clicks on its curves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+
+import pytest
+from app_session import open_page
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.testing.v1 import AppTest
+
+from core import lessons, links, runs
+from core.config import RunConfig
+from core.i18n import catalog
+from core.train import Event
+
+RUN = RunConfig(steps=20, rank=2)  # mlp, rotate, LoRA; snapshots at steps 10 and 20
+
+
+def stored_run(config: RunConfig = RUN, stop_at: int | None = None) -> tuple[str, int]:
+    """(a new student, their run of `config`), trained and saved as a worker would; stopped by
+    its student after step `stop_at` if given."""
+    student, stop = uuid.uuid4().hex, threading.Event()
+
+    def press_stop(event: Event) -> None:
+        if stop_at is not None and event.kind == "step" and event.step == stop_at:
+            stop.set()
+
+    with runs.RunStore() as store:
+        run_id, _ = runs.train_and_save(config, store, student, press_stop, stop)
+    return student, run_id
+
+
+def rendered(markdown: str) -> str:
+    """Markdown's text as a browser shows it, for text whose punctuation is escaped."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+
+
+def captions(at: AppTest) -> list[str]:
+    return [rendered(caption.value) for caption in at.main.caption]
+
+
+def warnings(at: AppTest) -> str:
+    return " ".join(rendered(warning.value) for warning in at.main.warning)
+
+
+def test_the_shown_run_says_which_it_is_and_each_setting_the_lesson_form_differs_in(lab_home):
+    """Issue 18: a lesson link sets vit, and the page showed the student's mlp run as if it
+    were the result of the settings above."""
+    student, run_id = stored_run()
+    layers = next(lesson for lesson in lessons.LESSONS if lesson.id == "layers")
+    at = open_page("train", links.encode(layers.settings), student=student)
+    assert not at.exception
+    assert f"Your latest run: #{run_id} · lora r=2 · mlp · mnist-5k/rotate" in captions(at)
+    said = warnings(at)
+    assert "This run was trained with other settings than those above" in said
+    for difference in (
+        "model mlp (above: vit)",
+        "rank 2 (above: 4)",
+        "steps 20 (above: 200)",
+    ):
+        assert difference in said
+    assert "method" not in said and "init" not in said  # the same in both: not named
+
+
+def test_the_form_of_the_shown_run_names_no_difference_until_a_setting_changes(lab_home):
+    student, _ = stored_run()
+    at = open_page("train", links.to_query(RUN.to_dict(), links.train_defaults()), student=student)
+    assert not at.exception and at.number_input(key="train.rank").value == 2
+    assert "other settings" not in warnings(at)  # the run is the form's: nothing to say
+    at.number_input(key="train.rank").set_value(8).run()
+    assert "rank 2 (above: 8)" in warnings(at)
+    assert len(at.get("plotly_chart")) == 3  # the result stays, marked as another's
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_stopped_run_says_where_it_stopped_in_the_students_language(lab_home, lang):
+    student, _ = stored_run(RunConfig(steps=50, rank=2), stop_at=3)
+    at = open_page("train", {"lang": lang}, first={"lang": lang}, student=student)
+    assert not at.exception
+    said = warnings(at)
+    assert catalog(lang).t("train.stopped_at", step=3, steps=50) in said
+    assert ("stopped at step" in said) == (lang == "en")  # 中文: no English left
+
+
+def click(at: AppTest, chart_key: str, x: float) -> AppTest:
+    """A click on a point of a chart drawn with on_select, as the browser reports it."""
+    chart = next(chart for chart in at.get("plotly_chart") if chart.key == chart_key)
+    selection = {"points": [{"x": x, "y": 0.5}], "point_indices": [0], "box": [], "lasso": []}
+    states = at._tree.get_widget_states()
+    states.widgets.append(
+        WidgetState(id=chart.proto.id, string_value=json.dumps({"selection": selection}))
+    )
+    return at._run(states)
+
+
+def test_a_click_on_a_finished_runs_curve_opens_that_moment_on_spectra(lab_home):
+    student, run_id = stored_run()
+    at = open_page("train", student=student)
+    assert any("Click a point" in caption for caption in captions(at))
+    click(at, "train.acc", 14)  # nearer to the snapshot at 10 than to the one at 20
+    assert not at.exception
+    assert at.select_slider(key="spectra.step").value == 10  # Spectra, at that moment
+    assert at.selectbox(key="spectra.run").value == run_id
