@@ -30,6 +30,7 @@ from core.paths import OfflineError
 from core.runs import RunRecord, StoreError
 from core.targets import default_targets
 from core.tensorboard_export import tensorboard_zip
+from core.train import head_trains
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
@@ -352,6 +353,16 @@ def runs_section(records: list[RunRecord]) -> None:
         st.caption(tr("compare.forgetting_caption"))
         if any(r.config.shift == "label-permute" for r in records):
             st.caption(tr("compare.forgetting_renamed"))
+        heads = [head_trains(r.config) for r in records if r.source_acc_after is not None]
+        trained = sum(heads)
+        st.caption(
+            tr(
+                "compare.forgetting_heads",
+                trained=trained,
+                frozen=len(heads) - trained,
+                total=len(heads),
+            )
+        )
 
     st.subheader(tr("compare.curves_title"))
     by_id = {str(record.id): record for record in records}
