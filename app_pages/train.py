@@ -150,7 +150,7 @@ def method_settings() -> None:
             lambda name: tr(f"methods.{name}"),
         )
     st.caption(tr(f"methods.{method}_help"))
-    if method != "head" and show("train_head"):  # head-only training has nothing else to train
+    if show("train_head"):  # also for head-only training, which refuses it off: it is seen
         st.toggle(
             tr("train.train_head"),
             key=key("train_head"),

@@ -20,7 +20,7 @@ from app_session import APP, TIMEOUT, open_page
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, lessons, limits, live, measure, runs, whatif, zoo
+from core import jobs, lessons, limits, live, measure, runs, train, whatif, zoo
 from core.config import RunConfig
 from core.i18n import catalog
 
@@ -667,6 +667,27 @@ def test_train_count_says_what_trains_besides_the_adapters(lab_home):
         )
     )
     assert head == 256 * 10 + 10 and adapters + head == trainable  # the MLP's 256 → 10 head
+
+
+def test_train_head_toggle_and_where_the_forgetting_comes_from(trained, lab_home):
+    """The finished run says how many of the source task's points its trained head accounts
+    for (core.train.Forgetting, the page's numbers); turning the head off is counted."""
+    at, run_id = trained
+    with runs.RunStore() as store:
+        run = measure.open_run(run_id, store)
+    forgot = train.forgetting(run.config, run.base, run.model, run.num_classes)
+    key, values = forgot.note()
+    assert key == "forgetting.head_trained"
+    assert catalog("en").t(key, **values) in [caption.value for caption in at.caption]
+    page = open_page("train")
+    assert page.toggle(key="train.train_head").value is True
+    page.toggle(key="train.train_head").set_value(False).run()
+    assert "stays as pretrained" in count_line(page) and "in the output head" not in count_line(
+        page
+    )
+    page.selectbox(key="train.method").set_value("head").run()  # nothing would train: said
+    assert [error.value for error in page.error] == [catalog("en").t("errors.frozen_head_only")]
+    assert page.button(key="train.start").disabled
 
 
 def test_chinese_train_page_names_shift_parameters_and_the_source_task(lab_home):
