@@ -362,6 +362,13 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     own_rows = table[table["id"].isin([run_id, sweep[0].run_id])]  # the home is shared by tests
     assert set(own_rows["Learning rate"]) == {0.01}  # each run's rate: here LoRA's own
     assert own_rows["Source task after"].notna().all()
+    with runs.RunStore() as store:  # how many runs of the table trained their head: said
+        shown = [store.get_summary(int(i)) for i in table["id"]]
+    heads = [train.head_trains(r.config) for r in shown if r.source_acc_after is not None]
+    said = catalog("en").t(
+        "compare.forgetting_heads", trained=sum(heads), frozen=0, total=len(heads)
+    )  # no run of these tests keeps its head frozen
+    assert all(heads) and said in [caption.value for caption in at.caption]
     assert at.get("download_button")
     downloads = {button.proto.id.rsplit("-", 1)[-1] for button in at.get("download_button")}
     assert {"compare.peft", "compare.tensorboard"} <= downloads  # the managed run, two ways
