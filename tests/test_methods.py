@@ -178,9 +178,11 @@ def test_a_frozen_head_run_keeps_the_pretrained_head_bit_for_bit(short_runs, tmp
     assert saved["modules_to_save"] == ["head"]
 
 
-def forgot(method: str = "lora", head_trained: bool = True, **accuracies) -> train.Forgetting:
+def forgot(
+    method: str = "lora", head_trained: bool = True, renamed: bool = False, **accuracies
+) -> train.Forgetting:
     values = {"before": 0.93, "after": 0.47, "head_back": 0.78} | accuracies
-    return train.Forgetting(method, head_trained, 0.01, **values)
+    return train.Forgetting(method, head_trained, renamed, 0.01, **values)
 
 
 def test_the_forgetting_note_says_where_the_points_went():
@@ -192,3 +194,4 @@ def test_the_forgetting_note_says_where_the_points_went():
     assert forgot(head_trained=False, head_back=0.47).note()[0] == "forgetting.head_frozen"
     assert forgot("head", head_back=0.93).note()[0] == "forgetting.head_only"
     assert forgot(after=0.925, head_back=0.93).note() is None  # half a point: not worth saying
+    assert forgot(renamed=True, after=0.01).note()[0] == "forgetting.renamed"  # by design
