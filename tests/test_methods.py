@@ -7,7 +7,7 @@ import pytest
 import torch
 from toy_models import ToyCNN, ToyMLP
 
-from core import data, lora, methods, train, zoo
+from core import data, lora, methods, runs, train, zoo
 from core.config import RunConfig, SettingError
 from core.peft_io import export_peft, import_peft
 
@@ -195,3 +195,17 @@ def test_the_forgetting_note_says_where_the_points_went():
     assert forgot("head", head_back=0.93).note()[0] == "forgetting.head_only"
     assert forgot(after=0.925, head_back=0.93).note() is None  # half a point: not worth saying
     assert forgot(renamed=True, after=0.01).note()[0] == "forgetting.renamed"  # by design
+
+
+def test_a_frozen_head_run_is_stored_and_rebuilt_with_its_head_frozen(home):
+    """The store keeps train_head in the run's config: the rebuilt model trains no head, saves
+    none, and computes what the run computed, bit for bit."""
+    config = RunConfig(train_head=False, steps=5, eval_interval=5, snapshot_interval=5)
+    with runs.RunStore() as store:
+        run_id, result = runs.train_and_save(config, store)
+        assert store.get_summary(run_id).config == config
+        base, model = store.load_run_model(run_id)
+    assert not any(n.startswith("head.") for n in trainable_names(model))
+    assert torch.equal(model.head.weight, base.head.weight)
+    x = data.source_task().x_test
+    assert torch.equal(model(x), result.model.eval()(x))
