@@ -169,10 +169,9 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
     return table
 
 
-def point_label(config: RunConfig) -> str:
-    """The text at a run's point: its rank for LoRA, and whether it kept its head frozen."""
-    parts = [f"r={config.rank}"] if config.method == "lora" else []
-    return " · ".join(parts + ([] if config.train_head else [tr("compare.head_frozen")]))
+def head_mark(config: RunConfig) -> str:
+    """Said after a run's name where it kept its head frozen (two runs of one rank differ)."""
+    return "" if config.train_head else f" · {tr('compare.head_frozen')}"
 
 
 def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter) -> go.Figure:
@@ -184,8 +183,8 @@ def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter
             "acc": [r.test_acc_after for r in records],
             "method": [tr(f"methods.{r.config.method}") for r in records],
             "task": [tr(f"shifts.{r.config.shift}.title") for r in records],
-            "label": [point_label(r.config) for r in records],
-            "name": [run_label(r) for r in records],
+            "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in records],
+            "name": [run_label(r) + head_mark(r.config) for r in records],
         }
     )
     fig = px.scatter(
