@@ -32,6 +32,7 @@ from core.paths import OfflineError
 from core.runs import RunRecord, StoreError
 from core.targets import default_targets
 from core.tensorboard_export import tensorboard_zip
+from core.train import head_trains
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
@@ -170,6 +171,11 @@ def runs_table(records: list[RunRecord]) -> pd.DataFrame:
     return table
 
 
+def head_mark(config: RunConfig) -> str:
+    """Said after a run's name where it kept its head frozen (two runs of one rank differ)."""
+    return "" if config.train_head else f" · {tr('compare.head_frozen')}"
+
+
 def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter) -> go.Figure:
     """Each run's test accuracy against ``x``: coloured by method, marked by task (two sweeps on
     two tasks, as in a lesson, stay apart), its rank written above a LoRA run."""
@@ -180,7 +186,7 @@ def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter
             "method": [tr(f"methods.{r.config.method}") for r in records],
             "task": [tr(f"shifts.{r.config.shift}.title") for r in records],
             "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in records],
-            "name": [run_label(r) for r in records],
+            "name": [run_label(r) + head_mark(r.config) for r in records],
         }
     )
     fig = px.scatter(
@@ -354,6 +360,16 @@ def runs_section(records: list[RunRecord]) -> None:
         st.caption(tr("compare.forgetting_caption"))
         if any(r.config.shift == "label-permute" for r in records):
             st.caption(tr("compare.forgetting_renamed"))
+        heads = [head_trains(r.config) for r in records if r.source_acc_after is not None]
+        trained = sum(heads)
+        st.caption(
+            tr(
+                "compare.forgetting_heads",
+                trained=trained,
+                frozen=len(heads) - trained,
+                total=len(heads),
+            )
+        )
 
     st.subheader(tr("compare.curves_title"))
     by_id = {str(record.id): record for record in records}

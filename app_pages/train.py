@@ -34,7 +34,20 @@ from app_pages.common import (
     titled_select,
     tr,
 )
-from core import data, jobs, links, live, methods, paths, reports, run_differences, runs, train, zoo
+from core import (
+    data,
+    jobs,
+    links,
+    live,
+    measure,
+    methods,
+    paths,
+    reports,
+    run_differences,
+    runs,
+    train,
+    zoo,
+)
 from core.config import BOUNDS, DEFAULT_LR, RunConfig
 from core.i18n import catalog
 from core.runs import StoreError
@@ -152,6 +165,13 @@ def method_settings() -> None:
             lambda name: tr(f"methods.{name}"),
         )
     st.caption(tr(f"methods.{method}_help"))
+    if show("train_head"):  # also for head-only training, which refuses it off: it is seen
+        st.toggle(
+            tr("train.train_head"),
+            key=key("train_head"),
+            persist_state="session",
+            help=tr("train.train_head_help"),
+        )
     if method == "top-k" and "top_k" in cols:
         cols["top_k"].number_input(
             tr("train.top_k"), step=1, key=key("top_k"), persist_state="session"
@@ -394,6 +414,11 @@ def outcome(view: live.RunView) -> None:
                 delta=tr("train.points", value=f"{(lost - kept) * 100:+.1f}"),
                 help=tr("train.source_help"),
             )
+            forgot = _forgetting(store().where, view.run_id) if view.run_id else None
+            note = forgot.note() if forgot is not None else None
+            if note is not None:
+                sentence, values = note
+                c_source.caption(tr(sentence, **values))
         c2, c3, _ = st.columns(3)
         c2.metric(
             tr("train.trainable"),
@@ -506,6 +531,16 @@ def charts(frame: live.Frame, planned: int, view: live.RunView | None = None) ->
         st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _forgetting(store_path: str, run_id: int) -> train.Forgetting | None:
+    """core.train.forgetting of a saved run, once per run (None: no weights, no source task)."""
+    try:
+        run = measure.open_run(run_id, store())
+    except (StoreError, paths.OfflineError, ValueError):
+        return None
+    return train.forgetting(run.config, run.base, run.model, run.num_classes)
+
+
 def live_view(form: RunConfig | None) -> None:
     """Redrawn every view.poll_seconds() while the run goes on; a new pace (queued → running
     → done) takes one full rerun, as only a full run sets a fragment's timer. ``form``: the
@@ -535,7 +570,7 @@ def live_view(form: RunConfig | None) -> None:
         st.rerun()
 
 
-def count_line(method: str, count: methods.ParamCount) -> str:
+def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
     """How many parameters train, and where: adapters (or biases, blocks) and the head."""
     line = tr(
         "train.count",
@@ -546,8 +581,9 @@ def count_line(method: str, count: methods.ParamCount) -> str:
     if method == "lora":
         adapters = count.trainable - count.head
         split = tr("train.count_lora", adapters=f"{adapters:,}", head=f"{count.head:,}")
-        if not count.head:  # a task that keeps the base model's head (planted-rank)
-            split = tr("train.count_frozen_head", adapters=f"{adapters:,}")
+        if not count.head:  # kept frozen here, or by a task that keeps it (planted-rank)
+            frozen = "train.count_frozen_head" if train_head else "train.count_kept_frozen"
+            split = tr(frozen, adapters=f"{adapters:,}")
     elif method in ("top-k", "bitfit") and count.head:
         split = tr("train.count_head", head=f"{count.head:,}")
     else:
@@ -614,7 +650,7 @@ with action:
     if problem is not None:
         st.error(problem)
     else:
-        col_count.markdown(count_line(settings["method"], count))
+        col_count.markdown(count_line(settings["method"], count, settings["train_head"]))
     resume()
     # The click is read before the button is drawn, so that the button is drawn disabled at
     # once while the new run goes on (not a callback: it would get the settings as they were

@@ -32,6 +32,9 @@ METHODS = ("full", "head", "top-k", "bitfit", "lora")  # core.methods: which par
 INITS = ("default", "gaussian", "pissa")  # core.lora: how A and B start
 SCALINGS = ("standard", "rslora")  # core.lora: s = alpha / r, or alpha / sqrt(r)
 OPTIMIZERS = ("adamw", "adam", "sgd")
+# Shifts whose classes are not the source task's (core.data): the pretrained head cannot read
+# them out, so it cannot stay frozen (RunConfig.train_head).
+RENAMES_CLASSES = ("label-permute",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 DEFAULT_MODEL = "mlp"
@@ -93,6 +96,11 @@ class RunConfig:
     dora: bool = field(default=False, metadata=_help("DoRA: train a magnitude per unit too"))
     dropout: float = field(default=0.0, metadata=_help("dropout on the adapter's input"))
     top_k: int = field(default=1, metadata=_help("blocks that train for method top-k"))
+    # The pretrained head (the output layer) trains in full in every method unless this is
+    # false: then it stays as pretrained, and the run forgets only what the rest of it changed.
+    train_head: bool = field(
+        default=True, metadata=_help("train the output head in full (false: keep it pretrained)")
+    )
     optimizer: str = field(default="adamw", metadata=_help("the optimizer"))
     # None: the method's own rate (DEFAULT_LR), so that changing the method (the Train page, a
     # sweep's baselines made with dataclasses.replace) changes the rate with it.
@@ -201,6 +209,19 @@ def _check_choices(config: RunConfig) -> None:
     if config.method == "lora" and not config.targets:
         raise SettingError(
             "no target layer: choose at least one layer to adapt", "errors.no_targets"
+        )
+    if config.method == "head" and not config.train_head:
+        raise SettingError(
+            "method head with the head frozen trains nothing: train the head, or pick another "
+            "method",
+            "errors.frozen_head_only",
+        )
+    if config.shift in RENAMES_CLASSES and not config.train_head:
+        raise SettingError(
+            f"shift {config.shift} renames the classes, so the pretrained head answers with the "
+            "old names: it must train (train_head true)",
+            "errors.frozen_head_renamed",
+            {"shift": config.shift},
         )
 
 

@@ -39,7 +39,6 @@ train it once.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import statistics
 import time
@@ -48,12 +47,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from core import reports, spectra
 from core.config import DEFAULT_LR, RunConfig
-from core.targets import head_name
-from core.train import RunResult, source_accuracy, source_split, train
+from core.train import RunResult, source_accuracy, source_split, train, with_base_head
 
 MODEL = "mlp"
 SHIFT = "rotate"  # a 45° rotation: the task is the same whatever the seed, so runs compare
@@ -485,14 +482,6 @@ def matched_gap(
         if xs and xs[0] <= target <= xs[-1]
     ]
     return statistics.mean(gaps) if gaps else None
-
-
-def with_base_head(model: nn.Module, base: nn.Module) -> nn.Module:
-    """A copy of `model` with the base model's head put back: what its body alone kept."""
-    copied = copy.deepcopy(model)
-    head = head_name(base)
-    copied.get_submodule(head).load_state_dict(base.get_submodule(head).state_dict())
-    return copied
 
 
 # -- the registry ---------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ def _normalise(value: Any) -> Any:
 TRAIN_STEPS = 200  # a run a class can watch: ~10 s for the MLP on a laptop CPU
 TRAIN_KEYS = (
     "model", "dataset", "shift", "shift_params", "method", "rank", "alpha", "targets", "init",
-    "scaling", "dora", "lora_plus_ratio", "dropout", "top_k", "lr", "steps", "batch_size", "seed",
+    "scaling", "dora", "lora_plus_ratio", "dropout", "top_k", "train_head", "lr", "steps",
+    "batch_size", "seed",
 )  # fmt: skip
 
 

@@ -6,9 +6,10 @@
     bitfit   every bias + the head                 (BitFit, arXiv 2106.10199)
     lora     the LoRA adapters + the head          (call lora.inject first)
 
-The head trains in every method: a new task needs its own read-out. The one exception is a task
-whose read-out is the base model's own (data.ShiftInfo.keeps_head, planted-rank): there every
-method but head-only keeps the head frozen (train_head=False).
+The head trains in every method: a new task needs its own read-out. Every method but head-only
+keeps it frozen (train_head=False) where the config asks (RunConfig.train_head: the run then
+forgets only what the rest changed) or the task's read-out is the base model's own
+(data.ShiftInfo.keeps_head, planted-rank): core.train.head_trains decides.
 """
 
 from __future__ import annotations

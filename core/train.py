@@ -42,8 +42,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core import data, lora, methods, spectra, zoo
-from core.config import RunConfig
-from core.targets import check_targets
+from core.config import RENAMES_CLASSES, RunConfig, SettingError
+from core.targets import check_targets, head_name
 
 SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
 EVAL_BATCH = 1024  # evaluation runs in chunks of this many images to bound memory
@@ -159,15 +159,91 @@ def source_accuracy(model: nn.Module, source: tuple[Tensor, Tensor] | None) -> f
     return evaluate(model, *(t.to(device) for t in source))[1]
 
 
+def with_base_head(model: nn.Module, base: nn.Module) -> nn.Module:
+    """A copy of `model` with the base model's head put back: what its body alone kept."""
+    copied = copy.deepcopy(model)
+    head = head_name(base)
+    copied.get_submodule(head).load_state_dict(base.get_submodule(head).state_dict())
+    return copied
+
+
+FORGETTING_NOTABLE = 0.01  # source accuracy lost: less than a point is not worth a sentence
+
+
+@dataclass(frozen=True)
+class Forgetting:
+    """What a run forgot of its source task, and how much of that is its head's: the source
+    accuracy of the base model, of the trained model, and of the trained model with the
+    pretrained head put back (equal to `after` where the head did not train)."""
+
+    method: str
+    head_trained: bool
+    renamed: bool  # the task renames the classes (config.RENAMES_CLASSES): no forgetting at all
+    learning_rate: float
+    before: float
+    after: float
+    head_back: float
+
+    @property
+    def lost(self) -> float:
+        return self.before - self.after
+
+    @property
+    def head_part(self) -> float:
+        """The share of `lost` that putting the pretrained head back would win back."""
+        return self.head_back - self.after
+
+    def note(self) -> tuple[str, dict[str, float]] | None:
+        """The sentence that says where the forgetting comes from (a catalog key under
+        "forgetting." and its values: points lost, the head's points, accuracies), or None when
+        the run forgot less than FORGETTING_NOTABLE."""
+        if self.lost < FORGETTING_NOTABLE:
+            return None
+        values = {"lost": 100 * self.lost, "head": 100 * self.head_part, "back": self.head_back}
+        values["lr"] = self.learning_rate
+        if self.renamed:  # the old names of the same images: a low score is by design
+            return "forgetting.renamed", values
+        if self.method == "head":
+            return "forgetting.head_only", values
+        if not self.head_trained:
+            return "forgetting.head_frozen", values
+        if self.head_part < FORGETTING_NOTABLE:  # the head's read-out is not what was lost
+            return "forgetting.head_not_it", values
+        return "forgetting.head_trained", values
+
+
+def forgetting(
+    config: RunConfig, base: nn.Module, model: nn.Module, num_classes: int
+) -> Forgetting | None:
+    """What the trained `model` forgot of the source task (source_split) and how much of it
+    putting `base`'s head back undoes; None where there is no source task (an ImageNet model,
+    other classes)."""
+    source = source_split(config.model, num_classes)
+    if source is None:
+        return None
+    trained = head_trains(config)
+    after = source_accuracy(model, source)
+    return Forgetting(
+        method=config.method,
+        head_trained=trained,
+        renamed=config.shift in RENAMES_CLASSES,
+        learning_rate=config.learning_rate,
+        before=source_accuracy(base, source),
+        after=after,
+        head_back=source_accuracy(with_base_head(model, base), source) if trained else after,
+    )
+
+
 def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
     """(base, model): a fresh base model and the copy that will train, its parameters chosen.
-    On a task that keeps the base model's head (data.ShiftInfo.keeps_head) the head stays
-    frozen, except for head-only training.
+    The head trains unless head_trains(config) says it stays frozen (check_head: it must be a
+    pretrained one).
 
     Deterministic (the adapters' initialisation is seeded with config.seed, a new head by the
     zoo), so the runs store rebuilds a saved run's model with this same function.
     """
-    base = zoo.load(config.model, num_classes=num_classes)
+    base = zoo.load(config.model, num_classes=num_classes)  # ValueError for an unknown model
+    check_head(config)
     if config.method == "lora":
         model = lora.inject(
             base,
@@ -182,16 +258,38 @@ def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Mod
         )
     else:
         model = copy.deepcopy(base)
-    train_head = not data.SHIFTS[config.shift].keeps_head or config.method == "head"
-    methods.trainable_parameters(model, config.method, config.top_k, train_head)
+    methods.trainable_parameters(model, config.method, config.top_k, head_trains(config))
     return base, model
 
 
+def head_trains(config: RunConfig) -> bool:
+    """Whether the run trains its head: head-only training always does; the others unless
+    the config keeps the pretrained head frozen (train_head false) or the task reads out through
+    the base model's own head (data.ShiftInfo.keeps_head)."""
+    if config.method == "head":
+        return True
+    return config.train_head and not data.SHIFTS[config.shift].keeps_head
+
+
+def check_head(config: RunConfig) -> None:
+    """A frozen head must be a pretrained read-out of the task's classes: an ImageNet model's
+    head is new (random) for these ten classes, so it must train (SettingError). Renamed classes
+    are refused by config.validate already."""
+    if not config.train_head and zoo.ZOO[config.model].pretraining is None:
+        raise SettingError(
+            f"model {config.model}'s head is new (its pretraining had ImageNet's classes), so "
+            "it must train (train_head true)",
+            "errors.frozen_head_new",
+            {"model": config.model},
+        )
+
+
 def check_config(config: RunConfig, model: nn.Module) -> None:
-    """config.validate(), the shift's parameters, then what depends on the base model: for
-    LoRA, the target layers must exist and the rank must not exceed min(d, k) of any of them
-    (ValueError, one line)."""
+    """config.validate(), the head (check_head), the shift's parameters, then what depends on
+    the base model: for LoRA, the target layers must exist and the rank must not exceed
+    min(d, k) of any of them (ValueError, one line)."""
     config.validate()
+    check_head(config)
     data.check_request(config.dataset, config.shift, config.shift_params)
     if config.method == "lora":
         check_targets(model, config.targets, config.rank)

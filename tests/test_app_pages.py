@@ -20,7 +20,7 @@ from app_session import APP, TIMEOUT, open_page
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, lessons, limits, live, measure, runs, whatif, zoo
+from core import jobs, lessons, limits, live, measure, runs, train, whatif, zoo
 from core.config import RunConfig
 from core.i18n import catalog
 
@@ -362,6 +362,13 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     own_rows = table[table["id"].isin([run_id, sweep[0].run_id])]  # the home is shared by tests
     assert set(own_rows["Learning rate"]) == {0.01}  # each run's rate: here LoRA's own
     assert own_rows["Source task after"].notna().all()
+    with runs.RunStore() as store:  # how many runs of the table trained their head: said
+        shown = [store.get_summary(int(i)) for i in table["id"]]
+    heads = [train.head_trains(r.config) for r in shown if r.source_acc_after is not None]
+    said = catalog("en").t(
+        "compare.forgetting_heads", trained=sum(heads), frozen=0, total=len(heads)
+    )  # no run of these tests keeps its head frozen
+    assert all(heads) and said in [caption.value for caption in at.caption]
     assert at.get("download_button")
     downloads = {button.proto.id.rsplit("-", 1)[-1] for button in at.get("download_button")}
     assert {"compare.peft", "compare.tensorboard"} <= downloads  # the managed run, two ways
@@ -668,6 +675,27 @@ def test_train_count_says_what_trains_besides_the_adapters(lab_home):
         )
     )
     assert head == 256 * 10 + 10 and adapters + head == trainable  # the MLP's 256 → 10 head
+
+
+def test_train_head_toggle_and_where_the_forgetting_comes_from(trained, lab_home):
+    """The finished run says how many of the source task's points its trained head accounts
+    for (core.train.Forgetting, the page's numbers); turning the head off is counted."""
+    at, run_id = trained
+    with runs.RunStore() as store:
+        run = measure.open_run(run_id, store)
+    forgot = train.forgetting(run.config, run.base, run.model, run.num_classes)
+    key, values = forgot.note()
+    assert key == "forgetting.head_trained"
+    assert catalog("en").t(key, **values) in [caption.value for caption in at.caption]
+    page = open_page("train")
+    assert page.toggle(key="train.train_head").value is True
+    page.toggle(key="train.train_head").set_value(False).run()
+    assert "stays as pretrained" in count_line(page) and "in the output head" not in count_line(
+        page
+    )
+    page.selectbox(key="train.method").set_value("head").run()  # nothing would train: said
+    assert [error.value for error in page.error] == [catalog("en").t("errors.frozen_head_only")]
+    assert page.button(key="train.start").disabled
 
 
 def test_chinese_train_page_names_shift_parameters_and_the_source_task(lab_home):

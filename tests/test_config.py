@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core import __main__ as cli
 from core import config as settings
-from core import data, lora, methods, zoo
+from core import data, links, lora, methods, zoo
 from core.config import RunConfig, config_choices, parse, sweep_configs, to_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,3 +258,38 @@ def test_a_lora_run_without_a_target_is_refused_with_its_catalog_key_also_throug
     copy = pickle.loads(pickle.dumps(error))
     assert str(error) == "no target layer: choose at least one layer to adapt"
     assert (str(copy), copy.key, copy.values) == (str(error), "errors.no_targets", {})
+
+
+def test_the_head_trains_unless_kept_frozen_and_a_stored_config_without_it_trains_it():
+    """train_head: true by default; a run stored before the setting existed (its JSON has no
+    such key) reads as the head trained, as it was; a link, a flag and the store carry false."""
+    assert RunConfig().train_head is True
+    stored = RunConfig(method="full").to_dict()
+    del stored["train_head"]
+    assert RunConfig.from_dict(stored) == RunConfig(method="full")
+    frozen = RunConfig(train_head=False)
+    assert RunConfig.from_dict(frozen.to_dict()) == frozen
+    assert RunConfig.from_dict({"train_head": "false"}) == frozen
+    defaults = links.train_defaults()
+    query = links.to_query(defaults | {"train_head": False}, defaults)
+    assert query == {"train_head": "false"}
+    assert links.from_query(query, defaults) == (defaults | {"train_head": False}, [])
+    assert links.from_query({"train_head": "maybe"}, defaults) == (defaults, ["train_head"])
+    flags = cli.parser().parse_args(["train", "--no-train-head"])
+    assert flags.train_head is False
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "line"),
+    [
+        ({"method": "head"}, "errors.frozen_head_only", "method head with the head frozen"),
+        ({"shift": "label-permute"}, "errors.frozen_head_renamed", "renames the classes"),
+    ],
+)
+def test_a_frozen_head_that_cannot_work_is_refused_with_its_catalog_key(changes, key, line):
+    """Head-only training with the head frozen would train nothing; on renamed classes the
+    pretrained head answers with the old names. Both are fine with the head trained."""
+    RunConfig(**changes).validate()
+    with pytest.raises(settings.SettingError) as caught:
+        RunConfig(train_head=False, **changes).validate()
+    assert caught.value.key == key and line in str(caught.value)

@@ -1,10 +1,15 @@
 """Each method trains exactly the parameters it says, checked through real gradients."""
 
+import dataclasses
+import json
+
 import pytest
 import torch
 from toy_models import ToyCNN, ToyMLP
 
-from core import lora, methods
+from core import data, lora, methods, runs, train, zoo
+from core.config import RunConfig, SettingError
+from core.peft_io import export_peft, import_peft
 
 
 def grads_after_backward(model: torch.nn.Module, method: str, **kwargs) -> set[str]:
@@ -90,3 +95,117 @@ def test_a_task_that_keeps_the_head_freezes_it_but_not_the_adapters():
     assert grads_after_backward(full, "full", train_head=False) == {
         n for n, _ in full.named_parameters() if not n.startswith("head")
     }
+
+
+# -- keeping the pretrained head frozen (RunConfig.train_head) ------------------------------------
+def trainable_names(model: torch.nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "top-k", "bitfit"])
+def test_train_head_false_freezes_the_head_and_nothing_else(method):
+    config = RunConfig(method=method)
+    _, trained = train.build_models(config, 10)
+    _, frozen = train.build_models(dataclasses.replace(config, train_head=False), 10)
+    head = {"head.weight", "head.bias"}
+    assert head <= trainable_names(trained)
+    assert trainable_names(frozen) == trainable_names(trained) - head
+
+
+def test_a_new_head_cannot_stay_frozen():
+    """An ImageNet model's head is new (random) for these ten classes: refused, by its key,
+    before any weights load (the check needs only the zoo's entry)."""
+    train.check_head(RunConfig(model="mlp", train_head=False))
+    train.check_head(RunConfig(model="resnet18"))
+    for model in ("resnet18", "mobilenet_v3_small"):
+        with pytest.raises(SettingError) as caught:
+            train.check_head(RunConfig(model=model, train_head=False))
+        assert caught.value.key == "errors.frozen_head_new" and model in str(caught.value)
+
+
+def source_accuracy_by_hand(model: torch.nn.Module, head_from: torch.nn.Module) -> float:
+    """The model's accuracy on the upright digits with `head_from`'s head weights in its head."""
+    source = data.source_task()
+    with torch.no_grad():
+        features = _below_head(model.eval(), source.x_test)
+        logits = torch.nn.functional.linear(features, head_from.head.weight, head_from.head.bias)
+    return (logits.argmax(1) == source.y_test).float().mean().item()
+
+
+def _below_head(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the mlp's head reads: its input, caught by a hook."""
+    caught = []
+    handle = model.head.register_forward_hook(lambda _m, inputs, _o: caught.append(inputs[0]))
+    model(x)
+    handle.remove()
+    return caught[0]
+
+
+@pytest.fixture(scope="module")
+def short_runs() -> dict[bool, train.RunResult]:
+    """The Train page's default run, shortened, with the head trained and kept frozen."""
+    config = RunConfig(steps=40, eval_interval=40, snapshot_interval=40)
+    return {
+        head: train.train(dataclasses.replace(config, train_head=head)) for head in (True, False)
+    }
+
+
+def test_forgetting_measures_the_pretrained_head_put_back(short_runs):
+    run = short_runs[True]
+    forgot = train.forgetting(run.config, run.base, run.model, 10)
+    assert (forgot.before, forgot.after) == (run.source_acc_before, run.source_acc_after)
+    assert forgot.head_trained and forgot.learning_rate == 0.01
+    assert forgot.head_back == pytest.approx(source_accuracy_by_hand(run.model, run.base))
+    assert forgot.after == pytest.approx(source_accuracy_by_hand(run.model, run.model))
+    assert forgot.head_part > 0.05  # the trained head lost some of the source task itself
+
+
+def test_a_frozen_head_run_keeps_the_pretrained_head_bit_for_bit(short_runs, tmp_path):
+    """The head is the base model's; a PEFT export saves no module beside the adapters, and
+    the adapter imported onto a fresh base model computes exactly what the run computes."""
+    run = short_runs[False]
+    assert torch.equal(run.model.head.weight, run.base.head.weight)
+    forgot = train.forgetting(run.config, run.base, run.model, 10)
+    assert not forgot.head_trained and forgot.head_back == forgot.after
+    assert forgot.lost > 0.01  # the adapters alone changed what the head reads
+    export_peft(run.model, tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["modules_to_save"] is None
+    imported = import_peft(zoo.load("mlp"), tmp_path).eval()
+    x = data.source_task().x_test
+    assert torch.equal(imported(x), run.model.eval()(x))
+    export_peft(short_runs[True].model, tmp_path / "trained")
+    saved = json.loads((tmp_path / "trained" / "adapter_config.json").read_text())
+    assert saved["modules_to_save"] == ["head"]
+
+
+def forgot(
+    method: str = "lora", head_trained: bool = True, renamed: bool = False, **accuracies
+) -> train.Forgetting:
+    values = {"before": 0.93, "after": 0.47, "head_back": 0.78} | accuracies
+    return train.Forgetting(method, head_trained, renamed, 0.01, **values)
+
+
+def test_the_forgetting_note_says_where_the_points_went():
+    key, values = forgot().note()
+    assert key == "forgetting.head_trained"
+    assert values["lost"] == pytest.approx(46) and values["head"] == pytest.approx(31)
+    assert values["back"] == 0.78 and values["lr"] == 0.01
+    assert forgot(head_back=0.47).note()[0] == "forgetting.head_not_it"
+    assert forgot(head_trained=False, head_back=0.47).note()[0] == "forgetting.head_frozen"
+    assert forgot("head", head_back=0.93).note()[0] == "forgetting.head_only"
+    assert forgot(after=0.925, head_back=0.93).note() is None  # half a point: not worth saying
+    assert forgot(renamed=True, after=0.01).note()[0] == "forgetting.renamed"  # by design
+
+
+def test_a_frozen_head_run_is_stored_and_rebuilt_with_its_head_frozen(home):
+    """The store keeps train_head in the run's config: the rebuilt model trains no head, saves
+    none, and computes what the run computed, bit for bit."""
+    config = RunConfig(train_head=False, steps=5, eval_interval=5, snapshot_interval=5)
+    with runs.RunStore() as store:
+        run_id, result = runs.train_and_save(config, store)
+        assert store.get_summary(run_id).config == config
+        base, model = store.load_run_model(run_id)
+    assert not any(n.startswith("head.") for n in trainable_names(model))
+    assert torch.equal(model.head.weight, base.head.weight)
+    x = data.source_task().x_test
+    assert torch.equal(model(x), result.model.eval()(x))
