@@ -217,6 +217,7 @@ def accuracy_scatter(
     )
     fig = px.scatter(
         frame, x=x, y="acc", color="method", symbol="task", text="label", hover_name="name",
+        hover_data={"label": False},  # (a label may be merged: place_labels; the name says r)
         log_x=log_x,
     )  # fmt: skip
     fig.update_traces(marker_size=MARKER_PX)
@@ -227,20 +228,25 @@ def accuracy_scatter(
 
 
 def place_labels(fig: go.Figure, x_range: tuple[float, float], log_x: bool) -> None:
-    """Give each point's label its own side (core.labels.label_sides), from where the points
-    fall in a plot area of PLOT_PX pixels, in the figure's font (style's, presenter's too)."""
+    """Write the points' labels where they can be read (core.labels: one label for points on
+    one another, and each label on its own side), from where the points fall in a plot area of
+    PLOT_PX pixels, in the figure's font (style's, presenter's too)."""
     (x0, x1), (y0, y1), (width, height) = x_range, ACC_RANGE, PLOT_PX
     size = fig.layout.font.size
-    where, points, widths = [], [], []
+    where, points, texts = [], [], []
     for trace in fig.data:
         for index, (x, y, label) in enumerate(zip(trace.x, trace.y, trace.text, strict=True)):
             along = math.log10(x) if log_x else x
             where.append((trace, index))
             points.append(((along - x0) / (x1 - x0) * width, (y - y0) / (y1 - y0) * height))
-            widths.append(len(label) * CHAR_EM * size)
-    sides = labels.label_sides(points, widths, height=1.2 * size, marker=MARKER_PX)
+            texts.append(label)
+    texts = labels.merged(points, texts, MARKER_PX)
+    widths = [len(text) * CHAR_EM * size for text in texts]
+    sides = labels.label_sides(points, widths, 1.2 * size, MARKER_PX, PLOT_PX)
     for trace in fig.data:
-        trace.textposition = [side for (t, _), side in zip(where, sides, strict=True) if t is trace]
+        mine = [i for i, (t, _) in enumerate(where) if t is trace]
+        trace.text = [texts[i] for i in mine]
+        trace.textposition = [sides[i] for i in mine]
 
 
 def cost_figure(records: list[RunRecord]) -> go.Figure:

@@ -138,8 +138,11 @@ def test_a_table_row_has_the_settings_that_tell_runs_apart():
 
 
 # -- labels of a scatter plot ---------------------------------------------------------------------
+PLOT = (640.0, 280.0)
+
+
 def placed(points, widths, height=18.0, marker=14.0) -> list[labels.Box]:
-    sides = labels.label_sides(points, widths, height, marker)
+    sides = labels.label_sides(points, widths, height, marker, PLOT)
     return [
         labels.label_box(x, y, w, height, marker, s)
         for (x, y), w, s in zip(points, widths, sides, strict=True)
@@ -147,7 +150,13 @@ def placed(points, widths, height=18.0, marker=14.0) -> list[labels.Box]:
 
 
 def test_a_lone_label_goes_above_its_point():
-    assert labels.label_sides([(100, 100)], [36], 18, 14) == ["top center"]
+    assert labels.label_sides([(100, 100)], [36], 18, 14, PLOT) == ["top center"]
+
+
+def test_a_label_stays_inside_the_plot_area():
+    """At the right edge a long label goes to the left, at the top below its point."""
+    assert labels.label_sides([(630, 100)], [200], 18, 14, PLOT) == ["middle left"]
+    assert labels.label_sides([(300, 275)], [36], 18, 14, PLOT) == ["bottom center"]
 
 
 LABEL = (36.0, 18.0)  # "r=16" in a 15 px font: width, height
@@ -177,8 +186,15 @@ def test_labels_of_nearby_points_do_not_overlap(points, touching):
     )
 
 
+def test_points_on_one_another_share_one_label():
+    points = [(300, 200), (309, 205), (302, 196), (340, 200), (300, 240), (301, 199)]
+    texts = ["r=16", "r=64", "", "r=1", "r=2", "r=16"]
+    assert labels.merged(points, texts, marker=14) == ["r=16, r=64", "", "", "r=1", "r=2", ""]
+    assert labels.merged(points[3:5], texts[3:5], marker=14) == texts[3:5]  # apart: as they are
+
+
 def test_a_point_without_a_label_takes_no_room():
-    sides = labels.label_sides([(100, 100), (101, 100)], [0, 36], 18, 14)
+    sides = labels.label_sides([(100, 100), (101, 100)], [0, 36], 18, 14, PLOT)
     assert sides[1] == "top center"
 
 
