@@ -206,6 +206,8 @@ def _keep_name() -> None:
     try:
         st.session_state[NAME] = store().name_student(student_id(), st.session_state[NAME])
         _names.clear()
+    except ValueError as error:  # control characters (core.runs.checked_name): nothing kept
+        st.error(refused(error))
     except StoreError as error:
         st.error(str(error))
 

@@ -1,5 +1,8 @@
 """Compare: a rank sweep in one click, accuracy against cost, and the table of runs."""
 
+import math
+from dataclasses import asdict
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -26,12 +29,13 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import adapters, jobs, links
+from core import adapters, jobs, labels, links
 from core.config import RunConfig
 from core.paths import OfflineError
-from core.runs import RunRecord, StoreError
+from core.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
 from core.targets import default_targets
 from core.tensorboard_export import tensorboard_zip
+from core.text import for_figure
 from core.train import head_trains
 
 PAGE = "compare"
@@ -39,6 +43,17 @@ DEFAULTS = links.COMPARE_DEFAULTS
 CHOICES = links.COMPARE_CHOICES  # the widgets offer what a link may name
 NO_RANK = "—"  # the Rank column of runs that have none (head only, full, …)
 POLL_SECONDS = 1.0
+ACC_RANGE = (0.0, 1.08)  # accuracy's axis: room above 100% for the "r=…" labels
+LOG_PAD = 0.15  # decades of room on each side of a log axis of parameters
+MARKER_PX = 14
+# What the labels' placement assumes (core.labels): the plot area of a laptop's column in pixels
+# (a wider one only has more room), and a character's width in font sizes.
+PLOT_PX = (640, 280)
+CHAR_EM = 0.6
+# The overlay curves' colours: ten that differ in hue (Tableau's), where Streamlit's own
+# palette starts with two blues; past ten, the colours come again dashed.
+CURVE_COLORS = px.colors.qualitative.T10
+CURVE_DASHES = ("solid", "dash", "dot")
 
 
 def key(name: str) -> str:
@@ -92,6 +107,8 @@ def launch(configs: list[RunConfig]) -> None:
         st.session_state[key("polling")] = True
     except ValueError as error:
         st.error(refused(error))
+        return
+    st.rerun()  # the page again, its button disabled until the sweep ends
 
 
 def sweep_progress() -> None:
@@ -143,42 +160,54 @@ def rank_text(config: RunConfig) -> str:
 # ----------------------------------------------------------------------------- the runs
 
 
+TABLE_COLUMNS = {  # core.runs.TableRow's fields, and their titles in the catalogs
+    "name": "col_name",
+    "student": "col_student",
+    # the results first: on a laptop's screen they are seen without scrolling
+    "test_acc_before": "col_before",
+    "test_acc_after": "col_after",
+    "source_acc_after": "col_source_after",
+    "method": "col_method",
+    "rank": "col_rank",
+    "alpha": "col_alpha",
+    "dora": "col_dora",
+    "targets": "col_targets",
+    "lr": "col_lr",
+    "status": "col_status",
+    "trainable_params": "col_trainable",
+    "seconds": "col_seconds",
+}
+
+
 def runs_table(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per run; with classmates' runs shown, whose each is (the names they gave)."""
+    """One row per run (core.runs.table_row); with classmates' runs shown, whose each is (the
+    names they gave). A setting a method does not have reads "—", not "None"."""
     names = student_names()
-    table = pd.DataFrame(
-        [
-            {
-                "id": r.id,
-                tr("compare.col_name"): r.name,
-                tr("compare.col_student"): names.get(r.owner, ""),
-                # the results first: on a laptop's screen they are seen without scrolling
-                tr("compare.col_before"): r.test_acc_before,
-                tr("compare.col_after"): r.test_acc_after,
-                tr("compare.col_source_after"): r.source_acc_after,
-                tr("compare.col_method"): tr(f"methods.{r.config.method}"),
-                tr("compare.col_rank"): rank_text(r.config),
-                tr("compare.col_lr"): r.config.learning_rate,
-                tr("compare.col_status"): status_label(r.status),
-                tr("compare.col_trainable"): r.trainable_params,
-                tr("compare.col_seconds"): r.seconds,
-            }
-            for r in records
-        ]
-    )
+    rows = [table_row(r, names.get(r.owner, "")) for r in records]
+    table = pd.DataFrame([asdict(row) for row in rows])
+    table["method"] = [tr(f"methods.{row.method}") for row in rows]
+    table["status"] = [status_label(row.status) for row in rows]
+    for setting in ("rank", "alpha", "targets"):  # text: pandas would make None a NaN
+        table[setting] = [setting_text(getattr(row, setting)) for row in rows]
+    table = table.rename(columns={f: tr(f"compare.{c}") for f, c in TABLE_COLUMNS.items()})
     if all(r.owner == student_id() for r in records):
         table = table.drop(columns=tr("compare.col_student"))
     return table
 
 
-def head_mark(config: RunConfig) -> str:
-    """Said after a run's name where it kept its head frozen (two runs of one rank differ)."""
-    return "" if config.train_head else f" · {tr('compare.head_frozen')}"
+def setting_text(value: int | float | str | None) -> str:
+    """A setting in the table: "—" for one a method does not have, 16 for an alpha of 16.0."""
+    if value is None:
+        return NO_RANK
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter) -> go.Figure:
-    """Each run's test accuracy against ``x``: coloured by method, marked by task (two sweeps on
-    two tasks, as in a lesson, stay apart), its rank written above a LoRA run."""
+def accuracy_scatter(
+    records: list[RunRecord], x: str, x_values: list, x_range: tuple[float, float], log_x=False
+) -> go.Figure:
+    """Each run's test accuracy against ``x`` (its axis spans ``x_range``, in decades on a log
+    axis): coloured by method, marked by task (two sweeps on two tasks, as in a lesson, stay
+    apart), its rank written beside a LoRA run where it covers no other label (core.labels)."""
     frame = pd.DataFrame(
         {
             x: x_values,
@@ -186,33 +215,54 @@ def accuracy_scatter(records: list[RunRecord], x: str, x_values: list, **scatter
             "method": [tr(f"methods.{r.config.method}") for r in records],
             "task": [tr(f"shifts.{r.config.shift}.title") for r in records],
             "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in records],
-            "name": [run_label(r) + head_mark(r.config) for r in records],
+            "name": [for_figure(run_label(r)) for r in records],  # text, not HTML
         }
     )
     fig = px.scatter(
         frame, x=x, y="acc", color="method", symbol="task", text="label", hover_name="name",
-        **scatter,
+        hover_data={"label": False},  # (a label may be merged: place_labels; the name says r)
+        log_x=log_x,
     )  # fmt: skip
-    fig.update_traces(marker_size=14, textposition="top center")
-    tasks = list(dict.fromkeys(frame["task"]))
-    if len(tasks) > 1:  # every other task's "r=…" below its points: two sweeps at one cost
-        below = tuple(f", {task}" for task in tasks[1::2])  # px names a trace "method, task"
-        fig.update_traces(
-            textposition="bottom center", selector=lambda trace: trace.name.endswith(below)
-        )
-    # accuracy lies in [0, 1]: a fixed axis (room above 100% for the "r=…" labels), not one
-    # stretched around a single point to 150%
-    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=[0, 1.08])
+    fig.update_traces(marker_size=MARKER_PX)
+    # accuracy lies in [0, 1]: a fixed axis, not one stretched around a single point to 150%
+    fig.update_xaxes(range=list(x_range))
+    fig.update_yaxes(title_text=tr("compare.acc_axis"), tickformat=".0%", range=list(ACC_RANGE))
     return fig
+
+
+def place_labels(fig: go.Figure, x_range: tuple[float, float], log_x: bool) -> None:
+    """Write the points' labels where they can be read (core.labels: one label for points on
+    one another, and each label on its own side), from where the points fall in a plot area of
+    PLOT_PX pixels, in the figure's font (style's, presenter's too)."""
+    (x0, x1), (y0, y1), (width, height) = x_range, ACC_RANGE, PLOT_PX
+    size = fig.layout.font.size
+    where, points, texts = [], [], []
+    for trace in fig.data:
+        for index, (x, y, label) in enumerate(zip(trace.x, trace.y, trace.text, strict=True)):
+            along = math.log10(x) if log_x else x
+            where.append((trace, index))
+            points.append(((along - x0) / (x1 - x0) * width, (y - y0) / (y1 - y0) * height))
+            texts.append(label)
+    texts = labels.merged(points, texts, MARKER_PX)
+    widths = [len(text) * CHAR_EM * size for text in texts]
+    sides = labels.label_sides(points, widths, 1.2 * size, MARKER_PX, PLOT_PX)
+    for trace in fig.data:
+        mine = [i for i, (t, _) in enumerate(where) if t is trace]
+        trace.text = [texts[i] for i in mine]
+        trace.textposition = [sides[i] for i in mine]
 
 
 def cost_figure(records: list[RunRecord]) -> go.Figure:
     """Test accuracy against trainable parameters (log axis): what each method buys."""
     finished = [r for r in records if r.test_acc_after is not None and r.trainable_params]
     params = [r.trainable_params for r in finished]
-    fig = accuracy_scatter(finished, "params", params, log_x=True)
+    decades = [math.log10(count) for count in params]
+    x_range = (min(decades, default=0) - LOG_PAD, max(decades, default=1) + LOG_PAD)
+    fig = accuracy_scatter(finished, "params", params, x_range, log_x=True)
     fig.update_xaxes(title_text=tr("compare.trainable_axis"), tickvals=log_ticks(params))
-    return style(fig, height=400, legend_title_text="")
+    style(fig, height=400, legend_title_text="")
+    place_labels(fig, x_range, log_x=True)
+    return fig
 
 
 def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
@@ -222,11 +272,14 @@ def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
     shown = [r for r in records if r.test_acc_after is not None and r.source_acc_after is not None]
     if not shown:
         return None
-    fig = accuracy_scatter(shown, "source", [r.source_acc_after for r in shown])
+    x_range = (-0.04, 1.02)
+    fig = accuracy_scatter(shown, "source", [r.source_acc_after for r in shown], x_range)
     for before in sorted({r.source_acc_before for r in shown if r.source_acc_before}):
         fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")
-    fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%", range=[-0.04, 1.02])
-    return style(fig, height=400, legend_title_text="")
+    fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%")
+    style(fig, height=400, legend_title_text="")
+    place_labels(fig, x_range, log_x=False)
+    return fig
 
 
 def curves_figure(chosen: list[RunRecord]) -> go.Figure:
@@ -238,8 +291,14 @@ def curves_figure(chosen: list[RunRecord]) -> go.Figure:
             said(st.warning, tr("common.unreadable_run"), str(error), "error")
             continue
         steps = pd.DataFrame(history).dropna(subset=["val_acc"])
+        drawn = len(fig.data)  # the colours in turn, then again dashed
         fig.add_scatter(
-            x=steps["step"], y=steps["val_acc"], name=run_label(record), mode="lines+markers"
+            x=steps["step"],
+            y=steps["val_acc"],
+            name=for_figure(run_label(record)),  # a name is text, not HTML
+            mode="lines+markers",
+            line_color=CURVE_COLORS[drawn % len(CURVE_COLORS)],
+            line_dash=CURVE_DASHES[drawn // len(CURVE_COLORS) % len(CURVE_DASHES)],
         )
     fig.update_xaxes(title_text=tr("train.step"))
     fig.update_yaxes(title_text=tr("train.val_acc"), tickformat=".0%", range=[0, 1.02])
@@ -262,21 +321,29 @@ def manage(records: list[RunRecord]) -> None:
         lambda i: run_label(by_id[i]),
     )
     new_name = col_name.text_input(
-        tr("compare.new_name"), value=by_id[run_id].name, key=key(f"name.{run_id}")
+        tr("compare.new_name"),
+        value=by_id[run_id].name,
+        max_chars=RUN_NAME_CHARS,
+        key=key(f"name.{run_id}"),
     )
     if col_rename.button(tr("compare.rename"), key=key("rename")):
         try:
             store().rename(run_id, new_name)
             st.rerun()
-        except (ValueError, StoreError) as error:
+        except ValueError as error:  # empty, too long, control characters
+            st.error(refused(error))
+        except StoreError as error:
             st.error(str(error))
     col_delete, col_confirm = st.columns([1, 5], vertical_alignment="center")
-    sure = col_confirm.checkbox(tr("compare.confirm_delete"), key=key("sure"))
+    # One confirmation per run, gone with its run: a tick never arms Delete for another.
+    confirmed = key(f"sure.{run_id}")
+    sure = col_confirm.checkbox(tr("compare.confirm_delete"), key=confirmed)
     if col_delete.button(
         tr("compare.delete"), icon=":material/delete:", disabled=not sure, key=key("delete")
     ):
         try:
             store().delete(run_id)  # StoreError for a run still training: stop it first
+            del st.session_state[confirmed]  # (a new run may be given this id again)
             st.rerun()
         except StoreError as error:
             st.error(str(error))

@@ -24,10 +24,10 @@ from pathlib import Path, PurePosixPath
 
 from torch import nn
 
-from core import methods, paths, peft_io, zoo
+from core import methods, paths, peft_io, text, zoo
 from core.config import RunConfig
 from core.lora import adapted_layers
-from core.runs import RunStore
+from core.runs import RUN_NAME_CHARS, RunStore
 from core.train import (
     RunResult,
     check_config,
@@ -73,7 +73,7 @@ def import_adapter(
     result = RunResult(
         config=config,
         status=STATUS,
-        reason=f"from {filename}",
+        reason=f"from {text.one_line(filename, RUN_NAME_CHARS)}",  # a name as it came
         # Step 0 is the base model, as in a trained run; nothing was trained here.
         history=[_base_record(val_loss, val_acc)],
         snapshots=[],

@@ -32,6 +32,7 @@ from core.measure import open_run
 from core.paths import OfflineError
 from core.runs import RunStore, StoreError, train_and_save
 from core.tensorboard_export import export_tensorboard, run_folder
+from core.text import for_terminal
 
 OWNER = "cli"
 CLOSED_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for a tool whose reader went away
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at exit
         return status
     except (ValueError, StoreError, OfflineError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"error: {for_terminal(' '.join(str(error).split()))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # Python's advice: point stdout at devnull, so the flush at exit does not fail again.
@@ -139,7 +140,7 @@ def _describe(summary: dict) -> str:
             f"{_acc(summary['source_acc_after'])}"
         )
     line += f", {summary['trainable_params']:,} of {summary['total_params']:,} parameters trained"
-    return line + (f" ({summary['reason']})" if summary["reason"] else "")
+    return line + (f" ({for_terminal(summary['reason'])})" if summary["reason"] else "")
 
 
 def _acc(value: float | None) -> str:
@@ -236,7 +237,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             records = [r.summary() for r in readable]
             print(to_json(records) if args.json else _runs_table(records))
             for message in unreadable.values():  # listed around, named, left as they are
-                print(f"warning: {message}", file=sys.stderr)
+                print(f"warning: {for_terminal(message)}", file=sys.stderr)
         elif args.action == "show":
             record = store.get(args.run_id)
             if args.json:
@@ -317,7 +318,9 @@ def _runs_table(records: list[dict]) -> str:
 def _show(record: Any) -> str:
     summary = record.summary()
     summary["created"] = local_time(summary["created"])
-    lines = [f"{key}: {value}" for key, value in summary.items() if key != "config"]
+    lines = [
+        f"{key}: {for_terminal(str(value))}" for key, value in summary.items() if key != "config"
+    ]
     lines += [f"config.{key}: {json.dumps(value)}" for key, value in summary["config"].items()]
     evals = [h for h in record.history if h["val_acc"] is not None]
     if evals:

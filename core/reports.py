@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from core import spectra
+from core import spectra, text
 from core.config import RunConfig
 from core.data import Planted
 from core.runs import RunStore
@@ -129,7 +129,8 @@ def format_table(rows: list[dict], formats: Mapping[str, str] | None = None) -> 
     Every table the command line prints goes through here, so they all read alike: numbers to
     the right (their digits line up), everything else to the left, two spaces between columns,
     None as "—". `formats` gives a column's numbers a format spec (",", ".3f", ".1%"); floats
-    without one get 3 significant digits (".3g"), other values str().
+    without one get 3 significant digits (".3g"), other values str() as one line
+    (core.text.for_terminal: a stored name moves no cursor, and no line break forges a row).
     """
     if not rows:
         return "(nothing to show)"
@@ -156,4 +157,4 @@ def _cell(value: object, spec: str | None) -> str:
         return MISSING
     if _is_number(value) and spec is not None:
         return format(value, spec)
-    return format(value, ".3g") if isinstance(value, float) else str(value)
+    return format(value, ".3g") if isinstance(value, float) else text.for_terminal(str(value))

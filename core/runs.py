@@ -56,12 +56,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save, save_file
 from torch import nn
 
-from core import paths, peft_io, rundb
-from core.config import RunConfig, shown
+from core import paths, peft_io, rundb, text
+from core.config import RunConfig, SettingError, shown
 from core.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, students, weights
 from core.train import Event, RunResult, StopFlag, build_models, train
 
-__all__ = ["NoSuchRun", "RunProgress", "RunRecord", "RunStore", "StoreError", "train_and_save"]
+__all__ = [
+    "NoSuchRun",
+    "RunProgress",
+    "RunRecord",
+    "RunStore",
+    "StoreError",
+    "TableRow",
+    "table_row",
+    "train_and_save",
+]
 
 WEIGHTS_FILE = "weights.safetensors"
 # A run's id is a signed 64-bit number that starts at 1 (SQLite's INTEGER PRIMARY KEY, and
@@ -82,6 +91,11 @@ FLUSH_S = 1.0  # a training saves its steps at least this often, for live views 
 STUDENT_NAME_CHARS = 40  # a name as a teacher reads it in a list of runs
 SAVE_WAIT_S = 30.0  # how long a finished run waits for an unreachable database to come back
 RETRY_EVERY_S = 1.0
+# A run's name: room for the longest name default_name gives, so that any run can be renamed to
+# the name it has (a page's name box holds at most this many characters).
+RUN_NAME_CHARS = 100
+TARGETS_CHARS = 20  # the target layers in a default name: a run of many layers still fits
+STANDARD = RunConfig()  # a default name says where a LoRA run's init and scaling differ from it
 
 
 class NoSuchRun(StoreError):
@@ -135,6 +149,52 @@ class RunRecord:
         }
 
 
+@dataclass(frozen=True)
+class TableRow:
+    """A run as the table of runs shows it (the Compare page, and its CSV): its results first,
+    then every setting that tells two runs of a class apart. A setting a method does not have
+    (rank, alpha, target layers) is None; only a LoRA run can be a DoRA one."""
+
+    id: int
+    name: str
+    student: str  # the name its owner gave, "" if none
+    test_acc_before: float | None
+    test_acc_after: float | None
+    source_acc_after: float | None
+    method: str
+    rank: int | None
+    alpha: float | None
+    dora: bool
+    targets: str | None  # "all-linear", or the layers' names and globs, comma-separated
+    lr: float
+    status: str
+    trainable_params: int | None
+    seconds: float | None
+
+
+def table_row(record: RunRecord, student: str = "") -> TableRow:
+    """`record` as a row of the table of runs; `student`: the name its owner gave."""
+    config = record.config
+    lora = config.method == "lora"
+    return TableRow(
+        id=record.id,
+        name=record.name,
+        student=student,
+        test_acc_before=record.test_acc_before,
+        test_acc_after=record.test_acc_after,
+        source_acc_after=record.source_acc_after,
+        method=config.method,
+        rank=config.rank if lora else None,
+        alpha=config.alpha if lora else None,
+        dora=lora and config.dora,
+        targets=_targets_text(config.targets) if lora else None,
+        lr=config.learning_rate,
+        status=record.status,
+        trainable_params=record.trainable_params,
+        seconds=record.seconds,
+    )
+
+
 def comparable_runs(
     record: RunRecord,
     layer: str,
@@ -180,10 +240,54 @@ def store_location() -> str | Path:
 
 
 def default_name(config: RunConfig) -> str:
-    """A readable name such as "lora r=4 · mlp · mnist-5k/rotate"."""
-    method = f"lora r={config.rank}" if config.method == "lora" else config.method
+    """A readable name that tells apart the runs a class compares, such as
+    "lora r=4 α=8 · mlp · mnist-5k/rotate" or "dora r=4 α=16 · vit[*.attn.q,*.attn.v] · …":
+    a LoRA run says its rank and alpha, DoRA, an init or scaling other than the standard one,
+    and its target layers unless they are all the linear ones; any method says "head-frozen" where
+    the head kept its pretrained weights. At most RUN_NAME_CHARS."""
+    model, method = config.model, config.method
+    if config.method == "lora":
+        method = f"{'dora' if config.dora else 'lora'} r={config.rank} α={config.alpha:g}"
+        method += "".join(
+            f" {getattr(config, setting)}"
+            for setting in ("init", "scaling")
+            if getattr(config, setting) != getattr(STANDARD, setting)
+        )
+        if config.targets != "all-linear":
+            model += f"[{text.one_line(_targets_text(config.targets), TARGETS_CHARS)}]"
+    if not config.train_head:
+        method += " head-frozen"
     task = config.dataset if config.shift == "none" else f"{config.dataset}/{config.shift}"
-    return f"{method} · {config.model} · {task}"
+    return text.one_line(f"{method} · {model} · {task}", RUN_NAME_CHARS)
+
+
+def _targets_text(targets: list[str] | str) -> str:
+    """A run's target layers as one text: "fc1,fc2" (a string of them is already one)."""
+    return targets if isinstance(targets, str) else ",".join(targets)
+
+
+def checked_name(name: str, most: int) -> str:
+    """A name someone typed (a student's, a run's), as it is kept: its whitespace (tabs, line
+    breaks, wide spaces) made single spaces, none at its ends. SettingError if it then holds a
+    character that is not printable (a terminal's control codes, a bidirectional override: a
+    name is shown on a teacher's screen and terminal) or more than `most` characters: nothing
+    is kept of a refused name. One check for every name, from a page, the command line or a
+    store's caller."""
+    kept = " ".join(name.split())
+    if hidden := next((c for c in kept if not c.isprintable()), None):
+        code = f"U+{ord(hidden):04X}"
+        raise SettingError(
+            f"a name cannot hold control characters ({code}): type it again as plain text",
+            "errors.name_control",
+            {"code": code},
+        )
+    if len(kept) > most:
+        raise SettingError(
+            f"a name has at most {most} characters, this one has {len(kept)}: shorten it",
+            "errors.name_too_long",
+            {"most": most, "length": len(kept)},
+        )
+    return kept
 
 
 def process_start(pid: int) -> float | None:
@@ -250,7 +354,7 @@ class RunStore:
         folder = uuid.uuid4().hex
         pid = os.getpid()
         row = {
-            "name": name or default_name(config),
+            "name": checked_name(name, RUN_NAME_CHARS) if name else default_name(config),
             "owner": owner,
             "config": json.dumps(config.to_dict()),
             "status": "running",
@@ -429,9 +533,10 @@ class RunStore:
         return RunProgress(row["status"], row["reason"], history, _parsed(run_id, snaps))
 
     def rename(self, run_id: int, name: str) -> None:
-        name = name.strip()
+        """Give a run a new name (checked_name: SettingError for one that cannot be kept)."""
+        name = checked_name(name, RUN_NAME_CHARS)
         if not name:
-            raise ValueError("a run's name cannot be empty")
+            raise SettingError("a run's name cannot be empty", "errors.name_empty")
         self._check_exists(run_id)  # (and a store not made yet is not made for this)
         renamed = sa.update(runs).where(runs.c.id == run_id).values(name=name)
         if self._db.run(lambda conn: conn.execute(renamed).rowcount, f"rename run {run_id}") == 0:
@@ -439,11 +544,10 @@ class RunStore:
 
     # -- students' names ------------------------------------------------------------------------
     def name_student(self, owner: str, name: str) -> str:
-        """Keep the name a student typed (one line of printable characters, at most
-        STUDENT_NAME_CHARS; empty: forget it) and give it back as kept. Runs stay owned by the
-        id the student's browser keeps: a name only tells the teacher whose runs they are."""
-        printable = "".join(c if c.isprintable() else " " for c in name)
-        kept = " ".join(printable.split())[:STUDENT_NAME_CHARS]
+        """Keep the name a student typed (checked_name, at most STUDENT_NAME_CHARS; empty:
+        forget it) and give it back as kept. Runs stay owned by the id the student's browser
+        keeps: a name only tells the teacher whose runs they are."""
+        kept = checked_name(name, STUDENT_NAME_CHARS)
 
         def write(conn: sa.Connection) -> None:
             conn.execute(sa.delete(students).where(students.c.owner == owner))

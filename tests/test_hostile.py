@@ -753,6 +753,25 @@ STORE_ROWS = [
     pytest.param(
         lambda home: None, ["runs", "rename", 7, "x"], "there is no run 7", id="rename-missing"
     ),
+    # a run's name is checked as a student's is (issue 18): no control codes, no 100 kB
+    pytest.param(
+        no_fault,
+        ["runs", "rename", 1, "\x1b]0;owned\x07\x1b[2J\x1b[31mred"],
+        "a name cannot hold control characters (U+001B)",
+        id="rename-escape",
+    ),
+    pytest.param(
+        no_fault, ["runs", "rename", 1, "left\u202ereversed"], "(U+202E)", id="rename-bidi"
+    ),
+    pytest.param(
+        no_fault,
+        ["runs", "rename", 1, "x" * 100_000],
+        "a name has at most 100 characters, this one has 100000",
+        id="rename-100kB",
+    ),
+    pytest.param(
+        no_fault, ["runs", "rename", 1, " \t "], "a run's name cannot be empty", id="rename-blank"
+    ),
     # F1: ids past SQLite's 64 bits, zero and negative ids name no run
     pytest.param(no_fault, ["runs", "show", 2**63], f"there is no run {2**63}", id="show-2**63"),
     pytest.param(
@@ -869,6 +888,38 @@ def test_a_store_fault_is_one_line_and_changes_nothing(lab, capsys, no_hang, fau
     assert_one_line(err, says)
     assert fingerprint(lab) == before
     assert not MARKER.exists()
+
+
+# A name as a row edited by hand (or a store of an older version) may hold it: it clears the
+# screen, retitles the terminal, and its line break would forge a row of `runs list`.
+FORGED = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\n2  finished  0.999  forged"
+
+
+@pytest.mark.parametrize(
+    ("argv", "lines"),
+    [(["runs", "list"], 2), (["runs", "show", 1], None), (["runs", "list", "--json"], 1)],
+    ids=["list", "show", "json"],
+)
+def test_stored_text_with_control_codes_prints_as_text_on_its_own_line(lab, capsys, argv, lines):
+    db_run(lab, "UPDATE runs SET name=?, reason=? WHERE id=1", FORGED, "\x1b[2Jwhy\nnot")
+    status, out, err = run(capsys, *argv)
+    assert (status, err) == (0, "")
+    assert all(c.isprintable() for line in out.splitlines() for c in line), out
+    if lines is not None:
+        assert len(out.splitlines()) == lines  # (a header and run 1 as text: no forged row)
+    else:
+        assert "name: \\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\n2  finished" in out
+        assert "reason: \\x1b[2Jwhy\\nnot" in out
+
+
+def test_an_imported_files_name_is_kept_as_one_line_of_text(lab, adapter, tmp_path, capsys):
+    path = tmp_path / ("\x1b[2J\nfrom evil " + "x" * 200 + ".zip")
+    path.write_bytes(zipped(adapter))
+    status, out, err = run(capsys, "runs", "import", path, "--model", "mlp", "--json")
+    assert (status, err) == (0, "")
+    reason = json.loads(out)["reason"]
+    assert reason.startswith("from \\x1b[2J\\nfrom evil xxx") and reason.endswith("…")
+    assert len(reason) == len("from ") + runs.RUN_NAME_CHARS and reason.isprintable()
 
 
 UNREADABLE = {

@@ -18,8 +18,16 @@ import sqlalchemy as sa
 import torch
 
 from core import peft_io, rundb
-from core.config import RunConfig
-from core.runs import RunRecord, RunStore, StoreError, comparable_runs, train_and_save
+from core.config import RunConfig, SettingError
+from core.runs import (
+    RUN_NAME_CHARS,
+    RunRecord,
+    RunStore,
+    StoreError,
+    comparable_runs,
+    default_name,
+    train_and_save,
+)
 from core.train import Event
 
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
@@ -118,16 +126,33 @@ def test_list_rename_delete(store):
 
 
 def test_a_students_name_is_kept_per_owner_as_one_short_line(store):
-    """What a student types is kept as one printable line of at most STUDENT_NAME_CHARS
-    characters (read back from the table itself); empty forgets it; others' names stay."""
+    """What a student types is kept as one line of at most STUDENT_NAME_CHARS printable
+    characters (read back from the table itself); empty forgets it; a name that is not one
+    (control characters, too long) is refused and the one kept stays; others' names stay."""
     assert store.student_names() == {}
     assert store.name_student("a" * 32, "  Ann\tLee\n") == "Ann Lee"
-    assert store.name_student("b" * 32, "Bo\x00b" + "x" * 100) == ("Bo b" + "x" * 100)[:40]
+    assert store.name_student("b" * 32, "Bob " + "x" * 36) == "Bob " + "x" * 36
     assert store.name_student("a" * 32, "Ann") == "Ann"  # a new name replaces the old one
+    for refused in ("Bo\x00b", "\x1b[2J", "x" * 41):
+        with pytest.raises(SettingError):
+            store.name_student("b" * 32, refused)
     stored = outside(store, "SELECT owner, name FROM students ORDER BY owner")
-    assert stored == [("a" * 32, "Ann"), ("b" * 32, ("Bo b" + "x" * 100)[:40])]
+    assert stored == [("a" * 32, "Ann"), ("b" * 32, "Bob " + "x" * 36)]
     assert store.name_student("b" * 32, " \n ") == ""
     assert store.student_names() == {"a" * 32: "Ann"}
+
+
+def test_a_run_name_is_checked_as_a_students_is_and_a_refused_one_changes_nothing(store):
+    run_id = store.create(RunConfig(steps=2))
+    named = default_name(RunConfig(steps=2))
+    for refused in ("", " \t ", "red\x1b[31m", "a\u202eb", "x" * (RUN_NAME_CHARS + 1), "x" * 10**5):
+        with pytest.raises(SettingError):
+            store.rename(run_id, refused)
+        assert outside(store, "SELECT name FROM runs") == [(named,)]
+    store.rename(run_id, "  my first\nLoRA <i>r4</i> ")
+    assert outside(store, "SELECT name FROM runs") == [("my first LoRA <i>r4</i>",)]
+    with pytest.raises(SettingError):
+        store.create(RunConfig(), name="\x07")
 
 
 def test_a_run_still_training_cannot_be_deleted(store):
@@ -194,7 +219,7 @@ def test_a_config_the_model_rejects_leaves_no_run(store):
 CRASHING_RUN = """
 import torch
 from core.runs import RunStore, train_and_save
-from core.config import RunConfig
+from core.config import RunConfig, SettingError
 
 def progress(event):
     if event.kind == "eval" and event.step == 20:
