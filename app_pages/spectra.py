@@ -56,29 +56,39 @@ def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
     return spectra.layer_updates(*run_models(run_id, store().where)).get(layer)
 
 
+ROUNDING_FLOOR = 0.5  # decades below the smallest resolved σ where σ at rounding level sit
+
+
 def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
-    """σ of W0, ΔW and W0+ΔW on one log axis: how big the update is next to the weight."""
+    """σ of W0, ΔW and W0+ΔW on one log axis: how big the update is next to the weight. σ at
+    rounding level (spectra.spectrum_plot) do not set the axis: they sit on its floor."""
+    plot = spectra.spectrum_plot(report, normalised)
+    floor = plot.low / 10**ROUNDING_FLOOR
     fig = go.Figure()
-    shown = []
     lines = (  # W0 wide and grey underneath, so that W0 + ΔW shows where it leaves it
         ("sigma_W0", "W₀", {"color": "#9e9e9e", "width": 7}),
         ("sigma_W", "W₀ + ΔW", {"color": "#e4572e", "width": 2}),
         ("sigma_delta_W", "ΔW", {"color": "#7c4dff", "width": 3}),
     )
     for name, label, line in lines:
-        sigma = [value for value in report[name] if value > 0]  # a log axis has no 0
-        if normalised and sigma:
-            sigma = [value / sigma[0] for value in sigma]
-        shown += sigma
+        sigma = plot.resolved[name]
         mode = "lines+markers" if name == "sigma_delta_W" else "lines"
-        x = list(range(1, len(sigma) + 1))
-        fig.add_scatter(x=x, y=sigma, name=label, mode=mode, line=line)
+        fig.add_scatter(x=list(range(1, len(sigma) + 1)), y=sigma, name=label, mode=mode, line=line)
+        if plot.rounding[name]:
+            fig.add_scatter(
+                x=list(range(len(sigma) + 1, len(sigma) + plot.rounding[name] + 1)),
+                y=[floor] * plot.rounding[name],
+                name=tr("spectra.rounding", name=label, count=plot.rounding[name]),
+                mode="markers",
+                marker={"color": line["color"], "symbol": "line-ns-open", "size": 7},
+            )
     longest = max(len(report[name]) for name, _, _ in lines)
     fig.update_xaxes(title_text=tr("spectra.index"), type="log", tickvals=log_ticks([1, longest]))
     fig.update_yaxes(
         title_text=tr("spectra.sigma_norm" if normalised else "spectra.sigma"),
         type="log",
-        tickvals=log_ticks(shown),
+        tickvals=log_ticks([plot.low, plot.high]),
+        range=[math.log10(floor) - 0.2, math.log10(plot.high) + 0.2],
     )
     return style(fig, height=380)
 

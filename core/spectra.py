@@ -197,16 +197,24 @@ def energy_top_k(S: Tensor, k: int = DEFAULT_TOP_K) -> float:
     return (energy.sort(descending=True).values[:k].sum() / total).item()
 
 
-def numerical_rank(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> int:
-    """How many σ exceed numpy.linalg.matrix_rank's tolerance σ1 · max(d, k) · eps.
+def rounding_tolerance(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> float:
+    """numpy.linalg.matrix_rank's tolerance σ1 · max(d, k) · eps (0 for an empty spectrum).
 
-    eps is the precision the weights are stored in (float32 by default): singular values
-    below the tolerance are indistinguishable from rounding noise in such a matrix.
+    eps is the precision the weights are stored in (float32 by default): singular values at
+    or below the tolerance are indistinguishable from rounding noise in such a matrix.
     """
-    if S.numel() == 0:
-        return 0
-    tolerance = S.max().item() * max(shape) * eps
-    return int((tolerance < S).sum().item())
+    return S.max().item() * max(shape) * eps if S.numel() else 0.0
+
+
+def at_rounding_level(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> Tensor:
+    """Which σ are at rounding level (at or below rounding_tolerance; a zero spectrum is all
+    rounding). Such a σ says "about zero", not how small: 1e-16 is no smaller than 1e-9."""
+    return S.le(rounding_tolerance(S, shape, eps))
+
+
+def numerical_rank(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> int:
+    """How many σ exceed numpy.linalg.matrix_rank's tolerance (see rounding_tolerance)."""
+    return int((~at_rounding_level(S, shape, eps)).sum().item())
 
 
 def spectrum_summary(S: Tensor, shape: tuple[int, int], k: int = DEFAULT_TOP_K) -> dict:
@@ -462,6 +470,35 @@ def layer_report(
         "sigma_delta_W": delta.S.tolist(),
         "sigma_W": adapted.S.tolist(),
     }
+
+
+SPECTRA = ("sigma_W0", "sigma_W", "sigma_delta_W")  # a layer_report's three spectra
+
+
+@dataclass(frozen=True)
+class SpectrumPlot:
+    """A layer_report's three spectra as a log plot shows them: only σ above rounding level
+    set the axis. A full fine-tuning ΔW whose last σ are 1e-16 would otherwise stretch the
+    axis over 17 decades of noise and squash the real spectrum into its top tenth."""
+
+    resolved: dict[str, list[float]]  # σ above rounding level, largest first (÷ σ1 if normalised)
+    rounding: dict[str, int]  # how many σ after those are at rounding level (≈ 0)
+    low: float  # the smallest resolved σ of the three: the axis' floor comes from here
+    high: float  # the largest
+
+
+def spectrum_plot(report: dict, normalised: bool = False) -> SpectrumPlot:
+    """SpectrumPlot of one layer_report; `normalised` divides each spectrum by its own σ1."""
+    shape = tuple(report["shape"])
+    resolved, rounding = {}, {}
+    for name in SPECTRA:
+        S = torch.tensor(report[name], dtype=torch.float64)
+        kept = S[~at_rounding_level(S, shape)]  # S is descending: the first numerical_rank
+        if normalised and kept.numel():
+            kept = kept / kept[0]
+        resolved[name], rounding[name] = kept.tolist(), S.numel() - kept.numel()
+    shown = [value for values in resolved.values() for value in values]
+    return SpectrumPlot(resolved, rounding, min(shown, default=1.0), max(shown, default=1.0))
 
 
 @torch.no_grad()
