@@ -425,13 +425,24 @@ def truncation_figure(curve: dict) -> go.Figure:
     return style(fig, height=380)
 
 
+def zero_accuracy(curve: dict) -> str:
+    return f"{next(p['accuracy'] for p in curve['truncation'] if p['k'] == 0):.1%}"
+
+
 def truncation_reading(curve: dict) -> str:
-    """The sentence that reads the curve: how many directions the update used."""
+    """The sentence that reads the curve (whatif.reading): how many directions the update
+    used, or that the run learned nothing, or that its update hurt."""
+    kept = ", ".join(curve["kept"])
     values = {
         "k": curve["rank_used"],
         "rank": curve["max_rank"],
         "points": f"{whatif.RANK_TOLERANCE * 100:g}",
         "run": f"{curve['run_accuracy']:.1%}",
+        "chance": f"{curve['chance']:.1%}",
+        "zero": zero_accuracy(curve),
+        "zero_is": tr("spectra.cut_zero_is_kept", layers=kept)
+        if kept
+        else tr("spectra.cut_zero_is_base"),
     }
     return tr(f"spectra.cut_reading_{whatif.reading(curve)}", **values)
 
@@ -442,6 +453,11 @@ def cut_section(record: runs.RunRecord) -> None:
     if curve is None:
         return
     st.plotly_chart(truncation_figure(curve), width="stretch")
+    zero = {"zero": zero_accuracy(curve), "base": f"{curve['base_accuracy']:.1%}"}
+    if curve["kept"]:
+        st.caption(tr("spectra.cut_zero_kept", layers=", ".join(curve["kept"]), **zero))
+    else:
+        st.caption(tr("spectra.cut_zero_base", **zero))
     st.markdown(truncation_reading(curve))
     if record.config.method != "lora":
         st.caption(tr("spectra.cut_full"))
