@@ -548,6 +548,13 @@ def live_view() -> None:
         st.rerun()
 
 
+HEAD_SPLIT = {  # ParamCount.head_training → how a LoRA run's count line says it
+    "full": "train.count_lora",
+    "adapter": "train.count_head_adapter",
+    "frozen": "train.count_frozen_head",  # a task that keeps the base model's head (planted-rank)
+}
+
+
 def count_line(method: str, count: methods.ParamCount) -> str:
     """How many parameters train, and where: adapters (or biases, blocks) and the head."""
     line = tr(
@@ -558,9 +565,9 @@ def count_line(method: str, count: methods.ParamCount) -> str:
     )
     if method == "lora":
         adapters = count.trainable - count.head
-        split = tr("train.count_lora", adapters=f"{adapters:,}", head=f"{count.head:,}")
-        if not count.head:  # a task that keeps the base model's head (planted-rank)
-            split = tr("train.count_frozen_head", adapters=f"{adapters:,}")
+        split = tr(
+            HEAD_SPLIT[count.head_training], adapters=f"{adapters:,}", head=f"{count.head:,}"
+        )
     elif method in ("top-k", "bitfit") and count.head:
         split = tr("train.count_head", head=f"{count.head:,}")
     else:

@@ -6,9 +6,11 @@
     bitfit   every bias + the head                 (BitFit, arXiv 2106.10199)
     lora     the LoRA adapters + the head          (call lora.inject first)
 
-The head trains in every method: a new task needs its own read-out. The one exception is a task
-whose read-out is the base model's own (data.ShiftInfo.keeps_head, planted-rank): there every
-method but head-only keeps the head frozen (train_head=False).
+The head trains in every method: a new task needs its own read-out. Two exceptions: a head picked
+as a LoRA target trains through its adapter only (its own W0 and bias stay frozen, as every
+adapted layer's do), and a task whose read-out is the base model's own (data.ShiftInfo.keeps_head,
+planted-rank) keeps the head frozen in every method but head-only (train_head=False); an adapter
+on the head still trains there. ParamCount.head_training says which of these a model is in.
 """
 
 from __future__ import annotations
@@ -87,11 +89,20 @@ def trainable_parameters(
 class ParamCount:
     trainable: int
     total: int
-    head: int = 0  # of the trainable ones, those of the output head (it trains in every method)
+    head: int = 0  # of the trainable ones, those of the output head's own weight and bias
+    head_adapted: bool = False  # the head carries a LoRA adapter
 
     @property
     def fraction(self) -> float:
         return self.trainable / self.total if self.total else 0.0
+
+    @property
+    def head_training(self) -> str:
+        """How the output head trains: "full" (its own weights train), "adapter" (only the
+        LoRA adapter on it trains) or "frozen" (neither: a task that keeps the base's head)."""
+        if self.head:
+            return "full"
+        return "adapter" if self.head_adapted else "frozen"
 
 
 def count_parameters(model: nn.Module) -> ParamCount:
@@ -109,4 +120,9 @@ def count_parameters(model: nn.Module) -> ParamCount:
         for n, p in model.named_parameters()
         if p.requires_grad and head is not None and _under(n, head) and n not in adapters
     )
-    return ParamCount(trainable=trainable, total=sum(p.numel() for p in params), head=in_head)
+    return ParamCount(
+        trainable=trainable,
+        total=sum(p.numel() for p in params),
+        head=in_head,
+        head_adapted=head is not None and head in adapted_layers(model),
+    )

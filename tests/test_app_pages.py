@@ -672,6 +672,14 @@ def test_train_count_says_what_trains_besides_the_adapters(lab_home):
     assert head == 256 * 10 + 10 and adapters + head == trainable  # the MLP's 256 → 10 head
 
 
+@pytest.mark.parametrize("shift", ["none", "planted-rank"])
+def test_a_head_picked_as_a_lora_target_is_said_to_train_through_its_adapter(lab_home, shift):
+    at = open_page("train", {"targets": "fc1,head", "shift": shift})
+    line = count_line(at)
+    assert "one of them on the output head" in line and "only its adapter trains" in line
+    assert "frozen on this task" not in line and "in full" not in line
+
+
 def test_chinese_train_page_names_shift_parameters_and_the_source_task(lab_home):
     at = open_page("train")
     at.selectbox(key="lang").set_value("zh").run()
