@@ -111,6 +111,35 @@ def metrics_table(report: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def metric_formats() -> dict[str, str]:
+    """metrics_table's column title → how its numbers are written."""
+    ratios = (
+        "effective_rank",
+        "stable_rank",
+        "amplification",
+        "amplification_random",
+        "relative_norm_fro",
+        "relative_norm_spectral",
+    )
+    return {
+        tr("spectra.energy"): "{:.1%}",
+        **{tr(f"spectra.{name}"): "{:.2f}" for name in ratios},
+    }
+
+
+def amplification_reading(layer: str, numbers: dict) -> str:
+    """The sentence that reads the chosen layer's amplification (spectra.amplification_reading)."""
+    reading = spectra.amplification_reading(numbers)
+    return tr(
+        f"spectra.amp_reading_{reading.word}",
+        layer=layer,
+        r=numbers["amplification_rank"],
+        times=f"{reading.times:.2g}",
+        amp=f"{numbers['amplification']:.2f}",
+        random=f"{numbers['amplification_random']:.2f}",
+    )
+
+
 def evolution_figure(evolution: dict, index: int) -> go.Figure:
     """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), with a Play
     button that animates every snapshot in turn, each frame titled with its step."""
@@ -720,26 +749,11 @@ size = {
 }
 not_small = f" {tr('spectra.not_small')}" if numbers["relative_norm_spectral"] >= 1 else ""
 st.caption(tr("spectra.spectrum_caption", **size) + not_small)
-st.dataframe(
-    metrics_table(report),
-    hide_index=True,
-    width="stretch",
-    column_config={
-        tr("spectra.energy"): st.column_config.NumberColumn(format="percent"),
-        **{
-            tr(f"spectra.{name}"): st.column_config.NumberColumn(format="%.2f")
-            for name in (
-                "effective_rank",
-                "stable_rank",
-                "amplification",
-                "amplification_random",
-                "relative_norm_fro",
-                "relative_norm_spectral",
-            )
-        },
-    },
-)
+# A static table: its headers wrap, so that every column fits a 1280 px projector (a
+# dataframe's fixed-width columns scrolled the last ones out of sight).
+st.table(metrics_table(report).style.format(metric_formats()), hide_index=True)
 st.caption(tr("spectra.metrics_caption"))
+st.markdown(amplification_reading(layer, numbers))
 
 moment_section(store().get(run_id), layer)
 

@@ -350,9 +350,10 @@ def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -
       amplification         delta_W's own top-r directions. Large: the update boosts
                             directions that W0 barely uses.
       amplification_w0      W0's own top-r directions (what W0 already emphasises).
-      amplification_random  r random directions (the chance level).
-    The projections themselves are kept as projection_delta / _w0 / _random. base and delta
-    are the SVDs of W0 and delta_W.
+      amplification_random  r random directions (one draw of the chance level).
+    The projections themselves are kept as projection_delta / _w0 / _random, and
+    projection_chance is the random one's expected size (see amplification_reading). base and
+    delta are the SVDs of W0 and delta_W.
     """
     W = as_matrix(W0)
     d, k = W.shape
@@ -370,9 +371,44 @@ def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -
         "projection_delta": projection_delta,
         "projection_w0": projection_w0,
         "projection_random": projection_random,
+        "projection_chance": rank * torch.linalg.matrix_norm(W).item() / math.sqrt(d * k),
         "delta_norm": delta_norm,
         "amplification_rank": rank,
     }
+
+
+CHANCE_FACTOR = 2.0  # within this factor of chance either way, a share of W0 is "chance"
+
+
+@dataclass(frozen=True)
+class AmplificationReading:
+    """What a layer's amplification says. times = projection_delta / projection_chance: how
+    much of W0 lies in delta_W's top r directions against random r directions on average
+    (√E‖Uᵀ W0 V‖_F² = r ‖W0‖_F / √(d k) for random orthonormal U, V).
+
+    "familiar"    times ≥ CHANCE_FACTOR: the update works in directions W0 already uses, so
+                  its amplification is below the random baseline's (which divides by less)
+    "chance"      within CHANCE_FACTOR of 1: no more of W0 there than in any directions
+    "unfamiliar"  times ≤ 1 / CHANCE_FACTOR: directions W0 barely uses (the LoRA paper's §7.3)
+    "none"        no update at all
+    """
+
+    word: str
+    times: float
+
+
+def amplification_reading(layer: dict) -> AmplificationReading:
+    """AmplificationReading of a layer_report (or of amplification()'s numbers). Judged on the
+    expected chance level, not the one random draw of amplification_random: a draw of r = 1
+    direction can miss its expectation many times over."""
+    if layer["delta_norm"] == 0:
+        return AmplificationReading("none", 0.0)
+    times = _ratio(layer["projection_delta"], layer["projection_chance"])
+    if times >= CHANCE_FACTOR:
+        return AmplificationReading("familiar", times)
+    if times <= 1 / CHANCE_FACTOR:
+        return AmplificationReading("unfamiliar", times)
+    return AmplificationReading("chance", times)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -145,7 +145,7 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     assert at.selectbox(key="spectra.layer").value == "fc1"
     assert len(charts(at)) == 5  # spectrum, the curves, σ at the step, ΔM and ΔD, ΔW
     assert any("DoRA" in header.value for header in at.subheader)
-    assert len(at.dataframe) == 1  # the metrics table
+    assert len(at.table) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
     assert at.query_params["normalised"] == "true"  # core.config's spelling, as the CLI's

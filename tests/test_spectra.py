@@ -236,6 +236,33 @@ def test_amplification_by_hand():
     assert report["amplification_w0"] == pytest.approx(2 / 10)  # W0's top direction: σ1 = 10
 
 
+@pytest.mark.parametrize(
+    "u, v, word, times",
+    [
+        ([1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], "familiar", 6**0.5),  # uᵀ I v = 1
+        ([1, 0, 0, 0, 0, 0], [0.5, 0.75**0.5, 0, 0, 0, 0], "chance", 0.5 * 6**0.5),  # cos = 0.5
+        ([1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], "unfamiliar", 0.0),  # orthogonal: W0 has none
+    ],
+)
+def test_amplification_reading_weighs_w0_in_the_updates_directions_against_chance(
+    u, v, word, times
+):
+    """W0 = I (6 × 6), r = 1: random unit u, v give E (uᵀ I v)² = 1/6, so chance is 1/√6 and
+    the update's direction u vᵀ holds |cos(u, v)| of W0: √6 · |cos| times chance."""
+    u, v = torch.tensor([u], dtype=torch.float64).T, torch.tensor([v], dtype=torch.float64).T
+    report = spectra.layer_report(torch.eye(6), spectra.LowRankDelta(3 * u, v.T, 1.0))
+    assert report["projection_chance"] == pytest.approx(6**-0.5)
+    reading = spectra.amplification_reading(report)
+    assert reading.word == word and reading.times == pytest.approx(times, abs=1e-12)
+    if word == "familiar":  # the case the issue met: the random baseline above the run's value
+        assert report["amplification_random"] > report["amplification"]
+
+
+def test_amplification_reading_of_no_update():
+    report = spectra.layer_report(torch.eye(4), torch.zeros(4, 4))
+    assert spectra.amplification_reading(report).word == "none"
+
+
 def test_random_projection_has_the_expected_size():
     """E ‖Uᵀ W0 V‖_F² = r² ‖W0‖_F² / (d k) for random orthonormal U (d×r), V (k×r)."""
     W0 = torch.tensor(with_spectrum([5.0, 3.0, 2.0, 1.0, 1.0], 12, 10, seed=6))
@@ -247,6 +274,8 @@ def test_random_projection_has_the_expected_size():
     ]
     expected = 4 * (W0**2).sum().item() / (12 * 10)
     assert np.mean(squares) == pytest.approx(expected, rel=0.1)
+    chance = spectra.amplification(W0, base, delta, rank=2)["projection_chance"]
+    assert chance**2 == pytest.approx(expected, rel=1e-12)
 
 
 # -- intruder dimensions --------------------------------------------------------------------------
