@@ -141,45 +141,15 @@ def amplification_reading(layer: str, numbers: dict) -> str:
 
 
 def evolution_figure(evolution: dict, index: int) -> go.Figure:
-    """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), with a Play
-    button that animates every snapshot in turn, each frame titled with its step."""
+    """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), on an axis that
+    holds every snapshot's σ, so that playing the steps (play_step) shows them grow."""
     steps, sigmas = evolution["steps"], evolution["sigma"]
     top = max((max(s) for s in sigmas if s), default=1.0)
     low = min((min(v for v in s if v > 0) for s in sigmas if any(v > 0 for v in s)), default=1e-6)
-
-    def bars(sigma: list[float]) -> go.Bar:
-        return go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff")
-
-    def title(step: int) -> dict:
-        return {"text": tr("spectra.sigma_at", step=step), "font": {"size": 15}}
-
-    frames = [
-        go.Frame(data=[bars(s)], name=str(step), layout={"title": title(step)})
-        for step, s in zip(steps, sigmas, strict=True)
-    ]
-    fig = go.Figure(data=[bars(sigmas[index])], frames=frames)
+    sigma = sigmas[index]
+    fig = go.Figure(go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff"))
     fig.update_layout(
-        title=title(steps[index]),
-        updatemenus=[
-            {
-                "type": "buttons",
-                "x": 0,
-                "y": -0.22,
-                "xanchor": "left",
-                "yanchor": "top",
-                "showactive": False,
-                "buttons": [
-                    {
-                        "label": "▶ " + tr("spectra.play"),
-                        "method": "animate",
-                        "args": [
-                            None,
-                            {"frame": {"duration": 300, "redraw": True}, "fromcurrent": False},
-                        ],
-                    }
-                ],
-            }
-        ],
+        title={"text": tr("spectra.sigma_at", step=steps[index]), "font": {"size": 15}}
     )
     fig.update_xaxes(title_text=tr("spectra.index"), dtick=1)
     fig.update_yaxes(
@@ -188,7 +158,7 @@ def evolution_figure(evolution: dict, index: int) -> go.Figure:
         range=[math.log10(low) - 0.3, math.log10(top) + 0.3],
         title_text="σᵢ(ΔW)",
     )
-    return style(fig, height=400, margin={"l": 10, "r": 10, "t": 50, "b": 90})
+    return style(fig, height=360, margin={"l": 10, "r": 10, "t": 50, "b": 40})
 
 
 def curves_figure(history: list[dict], step: int) -> go.Figure:
@@ -319,15 +289,23 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
 # ----------------------------------------------------------------------------- pick a moment
 
 
+PLAY_SECONDS = 0.7  # ▶ Play: how long each snapshot stays on screen
+
+
 def moment_section(full: runs.RunRecord, layer: str) -> None:
     """The run's curves and the snapshot slider, in step: a click on a curve or the slider
-    picks a snapshot; the curves mark it, and σ(ΔW) and the metrics of that step show."""
+    picks a snapshot; the curves mark it, and σ(ΔW) and the metrics of that step show.
+    ▶ Play moves the slider itself through every snapshot (the page runs this as a fragment
+    that reruns every PLAY_SECONDS while playing), so the mark, σ and the numbers all follow."""
     st.subheader(tr("spectra.moment_title"))
     if not full.history or not full.snapshots:
         st.info(tr("spectra.no_history"))
         return
     st.markdown(tr("spectra.moment_intro"))
     steps = [snapshot["step"] for snapshot in full.snapshots]
+    playing = st.session_state.get(key("playing"), False)
+    if playing:
+        st.session_state[key("step")] = steps[min(st.session_state[key("frame")], len(steps) - 1)]
     if st.session_state.get(key("step")) not in steps:
         st.session_state[key("step")] = steps[-1]
     step = st.session_state[key("step")]
@@ -338,7 +316,10 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
         on_select=lambda: pick_moment(full.history, full.snapshots),
         selection_mode="points",
     )
-    step = st.select_slider(tr("spectra.moment_step"), steps, key=key("step"))
+    col_slider, col_play = st.columns([5, 1], vertical_alignment="bottom")
+    step = col_slider.select_slider(
+        tr("spectra.moment_step"), steps, key=key("step"), disabled=playing
+    )
     moment = reports.moment(full.history, full.snapshots, step)
     evolution = spectra.spectrum_evolution(full.snapshots).get(layer)
     col_sigma, col_numbers = st.columns([3, 2])
@@ -353,6 +334,21 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
         st.subheader(tr("spectra.dora_title"))
         st.plotly_chart(dora_figure(evolution, step), width="stretch")
         st.caption(tr("spectra.dora_caption"))
+    play_button(col_play, playing, len(steps))
+
+
+def play_button(column: Any, playing: bool, frames: int) -> None:
+    """▶ Play from the first snapshot, or ⏸ Pause; while playing, the next frame is chosen
+    for the fragment's next run, and after the last one the page stops its timer."""
+    label = "⏸ " + tr("spectra.pause") if playing else "▶ " + tr("spectra.play")
+    if column.button(label, key=key("play"), width="stretch"):
+        st.session_state[key("playing")], st.session_state[key("frame")] = not playing, 0
+        st.rerun(scope="app")  # a fragment's timer is set only by a run of the whole page
+    if playing:
+        st.session_state[key("frame")] += 1
+        if st.session_state[key("frame")] >= frames:
+            st.session_state[key("playing")] = False
+            st.rerun(scope="app")
 
 
 def moment_metrics(moment: dict, evolution: dict | None) -> None:
@@ -755,7 +751,9 @@ st.table(metrics_table(report).style.format(metric_formats()), hide_index=True)
 st.caption(tr("spectra.metrics_caption"))
 st.markdown(amplification_reading(layer, numbers))
 
-moment_section(store().get(run_id), layer)
+st.fragment(
+    moment_section, run_every=PLAY_SECONDS if st.session_state.get(key("playing")) else None
+)(store().get(run_id), layer)
 
 update = layer_update(run_id, layer)
 st.subheader(tr("spectra.heatmap_title"))

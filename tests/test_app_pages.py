@@ -197,6 +197,38 @@ def test_spectra_pick_a_moment_a_click_moves_the_slider_and_the_slider_the_mark(
     )
 
 
+def bars_title(at: AppTest) -> str:
+    """The title of the σ(ΔW) bars of the chosen moment ("σ of ΔW at step …")."""
+    for chart in charts(at):
+        spec = json.loads(chart.proto.spec)
+        if spec["data"][0]["type"] == "bar" and "step" in spec["layout"]["title"]["text"]:
+            return spec["layout"]["title"]["text"]
+    raise AssertionError("no σ bars")
+
+
+def test_spectra_play_moves_the_slider_the_mark_and_the_numbers_with_the_bars(trained, lab_home):
+    """Issue 18: ▶ Play animated the bars alone, the slider, the dashed line and the numbers
+    stayed put. Now each frame is a moment of the page (each AppTest run is one tick)."""
+    _, run_id = trained
+    with runs.RunStore() as store:
+        record = store.get(run_id)
+    at = open_page("spectra", {"run": str(run_id)})
+    at.button(key="spectra.play").click().run()
+    assert not at.exception
+    for step in (10, 20):  # the frames, from the first snapshot on
+        assert at.select_slider(key="spectra.step").value == step and marked_step(at) == step
+        assert bars_title(at) == bars_title(at).split("step")[0] + f"step {step}"
+        assert any(f"**At step {step}**" in text.value for text in at.markdown)
+        loss = {metric.label: metric.value for metric in at.metric}["Training loss"]
+        assert loss == f"{record.history[step]['train_loss']:.3f}"
+        at.run()  # the fragment's timer ticks
+    assert not at.session_state["spectra.playing"]  # after the last frame it stops, there
+    assert (
+        at.select_slider(key="spectra.step").value == 20
+        and "Play" in at.button(key="spectra.play").label
+    )
+
+
 def open_what_ifs(at: AppTest) -> AppTest:
     """Open the three what-if expanders (each computes only when open) and redraw."""
     for name in ("open_cut", "open_intruders", "open_layers"):
