@@ -289,7 +289,7 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
 # ----------------------------------------------------------------------------- pick a moment
 
 
-PLAY_SECONDS = 0.7  # ▶ Play: how long each snapshot stays on screen
+PLAY_SECONDS = 1.0  # ▶ Play: how long each snapshot stays on screen
 
 
 def moment_section(full: runs.RunRecord, layer: str) -> None:
@@ -304,11 +304,14 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
     st.markdown(tr("spectra.moment_intro"))
     steps = [snapshot["step"] for snapshot in full.snapshots]
     playing = st.session_state.get(key("playing"), False)
-    if playing:
-        st.session_state[key("step")] = steps[min(st.session_state[key("frame")], len(steps) - 1)]
+    if playing and st.session_state.get(key("play")):  # Pause: stay at the frame shown last
+        stop_playing(steps[st.session_state[key("frame")] - 1])
     if st.session_state.get(key("step")) not in steps:
         st.session_state[key("step")] = steps[-1]
-    step = st.session_state[key("step")]
+    if playing:
+        step = steps[min(st.session_state[key("frame")], len(steps) - 1)]
+    else:
+        step = st.session_state[key("step")]
     st.plotly_chart(
         curves_figure(full.history, step),
         width="stretch",
@@ -317,9 +320,12 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
         selection_mode="points",
     )
     col_slider, col_play = st.columns([5, 1], vertical_alignment="bottom")
-    step = col_slider.select_slider(
-        tr("spectra.moment_step"), steps, key=key("step"), disabled=playing
-    )
+    if playing:  # a new slider each frame: the student's own one would send back stale steps
+        col_slider.select_slider(
+            tr("spectra.moment_step"), steps, step, key=key(f"frame.{step}"), disabled=True
+        )
+    else:
+        step = col_slider.select_slider(tr("spectra.moment_step"), steps, key=key("step"))
     moment = reports.moment(full.history, full.snapshots, step)
     evolution = spectra.spectrum_evolution(full.snapshots).get(layer)
     col_sigma, col_numbers = st.columns([3, 2])
@@ -334,21 +340,31 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
         st.subheader(tr("spectra.dora_title"))
         st.plotly_chart(dora_figure(evolution, step), width="stretch")
         st.caption(tr("spectra.dora_caption"))
-    play_button(col_play, playing, len(steps))
+    play_button(col_play, playing, step, len(steps))
 
 
-def play_button(column: Any, playing: bool, frames: int) -> None:
-    """▶ Play from the first snapshot, or ⏸ Pause; while playing, the next frame is chosen
-    for the fragment's next run, and after the last one the page stops its timer."""
-    label = "⏸ " + tr("spectra.pause") if playing else "▶ " + tr("spectra.play")
-    if column.button(label, key=key("play"), width="stretch"):
-        st.session_state[key("playing")], st.session_state[key("frame")] = not playing, 0
-        st.rerun(scope="app")  # a fragment's timer is set only by a run of the whole page
+def play_button(column: Any, playing: bool, step: int, frames: int) -> None:
+    """Play from the first snapshot, or Pause (read in moment_section, before anything is
+    drawn); while playing, the next frame is chosen for the fragment's next run."""
+    label, icon = (
+        (tr("spectra.pause"), ":material/pause:")
+        if playing
+        else (tr("spectra.play"), ":material/play_arrow:")
+    )
+    if column.button(label, icon=icon, key=key("play"), width="stretch"):
+        st.session_state[key("playing")], st.session_state[key("frame")] = True, 0
+        st.rerun(scope="app")  # a fragment's timer is set or cleared only by a whole run
     if playing:
         st.session_state[key("frame")] += 1
         if st.session_state[key("frame")] >= frames:
-            st.session_state[key("playing")] = False
-            st.rerun(scope="app")
+            stop_playing(step)
+
+
+def stop_playing(step: int) -> None:
+    """Leave the slider at `step` (the student's slider is not drawn while playing, so it
+    can be set) and stop the fragment's timer."""
+    st.session_state[key("playing")], st.session_state[key("step")] = False, step
+    st.rerun(scope="app")
 
 
 def moment_metrics(moment: dict, evolution: dict | None) -> None:

@@ -214,19 +214,23 @@ def test_spectra_play_moves_the_slider_the_mark_and_the_numbers_with_the_bars(tr
         record = store.get(run_id)
     at = open_page("spectra", {"run": str(run_id)})
     at.button(key="spectra.play").click().run()
-    assert not at.exception
-    for step in (10, 20):  # the frames, from the first snapshot on
-        assert at.select_slider(key="spectra.step").value == step and marked_step(at) == step
+    assert not at.exception and at.select_slider[0].disabled  # the student's slider is shown
+    for step in (10, 20):  # the frames, from the first snapshot on (the last one: stopped)
+        slider = next(s for s in at.select_slider if s.label.startswith("Moment shown"))
+        assert slider.value == step and marked_step(at) == step
         assert bars_title(at) == bars_title(at).split("step")[0] + f"step {step}"
         assert any(f"**At step {step}**" in text.value for text in at.markdown)
         loss = {metric.label: metric.value for metric in at.metric}["Training loss"]
         assert loss == f"{record.history[step]['train_loss']:.3f}"
         at.run()  # the fragment's timer ticks
     assert not at.session_state["spectra.playing"]  # after the last frame it stops, there
-    assert (
-        at.select_slider(key="spectra.step").value == 20
-        and "Play" in at.button(key="spectra.play").label
-    )
+    assert at.select_slider(key="spectra.step").value == 20 and marked_step(at) == 20
+    assert at.button(key="spectra.play").label == "Play"
+    at.button(key="spectra.play").click().run()  # play again, and pause at its first frame
+    at.button(key="spectra.play").click().run()
+    assert not at.session_state["spectra.playing"]
+    assert at.select_slider(key="spectra.step").value == 10 and marked_step(at) == 10
+    assert any("**At step 10**" in text.value for text in at.markdown)
 
 
 def open_what_ifs(at: AppTest) -> AppTest:
