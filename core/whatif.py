@@ -184,7 +184,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
 def chance_accuracy(split: Split) -> float:
     """The accuracy of always answering the commonest class of the split: what a model that
     learned nothing (a diverged run) scores at best."""
-    return (torch.bincount(split.y).max() / len(split.y)).item()
+    return torch.bincount(split.y).max().item() / len(split.y)
 
 
 def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
