@@ -56,29 +56,39 @@ def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
     return spectra.layer_updates(*run_models(run_id, store().where)).get(layer)
 
 
+ROUNDING_FLOOR = 0.5  # decades below the smallest resolved σ where σ at rounding level sit
+
+
 def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
-    """σ of W0, ΔW and W0+ΔW on one log axis: how big the update is next to the weight."""
+    """σ of W0, ΔW and W0+ΔW on one log axis: how big the update is next to the weight. σ at
+    rounding level (spectra.spectrum_plot) do not set the axis: they sit on its floor."""
+    plot = spectra.spectrum_plot(report, normalised)
+    floor = plot.low / 10**ROUNDING_FLOOR
     fig = go.Figure()
-    shown = []
     lines = (  # W0 wide and grey underneath, so that W0 + ΔW shows where it leaves it
         ("sigma_W0", "W₀", {"color": "#9e9e9e", "width": 7}),
         ("sigma_W", "W₀ + ΔW", {"color": "#e4572e", "width": 2}),
         ("sigma_delta_W", "ΔW", {"color": "#7c4dff", "width": 3}),
     )
     for name, label, line in lines:
-        sigma = [value for value in report[name] if value > 0]  # a log axis has no 0
-        if normalised and sigma:
-            sigma = [value / sigma[0] for value in sigma]
-        shown += sigma
+        sigma = plot.resolved[name]
         mode = "lines+markers" if name == "sigma_delta_W" else "lines"
-        x = list(range(1, len(sigma) + 1))
-        fig.add_scatter(x=x, y=sigma, name=label, mode=mode, line=line)
+        fig.add_scatter(x=list(range(1, len(sigma) + 1)), y=sigma, name=label, mode=mode, line=line)
+        if plot.rounding[name]:
+            fig.add_scatter(
+                x=list(range(len(sigma) + 1, len(sigma) + plot.rounding[name] + 1)),
+                y=[floor] * plot.rounding[name],
+                name=tr("spectra.rounding", name=label, count=plot.rounding[name]),
+                mode="markers",
+                marker={"color": line["color"], "symbol": "line-ns-open", "size": 7},
+            )
     longest = max(len(report[name]) for name, _, _ in lines)
     fig.update_xaxes(title_text=tr("spectra.index"), type="log", tickvals=log_ticks([1, longest]))
     fig.update_yaxes(
         title_text=tr("spectra.sigma_norm" if normalised else "spectra.sigma"),
         type="log",
-        tickvals=log_ticks(shown),
+        tickvals=log_ticks([plot.low, plot.high]),
+        range=[math.log10(floor) - 0.2, math.log10(plot.high) + 0.2],
     )
     return style(fig, height=380)
 
@@ -101,46 +111,45 @@ def metrics_table(report: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def metric_formats() -> dict[str, str]:
+    """metrics_table's column title → how its numbers are written."""
+    ratios = (
+        "effective_rank",
+        "stable_rank",
+        "amplification",
+        "amplification_random",
+        "relative_norm_fro",
+        "relative_norm_spectral",
+    )
+    return {
+        tr("spectra.energy"): "{:.1%}",
+        **{tr(f"spectra.{name}"): "{:.2f}" for name in ratios},
+    }
+
+
+def amplification_reading(layer: str, numbers: dict) -> str:
+    """The sentence that reads the chosen layer's amplification (spectra.amplification_reading)."""
+    reading = spectra.amplification_reading(numbers)
+    return tr(
+        f"spectra.amp_reading_{reading.word}",
+        layer=layer,
+        r=numbers["amplification_rank"],
+        times=f"{reading.times:.2g}",
+        amp=f"{numbers['amplification']:.2f}",
+        random=f"{numbers['amplification_random']:.2f}",
+    )
+
+
 def evolution_figure(evolution: dict, index: int) -> go.Figure:
-    """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), with a Play
-    button that animates every snapshot in turn, each frame titled with its step."""
+    """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), on an axis that
+    holds every snapshot's σ, so that playing the steps (play_step) shows them grow."""
     steps, sigmas = evolution["steps"], evolution["sigma"]
     top = max((max(s) for s in sigmas if s), default=1.0)
     low = min((min(v for v in s if v > 0) for s in sigmas if any(v > 0 for v in s)), default=1e-6)
-
-    def bars(sigma: list[float]) -> go.Bar:
-        return go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff")
-
-    def title(step: int) -> dict:
-        return {"text": tr("spectra.sigma_at", step=step), "font": {"size": 15}}
-
-    frames = [
-        go.Frame(data=[bars(s)], name=str(step), layout={"title": title(step)})
-        for step, s in zip(steps, sigmas, strict=True)
-    ]
-    fig = go.Figure(data=[bars(sigmas[index])], frames=frames)
+    sigma = sigmas[index]
+    fig = go.Figure(go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff"))
     fig.update_layout(
-        title=title(steps[index]),
-        updatemenus=[
-            {
-                "type": "buttons",
-                "x": 0,
-                "y": -0.22,
-                "xanchor": "left",
-                "yanchor": "top",
-                "showactive": False,
-                "buttons": [
-                    {
-                        "label": "▶ " + tr("spectra.play"),
-                        "method": "animate",
-                        "args": [
-                            None,
-                            {"frame": {"duration": 300, "redraw": True}, "fromcurrent": False},
-                        ],
-                    }
-                ],
-            }
-        ],
+        title={"text": tr("spectra.sigma_at", step=steps[index]), "font": {"size": 15}}
     )
     fig.update_xaxes(title_text=tr("spectra.index"), dtick=1)
     fig.update_yaxes(
@@ -149,7 +158,7 @@ def evolution_figure(evolution: dict, index: int) -> go.Figure:
         range=[math.log10(low) - 0.3, math.log10(top) + 0.3],
         title_text="σᵢ(ΔW)",
     )
-    return style(fig, height=400, margin={"l": 10, "r": 10, "t": 50, "b": 90})
+    return style(fig, height=360, margin={"l": 10, "r": 10, "t": 50, "b": 40})
 
 
 def curves_figure(history: list[dict], step: int) -> go.Figure:
@@ -280,18 +289,29 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
 # ----------------------------------------------------------------------------- pick a moment
 
 
+PLAY_SECONDS = 1.0  # ▶ Play: how long each snapshot stays on screen
+
+
 def moment_section(full: runs.RunRecord, layer: str) -> None:
     """The run's curves and the snapshot slider, in step: a click on a curve or the slider
-    picks a snapshot; the curves mark it, and σ(ΔW) and the metrics of that step show."""
+    picks a snapshot; the curves mark it, and σ(ΔW) and the metrics of that step show.
+    ▶ Play moves the slider itself through every snapshot (the page runs this as a fragment
+    that reruns every PLAY_SECONDS while playing), so the mark, σ and the numbers all follow."""
     st.subheader(tr("spectra.moment_title"))
     if not full.history or not full.snapshots:
         st.info(tr("spectra.no_history"))
         return
     st.markdown(tr("spectra.moment_intro"))
     steps = [snapshot["step"] for snapshot in full.snapshots]
+    playing = st.session_state.get(key("playing"), False)
+    if playing and st.session_state.get(key("play")):  # Pause: stay at the frame shown last
+        stop_playing(steps[st.session_state[key("frame")] - 1])
     if st.session_state.get(key("step")) not in steps:
         st.session_state[key("step")] = steps[-1]
-    step = st.session_state[key("step")]
+    if playing:
+        step = steps[min(st.session_state[key("frame")], len(steps) - 1)]
+    else:
+        step = st.session_state[key("step")]
     st.plotly_chart(
         curves_figure(full.history, step),
         width="stretch",
@@ -299,7 +319,13 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
         on_select=lambda: pick_moment(full.history, full.snapshots),
         selection_mode="points",
     )
-    step = st.select_slider(tr("spectra.moment_step"), steps, key=key("step"))
+    col_slider, col_play = st.columns([5, 1], vertical_alignment="bottom")
+    if playing:  # a new slider each frame: the student's own one would send back stale steps
+        col_slider.select_slider(
+            tr("spectra.moment_step"), steps, step, key=key(f"frame.{step}"), disabled=True
+        )
+    else:
+        step = col_slider.select_slider(tr("spectra.moment_step"), steps, key=key("step"))
     moment = reports.moment(full.history, full.snapshots, step)
     evolution = spectra.spectrum_evolution(full.snapshots).get(layer)
     col_sigma, col_numbers = st.columns([3, 2])
@@ -314,6 +340,31 @@ def moment_section(full: runs.RunRecord, layer: str) -> None:
         st.subheader(tr("spectra.dora_title"))
         st.plotly_chart(dora_figure(evolution, step), width="stretch")
         st.caption(tr("spectra.dora_caption"))
+    play_button(col_play, playing, step, len(steps))
+
+
+def play_button(column: Any, playing: bool, step: int, frames: int) -> None:
+    """Play from the first snapshot, or Pause (read in moment_section, before anything is
+    drawn); while playing, the next frame is chosen for the fragment's next run."""
+    label, icon = (
+        (tr("spectra.pause"), ":material/pause:")
+        if playing
+        else (tr("spectra.play"), ":material/play_arrow:")
+    )
+    if column.button(label, icon=icon, key=key("play"), width="stretch"):
+        st.session_state[key("playing")], st.session_state[key("frame")] = True, 0
+        st.rerun(scope="app")  # a fragment's timer is set or cleared only by a whole run
+    if playing:
+        st.session_state[key("frame")] += 1
+        if st.session_state[key("frame")] >= frames:
+            stop_playing(step)
+
+
+def stop_playing(step: int) -> None:
+    """Leave the slider at `step` (the student's slider is not drawn while playing, so it
+    can be set) and stop the fragment's timer."""
+    st.session_state[key("playing")], st.session_state[key("step")] = False, step
+    st.rerun(scope="app")
 
 
 def moment_metrics(moment: dict, evolution: dict | None) -> None:
@@ -415,13 +466,24 @@ def truncation_figure(curve: dict) -> go.Figure:
     return style(fig, height=380)
 
 
+def zero_accuracy(curve: dict) -> str:
+    return f"{next(p['accuracy'] for p in curve['truncation'] if p['k'] == 0):.1%}"
+
+
 def truncation_reading(curve: dict) -> str:
-    """The sentence that reads the curve: how many directions the update used."""
+    """The sentence that reads the curve (whatif.reading): how many directions the update
+    used, or that the run learned nothing, or that its update hurt."""
+    kept = ", ".join(curve["kept"])
     values = {
         "k": curve["rank_used"],
         "rank": curve["max_rank"],
         "points": f"{whatif.RANK_TOLERANCE * 100:g}",
         "run": f"{curve['run_accuracy']:.1%}",
+        "chance": f"{curve['chance']:.1%}",
+        "zero": zero_accuracy(curve),
+        "zero_is": tr("spectra.cut_zero_is_kept", layers=kept)
+        if kept
+        else tr("spectra.cut_zero_is_base"),
     }
     return tr(f"spectra.cut_reading_{whatif.reading(curve)}", **values)
 
@@ -432,6 +494,11 @@ def cut_section(record: runs.RunRecord) -> None:
     if curve is None:
         return
     st.plotly_chart(truncation_figure(curve), width="stretch")
+    zero = {"zero": zero_accuracy(curve), "base": f"{curve['base_accuracy']:.1%}"}
+    if curve["kept"]:
+        st.caption(tr("spectra.cut_zero_kept", layers=", ".join(curve["kept"]), **zero))
+    else:
+        st.caption(tr("spectra.cut_zero_base", **zero))
     st.markdown(truncation_reading(curve))
     if record.config.method != "lora":
         st.caption(tr("spectra.cut_full"))
@@ -694,28 +761,15 @@ size = {
 }
 not_small = f" {tr('spectra.not_small')}" if numbers["relative_norm_spectral"] >= 1 else ""
 st.caption(tr("spectra.spectrum_caption", **size) + not_small)
-st.dataframe(
-    metrics_table(report),
-    hide_index=True,
-    width="stretch",
-    column_config={
-        tr("spectra.energy"): st.column_config.NumberColumn(format="percent"),
-        **{
-            tr(f"spectra.{name}"): st.column_config.NumberColumn(format="%.2f")
-            for name in (
-                "effective_rank",
-                "stable_rank",
-                "amplification",
-                "amplification_random",
-                "relative_norm_fro",
-                "relative_norm_spectral",
-            )
-        },
-    },
-)
+# A static table: its headers wrap, so that every column fits a 1280 px projector (a
+# dataframe's fixed-width columns scrolled the last ones out of sight).
+st.table(metrics_table(report).style.format(metric_formats()), hide_index=True)
 st.caption(tr("spectra.metrics_caption"))
+st.markdown(amplification_reading(layer, numbers))
 
-moment_section(store().get(run_id), layer)
+st.fragment(
+    moment_section, run_every=PLAY_SECONDS if st.session_state.get(key("playing")) else None
+)(store().get(run_id), layer)
 
 update = layer_update(run_id, layer)
 st.subheader(tr("spectra.heatmap_title"))

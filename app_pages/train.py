@@ -570,6 +570,13 @@ def live_view(form: RunConfig | None) -> None:
         st.rerun()
 
 
+HEAD_SPLIT = {  # ParamCount.head_training → how a LoRA run's count line says it
+    "full": "train.count_lora",
+    "adapter": "train.count_head_adapter",
+    "frozen": "train.count_frozen_head",  # a task that keeps the base model's head (planted-rank)
+}
+
+
 def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
     """How many parameters train, and where: adapters (or biases, blocks) and the head."""
     line = tr(
@@ -580,10 +587,10 @@ def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
     )
     if method == "lora":
         adapters = count.trainable - count.head
-        split = tr("train.count_lora", adapters=f"{adapters:,}", head=f"{count.head:,}")
-        if not count.head:  # kept frozen here, or by a task that keeps it (planted-rank)
-            frozen = "train.count_frozen_head" if train_head else "train.count_kept_frozen"
-            split = tr(frozen, adapters=f"{adapters:,}")
+        which = HEAD_SPLIT[count.head_training]
+        if count.head_training == "frozen" and not train_head:  # the student turned it off
+            which = "train.count_kept_frozen"
+        split = tr(which, adapters=f"{adapters:,}", head=f"{count.head:,}")
     elif method in ("top-k", "bitfit") and count.head:
         split = tr("train.count_head", head=f"{count.head:,}")
     else:

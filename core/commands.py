@@ -367,6 +367,8 @@ def _truncation_table(curve: dict) -> str:
         reports.format_table(rows, {"accuracy": ".3f"}),
         f"untouched run: {curve['run_accuracy']:.3f}, base model: {curve['base_accuracy']:.3f}",
     ]
+    if curve["kept"]:
+        lines.append(f"k = 0 keeps these trained layers uncut: {', '.join(curve['kept'])}")
     points = f"{whatif.RANK_TOLERANCE * 100:g} point"
     used, rank = curve["rank_used"], curve["max_rank"]
     lines.append(
@@ -378,6 +380,10 @@ def _truncation_table(curve: dict) -> str:
             "none": f"with every update removed (k = 0) the accuracy stays within {points} "
             "of the run's: this update barely mattered",
             "short": f"no cut kept the run's accuracy to within {points}",
+            "chance": f"the run itself is within {points} of always answering the commonest "
+            f"class ({curve['chance']:.3f}): it learned nothing, no cut can say what it used",
+            "worse": f"the cut to k = 0 scores more than {points} above the run: "
+            "its update made it worse",
         }[whatif.reading(curve)]
     )
     if curve["dora"]:

@@ -6,10 +6,13 @@
     bitfit   every bias + the head                 (BitFit, arXiv 2106.10199)
     lora     the LoRA adapters + the head          (call lora.inject first)
 
-The head trains in every method: a new task needs its own read-out. Every method but head-only
-keeps it frozen (train_head=False) where the config asks (RunConfig.train_head: the run then
-forgets only what the rest changed) or the task's read-out is the base model's own
-(data.ShiftInfo.keeps_head, planted-rank): core.train.head_trains decides.
+The head trains in every method: a new task needs its own read-out. The exceptions: a head
+picked as a LoRA target trains through its adapter only (its own W0 and bias stay frozen, as
+every adapted layer's do); a run may keep it frozen (RunConfig.train_head=False: the run then
+forgets only what the rest changed); and a task whose read-out is the base model's own
+(data.ShiftInfo.keeps_head, planted-rank) keeps it frozen in every method but head-only. An
+adapter on the head still trains in the last two. core.train.head_trains decides whether the
+head's own weights train; ParamCount.head_training says which of these a model is in.
 """
 
 from __future__ import annotations
@@ -88,11 +91,20 @@ def trainable_parameters(
 class ParamCount:
     trainable: int
     total: int
-    head: int = 0  # of the trainable ones, those of the output head (it trains in every method)
+    head: int = 0  # of the trainable ones, those of the output head's own weight and bias
+    head_adapted: bool = False  # the head carries a LoRA adapter
 
     @property
     def fraction(self) -> float:
         return self.trainable / self.total if self.total else 0.0
+
+    @property
+    def head_training(self) -> str:
+        """How the output head trains: "full" (its own weights train), "adapter" (only the
+        LoRA adapter on it trains) or "frozen" (neither: a task that keeps the base's head)."""
+        if self.head:
+            return "full"
+        return "adapter" if self.head_adapted else "frozen"
 
 
 def count_parameters(model: nn.Module) -> ParamCount:
@@ -110,4 +122,9 @@ def count_parameters(model: nn.Module) -> ParamCount:
         for n, p in model.named_parameters()
         if p.requires_grad and head is not None and _under(n, head) and n not in adapters
     )
-    return ParamCount(trainable=trainable, total=sum(p.numel() for p in params), head=in_head)
+    return ParamCount(
+        trainable=trainable,
+        total=sum(p.numel() for p in params),
+        head=in_head,
+        head_adapted=head is not None and head in adapted_layers(model),
+    )

@@ -197,16 +197,24 @@ def energy_top_k(S: Tensor, k: int = DEFAULT_TOP_K) -> float:
     return (energy.sort(descending=True).values[:k].sum() / total).item()
 
 
-def numerical_rank(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> int:
-    """How many σ exceed numpy.linalg.matrix_rank's tolerance σ1 · max(d, k) · eps.
+def rounding_tolerance(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> float:
+    """numpy.linalg.matrix_rank's tolerance σ1 · max(d, k) · eps (0 for an empty spectrum).
 
-    eps is the precision the weights are stored in (float32 by default): singular values
-    below the tolerance are indistinguishable from rounding noise in such a matrix.
+    eps is the precision the weights are stored in (float32 by default): singular values at
+    or below the tolerance are indistinguishable from rounding noise in such a matrix.
     """
-    if S.numel() == 0:
-        return 0
-    tolerance = S.max().item() * max(shape) * eps
-    return int((tolerance < S).sum().item())
+    return S.max().item() * max(shape) * eps if S.numel() else 0.0
+
+
+def at_rounding_level(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> Tensor:
+    """Which σ are at rounding level (at or below rounding_tolerance; a zero spectrum is all
+    rounding). Such a σ says "about zero", not how small: 1e-16 is no smaller than 1e-9."""
+    return S.le(rounding_tolerance(S, shape, eps))
+
+
+def numerical_rank(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> int:
+    """How many σ exceed numpy.linalg.matrix_rank's tolerance (see rounding_tolerance)."""
+    return int((~at_rounding_level(S, shape, eps)).sum().item())
 
 
 def spectrum_summary(S: Tensor, shape: tuple[int, int], k: int = DEFAULT_TOP_K) -> dict:
@@ -342,9 +350,10 @@ def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -
       amplification         delta_W's own top-r directions. Large: the update boosts
                             directions that W0 barely uses.
       amplification_w0      W0's own top-r directions (what W0 already emphasises).
-      amplification_random  r random directions (the chance level).
-    The projections themselves are kept as projection_delta / _w0 / _random. base and delta
-    are the SVDs of W0 and delta_W.
+      amplification_random  r random directions (one draw of the chance level).
+    The projections themselves are kept as projection_delta / _w0 / _random, and
+    projection_chance is the random one's expected size (see amplification_reading). base and
+    delta are the SVDs of W0 and delta_W.
     """
     W = as_matrix(W0)
     d, k = W.shape
@@ -362,9 +371,44 @@ def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -
         "projection_delta": projection_delta,
         "projection_w0": projection_w0,
         "projection_random": projection_random,
+        "projection_chance": rank * torch.linalg.matrix_norm(W).item() / math.sqrt(d * k),
         "delta_norm": delta_norm,
         "amplification_rank": rank,
     }
+
+
+CHANCE_FACTOR = 2.0  # within this factor of chance either way, a share of W0 is "chance"
+
+
+@dataclass(frozen=True)
+class AmplificationReading:
+    """What a layer's amplification says. times = projection_delta / projection_chance: how
+    much of W0 lies in delta_W's top r directions against random r directions on average
+    (√E‖Uᵀ W0 V‖_F² = r ‖W0‖_F / √(d k) for random orthonormal U, V).
+
+    "familiar"    times ≥ CHANCE_FACTOR: the update works in directions W0 already uses, so
+                  its amplification is below the random baseline's (which divides by less)
+    "chance"      within CHANCE_FACTOR of 1: no more of W0 there than in any directions
+    "unfamiliar"  times ≤ 1 / CHANCE_FACTOR: directions W0 barely uses (the LoRA paper's §7.3)
+    "none"        no update at all
+    """
+
+    word: str
+    times: float
+
+
+def amplification_reading(layer: dict) -> AmplificationReading:
+    """AmplificationReading of a layer_report (or of amplification()'s numbers). Judged on the
+    expected chance level, not the one random draw of amplification_random: a draw of r = 1
+    direction can miss its expectation many times over."""
+    if layer["delta_norm"] == 0:
+        return AmplificationReading("none", 0.0)
+    times = _ratio(layer["projection_delta"], layer["projection_chance"])
+    if times >= CHANCE_FACTOR:
+        return AmplificationReading("familiar", times)
+    if times <= 1 / CHANCE_FACTOR:
+        return AmplificationReading("unfamiliar", times)
+    return AmplificationReading("chance", times)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -462,6 +506,35 @@ def layer_report(
         "sigma_delta_W": delta.S.tolist(),
         "sigma_W": adapted.S.tolist(),
     }
+
+
+SPECTRA = ("sigma_W0", "sigma_W", "sigma_delta_W")  # a layer_report's three spectra
+
+
+@dataclass(frozen=True)
+class SpectrumPlot:
+    """A layer_report's three spectra as a log plot shows them: only σ above rounding level
+    set the axis. A full fine-tuning ΔW whose last σ are 1e-16 would otherwise stretch the
+    axis over 17 decades of noise and squash the real spectrum into its top tenth."""
+
+    resolved: dict[str, list[float]]  # σ above rounding level, largest first (÷ σ1 if normalised)
+    rounding: dict[str, int]  # how many σ after those are at rounding level (≈ 0)
+    low: float  # the smallest resolved σ of the three: the axis' floor comes from here
+    high: float  # the largest
+
+
+def spectrum_plot(report: dict, normalised: bool = False) -> SpectrumPlot:
+    """SpectrumPlot of one layer_report; `normalised` divides each spectrum by its own σ1."""
+    shape = tuple(report["shape"])
+    resolved, rounding = {}, {}
+    for name in SPECTRA:
+        S = torch.tensor(report[name], dtype=torch.float64)
+        kept = S[~at_rounding_level(S, shape)]  # S is descending: the first numerical_rank
+        if normalised and kept.numel():
+            kept = kept / kept[0]
+        resolved[name], rounding[name] = kept.tolist(), S.numel() - kept.numel()
+    shown = [value for values in resolved.values() for value in values]
+    return SpectrumPlot(resolved, rounding, min(shown, default=1.0), max(shown, default=1.0))
 
 
 @torch.no_grad()

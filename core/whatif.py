@@ -140,6 +140,9 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
           max_rank     the largest layer rank
           layers       {layer: {"rank", "numerical_rank", "dora"}}
           dora         True when the cut keeps DoRA's magnitudes (see the module docstring)
+          kept         the changed weight matrices the cut leaves as trained (a LoRA run's
+                       output head): k = 0 is the base model only where this is empty
+          chance       the test accuracy of always answering the commonest class
           rank_used    how many directions the update used (rank_used of these numbers)
     ValueError if the run changed no weight matrix (only biases, or nothing at all).
     """
@@ -172,8 +175,16 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
             for name, update in updates.items()
         },
         "dora": any(update.magnitude is not None for update in updates.values()),
+        "kept": [name for name in _changed_weights(run.base, merged) if name not in updates],
+        "chance": chance_accuracy(run.test),
     }
     return curve | {"rank_used": rank_used(curve)}
+
+
+def chance_accuracy(split: Split) -> float:
+    """The accuracy of always answering the commonest class of the split: what a model that
+    learned nothing (a diverged run) scores at best."""
+    return torch.bincount(split.y).max().item() / len(split.y)
 
 
 def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
@@ -186,17 +197,32 @@ def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
     (a grid that stops below the full rank)."""
     used = None
     for point in reversed(curve["truncation"]):
-        if curve["run_accuracy"] - point["accuracy"] > tolerance + 1e-12:  # 1e-12: 0.88 − 0.87
+        if _beyond(curve["run_accuracy"], point["accuracy"], tolerance):
             break
         used = point["k"]
     return used
 
 
-def reading(curve: dict) -> str:
-    """What a truncation curve says, in one word: "some" (the update used `rank_used` of its
-    directions), "all" (it needed every one), "none" (it did not matter for accuracy: k = 0
-    keeps it) or "short" (no cut measured kept the run's accuracy). The page and the command
-    line each say it in their own words."""
+def _beyond(accuracy: float, other: float, tolerance: float) -> bool:
+    """accuracy − other > tolerance, with room for rounding (0.88 − 0.87 is one point)."""
+    return accuracy - other > tolerance + 1e-12
+
+
+def reading(curve: dict, tolerance: float = RANK_TOLERANCE) -> str:
+    """What a truncation curve says, in one word; the page and the command line each say it in
+    their own words. First whether there is anything to read:
+      "chance"  the run itself scores no more than `tolerance` above chance: it learned
+                nothing (a diverged run), so no cut can say how many directions it used
+      "worse"   the cut to k = 0 scores more than `tolerance` above the run: the update hurt
+    then how many directions the update used (rank_used):
+      "some"    `rank_used` of them;  "all"  every one;  "short"  no cut measured kept the
+                run's accuracy;  "none"  k = 0 keeps it: the update did not matter for accuracy
+    """
+    if not _beyond(curve["run_accuracy"], curve["chance"], tolerance):
+        return "chance"
+    zero = next((p["accuracy"] for p in curve["truncation"] if p["k"] == 0), None)
+    if zero is not None and _beyond(zero, curve["run_accuracy"], tolerance):
+        return "worse"
     used = curve["rank_used"]
     if used is None:
         return "short"

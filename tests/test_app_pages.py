@@ -145,7 +145,7 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     assert at.selectbox(key="spectra.layer").value == "fc1"
     assert len(charts(at)) == 5  # spectrum, the curves, σ at the step, ΔM and ΔD, ΔW
     assert any("DoRA" in header.value for header in at.subheader)
-    assert len(at.dataframe) == 1  # the metrics table
+    assert len(at.table) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
     assert at.query_params["normalised"] == "true"  # core.config's spelling, as the CLI's
@@ -197,6 +197,42 @@ def test_spectra_pick_a_moment_a_click_moves_the_slider_and_the_slider_the_mark(
     )
 
 
+def bars_title(at: AppTest) -> str:
+    """The title of the σ(ΔW) bars of the chosen moment ("σ of ΔW at step …")."""
+    for chart in charts(at):
+        spec = json.loads(chart.proto.spec)
+        if spec["data"][0]["type"] == "bar" and "step" in spec["layout"]["title"]["text"]:
+            return spec["layout"]["title"]["text"]
+    raise AssertionError("no σ bars")
+
+
+def test_spectra_play_moves_the_slider_the_mark_and_the_numbers_with_the_bars(trained, lab_home):
+    """Issue 18: ▶ Play animated the bars alone, the slider, the dashed line and the numbers
+    stayed put. Now each frame is a moment of the page (each AppTest run is one tick)."""
+    _, run_id = trained
+    with runs.RunStore() as store:
+        record = store.get(run_id)
+    at = open_page("spectra", {"run": str(run_id)})
+    at.button(key="spectra.play").click().run()
+    assert not at.exception and at.select_slider[0].disabled  # the student's slider is shown
+    for step in (10, 20):  # the frames, from the first snapshot on (the last one: stopped)
+        slider = next(s for s in at.select_slider if s.label.startswith("Moment shown"))
+        assert slider.value == step and marked_step(at) == step
+        assert bars_title(at) == bars_title(at).split("step")[0] + f"step {step}"
+        assert any(f"**At step {step}**" in text.value for text in at.markdown)
+        loss = {metric.label: metric.value for metric in at.metric}["Training loss"]
+        assert loss == f"{record.history[step]['train_loss']:.3f}"
+        at.run()  # the fragment's timer ticks
+    assert not at.session_state["spectra.playing"]  # after the last frame it stops, there
+    assert at.select_slider(key="spectra.step").value == 20 and marked_step(at) == 20
+    assert at.button(key="spectra.play").label == "Play"
+    at.button(key="spectra.play").click().run()  # play again, and pause at its first frame
+    at.button(key="spectra.play").click().run()
+    assert not at.session_state["spectra.playing"]
+    assert at.select_slider(key="spectra.step").value == 10 and marked_step(at) == 10
+    assert any("**At step 10**" in text.value for text in at.markdown)
+
+
 def open_what_ifs(at: AppTest) -> AppTest:
     """Open the three what-if expanders (each computes only when open) and redraw."""
     for name in ("open_cut", "open_intruders", "open_layers"):
@@ -230,6 +266,9 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
     if curve["rank_used"] == curve["max_rank"]:
         reading = f"all **{curve['max_rank']}** of its directions"
     assert any(reading in text.value for text in at.markdown)
+    zero = f"{curve['truncation'][0]['accuracy']:.1%}"  # k = 0 keeps the trained head: say so
+    assert curve["kept"] == ["head"] and not any("updates are gone" in t.value for t in at.markdown)
+    assert any("leaves head as trained" in c.value and zero in c.value for c in at.caption)
 
     intruders = whatif.intruder_curve(run, whatif.SLIDER_LAMBDAS)
     assert intruders["intruders"] > 0  # this run has some: the slider is there to move
@@ -696,6 +735,14 @@ def test_train_head_toggle_and_where_the_forgetting_comes_from(trained, lab_home
     page.selectbox(key="train.method").set_value("head").run()  # nothing would train: said
     assert [error.value for error in page.error] == [catalog("en").t("errors.frozen_head_only")]
     assert page.button(key="train.start").disabled
+
+
+@pytest.mark.parametrize("shift", ["none", "planted-rank"])
+def test_a_head_picked_as_a_lora_target_is_said_to_train_through_its_adapter(lab_home, shift):
+    at = open_page("train", {"targets": "fc1,head", "shift": shift})
+    line = count_line(at)
+    assert "one of them on the output head" in line and "only its adapter trains" in line
+    assert "frozen on this task" not in line and "in full" not in line
 
 
 def test_chinese_train_page_names_shift_parameters_and_the_source_task(lab_home):

@@ -174,8 +174,25 @@ def test_spectra_truncate_prints_a_table_for_a_run_without_adapters(head_run, ca
 def test_the_truncation_reading_says_each_case_in_its_own_words(rank_used, says):
     points = [{"k": k, "accuracy": 0.5} for k in (0, 1, 2, 4)]
     curve = {"truncation": points, "run_accuracy": 0.9, "base_accuracy": 0.4, "max_rank": 4}
-    lines = commands._truncation_table(curve | {"rank_used": rank_used, "dora": False})
+    extra = {"rank_used": rank_used, "dora": False, "chance": 0.1, "kept": []}
+    lines = commands._truncation_table(curve | extra)
     assert lines.splitlines()[-1].startswith(says)
+
+
+@pytest.mark.parametrize(
+    "run_accuracy, says",
+    [
+        (0.1, "the run itself is within 1 point of always answering the commonest class (0.100)"),
+        (0.3, "the cut to k = 0 scores more than 1 point above the run"),
+    ],
+)
+def test_the_truncation_reading_tells_a_failed_or_hurt_run(run_accuracy, says):
+    points = [{"k": 0, "accuracy": 0.5}, {"k": 4, "accuracy": run_accuracy}]
+    curve = {"truncation": points, "run_accuracy": run_accuracy, "base_accuracy": 0.4}
+    extra = {"max_rank": 4, "rank_used": 0, "dora": False, "chance": 0.1, "kept": ["head"]}
+    lines = commands._truncation_table(curve | extra).splitlines()
+    assert lines[-2] == "k = 0 keeps these trained layers uncut: head"
+    assert lines[-1].startswith(says)
 
 
 def test_runs_export_tensorboard_writes_a_run_without_adapter(head_run, capsys, tmp_path):

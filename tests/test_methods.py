@@ -86,6 +86,22 @@ def test_the_head_count_leaves_out_an_adapter_on_the_head():
     assert methods.count_parameters(model).head == 16 * 5 + 5  # the head's W0 and bias
 
 
+def test_head_training_says_how_the_head_trains():
+    """The sentence under the Train button follows it: a head picked as a LoRA target trains
+    through its adapter only, not "in full" and not "frozen on this task"."""
+    default = lora.inject(ToyMLP(), ["fc1"], rank=2, alpha=2.0)
+    methods.trainable_parameters(default, "lora")
+    assert methods.count_parameters(default).head_training == "full"
+    on_head = lora.inject(ToyMLP(), ["fc1", "head"], rank=2, alpha=2.0)
+    trained = grads_after_backward(on_head, "lora")
+    assert {n for n in trained if n.startswith("head")} == {"head.A", "head.B"}
+    assert methods.count_parameters(on_head).head_training == "adapter"
+    methods.trainable_parameters(on_head, "lora", train_head=False)  # planted-rank
+    assert methods.count_parameters(on_head).head_training == "adapter"
+    methods.trainable_parameters(default, "lora", train_head=False)
+    assert methods.count_parameters(default).head_training == "frozen"
+
+
 def test_a_task_that_keeps_the_head_freezes_it_but_not_the_adapters():
     model = lora.inject(ToyMLP(), ["fc1"], rank=2, alpha=2)
     trained = grads_after_backward(model, "lora", train_head=False)

@@ -140,6 +140,45 @@ def test_numerical_rank_agrees_with_numpy_matrix_rank(sigma, rank):
     assert spectra.numerical_rank(S, matrix.shape) == np.linalg.matrix_rank(matrix) == rank
 
 
+@pytest.mark.parametrize("shape", [(12, 40), (40, 12)])
+def test_rounding_level_is_numpys_matrix_rank_tolerance(shape):
+    """A float32 matrix of rank 3 has min(d, k) − 3 σ at rounding level: exactly the σ at or
+    below the tolerance numpy.linalg.matrix_rank uses (its documented S.max() · max(M, N) ·
+    eps), and as many as matrix_rank leaves out."""
+    matrix = with_spectrum([5.0, 1.0, 1e-3], *shape, seed=3).astype(np.float32)
+    S = spectrum_of(matrix.astype(np.float64))
+    numpy_S = np.linalg.svd(matrix, compute_uv=False)
+    numpy_tolerance = numpy_S.max() * max(matrix.shape) * np.finfo(np.float32).eps
+    rounding = spectra.at_rounding_level(S, matrix.shape)
+    assert spectra.rounding_tolerance(S, matrix.shape) == pytest.approx(numpy_tolerance, rel=1e-6)
+    assert rounding.tolist() == [bool(value <= numpy_tolerance) for value in S.tolist()]
+    assert int((~rounding).sum()) == np.linalg.matrix_rank(matrix) == 3
+
+
+def test_the_sigma_plot_axis_comes_from_the_values_above_rounding_level():
+    """A full fine-tuning ΔW of rank 2 in a 30 × 20 weight: its 18 σ of about 1e-16 are at
+    rounding level and set no axis; W0 and W keep their whole spectra."""
+    W0 = with_spectrum([4.0, 3.0, 2.0, 1.0, 0.5] + [0.1] * 15, 30, 20, seed=1)
+    delta_W = with_spectrum([0.8, 0.05], 30, 20, seed=2)
+    report = spectra.layer_report(torch.tensor(W0), torch.tensor(delta_W))
+    assert min(report["sigma_delta_W"]) < 1e-12  # what used to stretch the axis
+    plot = spectra.spectrum_plot(report)
+    assert plot.resolved["sigma_delta_W"] == pytest.approx([0.8, 0.05])
+    assert plot.rounding == {"sigma_W0": 0, "sigma_W": 0, "sigma_delta_W": 18}
+    assert plot.resolved["sigma_W0"] == pytest.approx(report["sigma_W0"])
+    assert plot.low == pytest.approx(0.05) and plot.high == pytest.approx(report["sigma_W"][0])
+    normalised = spectra.spectrum_plot(report, normalised=True)
+    assert normalised.resolved["sigma_delta_W"] == pytest.approx([1.0, 0.05 / 0.8])
+    assert normalised.high == pytest.approx(1.0)
+
+
+def test_a_zero_update_leaves_nothing_above_rounding_level():
+    report = spectra.layer_report(torch.eye(4), torch.zeros(4, 4))
+    plot = spectra.spectrum_plot(report)
+    assert plot.resolved["sigma_delta_W"] == [] and plot.rounding["sigma_delta_W"] == 4
+    assert plot.low == plot.high == 1.0  # W0 = W = I
+
+
 def test_zero_matrix_has_zero_ranks():
     S = torch.zeros(5, dtype=torch.float64)
     assert spectra.effective_rank(S) == spectra.stable_rank(S) == spectra.energy_top_k(S) == 0
@@ -197,6 +236,33 @@ def test_amplification_by_hand():
     assert report["amplification_w0"] == pytest.approx(2 / 10)  # W0's top direction: σ1 = 10
 
 
+@pytest.mark.parametrize(
+    "u, v, word, times",
+    [
+        ([1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0], "familiar", 6**0.5),  # uᵀ I v = 1
+        ([1, 0, 0, 0, 0, 0], [0.5, 0.75**0.5, 0, 0, 0, 0], "chance", 0.5 * 6**0.5),  # cos = 0.5
+        ([1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0], "unfamiliar", 0.0),  # orthogonal: W0 has none
+    ],
+)
+def test_amplification_reading_weighs_w0_in_the_updates_directions_against_chance(
+    u, v, word, times
+):
+    """W0 = I (6 × 6), r = 1: random unit u, v give E (uᵀ I v)² = 1/6, so chance is 1/√6 and
+    the update's direction u vᵀ holds |cos(u, v)| of W0: √6 · |cos| times chance."""
+    u, v = torch.tensor([u], dtype=torch.float64).T, torch.tensor([v], dtype=torch.float64).T
+    report = spectra.layer_report(torch.eye(6), spectra.LowRankDelta(3 * u, v.T, 1.0))
+    assert report["projection_chance"] == pytest.approx(6**-0.5)
+    reading = spectra.amplification_reading(report)
+    assert reading.word == word and reading.times == pytest.approx(times, abs=1e-12)
+    if word == "familiar":  # the case the issue met: the random baseline above the run's value
+        assert report["amplification_random"] > report["amplification"]
+
+
+def test_amplification_reading_of_no_update():
+    report = spectra.layer_report(torch.eye(4), torch.zeros(4, 4))
+    assert spectra.amplification_reading(report).word == "none"
+
+
 def test_random_projection_has_the_expected_size():
     """E ‖Uᵀ W0 V‖_F² = r² ‖W0‖_F² / (d k) for random orthonormal U (d×r), V (k×r)."""
     W0 = torch.tensor(with_spectrum([5.0, 3.0, 2.0, 1.0, 1.0], 12, 10, seed=6))
@@ -208,6 +274,8 @@ def test_random_projection_has_the_expected_size():
     ]
     expected = 4 * (W0**2).sum().item() / (12 * 10)
     assert np.mean(squares) == pytest.approx(expected, rel=0.1)
+    chance = spectra.amplification(W0, base, delta, rank=2)["projection_chance"]
+    assert chance**2 == pytest.approx(expected, rel=1e-12)
 
 
 # -- intruder dimensions --------------------------------------------------------------------------

@@ -56,10 +56,11 @@ def test_rank_grid_doubles_up_to_the_rank():
     assert whatif.rank_grid(1) == [0, 1]
 
 
-def curve_of(run_accuracy: float, accuracies: dict[int, float]) -> dict:
+def curve_of(run_accuracy: float, accuracies: dict[int, float], chance: float = 0.1) -> dict:
     return {
         "run_accuracy": run_accuracy,
         "truncation": [{"k": k, "accuracy": a} for k, a in accuracies.items()],
+        "chance": chance,
     }
 
 
@@ -90,6 +91,31 @@ def test_rank_used_is_the_smallest_k_from_which_on_the_run_keeps_its_accuracy(ac
 def test_reading_says_what_rank_used_found(accuracies, says):
     curve = curve_of(0.88, accuracies) | {"max_rank": 4}
     assert whatif.reading(curve | {"rank_used": whatif.rank_used(curve)}) == says
+
+
+@pytest.mark.parametrize(
+    "run_accuracy, accuracies, chance, says",
+    [
+        # issue 18: lr 0.3 diverged to 10 % on ten classes; its k = 0 cut (head kept) scored 29 %
+        (0.10, {0: 0.29, 1: 0.11, 2: 0.10, 4: 0.10}, 0.1135, "chance"),
+        (0.1235, {0: 0.29, 1: 0.11, 4: 0.1235}, 0.1135, "chance"),  # one point above chance
+        (0.60, {0: 0.29, 1: 0.40, 4: 0.60}, 0.60, "chance"),  # the commonest class of a skewed set
+        (0.60, {0: 0.70, 1: 0.62, 4: 0.60}, 0.1, "worse"),  # without its update it scores higher
+        (0.60, {0: 0.61, 1: 0.595, 4: 0.60}, 0.1, "none"),  # one point above is "about the same"
+        (0.60, {0: 0.29, 1: 0.40, 4: 0.60}, 0.1, "all"),
+    ],
+)
+def test_a_run_that_learned_nothing_or_was_hurt_by_its_update_gets_its_own_reading(
+    run_accuracy, accuracies, chance, says
+):
+    curve = curve_of(run_accuracy, accuracies, chance) | {"max_rank": 4}
+    assert whatif.reading(curve | {"rank_used": whatif.rank_used(curve)}) == says
+
+
+def test_chance_is_the_share_of_the_commonest_class():
+    labels = torch.tensor([0, 1, 1, 2, 1, 0, 1, 3])
+    split = measure.Split(torch.zeros(8, 1), labels)
+    assert whatif.chance_accuracy(split) == max(np.unique(labels, return_counts=True)[1]) / 8
 
 
 def test_rank_used_takes_a_tolerance():
@@ -246,6 +272,19 @@ def test_the_default_grid_runs_to_the_full_rank(runs, one_thread):
     assert whatif.truncation_curve(runs["mlp-pissa"], ks=[1])["max_rank"] == 8  # s(BA − B0A0)
     full = whatif.truncation_curve(runs["mlp-full"], ks=[3])
     assert full["max_rank"] == 256 and set(full["layers"]) == {"fc1", "fc2", "head"}
+
+
+def test_the_cut_says_which_trained_matrices_it_keeps(runs, one_thread):
+    """A LoRA run's k = 0 keeps its trained head (so it is not the base model); full fine-
+    tuning cuts every changed matrix, head included."""
+    lora_curve = whatif.truncation_curve(runs["mlp-lora"], ks=[0])
+    assert lora_curve["kept"] == ["head"]
+    assert not torch.equal(
+        runs["mlp-lora"].model.head.weight, runs["mlp-lora"].base.head.weight
+    )  # it did train
+    assert whatif.truncation_curve(runs["mlp-full"], ks=[0])["kept"] == []
+    labels = runs["mlp-lora"].test.y.numpy()
+    assert lora_curve["chance"] == np.bincount(labels).max() / len(labels)
 
 
 def test_a_mid_rank_cut_is_numpys_truncation_of_the_dense_update(runs, one_thread):
