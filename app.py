@@ -8,6 +8,7 @@ Streamlit would also treat that folder as an old-style multipage app.)
 import streamlit as st
 
 from app_pages.common import (
+    failed,
     language,
     name_box,
     presenter,
@@ -33,7 +34,7 @@ def main() -> None:
         store()  # a run store that cannot be used (LORA_LAB_DB, LORA_LAB_HOME) is said at once
         jobs.pool()  # start the training workers now, so the first click on Train starts at once
     except (StoreError, FolderError) as error:
-        st.error(str(error))  # one line that names the setting; tried again at the next rerun
+        failed(error)  # one line that names the setting; tried again at the next rerun
         st.stop()
     except ValueError as error:  # a bad server setting ($LORA_LAB_RAY, $LORA_LAB_WORKERS, a limit)
         st.error(tr("server.bad_setting", error=error))
@@ -94,7 +95,7 @@ def main() -> None:
     try:
         page.run()
     except StoreError as error:  # e.g. the run database restarting: said, and tried again next
-        st.error(str(error))
+        failed(error)
 
 
 # Training workers are started with multiprocessing's "spawn", which imports the script that

@@ -23,6 +23,7 @@ from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
 from core.links import HIDE, PRESENTER
 from core.paths import OfflineError
 from core.runs import NoSuchRun, RunRecord, RunStore, StoreError
+from core.text import for_markdown
 
 
 def language() -> str:
@@ -69,10 +70,17 @@ def tr(key: str, **values: object) -> str:
 def refused(error: ValueError) -> str:
     """What a page says when a setting or a run is refused: in the student's own language where
     core gives the parts (a SettingError, a shared server's LimitError: the variable that changes
-    a limit is the teacher's business, the README lists them), else the error's one line."""
+    a limit is the teacher's business, the README lists them), else the error's one line. As
+    Markdown: what a link or a student typed inside it (a pattern, a name) is escaped."""
     if isinstance(error, SettingError):
-        return tr(error.key, **error.values)
-    return str(error)
+        values = {k: for_markdown(v) if isinstance(v, str) else v for k, v in error.values.items()}
+        return tr(error.key, **values)
+    return for_markdown(str(error))
+
+
+def failed(error: Exception) -> None:
+    """A store's or a computation's error (it may quote a run's or a file's name), as text."""
+    st.error(for_markdown(str(error)), icon=":material/error:")
 
 
 _RELABELLED = "relabelled-widgets"  # session key: the widgets that choice() drew
@@ -209,7 +217,7 @@ def _keep_name() -> None:
     except ValueError as error:  # control characters (core.runs.checked_name): nothing kept
         st.error(refused(error))
     except StoreError as error:
-        st.error(str(error))
+        failed(error)
 
 
 @st.cache_data(ttl=10, show_spinner=False)

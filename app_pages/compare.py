@@ -11,6 +11,7 @@ import streamlit as st
 from app_pages.common import (
     choice,
     exercise_link,
+    failed,
     fixed_by_link,
     load_settings,
     log_ticks,
@@ -35,7 +36,7 @@ from core.paths import OfflineError
 from core.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
 from core.targets import default_targets
 from core.tensorboard_export import tensorboard_zip
-from core.text import for_figure
+from core.text import for_figure, for_markdown
 from core.train import head_trains
 
 PAGE = "compare"
@@ -146,7 +147,7 @@ def sweep_progress() -> None:
                 name += f" r={job.config.rank}"
             failed.setdefault(job.reason or "?", []).append(name)
     for reason, names in failed.items():
-        st.error(tr("compare.sweep_failed", runs=", ".join(names), reason=reason))
+        st.error(tr("compare.sweep_failed", runs=", ".join(names), reason=for_markdown(reason)))
     if all(job.done for job in sweep) and st.session_state.get(key("polling")):
         st.session_state[key("polling")] = False
         st.rerun()
@@ -333,7 +334,7 @@ def manage(records: list[RunRecord]) -> None:
         except ValueError as error:  # empty, too long, control characters
             st.error(refused(error))
         except StoreError as error:
-            st.error(str(error))
+            failed(error)
     col_delete, col_confirm = st.columns([1, 5], vertical_alignment="center")
     # One confirmation per run, gone with its run: a tick never arms Delete for another.
     confirmed = key(f"sure.{run_id}")
@@ -346,7 +347,7 @@ def manage(records: list[RunRecord]) -> None:
             del st.session_state[confirmed]  # (a new run may be given this id again)
             st.rerun()
         except StoreError as error:
-            st.error(str(error))
+            failed(error)
     record = by_id[run_id]
     col_peft, col_tensorboard = st.columns(2)
     if record.config.method == "lora" and record.has_weights:
@@ -487,7 +488,7 @@ def runs_section(records: list[RunRecord]) -> None:
         try:
             manage(records)
         except StoreError as error:
-            st.error(str(error))
+            failed(error)
 
 
 # ----------------------------------------------------------------------------- the page

@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from app_pages.common import (
     choice,
+    failed,
     load_settings,
     log_ticks,
     run_label,
@@ -418,7 +419,7 @@ def measured(compute, run_id: int) -> dict | None:
         with st.spinner(tr("spectra.computing")):
             return compute(run_id, str(store().path))
     except (ValueError, StoreError, OfflineError) as error:
-        st.error(str(error))
+        failed(error)
         return None
 
 
@@ -737,7 +738,7 @@ record = by_id[run_id]
 try:
     report = run_report(run_id, store().where)
 except StoreError as error:
-    st.error(str(error))
+    failed(error)
     st.stop()
 if not report:
     save_settings(PAGE, DEFAULTS)

@@ -6,7 +6,6 @@ event by event and shares between every page that watches the run.
 """
 
 import contextlib
-import re
 from typing import Any
 
 import pandas as pd
@@ -52,6 +51,7 @@ from core.config import BOUNDS, DEFAULT_LR, RunConfig
 from core.i18n import catalog
 from core.runs import StoreError
 from core.targets import default_targets, eligible_layers, resolve_targets
+from core.text import for_markdown
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
@@ -450,12 +450,6 @@ def inspectable(view: live.RunView) -> bool:
     return view.run_id is not None and view.status in ("finished", "stopped")
 
 
-def literal(text: str) -> str:
-    """``text`` (a run's name, a setting's value) as Markdown that shows it as it is: every
-    ASCII punctuation mark backslash-escaped, so none of it becomes markup."""
-    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
-
-
 def which_run(view: live.RunView, form: RunConfig | None) -> None:
     """Which run the result below is (#id and name), and each setting in which it differs from
     the form above: a lesson link or a new tab sets the form, while the run shown may be the
@@ -466,11 +460,11 @@ def which_run(view: live.RunView, form: RunConfig | None) -> None:
     which = (
         "this_run_unsaved" if view.run_id is None else "latest" if view.job is None else "this_run"
     )
-    st.caption(tr(f"train.{which}", id=view.run_id, name=literal(name)))
+    st.caption(tr(f"train.{which}", id=view.run_id, name=for_markdown(name)))
     differences = [] if form is None else run_differences.differing_settings(form, view.config)
     if differences:
         said = (
-            tr("train.difference", name=d.name, run=literal(d.run), form=literal(d.form))
+            tr("train.difference", name=d.name, run=for_markdown(d.run), form=for_markdown(d.form))
             for d in differences
         )
         st.warning(tr("train.differs", settings="; ".join(said)), icon=":material/difference:")

@@ -11,12 +11,20 @@ function here makes one such place show the characters themselves.
 from __future__ import annotations
 
 import html
+import re
 
 
 def for_figure(text: str) -> str:
     """`text` for a plotly figure: `&`, `<` and `>` as HTML entities, which plotly shows as the
     characters themselves, so no tag of it is bold, a link or a style."""
     return html.escape(text, quote=False)
+
+
+def for_markdown(text: str) -> str:
+    """`text` inside the app's own Markdown (a caption, an alert): every ASCII punctuation mark
+    backslash-escaped, as CommonMark allows, so none of it starts a link, an image, emphasis or
+    an HTML tag; it shows as the characters themselves."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
 def for_terminal(text: str) -> str:

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from app_session import open_page
+from markdown_it import MarkdownIt
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -107,3 +108,18 @@ def test_a_click_on_a_finished_runs_curve_opens_that_moment_on_spectra(lab_home)
     assert not at.exception
     assert at.select_slider(key="spectra.step").value == 10  # Spectra, at that moment
     assert at.selectbox(key="spectra.run").value == run_id
+
+
+def test_a_run_name_written_as_a_link_is_shown_as_text_on_the_train_page(lab_home):
+    """A run renamed to Markdown (a link, an image) is said as its characters in the caption
+    that names the shown run: rendered as CommonMark, it has no link and no image."""
+    student, run_id = stored_run()
+    hostile = "[Session expired](https://evil.example) ![x](http://127.0.0.1:9/b.png)"
+    with runs.RunStore() as store:
+        store.rename(run_id, hostile)
+    at = open_page("train", "", student=student)
+    assert not at.exception
+    caption = next(c.value for c in at.main.caption if str(run_id) in c.value)
+    tokens = MarkdownIt("commonmark").parseInline(caption)[0].children
+    assert {t.type for t in tokens} == {"text"}
+    assert hostile in "".join(t.content for t in tokens)

@@ -7,6 +7,7 @@ import itertools
 import unicodedata
 
 import pytest
+from markdown_it import MarkdownIt
 
 from core import labels
 from core.config import DATASETS, MODELS, SHIFTS, RunConfig, SettingError
@@ -18,7 +19,7 @@ from core.runs import (
     default_name,
     table_row,
 )
-from core.text import for_figure, for_terminal, one_line
+from core.text import for_figure, for_markdown, for_terminal, one_line
 
 # -- default names --------------------------------------------------------------------------------
 # Pairs of runs a class compares (issue 18): each pair differs in one setting, and so in its name.
@@ -95,6 +96,25 @@ def test_for_figure_writes_html_as_the_characters_themselves():
     assert "<" not in shown and ">" not in shown
     assert shown == '&lt;a href="https://evil.example"&gt;pwn&lt;/a&gt; &amp; &lt;b&gt;x&lt;/b&gt;'
     assert for_figure("lora r=4 · 王小明") == "lora r=4 · 王小明"
+
+
+HOSTILE_MARKDOWN = [
+    "[Session expired: sign in again](https://evil.example/login)",
+    "![x](http://127.0.0.1:9/beacon.png)",
+    "<b>x</b><img src=x onerror=alert(1)>",
+    "**bold** _it_ `code` ~~gone~~ # head",
+    "a\\[b](c) \\\\ back\\slashes",
+    "<https://evil.example>",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_MARKDOWN)
+def test_for_markdown_shows_the_characters_themselves(name):
+    """CommonMark (markdown-it, as Streamlit's renderer follows it) renders the escaped text as
+    one paragraph holding exactly `name`: no link, image, emphasis, code or HTML."""
+    tokens = MarkdownIt("commonmark").parseInline(for_markdown(name))[0].children
+    assert [t.type for t in tokens] == ["text"] * len(tokens)
+    assert "".join(t.content for t in tokens) == name
 
 
 def test_for_terminal_writes_control_codes_as_escapes_on_one_line():
