@@ -129,7 +129,8 @@ def shift_parameters(shift: str) -> None:
         try:
             data.check_shift_params(shift, chosen)
         except ValueError:  # a link's parameters that no box can hold: the defaults instead
-            bad_link(["shift_params"])
+            with link_problems:
+                bad_link(["shift_params"])
             chosen = {}
     params = {}
     for name, default in data.SHIFTS[shift].params.items():
@@ -285,7 +286,8 @@ def target_layers(base) -> None:
             chosen = []
         if not chosen:
             if "targets" in st.session_state.get(key("_fresh"), []):
-                bad_link(["targets"])  # a link's targets that pick no layer of this model
+                with link_problems:  # a link's targets that pick no layer of this model
+                    bad_link(["targets"])
             chosen = resolve_targets(base, default_targets(model))
         st.session_state[picker] = chosen
     if show("targets"):
@@ -609,10 +611,14 @@ def start(config: RunConfig) -> None:
 
 st.title(tr("train.title"))
 st.markdown(tr("train.intro"))
-# The Train button and the live run come first on screen (filled in below, once the settings
-# are known): on a projector the curves must be visible without scrolling.
+# What a link got wrong is said first, above everything a student could scroll past (also
+# what only the settings below find out: shift parameters or targets no box can hold).
+link_problems = st.container()
+# The Train button and the live run come next (filled in below, once the settings are known):
+# on a projector the curves must be visible without scrolling.
 action = st.container()
-load_settings(PAGE, DEFAULTS, CHOICES)
+with link_problems:
+    load_settings(PAGE, DEFAULTS, CHOICES)
 
 fixed_by_link(PAGE)
 with st.container(border=True):

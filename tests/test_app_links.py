@@ -384,3 +384,38 @@ def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, page, 
     if page == "compare":  # the table of runs too
         table = at.dataframe[0].value
         assert list(table[catalog(lang).t("compare.col_status")]) == ["paused"]
+
+
+@pytest.mark.parametrize(
+    ("page", "query", "unread"),
+    [
+        ("train", {"rank": "four"}, "rank"),
+        # found out only while the settings are drawn:
+        ("train", {"targets": "no.such.layer"}, "targets"),
+        ("train", {"shift": "rotate", "shift_params": '{"angle": "x"}'}, "shift_params"),
+        ("compare", {"steps": "many"}, "steps"),
+        ("spectra", {"run": "first"}, "run"),
+    ],
+    ids=["train", "train-targets", "train-shift", "compare", "spectra"],
+)
+def test_a_bad_links_warning_comes_before_the_settings(lab_home, page, query, unread):
+    """On a 1280×720 projector only the top of the page is seen: a warning drawn below the
+    settings (or below the Train page's curves) would go unread."""
+    at = open_page(page, query)
+    order = list(drawn(at.main))
+    assert catalog().t("common.bad_link", keys=unread) in [
+        node.value for node in order if node.type == "warning"
+    ]
+    warning = next(i for i, node in enumerate(order) if node.type == "warning")
+    setting = next(i for i, node in enumerate(order) if f"{node.key}".startswith(f"{page}."))
+    assert warning < setting
+
+
+def drawn(node) -> Iterator:
+    """Every element under `node`, in the order the page draws them (depth first)."""
+    children = getattr(node, "children", None)
+    if children is None:
+        yield node
+        return
+    for index in sorted(children):
+        yield from drawn(children[index])
