@@ -1,6 +1,5 @@
 """Spectra: look inside a finished run, one layer at a time, through singular values."""
 
-import math
 from typing import Any
 
 import pandas as pd
@@ -57,14 +56,10 @@ def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
     return spectra.layer_updates(*run_models(run_id, store().where)).get(layer)
 
 
-ROUNDING_FLOOR = 0.5  # decades below the smallest resolved σ where σ at rounding level sit
-
-
 def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
     """σ of W0, ΔW and W0+ΔW on one log axis: how big the update is next to the weight. σ at
     rounding level (spectra.spectrum_plot) do not set the axis: they sit on its floor."""
     plot = spectra.spectrum_plot(report, normalised)
-    floor = plot.low / 10**ROUNDING_FLOOR
     fig = go.Figure()
     lines = (  # W0 wide and grey underneath, so that W0 + ΔW shows where it leaves it
         ("sigma_W0", "W₀", {"color": "#9e9e9e", "width": 7}),
@@ -78,7 +73,7 @@ def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
         if plot.rounding[name]:
             fig.add_scatter(
                 x=list(range(len(sigma) + 1, len(sigma) + plot.rounding[name] + 1)),
-                y=[floor] * plot.rounding[name],
+                y=[plot.axis.floor] * plot.rounding[name],
                 name=tr("spectra.rounding", name=label, count=plot.rounding[name]),
                 mode="markers",
                 marker={"color": line["color"], "symbol": "line-ns-open", "size": 7},
@@ -88,8 +83,8 @@ def spectrum_figure(report: dict, normalised: bool) -> go.Figure:
     fig.update_yaxes(
         title_text=tr("spectra.sigma_norm" if normalised else "spectra.sigma"),
         type="log",
-        tickvals=log_ticks([plot.low, plot.high]),
-        range=[math.log10(floor) - 0.2, math.log10(plot.high) + 0.2],
+        tickvals=log_ticks([plot.axis.low, plot.axis.high]),
+        range=plot.axis.log_range(0.2),
     )
     return style(fig, height=380)
 
@@ -143,10 +138,10 @@ def amplification_reading(layer: str, numbers: dict) -> str:
 
 def evolution_figure(evolution: dict, index: int) -> go.Figure:
     """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), on an axis that
-    holds every snapshot's σ, so that playing the steps (play_step) shows them grow."""
+    holds every snapshot's σ above rounding level (spectra.SigmaAxis), so that playing the steps
+    (play_step) shows them grow; a bar at rounding level does not reach the axis."""
     steps, sigmas = evolution["steps"], evolution["sigma"]
-    top = max((max(s) for s in sigmas if s), default=1.0)
-    low = min((min(v for v in s if v > 0) for s in sigmas if any(v > 0 for v in s)), default=1e-6)
+    axis = spectra.SigmaAxis.of(spectra.resolved(s, evolution["shape"]) for s in sigmas)
     sigma = sigmas[index]
     fig = go.Figure(go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff"))
     fig.update_layout(
@@ -155,8 +150,8 @@ def evolution_figure(evolution: dict, index: int) -> go.Figure:
     fig.update_xaxes(title_text=tr("spectra.index"), dtick=1)
     fig.update_yaxes(
         type="log",
-        tickvals=log_ticks([low, top]),
-        range=[math.log10(low) - 0.3, math.log10(top) + 0.3],
+        tickvals=log_ticks([axis.low, axis.high]),
+        range=axis.log_range(0.3),
         title_text="σᵢ(ΔW)",
     )
     return style(fig, height=360, margin={"l": 10, "r": 10, "t": 50, "b": 40})

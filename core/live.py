@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from core import spectra
 from core.config import RunConfig
 from core.i18n import Catalog
 from core.jobs import Job
@@ -105,6 +106,7 @@ class Frame:
     val_acc: tuple[tuple, tuple]
     sigma_step: int | None  # the newest spectrum snapshot's step
     sigma: dict[str, list[float]]  # layer → top singular values of its ΔW at sigma_step
+    sigma_shape: dict[str, list[int] | None]  # layer → its ΔW's shape (None: not recorded)
 
     @property
     def has_points(self) -> bool:
@@ -173,6 +175,9 @@ class LiveRun:
             val_acc=self._curves["val_acc"].points(),
             sigma_step=snapshot.get("step"),
             sigma={layer: values["sigma"] for layer, values in snapshot.get("layers", {}).items()},
+            sigma_shape={
+                layer: values.get("shape") for layer, values in snapshot.get("layers", {}).items()
+            },
         )
 
     @classmethod
@@ -226,17 +231,26 @@ def figure_specs(
         ),
     }
     figures = {"loss": loss, "acc": accuracy}
-    if frame.sigma:
-        values = [v for sigma in frame.sigma.values() for v in sigma]
+    if frame.sigma:  # σ at rounding level are left out: they would set the axis (SigmaAxis)
+        shown = {
+            layer: spectra.resolved(sigma, frame.sigma_shape.get(layer))
+            for layer, sigma in frame.sigma.items()
+        }
+        axis = spectra.SigmaAxis.of(shown.values())
         figures["sigma"] = {
             "data": [
                 _scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")
-                for layer, sigma in frame.sigma.items()
+                for layer, sigma in shown.items()
             ],
             "layout": layout(
                 280,
                 xaxis={"title": {"text": "i"}, "dtick": 1},
-                yaxis={"title": {"text": "σᵢ(ΔW)"}, "type": "log", "tickvals": ticks(values)},
+                yaxis={
+                    "title": {"text": "σᵢ(ΔW)"},
+                    "type": "log",
+                    "tickvals": ticks([axis.low, axis.high]),
+                    "range": axis.log_range(0.2),
+                },
             ),
         }
     return figures

@@ -817,8 +817,9 @@ def _parsed(run_id: int, snaps: list[sa.RowMapping]) -> list[dict]:
 
 
 def _layers(text: str) -> dict[str, dict]:
-    """A snapshot's layers, {layer: {"sigma": [σ…], "delta_M": x, "delta_D": y}}, as
-    core.spectra.model_snapshot wrote them; ValueError if the text holds anything else."""
+    """A snapshot's layers, {layer: {"sigma": [σ…], "delta_M": x, "delta_D": y, "shape": [d, k]}}
+    (no shape in runs saved before snapshots recorded it), as core.spectra.model_snapshot wrote
+    them; ValueError if the text holds anything else."""
     layers = json.loads(text)
     numbers = (int, float)
     fits = isinstance(layers, dict) and all(
@@ -827,11 +828,18 @@ def _layers(text: str) -> dict[str, dict]:
         and all(isinstance(sigma, numbers) for sigma in layer["sigma"])
         and isinstance(layer.get("delta_M"), numbers)
         and isinstance(layer.get("delta_D"), numbers)
+        and ("shape" not in layer or _is_shape(layer["shape"]))
         for layer in layers.values()
     )
     if not fits:
         raise ValueError(text)
     return layers
+
+
+def _is_shape(value: object) -> bool:
+    """A matrix' shape as JSON: two positive whole numbers (true is no size, though an int)."""
+    sizes = value if isinstance(value, list) else []
+    return len(sizes) == 2 and all(type(n) is int and n > 0 for n in sizes)
 
 
 def _check_row(conn: sa.Connection, run_id: int, folder: str) -> None:

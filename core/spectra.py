@@ -36,6 +36,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -210,6 +211,44 @@ def at_rounding_level(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EP
     """Which σ are at rounding level (at or below rounding_tolerance; a zero spectrum is all
     rounding). Such a σ says "about zero", not how small: 1e-16 is no smaller than 1e-9."""
     return S.le(rounding_tolerance(S, shape, eps))
+
+
+def resolved(sigma: Sequence[float], shape: Sequence[int] | None) -> list[float]:
+    """The σ of a spectrum (or of its top n: σ1 is among them) above rounding level, the ones a
+    log axis may show; all σ > 0 for a snapshot that did not record its matrix' shape (runs
+    saved before snapshots did)."""
+    S = torch.tensor(list(sigma), dtype=torch.float64)
+    kept = S[S > 0] if shape is None else S[~at_rounding_level(S, tuple(shape))]
+    return kept.tolist()
+
+
+ROUNDING_FLOOR = 0.5  # decades below the smallest resolved σ where σ at rounding level are drawn
+
+
+@dataclass(frozen=True)
+class SigmaAxis:
+    """The log axis of a σ figure: set by σ above rounding level only (see `resolved`). A full
+    fine-tuning ΔW whose last σ are 1e-16 would otherwise stretch it over 17 decades of noise
+    and squash the real spectrum into its top tenth. Every σ figure of the app uses this."""
+
+    low: float  # the smallest resolved σ
+    high: float  # the largest
+
+    @classmethod
+    def of(cls, spectra: Iterable[Sequence[float]]) -> SigmaAxis:
+        """The axis holding every σ of `spectra` (each already `resolved`)."""
+        shown = [value for sigma in spectra for value in sigma]
+        return cls(min(shown, default=1.0), max(shown, default=1.0))
+
+    @property
+    def floor(self) -> float:
+        """Where σ at rounding level sit: below every resolved σ, marked as ≈ 0."""
+        return self.low / 10**ROUNDING_FLOOR
+
+    def log_range(self, pad: float) -> list[float]:
+        """plotly's range of a log axis (in decades) from the floor to the top, `pad` decades
+        of room on each side."""
+        return [math.log10(self.floor) - pad, math.log10(self.high) + pad]
 
 
 def numerical_rank(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) -> int:
@@ -513,28 +552,22 @@ SPECTRA = ("sigma_W0", "sigma_W", "sigma_delta_W")  # a layer_report's three spe
 
 @dataclass(frozen=True)
 class SpectrumPlot:
-    """A layer_report's three spectra as a log plot shows them: only σ above rounding level
-    set the axis. A full fine-tuning ΔW whose last σ are 1e-16 would otherwise stretch the
-    axis over 17 decades of noise and squash the real spectrum into its top tenth."""
+    """A layer_report's three spectra as a log plot shows them (see SigmaAxis)."""
 
     resolved: dict[str, list[float]]  # σ above rounding level, largest first (÷ σ1 if normalised)
     rounding: dict[str, int]  # how many σ after those are at rounding level (≈ 0)
-    low: float  # the smallest resolved σ of the three: the axis' floor comes from here
-    high: float  # the largest
+    axis: SigmaAxis
 
 
 def spectrum_plot(report: dict, normalised: bool = False) -> SpectrumPlot:
     """SpectrumPlot of one layer_report; `normalised` divides each spectrum by its own σ1."""
-    shape = tuple(report["shape"])
-    resolved, rounding = {}, {}
+    kept, rounding = {}, {}
     for name in SPECTRA:
-        S = torch.tensor(report[name], dtype=torch.float64)
-        kept = S[~at_rounding_level(S, shape)]  # S is descending: the first numerical_rank
-        if normalised and kept.numel():
-            kept = kept / kept[0]
-        resolved[name], rounding[name] = kept.tolist(), S.numel() - kept.numel()
-    shown = [value for values in resolved.values() for value in values]
-    return SpectrumPlot(resolved, rounding, min(shown, default=1.0), max(shown, default=1.0))
+        kept[name] = resolved(report[name], report["shape"])  # the first numerical_rank σ
+        if normalised and kept[name]:
+            kept[name] = [value / kept[name][0] for value in kept[name]]
+        rounding[name] = len(report[name]) - len(kept[name])
+    return SpectrumPlot(kept, rounding, SigmaAxis.of(kept.values()))
 
 
 @torch.no_grad()
@@ -599,6 +632,7 @@ def model_snapshot(base_model: nn.Module, model: nn.Module, n: int = 16) -> dict
         W = as_matrix(update.W0) + dense_delta(update.delta_W)
         snapshot[name] = {
             "sigma": top_singular_values(update.delta_W, n),
+            "shape": list(W.shape),  # what tells its σ at rounding level (see `resolved`)
             **magnitude_direction_change(update.W0, W),
         }
     return snapshot
@@ -607,7 +641,8 @@ def model_snapshot(base_model: nn.Module, model: nn.Module, n: int = 16) -> dict
 def spectrum_evolution(snapshots: list[dict]) -> dict[str, dict[str, list]]:
     """Turn snapshots [{"step": s, "layers": model_snapshot(...)}, ...] into per-layer series
     for playing the spectrum's evolution: {layer: {"steps", "sigma" (one list per step, the
-    top n σ of model_snapshot only), "delta_M", "delta_D"}}. A layer missing from a snapshot (full
+    top n σ of model_snapshot only), "delta_M", "delta_D", "shape" (ΔW's, None if the run's
+    snapshots did not record it)}}. A layer missing from a snapshot (full
     fine-tuning before its first step) has not moved yet: delta_W = 0 there.
 
     No effective or stable rank here: from the top 16 σ of a dense update they would be
@@ -622,6 +657,7 @@ def spectrum_evolution(snapshots: list[dict]) -> dict[str, dict[str, list]]:
             "sigma": [record["sigma"] for record in records],
             "delta_M": [record["delta_M"] for record in records],
             "delta_D": [record["delta_D"] for record in records],
+            "shape": next((r["shape"] for r in reversed(records) if "shape" in r), None),
         }
     return evolution
 

@@ -1096,6 +1096,15 @@ HAND_ROWS = [
         id="snapshot-sigma-text",
     ),
     pytest.param(
+        copy_of_run_1(
+            layers='{"fc1": {"sigma": [1.0], "delta_M": 0, "delta_D": 0, "shape": [0, true]}}'
+        ),
+        ["runs", "show", 2],
+        "a spectrum snapshot is not JSON of its layers' singular values",
+        [2, 1],
+        id="snapshot-shape-not-a-size",
+    ),
+    pytest.param(
         copy_of_run_1(folder="../../.."),
         ["spectra", 2],
         "its folder '../../..' is not valid",

@@ -217,3 +217,26 @@ def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once
     assert specs["sigma"]["layout"]["yaxis"]["tickvals"] == [sigma[-1], sigma[0]]
     empty = live.figure_specs(live.NO_RUN, 200, words, layout, ticks)
     assert set(empty) == {"loss", "acc"} and empty["loss"]["data"][0]["x"] == []
+
+
+def test_the_live_sigma_axis_is_not_set_by_sigma_at_rounding_level():
+    """Full fine-tuning's head (rank 5 at most in a 5 × 16 weight) records 16 σ, the last at
+    about 1e-16: the axis must show the five real ones, not 17 decades of rounding noise."""
+    real = [0.9, 0.4, 0.2, 0.05, 0.02]
+    noise = [3e-8, 1e-12, 4e-16]
+    layers = {
+        "head": {"sigma": real + noise, "shape": [5, 16]},
+        "fc1": {"sigma": [1.5, 0.3], "shape": [16, 12]},
+    }
+    events = [
+        Event("start", 0, {"steps": 10}),
+        Event("snapshot", 10, {"step": 10, "layers": layers}),
+    ]
+    frame = live.LiveRun().add(events)
+    layout = lambda height, **more: {"height": height, **more}  # noqa: E731
+    ticks = lambda values: [min(values), max(values)]  # noqa: E731
+    sigma = live.figure_specs(frame, 10, catalog("en"), layout, ticks)["sigma"]
+    low, high = sigma["layout"]["yaxis"]["range"]
+    assert math.log10(max(noise)) < low < math.log10(min(real)) < math.log10(1.5) < high
+    assert sigma["layout"]["yaxis"]["tickvals"] == [min(real), 1.5]
+    assert [trace["y"] for trace in sigma["data"]] == [real, [1.5, 0.3]]

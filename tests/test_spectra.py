@@ -166,17 +166,46 @@ def test_the_sigma_plot_axis_comes_from_the_values_above_rounding_level():
     assert plot.resolved["sigma_delta_W"] == pytest.approx([0.8, 0.05])
     assert plot.rounding == {"sigma_W0": 0, "sigma_W": 0, "sigma_delta_W": 18}
     assert plot.resolved["sigma_W0"] == pytest.approx(report["sigma_W0"])
-    assert plot.low == pytest.approx(0.05) and plot.high == pytest.approx(report["sigma_W"][0])
+    assert plot.axis.low == pytest.approx(0.05)
+    assert plot.axis.high == pytest.approx(report["sigma_W"][0])
     normalised = spectra.spectrum_plot(report, normalised=True)
     assert normalised.resolved["sigma_delta_W"] == pytest.approx([1.0, 0.05 / 0.8])
-    assert normalised.high == pytest.approx(1.0)
+    assert normalised.axis.high == pytest.approx(1.0)
 
 
 def test_a_zero_update_leaves_nothing_above_rounding_level():
     report = spectra.layer_report(torch.eye(4), torch.zeros(4, 4))
     plot = spectra.spectrum_plot(report)
     assert plot.resolved["sigma_delta_W"] == [] and plot.rounding["sigma_delta_W"] == 4
-    assert plot.low == plot.high == 1.0  # W0 = W = I
+    assert plot.axis.low == plot.axis.high == 1.0  # W0 = W = I
+
+
+def test_a_snapshots_top_sigma_above_rounding_level_are_those_numpy_counts():
+    """A full fine-tuning-like update of rank 3 in the 5 × 16 head: the snapshot's top σ hold
+    two more at rounding level, and its recorded shape tells them, as numpy's matrix_rank."""
+    torch.manual_seed(0)
+    model = ToyMLP()
+    tuned = copy.deepcopy(model)
+    update = with_spectrum([2.0, 0.5, 0.1], 5, 16, seed=3)
+    with torch.no_grad():
+        tuned.head.weight += torch.tensor(update, dtype=torch.float32)
+    layer = spectra.model_snapshot(model, tuned)["head"]
+    assert layer["shape"] == [5, 16] and len(layer["sigma"]) == 5
+    assert max(layer["sigma"][3:]) < 1e-5 * layer["sigma"][0]  # rounding noise of float32
+    delta_W = (tuned.head.weight - model.head.weight).detach().numpy()  # float32: its eps
+    kept = spectra.resolved(layer["sigma"], layer["shape"])
+    assert len(kept) == np.linalg.matrix_rank(delta_W) == 3
+    assert kept == layer["sigma"][:3]
+    assert spectra.resolved([1.0, 1e-16, 0.0], None) == [1.0, 1e-16]  # shape not recorded
+
+
+def test_a_sigma_axis_starts_its_floor_below_the_smallest_resolved_sigma():
+    axis = spectra.SigmaAxis.of([[4.0, 0.5], [], [1.0, 0.01]])
+    assert (axis.low, axis.high) == (0.01, 4.0)
+    low, high = axis.log_range(0.2)
+    assert low == pytest.approx(-2 - spectra.ROUNDING_FLOOR - 0.2)
+    assert high == pytest.approx(math.log10(4.0) + 0.2)
+    assert spectra.SigmaAxis.of([[]]) == spectra.SigmaAxis(1.0, 1.0)  # nothing resolved yet
 
 
 def test_zero_matrix_has_zero_ranks():
