@@ -57,7 +57,7 @@ def test_the_shown_run_says_which_it_is_and_each_setting_the_lesson_form_differs
     layers = next(lesson for lesson in lessons.LESSONS if lesson.id == "layers")
     at = open_page("train", links.encode(layers.settings), student=student)
     assert not at.exception
-    assert f"Your latest run: #{run_id} · lora r=2 · mlp · mnist-5k/rotate" in captions(at)
+    assert f"Your latest run: #{run_id} · lora r=2 α=8 · mlp · mnist-5k/rotate" in captions(at)
     said = warnings(at)
     assert "This run was trained with other settings than those above" in said
     for difference in (

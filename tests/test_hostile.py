@@ -2169,8 +2169,14 @@ PAGE_ROWS = [
 
 
 def page_text(at: AppTest) -> str:
-    return "\n".join(
+    """What a student reads in the page's titles and alerts (Markdown, its escapes undone) and
+    in the plain text under an alert (common.said: what a link, a file or the store gave)."""
+    said = [
         element.value for kind in ("title", "warning", "error", "info") for element in at.get(kind)
+    ]
+    return "\n".join(
+        [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", value) for value in said]
+        + [t.value for t in at.text]
     )
 
 
