@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from streamlit.testing.v1 import AppTest
 
 APP = "../app.py"
@@ -28,3 +30,9 @@ def open_page(
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def shown(markdown: str) -> str:
+    """An element's Markdown as a student reads it: the backslash escapes that
+    core.text.for_markdown writes before punctuation (CommonMark's) undone."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_session import APP, TIMEOUT, open_page
+from app_session import APP, TIMEOUT, open_page, shown
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -689,7 +689,7 @@ def test_compare_sweep_shows_why_runs_failed(lab_home):
     ]
     at.run()
     assert not at.exception
-    assert reason in at.error[0].value and "r=1" in at.error[0].value
+    assert reason in shown(at.error[0].value) and "r=1" in at.error[0].value
     table = at.dataframe[0].value
     assert list(table["Rank"]) == ["1", "—"]  # no "None" for a method without a rank
 

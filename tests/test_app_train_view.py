@@ -5,12 +5,11 @@ differs from the form, what a stopped run says in the student's language, clicks
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 
 import pytest
-from app_session import open_page
+from app_session import open_page, shown
 from markdown_it import MarkdownIt
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
@@ -37,17 +36,12 @@ def stored_run(config: RunConfig = RUN, stop_at: int | None = None) -> tuple[str
     return student, run_id
 
 
-def rendered(markdown: str) -> str:
-    """Markdown's text as a browser shows it, for text whose punctuation is escaped."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
-
-
 def captions(at: AppTest) -> list[str]:
-    return [rendered(caption.value) for caption in at.main.caption]
+    return [shown(caption.value) for caption in at.main.caption]
 
 
 def warnings(at: AppTest) -> str:
-    return " ".join(rendered(warning.value) for warning in at.main.warning)
+    return " ".join(shown(warning.value) for warning in at.main.warning)
 
 
 def test_the_shown_run_says_which_it_is_and_each_setting_the_lesson_form_differs_in(lab_home):

@@ -33,7 +33,7 @@ import psutil
 import pytest
 import safetensors.torch
 import torch
-from app_session import open_page
+from app_session import open_page, shown
 from safetensors import SafetensorError
 from streamlit.testing.v1 import AppTest
 from tensorboard.compat.tensorflow_stub.io import gfile as tb_gfile
@@ -2174,10 +2174,7 @@ def page_text(at: AppTest) -> str:
     said = [
         element.value for kind in ("title", "warning", "error", "info") for element in at.get(kind)
     ]
-    return "\n".join(
-        [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", value) for value in said]
-        + [t.value for t in at.text]
-    )
+    return "\n".join([shown(value) for value in said] + [t.value for t in at.text])
 
 
 @pytest.mark.parametrize(("page", "query", "says"), PAGE_ROWS)

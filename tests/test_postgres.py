@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import torch
+from app_session import shown
 from conftest import POSTGRES_DIR, needs_postgres
 from sqlalchemy.pool import NullPool
 from streamlit.testing.v1 import AppTest
@@ -96,7 +97,7 @@ def test_the_app_shows_an_unreachable_setting_instead_of_its_pages(monkeypatch):
     at = AppTest.from_file("../app.py", default_timeout=60).run()
     assert not at.exception, at.exception
     [error] = at.error
-    assert_one_line_naming_the_setting(error.value, "Connection refused")
+    assert_one_line_naming_the_setting(shown(error.value), "Connection refused")
 
 
 def test_without_psycopg_the_setting_says_what_to_install(monkeypatch):
