@@ -376,19 +376,32 @@ def placement_held(
     if placement.name != PINNED:
         yield moved
         return
-    stop = threading.Event()
 
     def hold() -> None:
+        moved[0] += put_back(servers, placement.server_cpus)
+        moved[0] += put_back([browser], placement.browser_cpus)
+
+    with every(0.2, hold, "placement"):
+        yield moved
+
+
+@contextlib.contextmanager
+def every(seconds: float, work: Callable[[], None], name: str) -> Iterator[None]:
+    """Calls `work` at once and every `seconds` in a thread of its own while the block runs,
+    and once more as it ends."""
+    stop = threading.Event()
+
+    def loop() -> None:
         while True:
-            moved[0] += put_back(servers, placement.server_cpus)
-            moved[0] += put_back([browser], placement.browser_cpus)
-            if stop.wait(0.2):
+            work()
+            if stop.wait(seconds):
+                work()
                 return
 
-    thread = threading.Thread(target=hold, name="placement", daemon=True)
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
-        yield moved
+        yield
     finally:
         stop.set()
         thread.join(10)
@@ -400,24 +413,15 @@ def cpu_trace(servers: list[psutil.Process], browser: psutil.Process) -> Iterato
     processes, then each core's busy seconds) every 0.2 s in a thread, to read CPU at instants
     the browser measured."""
     samples: list[tuple] = []
-    stop = threading.Event()
 
     def sample() -> None:
-        while True:
-            used = [cpu_seconds(server) for server in servers]
-            own, children = (sum(column) for column in zip(*used, strict=True))
-            browser_s = sum(cpu_seconds(browser))
-            samples.append((time.time(), own, children, browser_s, *busy_seconds()))
-            if stop.wait(0.2):
-                return
+        used = [cpu_seconds(server) for server in servers]
+        own, children = (sum(column) for column in zip(*used, strict=True))
+        browser_s = sum(cpu_seconds(browser))
+        samples.append((time.time(), own, children, browser_s, *busy_seconds()))
 
-    thread = threading.Thread(target=sample, name="cpu-trace", daemon=True)
-    thread.start()
-    try:
+    with every(0.2, sample, "cpu-trace"):
         yield samples
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 def cpu_between(samples: list[tuple], start: float, end: float) -> tuple[float, ...]:

@@ -462,6 +462,19 @@ def no_hang(tmp_path: Path):
     process.wait()
 
 
+TMPDIR_FULL = "No space left on device): make room there, or set TMPDIR"
+
+
+def tmpdir_full(owner: object, name: str) -> Callable:
+    """A `put` that writes the zip, then makes `owner.name` fail as a full TMPDIR does."""
+
+    def put(path: Path, content: bytes, mp: pytest.MonkeyPatch) -> None:
+        path.write_bytes(content)
+        mp.setattr(owner, name, no_space_oserror)
+
+    return put
+
+
 # issue 18 (15, 17): (put(path, the zip's bytes, monkeypatch): the file to import and the
 # fault; what the one line says)
 IMPORT_FILE_ROWS = [
@@ -469,22 +482,8 @@ IMPORT_FILE_ROWS = [
     pytest.param(
         lambda path, content, mp: path.symlink_to("/dev/zero"), "not a regular file", id="dev-zero"
     ),
-    pytest.param(
-        lambda path, content, mp: (
-            path.write_bytes(content),
-            mp.setattr(Path, "write_bytes", no_space_oserror),
-        ),
-        "No space left on device): make room there, or set TMPDIR",
-        id="tmpdir-full",
-    ),
-    pytest.param(
-        lambda path, content, mp: (
-            path.write_bytes(content),
-            mp.setattr(tempfile, "mkdtemp", no_space_oserror),
-        ),
-        "No space left on device): make room there, or set TMPDIR",
-        id="tmpdir-full-no-folder",
-    ),
+    pytest.param(tmpdir_full(Path, "write_bytes"), TMPDIR_FULL, id="tmpdir-full"),
+    pytest.param(tmpdir_full(tempfile, "mkdtemp"), TMPDIR_FULL, id="tmpdir-full-no-folder"),
 ]
 
 
