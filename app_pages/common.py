@@ -497,7 +497,7 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
     )
     with st.expander(tr("examples.title"), expanded=True):
         if "problem" in strip:
-            st.caption(tr(strip["problem"], reason=strip.get("reason", "")))
+            st.caption(tr(strip["problem"], reason=for_markdown(strip.get("reason", ""))))
             return
         before, after = strip["labels_before"], strip["labels_after"]
         # one st.image per row: ten images each in a column of their own took the browser

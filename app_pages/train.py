@@ -386,14 +386,14 @@ def progress(view: live.RunView) -> None:
 def ending(view: live.RunView) -> None:
     """Why the run did not finish: its student stopped it, it failed, it was interrupted."""
     if view.status == "failed":
-        st.error(tr("train.failed", reason=view.reason))
+        st.error(tr("train.failed", reason=for_markdown(view.reason)))
     elif view.status == "stopped" and view.stopped_at is not None:
         step, steps = view.stopped_at
         st.warning(tr("train.stopped_at", step=step, steps=steps))
     elif view.status == "stopped":
-        st.warning(tr("train.stopped", reason=view.reason))
+        st.warning(tr("train.stopped", reason=for_markdown(view.reason)))
     elif view.status == "unfinished":
-        st.warning(tr("train.unfinished", reason=view.reason))
+        st.warning(tr("train.unfinished", reason=for_markdown(view.reason)))
 
 
 def outcome(view: live.RunView) -> None:

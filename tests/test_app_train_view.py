@@ -117,3 +117,18 @@ def test_a_run_name_written_as_a_link_is_shown_as_text_on_the_train_page(lab_hom
     tokens = MarkdownIt("commonmark").parseInline(caption)[0].children
     assert {t.type for t in tokens} == {"text"}
     assert hostile in "".join(t.content for t in tokens)
+
+
+def test_a_failed_runs_reason_is_shown_as_text(lab_home):
+    """A run's reason may quote a file or a name (an import, a link's pattern): the page's error
+    renders it as its characters, never as a link or an image."""
+    student = uuid.uuid4().hex
+    reason = "bad zip [sign in again](https://evil.example) ![b](http://127.0.0.1:9/b.png)"
+    with runs.RunStore() as store:
+        run_id = store.create(RUN, student)
+        store.fail(run_id, reason)
+    at = open_page("train", "", student=student)
+    [error] = at.main.error
+    tokens = MarkdownIt("commonmark").parseInline(error.value)[0].children
+    assert {t.type for t in tokens} == {"text"}
+    assert reason in "".join(t.content for t in tokens)
