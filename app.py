@@ -19,11 +19,12 @@ from app_pages.common import (
     store,
     tr,
 )
-from core import __version__, jobs
-from core.i18n import DEFAULT_LANGUAGE, LANGUAGES
-from core.links import PRESENTER
-from core.paths import ASSETS, FolderError
-from core.runs import StoreError
+from core import __version__
+from core.classroom.i18n import DEFAULT_LANGUAGE, LANGUAGES
+from core.classroom.links import PRESENTER
+from core.common.paths import ASSETS, FolderError
+from core.jobs import pool as jobs
+from core.store.runs import StoreError
 
 
 def main() -> None:

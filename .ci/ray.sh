@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A two-node Ray cluster on this machine, for the tests of the Ray executor (core/ray_jobs.py).
+# A two-node Ray cluster on this machine, for the tests of the Ray executor (core/jobs/ray_jobs.py).
 #
 #   eval "$(bash .ci/ray.sh start)"   starts a head and a second node, one CPU each, on free
 #                                     ports; prints the exports that reach it: its address in

@@ -17,13 +17,15 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import data, examples, links, measure, runs
-from core.config import RunConfig, SettingError
-from core.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
-from core.links import HIDE, PRESENTER
-from core.paths import OfflineError
-from core.runs import NoSuchRun, RunRecord, RunStore, StoreError
-from core.text import for_markdown
+from core.classroom import links
+from core.classroom.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
+from core.classroom.links import HIDE, PRESENTER
+from core.common.config import RunConfig, SettingError
+from core.common.paths import OfflineError
+from core.common.text import for_markdown
+from core.store import runs
+from core.store.runs import NoSuchRun, RunRecord, RunStore, StoreError
+from core.training import data, examples, measure
 
 
 def language() -> str:
@@ -214,7 +216,7 @@ def _keep_name() -> None:
     try:
         st.session_state[NAME] = store().name_student(student_id(), st.session_state[NAME])
         _names.clear()
-    except ValueError as error:  # control characters (core.runs.checked_name): nothing kept
+    except ValueError as error:  # control characters (core.store.runs.checked_name): nothing kept
         st.error(refused(error))
     except StoreError as error:
         failed(error)
@@ -278,7 +280,7 @@ def shown(page: str, setting: str) -> bool:
 def bad_link(keys: list[str], written: Sequence[str] = ()) -> None:
     """The yellow line that names the page's settings (``keys``, the app's own names) whose
     value in the link could not be read, and under it what the link wrote for them
-    (core.links.as_written), as plain text."""
+    (core.classroom.links.as_written), as plain text."""
     said(st.warning, tr("common.bad_link", keys=", ".join(keys)), "\n".join(written), "link_off")
 
 
@@ -354,8 +356,8 @@ def showing(page_path: str) -> None:
 
 def app_address() -> str:
     """The app's address as the browser reaches it (a reverse proxy's prefix included), without
-    the page's path: what a link to any page starts with (core.links.app_address). Without a
-    browser (AppTest), the local server's."""
+    the page's path: what a link to any page starts with (core.classroom.links.app_address).
+    Without a browser (AppTest), the local server's."""
     here = st.context.url or "http://localhost:8501"
     return links.app_address(here, st.session_state.get(_PAGE_PATH, ""))
 
@@ -458,7 +460,7 @@ def css_class(key: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _task_examples(model: str, dataset: str, shift: str, shift_params: dict, seed: int) -> dict:
-    """core.examples.task_examples, once per task for the whole server; or {"problem": …}
+    """core.training.examples.task_examples, once per task for the whole server; or {"problem": …}
     (never downloads: a dataset not on this computer yet shows no images)."""
     config = RunConfig(
         model=model, dataset=dataset, shift=shift, shift_params=shift_params, seed=seed
@@ -525,7 +527,8 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _predictions(store_path: str, run_id: int) -> dict | None:
-    """core.examples.prediction_examples of a saved run, once per run (None: no weights)."""
+    """core.training.examples.prediction_examples of a saved run, once per run (None: no
+    weights)."""
     try:
         return examples.prediction_examples(measure.open_run(run_id, store()))
     except (StoreError, OfflineError, ValueError):

@@ -30,14 +30,16 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import adapters, jobs, labels, links
-from core.config import RunConfig
-from core.paths import OfflineError
-from core.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
-from core.targets import default_targets
-from core.tensorboard_export import tensorboard_zip
-from core.text import for_figure, for_markdown
-from core.train import head_trains
+from core.analyses.tensorboard_export import tensorboard_zip
+from core.classroom import labels, links
+from core.common.config import RunConfig
+from core.common.paths import OfflineError
+from core.common.text import for_figure, for_markdown
+from core.jobs import pool as jobs
+from core.store.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
+from core.training import adapters
+from core.training.train import head_trains
+from core.training.zoo import default_targets
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
@@ -47,8 +49,8 @@ POLL_SECONDS = 1.0
 ACC_RANGE = (0.0, 1.08)  # accuracy's axis: room above 100% for the "r=…" labels
 LOG_PAD = 0.15  # decades of room on each side of a log axis of parameters
 MARKER_PX = 14
-# What the labels' placement assumes (core.labels): the plot area of a laptop's column in pixels
-# (a wider one only has more room), and a character's width in font sizes.
+# What the labels' placement assumes (core.classroom.labels): the plot area of a laptop's column in
+# pixels (a wider one only has more room), and a character's width in font sizes.
 PLOT_PX = (640, 280)
 CHAR_EM = 0.6
 # The overlay curves' colours: ten that differ in hue (Tableau's), where Streamlit's own
@@ -161,7 +163,7 @@ def rank_text(config: RunConfig) -> str:
 # ----------------------------------------------------------------------------- the runs
 
 
-TABLE_COLUMNS = {  # core.runs.TableRow's fields, and their titles in the catalogs
+TABLE_COLUMNS = {  # core.store.runs.TableRow's fields, and their titles in the catalogs
     "name": "col_name",
     "student": "col_student",
     # the results first: on a laptop's screen they are seen without scrolling
@@ -181,7 +183,7 @@ TABLE_COLUMNS = {  # core.runs.TableRow's fields, and their titles in the catalo
 
 
 def runs_table(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per run (core.runs.table_row); with classmates' runs shown, whose each is (the
+    """One row per run (core.store.runs.table_row); with classmates' runs shown, whose each is (the
     names they gave). A setting a method does not have reads "—", not "None"."""
     names = student_names()
     rows = [table_row(r, names.get(r.owner, "")) for r in records]
@@ -208,7 +210,8 @@ def accuracy_scatter(
 ) -> go.Figure:
     """Each run's test accuracy against ``x`` (its axis spans ``x_range``, in decades on a log
     axis): coloured by method, marked by task (two sweeps on two tasks, as in a lesson, stay
-    apart), its rank written beside a LoRA run where it covers no other label (core.labels)."""
+    apart), its rank written beside a LoRA run where it covers no other label
+    (core.classroom.labels)."""
     frame = pd.DataFrame(
         {
             x: x_values,
@@ -232,8 +235,8 @@ def accuracy_scatter(
 
 
 def place_labels(fig: go.Figure, x_range: tuple[float, float], log_x: bool) -> None:
-    """Write the points' labels where they can be read (core.labels: one label for points on
-    one another, and each label on its own side), from where the points fall in a plot area of
+    """Write the points' labels where they can be read (core.classroom.labels: one label for points
+    on one another, and each label on its own side), from where the points fall in a plot area of
     PLOT_PX pixels, in the figure's font (style's, presenter's too)."""
     (x0, x1), (y0, y1), (width, height) = x_range, ACC_RANGE, PLOT_PX
     size = fig.layout.font.size

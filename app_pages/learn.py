@@ -5,7 +5,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app_pages.common import exercise_link, style, tr
-from core import budget, lessons, links
+from core.classroom import budget, lessons, links
 
 st.title(tr("learn.title"))
 st.markdown(tr("learn.intro"))

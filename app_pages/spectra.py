@@ -19,9 +19,13 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
-from core import data, links, measure, reports, runs, spectra, whatif
-from core.paths import OfflineError
-from core.runs import StoreError
+from core.analyses import reports, whatif
+from core.classroom import links
+from core.common.paths import OfflineError
+from core.lowrank import spectra
+from core.store import runs
+from core.store.runs import StoreError
+from core.training import data, measure
 
 PAGE = "spectra"
 DEFAULTS = links.SPECTRA_DEFAULTS

@@ -1,8 +1,8 @@
 """Train: choose a model, a task and a method, then watch the run live.
 
-The run is a job in core.jobs' pool (another process), so switching pages does
-not stop it; a fragment polls the job and redraws the curves, which core.live keeps up to date
-event by event and shares between every page that watches the run.
+The run is a job in the pool of core.jobs.pool (another process), so switching pages does
+not stop it; a fragment polls the job and redraws the curves, which core.classroom.live keeps up to
+date event by event and shares between every page that watches the run.
 """
 
 import contextlib
@@ -33,25 +33,19 @@ from app_pages.common import (
     titled_select,
     tr,
 )
-from core import (
-    data,
-    jobs,
-    links,
-    live,
-    measure,
-    methods,
-    paths,
-    reports,
-    run_differences,
-    runs,
-    train,
-    zoo,
-)
-from core.config import BOUNDS, DEFAULT_LR, RunConfig
-from core.i18n import catalog
-from core.runs import StoreError
-from core.targets import default_targets, eligible_layers, resolve_targets
-from core.text import for_markdown
+from core.analyses import reports
+from core.classroom import links, live, run_differences
+from core.classroom.i18n import catalog
+from core.common import paths
+from core.common.config import BOUNDS, DEFAULT_LR, RunConfig
+from core.common.text import for_markdown
+from core.jobs import pool as jobs
+from core.lowrank import methods
+from core.lowrank.targets import eligible_layers, resolve_targets
+from core.store import runs
+from core.store.runs import StoreError
+from core.training import data, measure, train, zoo
+from core.training.zoo import default_targets
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
@@ -121,8 +115,8 @@ def shift_parameters(shift: str) -> None:
     """One number/text box per parameter of the shift; stored together as ``shift_params``.
 
     No box for a shift's "seed": a run draws the permutation (or ΔW*) with its own seed (see
-    core.data.load_task), so a caption says that instead of offering a box that would not be
-    the seed used.
+    core.training.data.load_task), so a caption says that instead of offering a box that would not
+    be the seed used.
     """
     chosen = st.session_state[key("shift_params")]
     if "shift_params" in st.session_state[key("_fresh")]:
@@ -269,8 +263,8 @@ def target_layers(base) -> None:
 
     A model shown for the first time (the student switched to it, or a link named it) starts
     from the chosen targets if they pick a layer of it, else from the model's default targets
-    (core.targets.default_targets: "all-linear", or the card's recommendation where "all-linear"
-    picks nothing, as for resnet18 whose only Linear is the head).
+    (core.training.zoo.default_targets: "all-linear", or the card's recommendation where
+    "all-linear" picks nothing, as for resnet18 whose only Linear is the head).
     """
     rank = st.session_state[key("rank")]
     model = st.session_state[key("model")]
@@ -438,7 +432,7 @@ def outcome(view: live.RunView) -> None:
 
 def open_moment(run_id: int, step: float) -> None:
     """The Spectra page at the moment a student clicked on a curve: the run's snapshot nearest
-    to that step (core.reports.moment, as a click on Spectra's own curves picks it)."""
+    to that step (core.analyses.reports.moment, as a click on Spectra's own curves picks it)."""
     query = {"run": str(run_id)}
     with contextlib.suppress(StoreError):  # deleted meanwhile: Spectra says so
         record = store().get(run_id)
@@ -455,7 +449,7 @@ def inspectable(view: live.RunView) -> bool:
 def which_run(view: live.RunView, form: RunConfig | None) -> None:
     """Which run the result below is (#id and name), and each setting in which it differs from
     the form above: a lesson link or a new tab sets the form, while the run shown may be the
-    student's latest, trained under other settings (core.run_differences)."""
+    student's latest, trained under other settings (core.classroom.run_differences)."""
     name = runs.default_name(view.config)
     with contextlib.suppress(StoreError):  # deleted meanwhile: its settings still tell
         name = name if view.run_id is None else store().get_summary(view.run_id).name
@@ -529,7 +523,8 @@ def charts(frame: live.Frame, planned: int, view: live.RunView | None = None) ->
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _forgetting(store_path: str, run_id: int) -> train.Forgetting | None:
-    """core.train.forgetting of a saved run, once per run (None: no weights, no source task)."""
+    """core.training.train.forgetting of a saved run, once per run (None: no weights, no source
+    task)."""
     try:
         run = measure.open_run(run_id, store())
     except (StoreError, paths.OfflineError, ValueError):

@@ -18,7 +18,7 @@ Each page notes in the browser, every 50 ms, the seconds from its click until it
   different progress lines it showed on the way.
 
 Every session's accuracy is compared with the solo run's (as shown, and exactly in the run
-store, read through core.runs.RunStore). While the class trains, one more session opens the
+store, read through core.store.runs.RunStore). While the class trains, one more session opens the
 Train page: the seconds until it is drawn. CPU seconds of the server process, of its children
 (the training workers) and of the browser are measured from the click until the last page
 showed its result (the wall time), and so is how busy each core was (with whatever else the
@@ -89,9 +89,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 
-from core import executors, ray_jobs
-from core.jobs import SharedPool
-from core.runs import RunRecord, RunStore, StoreError
+from core.jobs import executors, ray_jobs
+from core.jobs.pool import SharedPool
+from core.store.runs import RunRecord, RunStore, StoreError
 
 try:  # optional (requirements-distributed.txt): only --servers K > 1 needs it
     import ray

@@ -23,8 +23,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import lora, methods, zoo
-from core.targets import head_name, resolve_targets
+from core.lowrank import lora, methods
+from core.lowrank.targets import head_name, resolve_targets
+from core.training import zoo
 
 
 def step_function(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:

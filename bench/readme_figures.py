@@ -6,8 +6,8 @@
 The rank table: test accuracy against LoRA rank for every task shift, with head-only and full
 fine-tuning beside it (the shipped `mlp`, the Train page's 200 steps, each method at its own
 default learning rate), as the mean over seeds 0, 1, 2 with their range. Then each experiment of
-core.experiments, with its outcome and verdict as computed there. The last line says on what
-machine and torch build it was measured: on another CPU or torch build the last digit can
+core.analyses.experiments, with its outcome and verdict as computed there. The last line says on
+what machine and torch build it was measured: on another CPU or torch build the last digit can
 differ (sums run in another order); the outcomes, which use thresholds with a margin, do not.
 
 --write replaces only what lies between the README's two marker lines (BEGIN, END below), and
@@ -28,10 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import data, experiments
-from core.config import RunConfig
-from core.links import TRAIN_STEPS
-from core.train import train
+from core.analyses import experiments
+from core.classroom.links import TRAIN_STEPS
+from core.common.config import RunConfig
+from core.training import data
+from core.training.train import train
 
 RANKS = (1, 2, 4, 8, 32)
 SEEDS = (0, 1, 2)
@@ -114,7 +115,7 @@ def figures(model: str) -> str:
             *table,
             "",
             "The findings (`python -m core experiment NAME`; outcomes computed from the numbers "
-            "against thresholds in `core/experiments.py`):",
+            "against thresholds in `core/analyses/experiments.py`):",
             "",
             *found,
             "",

@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 import torch
 
-from core.config import DEVICES, RunConfig
-from core.executors import ExecutorFactory
-from core.jobs import Job, Pool
-from core.limits import SERVER
-from core.train import train
+from core.common.config import DEVICES, RunConfig
+from core.common.limits import SERVER
+from core.jobs.executors import ExecutorFactory
+from core.jobs.pool import Job, Pool
+from core.training.train import train
 
 
 def show(text: str) -> None:
@@ -134,7 +134,7 @@ def start_local(store: Path, tiny: RunConfig) -> Pool:
 def start_ray(address: str, store: Path, tiny: RunConfig) -> tuple[Pool, str]:
     """The pool on Ray, and the folder of Ray's package (its processes run from there)."""
     started = time.perf_counter()
-    ray_jobs = importlib.import_module("core.ray_jobs")  # Ray is imported only here
+    ray_jobs = importlib.import_module("core.jobs.ray_jobs")  # Ray is imported only here
     imported = time.perf_counter()
     ray_jobs.connect(address)
     joined = time.perf_counter()

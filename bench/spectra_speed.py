@@ -24,8 +24,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import lora, spectra, zoo
-from core.targets import eligible_layers
+from core.lowrank import lora, spectra
+from core.lowrank.targets import eligible_layers
+from core.training import zoo
 
 SHIPPED = {"mlp": zoo.MLP, "cnn": zoo.CNN, "vit": zoo.ViT}
 

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from core.config import RunConfig
-from core.executors import cores, default_workers, threads_per_job
-from core.jobs import Pool
-from core.train import train
+from core.common.config import RunConfig
+from core.jobs.executors import cores, default_workers, threads_per_job
+from core.jobs.pool import Pool
+from core.training.train import train
 
 
 def classroom_run() -> None:

@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import whatif
-from core.config import RunConfig
-from core.measure import TrainedRun
-from core.train import train
+from core.analyses import whatif
+from core.common.config import RunConfig
+from core.training.measure import TrainedRun
+from core.training.train import train
 
 
 def timed(function, *args, **kwargs) -> tuple[dict, float]:

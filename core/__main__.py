@@ -13,7 +13,7 @@
 Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
 store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database $LORA_LAB_DB names),
 owned by "cli". Bad input gives a one-line message and exit status 2; a run that fails (a
-diverging loss) exits with status 1. Runs are bounded by core.limits.COMMAND_LINE, wider
+diverging loss) exits with status 1. Runs are bounded by core.common.limits.COMMAND_LINE, wider
 bounds than a classroom server's but never none (LORA_LAB_MAX_STEPS and the other variables
 listed there change them).
 
@@ -21,7 +21,7 @@ Times: `runs show` prints when a run was created as a local date and time (ISO 8
 second, with the UTC offset); with --json, "created" stays a number, seconds since the Unix
 epoch (UTC), as the store keeps it.
 
-The parser is here and the commands are in core/commands.py, which main() imports only once the
+The parser is here and the commands are in core/cli/commands.py, which main() imports only once the
 arguments are parsed: the commands need torch, about a second to import, and --help or a
 mistyped flag should answer at once.
 """
@@ -34,11 +34,11 @@ import importlib
 import json
 import sys
 
-from core.config import MODELS, RunConfig, config_choices
+from core.common.config import MODELS, RunConfig, config_choices
 
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
-# The names of core.experiments.EXPERIMENTS (tests/test_cli.py checks they agree): listed here,
-# because that module needs torch.
+# The names of core.analyses.experiments.EXPERIMENTS (tests/test_cli.py checks they agree): listed
+# here, because that module needs torch.
 EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders", "forgetting")
 
 
@@ -153,10 +153,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, then run the command (core.commands: exit status 2 and one line for
+    """Parse the arguments, then run the command (core.cli.commands: exit status 2 and one line for
     an expected error, never a traceback)."""
     args = parser().parse_args(argv)
-    return importlib.import_module("core.commands").run(args)
+    return importlib.import_module("core.cli.commands").run(args)
 
 
 if __name__ == "__main__":

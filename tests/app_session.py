@@ -34,5 +34,5 @@ def open_page(
 
 def shown(markdown: str) -> str:
     """An element's Markdown as a student reads it: the backslash escapes that
-    core.text.for_markdown writes before punctuation (CommonMark's) undone."""
+    core.common.text.for_markdown writes before punctuation (CommonMark's) undone."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)

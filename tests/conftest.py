@@ -30,7 +30,7 @@ from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do not load core
-    from core.runs import RunStore
+    from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -110,7 +110,7 @@ def store(
     """The run store of the test's own home, on each back end: the SQLite file in it, and a
     new PostgreSQL database named by LORA_LAB_DB (which RunStore() and any process the test
     starts read, as the app and its workers do)."""
-    from core.runs import RunStore
+    from core.store.runs import RunStore
 
     if request.param == "postgresql":
         monkeypatch.setenv("LORA_LAB_DB", request.getfixturevalue("postgres_db"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from core import jobs
-from core.runs import RunStore
+from core.jobs import pool as jobs
+from core.store.runs import RunStore
 
 
 def finish(*submitted: jobs.Job) -> None:

@@ -14,10 +14,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from test_runs import SMALL, outputs, outside
 
-from core import adapters, lora, peft_io, reports, zoo
-from core.adapters import import_adapter
-from core.config import RunConfig
-from core.runs import RunStore, train_and_save
+from core.analyses import reports
+from core.common.config import RunConfig
+from core.lowrank import lora, peft_io
+from core.store.runs import RunStore, train_and_save
+from core.training import adapters, zoo
+from core.training.adapters import import_adapter
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core import budget
+from core.classroom import budget
 
 GPT3 = budget.MODELS["GPT-3 175B"]
 

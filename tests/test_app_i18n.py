@@ -4,8 +4,10 @@ import string
 
 import pytest
 
-from core import data, lessons, lora, methods, zoo
-from core.i18n import LANGUAGES, catalog
+from core.classroom import lessons
+from core.classroom.i18n import LANGUAGES, catalog
+from core.lowrank import lora, methods
+from core.training import data, zoo
 
 ENGLISH = catalog("en")
 
@@ -60,8 +62,8 @@ DATASET_WORDS, SHIFT_WORDS = ("title", "description"), ("title", "explanation")
 
 @pytest.mark.parametrize("language", list(LANGUAGES))
 def test_every_dataset_and_shift_has_words_in_every_language(language):
-    """core.data holds no sentence for students: each dataset and shift is titled and explained
-    in the catalogs only, in every language."""
+    """core.training.data holds no sentence for students: each dataset and shift is titled and
+    explained in the catalogs only, in every language."""
     words = catalog(language)
     keys = [f"datasets.{name}.{part}" for name in data.DATASETS for part in DATASET_WORDS]
     keys += [f"shifts.{name}.{part}" for name in data.SHIFTS for part in SHIFT_WORDS]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from app_session import open_page
 
-from core import budget
-from core.i18n import catalog
+from core.classroom import budget
+from core.classroom.i18n import catalog
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

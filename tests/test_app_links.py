@@ -11,9 +11,10 @@ import pytest
 from app_session import open_page
 from streamlit.testing.v1 import AppTest
 
-from core import lessons, links, runs
-from core.config import RunConfig, config_choices
-from core.i18n import catalog
+from core.classroom import lessons, links
+from core.classroom.i18n import catalog
+from core.common.config import RunConfig, config_choices
+from core.store import runs
 
 DEFAULTS = {
     "model": "mlp",

@@ -20,9 +20,14 @@ from app_session import APP, TIMEOUT, open_page, shown
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, lessons, limits, live, measure, runs, train, whatif, zoo
-from core.config import RunConfig
-from core.i18n import catalog
+from core.analyses import whatif
+from core.classroom import lessons, live
+from core.classroom.i18n import catalog
+from core.common import limits
+from core.common.config import RunConfig
+from core.jobs import pool as jobs
+from core.store import runs
+from core.training import measure, train, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
@@ -148,7 +153,7 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     assert len(at.table) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
-    assert at.query_params["normalised"] == "true"  # core.config's spelling, as the CLI's
+    assert at.query_params["normalised"] == "true"  # core.common.config's spelling, as the CLI's
 
 
 def click_point(at: AppTest, chart_key: str, x: float) -> AppTest:
@@ -718,7 +723,7 @@ def test_train_count_says_what_trains_besides_the_adapters(lab_home):
 
 def test_train_head_toggle_and_where_the_forgetting_comes_from(trained, lab_home):
     """The finished run says how many of the source task's points its trained head accounts
-    for (core.train.Forgetting, the page's numbers); turning the head off is counted."""
+    for (core.training.train.Forgetting, the page's numbers); turning the head off is counted."""
     at, run_id = trained
     with runs.RunStore() as store:
         run = measure.open_run(run_id, store)
@@ -800,7 +805,8 @@ def test_a_run_whose_process_died_shows_as_interrupted(lab_home):
     """A run left "running" by a process that is gone (a killed worker, a server that was
     stopped): the page says it was interrupted and why, keeps its curve, and does not poll."""
     script = (
-        "import sys; from core.runs import RunStore; from core.train import RunConfig;"
+        "import sys; from core.store.runs import RunStore;"
+        " from core.training.train import RunConfig;"
         "store = RunStore(sys.argv[1]);"
         "run = store.create(RunConfig(steps=50), owner='e' * 32);"
         "rows = [{'step': s, 'train_loss': 2.0 / (s + 1), 'val_loss': None, 'val_acc': None}"

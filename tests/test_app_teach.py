@@ -12,8 +12,9 @@ import pytest
 from app_session import open_page
 from streamlit.testing.v1 import AppTest
 
-from core import data, examples, links
-from core.config import RunConfig
+from core.classroom import links
+from core.common.config import RunConfig
+from core.training import data, examples
 
 TRAIN = links.train_defaults()
 

@@ -14,10 +14,11 @@ from markdown_it import MarkdownIt
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from core import lessons, links, runs
-from core.config import RunConfig
-from core.i18n import catalog
-from core.train import Event
+from core.classroom import lessons, links
+from core.classroom.i18n import catalog
+from core.common.config import RunConfig
+from core.store import runs
+from core.training.train import Event
 
 RUN = RunConfig(steps=20, rank=2)  # mlp, rotate, LoRA; snapshots at steps 10 and 20
 

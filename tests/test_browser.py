@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from core.config import RunConfig
-from core.i18n import catalog
+from core.classroom.i18n import catalog
+from core.common.config import RunConfig
 
 pytestmark = pytest.mark.browser
 

@@ -21,8 +21,8 @@ from test_browser import (
     wait_for_app,
 )
 
-from core.jobs import SharedPool
-from core.ray_jobs import ClassQueueHandle
+from core.jobs.pool import SharedPool
+from core.jobs.ray_jobs import ClassQueueHandle
 
 pytestmark = pytest.mark.browser
 

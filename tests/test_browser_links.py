@@ -14,8 +14,8 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from core import lessons, links
-from core.i18n import catalog
+from core.classroom import lessons, links
+from core.classroom.i18n import catalog
 
 pytestmark = pytest.mark.browser
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from test_browser import CHART, new_page, shoot, wait_for_app
 
-from core.config import RunConfig
-from core.runs import RunStore, train_and_save
+from core.common.config import RunConfig
+from core.store.runs import RunStore, train_and_save
 
 pytestmark = pytest.mark.browser
 

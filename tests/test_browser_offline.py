@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from test_browser import new_page, scroll_to_bottom, wait_for_app
 
-from core.paths import ASSETS
+from core.common.paths import ASSETS
 
 pytestmark = pytest.mark.browser
 

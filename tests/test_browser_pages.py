@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from core.i18n import catalog
+from core.classroom.i18n import catalog
 
 pytestmark = pytest.mark.browser
 

@@ -1,10 +1,10 @@
 """Every claim the app makes to students, held to its numbers.
 
-Each lesson (core.lessons) is run at its preset, built as its page builds it, over three seeds,
-and its words (core/i18n: lessons.<id>.look_for, the shift explanations they rely on) are checked
-in the direction they state. Each experiment (core.experiments) is run and its outcome,
-computed there from thresholds in code, must be the one the README and the texts report. The
-runs are shared: a module-wide cache trains each config once (many lessons and experiments
+Each lesson (core.classroom.lessons) is run at its preset, built as its page builds it, over three
+seeds, and its words (core/i18n: lessons.<id>.look_for, the shift explanations they rely on) are
+checked in the direction they state. Each experiment (core.analyses.experiments) is run and its
+outcome, computed there from thresholds in code, must be the one the README and the texts report.
+The runs are shared: a module-wide cache trains each config once (many lessons and experiments
 need the same runs), on one thread, evaluating only at the end (evaluation changes no weight).
 
 A claim that stops holding fails here: test_a_claim_fails_when_its_preset_no_longer_makes_it
@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from core import data, experiments, lessons, links, spectra, zoo
-from core.config import DEFAULT_LR, RunConfig
-from core.reports import planted_report
-from core.targets import check_targets, default_targets
-from core.train import (
+from core.analyses import experiments
+from core.analyses.reports import planted_report
+from core.classroom import lessons, links
+from core.common.config import DEFAULT_LR, RunConfig
+from core.lowrank import spectra
+from core.lowrank.targets import check_targets
+from core.training import data, zoo
+from core.training.train import (
     RunResult,
     parameter_count,
     source_accuracy,
@@ -32,6 +35,7 @@ from core.train import (
     train,
     with_base_head,
 )
+from core.training.zoo import default_targets
 
 SEEDS = (0, 1, 2)
 HEAD_SEEDS = range(10)  # what the head does to forgetting is a few points; seeds vary by ±6

@@ -1,6 +1,6 @@
-"""One queue for a class (core.jobs.ClassQueue, SharedPool): app servers that share a Ray cluster
-share their queue, so a student's jobs, their places in the queue, the caps and Stop are the same
-whichever server answers.
+"""One queue for a class (core.jobs.pool.ClassQueue, SharedPool): app servers that share a Ray
+cluster share their queue, so a student's jobs, their places in the queue, the caps and Stop are
+the same whichever server answers.
 
 First the servers' side alone, in this process: two SharedPools over one ClassQueue whose
 answers are copied, as if they had crossed to another process (no Ray needed). Then the real
@@ -29,12 +29,12 @@ import pytest
 import sqlalchemy as sa
 from pool_checks import finish, wait_for_steps
 
-from core import jobs
-from core.config import RunConfig
-from core.jobs import QUEUE_LOST, ClassQueue, LocalProcesses, SharedPool
-from core.limits import SERVER
-from core.ray_jobs import ClassQueueHandle
-from core.runs import RunStore
+from core.common.config import RunConfig
+from core.common.limits import SERVER
+from core.jobs import pool as jobs
+from core.jobs.pool import QUEUE_LOST, ClassQueue, LocalProcesses, SharedPool
+from core.jobs.ray_jobs import ClassQueueHandle
+from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 3, "eval_interval": 3, "snapshot_interval": 3}
@@ -62,7 +62,7 @@ def caught_up(*pools: SharedPool) -> None:
 
 # -- the servers' side, in this process ------------------------------------------------------------
 class InProcess:
-    """The line to a class's queue in this process, as core.ray_jobs.ClassQueueHandle is the
+    """The line to a class's queue in this process, as core.jobs.ray_jobs.ClassQueueHandle is the
     line to its actor: built with the same arguments, the first one starts the queue and later
     ones find it; what crosses is copied, so no server shares an object with the queue."""
 
@@ -172,8 +172,8 @@ def test_jobs_of_a_queue_that_restarted_empty_fail_with_the_reason(servers):
 # which job (on its stdin).
 SECOND_SERVER = """
 import json, sys
-from core import jobs
-from core.config import RunConfig
+from core.jobs import pool as jobs
+from core.common.config import RunConfig
 
 def show(**more):
     seen = {j.id: [j.owner, j.status, j.queue_position, j.wait_estimate] for j in pool.jobs()}

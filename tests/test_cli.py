@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import commands
 from core.__main__ import main
-from core.config import RunConfig
-from core.runs import RunStore, train_and_save
+from core.cli import commands
+from core.common.config import RunConfig
+from core.store.runs import RunStore, train_and_save
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,7 @@ def _no_constants(name: str) -> None:
 def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, monkeypatch):
     """‖ΔW‖ / ‖UᵀW0V‖ is infinite when W0 has nothing along ΔW's directions; JSON has no
     Infinity, so it is printed as null (as NaN is)."""
-    from core import reports
+    from core.analyses import reports
 
     report = {"fc1": {"amplification": math.inf, "sigma": [2.0, math.nan], "intruders": 0}}
     monkeypatch.setattr(reports, "analyse_run", lambda run_id: report)
@@ -131,7 +131,7 @@ def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, m
 def test_spectra_truncate_json_gives_the_truncation_table(capsys, restore_threads):
     """k = 0, 1, 2, 4 for a rank-4 run; at k = 4 the run itself, whose accuracy the store
     holds; the reading is whatif.rank_used of the same numbers."""
-    from core import whatif
+    from core.analyses import whatif
 
     torch.set_num_threads(1)
     with RunStore() as store:
@@ -226,8 +226,9 @@ def test_train_has_a_flag_for_every_config_field(capsys):
 
 
 def test_train_help_lists_the_values_of_every_choice(capsys):
-    from core import data, lora, methods, zoo
-    from core.config import OPTIMIZERS
+    from core.common.config import OPTIMIZERS
+    from core.lowrank import lora, methods
+    from core.training import data, zoo
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -246,7 +247,8 @@ def test_train_help_lists_the_values_of_every_choice(capsys):
 
 
 def test_help_answers_without_importing_torch():
-    """The parser needs only core.config; the commands (and torch, ~1 s) load after parsing."""
+    """The parser needs only core.common.config; the commands (and torch, ~1 s) load after
+    parsing."""
     for args in (["--help"], ["train", "--help"], ["experiment", "--help"]):
         done = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "core", *args],
@@ -257,13 +259,14 @@ def test_help_answers_without_importing_torch():
         )
         assert done.returncode == 0 and "usage: python -m core" in done.stdout
         imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines()]
-        assert "core.config" in imported  # -X importtime did list the imports
+        assert "core.common.config" in imported  # -X importtime did list the imports
         assert not [name for name in imported if name.split(".")[0] == "torch"], args
 
 
 def test_experiment_help_names_every_experiment(capsys):
-    """The parser lists the experiments without importing core.experiments (torch)."""
-    from core import __main__, experiments
+    """The parser lists the experiments without importing core.analyses.experiments (torch)."""
+    from core import __main__
+    from core.analyses import experiments
 
     assert tuple(experiments.EXPERIMENTS) == __main__.EXPERIMENTS
     with pytest.raises(SystemExit):

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from core import __main__ as cli
-from core import config as settings
-from core import data, links, lora, methods, zoo
-from core.config import RunConfig, config_choices, parse, sweep_configs, to_text
+from core.classroom import links
+from core.common import config as settings
+from core.common.config import RunConfig, config_choices, parse, sweep_configs, to_text
+from core.lowrank import lora, methods
+from core.training import data, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -210,8 +212,8 @@ def test_a_sweep_is_lora_at_each_rank_then_head_and_full_on_one_task():
 
 
 def test_the_choices_are_the_names_the_modules_implement():
-    """core/config.py declares each list of names once; the zoo and the datasets hold an entry for
-    each, in the same order, and methods and lora use config's tuples themselves."""
+    """core/common/config.py declares each list of names once; the zoo and the datasets hold an
+    entry for each, in the same order, and methods and lora use config's tuples themselves."""
     assert tuple(zoo.ZOO) == settings.MODELS
     assert tuple(data.DATASETS) == settings.DATASETS
     assert tuple(data.SHIFTS) == settings.SHIFTS
@@ -225,7 +227,7 @@ def test_the_choices_are_the_names_the_modules_implement():
 
 def test_reading_settings_loads_no_torch():
     """The command line's --help and the Learn page read settings; torch takes a second."""
-    code = "import sys, core.config, core.links; print('torch' in sys.modules)"
+    code = "import sys, core.common.config, core.classroom.links; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

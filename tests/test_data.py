@@ -1,4 +1,4 @@
-"""Datasets, splits and task shifts (core/data.py). Everything here runs offline."""
+"""Datasets, splits and task shifts (core/training/data.py). Everything here runs offline."""
 
 import hashlib
 import socket
@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from core import data, paths
-from core.i18n import catalog
+from core.classroom.i18n import catalog
+from core.common import paths
+from core.training import data
 
 # sha256 of the train, val and test indices (int64 little-endian, in that order). If this test
 # fails, the split changed: every model card's accuracy and every saved run are then off.

@@ -1,5 +1,5 @@
-"""core.examples: the shifted images are the shift of the plain ones (checked with numpy), the
-labels follow the renaming, and a run's examples agree with its stored accuracies."""
+"""core.training.examples: the shifted images are the shift of the plain ones (checked with numpy),
+the labels follow the renaming, and a run's examples agree with its stored accuracies."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import data, examples, measure
-from core.config import RunConfig
-from core.train import train
+from core.common.config import RunConfig
+from core.training import data, examples, measure
+from core.training.train import train
 
 
 def test_one_per_class_shows_every_class_before_repeating():

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from core.config import RunConfig
-from core.jobs import FairQueue, Job, wait_estimate
+from core.common.config import RunConfig
+from core.jobs.pool import FairQueue, Job, wait_estimate
 
 CONFIG = RunConfig(steps=2)
 

@@ -1,5 +1,5 @@
 """Hostile input, row by row: adapter zips built here, faults in the run store, command lines,
-and links (read by core.links, and opened on each page in Streamlit's AppTest).
+and links (read by core.classroom.links, and opened on each page in Streamlit's AppTest).
 
 Each row is one bad input or fault and what must come of it: exit status 2 and one line that
 names the problem (never a traceback), or, where the command can still do its job, the job done
@@ -40,12 +40,16 @@ from tensorboard.compat.tensorflow_stub.io import gfile as tb_gfile
 from test_adapters import zipped
 from test_runs import outside
 
-from core import data, executors, i18n, links, peft_io, rundb, runs
-from core import train as train_module
 from core.__main__ import main
-from core.config import BOUNDS, DEFAULT_LR, RunConfig, parse
-from core.runs import RunStore, StoreError, train_and_save
-from core.train import diverged, train
+from core.classroom import i18n, links
+from core.common.config import BOUNDS, DEFAULT_LR, RunConfig, parse
+from core.jobs import executors
+from core.lowrank import peft_io
+from core.store import rundb, runs
+from core.store.runs import RunStore, StoreError, train_and_save
+from core.training import data
+from core.training import train as train_module
+from core.training.train import diverged, train
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG, WEIGHTS, P = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE, peft_io.PREFIX
@@ -1973,7 +1977,8 @@ def test_weights_that_become_inf_fail_the_run_before_a_spectrum_or_a_save(lab, c
         assert not store.get_summary(summary["run_id"]).has_weights
 
 
-# -- links: core.links.from_query, and each page opened with a hostile link (F1, F2, F17) --------
+# -- links: core.classroom.links.from_query, and each page opened with a hostile link (F1, F2, F17)
+# --------
 PAGE_DEFAULTS = {
     "train": (links.train_defaults(), links.TRAIN_CHOICES),
     "spectra": (links.SPECTRA_DEFAULTS, {}),
@@ -2006,7 +2011,7 @@ LINK_ROWS = [
         id="shift-param-deep",
     ),
     pytest.param("compare", {"ranks": DEEP}, ["ranks"], {}, id="ranks-deep"),
-    # F3 and the whole numbers: past their bounds (core.config.BOUNDS)
+    # F3 and the whole numbers: past their bounds (core.common.config.BOUNDS)
     pytest.param("train", {"lr": "1e39", "alpha": "1e300"}, ["alpha", "lr"], {}, id="floats"),
     pytest.param(
         "train",

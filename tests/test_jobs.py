@@ -14,12 +14,13 @@ import pytest
 import torch
 from pool_checks import finish, numbers, wait_for_steps
 
-from core import executors, jobs
-from core.config import RunConfig
-from core.jobs import Pool
-from core.limits import SERVER
-from core.runs import RunStore
-from core.train import train
+from core.common.config import RunConfig
+from core.common.limits import SERVER
+from core.jobs import executors
+from core.jobs import pool as jobs
+from core.jobs.pool import Pool
+from core.store.runs import RunStore
+from core.training.train import train
 
 WORKERS = 2
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}

@@ -1,5 +1,6 @@
-"""The import graph runs one way: pages → core, and inside core from higher modules (jobs, runs,
-train, …) to lower ones (spectra, zoo, data, config, lora, …), never back.
+"""The import graph runs one way: pages → core, and inside core from a higher layer to a lower
+one, never back. Each layer is a subpackage of core whose docstring says what it may import
+("May import: core.common, core.lowrank."): this test reads that line and holds the code to it.
 
 The graph is read from the source (the AST), not from what happens to be imported at run time:
 an import tucked inside a function hides a cycle, and is reported as such.
@@ -14,13 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CORE = sorted((ROOT / "core").rglob("*.py"))
 PAGES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))]
-# What a page may import besides the standard library: core, drawing, and the pages' helper.
+# What a page may import besides the standard library: core, drawing, the pages' helper and
+# their figures (app_pages/figures/: one module of figure builders per page).
 PAGE_PACKAGES = {"core", "streamlit", "plotly", "pandas"}
-PAGE_HELPER = "app_pages.common"
+PAGE_HELPERS = ("app_pages.common", "app_pages.figures")
 
 
 def module_name(path: Path) -> str:
-    """core/runs.py → core.runs; core/i18n/__init__.py → core.i18n."""
+    """core/store/runs.py → core.store.runs; core/classroom/i18n/__init__.py →
+    core.classroom.i18n."""
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -42,7 +45,7 @@ def imports(node: ast.AST) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]
 
 
 def imported_names(statement: ast.Import | ast.ImportFrom) -> set[str]:
-    """The modules a statement imports: `from core import data, __version__` → core.data
+    """The modules a statement imports: `from core import data, __version__` → core.training.data
     (a module) and core (for __version__, a name in core/__init__.py)."""
     if isinstance(statement, ast.Import):
         return {alias.name for alias in statement.names}
@@ -56,7 +59,8 @@ def imported_names(statement: ast.Import | ast.ImportFrom) -> set[str]:
 
 
 def core_target(name: str) -> str | None:
-    """The core module an imported name lies in (core.runs for core.runs.RunStore), or None."""
+    """The core module an imported name lies in (core.store.runs for core.store.runs.RunStore), or
+    None."""
     while name and name not in CORE_MODULES:
         name = name.rpartition(".")[0]
     return name or None
@@ -114,10 +118,10 @@ def test_find_cycle_finds_a_cycle_and_only_a_cycle():
 def test_function_level_imports_are_told_apart_from_module_level_ones():
     source = (
         "import os\n"
-        "from core import data\n"
-        "if TYPE_CHECKING:\n    from core.runs import RunStore\n"
-        "def f():\n    from core.train import train\n"
-        "class C:\n    import core.zoo\n"
+        "from core.training import data\n"
+        "if TYPE_CHECKING:\n    from core.store.runs import RunStore\n"
+        "def f():\n    from core.training.train import train\n"
+        "class C:\n    import core.training.zoo\n"
     )
     found = {
         (sorted(imported_names(statement))[0], nested)
@@ -125,19 +129,22 @@ def test_function_level_imports_are_told_apart_from_module_level_ones():
     }
     assert found == {
         ("os", False),
-        ("core.data", False),
-        ("core.runs", False),
-        ("core.train", True),
-        ("core.zoo", True),
+        ("core.training.data", False),
+        ("core.store.runs", False),
+        ("core.training.train", True),
+        ("core.training.zoo", True),
     }
-    assert core_target("core.runs.RunStore") == "core.runs" and core_target("torch") is None
+    assert (
+        core_target("core.store.runs.RunStore") == "core.store.runs"
+        and core_target("torch") is None
+    )
 
 
 # -- core -----------------------------------------------------------------------------------------
 def test_core_has_no_import_cycle():
     graph = core_graph()
-    assert {"core.config", "core.train", "core.runs"} <= set(graph)
-    assert "core.config" in graph["core.train"]  # the graph does hold the imports
+    assert {"core.common.config", "core.training.train", "core.store.runs"} <= set(graph)
+    assert "core.common.config" in graph["core.training.train"]  # the graph does hold the imports
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle in core: " + " → ".join(cycle or [])
 
@@ -174,6 +181,62 @@ def test_importing_all_of_core_loads_no_streamlit():
     assert result.stdout.strip() == "False"
 
 
+def layer(module: str) -> str:
+    """core.store.runs → core.store; core and core.__main__ (the entry points) → core."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or module in LAYERS else "core"
+
+
+LAYERS = sorted(
+    module_name(path)
+    for path in (ROOT / "core").glob("*/__init__.py")
+    if path.parent.name != "__pycache__"
+)
+
+
+def allowed(package: str) -> set[str]:
+    """The layers a layer's docstring lets it import: its "May import:" line."""
+    doc = ast.get_docstring(tree(ROOT / package.replace(".", "/") / "__init__.py")) or ""
+    parts = doc.split("May import:")
+    assert len(parts) == 2, f"{package}'s docstring must say once what it may import"
+    named = " ".join(parts[1].split("\n\n")[0].split()).rstrip(".")
+    return set() if named == "nothing of core" else {name.strip() for name in named.split(",")}
+
+
+def test_every_layer_says_what_it_may_import_and_names_only_layers():
+    assert {"core.common", "core.store", "core.training", "core.cli"} <= set(LAYERS)
+    for package in LAYERS:
+        assert allowed(package) <= set(LAYERS) - {package}, package
+
+
+# The store still records, rebuilds and exports runs itself: issue 19 moves that out.
+STORE_STILL_TRAINS = {
+    ("core.store.runs", "core.lowrank.peft_io"),
+    ("core.store.runs", "core.training.train"),
+}
+
+
+def test_each_layer_imports_only_the_layers_its_docstring_allows():
+    strays = []
+    for source, targets in core_graph().items():
+        here = layer(source)
+        if here == "core":
+            continue
+        for target in targets:
+            there = layer(target)
+            if (source, target) in STORE_STILL_TRAINS:
+                continue
+            if there != here and there not in allowed(here) | {"core"}:
+                strays.append(f"{source} imports {target}")
+    assert not strays, "imports against the layers:\n" + "\n".join(sorted(strays))
+
+
+def test_the_layers_have_an_order():
+    """What the docstrings allow is itself one way: no two layers may import each other."""
+    graph = {package: allowed(package) for package in LAYERS}
+    assert find_cycle(graph) is None
+
+
 # -- pages ----------------------------------------------------------------------------------------
 def test_pages_import_only_core_drawing_libraries_the_standard_library_and_their_helper():
     """A page is widgets, figures and calls into core: numbers come from core, never from a
@@ -185,7 +248,7 @@ def test_pages_import_only_core_drawing_libraries_the_standard_library_and_their
         for statement, _ in imports(tree(path)):
             for name in imported_names(statement):
                 if name.split(".")[0] == "app_pages":
-                    ok = name == PAGE_HELPER or name.startswith(PAGE_HELPER + ".")
+                    ok = any(name == h or name.startswith(h + ".") for h in PAGE_HELPERS)
                 else:
                     ok = name.split(".")[0] in allowed
                 if not ok:

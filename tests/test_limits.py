@@ -6,11 +6,13 @@ import pickle
 
 import pytest
 
-from core import experiments, lessons, links, zoo
-from core.config import RunConfig, sweep_configs
-from core.executors import check_planned
-from core.limits import COMMAND_LINE, SERVER, VARIABLES, LimitError, Limits
-from core.targets import default_targets
+from core.analyses import experiments
+from core.classroom import lessons, links
+from core.common.config import RunConfig, sweep_configs
+from core.common.limits import COMMAND_LINE, SERVER, VARIABLES, LimitError, Limits
+from core.jobs.executors import check_planned
+from core.training import zoo
+from core.training.zoo import default_targets
 
 
 def refusal(limits: Limits, config: RunConfig) -> str:

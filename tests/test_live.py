@@ -1,5 +1,5 @@
-"""core.live: a run's curves kept up event by event equal the curves computed from scratch;
-thinning keeps the ends and every evaluation; a poll with nothing new costs nothing."""
+"""core.classroom.live: a run's curves kept up event by event equal the curves computed from
+scratch; thinning keeps the ends and every evaluation; a poll with nothing new costs nothing."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import live
-from core.i18n import catalog
-from core.runs import train_and_save
-from core.train import Event, RunConfig, train
+from core.classroom import live
+from core.classroom.i18n import catalog
+from core.store.runs import train_and_save
+from core.training.train import Event, RunConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,8 +35,8 @@ def step_event(step: int, loss: float, evaluated: bool) -> Event:
 
 
 def fake_run(steps: int, eval_interval: int = 10, seed: int = 0) -> list[Event]:
-    """The events of a run as core.train emits them: start, steps (evals every interval and at
-    the end), snapshots at the evaluations, done."""
+    """The events of a run as core.training.train emits them: start, steps (evals every interval
+    and at the end), snapshots at the evaluations, done."""
     rng = random.Random(seed)
     events = [Event("start", 0, {"steps": steps})]
     for step in range(steps + 1):
@@ -144,7 +144,8 @@ def test_a_run_whose_process_died_shows_as_interrupted_not_running(store):
     """A run row left "running" by a process that is gone (a killed worker, a restarted
     server): once the store is checked, the page shows it ended, with the reason."""
     script = (
-        "import sys; from core.runs import RunStore; from core.config import RunConfig;"
+        "import sys; from core.store.runs import RunStore;"
+        " from core.common.config import RunConfig;"
         "RunStore(*sys.argv[1:]).create(RunConfig(steps=50), owner='ann')"
     )
     where = [str(store.path)] if store.path else []  # PostgreSQL: LORA_LAB_DB, inherited
@@ -190,7 +191,7 @@ def test_a_stopped_run_gives_the_step_it_stopped_at_so_a_page_can_say_it_in_any_
     result = train(RunConfig(steps=50), stop=stop)
     assert result.status == "stopped"
     stopped = live.RunView("stopped", result.reason, True, live.NO_RUN, 1, None, 50, RunConfig())
-    assert stopped.stopped_at == (0, 50)  # core.train's English reason, read back
+    assert stopped.stopped_at == (0, 50)  # core.training.train's English reason, read back
     failed = replace(stopped, status="failed", reason="the training loss became nan at step 3")
     assert failed.stopped_at is None  # any other reason is said as it is
 

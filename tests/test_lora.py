@@ -8,7 +8,7 @@ import pytest
 import torch
 from toy_models import ToyMLP, toy_models
 
-from core import lora
+from core.lowrank import lora
 
 TARGETS = {"mlp": ["fc1", "fc2"], "cnn": ["conv1", "conv2"]}
 INITS = ["default", "gaussian", "pissa"]

@@ -7,9 +7,11 @@ import pytest
 import torch
 from toy_models import ToyCNN, ToyMLP
 
-from core import data, lora, methods, runs, train, zoo
-from core.config import RunConfig, SettingError
-from core.peft_io import export_peft, import_peft
+from core.common.config import RunConfig, SettingError
+from core.lowrank import lora, methods
+from core.lowrank.peft_io import export_peft, import_peft
+from core.store import runs
+from core.training import data, train, zoo
 
 
 def grads_after_backward(model: torch.nn.Module, method: str, **kwargs) -> set[str]:

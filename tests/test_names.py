@@ -9,9 +9,10 @@ import unicodedata
 import pytest
 from markdown_it import MarkdownIt
 
-from core import labels
-from core.config import DATASETS, MODELS, SHIFTS, RunConfig, SettingError
-from core.runs import (
+from core.classroom import labels
+from core.common.config import DATASETS, MODELS, SHIFTS, RunConfig, SettingError
+from core.common.text import for_figure, for_markdown, for_terminal, one_line
+from core.store.runs import (
     RUN_NAME_CHARS,
     STUDENT_NAME_CHARS,
     RunRecord,
@@ -19,7 +20,6 @@ from core.runs import (
     default_name,
     table_row,
 )
-from core.text import for_figure, for_markdown, for_terminal, one_line
 
 # -- default names --------------------------------------------------------------------------------
 # Pairs of runs a class compares (issue 18): each pair differs in one setting, and so in its name.

@@ -9,8 +9,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from test_lora import TARGETS, adapted, train_a_little
 from toy_models import toy_models
 
-from core import lora, methods
-from core.peft_io import export_peft, import_peft
+from core.lowrank import lora, methods
+from core.lowrank.peft_io import export_peft, import_peft
 
 VARIANTS = [
     {},

@@ -28,10 +28,11 @@ from sqlalchemy.pool import NullPool
 from streamlit.testing.v1 import AppTest
 from test_runs import SMALL, outputs
 
-from core import jobs, rundb
 from core.__main__ import main
-from core.config import RunConfig
-from core.runs import RunStore, StoreError, train_and_save
+from core.common.config import RunConfig
+from core.jobs import pool as jobs
+from core.store import rundb
+from core.store.runs import RunStore, StoreError, train_and_save
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-Pa55"  # a password that must never be shown
@@ -232,7 +233,7 @@ def test_a_role_that_may_only_read_reads_and_each_write_is_one_line(
 # -- weights, read by any process ------------------------------------------------------------------
 READ_ELSEWHERE = """
 import json, sys, torch
-from core.runs import RunStore
+from core.store.runs import RunStore
 from test_runs import outputs
 torch.set_num_threads(1)  # as the test's own process: the same sums, the same bits
 with RunStore() as store:

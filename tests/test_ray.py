@@ -1,4 +1,4 @@
-"""Training jobs on a Ray cluster (core.ray_jobs): the same numbers as the local pool, live
+"""Training jobs on a Ray cluster (core.jobs.ray_jobs): the same numbers as the local pool, live
 events, Stop, a killed Ray worker, and a bad $LORA_LAB_RAY.
 
 The cluster is a real one: `bash .ci/ray.sh start` starts two Ray nodes on this machine and
@@ -26,12 +26,13 @@ import psutil
 import pytest
 from pool_checks import finish, numbers, wait_for_steps
 
-from core import executors, jobs
-from core.config import RunConfig
-from core.jobs import Pool
-from core.limits import SERVER
-from core.ray_jobs import RayExecutor, ray_address
-from core.runs import RunStore
+from core.common.config import RunConfig
+from core.common.limits import SERVER
+from core.jobs import executors
+from core.jobs import pool as jobs
+from core.jobs.pool import Pool
+from core.jobs.ray_jobs import RayExecutor, ray_address
+from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
@@ -122,7 +123,10 @@ def test_a_killed_ray_worker_fails_its_job_marks_its_run_and_the_queue_goes_on(o
 def test_without_lora_lab_ray_the_pool_is_local_and_ray_is_never_imported():
     """(With it set, the app's test below finds the Ray executor chosen.)"""
     env = {name: value for name, value in os.environ.items() if name != "LORA_LAB_RAY"}
-    code = "import sys, core.jobs as j; print(j.default_executor().__name__, 'ray' in sys.modules)"
+    code = (
+        "import sys, core.jobs.pool as j;"
+        " print(j.default_executor().__name__, 'ray' in sys.modules)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=120, check=True,
@@ -164,13 +168,13 @@ def test_an_unreachable_cluster_is_one_line_on_the_command_line(tmp_path):
 
 
 def test_a_bad_lora_lab_ray_is_one_line_in_the_app(tmp_path):
-    """The app shows the line instead of its pages (in a process of its own: core.jobs reads
+    """The app shows the line instead of its pages (in a process of its own: core.jobs.pool reads
     $LORA_LAB_RAY when it is imported, and then chooses the Ray executor)."""
     script = textwrap.dedent(
         """
         import json
         from streamlit.testing.v1 import AppTest
-        from core import jobs
+        from core.jobs import pool as jobs
         at = AppTest.from_file("app.py", default_timeout=60).run()
         shown = {"errors": [e.value for e in at.error], "tracebacks": len(at.exception)}
         print(json.dumps(shown | {"executor": jobs.default_executor().__name__}))

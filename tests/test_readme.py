@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import adapters, limits, peft_io, zoo
-from core.config import BOUNDS, SHIFT_PARAM_BOUNDS
-from core.limits import COMMAND_LINE, SERVER, Limits
+from core.common import limits
+from core.common.config import BOUNDS, SHIFT_PARAM_BOUNDS
+from core.common.limits import COMMAND_LINE, SERVER, Limits
+from core.lowrank import peft_io
+from core.training import adapters, zoo
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Use it as a library"

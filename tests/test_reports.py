@@ -1,13 +1,14 @@
-"""core.reports: a saved run through the analyses (checked against numpy), and the text tables."""
+"""core.analyses.reports: a saved run through the analyses (checked against numpy), and the text
+tables."""
 
 import numpy as np
 import pytest
 import torch
 
-from core import reports
-from core.config import RunConfig
-from core.lora import adapted_layers
-from core.runs import train_and_save
+from core.analyses import reports
+from core.common.config import RunConfig
+from core.lowrank.lora import adapted_layers
+from core.store.runs import train_and_save
 
 
 def test_analyse_run_reports_the_saved_planted_run(store, one_thread):

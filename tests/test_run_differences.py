@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from core.config import DEFAULT_LR, RunConfig
-from core.run_differences import SettingDifference, differing_settings
+from core.classroom.run_differences import SettingDifference, differing_settings
+from core.common.config import DEFAULT_LR, RunConfig
 
 FORM = RunConfig(steps=200)  # the Train page's defaults
 

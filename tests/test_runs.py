@@ -17,9 +17,10 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from core import peft_io, rundb
-from core.config import RunConfig, SettingError
-from core.runs import (
+from core.common.config import RunConfig, SettingError
+from core.lowrank import peft_io
+from core.store import rundb
+from core.store.runs import (
     RUN_NAME_CHARS,
     RunRecord,
     RunStore,
@@ -28,7 +29,7 @@ from core.runs import (
     default_name,
     train_and_save,
 )
-from core.train import Event
+from core.training.train import Event
 
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
 REPO = Path(__file__).resolve().parent.parent
@@ -218,8 +219,8 @@ def test_a_config_the_model_rejects_leaves_no_run(store):
 
 CRASHING_RUN = """
 import torch
-from core.runs import RunStore, train_and_save
-from core.config import RunConfig, SettingError
+from core.store.runs import RunStore, train_and_save
+from core.common.config import RunConfig, SettingError
 
 def progress(event):
     if event.kind == "eval" and event.step == 20:

@@ -1,4 +1,4 @@
-"""core.spectra against independent dense computations (numpy SVD, hand-worked examples)."""
+"""core.lowrank.spectra against independent dense computations (numpy SVD, hand-worked examples)."""
 
 import copy
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import spectra
-from core.lora import adapted_layers, inject
+from core.lowrank import spectra
+from core.lowrank.lora import adapted_layers, inject
 from tests.toy_models import ToyCNN, ToyMLP
 
 
@@ -489,7 +489,7 @@ def test_relative_norms_compare_the_update_with_the_weight():
 
 # -- the experiments ------------------------------------------------------------------------------
 def test_an_experiment_runs_on_one_thread_and_judges_its_numbers():
-    from core import experiments
+    from core.analyses import experiments
 
     assert experiments.config(rank=2).device == "cpu"  # a GPU would change the numbers
     threads = torch.get_num_threads()

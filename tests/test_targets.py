@@ -4,16 +4,17 @@ import pytest
 import torch
 from toy_models import ToyCNN, ToyMLP
 
-from core import lora, zoo
-from core.targets import (
+from core.lowrank import lora
+from core.lowrank.targets import (
     block_names,
     check_targets,
-    default_targets,
     eligible_layers,
     head_name,
     resolve_targets,
     why_not_adaptable,
 )
+from core.training import zoo
+from core.training.zoo import default_targets
 
 
 def test_targets_all_linear_globs_and_names():

@@ -1,5 +1,5 @@
-"""core.tensorboard_export: what TensorBoard's own reader finds in the files is what the run
-store holds, and nothing already in the export folder is written over."""
+"""core.analyses.tensorboard_export: what TensorBoard's own reader finds in the files is what the
+run store holds, and nothing already in the export folder is written over."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import zipfile
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.config import RunConfig
-from core.runs import train_and_save
-from core.tensorboard_export import export_tensorboard, tensorboard_zip
+from core.analyses.tensorboard_export import export_tensorboard, tensorboard_zip
+from core.common.config import RunConfig
+from core.store.runs import train_and_save
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ import threading
 import pytest
 import torch
 
-from core import lora, zoo
-from core.config import RunConfig
-from core.methods import trainable_parameters
-from core.targets import resolve_targets
-from core.train import (
+from core.common.config import RunConfig
+from core.lowrank import lora
+from core.lowrank.methods import trainable_parameters
+from core.lowrank.targets import resolve_targets
+from core.training import zoo
+from core.training.train import (
     Event,
     build_models,
     check_config,

@@ -1,5 +1,5 @@
-"""core.whatif against independent computations: numpy's SVD, PEFT's intruder mitigation, and
-models edited the plain way (adapters switched off, B zeroed, base weights loaded back)."""
+"""core.analyses.whatif against independent computations: numpy's SVD, PEFT's intruder mitigation,
+and models edited the plain way (adapters switched off, B zeroed, base weights loaded back)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.intruders import reduce_intruder_dimension
 
-from core import lora, measure, spectra, whatif, zoo
-from core.config import RunConfig
-from core.train import evaluate, train
+from core.analyses import whatif
+from core.common.config import RunConfig
+from core.lowrank import lora, spectra
+from core.training import measure, zoo
+from core.training.train import evaluate, train
 from tests.toy_models import ToyCNN, ToyMLP
 
 
@@ -388,7 +390,7 @@ def test_layer_importance_of_full_fine_tuning_covers_every_changed_matrix(runs, 
 
 
 def test_a_saved_run_opens_with_its_stored_accuracy(store, one_thread):
-    from core.runs import train_and_save
+    from core.store.runs import train_and_save
 
     run_id, result = train_and_save(RunConfig(model="cnn", targets="conv2", steps=5), store)
     run = measure.open_run(run_id, store)

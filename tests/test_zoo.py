@@ -1,4 +1,5 @@
-"""The model zoo (core/zoo.py): shipped weights, cards, fresh copies, ImageNet models offline."""
+"""The model zoo (core/training/zoo.py): shipped weights, cards, fresh copies, ImageNet models
+offline."""
 
 import hashlib
 import socket
@@ -8,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from core import data, paths, zoo
+from core.common import paths
+from core.training import data, zoo
 
 BUILT_IN = ["mlp", "cnn", "vit"]
 IMAGENET = ["resnet18", "mobilenet_v3_small"]

@@ -1,0 +1,163 @@
+"""A saved run through the analyses of core.lowrank.spectra, and the plain-text tables of the
+command line.
+
+core.lowrank.spectra is math on tensors and knows nothing of runs. This module sits above it and
+above the run store: it rebuilds a run's models from the store, rebuilds a planted-rank task from
+the run's config (as training built it), and hands both to spectra. Keeping that here is what
+lets core.training.train use spectra while the store uses core.training.train, without an import
+cycle.
+
+    report = analyse_run(run_id)      # {layer: spectra.layer_report(...)}, + "planted" if any
+    moment(history, snapshots, step)  # the snapshot nearest a step picked on the curves
+    print(report_table(report))       # one line per layer
+    print(format_table(rows))         # any list of dicts: the one text-table formatter
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import nn
+
+from core.common import text
+from core.common.config import RunConfig
+from core.lowrank import spectra
+from core.store.runs import RunStore
+from core.training.data import Planted
+from core.training.train import load_task
+
+
+# -- a stored run ---------------------------------------------------------------------------------
+def analyse_run(
+    run_id: int,
+    store: RunStore | None = None,
+    k: int = spectra.DEFAULT_TOP_K,
+    eps: float = spectra.DEFAULT_EPSILON,
+) -> dict[str, dict]:
+    """spectra.model_report of a saved run, rebuilt from the run store: {layer: report}.
+
+    For a planted-rank run, the planted layer's report also holds "planted" (planted_report).
+    Without a store, the default one is opened and closed again.
+    """
+    if store is None:
+        with RunStore() as own_store:
+            return analyse_run(run_id, own_store, k, eps)
+    base_model, model = store.load_run_model(run_id)
+    report = spectra.model_report(base_model, model, k, eps)
+    config = store.get_summary(run_id).config
+    if config.shift == "planted-rank":
+        planted = planted_of(config)
+        if planted.layer in report:
+            report[planted.layer]["planted"] = planted_report(base_model, model, planted)
+    return report
+
+
+def planted_of(config: RunConfig) -> Planted | None:
+    """The planted update of a planted-rank run (None for any other shift): the task is
+    rebuilt exactly as train() built it, so the same seed gives the same secret delta_W*."""
+    return load_task(config).planted
+
+
+def planted_report(base_model: nn.Module, model: nn.Module, planted: Planted) -> dict:
+    """spectra.planted_comparison for the layer that holds the planted update."""
+    updates = spectra.layer_updates(base_model, model)
+    if planted.layer not in updates:
+        raise ValueError(
+            f"the planted update sits in layer {planted.layer!r}, which this run did not train "
+            f"(it trained: {', '.join(updates) or 'no layer'}); adapt that layer to compare."
+        )
+    return spectra.planted_comparison(updates[planted.layer].delta_W, planted.delta_W, planted.rank)
+
+
+def moment(history: list[dict], snapshots: list[dict], step: float) -> dict:
+    """A run at the moment a student picked on its curves (RunStore.get's history and
+    snapshots): the snapshot nearest to `step`, which holds the spectrum of that moment, and
+    the metrics the run had logged by then.
+
+    A curve has a point at every step, a snapshot comes every few steps, so a click between
+    two snapshots opens the nearer one (the earlier on a tie). Keys:
+      step, index           that snapshot's step and its position in `snapshots`
+      train_loss            the training loss logged at that step (None at step 0)
+      eval_step, val_loss, val_acc    the last evaluation at or before it (None if none yet)
+    ValueError if the run recorded no snapshot.
+    """
+    if not snapshots:
+        raise ValueError("this run recorded no snapshot: there is no moment to open")
+    steps = [snapshot["step"] for snapshot in snapshots]
+    index = min(range(len(steps)), key=lambda i: (abs(steps[i] - step), steps[i]))
+    at = steps[index]
+    logged = {row["step"]: row for row in history}
+    evals = [row for row in history if row["step"] <= at and row.get("val_acc") is not None]
+    last_eval = evals[-1] if evals else {}
+    return {
+        "step": at,
+        "index": index,
+        "train_loss": logged.get(at, {}).get("train_loss"),
+        "eval_step": last_eval.get("step"),
+        "val_loss": last_eval.get("val_loss"),
+        "val_acc": last_eval.get("val_acc"),
+    }
+
+
+# -- text tables ----------------------------------------------------------------------------------
+REPORT_COLUMNS = {  # layer_report key → column title, for the command line's table
+    "effective_rank": "erank",
+    "stable_rank": "stable",
+    "energy_top_k": "energy@k",
+    "numerical_rank": "rank",
+    "amplification": "amplif.",
+    "amplification_w0": "amp. W0",
+    "amplification_random": "amp. rnd",
+    "intruders": "intruders",
+}
+MISSING = "—"  # a cell with no value (None): a run that failed has no accuracy
+
+
+def report_table(report: dict[str, dict]) -> str:
+    """A model report ({layer: spectra.layer_report}) as a text table, one line per layer."""
+    rows = [
+        {
+            "layer": name,
+            "d×k": "×".join(map(str, layer["shape"])),
+            **{title: layer[key] for key, title in REPORT_COLUMNS.items()},
+        }
+        for name, layer in report.items()
+    ]
+    return format_table(rows)
+
+
+def format_table(rows: list[dict], formats: Mapping[str, str] | None = None) -> str:
+    """Rows with the same keys as aligned text columns, titled by the keys.
+
+    Every table the command line prints goes through here, so they all read alike: numbers to
+    the right (their digits line up), everything else to the left, two spaces between columns,
+    None as "—". `formats` gives a column's numbers a format spec (",", ".3f", ".1%"); floats
+    without one get 3 significant digits (".3g"), other values str() as one line
+    (core.common.text.for_terminal: a stored name moves no cursor, and no line break forges a row).
+    """
+    if not rows:
+        return "(nothing to show)"
+    formats = formats or {}
+    columns = list(rows[0])
+    cells = [[_cell(row[column], formats.get(column)) for column in columns] for row in rows]
+    numeric = [any(_is_number(row[column]) for row in rows) for column in columns]
+    widths = [max(len(line[i]) for line in [columns, *cells]) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(line, widths, numeric, strict=True)
+        ).rstrip()
+        for line in [columns, *cells]
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _cell(value: object, spec: str | None) -> str:
+    if value is None:
+        return MISSING
+    if _is_number(value) and spec is not None:
+        return format(value, spec)
+    return format(value, ".3g") if isinstance(value, float) else text.for_terminal(str(value))

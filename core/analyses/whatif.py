@@ -1,0 +1,400 @@
+"""What-if views of a trained run: change part of its update, measure the accuracy again.
+
+The Spectra page shows what an update looks like (its singular values against W0's). These
+ask what its parts are worth, each by editing a copy of the trained model and testing it:
+
+    cut the rank       W_k = W0 + [delta_W]_k, the top k singular directions of each layer's
+                       update (kohya_ss's "resize LoRA", measured). How much rank did the
+                       update really use? For full fine-tuning: how low-rank was it?
+    shrink intruders   W_λ = W − (1 − λ) Σ_{i ∈ intruders} σ_i u_i v_iᵀ, the intruder
+                       dimensions of W = W0 + delta_W scaled by λ (Shuttleworth et al.,
+                       arXiv 2410.21228; HF PEFT's reduce_intruder_dimension). Does the
+                       forgetting of the source task shrink, and what does the target lose?
+    drop one layer     W0 in place of W0 + delta_W in one layer alone: which layers mattered?
+
+[delta_W]_k = U[:, :k] diag(σ[:k]) Vh[:k] is the best rank-k approximation of delta_W
+(Eckart-Young). For LoRA it comes exactly from the factors (spectra.lowrank_svd: a QR of B and
+of Aᵀ and an r × r SVD), for a dense update from its SVD. The rank applies to the low-rank
+part of each method, so the cut is
+
+    LoRA     W0 + [s·B A]_k
+    PiSSA    W0 + [s·(B A − B0 A0)]_k     its update from the original W0, rank ≤ 2r (the
+                                          factors peft_io.shareable_factors shares)
+    DoRA     m · V_k / ‖V_k‖,  V_k = W0 + [s·B A]_k: the direction update is cut, the learned
+             magnitudes m stay (k = 0 is "magnitudes only", not the base layer)
+    full fine-tuning (and head, top-k)    W0 + [W_ft − W0]_k, every changed weight matrix
+
+Biases (BitFit, full fine-tuning) and a LoRA run's trained head stay as trained: only the
+weight matrices that the Spectra page analyses are cut. Every edit goes to a merged copy of
+the model; the run's own models are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor, nn
+
+from core.lowrank import lora, peft_io, spectra
+from core.lowrank.spectra import SVD, Delta, LowRankDelta, as_matrix
+from core.training.measure import (
+    Split,
+    TrainedRun,
+    accuracy,
+    accuracy_with,
+    source_test_split,
+    swapped_weights,
+)
+
+DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SLIDER_LAMBDAS = tuple(i / 10 for i in range(11))  # the Spectra page's λ slider: 0, 0.1, …, 1
+RANK_TOLERANCE = 0.01  # "about the same accuracy": within one percentage point
+
+
+# -- one layer --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RankedUpdate:
+    """One layer's update, split into the part a rank applies to and what stays.
+
+    weight(delta) = W0 + delta, and for DoRA each output unit's row rescaled to the learned
+    magnitude m. W0 is the original pretrained weight (for PiSSA too) as a float64 matrix.
+    """
+
+    W0: Tensor  # (d, k) float64
+    delta_W: Delta  # the low-rank part: LoRA's factors, or a dense W_ft − W0
+    magnitude: Tensor | None  # DoRA's m, one per output unit; None otherwise
+
+    @cached_property
+    def svd(self) -> SVD:
+        """The SVD of delta_W: from the factors for LoRA, dense otherwise."""
+        return spectra.delta_svd(self.delta_W)
+
+    @property
+    def rank(self) -> int:
+        """How many singular directions there are to keep: r for LoRA (2r for PiSSA), min(d, k)
+        for a dense update."""
+        return self.svd.S.numel()
+
+    def weight(self, delta: Tensor) -> Tensor:
+        """The layer's weight matrix (float64) with `delta` in place of delta_W."""
+        V = self.W0 + delta
+        if self.magnitude is None:
+            return V
+        return (self.magnitude.to(V) / lora.row_norms(V))[:, None] * V
+
+    def truncated_weight(self, k: int) -> Tensor:
+        return self.weight(truncate(self.svd, k))
+
+
+def truncate(svd: SVD, k: int) -> Tensor:
+    """[W]_k = U[:, :k] diag(S[:k]) Vh[:k]: the best rank-k approximation (all of W once k
+    reaches the rank; the zero matrix at k = 0)."""
+    if k < 0:
+        raise ValueError(f"k must be ≥ 0 (got {k})")
+    return (svd.U[:, :k] * svd.S[:k]) @ svd.Vh[:k]
+
+
+@torch.no_grad()
+def ranked_updates(base: nn.Module, model: nn.Module) -> dict[str, RankedUpdate]:
+    """Layer path → RankedUpdate for each layer the Spectra page analyses: every adapted
+    layer of a LoRA model, else every Linear/Conv2d weight training changed."""
+    adapters = lora.adapted_layers(model)
+    if adapters:
+        return {
+            name: _adapter_update(base.get_submodule(name).weight, layer)
+            for name, layer in adapters.items()
+        }
+    return {
+        name: RankedUpdate(as_matrix(update.W0), update.delta_W, None)
+        for name, update in spectra.layer_updates(base, model).items()
+    }
+
+
+def _adapter_update(W0: Tensor, layer: lora.LoRALayer) -> RankedUpdate:
+    A, B = peft_io.shareable_factors(layer)  # on the original W0, PiSSA included
+    delta_W = LowRankDelta(as_matrix(B), as_matrix(A), float(layer.scaling))
+    magnitude = layer.magnitude.detach().double().cpu() if layer.dora else None
+    return RankedUpdate(as_matrix(W0), delta_W, magnitude)
+
+
+def rank_grid(rank: int) -> list[int]:
+    """0, 1, 2, 4, … (the powers of two below `rank`), then `rank` itself."""
+    grid = [0]
+    k = 1
+    while k < rank:
+        grid.append(k)
+        k *= 2
+    return [*grid, rank] if rank > 0 else grid
+
+
+# -- cut the rank -------------------------------------------------------------------------------
+def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
+    """Target test accuracy with every analysed layer's update cut to its top k directions.
+
+    Keys: truncation   [{"k", "accuracy"}] for k in `ks` (default rank_grid of the largest
+                       layer rank: 0, 1, 2, 4, …, the full rank; a layer of lower rank is
+                       whole from its rank on)
+          run_accuracy, base_accuracy    the untouched run and the base model
+          max_rank     the largest layer rank
+          layers       {layer: {"rank", "numerical_rank", "dora"}}
+          dora         True when the cut keeps DoRA's magnitudes (see the module docstring)
+          kept         the changed weight matrices the cut leaves as trained (a LoRA run's
+                       output head): k = 0 is the base model only where this is empty
+          chance       the test accuracy of always answering the commonest class
+          rank_used    how many directions the update used (rank_used of these numbers)
+    ValueError if the run changed no weight matrix (only biases, or nothing at all).
+    """
+    updates = _require_updates(run)
+    max_rank = max(update.rank for update in updates.values())
+    ks = rank_grid(max_rank) if ks is None else sorted(set(ks))
+    if any(k < 0 for k in ks):
+        raise ValueError(f"the ranks to keep must be ≥ 0 (got {ks})")
+    merged = lora.merge(run.model)
+    points = [
+        {
+            "k": k,
+            "accuracy": accuracy_with(
+                merged, {n: u.truncated_weight(k) for n, u in updates.items()}, run.test
+            ),
+        }
+        for k in ks
+    ]
+    curve = {
+        "truncation": points,
+        "run_accuracy": accuracy(run.model, run.test),
+        "base_accuracy": accuracy(run.base, run.test),
+        "max_rank": max_rank,
+        "layers": {
+            name: {
+                "rank": update.rank,
+                "numerical_rank": spectra.numerical_rank(update.svd.S, tuple(update.W0.shape)),
+                "dora": update.magnitude is not None,
+            }
+            for name, update in updates.items()
+        },
+        "dora": any(update.magnitude is not None for update in updates.values()),
+        "kept": [name for name in _changed_weights(run.base, merged) if name not in updates],
+        "chance": chance_accuracy(run.test),
+    }
+    return curve | {"rank_used": rank_used(curve)}
+
+
+def chance_accuracy(split: Split) -> float:
+    """The accuracy of always answering the commonest class of the split: what a model that
+    learned nothing (a diverged run) scores at best."""
+    return torch.bincount(split.y).max().item() / len(split.y)
+
+
+def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
+    """How many directions the update really used: the smallest k of a truncation_curve from
+    which on every cut keeps the run's accuracy to within `tolerance` (one point by default).
+
+    "From which on", not "the first k that does": accuracy against k is not monotone (a cut
+    to one direction can score below no update at all), and a lucky small k followed by worse
+    ones is no rank the update can do with. None if even the largest k measured falls short
+    (a grid that stops below the full rank)."""
+    used = None
+    for point in reversed(curve["truncation"]):
+        if _beyond(curve["run_accuracy"], point["accuracy"], tolerance):
+            break
+        used = point["k"]
+    return used
+
+
+def _beyond(accuracy: float, other: float, tolerance: float) -> bool:
+    """accuracy − other > tolerance, with room for rounding (0.88 − 0.87 is one point)."""
+    return accuracy - other > tolerance + 1e-12
+
+
+def reading(curve: dict, tolerance: float = RANK_TOLERANCE) -> str:
+    """What a truncation curve says, in one word; the page and the command line each say it in
+    their own words. First whether there is anything to read:
+      "chance"  the run itself scores no more than `tolerance` above chance: it learned
+                nothing (a diverged run), so no cut can say how many directions it used
+      "worse"   the cut to k = 0 scores more than `tolerance` above the run: the update hurt
+    then how many directions the update used (rank_used):
+      "some"    `rank_used` of them;  "all"  every one;  "short"  no cut measured kept the
+                run's accuracy;  "none"  k = 0 keeps it: the update did not matter for accuracy
+    """
+    if not _beyond(curve["run_accuracy"], curve["chance"], tolerance):
+        return "chance"
+    zero = next((p["accuracy"] for p in curve["truncation"] if p["k"] == 0), None)
+    if zero is not None and _beyond(zero, curve["run_accuracy"], tolerance):
+        return "worse"
+    used = curve["rank_used"]
+    if used is None:
+        return "short"
+    if used == 0:
+        return "none"
+    return "all" if used == curve["max_rank"] else "some"
+
+
+def _require_updates(run: TrainedRun) -> dict[str, RankedUpdate]:
+    updates = ranked_updates(run.base, run.model)
+    if not updates:
+        raise ValueError(
+            "this run changed no weight matrix (only biases, or nothing): there is no ΔW to "
+            "measure; try a LoRA or full fine-tuning run."
+        )
+    return updates
+
+
+# -- shrink the intruder dimensions ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Intruders:
+    """The intruder dimensions of one layer's adapted weight W = W0 + delta_W: W's SVD and
+    which of its top singular directions are intruders (spectra.intruder_dimensions)."""
+
+    W: Tensor  # (d, k) float64
+    svd: SVD
+    indices: list[int]
+
+    @classmethod
+    def find(
+        cls,
+        W0: Tensor,
+        W: Tensor,
+        top_k: int = spectra.DEFAULT_TOP_K,
+        eps: float = spectra.DEFAULT_EPSILON,
+    ) -> Intruders:
+        W = as_matrix(W)
+        svd = spectra.dense_svd(W)
+        found = spectra.intruder_dimensions(spectra.w0_svd(W0).U, svd.U, top_k, eps)
+        return cls(W, svd, found["intruder_indices"])
+
+    def scaled(self, lam: float) -> Tensor:
+        """W with its intruder dimensions scaled by λ: W − (1 − λ) Σ_i σ_i u_i v_iᵀ.
+        λ = 1 is W itself, λ = 0 removes them (Shuttleworth et al.; PEFT's mitigation_lambda)."""
+        if not 0 <= lam <= 1:
+            raise ValueError(f"λ must be between 0 and 1 (got {lam})")
+        i = self.indices
+        intruding = (self.svd.U[:, i] * self.svd.S[i]) @ self.svd.Vh[i]
+        return self.W - (1 - lam) * intruding
+
+
+def scale_intruders(
+    W0: Tensor,
+    W: Tensor,
+    lam: float,
+    top_k: int = spectra.DEFAULT_TOP_K,
+    eps: float = spectra.DEFAULT_EPSILON,
+) -> Tensor:
+    """W (a layer's adapted weight, e.g. W0 + delta_W) with its intruder dimensions with
+    respect to W0 scaled by λ, as a float64 matrix."""
+    return Intruders.find(W0, W, top_k, eps).scaled(lam)
+
+
+@torch.no_grad()
+def intruder_curve(
+    run: TrainedRun,
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+    top_k: int = spectra.DEFAULT_TOP_K,
+    eps: float = spectra.DEFAULT_EPSILON,
+    source: Split | None = None,
+) -> dict:
+    """Target and source-task test accuracy as the intruder dimensions of every analysed layer
+    are scaled by λ (all layers at once).
+
+    `source` defaults to the zoo model's pretraining test split (measure.source_test_split);
+    its accuracies are None where there is none. Keys:
+      points    [{"lambda", "target_accuracy", "source_accuracy"}] in the order of `lambdas`
+      base      {"target_accuracy", "source_accuracy"} of the base model
+      layers    {layer: {"intruders": count, "intruder_indices": [...]}}
+      intruders the total count (0: λ changes nothing, and the model is measured once)
+    """
+    if not all(0 <= lam <= 1 for lam in lambdas):
+        raise ValueError(f"λ must be between 0 and 1 (got {list(lambdas)})")
+    updates = _require_updates(run)
+    if source is None:
+        source = source_test_split(run.config.model, run.num_classes)
+    merged = lora.merge(run.model)
+    found = {  # W0 as the base holds it: its SVD is cached for the Spectra page too
+        name: Intruders.find(
+            run.base.get_submodule(name).weight, merged.get_submodule(name).weight, top_k, eps
+        )
+        for name in updates
+    }
+    intruders = sum(len(f.indices) for f in found.values())
+    if not intruders:  # every λ leaves the weights as they are: measure them once
+        unchanged = _target_and_source(merged, run.test, source)
+        points = [{"lambda": lam, **unchanged} for lam in lambdas]
+    else:
+        points = []
+        for lam in lambdas:
+            with swapped_weights(merged, {n: f.scaled(lam) for n, f in found.items()}):
+                points.append({"lambda": lam, **_target_and_source(merged, run.test, source)})
+    return {
+        "points": points,
+        "base": _target_and_source(run.base, run.test, source),
+        "layers": {
+            name: {"intruders": len(f.indices), "intruder_indices": f.indices}
+            for name, f in found.items()
+        },
+        "intruders": intruders,
+    }
+
+
+def _target_and_source(model: nn.Module, target: Split, source: Split | None) -> dict:
+    return {
+        "target_accuracy": accuracy(model, target),
+        "source_accuracy": None if source is None else accuracy(model, source),
+    }
+
+
+# -- drop one layer's update ----------------------------------------------------------------------
+@torch.no_grad()
+def layer_importance(run: TrainedRun) -> dict:
+    """Per changed weight matrix: how big its update is next to W0, and the target accuracy
+    lost when that layer's update alone is removed (its weight set back to W0).
+
+    Every Linear/Conv2d whose merged weight differs from the base counts, so a LoRA run's
+    trained head is here too (kind "trained", beside the "adapter" layers). Keys:
+      run_accuracy, base_accuracy
+      layers   [{"layer", "kind", "shape", "relative_frobenius" (‖ΔW‖_F / ‖W0‖_F),
+                 "relative_spectral" (‖ΔW‖_2 / ‖W0‖_2), "accuracy_without", "accuracy_lost"}]
+               in the model's layer order
+    """
+    merged = lora.merge(run.model)
+    adapters = lora.adapted_layers(run.model)
+    run_accuracy = accuracy(merged, run.test)
+    layers = []
+    for name, W0 in _changed_weights(run.base, merged).items():
+        W = merged.get_submodule(name).weight
+        delta_W = as_matrix(W) - as_matrix(W0)
+        without = accuracy_with(merged, {name: W0}, run.test)
+        layers.append(
+            {
+                "layer": name,
+                "kind": "adapter" if name in adapters else "trained",
+                "shape": list(delta_W.shape),
+                "relative_frobenius": _norm_ratio(delta_W, W0, "fro"),
+                "relative_spectral": _norm_ratio(delta_W, W0, 2),
+                "accuracy_without": without,
+                "accuracy_lost": run_accuracy - without,
+            }
+        )
+    if not layers:
+        _require_updates(run)  # says why there is nothing to show
+    return {
+        "run_accuracy": run_accuracy,
+        "base_accuracy": accuracy(run.base, run.test),
+        "layers": layers,
+    }
+
+
+def _changed_weights(base: nn.Module, merged: nn.Module) -> dict[str, Tensor]:
+    """Layer path → W0 for each Linear/Conv2d whose weight in `merged` differs from the base."""
+    changed = {}
+    for name, module in base.named_modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            W = merged.get_submodule(name).weight
+            if W.shape == module.weight.shape and not torch.equal(W, module.weight):
+                changed[name] = module.weight.detach()
+    return changed
+
+
+def _norm_ratio(delta_W: Tensor, W0: Tensor, ord: str | int) -> float:
+    W0 = as_matrix(W0)
+    return (torch.linalg.matrix_norm(delta_W, ord) / torch.linalg.matrix_norm(W0, ord)).item()

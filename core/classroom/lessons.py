@@ -1,0 +1,52 @@
+"""One-click lessons: a page, the settings it opens with, and what to look for.
+
+A lesson is just a link: its settings go into the URL of its page (through
+:mod:`core.classroom.links`), so a teacher can also copy it. The words (title, what to do,
+what to look for) live in the string catalogs under ``lessons.<id>.*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Lesson:
+    id: str
+    page: str  # "train" or "compare"
+    # the page's settings that differ from its defaults
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def text_keys(self) -> dict[str, str]:
+        """Catalog keys of the lesson's words."""
+        return {part: f"lessons.{self.id}.{part}" for part in ("title", "goal", "look_for")}
+
+
+LESSONS: tuple[Lesson, ...] = (
+    # Permuting the input pixels moves every input direction: the first layer needs a large
+    # change, so accuracy rises with rank up to about r = 8, then levels off below full
+    # fine-tuning. Permuting the labels only needs the head to change: rank 1 is as good as
+    # rank 64, and as the head alone. (tests/test_claims.py checks every lesson's words.)
+    Lesson("rank", page="compare", settings={"shift": "permute", "ranks": [1, 2, 4, 8, 16, 64]}),
+    # In the ViT, adapting only the attention's W_q and W_v (as the LoRA paper did) against
+    # every Linear layer at the same rank: a third of the parameters, the same accuracy.
+    Lesson(
+        "layers",
+        page="train",
+        settings={"model": "vit", "shift": "rotate", "targets": "*.attn.q,*.attn.v"},
+    ),
+    # Each method at its own learning rate (core.common.config.DEFAULT_LR), on the Train page's
+    # default task: full fine-tuning keeps W0's directions, LoRA grows new top singular
+    # directions unlike any of W0's (intruder dimensions, arXiv 2410.21228), at similar
+    # accuracy. At one shared high rate full fine-tuning grows them too, so no lr is pinned.
+    Lesson("intruders", page="train", settings={"method": "full"}),
+    # A secret update of rank r* = 4 in fc1, and an adapter on fc1 only (on every layer, fc2's
+    # adapter would absorb part of it): rank 2 cannot reproduce the planted model, rank 4 can,
+    # and its update lines up with ΔW* (Spectra page).
+    Lesson(
+        "planted",
+        page="train",
+        settings={"shift": "planted-rank", "targets": "fc1", "rank": 2, "steps": 600},
+    ),
+)

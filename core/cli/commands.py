@@ -1,0 +1,412 @@
+"""What each `python -m core` command does, once core/__main__.py has parsed its arguments.
+
+Kept apart from the parser because everything here needs torch (about a second to import):
+`python -m core --help`, or a mistyped flag, answers without loading it. `run(args)` is the
+one entry: it calls the command's function and turns an expected error (bad input, a missing
+run, weights that need a download) into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from core.analyses import experiments, reports, whatif
+from core.analyses.tensorboard_export import export_tensorboard, run_folder
+from core.common import paths
+from core.common.config import RunConfig, sweep_configs
+from core.common.limits import COMMAND_LINE, Limits
+from core.common.paths import OfflineError
+from core.common.text import for_terminal
+from core.jobs import executors
+from core.jobs import pool as jobs
+from core.store.runs import RunStore, StoreError, train_and_save
+from core.training import train, zoo
+from core.training.adapters import import_adapter, read_zip
+from core.training.measure import open_run
+
+OWNER = "cli"
+CLOSED_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for a tool whose reader went away
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; expected errors become one line on stderr, never a traceback."""
+    try:
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at exit
+        return status
+    except (ValueError, StoreError, OfflineError) as error:
+        print(f"error: {for_terminal(' '.join(str(error).split()))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE
+
+
+def to_json(value: Any) -> str:
+    """One line of strict JSON. JSON has no Infinity or NaN (Python would write them anyway, and
+    other tools could not read the line), so a non-finite number, such as the amplification of
+    an update along directions W0 does not use at all, is written as null."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+# -- train ----------------------------------------------------------------------------------------
+def config_from(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the flags describe, checked against its base model (ValueError if bad).
+
+    The flags' values are still strings: RunConfig.from_dict reads them, as it reads a link's.
+    """
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    config = RunConfig.from_dict({k: v for k, v in vars(args).items() if k in names})
+    config.validate()  # a bad setting is named before any weights load
+    train.check_config(config, zoo.load(config.model))
+    return config
+
+
+def use_job_threads() -> None:
+    """Use the thread count of a pool worker, so the command line computes the same numbers,
+    bit for bit, as the app does for the same config."""
+    torch.set_num_threads(executors.threads_per_job(executors.default_workers()))
+
+
+def check_limits(config: RunConfig) -> Limits:
+    """The command line's limits (core.common.limits.COMMAND_LINE, changed by the environment):
+    wider than a server's, never none. ValueError naming the limit; returns the limits."""
+    limits = Limits.from_env(COMMAND_LINE, known_models=zoo.names())
+    limits.check(config)
+    executors.check_planned(config, limits)
+    return limits
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    check_limits(config)
+    use_job_threads()
+    stop = threading.Event()
+    interrupt = signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C: stop, save
+    try:
+        with RunStore() as store, tqdm(desc="training", unit="step", disable=None) as bar:
+            run_id, result = train_and_save(config, store, OWNER, _progress(bar), stop)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
+    summary = {"run_id": run_id, **result.summary()}
+    if args.json:
+        print(to_json(summary))
+    else:
+        print(_describe(summary))
+    return 0 if result.status != "failed" else 1
+
+
+def _progress(bar: Any) -> Callable:
+    def on_event(event: Any) -> None:
+        if event.kind == "start":
+            bar.reset(total=event.data["steps"])
+        elif event.kind == "step" and event.step > 0:
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.data['train_loss']:.3f}", refresh=False)
+
+    return on_event
+
+
+def _describe(summary: dict) -> str:
+    line = (
+        f"run {summary['run_id']} {summary['status']} after {summary['steps']} steps in "
+        f"{summary['seconds']:.1f} s at lr {summary['lr']:g}: test accuracy "
+        f"{summary['test_acc_before']:.3f} → {_acc(summary['test_acc_after'])}"
+    )
+    if summary["source_acc_before"] is not None:
+        line += (
+            f", source task {summary['source_acc_before']:.3f} → "
+            f"{_acc(summary['source_acc_after'])}"
+        )
+    line += f", {summary['trainable_params']:,} of {summary['total_params']:,} parameters trained"
+    return line + (f" ({for_terminal(summary['reason'])})" if summary["reason"] else "")
+
+
+def _acc(value: float | None) -> str:
+    return reports.MISSING if value is None else f"{value:.3f}"
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.workers != 0:  # (0: the default, executors.default_workers)
+        executors.check_workers("--workers", args.workers)
+    base = config_from(args)
+    limits = check_limits(base)  # the sweep's runs differ from it in method and rank only
+    configs = sweep_configs(base, _ranks(args.ranks), baselines=not args.no_baselines)
+    model = zoo.load(base.model)
+    for config in configs:
+        train.check_config(config, model)
+    workers = args.workers or None
+    rows = []
+    pool = jobs.Pool(workers, limits=limits)
+    try:
+        submitted = pool.submit_all(configs, OWNER)
+        for job in tqdm(submitted, desc="sweep", unit="run", disable=None):
+            job.wait()
+            rows.append(_sweep_row(job))
+    finally:
+        pool.shutdown()
+    if args.json:
+        print(to_json(rows))
+    else:
+        print(_sweep_table(rows))
+    return 0 if all(row["status"] != "failed" for row in rows) else 1
+
+
+def _ranks(text: str) -> list[int]:
+    try:
+        ranks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--ranks must be whole numbers separated by commas (got {text!r})"
+        ) from None
+    if not ranks:
+        raise ValueError("--ranks needs at least one rank")
+    return ranks
+
+
+def _sweep_row(job: Any) -> dict:
+    result = job.result or {}
+    return {
+        "run_id": job.run_id,
+        "method": job.config.method,
+        "rank": job.config.rank if job.config.method == "lora" else None,
+        "lr": job.config.learning_rate,
+        "status": job.status,
+        "reason": job.reason,
+        **{k: result.get(k) for k in ("test_acc_before", "test_acc_after", "seconds")},
+        **{k: result.get(k) for k in ("source_acc_before", "source_acc_after")},
+        **{k: result.get(k) for k in ("trainable_params", "total_params")},
+    }
+
+
+SWEEP_FORMATS = {"lr": "g", "trainable": ",", "share": ".1%", "before": ".3f", "after": ".3f"}
+SWEEP_FORMATS |= {"source after": ".3f", "s": ".1f"}
+
+
+def _sweep_table(rows: list[dict]) -> str:
+    """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line."""
+    shown = [
+        {
+            "method": row["method"],
+            "rank": row["rank"],
+            "lr": row["lr"],
+            "trainable": row["trainable_params"],
+            "share": _share(row["trainable_params"], row["total_params"]),
+            "before": row["test_acc_before"],
+            "after": row["test_acc_after"],
+            "source after": row["source_acc_after"],
+            "s": row["seconds"],
+            "status": f"{row['status']} {row['reason']}".strip(),
+        }
+        for row in rows
+    ]
+    return reports.format_table(shown, SWEEP_FORMATS)
+
+
+def _share(trainable: int | None, total: int | None) -> float | None:
+    return trainable / total if trainable is not None and total else None
+
+
+# -- runs -----------------------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    with RunStore() as store:
+        if args.action == "list":
+            readable, unreadable = store.listing(owner=args.owner)
+            records = [r.summary() for r in readable]
+            print(to_json(records) if args.json else _runs_table(records))
+            for message in unreadable.values():  # listed around, named, left as they are
+                print(f"warning: {for_terminal(message)}", file=sys.stderr)
+        elif args.action == "show":
+            record = store.get(args.run_id)
+            if args.json:
+                full = {**record.summary(), "history": record.history}
+                print(to_json({**full, "snapshots": record.snapshots}))
+            else:
+                print(_show(record))
+        elif args.action == "export":
+            print(_export(args, store))
+        elif args.action == "import":
+            print(_import(args, store))
+        elif args.action == "rename":
+            store.rename(args.run_id, args.name)
+        elif args.action == "delete":
+            store.delete(args.run_id)
+    return 0
+
+
+def _export(args: argparse.Namespace, store: RunStore) -> Path:
+    """Export a run: its PEFT adapter zip, or with --tensorboard its TensorBoard events (any
+    method: a run without adapter still has curves). Returns where it went."""
+    if args.tensorboard is None:
+        return store.export_peft(args.run_id, _zip_named(args.out), force=args.force)
+    if args.force:
+        raise ValueError(
+            "--force replaces the zip of --out; a TensorBoard export never writes over anything "
+            "(it makes a new folder DIR/run-ID)"
+        )
+    directory = _path_named("--tensorboard", args.tensorboard)
+    record = store.get(args.run_id)
+    store.check_export_target(run_folder(record, directory))
+    return export_tensorboard(record, directory)
+
+
+def _path_named(flag: str, text: str) -> Path:
+    """The path a flag names, checked before the file system is asked about it: an empty one
+    names nothing (it is not "here"), and a name too long is refused (PathError)."""
+    if not text:
+        raise ValueError(f"{flag} is empty: name a path (nothing was written)")
+    return paths.check_names(text)
+
+
+def _zip_named(text: str | None) -> Path | None:
+    """--out: None when it is not given (a new file in the exports folder), else the file it
+    names. A path ending in a slash names a folder, never a file of that name."""
+    if text is None:
+        return None
+    if text.endswith(("/", os.sep)):
+        raise ValueError(
+            f"--out {text} names a folder: name the .zip file to write, such as "
+            f"{text}adapter.zip (nothing was written)"
+        )
+    return _path_named("--out", text)
+
+
+def _import(args: argparse.Namespace, store: RunStore) -> str:
+    """Import a PEFT adapter zip as a run; what to print about it."""
+    task = config_from(args)
+    run_id = import_adapter(read_zip(args.file), task, store, OWNER, Path(args.file).name)
+    summary = store.get_summary(run_id).summary()
+    if args.json:
+        return to_json(summary)
+    return (
+        f"run {run_id} imported: test accuracy {summary['test_acc_before']:.3f} → "
+        f"{summary['test_acc_after']:.3f} on {task.dataset}/{task.shift}"
+    )
+
+
+def _runs_table(records: list[dict]) -> str:
+    """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy, name."""
+    shown = [
+        {"id": r["run_id"], "status": r["status"], "after": r["test_acc_after"], "name": r["name"]}
+        for r in records
+    ]
+    return reports.format_table(shown, {"after": ".3f"})
+
+
+def _show(record: Any) -> str:
+    summary = record.summary()
+    summary["created"] = local_time(summary["created"])
+    lines = [
+        f"{key}: {for_terminal(str(value))}" for key, value in summary.items() if key != "config"
+    ]
+    lines += [f"config.{key}: {json.dumps(value)}" for key, value in summary["config"].items()]
+    evals = [h for h in record.history if h["val_acc"] is not None]
+    if evals:
+        last = evals[-1]
+        lines.append(f"last eval: step {last['step']}, val acc {last['val_acc']:.3f}")
+    return "\n".join(lines)
+
+
+def local_time(seconds: float) -> str:
+    """Seconds since the epoch as a local date and time, e.g. 2026-11-28 23:19:10+01:00."""
+    moment = datetime.datetime.fromtimestamp(seconds).astimezone()
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+# -- the zoo and the analyses ---------------------------------------------------------------------
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    print(to_json(zoo.pretrain(args.name)))
+    return 0
+
+
+def cmd_spectra(args: argparse.Namespace) -> int:
+    use_job_threads()
+    if args.truncate:
+        curve = truncation(args.run_id)
+        print(to_json(curve) if args.json else _truncation_table(curve))
+        return 0
+    report = reports.analyse_run(args.run_id)
+    print(to_json(report) if args.json else reports.report_table(report))
+    return 0
+
+
+def truncation(run_id: int) -> dict:
+    """whatif.truncation_curve of a saved run."""
+    with RunStore() as store:
+        run = open_run(run_id, store)
+    return whatif.truncation_curve(run)
+
+
+def _truncation_table(curve: dict) -> str:
+    """The truncation curve as a table (k, accuracy), then the run, the base model, and how
+    many directions the update used."""
+    rows = [{"k": p["k"], "accuracy": p["accuracy"]} for p in curve["truncation"]]
+    lines = [
+        reports.format_table(rows, {"accuracy": ".3f"}),
+        f"untouched run: {curve['run_accuracy']:.3f}, base model: {curve['base_accuracy']:.3f}",
+    ]
+    if curve["kept"]:
+        lines.append(f"k = 0 keeps these trained layers uncut: {', '.join(curve['kept'])}")
+    points = f"{whatif.RANK_TOLERANCE * 100:g} point"
+    used, rank = curve["rank_used"], curve["max_rank"]
+    lines.append(
+        {
+            "some": f"this update used about {used} of its {rank} directions: "
+            f"from k = {used} on, the accuracy stays within {points} of the run's",
+            "all": f"this update needed all {rank} of its directions: "
+            f"every cut below that loses more than {points} of the run's accuracy",
+            "none": f"with every update removed (k = 0) the accuracy stays within {points} "
+            "of the run's: this update barely mattered",
+            "short": f"no cut kept the run's accuracy to within {points}",
+            "chance": f"the run itself is within {points} of always answering the commonest "
+            f"class ({curve['chance']:.3f}): it learned nothing, no cut can say what it used",
+            "worse": f"the cut to k = 0 scores more than {points} above the run: "
+            "its update made it worse",
+        }[whatif.reading(curve)]
+    )
+    if curve["dora"]:
+        lines.append("DoRA: the cut keeps the learned magnitudes (k = 0 is magnitudes only)")
+    return "\n".join(lines)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    use_job_threads()
+    finding = experiments.run(args.name)
+    print(to_json(finding.to_dict()) if args.json else finding.report())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
+    "pretrain": cmd_pretrain,
+    "spectra": cmd_spectra,
+    "experiment": cmd_experiment,
+}

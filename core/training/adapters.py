@@ -1,0 +1,243 @@
+"""Open an adapter trained elsewhere: a PEFT zip in, a saved run out.
+
+A student uploads a .zip as LoRA Lab exports it (Compare page, `python -m core runs export`) or
+as Hugging Face PEFT writes it (`save_pretrained`'s folder, zipped: adapter_config.json and
+adapter_model.safetensors, perhaps inside one folder), and says which zoo model it was trained
+on. The adapter is loaded onto that model, measured on a task, and saved in the run store like a
+trained run (status "imported"), so the Spectra and Compare pages open it as any other.
+
+The file comes from outside, so it is read with care: the zip must be small, no entry may point
+outside it, and only the two adapter files are read. The weights are safetensors and the config
+is JSON: nothing is ever unpickled. Anything wrong is a ValueError with a one-line message,
+raised before the store is written to, so what was saved before stays as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+import zipfile
+import zlib
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+from torch import nn
+
+from core.common import paths, text
+from core.common.config import RunConfig
+from core.lowrank import methods, peft_io
+from core.lowrank.lora import adapted_layers
+from core.store.runs import RUN_NAME_CHARS, RunStore
+from core.training import zoo
+from core.training.train import (
+    RunResult,
+    check_config,
+    evaluate,
+    load_task,
+    source_accuracy,
+    source_split,
+)
+
+STATUS = "imported"
+MAX_ZIP_BYTES = 64 * 2**20  # an adapter for the zoo's models is a few MB at most
+MAX_FILE_BYTES = 256 * 2**20  # the weights once unpacked: a "zip bomb" stops here
+MAX_ENTRIES = 100
+ADAPTER_FILES = (peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE)
+PICKLED_WEIGHTS = "adapter_model.bin"  # PEFT's old format: a pickle, never opened here
+
+
+def import_adapter(
+    zip_bytes: bytes,
+    task: RunConfig,
+    store: RunStore,
+    owner: str = "local",
+    filename: str = "adapter.zip",
+) -> int:
+    """Save the adapter in `zip_bytes` as a new run of `owner`, and return its id.
+
+    `task.model` is the zoo model the adapter was trained on; the adapter is measured on
+    `task`'s dataset, shift and seed. Its LoRA settings (rank, alpha, targets, scaling, DoRA)
+    come from the adapter itself.
+    """
+    started = time.perf_counter()
+    task.validate()
+    with _scratch_folder() as folder:
+        unpack(zip_bytes, Path(folder))
+        data = load_task(task)
+        base = zoo.load(task.model, num_classes=data.num_classes)
+        model = peft_io.import_peft(base, folder)
+    config = run_config(task, model)
+    check_config(config, base)
+    val_loss, val_acc = evaluate(base, data.x_val, data.y_val, data.z_val)
+    count = methods.count_parameters(model)
+    source = source_split(task.model, data.num_classes)
+    result = RunResult(
+        config=config,
+        status=STATUS,
+        reason=f"from {text.one_line(filename, RUN_NAME_CHARS)}",  # a name as it came
+        # Step 0 is the base model, as in a trained run; nothing was trained here.
+        history=[_base_record(val_loss, val_acc)],
+        snapshots=[],
+        test_acc_before=evaluate(base, data.x_test, data.y_test)[1],
+        test_acc_after=evaluate(model, data.x_test, data.y_test)[1],
+        source_acc_before=source_accuracy(base, source),
+        source_acc_after=source_accuracy(model, source),
+        trainable_params=count.trainable,
+        total_params=count.total,
+        seconds=time.perf_counter() - started,
+        model=model,
+        base=base,
+        task=data,
+    )
+    return _save(store, result, owner)
+
+
+def read_zip(path: str | Path) -> bytes:
+    """The bytes of an adapter zip on disk; a file too large is not read to its end, and
+    anything but a regular file (a named pipe, a device) is refused at once."""
+    try:  # one byte more tells import_adapter it is too big
+        return paths.read_regular(paths.check_names(path), MAX_ZIP_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {paths.why(error, path)}.") from None
+
+
+def unpack(zip_bytes: bytes, folder: Path) -> None:
+    """Write the zip's adapter_config.json and adapter_model.safetensors into `folder`.
+
+    Only those two entries are read, and they are written under their own fixed names, so no
+    entry name can reach outside `folder`. A zip with such a name is refused all the same:
+    no honest export makes one.
+    """
+    if len(zip_bytes) > MAX_ZIP_BYTES:
+        raise ValueError(f"the file is over {MAX_ZIP_BYTES // 2**20} MB: too large for an adapter.")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
+    except zipfile.BadZipFile:
+        raise ValueError(
+            "the file is not a zip: upload the .zip LoRA Lab exports, or a PEFT adapter folder "
+            "(adapter_config.json + adapter_model.safetensors) zipped."
+        ) from None
+    with archive:
+        for name, entry in _adapter_entries(archive.infolist()).items():
+            content = _read(archive, entry)
+            try:
+                (folder / name).write_bytes(content)
+            except OSError as error:
+                raise ValueError(_no_scratch(folder.parent, error)) from None
+
+
+def _scratch_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder to unpack the adapter into (in $TMPDIR, or the system's)."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="lora-lab-import-")
+    except OSError as error:
+        raise ValueError(_no_scratch(Path(tempfile.gettempdir()), error)) from None
+
+
+def _no_scratch(where: Path, error: OSError) -> str:
+    return (
+        f"cannot unpack the adapter into the temporary folder {where} "
+        f"({paths.why(error, where)}): make room there, or set TMPDIR to another folder. "
+        "Nothing was saved"
+    )
+
+
+def _adapter_entries(entries: list[zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
+    """The zip's two adapter files, by name; ValueError for a zip that is not one adapter."""
+    if len(entries) > MAX_ENTRIES:
+        raise ValueError(f"the zip holds {len(entries)} entries: an adapter zip holds a few.")
+    for entry in entries:
+        if _escapes(entry.filename):
+            raise ValueError(f"the zip is refused: its entry {entry.filename!r} points outside it.")
+    files = [entry for entry in entries if not entry.is_dir()]
+    found = {}
+    for name in ADAPTER_FILES:
+        matches = [entry for entry in files if PurePosixPath(entry.filename).name == name]
+        if not matches:
+            raise ValueError(_missing(name, files))
+        if len(matches) > 1:
+            raise ValueError(f"the zip holds {len(matches)} files named {name}: one adapter only.")
+        found[name] = matches[0]
+    folders = {PurePosixPath(entry.filename).parent for entry in found.values()}
+    if len(folders) > 1:
+        raise ValueError(f"{' and '.join(ADAPTER_FILES)} must be in the same folder of the zip.")
+    return found
+
+
+def _escapes(name: str) -> bool:
+    """Whether a zip entry's name is absolute or climbs out ("../"), with either slash."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
+
+
+def _missing(name: str, files: list[zipfile.ZipInfo]) -> str:
+    if name == peft_io.WEIGHTS_FILE and any(
+        PurePosixPath(entry.filename).name == PICKLED_WEIGHTS for entry in files
+    ):
+        return (
+            f"the zip holds {PICKLED_WEIGHTS}, a pickle, which LoRA Lab never opens: save the "
+            "adapter as safetensors (PEFT's default, safe_serialization=True)."
+        )
+    return f"the zip has no {name}: an adapter needs {' and '.join(ADAPTER_FILES)}."
+
+
+def _read(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
+    name = PurePosixPath(entry.filename).name
+    if entry.flag_bits & 0x1:
+        raise ValueError(f"{name} is password-protected in the zip.")
+    limit = peft_io.MAX_CONFIG_BYTES if name == peft_io.CONFIG_FILE else MAX_FILE_BYTES
+    if entry.file_size > limit:
+        raise ValueError(f"{name} unpacks to more than {_size(limit)}: too large for an adapter.")
+    try:
+        return archive.read(entry)  # reads no more than file_size, and checks the CRC
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, zlib.error) as error:
+        raise ValueError(f"the zip is damaged: {name} cannot be unpacked ({error}).") from None
+
+
+def _size(limit: int) -> str:
+    return f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit // 2**10} KB"
+
+
+def run_config(task: RunConfig, model: nn.Module) -> RunConfig:
+    """The imported run's config: the task, with the LoRA settings the adapter was made with.
+
+    With it, the store rebuilds the same layers (RunStore.load_run_model) and loads the saved A
+    and B into them; the initialisation is then overwritten, so it is the plain default.
+    """
+    layers = adapted_layers(model)
+    first = next(iter(layers.values()))
+    return replace(
+        task,
+        method="lora",
+        rank=first.rank,
+        alpha=first.alpha,
+        targets=sorted(layers),
+        init="default",
+        scaling="rslora" if first.use_rslora else "standard",
+        dora=first.dora,
+        dropout=getattr(first.dropout, "p", 0.0),
+    )
+
+
+def _base_record(val_loss: float, val_acc: float) -> dict:
+    """The history record of step 0, the base model (as train() logs it)."""
+    return {
+        "step": 0,
+        "train_loss": None,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "elapsed": 0.0,
+        "steps_per_s": 0.0,
+    }
+
+
+def _save(store: RunStore, result: RunResult, owner: str) -> int:
+    """Save the run as training does: the row, then the weights file, then the results."""
+    run_id = store.create(result.config, owner)
+    try:
+        store.finish(run_id, result)
+    except Exception as error:
+        store.fail(run_id, str(error))
+        raise
+    return run_id

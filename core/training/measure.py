@@ -1,0 +1,93 @@
+"""Measuring a trained run again: its models, its task's test split, and edited copies.
+
+The what-if views (core.analyses.whatif) and the example strips (core.training.examples) all ask
+the same question in different ways: "what does this model get right on the test images, and what
+if its weights were a little different?". They share what is here: a saved run rebuilt from
+the run store (its base model, its trained model and its task's test split, made exactly as
+training made them), the source task the zoo models were pretrained on, and the accuracy of a
+model with some layers' weights swapped for others for the length of one evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from core.common.config import RunConfig
+from core.store.runs import RunStore
+from core.training.train import RunResult, evaluate, load_task, source_split
+
+
+@dataclass
+class Split:
+    """Images and their labels, one split of a task."""
+
+    x: Tensor
+    y: Tensor
+
+
+@dataclass
+class TrainedRun:
+    """A run as the analyses need it: the base model it started from, the model training made
+    (with its adapters, if any), and the target task's test split. Nothing here is ever
+    modified: edits go to copies."""
+
+    config: RunConfig
+    base: nn.Module
+    model: nn.Module
+    test: Split
+    num_classes: int
+
+    @classmethod
+    def of_result(cls, result: RunResult) -> TrainedRun:
+        """A run that has just trained (core.training.train.train's result)."""
+        task = result.task
+        test = Split(task.x_test, task.y_test)
+        return cls(result.config, result.base.eval(), result.model.eval(), test, task.num_classes)
+
+
+def open_run(run_id: int, store: RunStore) -> TrainedRun:
+    """A saved run, rebuilt: its weights from the store (RunStore.load_run_model), its task
+    built from its config as training built it (same split, same shift and seed)."""
+    config = store.get_summary(run_id).config
+    base, model = store.load_run_model(run_id)
+    task = load_task(config)
+    return TrainedRun(config, base, model, Split(task.x_test, task.y_test), task.num_classes)
+
+
+def source_test_split(model_name: str, num_classes: int) -> Split | None:
+    """core.training.train.source_split as a Split: the test split of the task the zoo model was
+    pretrained on, or None where that question has no answer here."""
+    source = source_split(model_name, num_classes)
+    return None if source is None else Split(*source)
+
+
+def accuracy(model: nn.Module, split: Split) -> float:
+    """The fraction of the split the model classifies correctly (core.training.train.evaluate)."""
+    return evaluate(model, split.x, split.y)[1]
+
+
+@contextmanager
+@torch.no_grad()
+def swapped_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> Iterator[nn.Module]:
+    """`model` with the weight of each named layer replaced (reshaped to the layer's weight
+    and cast to its dtype) for the duration of the block, then put back as it was."""
+    layers = {name: model.get_submodule(name) for name in weights}
+    saved = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    try:
+        for name, layer in layers.items():
+            layer.weight.copy_(weights[name].reshape(layer.weight.shape))
+        yield model
+    finally:
+        for name, layer in layers.items():
+            layer.weight.copy_(saved[name])
+
+
+def accuracy_with(model: nn.Module, weights: Mapping[str, Tensor], split: Split) -> float:
+    """accuracy() of `model` with some layers' weights swapped (see swapped_weights)."""
+    with swapped_weights(model, weights):
+        return accuracy(model, split)

@@ -1,0 +1,596 @@
+"""The training loop: adapt a copy of a pretrained model to a task, and say what happens.
+
+Read top to bottom: what a run reports, how a run is built (device, task, models, optimizer),
+the loop, and how a model is evaluated. The settings themselves (RunConfig, their choices and
+checks) live in core/common/config.py.
+
+`train(config)` loads the base model and the task, measures the base model first, then trains
+the parameters the method chooses and reports as it goes through `on_event`:
+
+    Event("start", 0, {...})       steps planned, parameter counts, test accuracy before
+    Event("step", s, record)       one per step (step 0 = the base model before training):
+                                   train_loss, elapsed, steps_per_s, and at eval steps
+                                   val_loss and val_acc too
+    Event("eval", s, {...})        val_loss, val_acc, elapsed: every eval_interval steps
+    Event("snapshot", s, {...})    the top singular values of each layer's delta_W
+    Event("done", s, summary)      status, reason, test accuracy after, parameters, seconds,
+                                   the learning rate used, and the accuracy on the source task
+                                   before and after (what the run forgot; None where the base
+                                   model was not pretrained on it)
+
+The same config and seed give the same numbers, bit for bit, on one machine's CPU with the
+same number of torch threads (the order of a sum changes its last bits, and threads split sums).
+GPU runs ask for deterministic kernels but are not guaranteed bit-exact. A run leaves the
+caller's torch state as it found it: the global random generators and the
+deterministic-algorithms setting are restored when train() returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from core.common.config import RENAMES_CLASSES, RunConfig, SettingError
+from core.lowrank import lora, methods, spectra
+from core.lowrank.targets import check_targets, head_name
+from core.training import data, zoo
+
+SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
+EVAL_BATCH = 1024  # evaluation runs in chunks of this many images to bound memory
+
+
+# -- what a run reports ----------------------------------------------------------------------------
+class StopFlag(Protocol):
+    """What `train` polls to stop early: a threading.Event, or a multiprocessing one."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class Event:
+    """Something that happened during training; `data` holds plain JSON values."""
+
+    kind: str  # "start" | "step" | "eval" | "snapshot" | "done"
+    step: int
+    data: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    """How a run ended, what it logged, and the models (the trained one and its base)."""
+
+    config: RunConfig
+    status: str  # "finished" | "stopped" | "failed"
+    reason: str  # why it stopped or failed; "" when finished
+    history: list[dict]  # one record per step, step 0 = the base model
+    snapshots: list[dict]  # [{"step": s, "layers": {layer: {"sigma": [...], ...}}}]
+    test_acc_before: float
+    test_acc_after: float | None  # None when the run failed (its weights are not usable)
+    # Accuracy on the source task (the upright MNIST-5k test split the zoo models were
+    # pretrained on: source_split), before and after: how much of it the run forgot. None where
+    # there is no such task (an ImageNet model, a head with other classes), or the run failed.
+    source_acc_before: float | None
+    source_acc_after: float | None
+    trainable_params: int
+    total_params: int
+    seconds: float
+    model: nn.Module
+    base: nn.Module
+    task: data.Task
+
+    @property
+    def steps_done(self) -> int:
+        return self.history[-1]["step"]
+
+    def summary(self) -> dict[str, Any]:
+        """The final figures as plain JSON values (no models, no history)."""
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "steps": self.steps_done,
+            "test_acc_before": self.test_acc_before,
+            "test_acc_after": self.test_acc_after,
+            "source_acc_before": self.source_acc_before,
+            "source_acc_after": self.source_acc_after,
+            "lr": self.config.learning_rate,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "num_classes": self.task.num_classes,
+            "seconds": self.seconds,
+        }
+
+
+# -- building a run --------------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """`auto` takes a GPU when there is one (CUDA, then Apple's MPS), else the CPU."""
+    available = {"cpu": True, "cuda": torch.cuda.is_available()}
+    available["mps"] = torch.backends.mps.is_available()
+    if device != "auto":
+        if not available[device]:
+            raise ValueError(f"device {device!r} is not available on this machine; use auto")
+        return torch.device(device)
+    if available["cuda"]:
+        return torch.device("cuda")
+    if available["mps"]:
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_task(config: RunConfig) -> data.Task:
+    """The task a config names, built the same way for training and for measuring an imported
+    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
+    return data.load_task(
+        config.dataset,
+        config.shift,
+        config.shift_params,
+        seed=config.seed,
+        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+    )
+
+
+def source_split(model_name: str, num_classes: int) -> tuple[Tensor, Tensor] | None:
+    """Images and labels of the test split of the task the zoo model was pretrained on
+    (data.source_task), or None where that question has no answer here: a model pretrained on
+    ImageNet, or a run whose classes are not the source task's ten digits (its head answers
+    another question)."""
+    if zoo.ZOO[model_name].pretraining is None:
+        return None
+    task = data.source_task()
+    if task.num_classes != num_classes:
+        return None
+    return task.x_test, task.y_test
+
+
+def source_accuracy(model: nn.Module, source: tuple[Tensor, Tensor] | None) -> float | None:
+    """The model's accuracy on the source split (source_split), None where there is none."""
+    if source is None:
+        return None
+    device = next(model.parameters()).device
+    return evaluate(model, *(t.to(device) for t in source))[1]
+
+
+def with_base_head(model: nn.Module, base: nn.Module) -> nn.Module:
+    """A copy of `model` with the base model's head put back: what its body alone kept."""
+    copied = copy.deepcopy(model)
+    head = head_name(base)
+    copied.get_submodule(head).load_state_dict(base.get_submodule(head).state_dict())
+    return copied
+
+
+FORGETTING_NOTABLE = 0.01  # source accuracy lost: less than a point is not worth a sentence
+
+
+@dataclass(frozen=True)
+class Forgetting:
+    """What a run forgot of its source task, and how much of that is its head's: the source
+    accuracy of the base model, of the trained model, and of the trained model with the
+    pretrained head put back (equal to `after` where the head did not train)."""
+
+    method: str
+    head_trained: bool
+    renamed: bool  # the task renames the classes (config.RENAMES_CLASSES): no forgetting at all
+    learning_rate: float
+    before: float
+    after: float
+    head_back: float
+
+    @property
+    def lost(self) -> float:
+        return self.before - self.after
+
+    @property
+    def head_part(self) -> float:
+        """The share of `lost` that putting the pretrained head back would win back."""
+        return self.head_back - self.after
+
+    def note(self) -> tuple[str, dict[str, float]] | None:
+        """The sentence that says where the forgetting comes from (a catalog key under
+        "forgetting." and its values: points lost, the head's points, accuracies), or None when
+        the run forgot less than FORGETTING_NOTABLE."""
+        if self.lost < FORGETTING_NOTABLE:
+            return None
+        values = {"lost": 100 * self.lost, "head": 100 * self.head_part, "back": self.head_back}
+        values["lr"] = self.learning_rate
+        if self.renamed:  # the old names of the same images: a low score is by design
+            return "forgetting.renamed", values
+        if self.method == "head":
+            return "forgetting.head_only", values
+        if not self.head_trained:
+            return "forgetting.head_frozen", values
+        if self.head_part < FORGETTING_NOTABLE:  # the head's read-out is not what was lost
+            return "forgetting.head_not_it", values
+        return "forgetting.head_trained", values
+
+
+def forgetting(
+    config: RunConfig, base: nn.Module, model: nn.Module, num_classes: int
+) -> Forgetting | None:
+    """What the trained `model` forgot of the source task (source_split) and how much of it
+    putting `base`'s head back undoes; None where there is no source task (an ImageNet model,
+    other classes)."""
+    source = source_split(config.model, num_classes)
+    if source is None:
+        return None
+    trained = head_trains(config)
+    after = source_accuracy(model, source)
+    return Forgetting(
+        method=config.method,
+        head_trained=trained,
+        renamed=config.shift in RENAMES_CLASSES,
+        learning_rate=config.learning_rate,
+        before=source_accuracy(base, source),
+        after=after,
+        head_back=source_accuracy(with_base_head(model, base), source) if trained else after,
+    )
+
+
+def build_models(config: RunConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """(base, model): a fresh base model and the copy that will train, its parameters chosen.
+    The head trains unless head_trains(config) says it stays frozen (check_head: it must be a
+    pretrained one).
+
+    Deterministic (the adapters' initialisation is seeded with config.seed, a new head by the
+    zoo), so the runs store rebuilds a saved run's model with this same function.
+    """
+    base = zoo.load(config.model, num_classes=num_classes)  # ValueError for an unknown model
+    check_head(config)
+    if config.method == "lora":
+        model = lora.inject(
+            base,
+            check_targets(base, config.targets, config.rank),
+            rank=config.rank,
+            alpha=config.alpha,
+            dropout=config.dropout,
+            init=config.init,
+            scaling=config.scaling,
+            dora=config.dora,
+            seed=config.seed,
+        )
+    else:
+        model = copy.deepcopy(base)
+    methods.trainable_parameters(model, config.method, config.top_k, head_trains(config))
+    return base, model
+
+
+def head_trains(config: RunConfig) -> bool:
+    """Whether the run trains its head: head-only training always does; the others unless
+    the config keeps the pretrained head frozen (train_head false) or the task reads out through
+    the base model's own head (data.ShiftInfo.keeps_head)."""
+    if config.method == "head":
+        return True
+    return config.train_head and not data.SHIFTS[config.shift].keeps_head
+
+
+def check_head(config: RunConfig) -> None:
+    """A frozen head must be a pretrained read-out of the task's classes: an ImageNet model's
+    head is new (random) for these ten classes, so it must train (SettingError). Renamed classes
+    are refused by config.validate already."""
+    if not config.train_head and zoo.ZOO[config.model].pretraining is None:
+        raise SettingError(
+            f"model {config.model}'s head is new (its pretraining had ImageNet's classes), so "
+            "it must train (train_head true)",
+            "errors.frozen_head_new",
+            {"model": config.model},
+        )
+
+
+def check_config(config: RunConfig, model: nn.Module) -> None:
+    """config.validate(), the head (check_head), the shift's parameters, then what depends on
+    the base model: for LoRA, the target layers must exist and the rank must not exceed
+    min(d, k) of any of them (ValueError, one line)."""
+    config.validate()
+    check_head(config)
+    data.check_request(config.dataset, config.shift, config.shift_params)
+    if config.method == "lora":
+        check_targets(model, config.targets, config.rank)
+
+
+def parameter_count(config: RunConfig | dict[str, Any]) -> methods.ParamCount:
+    """Trainable, total and head parameters of a config's model, built exactly as training
+    builds it (nothing trains, no data loads; remembered for the last 64 configs, so a page
+    may ask on every redraw). ValueError for what the model rejects (rank above a layer's
+    min(d, k), unknown layer); OfflineError for weights that need a download."""
+    if isinstance(config, RunConfig):
+        config = config.to_dict()
+    return _parameter_count(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(config_json: str) -> methods.ParamCount:
+    config = RunConfig.from_dict(json.loads(config_json))
+    _, model = build_models(config, data.DATASETS[config.dataset].num_classes)
+    return methods.count_parameters(model)
+
+
+def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters, at config.learning_rate (the method's own
+    rate unless the config sets one). LoRA+ (arXiv 2402.12354) gives B its own parameter group
+    with ratio × the learning rate of everything else."""
+    lr = config.learning_rate
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    B_names = {f"{name}.B" for name in lora.adapted_layers(model)}
+    groups = [
+        {"params": [p for n, p in trainable if n not in B_names], "lr": lr},
+        {"params": [p for n, p in trainable if n in B_names], "lr": lr * config.lora_plus_ratio},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=lr, weight_decay=config.weight_decay)
+
+
+# -- the loop --------------------------------------------------------------------------------------
+Split = tuple[Tensor, Tensor, Tensor | None]  # images, labels, logits to fit (Task.z_*) or None
+
+
+def train(
+    config: RunConfig,
+    on_event: Callable[[Event], None] | None = None,
+    stop: StopFlag | None = None,
+) -> RunResult:
+    """Train one run; see the module docstring for the events. Stops early on `stop`
+    (status "stopped") or a non-finite loss (status "failed"); both keep the history."""
+    log = _Log(on_event or (lambda event: None), started=time.perf_counter())
+    config.validate()
+    device = resolve_device(config.device)
+    with _run_scope(device):
+        return _train(config, device, log, stop)
+
+
+@contextlib.contextmanager
+def _run_scope(device: torch.device) -> Iterator[None]:
+    """What a run changes in torch's global state is undone when it ends: the random
+    generators (the CPU's, and the run's GPU's if it has one) and the deterministic-algorithms
+    setting."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    gpus = []  # no CUDA device is touched (or initialised) for a CPU run
+    if device.type == "cuda":
+        gpus = [device.index if device.index is not None else torch.cuda.current_device()]
+    mps_state = torch.mps.get_rng_state() if device.type == "mps" else None
+    with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+        # On the CPU every op used here is deterministic already. On a GPU this asks for
+        # deterministic kernels where torch has them (an op without one only warns), but GPU
+        # runs are not guaranteed bit-exact: cuBLAS would also need CUBLAS_WORKSPACE_CONFIG
+        # set before CUDA starts, and kernels differ between GPUs and library versions.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            if mps_state is not None:
+                torch.mps.set_rng_state(mps_state)
+
+
+def _seed(seed: int, device: torch.device) -> None:
+    """Seed the global generator the run's dropout draws from, and no other: torch.manual_seed
+    would also (lazily) reseed every GPU, outside what _run_scope restores."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    elif device.type == "mps":
+        torch.mps.manual_seed(seed)
+
+
+def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | None) -> RunResult:
+    task = load_task(config)
+    base, model = build_models(config, task.num_classes)
+    model.to(device)
+    splits = {
+        "train": _on(device, task.x_train, task.y_train, task.z_train),
+        "val": _on(device, task.x_val, task.y_val, task.z_val),
+        "test": _on(device, task.x_test, task.y_test, task.z_test),
+    }
+    source = source_split(config.model, task.num_classes)
+    count = methods.count_parameters(model)
+    steps = planned_steps(config, len(task.y_train))
+    _, test_acc_before = evaluate(model, *splits["test"])
+    source_acc_before = source_accuracy(model, source)
+    start = {"steps": steps, "trainable_params": count.trainable, "total_params": count.total}
+    start |= {"test_acc_before": test_acc_before, "num_classes": task.num_classes}
+    log.emit(Event("start", 0, start))
+    log.record(0, None, *evaluate(model, *splits["val"]))
+    _fit(config, base, model, splits, steps, log, stop)
+    # A diverged run: its loss became inf or nan (checked before that step's update, so the
+    # weights are those of the step before, which may or may not be finite): nothing to test.
+    failed = log.status == "failed"
+    test_acc_after = None if failed else evaluate(model, *splits["test"])[1]
+    source_acc_after = None if failed else source_accuracy(model, source)
+    result = RunResult(
+        config=config,
+        status=log.status,
+        reason=log.reason,
+        history=log.history,
+        snapshots=log.snapshots,
+        test_acc_before=test_acc_before,
+        test_acc_after=test_acc_after,
+        source_acc_before=source_acc_before,
+        source_acc_after=source_acc_after,
+        trainable_params=count.trainable,
+        total_params=count.total,
+        seconds=time.perf_counter() - log.started,
+        model=model.cpu().eval(),
+        base=base,
+        task=task,
+    )
+    log.emit(Event("done", result.steps_done, result.summary()))
+    return result
+
+
+def _fit(
+    config: RunConfig,
+    base: nn.Module,
+    model: nn.Module,
+    splits: dict[str, Split],
+    steps: int,
+    log: _Log,
+    stop: StopFlag | None,
+) -> None:
+    """The training steps. The data is already in memory as tensors, so a batch is one
+    indexing operation: no DataLoader, no worker processes, nothing between the steps."""
+    _seed(config.seed, splits["train"][0].device)  # the dropout masks
+    optimizer = make_optimizer(model, config)
+    x, y, z = splits["train"]
+    order = batches(len(y), config.batch_size, torch.Generator().manual_seed(config.seed))
+    train_mode(model)
+    log.training_started = time.perf_counter()
+    for step in range(1, steps + 1):
+        if stop is not None and stop.is_set():
+            log.end("stopped", f"stopped at step {step - 1} of {steps}")
+            return
+        batch = next(order)
+        loss = task_loss(model(x[batch]), y[batch], None if z is None else z[batch])
+        if not torch.isfinite(loss):
+            log.end("failed", diverged(f"the training loss became {loss.item()}", step, config))
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        evaluation = (None, None)
+        if step % config.eval_interval == 0 or step == steps:
+            evaluation = evaluate(model, *splits["val"])
+            train_mode(model)
+        log.record(step, loss.item(), *evaluation)
+        if step % config.snapshot_interval == 0 or step == steps:
+            if not _finite(model):  # no spectrum of inf, and no such weights saved
+                log.end("failed", diverged("the weights became inf or nan", step, config))
+                return
+            log.snapshot(step, snapshot(base, model))
+
+
+def _on(device: torch.device, x: Tensor, y: Tensor, z: Tensor | None) -> Split:
+    return x.to(device), y.to(device), None if z is None else z.to(device)
+
+
+def task_loss(logits: Tensor, y: Tensor, z: Tensor | None, reduction: str = "mean") -> Tensor:
+    """What training minimises: the cross-entropy with the labels y, or, on a task that gives
+    a teacher's logits z (planted-rank), their mean squared error (per logit)."""
+    if z is None:
+        return F.cross_entropy(logits, y, reduction=reduction)
+    return F.mse_loss(logits, z, reduction=reduction)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Index batches forever: a fresh seeded shuffle each epoch, the last batch may be short."""
+    while True:
+        yield from torch.randperm(n, generator=generator).split(batch_size)
+
+
+def planned_steps(config: RunConfig, n_train: int) -> int:
+    return config.steps or config.epochs * math.ceil(n_train / config.batch_size)
+
+
+def train_mode(model: nn.Module) -> None:
+    """Training mode (dropout on), except BatchNorm: it keeps the pretrained statistics, which
+    small batches of a shifted task would otherwise overwrite in the 'frozen' base."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+@dataclass
+class _Log:
+    """The run's history and snapshots, announced as they are written."""
+
+    emit: Callable[[Event], None]
+    started: float  # when train() was called
+    training_started: float = 0.0  # when the first step began
+    history: list[dict] = field(default_factory=list)
+    snapshots: list[dict] = field(default_factory=list)
+    status: str = "finished"
+    reason: str = ""
+
+    def record(
+        self, step: int, train_loss: float | None, val_loss: float | None, val_acc: float | None
+    ) -> None:
+        """One history record (val_* only at eval steps), as a "step" event and an "eval"."""
+        now = time.perf_counter()
+        record = {
+            "step": step,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "elapsed": now - self.started,
+            "steps_per_s": step / (now - self.training_started) if step else 0.0,
+        }
+        self.history.append(record)
+        if val_loss is not None:
+            evaluation = {"val_loss": val_loss, "val_acc": val_acc, "elapsed": record["elapsed"]}
+            self.emit(Event("eval", step, evaluation))
+        self.emit(Event("step", step, record))
+
+    def snapshot(self, step: int, layers: dict) -> None:
+        self.snapshots.append({"step": step, "layers": layers})
+        self.emit(Event("snapshot", step, self.snapshots[-1]))
+
+    def end(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(p.isfinite().all()) for p in model.parameters() if p.requires_grad)
+
+
+# Past these, a factor of a step's size is unusual enough to be named when a run diverges.
+UNUSUAL_LR = 1.0  # the default is 0.01
+UNUSUAL_SCALING = 100.0  # alpha / r: the default is 8 / 4 = 2
+UNUSUAL_LORA_PLUS_RATIO = 100.0  # the LoRA+ paper's is 16
+UNUSUAL_DECAY = 1.0  # lr × weight_decay: past 1, each step's decay overshoots zero
+
+
+def diverged(what: str, step: int, config: RunConfig) -> str:
+    """Why a run diverged, for the student: every setting that makes its steps unusually large
+    (the learning rate, LoRA's scaling, LoRA+'s ratio, the weight decay), or else the learning
+    rate, the usual culprit."""
+    suspects = []
+    if config.learning_rate > UNUSUAL_LR:
+        suspects.append(f"the learning rate ({config.learning_rate:g})")
+    if config.method == "lora":
+        s = lora.scale(config.alpha, config.rank, config.scaling)
+        if s > UNUSUAL_SCALING:
+            over = "√r" if config.scaling == "rslora" else "r"
+            suspects.append(f"alpha ({config.alpha:g}: the scaling alpha/{over} is {s:g})")
+        if config.lora_plus_ratio > UNUSUAL_LORA_PLUS_RATIO:
+            suspects.append(f"the LoRA+ ratio ({config.lora_plus_ratio:g})")
+    decay = config.learning_rate * config.weight_decay
+    if decay > UNUSUAL_DECAY:
+        suspects.append(f"the weight decay ({config.weight_decay:g}, × lr = {decay:g})")
+    if not suspects:
+        suspects.append(f"the learning rate ({config.learning_rate:g})")
+    return f"{what} at step {step}: {' or '.join(suspects)} is probably too high; try a smaller one"
+
+
+# -- evaluating ------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, z: Tensor | None = None
+) -> tuple[float, float]:
+    """(mean task_loss, accuracy) over a whole split, in eval mode: the loss is the
+    cross-entropy, or with a teacher's logits z their mean squared error."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(y), EVAL_BATCH):
+        part = slice(start, start + EVAL_BATCH)
+        logits = model(x[part])
+        loss += task_loss(logits, y[part], None if z is None else z[part], "sum").item()
+        correct += (logits.argmax(1) == y[part]).sum().item()
+    per_item = len(y) if z is None else z.numel()  # the MSE is a mean over every logit
+    return loss / per_item, correct / len(y)
+
+
+def snapshot(base: nn.Module, model: nn.Module) -> dict:
+    """Top singular values of every changed layer's delta_W (cheap for LoRA: no d×k SVD)."""
+    return spectra.model_snapshot(base, model, n=SNAPSHOT_TOP)
