@@ -36,6 +36,7 @@ from core.common.config import RunConfig
 from core.common.paths import OfflineError
 from core.common.text import for_figure, for_markdown
 from core.jobs import pool as jobs
+from core.jobs.scheduler import Job
 from core.store.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
 from core.training import adapters
 from core.training.train import head_trains
@@ -116,7 +117,7 @@ def launch(configs: list[RunConfig]) -> None:
 
 def sweep_progress() -> None:
     """The sweep's jobs and how far each got; one full rerun when the last one ends."""
-    sweep: list[jobs.Job] = st.session_state.get(key("jobs"), [])
+    sweep: list[Job] = st.session_state.get(key("jobs"), [])
     if not sweep:
         return
     rows = []

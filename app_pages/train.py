@@ -40,6 +40,7 @@ from core.common import paths
 from core.common.config import BOUNDS, DEFAULT_LR, RunConfig
 from core.common.text import for_markdown
 from core.jobs import pool as jobs
+from core.jobs.scheduler import Job
 from core.lowrank import methods
 from core.lowrank.targets import eligible_layers, resolve_targets
 from core.store import runs
@@ -492,7 +493,7 @@ def resume() -> None:
         return
     student = student_id()
     found = live.latest(jobs.pool().jobs(owner=student), store().list(owner=student))
-    if isinstance(found, jobs.Job):
+    if isinstance(found, Job):
         st.session_state[key("job")] = found
     elif found is not None:
         st.session_state[key("run")] = found.id

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from core.classroom.i18n import Catalog
 from core.common.config import RunConfig
-from core.jobs.pool import Job
+from core.jobs.scheduler import Job
 from core.lowrank import spectra
 from core.store.runs import RunRecord
 from core.training.train import Event
@@ -269,10 +269,10 @@ _runs_lock = threading.Lock()
 
 
 def watch(key: Hashable, events: Sequence[Event]) -> Frame:
-    """The shared picture of the run `key` (a core.jobs.pool Job: equal only to itself), caught up
-    with `events` (its whole list so far). Every page watching one run shares one LiveRun: a
-    teacher's demo watched by thirty students costs the server one copy of its curves, updated
-    once per new event."""
+    """The shared picture of the run `key` (a core.jobs.scheduler.Job: equal only to itself),
+    caught up with `events` (its whole list so far). Every page watching one run shares one
+    LiveRun: a teacher's demo watched by thirty students costs the server one copy of its curves,
+    updated once per new event."""
     with _runs_lock:
         live = _runs.get(key)
         if live is None:

@@ -32,7 +32,8 @@ from core.common.limits import COMMAND_LINE, Limits
 from core.common.paths import OfflineError
 from core.common.text import for_terminal
 from core.jobs import executors
-from core.jobs import pool as jobs
+from core.jobs.pool import default_executor
+from core.jobs.scheduler import Pool
 from core.store.runs import RunStore, StoreError, train_and_save
 from core.training import train, zoo
 from core.training.adapters import import_adapter, read_zip
@@ -163,7 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         train.check_config(config, model)
     workers = args.workers or None
     rows = []
-    pool = jobs.Pool(workers, limits=limits)
+    pool = Pool(workers, limits=limits, executor=default_executor())
     try:
         submitted = pool.submit_all(configs, OWNER)
         for job in tqdm(submitted, desc="sweep", unit="run", disable=None):
