@@ -9,13 +9,15 @@ Every dataset is handed out as float32 images of shape (N, 1, 28, 28) in [0, 1] 
 labels, so every model takes every dataset.
 """
 
+from __future__ import annotations
+
 import copy
 import math
 import pickle
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -108,6 +110,22 @@ class Planted:
 
 
 @dataclass
+class Split:
+    """One split of a task (its training, validation or test part): images x and labels y, and
+    on a task that trains on a teacher's logits (planted-rank, Task.z_*) those logits z, None on
+    every other task."""
+
+    x: Tensor
+    y: Tensor
+    z: Tensor | None = None
+
+    def to(self, device: torch.device) -> Split:
+        """The split on `device`."""
+        z = None if self.z is None else self.z.to(device)
+        return Split(self.x.to(device), self.y.to(device), z)
+
+
+@dataclass
 class Task:
     """A ready-to-train task: fresh tensors, owned by the caller."""
 
@@ -128,6 +146,10 @@ class Task:
     z_train: Tensor | None = None
     z_val: Tensor | None = None
     z_test: Tensor | None = None
+
+    def split(self, name: Literal["train", "val", "test"]) -> Split:
+        """Its part `name` as one Split."""
+        return Split(*(getattr(self, f"{part}_{name}") for part in "xyz"))
 
 
 # ---------------------------------------------------------------------------------- splits ---
