@@ -16,6 +16,7 @@ from app_pages.common import (
     bad_link,
     choice,
     current_settings,
+    drawn,
     exercise_link,
     figure_layout,
     fixed_by_link,
@@ -25,7 +26,6 @@ from app_pages.common import (
     prediction_strip,
     refused,
     save_settings,
-    shown,
     status_label,
     store,
     student_id,
@@ -64,7 +64,7 @@ def has_text(name: str) -> bool:
 
 def show(name: str) -> bool:
     """Whether the control of setting ``name`` is drawn (an exercise link may hide it)."""
-    return shown(PAGE, name)
+    return drawn(PAGE, name)
 
 
 def slots(names: list[str], **columns: Any) -> dict[str, Any]:

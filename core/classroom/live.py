@@ -234,15 +234,15 @@ def figure_specs(
     }
     figures = {"loss": loss, "acc": accuracy}
     if frame.sigma:  # σ at rounding level are left out: they would set the axis (SigmaAxis)
-        shown = {
+        resolved = {
             layer: spectra.resolved(sigma, frame.sigma_shape.get(layer))
             for layer, sigma in frame.sigma.items()
         }
-        axis = spectra.SigmaAxis.of(shown.values())
+        axis = spectra.SigmaAxis.of(resolved.values())
         figures["sigma"] = {
             "data": [
                 _scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")
-                for layer, sigma in shown.items()
+                for layer, sigma in resolved.items()
             ],
             "layout": layout(
                 280,

@@ -212,7 +212,7 @@ SWEEP_FORMATS |= {"source after": ".3f", "s": ".1f"}
 
 def _sweep_table(rows: list[dict]) -> str:
     """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line."""
-    shown = [
+    lines = [
         {
             "method": row["method"],
             "rank": row["rank"],
@@ -227,7 +227,7 @@ def _sweep_table(rows: list[dict]) -> str:
         }
         for row in rows
     ]
-    return reports.format_table(shown, SWEEP_FORMATS)
+    return reports.format_table(lines, SWEEP_FORMATS)
 
 
 def _share(trainable: int | None, total: int | None) -> float | None:
@@ -313,11 +313,11 @@ def _import(args: argparse.Namespace, store: RunStore) -> str:
 
 def _runs_table(records: list[dict]) -> str:
     """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy, name."""
-    shown = [
+    lines = [
         {"id": r["run_id"], "status": r["status"], "after": r["test_acc_after"], "name": r["name"]}
         for r in records
     ]
-    return reports.format_table(shown, {"after": ".3f"})
+    return reports.format_table(lines, {"after": ".3f"})
 
 
 def _show(record: Any) -> str:

@@ -27,7 +27,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from core.common import paths
-from core.common.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, shown
+from core.common.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, short_repr
 
 SPLIT_SEED = 20240607
 """Seed of the train/val/test splits. Fixed, never a user setting: the zoo models were pretrained
@@ -515,7 +515,7 @@ def _check_param(name: str, value: Any, default: Any) -> None:
     (core.common.config.SHIFT_PARAM_BOUNDS)."""
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ValueError(f"shift parameter '{name}' must be text (got {shown(value)})")
+            raise ValueError(f"shift parameter '{name}' must be text (got {short_repr(value)})")
         return
     whole = isinstance(default, int)
     try:
@@ -526,7 +526,7 @@ def _check_param(name: str, value: Any, default: Any) -> None:
         ok = False
     if not ok:
         expected = "a whole number" if whole else "a number"
-        raise ValueError(f"shift parameter '{name}' must be {expected} (got {shown(value)})")
+        raise ValueError(f"shift parameter '{name}' must be {expected} (got {short_repr(value)})")
     number = int(value) if whole else float(value)
     check_bound(f"shift parameter '{name}'", number, SHIFT_PARAM_BOUNDS[name])
 
