@@ -89,7 +89,7 @@ _RELABELLED = "relabelled-widgets"  # session key: the widgets that choice() dre
 
 
 def choice(
-    draw: Callable, label: str, options: list, widget: str, shown: Callable[[Any], str], **kwargs
+    draw: Callable, label: str, options: list, widget: str, label_of: Callable[[Any], str], **kwargs
 ) -> Any:
     """A select box (``draw``: a selectbox or multiselect) whose options' labels can change.
 
@@ -100,7 +100,7 @@ def choice(
     a page is drawn, which makes Streamlit send the label that is current.
     """
     st.session_state.setdefault(_RELABELLED, set()).add(widget)
-    labels = {option: shown(option) for option in options}  # now, in this session's language
+    labels = {option: label_of(option) for option in options}  # now, in this session's language
     return draw(
         label,
         options,
@@ -245,7 +245,7 @@ def load_settings(
     values of some settings: a link's value outside them is reported, not replaced by
     another choice. ``"<page>._fresh"`` holds the keys a link set in this very rerun (empty
     otherwise), for checks only the page can make (targets that pick no layer of the model).
-    An exercise link's ``hide`` goes to ``"<page>._hidden"`` (see `shown`); it stays until
+    An exercise link's ``hide`` goes to ``"<page>._hidden"`` (see `drawn`); it stays until
     another link resets the page.
     """
     params = links.query_values({key: st.query_params.get_all(key) for key in st.query_params})
@@ -271,7 +271,7 @@ def load_settings(
         st.session_state.setdefault(f"{page}.{key}", value)
 
 
-def shown(page: str, setting: str) -> bool:
+def drawn(page: str, setting: str) -> bool:
     """Whether the page draws the control of ``setting``: not when an exercise link hides it
     (its value is then the link's, or the default, and the student cannot change it)."""
     return setting not in st.session_state.get(f"{page}._hidden", [])
@@ -408,9 +408,9 @@ def visible_runs(
     runs a shared link points to; {id: why} of those that cannot be read, each named on the
     page in a warning). A link to a deleted run is skipped: the page falls back to the newest."""
     records, unreadable = store().listing(owner=None if everyone else student_id())
-    shown = {record.id for record in records} | set(unreadable)
+    listed = {record.id for record in records} | set(unreadable)
     for run_id in also:
-        if run_id and run_id not in shown:
+        if run_id and run_id not in listed:
             try:
                 records.append(store().get_summary(run_id))
             except NoSuchRun:

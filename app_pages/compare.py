@@ -10,6 +10,7 @@ import streamlit as st
 
 from app_pages.common import (
     choice,
+    drawn,
     exercise_link,
     failed,
     fixed_by_link,
@@ -19,7 +20,6 @@ from app_pages.common import (
     run_label,
     said,
     save_settings,
-    shown,
     status_label,
     store,
     student_id,
@@ -36,6 +36,7 @@ from core.common.config import RunConfig
 from core.common.paths import OfflineError
 from core.common.text import for_figure, for_markdown
 from core.jobs import pool as jobs
+from core.jobs.scheduler import Job
 from core.store.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
 from core.training import adapters
 from core.training.train import head_trains
@@ -68,7 +69,7 @@ def key(name: str) -> str:
 
 def show(name: str) -> bool:
     """Whether the control of setting ``name`` is drawn (an exercise link may hide it)."""
-    return shown(PAGE, name)
+    return drawn(PAGE, name)
 
 
 def sweep_settings() -> None:
@@ -116,7 +117,7 @@ def launch(configs: list[RunConfig]) -> None:
 
 def sweep_progress() -> None:
     """The sweep's jobs and how far each got; one full rerun when the last one ends."""
-    sweep: list[jobs.Job] = st.session_state.get(key("jobs"), [])
+    sweep: list[Job] = st.session_state.get(key("jobs"), [])
     if not sweep:
         return
     rows = []
@@ -273,12 +274,12 @@ def forgetting_figure(records: list[RunRecord]) -> go.Figure | None:
     """Target accuracy against source accuracy (what a run kept of the task its model was
     pretrained on), every method: learning the new task vs forgetting the old one. None when
     no run has a source task."""
-    shown = [r for r in records if r.test_acc_after is not None and r.source_acc_after is not None]
-    if not shown:
+    scored = [r for r in records if r.test_acc_after is not None and r.source_acc_after is not None]
+    if not scored:
         return None
     x_range = (-0.04, 1.02)
-    fig = accuracy_scatter(shown, "source", [r.source_acc_after for r in shown], x_range)
-    for before in sorted({r.source_acc_before for r in shown if r.source_acc_before}):
+    fig = accuracy_scatter(scored, "source", [r.source_acc_after for r in scored], x_range)
+    for before in sorted({r.source_acc_before for r in scored if r.source_acc_before}):
         fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")
     fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=".0%")
     style(fig, height=400, legend_title_text="")
@@ -393,8 +394,8 @@ def import_section(settings: dict) -> None:
         task = RunConfig(
             model=model, dataset=settings["dataset"], shift=settings["shift"], seed=settings["seed"]
         )
-        shown = f"{tr(f'datasets.{task.dataset}.title')} · {tr(f'shifts.{task.shift}.title')}"
-        st.caption(tr("compare.import_task", task=shown))
+        title = f"{tr(f'datasets.{task.dataset}.title')} · {tr(f'shifts.{task.shift}.title')}"
+        st.caption(tr("compare.import_task", task=title))
         if st.button(tr("compare.import"), disabled=upload is None, key=key("import")):
             try:
                 with st.spinner(tr("compare.importing")):
@@ -460,13 +461,13 @@ def runs_section(records: list[RunRecord]) -> None:
 
     st.subheader(tr("compare.table_title"))
     table = runs_table(records)
-    shown = table.copy()  # accuracies as percentages, all with one decimal: 68.0%, 37.6%
+    in_percent = table.copy()  # accuracies as percentages, all with one decimal: 68.0%, 37.6%
     accuracy_columns = ("col_before", "col_after", "col_source_after")
     for column in (tr(f"compare.{name}") for name in accuracy_columns):
-        shown[column] = shown[column] * 100
+        in_percent[column] = in_percent[column] * 100
     percent = st.column_config.NumberColumn(format="%.1f%%")
     st.dataframe(
-        shown,
+        in_percent,
         hide_index=True,
         width="stretch",
         column_config={

@@ -241,12 +241,12 @@ def heatmap(matrix: Any, title: str) -> go.Figure:
     """A matrix (a 2-D numpy array, from a tensor's .numpy()), red above 0 and blue below."""
     row_step = max(1, matrix.shape[0] // HEATMAP_MAX)
     col_step = max(1, matrix.shape[1] // HEATMAP_MAX)
-    shown = matrix[::row_step, ::col_step]
-    limit = float(abs(shown).max()) or 1.0
+    sampled = matrix[::row_step, ::col_step]
+    limit = float(abs(sampled).max()) or 1.0
     rows = list(range(0, matrix.shape[0], row_step))
     cols = list(range(0, matrix.shape[1], col_step))
     fig = go.Figure(
-        go.Heatmap(z=shown, x=cols, y=rows, colorscale="RdBu_r", zmid=0, zmin=-limit, zmax=limit)
+        go.Heatmap(z=sampled, x=cols, y=rows, colorscale="RdBu_r", zmid=0, zmin=-limit, zmax=limit)
     )
     fig.update_yaxes(autorange="reversed", title_text=tr("spectra.outputs"))
     fig.update_xaxes(title_text=tr("spectra.inputs"))

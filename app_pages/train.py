@@ -16,6 +16,7 @@ from app_pages.common import (
     bad_link,
     choice,
     current_settings,
+    drawn,
     exercise_link,
     figure_layout,
     fixed_by_link,
@@ -25,7 +26,6 @@ from app_pages.common import (
     prediction_strip,
     refused,
     save_settings,
-    shown,
     status_label,
     store,
     student_id,
@@ -40,6 +40,7 @@ from core.common import paths
 from core.common.config import BOUNDS, DEFAULT_LR, RunConfig
 from core.common.text import for_markdown
 from core.jobs import pool as jobs
+from core.jobs.scheduler import Job
 from core.lowrank import methods
 from core.lowrank.targets import eligible_layers, resolve_targets
 from core.store import runs
@@ -63,7 +64,7 @@ def has_text(name: str) -> bool:
 
 def show(name: str) -> bool:
     """Whether the control of setting ``name`` is drawn (an exercise link may hide it)."""
-    return shown(PAGE, name)
+    return drawn(PAGE, name)
 
 
 def slots(names: list[str], **columns: Any) -> dict[str, Any]:
@@ -492,7 +493,7 @@ def resume() -> None:
         return
     student = student_id()
     found = live.latest(jobs.pool().jobs(owner=student), store().list(owner=student))
-    if isinstance(found, jobs.Job):
+    if isinstance(found, Job):
         st.session_state[key("job")] = found
     elif found is not None:
         st.session_state[key("run")] = found.id

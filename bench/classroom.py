@@ -90,7 +90,7 @@ from playwright.sync_api import Error as PlaywrightError
 from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 
 from core.jobs import executors, ray_jobs
-from core.jobs.pool import SharedPool
+from core.jobs.class_queue import SharedPool
 from core.store.runs import RunRecord, RunStore, StoreError
 
 try:  # optional (requirements-distributed.txt): only --servers K > 1 needs it

@@ -41,7 +41,8 @@ import torch
 from core.common.config import DEVICES, RunConfig
 from core.common.limits import SERVER
 from core.jobs.executors import ExecutorFactory
-from core.jobs.pool import Job, Pool
+from core.jobs.local import LocalProcesses
+from core.jobs.scheduler import Job, Pool
 from core.training.train import train
 
 
@@ -122,7 +123,7 @@ def class_of(pool: Pool, runs: int, device: str) -> float:
 
 def start_local(store: Path, tiny: RunConfig) -> Pool:
     started = time.perf_counter()
-    pool = Pool(store_path=store, limits=SERVER)
+    pool = Pool(store_path=store, limits=SERVER, executor=LocalProcesses)
     warmed(pool, tiny)
     show(
         f"local pool: {time.perf_counter() - started:.1f} s from nothing to a finished job on "

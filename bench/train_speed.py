@@ -26,7 +26,8 @@ import torch
 
 from core.common.config import RunConfig
 from core.jobs.executors import cores, default_workers, threads_per_job
-from core.jobs.pool import Pool
+from core.jobs.pool import default_executor
+from core.jobs.scheduler import Pool
 from core.training.train import train
 
 
@@ -46,7 +47,7 @@ def classroom_run() -> None:
 
 def pool_efficiency(n_jobs: int, epochs: int) -> None:
     with tempfile.TemporaryDirectory() as home:
-        pool = Pool(store_path=Path(home) / "runs.db")
+        pool = Pool(store_path=Path(home) / "runs.db", executor=default_executor())
         try:
             configs = [RunConfig(seed=seed, epochs=epochs) for seed in range(n_jobs)]
             warm = [pool.submit(RunConfig(steps=2)) for _ in range(pool.workers)]

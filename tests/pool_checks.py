@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import time
 
-from core.jobs import pool as jobs
+from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 
 
-def finish(*submitted: jobs.Job) -> None:
+def finish(*submitted: Job) -> None:
     for job in submitted:
         assert job.wait(120), f"{job.id} did not finish"
 
 
-def numbers(pool: jobs.Pool, job: jobs.Job) -> tuple:
+def numbers(pool: Pool, job: Job) -> tuple:
     """What the job's run computed (not its timings), as stored."""
     with RunStore(pool.store_path) as store:
         record = store.get(job.run_id)
@@ -22,7 +22,7 @@ def numbers(pool: jobs.Pool, job: jobs.Job) -> tuple:
     return curve, record.snapshots, record.test_acc_after
 
 
-def wait_for_steps(job: jobs.Job, steps: int) -> None:
+def wait_for_steps(job: Job, steps: int) -> None:
     """Until the job has trained `steps` steps (AssertionError if it ends first, or takes 2 min)."""
     deadline = time.time() + 120
     while job.steps_done < steps:

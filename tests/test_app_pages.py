@@ -25,7 +25,7 @@ from core.classroom import lessons, live
 from core.classroom.i18n import catalog
 from core.common import limits
 from core.common.config import RunConfig
-from core.jobs import pool as jobs
+from core.jobs.scheduler import Job
 from core.store import runs
 from core.training import measure, train, zoo
 
@@ -430,7 +430,7 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     assert any("φ(1, 1)" in caption.value for caption in spectra.main.caption)
 
 
-def run_from_link(query: dict) -> tuple[AppTest, jobs.Job]:
+def run_from_link(query: dict) -> tuple[AppTest, Job]:
     """Open the Train page from a link, press Train, wait for the end, redraw."""
     at = open_page("train", query)
     at.button(key="train.start").click().run()
@@ -671,8 +671,8 @@ def test_empty_pages_point_to_the_everyone_toggle(lab_home, page):
     assert any("shows every run on this server" in info.value for info in at.info)
 
 
-def fake_job(method: str = "lora", status: str = "failed", reason: str = "", **config) -> jobs.Job:
-    job = jobs.Job(
+def fake_job(method: str = "lora", status: str = "failed", reason: str = "", **config) -> Job:
+    job = Job(
         id="fake",
         owner="nobody",
         config=RunConfig(method=method, **config),

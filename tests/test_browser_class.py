@@ -21,7 +21,7 @@ from test_browser import (
     wait_for_app,
 )
 
-from core.jobs.pool import SharedPool
+from core.jobs.class_queue import SharedPool
 from core.jobs.ray_jobs import ClassQueueHandle
 
 pytestmark = pytest.mark.browser

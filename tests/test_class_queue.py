@@ -1,6 +1,6 @@
-"""One queue for a class (core.jobs.pool.ClassQueue, SharedPool): app servers that share a Ray
-cluster share their queue, so a student's jobs, their places in the queue, the caps and Stop are
-the same whichever server answers.
+"""One queue for a class (core.jobs.class_queue: ClassQueue, SharedPool): app servers that share
+a Ray cluster share their queue, so a student's jobs, their places in the queue, the caps and Stop
+are the same whichever server answers.
 
 First the servers' side alone, in this process: two SharedPools over one ClassQueue whose
 answers are copied, as if they had crossed to another process (no Ray needed). Then the real
@@ -31,9 +31,10 @@ from pool_checks import finish, wait_for_steps
 
 from core.common.config import RunConfig
 from core.common.limits import SERVER
-from core.jobs import pool as jobs
-from core.jobs.pool import QUEUE_LOST, ClassQueue, LocalProcesses, SharedPool
+from core.jobs.class_queue import FOLLOW_S, QUEUE_LOST, ClassQueue, SharedPool
+from core.jobs.local import LocalProcesses
 from core.jobs.ray_jobs import ClassQueueHandle
+from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,19 +44,19 @@ LIMITS = dataclasses.replace(SERVER, max_jobs_per_student=CAP, max_steps=100_000
 ENDLESS = {"steps": LIMITS.max_steps, "eval_interval": 50}  # stopped long before its end
 
 
-def view(pool: jobs.SharedPool | jobs.Pool) -> dict[str, tuple]:
+def view(pool: SharedPool | Pool) -> dict[str, tuple]:
     """Each job the pool knows: its owner, status and place in the queue."""
     return {job.id: (job.owner, job.status, job.queue_position) for job in pool.jobs()}
 
 
-def twin(pool: SharedPool, job: jobs.Job) -> jobs.Job:
+def twin(pool: SharedPool, job: Job) -> Job:
     """The pool's copy of a job another server's pool queued."""
     return next(other for other in pool.jobs() if other.id == job.id)
 
 
 def caught_up(*pools: SharedPool) -> None:
     """Long enough for every server to have asked its queue again."""
-    time.sleep(3 * jobs.FOLLOW_S)
+    time.sleep(3 * FOLLOW_S)
     for pool in pools:
         pool._catch_up()
 

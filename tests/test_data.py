@@ -77,6 +77,16 @@ def test_loading_again_is_fast_and_gives_fresh_tensors(source):
     assert torch.equal(again.x_train, source.x_train) and torch.equal(again.y_test, source.y_test)
 
 
+def test_a_split_is_its_tasks_images_labels_and_teacher_logits(source):
+    test = source.split("test")
+    assert test.x is source.x_test and test.y is source.y_test and test.z is None
+    x, y, z = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 1, 0]), torch.randn(4, 2)
+    taught = data.Task(x, y, x, y, x, y, 2, "mnist-5k", "planted-rank", {}, z_train=z)
+    assert taught.split("train").z is z and taught.split("val").z is None
+    moved = taught.split("train").to(torch.device("meta"))
+    assert {moved.x.device.type, moved.y.device.type, moved.z.device.type} == {"meta"}
+
+
 @pytest.mark.parametrize("name", ["mnist-5k", "digits"])
 def test_splits_are_disjoint_fixed_and_pinned(name):
     raw = data._raw(name)

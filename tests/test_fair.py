@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from core.common.config import RunConfig
-from core.jobs.pool import FairQueue, Job, wait_estimate
+from core.jobs.scheduler import FairQueue, Job, wait_estimate
 
 CONFIG = RunConfig(steps=2)
 

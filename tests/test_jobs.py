@@ -17,8 +17,8 @@ from pool_checks import finish, numbers, wait_for_steps
 from core.common.config import RunConfig
 from core.common.limits import SERVER
 from core.jobs import executors
-from core.jobs import pool as jobs
-from core.jobs.pool import Pool
+from core.jobs.local import LocalProcesses
+from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 from core.training.train import train
 
@@ -32,7 +32,7 @@ def pool(tmp_path_factory):
     """One pool for the module (worker processes take seconds to start), in a scratch home."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LORA_LAB_HOME", str(tmp_path_factory.mktemp("home")))
-        pool = Pool(workers=WORKERS, limits=SERVER)
+        pool = Pool(workers=WORKERS, limits=SERVER, executor=LocalProcesses)
         yield pool
         pool.shutdown()
 
@@ -155,12 +155,16 @@ def solo(tmp_path_factory):
     """A pool with one worker, so the order jobs start in is the order they run in."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LORA_LAB_HOME", str(tmp_path_factory.mktemp("solo")))
-        pool = Pool(workers=1, limits=dataclasses.replace(SERVER, max_jobs_per_student=CAP))
+        pool = Pool(
+            workers=1,
+            limits=dataclasses.replace(SERVER, max_jobs_per_student=CAP),
+            executor=LocalProcesses,
+        )
         yield pool
         pool.shutdown()
 
 
-def hold(pool: Pool) -> jobs.Job:
+def hold(pool: Pool) -> Job:
     """Occupy the only worker (owner "teacher") until the caller stops it."""
     blocker = pool.submit(RunConfig(**ENDLESS), "teacher")
     wait_for_steps(blocker, 1)
@@ -220,7 +224,7 @@ def test_shutting_down_leaves_no_job_running_or_queued(tmp_path, monkeypatch):
     """A job whose worker is still starting when the server stops, and one queued behind it:
     both end "stopped", and nothing stays "running" in memory."""
     monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
-    pool = Pool(workers=1, limits=SERVER)
+    pool = Pool(workers=1, limits=SERVER, executor=LocalProcesses)
     running = pool.submit(RunConfig(**ENDLESS))
     queued = pool.submit(RunConfig(**TINY), "B")
     assert running.status == "running" and queued.queue_position == 1
@@ -234,7 +238,7 @@ def test_shutting_down_leaves_no_job_running_or_queued(tmp_path, monkeypatch):
 
 def test_shutting_down_stops_a_running_job_at_its_next_step(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_LAB_HOME", str(tmp_path))
-    pool = Pool(workers=1, limits=SERVER)
+    pool = Pool(workers=1, limits=SERVER, executor=LocalProcesses)
     job = pool.submit(RunConfig(**ENDLESS))
     wait_for_steps(job, 2)
     pool.shutdown()

@@ -29,9 +29,9 @@ from pool_checks import finish, numbers, wait_for_steps
 from core.common.config import RunConfig
 from core.common.limits import SERVER
 from core.jobs import executors
-from core.jobs import pool as jobs
-from core.jobs.pool import Pool
+from core.jobs.local import LocalProcesses
 from core.jobs.ray_jobs import RayExecutor, ray_address
+from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def on_ray(ray_cluster, home) -> Pool:
     pool.shutdown()
 
 
-def stream(job: jobs.Job) -> list[tuple]:
+def stream(job: Job) -> list[tuple]:
     """The job's events as the page sees them, less their timings."""
     return [(e.kind, e.step, e.data.get("train_loss")) for e in job.events_since(0)]
 
@@ -75,7 +75,9 @@ def test_ray_computes_the_numbers_the_local_pool_computes_and_streams_the_same_e
         RunConfig(shift="permute", method="full", seed=2, **QUICK),
     ]
     ray_jobs = on_ray.submit_all(configs)  # both at once, one on each node
-    local = Pool(executors.cores(), store_path=on_ray.store_path, limits=SERVER)
+    local = Pool(
+        executors.cores(), store_path=on_ray.store_path, limits=SERVER, executor=LocalProcesses
+    )
     try:
         assert local.threads == on_ray.threads == 1  # the same numbers need the same threads
         local_jobs = local.submit_all(configs)

@@ -14,7 +14,7 @@ from peft.tuners.lora.intruders import reduce_intruder_dimension
 from core.analyses import whatif
 from core.common.config import RunConfig
 from core.lowrank import lora, spectra
-from core.training import measure, zoo
+from core.training import data, measure, zoo
 from core.training.train import evaluate, train
 from tests.toy_models import ToyCNN, ToyMLP
 
@@ -116,7 +116,7 @@ def test_a_run_that_learned_nothing_or_was_hurt_by_its_update_gets_its_own_readi
 
 def test_chance_is_the_share_of_the_commonest_class():
     labels = torch.tensor([0, 1, 1, 2, 1, 0, 1, 3])
-    split = measure.Split(torch.zeros(8, 1), labels)
+    split = data.Split(torch.zeros(8, 1), labels)
     assert whatif.chance_accuracy(split) == max(np.unique(labels, return_counts=True)[1]) / 8
 
 

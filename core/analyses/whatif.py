@@ -39,8 +39,8 @@ from torch import Tensor, nn
 
 from core.lowrank import lora, peft_io, spectra
 from core.lowrank.spectra import SVD, Delta, LowRankDelta, as_matrix
+from core.training.data import Split
 from core.training.measure import (
-    Split,
     TrainedRun,
     accuracy,
     accuracy_with,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from core.classroom.i18n import Catalog
 from core.common.config import RunConfig
-from core.jobs.pool import Job
+from core.jobs.scheduler import Job
 from core.lowrank import spectra
 from core.store.runs import RunRecord
 from core.training.train import Event
@@ -234,15 +234,15 @@ def figure_specs(
     }
     figures = {"loss": loss, "acc": accuracy}
     if frame.sigma:  # σ at rounding level are left out: they would set the axis (SigmaAxis)
-        shown = {
+        resolved = {
             layer: spectra.resolved(sigma, frame.sigma_shape.get(layer))
             for layer, sigma in frame.sigma.items()
         }
-        axis = spectra.SigmaAxis.of(shown.values())
+        axis = spectra.SigmaAxis.of(resolved.values())
         figures["sigma"] = {
             "data": [
                 _scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")
-                for layer, sigma in shown.items()
+                for layer, sigma in resolved.items()
             ],
             "layout": layout(
                 280,
@@ -269,10 +269,10 @@ _runs_lock = threading.Lock()
 
 
 def watch(key: Hashable, events: Sequence[Event]) -> Frame:
-    """The shared picture of the run `key` (a core.jobs.pool Job: equal only to itself), caught up
-    with `events` (its whole list so far). Every page watching one run shares one LiveRun: a
-    teacher's demo watched by thirty students costs the server one copy of its curves, updated
-    once per new event."""
+    """The shared picture of the run `key` (a core.jobs.scheduler.Job: equal only to itself),
+    caught up with `events` (its whole list so far). Every page watching one run shares one
+    LiveRun: a teacher's demo watched by thirty students costs the server one copy of its curves,
+    updated once per new event."""
     with _runs_lock:
         live = _runs.get(key)
         if live is None:

@@ -32,7 +32,8 @@ from core.common.limits import COMMAND_LINE, Limits
 from core.common.paths import OfflineError
 from core.common.text import for_terminal
 from core.jobs import executors
-from core.jobs import pool as jobs
+from core.jobs.pool import default_executor
+from core.jobs.scheduler import Pool
 from core.store.runs import RunStore, StoreError, train_and_save
 from core.training import train, zoo
 from core.training.adapters import import_adapter, read_zip
@@ -163,7 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         train.check_config(config, model)
     workers = args.workers or None
     rows = []
-    pool = jobs.Pool(workers, limits=limits)
+    pool = Pool(workers, limits=limits, executor=default_executor())
     try:
         submitted = pool.submit_all(configs, OWNER)
         for job in tqdm(submitted, desc="sweep", unit="run", disable=None):
@@ -211,7 +212,7 @@ SWEEP_FORMATS |= {"source after": ".3f", "s": ".1f"}
 
 def _sweep_table(rows: list[dict]) -> str:
     """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line."""
-    shown = [
+    lines = [
         {
             "method": row["method"],
             "rank": row["rank"],
@@ -226,7 +227,7 @@ def _sweep_table(rows: list[dict]) -> str:
         }
         for row in rows
     ]
-    return reports.format_table(shown, SWEEP_FORMATS)
+    return reports.format_table(lines, SWEEP_FORMATS)
 
 
 def _share(trainable: int | None, total: int | None) -> float | None:
@@ -312,11 +313,11 @@ def _import(args: argparse.Namespace, store: RunStore) -> str:
 
 def _runs_table(records: list[dict]) -> str:
     """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy, name."""
-    shown = [
+    lines = [
         {"id": r["run_id"], "status": r["status"], "after": r["test_acc_after"], "name": r["name"]}
         for r in records
     ]
-    return reports.format_table(shown, {"after": ".3f"})
+    return reports.format_table(lines, {"after": ".3f"})
 
 
 def _show(record: Any) -> str:

@@ -171,7 +171,7 @@ class RunConfig:
         """
         if not isinstance(values, dict):
             raise ValueError(
-                f"settings must be a JSON object of names and values (got {shown(values)})"
+                f"settings must be a JSON object of names and values (got {short_repr(values)})"
             )
         hints = setting_types()
         unknown = set(values) - set(hints)
@@ -314,7 +314,7 @@ SHIFT_PARAM_BOUNDS: dict[str, Bound] = {
 def check_bound(name: str, value: float, bound: Bound) -> None:
     """A one-line ValueError naming the setting and its bound, unless `value` is in it."""
     if value not in bound:
-        raise ValueError(f"{name} must be {bound} (got {shown(value)})")
+        raise ValueError(f"{name} must be {bound} (got {short_repr(value)})")
 
 
 # -- from text and back ---------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def convert(name: str, kind: Any, value: Any) -> Any:
     try:
         return parse(value, kind)
     except ValueError:  # json.JSONDecodeError is one too
-        raise ValueError(f"{name} must be {_expected(kind)} (got {shown(value)})") from None
+        raise ValueError(f"{name} must be {_expected(kind)} (got {short_repr(value)})") from None
 
 
 def _expected(kind: Any) -> str:
@@ -401,16 +401,16 @@ def _expected(kind: Any) -> str:
     return "text"
 
 
-_SHOWN = reprlib.Repr()
-_SHOWN.maxstring = _SHOWN.maxother = 60
-_SHOWN.maxlong = 40
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+_SHORT_REPR.maxlong = 40
 
 
-def shown(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """`value` as an error message shows it: its repr, cut to about 60 characters, so that a
     megabyte of brackets still gives one short line."""
     try:
-        return _SHOWN.repr(value)
+        return _SHORT_REPR.repr(value)
     except ValueError:  # an int of more than 4300 digits has no repr (CPython's limit)
         return f"a whole number of {value.bit_length()} bits"
 

@@ -110,9 +110,9 @@ def _file_in(path: Path) -> Path | None:
 
 
 def _too_long(name: str) -> str:
-    shown = name if len(name) <= 24 else f"{name[:12]}…{name[-8:]}"
+    cut = name if len(name) <= 24 else f"{name[:12]}…{name[-8:]}"
     return (
-        f"the name {shown!r} in it is {len(os.fsencode(name))} bytes long, more than the "
+        f"the name {cut!r} in it is {len(os.fsencode(name))} bytes long, more than the "
         f"{NAME_MAX} a file system allows"
     )
 

@@ -1,15 +1,15 @@
-"""Where jobs run, seen from the scheduler (core.jobs.pool): what an executor is given, what it
-reports, and how it trains a job.
+"""Where jobs run, seen from the scheduler (core.jobs.scheduler): what an executor is given (an
+`Assignment`), what it reports, and how it trains a job.
 
 The scheduler decides which job starts next; an executor decides nothing, it runs what it is
 handed, at most `workers` jobs at a time, and says what happened. Two executors implement this
-interface: core.jobs.pool.LocalProcesses (worker processes on this machine, the default) and
-core.jobs.ray_jobs.RayExecutor (tasks on a Ray cluster). Both train a job with `run_task`, so a job
+interface: core.jobs.local.LocalProcesses (worker processes on this machine, the default) and
+core.jobs.ray_jobs.RayExecutor (tasks on a Ray cluster). Both train a job with `run_job`, so a job
 is checked, trained and saved the same way wherever it runs, and both mark the run of a worker that
 died with `recover_runs`.
 
 This module sits below both executors and the scheduler, so that core.jobs.pool can import the Ray
-executor (when $LORA_LAB_RAY asks for it) without the Ray executor importing core.jobs.pool.
+executor (when $LORA_LAB_RAY asks for it) without the Ray executor importing the scheduler.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def check_workers(setting: str, workers: int) -> None:
 
 def default_workers() -> int:
     """Jobs at once on this machine: $LORA_LAB_WORKERS, or the number of cores. (Worker
-    processes here are held to check_workers where they start: core.jobs.pool.LocalProcesses.)"""
+    processes here are held to check_workers where they start: core.jobs.local.LocalProcesses.)"""
     return configured_workers() or cores()
 
 
@@ -71,10 +71,10 @@ def threads_per_job(workers: int, cpus: int | None = None) -> int:
 
 # -- what an executor is given, and the interface ------------------------------------------------
 @dataclass(frozen=True)
-class Task:
+class Assignment:
     """What an executor needs to run a job: plain values, so it can cross to another process
     or machine. The limits travel along because only the data says how many steps a run
-    planned by epochs takes (`run_task` checks it)."""
+    planned by epochs takes (`run_job` checks it)."""
 
     job_id: str
     config: dict[str, Any]  # RunConfig.to_dict()
@@ -96,8 +96,8 @@ class Executor(Protocol):
     def idle(self) -> int:
         """How many more jobs it would start right now."""
 
-    def start(self, task: Task) -> bool:
-        """Begin running the task; False if it cannot right now (the job goes back to the
+    def start(self, assignment: Assignment) -> bool:
+        """Begin running the job; False if it cannot right now (the job goes back to the
         queue and starts when `Reports.capacity` says so)."""
 
     def stop(self, job_id: str) -> None:
@@ -117,7 +117,7 @@ class Reports(Protocol):
     def job_ended(
         self, job_id: str, status: str, reason: str, result: dict[str, Any] | None = None
     ) -> None:
-        """The job is over ("finished", "stopped" or "failed"), `result` from `run_task`."""
+        """The job is over ("finished", "stopped" or "failed"), `result` from `run_job`."""
 
     def job_lost(self, job_id: str) -> None:
         """The job never began (its worker could not start): queue it again."""
@@ -150,15 +150,15 @@ def check_planned(config: RunConfig, limits: Limits) -> None:
         limits.check_planned(config, planned_steps(config, len(load_task(config).y_train)))
 
 
-def run_task(
-    task: Task, store: RunStore, on_event: Callable[[Event], None], stop: StopFlag
+def run_job(
+    assignment: Assignment, store: RunStore, on_event: Callable[[Event], None], stop: StopFlag
 ) -> tuple[str, Any]:
     """Train one job and save it in `store`; the message to report: ("done", its result with
     its run id) or ("error", why it failed, in one line). Every executor trains with this."""
     try:
-        config = RunConfig.from_dict(task.config)
-        check_planned(config, task.limits)
-        run_id, result = train_and_save(config, store, task.owner, on_event, stop)
+        config = RunConfig.from_dict(assignment.config)
+        check_planned(config, assignment.limits)
+        run_id, result = train_and_save(config, store, assignment.owner, on_event, stop)
     except Exception as error:  # the job fails, the worker lives on
         message = str(error) or type(error).__name__
         if not isinstance(error, ValueError | RuntimeError):
@@ -168,7 +168,7 @@ def run_task(
 
 
 def report_end(reports: Reports, job_id: str, message: tuple[str, Any]) -> None:
-    """Tell the scheduler how a job ended, from the message `run_task` returned."""
+    """Tell the scheduler how a job ended, from the message `run_job` returned."""
     kind, payload = message
     if kind == "done":
         reports.job_ended(job_id, payload["status"], payload["reason"], payload)

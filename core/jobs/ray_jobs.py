@@ -9,7 +9,7 @@ Each job is one Ray task asking for `threads` CPUs (its share, `num_cpus`) and, 
 says device=cuda, one GPU (`num_gpus=1`), so Ray places GPU runs on GPU nodes. A task rather
 than an actor per job: Ray keeps its worker processes between tasks, so after the first job a
 worker has torch imported and the data and model cached, and a job starts in milliseconds; an
-actor would start a new process each time. Every task trains with executors.run_task and writes
+actor would start a new process each time. Every task trains with executors.run_job and writes
 its run's steps to the run store (the meeting point: any app server reads a run from there).
 
 Live events and Stop go through one small actor per executor (core.jobs.ray_mailbox.Mailbox): a job
@@ -23,8 +23,8 @@ Ray's reason, and a small task on the node where it ran marks its run "unfinishe
 (only that machine can tell the process is gone), so it never stays "running".
 
 App servers that share a cluster share one queue: `ClassQueueHandle` finds or starts it, a
-detached actor that runs core.jobs.pool.ClassQueue (a Pool with this executor), and so the executor
-itself runs there, for the whole class.
+detached actor that runs core.jobs.class_queue.ClassQueue (a Pool with this executor), and so the
+executor itself runs there, for the whole class.
 
 Ray is optional (requirements-distributed.txt) and imported here only: core.jobs.pool imports this
 module only when $LORA_LAB_RAY is set. A process joins one Ray cluster, the first executor's,
@@ -50,13 +50,13 @@ from typing import Any
 import torch
 
 from core.jobs.executors import (
+    Assignment,
     Reports,
-    Task,
     configured_workers,
     prepare_worker,
     recover_runs,
     report_end,
-    run_task,
+    run_job,
     threads_per_job,
 )
 from core.jobs.ray_mailbox import Mailbox
@@ -188,14 +188,14 @@ class RayExecutor:
         with self._lock:
             return 0 if self._closing else self.workers - len(self._running)
 
-    def start(self, task: Task) -> bool:
-        gpus = 1 if task.config.get("device") == "cuda" and self._has_gpus else 0
+    def start(self, assignment: Assignment) -> bool:
+        gpus = 1 if assignment.config.get("device") == "cuda" and self._has_gpus else 0
         with self._lock:
             if self._closing or len(self._running) >= self.workers:
                 return False
             job = self._job.options(num_cpus=self.threads, num_gpus=gpus)
-            self._running[task.job_id] = job.remote(
-                task, self._mailbox, self.store_path, self.threads
+            self._running[assignment.job_id] = job.remote(
+                assignment, self._mailbox, self.store_path, self.threads
             )
             return True
 
@@ -255,7 +255,7 @@ class RayExecutor:
         node = self._nodes.pop(job_id, None)
         try:
             message = ray.get(ref)
-        except ray.exceptions.RayTaskError as error:  # around run_task: its code, its mailbox
+        except ray.exceptions.RayTaskError as error:  # around run_job: its code, its mailbox
             message = ("error", _cause(error))
         except ray.exceptions.RayError as error:  # its worker process died, or its node
             reason = f"its Ray worker died: {_line(error)}"
@@ -295,7 +295,7 @@ def _cause(error: Any) -> str:
 # -- the class's queue: one for all app servers of a class ----------------------------------------
 class ClassQueueHandle:
     """An app server's line to its class's queue: a detached Ray actor running `body`
-    (core.jobs.pool.ClassQueue, a Pool) with the Ray executor, named after the run store
+    (core.jobs.class_queue.ClassQueue, a Pool) with the Ray executor, named after the run store
     (`queue_name`) in the NAMESPACE namespace. The first server of a class starts it, with its
     `workers`, `store_path` and `limits`; every later one finds it by name (get_if_exists), so
     all servers over one run store and one cluster share one queue. Detached, it outlives the
@@ -303,7 +303,8 @@ class ClassQueueHandle:
     update of LoRA Lab, restart the cluster so that the queue runs the new code. It asks for no
     CPU: it schedules, the jobs train. Ray restarts it, empty, if its process dies.
 
-    Built as core.jobs.pool.SharedPool builds it, `address` standing in for $LORA_LAB_RAY (tests).
+    Built as core.jobs.class_queue.SharedPool builds it, `address` standing in for $LORA_LAB_RAY
+    (tests).
     """
 
     def __init__(
@@ -362,14 +363,16 @@ def warm_worker(store_path: str, threads: int) -> None:
     _prepared(store_path)
 
 
-def train_job(task: Task, mailbox: Any, store_path: str, threads: int) -> tuple[str, Any]:
-    """One job, as a Ray task: train it with run_task, posting its events to the mailbox."""
+def train_job(
+    assignment: Assignment, mailbox: Any, store_path: str, threads: int
+) -> tuple[str, Any]:
+    """One job, as a Ray task: train it with run_job, posting its events to the mailbox."""
     torch.set_num_threads(threads)  # (a worker may have run jobs of another thread share)
     store = _prepared(store_path)
     node = ray.get_runtime_context().get_node_id()
-    ray.get(mailbox.hello.remote(task.job_id, node))  # before any run exists to be marked
-    outbox = _Outbox(mailbox, task.job_id)
-    message = run_task(task, store, outbox, outbox)
+    ray.get(mailbox.hello.remote(assignment.job_id, node))  # before any run exists to be marked
+    outbox = _Outbox(mailbox, assignment.job_id)
+    message = run_job(assignment, store, outbox, outbox)
     outbox.close()
     return message
 

@@ -237,8 +237,8 @@ class SigmaAxis:
     @classmethod
     def of(cls, spectra: Iterable[Sequence[float]]) -> SigmaAxis:
         """The axis holding every σ of `spectra` (each already `resolved`)."""
-        shown = [value for sigma in spectra for value in sigma]
-        return cls(min(shown, default=1.0), max(shown, default=1.0))
+        values = [value for sigma in spectra for value in sigma]
+        return cls(min(values, default=1.0), max(values, default=1.0))
 
     @property
     def floor(self) -> float:

@@ -57,7 +57,7 @@ from safetensors.torch import load, save, save_file
 from torch import nn
 
 from core.common import paths, text
-from core.common.config import RunConfig, SettingError, shown
+from core.common.config import RunConfig, SettingError, short_repr
 from core.lowrank import peft_io
 from core.store import rundb
 from core.store.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, students, weights
@@ -802,8 +802,8 @@ def _run_and_steps(
     for record in records:
         if wrong := rundb.misfits(metrics, record):
             raise StoreError(
-                f"run {run_id} cannot be read: step {shown(record['step'])}'s {wrong[0]} is "
-                f"{shown(record[wrong[0]])}"
+                f"run {run_id} cannot be read: step {short_repr(record['step'])}'s {wrong[0]} is "
+                f"{short_repr(record[wrong[0]])}"
             )
     return row, records, conn.execute(snaps).mappings().all()
 
@@ -921,7 +921,9 @@ def _check_kinds(row: sa.RowMapping) -> None:
         raise StoreError(f"run {row['id']} cannot be read: no run is given that id (1 to 2**63-1)")
     if wrong := rundb.misfits(runs, row):
         column = wrong[0]
-        raise StoreError(f"run {row['id']} cannot be read: its {column} is {shown(row[column])}")
+        raise StoreError(
+            f"run {row['id']} cannot be read: its {column} is {short_repr(row[column])}"
+        )
 
 
 def _described(tensor: torch.Tensor) -> str:

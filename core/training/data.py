@@ -9,13 +9,15 @@ Every dataset is handed out as float32 images of shape (N, 1, 28, 28) in [0, 1] 
 labels, so every model takes every dataset.
 """
 
+from __future__ import annotations
+
 import copy
 import math
 import pickle
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from core.common import paths
-from core.common.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, shown
+from core.common.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, short_repr
 
 SPLIT_SEED = 20240607
 """Seed of the train/val/test splits. Fixed, never a user setting: the zoo models were pretrained
@@ -108,6 +110,22 @@ class Planted:
 
 
 @dataclass
+class Split:
+    """One split of a task (its training, validation or test part): images x and labels y, and
+    on a task that trains on a teacher's logits (planted-rank, Task.z_*) those logits z, None on
+    every other task."""
+
+    x: Tensor
+    y: Tensor
+    z: Tensor | None = None
+
+    def to(self, device: torch.device) -> Split:
+        """The split on `device`."""
+        z = None if self.z is None else self.z.to(device)
+        return Split(self.x.to(device), self.y.to(device), z)
+
+
+@dataclass
 class Task:
     """A ready-to-train task: fresh tensors, owned by the caller."""
 
@@ -128,6 +146,10 @@ class Task:
     z_train: Tensor | None = None
     z_val: Tensor | None = None
     z_test: Tensor | None = None
+
+    def split(self, name: Literal["train", "val", "test"]) -> Split:
+        """Its part `name` as one Split."""
+        return Split(*(getattr(self, f"{part}_{name}") for part in "xyz"))
 
 
 # ---------------------------------------------------------------------------------- splits ---
@@ -493,7 +515,7 @@ def _check_param(name: str, value: Any, default: Any) -> None:
     (core.common.config.SHIFT_PARAM_BOUNDS)."""
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ValueError(f"shift parameter '{name}' must be text (got {shown(value)})")
+            raise ValueError(f"shift parameter '{name}' must be text (got {short_repr(value)})")
         return
     whole = isinstance(default, int)
     try:
@@ -504,7 +526,7 @@ def _check_param(name: str, value: Any, default: Any) -> None:
         ok = False
     if not ok:
         expected = "a whole number" if whole else "a number"
-        raise ValueError(f"shift parameter '{name}' must be {expected} (got {shown(value)})")
+        raise ValueError(f"shift parameter '{name}' must be {expected} (got {short_repr(value)})")
     number = int(value) if whole else float(value)
     check_bound(f"shift parameter '{name}'", number, SHIFT_PARAM_BOUNDS[name])
 

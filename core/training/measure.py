@@ -19,15 +19,8 @@ from torch import Tensor, nn
 
 from core.common.config import RunConfig
 from core.store.runs import RunStore
+from core.training.data import Split
 from core.training.train import RunResult, evaluate, load_task, source_split
-
-
-@dataclass
-class Split:
-    """Images and their labels, one split of a task."""
-
-    x: Tensor
-    y: Tensor
 
 
 @dataclass
@@ -46,8 +39,8 @@ class TrainedRun:
     def of_result(cls, result: RunResult) -> TrainedRun:
         """A run that has just trained (core.training.train.train's result)."""
         task = result.task
-        test = Split(task.x_test, task.y_test)
-        return cls(result.config, result.base.eval(), result.model.eval(), test, task.num_classes)
+        base, model = result.base.eval(), result.model.eval()
+        return cls(result.config, base, model, task.split("test"), task.num_classes)
 
 
 def open_run(run_id: int, store: RunStore) -> TrainedRun:
@@ -56,7 +49,7 @@ def open_run(run_id: int, store: RunStore) -> TrainedRun:
     config = store.get_summary(run_id).config
     base, model = store.load_run_model(run_id)
     task = load_task(config)
-    return TrainedRun(config, base, model, Split(task.x_test, task.y_test), task.num_classes)
+    return TrainedRun(config, base, model, task.split("test"), task.num_classes)
 
 
 def source_test_split(model_name: str, num_classes: int) -> Split | None:

@@ -332,9 +332,6 @@ def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer
 
 
 # -- the loop --------------------------------------------------------------------------------------
-Split = tuple[Tensor, Tensor, Tensor | None]  # images, labels, logits to fit (Task.z_*) or None
-
-
 def train(
     config: RunConfig,
     on_event: Callable[[Event], None] | None = None,
@@ -388,25 +385,21 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     task = load_task(config)
     base, model = build_models(config, task.num_classes)
     model.to(device)
-    splits = {
-        "train": _on(device, task.x_train, task.y_train, task.z_train),
-        "val": _on(device, task.x_val, task.y_val, task.z_val),
-        "test": _on(device, task.x_test, task.y_test, task.z_test),
-    }
+    training, val, test = (task.split(name).to(device) for name in ("train", "val", "test"))
     source = source_split(config.model, task.num_classes)
     count = methods.count_parameters(model)
     steps = planned_steps(config, len(task.y_train))
-    _, test_acc_before = evaluate(model, *splits["test"])
+    _, test_acc_before = evaluate(model, test.x, test.y, test.z)
     source_acc_before = source_accuracy(model, source)
     start = {"steps": steps, "trainable_params": count.trainable, "total_params": count.total}
     start |= {"test_acc_before": test_acc_before, "num_classes": task.num_classes}
     log.emit(Event("start", 0, start))
-    log.record(0, None, *evaluate(model, *splits["val"]))
-    _fit(config, base, model, splits, steps, log, stop)
+    log.record(0, None, *evaluate(model, val.x, val.y, val.z))
+    _fit(config, base, model, training, val, steps, log, stop)
     # A diverged run: its loss became inf or nan (checked before that step's update, so the
     # weights are those of the step before, which may or may not be finite): nothing to test.
     failed = log.status == "failed"
-    test_acc_after = None if failed else evaluate(model, *splits["test"])[1]
+    test_acc_after = None if failed else evaluate(model, test.x, test.y, test.z)[1]
     source_acc_after = None if failed else source_accuracy(model, source)
     result = RunResult(
         config=config,
@@ -433,16 +426,17 @@ def _fit(
     config: RunConfig,
     base: nn.Module,
     model: nn.Module,
-    splits: dict[str, Split],
+    training: data.Split,
+    val: data.Split,
     steps: int,
     log: _Log,
     stop: StopFlag | None,
 ) -> None:
     """The training steps. The data is already in memory as tensors, so a batch is one
     indexing operation: no DataLoader, no worker processes, nothing between the steps."""
-    _seed(config.seed, splits["train"][0].device)  # the dropout masks
+    _seed(config.seed, training.x.device)  # the dropout masks
     optimizer = make_optimizer(model, config)
-    x, y, z = splits["train"]
+    x, y, z = training.x, training.y, training.z
     order = batches(len(y), config.batch_size, torch.Generator().manual_seed(config.seed))
     train_mode(model)
     log.training_started = time.perf_counter()
@@ -460,7 +454,7 @@ def _fit(
         optimizer.step()
         evaluation = (None, None)
         if step % config.eval_interval == 0 or step == steps:
-            evaluation = evaluate(model, *splits["val"])
+            evaluation = evaluate(model, val.x, val.y, val.z)
             train_mode(model)
         log.record(step, loss.item(), *evaluation)
         if step % config.snapshot_interval == 0 or step == steps:
@@ -468,10 +462,6 @@ def _fit(
                 log.end("failed", diverged("the weights became inf or nan", step, config))
                 return
             log.snapshot(step, snapshot(base, model))
-
-
-def _on(device: torch.device, x: Tensor, y: Tensor, z: Tensor | None) -> Split:
-    return x.to(device), y.to(device), None if z is None else z.to(device)
 
 
 def task_loss(logits: Tensor, y: Tensor, z: Tensor | None, reduction: str = "mean") -> Tensor:
