@@ -438,7 +438,7 @@ def open_moment(run_id: int, step: float) -> None:
     with contextlib.suppress(StoreError):  # deleted meanwhile: Spectra says so
         record = store().get(run_id)
         if record.snapshots:
-            query["step"] = str(reports.moment(record.history, record.snapshots, step)["step"])
+            query["step"] = str(reports.moment(record.history, record.snapshots, step).step)
     st.switch_page("app_pages/spectra.py", query_params=query)
 
 

@@ -42,11 +42,11 @@ def main() -> None:
         run = TrainedRun.of_result(train(RunConfig(model=name, steps=args.steps)))
         curve, seconds = timed(whatif.truncation_curve, run)
         # the curve's points plus the untouched run and the base model
-        rows = [("rank cut", len(curve["truncation"]) + 2, seconds)]
+        rows = [("rank cut", len(curve.truncation) + 2, seconds)]
         intruders, seconds = timed(whatif.intruder_curve, run)
-        rows.append(("intruders (λ)", len(intruders["points"]) + 1, seconds))
+        rows.append(("intruders (λ)", len(intruders.points) + 1, seconds))
         layers, seconds = timed(whatif.layer_importance, run)
-        rows.append(("drop one layer", len(layers["layers"]) + 2, seconds))
+        rows.append(("drop one layer", len(layers.layers) + 2, seconds))
         for view, points, seconds in rows:
             print(f"{name:<6} {view:<16} {points:>6} {seconds:>8.2f} {seconds / points:>8.3f}")
 

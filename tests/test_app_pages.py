@@ -265,29 +265,29 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
         run = measure.open_run(run_id, store)
     curve = whatif.truncation_curve(run)
     cut = chart_spec(at, "directions kept")["data"][0]
-    assert cut["x"] == [str(point["k"]) for point in curve["truncation"]]
-    assert cut["y"] == [point["accuracy"] for point in curve["truncation"]]
-    reading = f"{curve['rank_used']}** of its {curve['max_rank']} directions"
-    if curve["rank_used"] == curve["max_rank"]:
-        reading = f"all **{curve['max_rank']}** of its directions"
+    assert cut["x"] == [str(point.k) for point in curve.truncation]
+    assert cut["y"] == [point.accuracy for point in curve.truncation]
+    reading = f"{curve.rank_used}** of its {curve.max_rank} directions"
+    if curve.rank_used == curve.max_rank:
+        reading = f"all **{curve.max_rank}** of its directions"
     assert any(reading in text.value for text in at.markdown)
-    zero = f"{curve['truncation'][0]['accuracy']:.1%}"  # k = 0 keeps the trained head: say so
-    assert curve["kept"] == ["head"] and not any("updates are gone" in t.value for t in at.markdown)
+    zero = f"{curve.truncation[0].accuracy:.1%}"  # k = 0 keeps the trained head: say so
+    assert curve.kept == ["head"] and not any("updates are gone" in t.value for t in at.markdown)
     assert any("leaves head as trained" in c.value and zero in c.value for c in at.caption)
 
     intruders = whatif.intruder_curve(run, whatif.SLIDER_LAMBDAS)
-    assert intruders["intruders"] > 0  # this run has some: the slider is there to move
+    assert intruders.intruders > 0  # this run has some: the slider is there to move
     at.select_slider(key="spectra.lambda").set_value(0.0).run()
-    removed = intruders["points"][0]
+    removed = intruders.at(0.0)
     metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["New task at λ = 0.0"] == f"{removed['target_accuracy']:.1%}"
-    assert metrics["Pretraining task at λ = 0.0"] == f"{removed['source_accuracy']:.1%}"
+    assert metrics["New task at λ = 0.0"] == f"{removed.target:.1%}"
+    assert metrics["Pretraining task at λ = 0.0"] == f"{removed.source:.1%}"
 
     table = at.dataframe[-1].value
-    layers = whatif.layer_importance(run)["layers"]
-    assert list(table["Layer"]) == [row["layer"] for row in layers] == ["fc1", "fc2", "head"]
+    layers = whatif.layer_importance(run).layers
+    assert list(table["Layer"]) == [row.layer for row in layers] == ["fc1", "fc2", "head"]
     assert list(table["Lost (points)"]) == pytest.approx(
-        [row["accuracy_lost"] * 100 for row in layers]
+        [row.accuracy_lost * 100 for row in layers]
     )
 
 
@@ -336,7 +336,7 @@ def test_spectra_what_ifs_work_for_every_model_and_full_fine_tuning(what_if_runs
     assert at.selectbox(key="spectra.run").value == run_id
     with runs.RunStore() as store:
         run = measure.open_run(run_id, store)
-    changed = [row["layer"] for row in whatif.layer_importance(run)["layers"]]
+    changed = [row.layer for row in whatif.layer_importance(run).layers]
     assert list(at.dataframe[-1].value.iloc[:, 0]) == changed
     says = " ".join(text.value for text in [*at.markdown, *at.caption, *at.info])
     no_intruders = "没有入侵维度" if lang == "zh" else "no intruder dimensions"

@@ -108,7 +108,7 @@ def mean(values) -> float:
 
 def intruders(run: RunResult) -> int:
     """Intruder dimensions over every layer the run changed, as `spectra RUN` counts them."""
-    return sum(layer["intruders"] for layer in spectra.model_report(run.base, run.model).values())
+    return sum(layer.intruders for layer in spectra.model_report(run.base, run.model).values())
 
 
 def train_lesson(lesson_id: str, **changes) -> RunConfig:
@@ -163,9 +163,7 @@ def check_intruders_lesson(runs: Runs, full: RunConfig) -> None:
     counts_full = [intruders(runs(c)) for c in seeds(full)]
     counts_lora = [intruders(runs(c)) for c in seeds(lora)]
     by_layer = [spectra.model_report(runs(c).base, runs(c).model) for c in seeds(lora)]
-    assert all(
-        3 <= r["fc1"]["intruders"] <= 5 and 1 <= r["fc2"]["intruders"] <= 4 for r in by_layer
-    )
+    assert all(3 <= r["fc1"].intruders <= 5 and 1 <= r["fc2"].intruders <= 4 for r in by_layer)
     assert all(c <= 1 for c in counts_full), counts_full
     assert all(a >= b + 3 for a, b in zip(counts_lora, counts_full, strict=True)), (
         counts_lora,
@@ -207,8 +205,12 @@ def test_lesson_planted(runs):
         low_run, high_run = runs(low), runs(high)
         cover_low = planted_report(low_run.base, low_run.model, low_run.task.planted)
         cover_high = planted_report(high_run.base, high_run.model, high_run.task.planted)
-        for side in ("overlap_left", "overlap_right"):
-            assert cover_high[side] >= 0.6 and cover_low[side] <= 0.3, (side, low.seed)
+        overlaps = {
+            "left": (cover_high.overlap_left, cover_low.overlap_left),
+            "right": (cover_high.overlap_right, cover_low.overlap_right),
+        }
+        for side, (high, low_cover) in overlaps.items():
+            assert high >= 0.6 and low_cover <= 0.3, (side, low.seed)
         loss_low, loss_high = (r.history[-1]["val_loss"] for r in (low_run, high_run))
         start = low_run.history[0]["val_loss"]  # the base model's
         assert 60 <= start <= 120 and 5 <= loss_low <= 20 and loss_high <= 0.5, (
@@ -289,8 +291,8 @@ def test_learn_intro_the_default_update_is_low_rank_but_not_small(runs):
     for config in seeds(RunConfig.from_dict(links.train_defaults())):
         run = runs(config)
         report = spectra.model_report(run.base, run.model)
-        assert all(0.5 <= layer["relative_norm_fro"] <= 2 for layer in report.values()), report
-        assert report["fc1"]["relative_norm_spectral"] >= 1, report
+        assert all(0.5 <= layer.relative_norm_fro <= 2 for layer in report.values()), report
+        assert report["fc1"].relative_norm_spectral >= 1, report
 
 
 def test_learn_idea_rslora_makes_no_difference_here(runs):

@@ -1,5 +1,6 @@
 """`python -m core`: results as one JSON line, and every mistake as one line, never a traceback."""
 
+import dataclasses
 import datetime
 import json
 import math
@@ -12,8 +13,10 @@ import pytest
 import torch
 
 from core.__main__ import main
+from core.analyses import whatif
 from core.cli import commands
 from core.common.config import RunConfig
+from core.lowrank import spectra
 from core.store.runs import RunStore, train_and_save
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,18 +124,18 @@ def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, m
     Infinity, so it is printed as null (as NaN is)."""
     from core.analyses import reports
 
-    report = {"fc1": {"amplification": math.inf, "sigma": [2.0, math.nan], "intruders": 0}}
-    monkeypatch.setattr(reports, "analyse_run", lambda run_id: report)
+    layer = spectra.layer_report(torch.eye(3), torch.ones(3, 3))
+    layer = dataclasses.replace(layer, amplification=math.inf, sigma_W=[2.0, math.nan])
+    monkeypatch.setattr(reports, "analyse_run", lambda run_id: {"fc1": layer})
     assert main(["spectra", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out, parse_constant=_no_constants)
-    assert printed == {"fc1": {"amplification": None, "sigma": [2.0, None], "intruders": 0}}
+    expected = layer.to_dict() | {"amplification": None, "sigma_W": [2.0, None]}
+    assert printed == {"fc1": expected} and "planted" not in printed["fc1"]
 
 
 def test_spectra_truncate_json_gives_the_truncation_table(capsys, restore_threads):
     """k = 0, 1, 2, 4 for a rank-4 run; at k = 4 the run itself, whose accuracy the store
-    holds; the reading is whatif.rank_used of the same numbers."""
-    from core.analyses import whatif
-
+    holds; rank_used follows whatif.rank_used's rule on the same numbers."""
     torch.set_num_threads(1)
     with RunStore() as store:
         run_id, result = train_and_save(RunConfig(steps=5, rank=4), store)
@@ -142,7 +145,15 @@ def test_spectra_truncate_json_gives_the_truncation_table(capsys, restore_thread
     assert all(set(point) == {"k", "accuracy"} for point in curve["truncation"])
     assert curve["truncation"][-1]["accuracy"] == curve["run_accuracy"] == result.test_acc_after
     assert curve["base_accuracy"] == result.test_acc_before
-    assert curve["rank_used"] == whatif.rank_used(curve) and curve["max_rank"] == 4
+    assert curve["max_rank"] == 4
+    within = [p["accuracy"] >= curve["run_accuracy"] - 0.01 - 1e-12 for p in curve["truncation"]]
+    from_on = [p["k"] for i, p in enumerate(curve["truncation"]) if all(within[i:])]
+    assert curve["rank_used"] == (from_on[0] if from_on else None)  # whatif.rank_used's rule
+    assert set(curve) == {  # the keys scripts read
+        "truncation", "run_accuracy", "base_accuracy", "max_rank", "layers", "dora", "kept",
+        "chance", "rank_used",
+    }  # fmt: skip
+    assert set(curve["layers"]["fc1"]) == {"rank", "numerical_rank", "dora"}
     assert set(curve["layers"]) == {"fc1", "fc2"}
 
 
@@ -172,11 +183,20 @@ def test_spectra_truncate_prints_a_table_for_a_run_without_adapters(head_run, ca
     ],
 )
 def test_the_truncation_reading_says_each_case_in_its_own_words(rank_used, says):
-    points = [{"k": k, "accuracy": 0.5} for k in (0, 1, 2, 4)]
-    curve = {"truncation": points, "run_accuracy": 0.9, "base_accuracy": 0.4, "max_rank": 4}
-    extra = {"rank_used": rank_used, "dora": False, "chance": 0.1, "kept": []}
-    lines = commands._truncation_table(curve | extra)
+    accuracies = {k: 0.5 for k in (0, 1, 2, 4)}
+    curve = truncation_curve(accuracies, run_accuracy=0.9, rank_used=rank_used, kept=[])
+    lines = commands._truncation_table(curve)
     assert lines.splitlines()[-1].startswith(says)
+
+
+def truncation_curve(
+    accuracies: dict[int, float], run_accuracy: float, rank_used: int | None, kept: list[str]
+) -> whatif.TruncationCurve:
+    """A rank-4 truncation curve with these numbers (base model 0.4, chance 0.1)."""
+    points = [whatif.TruncationPoint(k, accuracy) for k, accuracy in accuracies.items()]
+    return whatif.TruncationCurve(
+        points, run_accuracy, 0.4, 4, {}, dora=False, kept=kept, chance=0.1, rank_used=rank_used
+    )
 
 
 @pytest.mark.parametrize(
@@ -187,10 +207,8 @@ def test_the_truncation_reading_says_each_case_in_its_own_words(rank_used, says)
     ],
 )
 def test_the_truncation_reading_tells_a_failed_or_hurt_run(run_accuracy, says):
-    points = [{"k": 0, "accuracy": 0.5}, {"k": 4, "accuracy": run_accuracy}]
-    curve = {"truncation": points, "run_accuracy": run_accuracy, "base_accuracy": 0.4}
-    extra = {"max_rank": 4, "rank_used": 0, "dora": False, "chance": 0.1, "kept": ["head"]}
-    lines = commands._truncation_table(curve | extra).splitlines()
+    curve = truncation_curve({0: 0.5, 4: run_accuracy}, run_accuracy, rank_used=0, kept=["head"])
+    lines = commands._truncation_table(curve).splitlines()
     assert lines[-2] == "k = 0 keeps these trained layers uncut: head"
     assert lines[-1].startswith(says)
 

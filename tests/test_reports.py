@@ -21,14 +21,17 @@ def test_analyse_run_reports_the_saved_planted_run(store, one_thread):
     with torch.no_grad():
         delta_W = adapted_layers(result.model)["fc2"].delta_W().double().numpy()
     np.testing.assert_allclose(
-        report["fc2"]["sigma_delta_W"], np.linalg.svd(delta_W, compute_uv=False)[:2], rtol=1e-5
+        report["fc2"].sigma_delta_W, np.linalg.svd(delta_W, compute_uv=False)[:2], rtol=1e-5
     )
-    planted = report["fc2"]["planted"]
+    planted = report["fc2"].planted
     np.testing.assert_allclose(
-        planted["sigma_planted"][:2],
+        planted.sigma_planted[:2],
         np.linalg.svd(result.task.planted.delta_W.double().numpy(), compute_uv=False)[:2],
     )
-    assert planted["planted_rank"] == 2 and "planted" not in report["fc1"]
+    assert planted.planted_rank == 2 and report["fc1"].planted is None
+    # the command line's JSON: "planted" only where there is a planted update
+    assert "planted" not in report["fc1"].to_dict()
+    assert report["fc2"].to_dict()["planted"]["planted_rank"] == 2
     assert torch.equal(reports.planted_of(config).delta_W, result.task.planted.delta_W)
     assert reports.planted_of(RunConfig(shift="rotate")) is None
 
@@ -36,7 +39,7 @@ def test_analyse_run_reports_the_saved_planted_run(store, one_thread):
     titles = ["layer", "d×k", *reports.REPORT_COLUMNS.values()]
     assert [title in table[0] for title in titles] == [True] * len(titles)
     assert [line.split()[0] for line in table[1:]] == ["fc1", "fc2"]
-    assert table[2].split()[1] == "×".join(map(str, report["fc2"]["shape"]))
+    assert table[2].split()[1] == "×".join(map(str, report["fc2"].shape))
 
 
 def test_planted_report_names_the_layer_a_run_did_not_train(store, one_thread):
@@ -98,10 +101,10 @@ def test_moment_opens_the_nearest_snapshot_and_the_metrics_logged_by_then(
     clicked, step, index, eval_step
 ):
     moment = reports.moment(HISTORY, SNAPSHOTS, clicked)
-    assert (moment["step"], moment["index"], moment["eval_step"]) == (step, index, eval_step)
-    assert moment["train_loss"] == pytest.approx(2.0 - step / 10)
-    assert moment["val_acc"] == HISTORY[eval_step]["val_acc"]
-    assert moment["val_loss"] == HISTORY[eval_step]["val_loss"]
+    assert (moment.step, moment.index, moment.eval_step) == (step, index, eval_step)
+    assert moment.train_loss == pytest.approx(2.0 - step / 10)
+    assert moment.val_acc == HISTORY[eval_step]["val_acc"]
+    assert moment.val_loss == HISTORY[eval_step]["val_loss"]
 
 
 def test_a_moment_of_a_run_without_snapshots_is_a_clear_error():

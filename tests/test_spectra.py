@@ -161,13 +161,13 @@ def test_the_sigma_plot_axis_comes_from_the_values_above_rounding_level():
     W0 = with_spectrum([4.0, 3.0, 2.0, 1.0, 0.5] + [0.1] * 15, 30, 20, seed=1)
     delta_W = with_spectrum([0.8, 0.05], 30, 20, seed=2)
     report = spectra.layer_report(torch.tensor(W0), torch.tensor(delta_W))
-    assert min(report["sigma_delta_W"]) < 1e-12  # what used to stretch the axis
+    assert min(report.sigma_delta_W) < 1e-12  # what used to stretch the axis
     plot = spectra.spectrum_plot(report)
     assert plot.resolved["sigma_delta_W"] == pytest.approx([0.8, 0.05])
     assert plot.rounding == {"sigma_W0": 0, "sigma_W": 0, "sigma_delta_W": 18}
-    assert plot.resolved["sigma_W0"] == pytest.approx(report["sigma_W0"])
+    assert plot.resolved["sigma_W0"] == pytest.approx(report.sigma_W0)
     assert plot.axis.low == pytest.approx(0.05)
-    assert plot.axis.high == pytest.approx(report["sigma_W"][0])
+    assert plot.axis.high == pytest.approx(report.sigma_W[0])
     normalised = spectra.spectrum_plot(report, normalised=True)
     assert normalised.resolved["sigma_delta_W"] == pytest.approx([1.0, 0.05 / 0.8])
     assert normalised.axis.high == pytest.approx(1.0)
@@ -259,10 +259,10 @@ def test_amplification_by_hand():
     e3[3] = 1
     delta_W = spectra.LowRankDelta(B=e3, A=2 * e3[:5].T, scaling=1.0)  # 2·e3 e3ᵀ: where W0 is 0.1
     report = spectra.layer_report(W0, delta_W)
-    assert report["amplification_rank"] == 1
-    assert report["projection_delta"] == pytest.approx(0.1)
-    assert report["amplification"] == pytest.approx(2 / 0.1)  # ‖ΔW‖ / ‖uᵀ W0 v‖
-    assert report["amplification_w0"] == pytest.approx(2 / 10)  # W0's top direction: σ1 = 10
+    assert report.amplification_rank == 1
+    assert report.projection_delta == pytest.approx(0.1)
+    assert report.amplification == pytest.approx(2 / 0.1)  # ‖ΔW‖ / ‖uᵀ W0 v‖
+    assert report.amplification_w0 == pytest.approx(2 / 10)  # W0's top direction: σ1 = 10
 
 
 @pytest.mark.parametrize(
@@ -280,11 +280,11 @@ def test_amplification_reading_weighs_w0_in_the_updates_directions_against_chanc
     the update's direction u vᵀ holds |cos(u, v)| of W0: √6 · |cos| times chance."""
     u, v = torch.tensor([u], dtype=torch.float64).T, torch.tensor([v], dtype=torch.float64).T
     report = spectra.layer_report(torch.eye(6), spectra.LowRankDelta(3 * u, v.T, 1.0))
-    assert report["projection_chance"] == pytest.approx(6**-0.5)
+    assert report.projection_chance == pytest.approx(6**-0.5)
     reading = spectra.amplification_reading(report)
     assert reading.word == word and reading.times == pytest.approx(times, abs=1e-12)
     if word == "familiar":  # the case the issue met: the random baseline above the run's value
-        assert report["amplification_random"] > report["amplification"]
+        assert report.amplification_random > report.amplification
 
 
 def test_amplification_reading_of_no_update():
@@ -298,12 +298,12 @@ def test_random_projection_has_the_expected_size():
     base = spectra.dense_svd(W0)
     delta = spectra.lowrank_svd(torch.randn(12, 2), torch.randn(2, 10))
     squares = [
-        spectra.amplification(W0, base, delta, rank=2, seed=seed)["projection_random"] ** 2
+        spectra.amplification(W0, base, delta, rank=2, seed=seed).projection_random ** 2
         for seed in range(400)
     ]
     expected = 4 * (W0**2).sum().item() / (12 * 10)
     assert np.mean(squares) == pytest.approx(expected, rel=0.1)
-    chance = spectra.amplification(W0, base, delta, rank=2)["projection_chance"]
+    chance = spectra.amplification(W0, base, delta, rank=2).projection_chance
     assert chance**2 == pytest.approx(expected, rel=1e-12)
 
 
@@ -311,8 +311,8 @@ def test_random_projection_has_the_expected_size():
 def test_no_intruders_without_an_update():
     W0 = torch.randn(30, 20)
     report = spectra.layer_report(W0, torch.zeros_like(W0))
-    assert report["intruders"] == 0 and report["intruder_indices"] == []
-    assert min(report["intruder_max_cos"]) > 0.999
+    assert report.intruders == 0 and report.intruder_indices == []
+    assert min(report.intruder_max_cos) > 0.999
 
 
 def test_a_spike_orthogonal_to_W0_is_an_intruder():
@@ -326,7 +326,7 @@ def test_a_spike_orthogonal_to_W0_is_an_intruder():
     sigma1 = np.linalg.norm(W0, 2)
     spike = 2 * sigma1 * np.outer(x, y / np.linalg.norm(y))
     report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike))
-    assert report["intruders"] >= 1 and report["intruder_indices"][0] == 0
+    assert report.intruders >= 1 and report.intruder_indices[0] == 0
 
 
 def test_a_spike_along_W0s_own_direction_is_not_an_intruder():
@@ -334,7 +334,7 @@ def test_a_spike_along_W0s_own_direction_is_not_an_intruder():
     U0, _, Vh0 = np.linalg.svd(W0, full_matrices=False)
     spike = 5 * np.linalg.norm(W0, 2) * np.outer(U0[:, 4], Vh0[4])
     report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike))
-    assert report["intruder_max_cos"][0] > 0.999 and report["intruders"] == 0
+    assert report.intruder_max_cos[0] > 0.999 and report.intruders == 0
 
 
 def test_a_spike_spread_over_many_W0_directions_is_an_intruder_in_a_square_layer():
@@ -343,8 +343,8 @@ def test_a_spike_spread_over_many_W0_directions_is_an_intruder_in_a_square_layer
     x = U0[:, 4:20].sum(axis=1) / 4  # |cos| = 1/4 with each of 16 directions, 0 with the rest
     spike = 20 * S0[0] * np.outer(x, Vh0[0])
     report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike), eps=0.5)
-    assert report["intruder_indices"][0] == 0
-    assert report["intruder_max_cos"][0] == pytest.approx(0.25, abs=0.05)
+    assert report.intruder_indices[0] == 0
+    assert report.intruder_max_cos[0] == pytest.approx(0.25, abs=0.05)
 
 
 # -- DoRA view ------------------------------------------------------------------------------------
@@ -352,8 +352,8 @@ def test_magnitude_and_direction_change_by_hand():
     W0 = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     W = torch.tensor([[6.0, 8.0], [0.0, 1.0]])  # row 0: twice as long, same way; row 1: turned 90°
     change = spectra.magnitude_direction_change(W0, W)
-    assert change["delta_M"] == pytest.approx((5 + 0) / 2)
-    assert change["delta_D"] == pytest.approx((0 + 1) / 2)
+    assert change.delta_M == pytest.approx((5 + 0) / 2)
+    assert change.delta_D == pytest.approx((0 + 1) / 2)
 
 
 # -- whole models ---------------------------------------------------------------------------------
@@ -375,15 +375,15 @@ def test_model_report_of_a_lora_model_uses_each_adapted_layer(dora):
         with torch.no_grad():
             W = layer.merged_weight().double().numpy()
         W0 = model.get_submodule(name).weight.detach().double().numpy()
-        assert set(report[name]) >= KEYS
+        assert set(report[name].to_dict()) >= KEYS
         np.testing.assert_allclose(
-            report[name]["sigma_delta_W"][:3],
+            report[name].sigma_delta_W[:3],
             np.linalg.svd(W - W0, compute_uv=False)[:3],
             rtol=1e-5,
         )
-        np.testing.assert_allclose(report[name]["sigma_W"], np.linalg.svd(W, compute_uv=False))
-        np.testing.assert_allclose(report[name]["sigma_W0"], np.linalg.svd(W0, compute_uv=False))
-        assert report[name]["amplification_rank"] == 3
+        np.testing.assert_allclose(report[name].sigma_W, np.linalg.svd(W, compute_uv=False))
+        np.testing.assert_allclose(report[name].sigma_W0, np.linalg.svd(W0, compute_uv=False))
+        assert report[name].amplification_rank == 3
 
 
 def test_model_report_of_a_fine_tuned_model_covers_the_changed_layers():
@@ -394,8 +394,8 @@ def test_model_report_of_a_fine_tuned_model_covers_the_changed_layers():
     report = spectra.model_report(model, tuned)
     assert list(report) == ["conv2"]
     delta_W = (tuned.conv2.weight - model.conv2.weight).detach().double().flatten(1).numpy()
-    np.testing.assert_allclose(report["conv2"]["sigma_delta_W"], np.linalg.svd(delta_W)[1])
-    assert report["conv2"]["shape"] == [8, 54]
+    np.testing.assert_allclose(report["conv2"].sigma_delta_W, np.linalg.svd(delta_W)[1])
+    assert report["conv2"].shape == [8, 54]
 
 
 def test_w0_svd_is_cached_by_content():
@@ -428,13 +428,13 @@ def test_snapshots_turn_into_series_per_layer():
         [{"step": 0, "layers": first}, {"step": 10, "layers": second}]
     )
     fc1 = evolution["fc1"]
-    assert fc1["steps"] == [0, 10] and fc1["sigma"] == [
+    assert fc1.steps == [0, 10] and fc1.sigma == [
         first["fc1"]["sigma"],
         second["fc1"]["sigma"],
     ]
     # no ranks of a spectrum cut at the top n σ: they would not be the ranks of ΔW
-    assert "effective_rank" not in fc1 and "stable_rank" not in fc1
-    assert fc1["delta_M"][0] == 0 and fc1["delta_M"][1] > 0
+    assert not hasattr(fc1, "effective_rank") and not hasattr(fc1, "stable_rank")
+    assert fc1.delta_M[0] == 0 and fc1.delta_M[1] > 0
 
 
 def test_planted_update_found_exactly_overlaps_fully():
@@ -443,13 +443,13 @@ def test_planted_update_found_exactly_overlaps_fully():
     planted = torch.tensor(B @ A)
     as_factors = spectra.LowRankDelta(torch.tensor(B), torch.tensor(A), scaling=1.0)
     found = spectra.planted_comparison(as_factors, planted, planted_rank=2)
-    assert found["overlap_left"] == pytest.approx(1) and found["overlap_right"] == pytest.approx(1)
+    assert found.overlap_left == pytest.approx(1) and found.overlap_right == pytest.approx(1)
     noise = 0.01 * torch.randn(25, 18, generator=torch.Generator().manual_seed(0))
     full_update = spectra.planted_comparison(planted + noise, planted, planted_rank=2)
-    assert full_update["overlap_left"] > 0.99 and full_update["overlap_right"] > 0.99
+    assert full_update.overlap_left > 0.99 and full_update.overlap_right > 0.99
     unrelated = spectra.planted_comparison(torch.tensor(rng.standard_normal((25, 18))), planted, 2)
-    assert unrelated["overlap_left"] < 0.6 and unrelated["baseline_left"] == 2 / 25
-    assert math.isclose(found["sigma_learned"][0], found["sigma_planted"][0], rel_tol=1e-9)
+    assert unrelated.overlap_left < 0.6 and unrelated.baseline_left == 2 / 25
+    assert math.isclose(found.sigma_learned[0], found.sigma_planted[0], rel_tol=1e-9)
 
 
 def test_an_update_that_finds_part_of_the_planted_subspace_covers_only_that_part():
@@ -461,14 +461,12 @@ def test_an_update_that_finds_part_of_the_planted_subspace_covers_only_that_part
     planted = torch.tensor(U @ np.diag([3.0, 2.0]) @ V.T)
     one = spectra.LowRankDelta(torch.tensor(U[:, :1]), torch.tensor(V[:, :1].T), scaling=1.0)
     found = spectra.planted_comparison(one, planted, planted_rank=2)
-    assert found["overlap_left"] == pytest.approx(0.5) and found["overlap_right"] == pytest.approx(
-        0.5
-    )
-    assert found["baseline_right"] == 2 / 18
+    assert found.overlap_left == pytest.approx(0.5) and found.overlap_right == pytest.approx(0.5)
+    assert found.baseline_right == 2 / 18
     random_side = np.linalg.qr(rng.standard_normal((25, 2)))[0]
     expected = np.sum((U.T @ random_side) ** 2) / 2  # numpy, on the dense directions
     other = spectra.planted_comparison(torch.tensor(random_side @ V.T), planted, planted_rank=2)
-    assert other["overlap_left"] == pytest.approx(expected)
+    assert other.overlap_left == pytest.approx(expected)
 
 
 def test_relative_norms_compare_the_update_with_the_weight():
@@ -482,9 +480,9 @@ def test_relative_norms_compare_the_update_with_the_weight():
     report = spectra.layer_report(
         torch.tensor(W0), spectra.LowRankDelta(torch.tensor(B), torch.tensor(A), 0.5)
     )
-    assert report["relative_norm_fro"] == pytest.approx(np.linalg.norm(delta) / np.linalg.norm(W0))
+    assert report.relative_norm_fro == pytest.approx(np.linalg.norm(delta) / np.linalg.norm(W0))
     spectral = np.linalg.norm(delta, 2) / np.linalg.norm(W0, 2)
-    assert report["relative_norm_spectral"] == pytest.approx(spectral)
+    assert report.relative_norm_spectral == pytest.approx(spectral)
 
 
 # -- the experiments ------------------------------------------------------------------------------
@@ -507,13 +505,13 @@ def test_compare_adapters_grids_the_two_runs_A_matrices():
     model = ToyMLP()
     small, large = inject(model, ["fc1"], 2, 4.0, seed=0), inject(model, ["fc1"], 5, 4.0, seed=1)
     same = spectra.compare_adapters(small, small, "fc1")
-    np.testing.assert_allclose(same["phi"], np.ones((2, 2)))
+    np.testing.assert_allclose(same.phi, np.ones((2, 2)))
     report = spectra.compare_adapters(small, large, "fc1")
     A_small = adapted_layers(small)["fc1"].A.detach().double().numpy()
     A_large = adapted_layers(large)["fc1"].A.detach().double().numpy()
     V_small, V_large = np.linalg.svd(A_small)[2][:2], np.linalg.svd(A_large)[2][:5]
-    assert report["phi"][1][4] == pytest.approx(np.linalg.norm(V_small @ V_large.T) ** 2 / 2)
-    assert report["dim"] == 12 and report["random_expected"][1][4] == pytest.approx(5 / 12)
+    assert report.phi[1][4] == pytest.approx(np.linalg.norm(V_small @ V_large.T) ** 2 / 2)
+    assert report.dim == 12 and report.random_expected[1][4] == pytest.approx(5 / 12)
     with pytest.raises(ValueError, match="no adapter"):
         spectra.compare_adapters(small, large, "fc2")
 
@@ -530,8 +528,8 @@ def test_update_similarity_uses_the_input_directions_up_to_the_numerical_rank():
         W0, 0.5 * B @ A + 1e-3 * torch.tensor(rng.standard_normal((20, 15))), None
     )
     report = spectra.update_similarity(lora, dense, n=4)
-    assert np.array(report["phi"]).shape == (2, 4) and report["phi"][1][1] > 0.99
-    assert report["random_expected"][1][3] == pytest.approx(4 / 15)
+    assert np.array(report.phi).shape == (2, 4) and report.phi[1][1] > 0.99
+    assert report.random_expected[1][3] == pytest.approx(4 / 15)
 
 
 def test_update_similarity_of_different_shapes_is_a_clear_error():

@@ -4,6 +4,7 @@ and models edited the plain way (adapters switched off, B zeroed, base weights l
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -58,12 +59,21 @@ def test_rank_grid_doubles_up_to_the_rank():
     assert whatif.rank_grid(1) == [0, 1]
 
 
-def curve_of(run_accuracy: float, accuracies: dict[int, float], chance: float = 0.1) -> dict:
-    return {
-        "run_accuracy": run_accuracy,
-        "truncation": [{"k": k, "accuracy": a} for k, a in accuracies.items()],
-        "chance": chance,
-    }
+def curve_of(
+    run_accuracy: float, accuracies: dict[int, float], chance: float = 0.1
+) -> whatif.TruncationCurve:
+    """A truncation curve with these numbers (rank 4) and rank_used found from them."""
+    curve = whatif.TruncationCurve(
+        truncation=[whatif.TruncationPoint(k, a) for k, a in accuracies.items()],
+        run_accuracy=run_accuracy,
+        base_accuracy=0.1,
+        max_rank=4,
+        layers={},
+        dora=False,
+        kept=[],
+        chance=chance,
+    )
+    return dataclasses.replace(curve, rank_used=whatif.rank_used(curve))
 
 
 @pytest.mark.parametrize(
@@ -91,8 +101,7 @@ def test_rank_used_is_the_smallest_k_from_which_on_the_run_keeps_its_accuracy(ac
     ],
 )
 def test_reading_says_what_rank_used_found(accuracies, says):
-    curve = curve_of(0.88, accuracies) | {"max_rank": 4}
-    assert whatif.reading(curve | {"rank_used": whatif.rank_used(curve)}) == says
+    assert whatif.reading(curve_of(0.88, accuracies)) == says
 
 
 @pytest.mark.parametrize(
@@ -110,8 +119,7 @@ def test_reading_says_what_rank_used_found(accuracies, says):
 def test_a_run_that_learned_nothing_or_was_hurt_by_its_update_gets_its_own_reading(
     run_accuracy, accuracies, chance, says
 ):
-    curve = curve_of(run_accuracy, accuracies, chance) | {"max_rank": 4}
-    assert whatif.reading(curve | {"rank_used": whatif.rank_used(curve)}) == says
+    assert whatif.reading(curve_of(run_accuracy, accuracies, chance)) == says
 
 
 def test_chance_is_the_share_of_the_commonest_class():
@@ -258,35 +266,35 @@ def without_updates(run: measure.TrainedRun) -> torch.nn.Module:
 def test_truncation_gives_back_the_run_at_full_rank_and_no_update_at_zero(runs, name, one_thread):
     run = runs[name]
     full = whatif.truncation_curve(run, ks=[0, 10**6])
-    accuracy = {point["k"]: point["accuracy"] for point in full["truncation"]}
-    assert full["run_accuracy"] == evaluate(run.model, run.test.x, run.test.y)[1]
-    assert accuracy[10**6] == full["run_accuracy"]
+    accuracy = {point.k: point.accuracy for point in full.truncation}
+    assert full.run_accuracy == evaluate(run.model, run.test.x, run.test.y)[1]
+    assert accuracy[10**6] == full.run_accuracy
     assert accuracy[0] == evaluate(without_updates(run), run.test.x, run.test.y)[1]
     assert accuracy[0] != accuracy[10**6]  # the update matters: the check can tell them apart
-    assert full["dora"] == ("dora" in name)
+    assert full.dora == ("dora" in name)
 
 
 def test_the_default_grid_runs_to_the_full_rank(runs, one_thread):
     lora_curve = whatif.truncation_curve(runs["mlp-lora"])
-    assert [p["k"] for p in lora_curve["truncation"]] == [0, 1, 2, 4]
-    assert lora_curve["rank_used"] == whatif.rank_used(lora_curve) is not None  # ends at rank
-    assert lora_curve["layers"]["fc1"] == {"rank": 4, "numerical_rank": 4, "dora": False}
-    assert whatif.truncation_curve(runs["mlp-pissa"], ks=[1])["max_rank"] == 8  # s(BA − B0A0)
+    assert [p.k for p in lora_curve.truncation] == [0, 1, 2, 4]
+    assert lora_curve.rank_used == whatif.rank_used(lora_curve) is not None  # ends at rank
+    assert lora_curve.layers["fc1"] == whatif.CutLayer(rank=4, numerical_rank=4, dora=False)
+    assert whatif.truncation_curve(runs["mlp-pissa"], ks=[1]).max_rank == 8  # s(BA − B0A0)
     full = whatif.truncation_curve(runs["mlp-full"], ks=[3])
-    assert full["max_rank"] == 256 and set(full["layers"]) == {"fc1", "fc2", "head"}
+    assert full.max_rank == 256 and set(full.layers) == {"fc1", "fc2", "head"}
 
 
 def test_the_cut_says_which_trained_matrices_it_keeps(runs, one_thread):
     """A LoRA run's k = 0 keeps its trained head (so it is not the base model); full fine-
     tuning cuts every changed matrix, head included."""
     lora_curve = whatif.truncation_curve(runs["mlp-lora"], ks=[0])
-    assert lora_curve["kept"] == ["head"]
+    assert lora_curve.kept == ["head"]
     assert not torch.equal(
         runs["mlp-lora"].model.head.weight, runs["mlp-lora"].base.head.weight
     )  # it did train
-    assert whatif.truncation_curve(runs["mlp-full"], ks=[0])["kept"] == []
+    assert whatif.truncation_curve(runs["mlp-full"], ks=[0]).kept == []
     labels = runs["mlp-lora"].test.y.numpy()
-    assert lora_curve["chance"] == np.bincount(labels).max() / len(labels)
+    assert lora_curve.chance == np.bincount(labels).max() / len(labels)
 
 
 def test_a_mid_rank_cut_is_numpys_truncation_of_the_dense_update(runs, one_thread):
@@ -299,7 +307,7 @@ def test_a_mid_rank_cut_is_numpys_truncation_of_the_dense_update(runs, one_threa
             W = layer.W0.double().numpy() + numpy_truncation(delta_W, 2)
             layer.base.weight.copy_(torch.tensor(W))
             layer.B.zero_()
-    assert curve["truncation"][0]["accuracy"] == evaluate(model, run.test.x, run.test.y)[1]
+    assert curve.truncation[0].accuracy == evaluate(model, run.test.x, run.test.y)[1]
 
 
 def test_nothing_to_truncate_is_a_clear_error(runs):
@@ -314,9 +322,9 @@ def test_nothing_to_truncate_is_a_clear_error(runs):
 def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_thread):
     run = runs["mlp-lora"]
     curve = whatif.intruder_curve(run, lambdas=(1.0, 0.0))
-    assert curve["intruders"] > 0  # this run has intruders: λ has something to change
-    at_one, at_zero = curve["points"]
-    assert at_one["target_accuracy"] == evaluate(run.model, run.test.x, run.test.y)[1]
+    assert curve.intruders > 0  # this run has intruders: λ has something to change
+    at_one, at_zero = (point.accuracy for point in curve.points)
+    assert at_one.target == evaluate(run.model, run.test.x, run.test.y)[1]
 
     merged = lora.merge(run.model)
     with torch.no_grad():
@@ -324,11 +332,11 @@ def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_t
             layer = merged.get_submodule(name)
             W0 = run.base.get_submodule(name).weight.double().numpy()
             removed, indices = numpy_scaled_intruders(W0, layer.weight.double().numpy(), 0.0)
-            assert indices == curve["layers"][name]["intruder_indices"]
+            assert indices == curve.layers[name]
             layer.weight.copy_(torch.tensor(removed))
-    assert at_zero["target_accuracy"] == evaluate(merged, run.test.x, run.test.y)[1]
+    assert at_zero.target == evaluate(merged, run.test.x, run.test.y)[1]
     source = measure.source_test_split("mlp", 10)
-    assert at_zero["source_accuracy"] == evaluate(merged, source.x, source.y)[1]
+    assert at_zero.source == evaluate(merged, source.x, source.y)[1]
 
 
 def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
@@ -336,17 +344,18 @@ def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
     nothing (the model is measured once for every λ)."""
     run = runs["mlp-lora"]
     curve = whatif.intruder_curve(run, lambdas=(0.0, 0.5, 1.0), eps=0.0)
-    assert curve["intruders"] == 0
-    assert [p["lambda"] for p in curve["points"]] == [0.0, 0.5, 1.0]
+    assert curve.intruders == 0
+    assert [p.lam for p in curve.points] == [0.0, 0.5, 1.0]
     run_accuracy = evaluate(run.model, run.test.x, run.test.y)[1]
-    assert {p["target_accuracy"] for p in curve["points"]} == {run_accuracy}
+    assert {p.accuracy.target for p in curve.points} == {run_accuracy}
+    assert curve.at(0.5) == curve.points[1].accuracy
     with pytest.raises(ValueError, match="λ must be"):
         whatif.intruder_curve(run, lambdas=(0.0, 2.0), eps=0.0)
 
 
 def test_the_source_task_is_the_one_the_zoo_model_was_pretrained_on(runs):
-    base_source = whatif.intruder_curve(runs["mlp-lora"], lambdas=(1.0,))["base"]
-    assert base_source["source_accuracy"] == pytest.approx(zoo.card("mlp")["test_acc"], abs=5e-5)
+    base_source = whatif.intruder_curve(runs["mlp-lora"], lambdas=(1.0,)).base
+    assert base_source.source == pytest.approx(zoo.card("mlp")["test_acc"], abs=5e-5)
     assert measure.source_test_split("resnet18", 10) is None  # pretrained on ImageNet
     assert measure.source_test_split("mlp", 5) is None  # another head, another question
 
@@ -354,8 +363,8 @@ def test_the_source_task_is_the_one_the_zoo_model_was_pretrained_on(runs):
 def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):
     run = runs["mlp-lora"]
     report = whatif.layer_importance(run)
-    rows = {row["layer"]: row for row in report["layers"]}
-    assert [(n, r["kind"]) for n, r in rows.items()] == [
+    rows = {row.layer: row for row in report.layers}
+    assert [(n, r.kind) for n, r in rows.items()] == [
         ("fc1", "adapter"), ("fc2", "adapter"), ("head", "trained")
     ]  # fmt: skip
     adapters = lora.adapted_layers(run.model)
@@ -367,8 +376,8 @@ def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):
             delta_W = run.model.get_submodule(name).weight.detach().double().numpy() - W0
         fro = np.linalg.norm(delta_W) / np.linalg.norm(W0)
         spectral = np.linalg.norm(delta_W, 2) / np.linalg.norm(W0, 2)
-        assert row["relative_frobenius"] == pytest.approx(fro, rel=1e-5)
-        assert row["relative_spectral"] == pytest.approx(spectral, rel=1e-5)
+        assert row.relative_frobenius == pytest.approx(fro, rel=1e-5)
+        assert row.relative_spectral == pytest.approx(spectral, rel=1e-5)
 
         model = copy.deepcopy(run.model)
         with torch.no_grad():
@@ -377,14 +386,14 @@ def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):
             else:
                 model.get_submodule(name).weight.copy_(run.base.get_submodule(name).weight)
         without = evaluate(model, run.test.x, run.test.y)[1]
-        assert row["accuracy_without"] == without
-        assert row["accuracy_lost"] == pytest.approx(report["run_accuracy"] - without)
-    assert max(row["accuracy_lost"] for row in rows.values()) > 0
+        assert row.accuracy_without == without
+        assert row.accuracy_lost == pytest.approx(report.run_accuracy - without)
+    assert max(row.accuracy_lost for row in rows.values()) > 0
 
 
 def test_layer_importance_of_full_fine_tuning_covers_every_changed_matrix(runs, one_thread):
-    rows = whatif.layer_importance(runs["mlp-full"])["layers"]
-    assert [(row["layer"], row["kind"]) for row in rows] == [
+    rows = whatif.layer_importance(runs["mlp-full"]).layers
+    assert [(row.layer, row.kind) for row in rows] == [
         ("fc1", "trained"), ("fc2", "trained"), ("head", "trained")
     ]  # fmt: skip
 
@@ -395,5 +404,5 @@ def test_a_saved_run_opens_with_its_stored_accuracy(store, one_thread):
     run_id, result = train_and_save(RunConfig(model="cnn", targets="conv2", steps=5), store)
     run = measure.open_run(run_id, store)
     curve = whatif.truncation_curve(run, ks=[4])
-    assert curve["truncation"][0]["accuracy"] == result.test_acc_after
-    assert curve["base_accuracy"] == result.test_acc_before
+    assert curve.truncation[0].accuracy == result.test_acc_after
+    assert curve.base_accuracy == result.test_acc_before

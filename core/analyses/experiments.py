@@ -31,7 +31,7 @@ For the command line (core/__main__.py):
         measure)}
     python -m core spectra RUN_ID [--json]
         report = core.analyses.reports.analyse_run(RUN_ID)  # {layer:
-        core.lowrank.spectra.layer_report(...)} print(core.analyses.reports.report_table(report))
+        core.lowrank.spectra.LayerReport} print(core.analyses.reports.report_table(report))
         # one line per layer
 
 `trainer` (every measure function takes one, default core.training.train.train) is what turns a
@@ -131,7 +131,7 @@ def lora_run(
 def _intruders(run: RunResult) -> int:
     """Intruder dimensions (k = 10, ε = 0.5) summed over the adapted layers."""
     report = spectra.model_report(run.base, run.model)
-    return sum(report[layer]["intruders"] for layer in LAYERS)
+    return sum(report[layer].intruders for layer in LAYERS)
 
 
 def _mean_range(values: Sequence[float], spec: str = ".3f") -> str:
@@ -209,10 +209,10 @@ def subspace_similarity(steps: int = STEPS, trainer: Trainer = train) -> Finding
             large = lora_run(LARGE, other, steps=steps, trainer=trainer)
             for layer in LAYERS:
                 report = spectra.compare_adapters(small.model, large.model, layer)
-                phi, chance = torch.tensor(report["phi"]), torch.tensor(report["random_expected"])
+                phi, chance = torch.tensor(report.phi), torch.tensor(report.random_expected)
                 rows.append(
                     {
-                        "layer": f"{layer} (k={report['dim']})",
+                        "layer": f"{layer} (k={report.dim})",
                         "seeds": f"{seed} vs {other}",
                         "pair": pair,
                         "φ(1,1)": phi[0, 0].item(),
@@ -264,11 +264,11 @@ def amplification(steps: int = STEPS, trainer: Trainer = train) -> Finding:
                     "layer": layer,
                     "r": rank,
                     "seed": seed,
-                    "‖ΔW‖_F": layer_report["delta_norm"],
-                    "‖UᵀW0V‖ ΔW dirs": layer_report["projection_delta"],
-                    "W0 dirs": layer_report["projection_w0"],
-                    "random dirs": layer_report["projection_random"],
-                    "amplification": layer_report["amplification"],
+                    "‖ΔW‖_F": layer_report.delta_norm,
+                    "‖UᵀW0V‖ ΔW dirs": layer_report.projection_delta,
+                    "W0 dirs": layer_report.projection_w0,
+                    "random dirs": layer_report.projection_random,
+                    "amplification": layer_report.amplification,
                 }
             )
     curves = [

@@ -7,8 +7,8 @@ the run's config (as training built it), and hands both to spectra. Keeping that
 lets core.training.train use spectra while the store uses core.training.train, without an import
 cycle.
 
-    report = analyse_run(run_id)      # {layer: spectra.layer_report(...)}, + "planted" if any
-    moment(history, snapshots, step)  # the snapshot nearest a step picked on the curves
+    report = analyse_run(run_id)      # {layer: spectra.LayerReport}, with .planted if any
+    moment(history, snapshots, step)  # Moment: the snapshot nearest a step picked on the curves
     print(report_table(report))       # one line per layer
     print(format_table(rows))         # any list of dicts: the one text-table formatter
 """
@@ -16,6 +16,7 @@ cycle.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -33,10 +34,10 @@ def analyse_run(
     store: RunStore | None = None,
     k: int = spectra.DEFAULT_TOP_K,
     eps: float = spectra.DEFAULT_EPSILON,
-) -> dict[str, dict]:
+) -> dict[str, spectra.LayerReport]:
     """spectra.model_report of a saved run, rebuilt from the run store: {layer: report}.
 
-    For a planted-rank run, the planted layer's report also holds "planted" (planted_report).
+    For a planted-rank run, the planted layer's report also holds `planted` (planted_report).
     Without a store, the default one is opened and closed again.
     """
     if store is None:
@@ -48,7 +49,8 @@ def analyse_run(
     if config.shift == "planted-rank":
         planted = planted_of(config)
         if planted.layer in report:
-            report[planted.layer]["planted"] = planted_report(base_model, model, planted)
+            comparison = planted_report(base_model, model, planted)
+            report[planted.layer] = replace(report[planted.layer], planted=comparison)
     return report
 
 
@@ -58,7 +60,9 @@ def planted_of(config: RunConfig) -> Planted | None:
     return load_task(config).planted
 
 
-def planted_report(base_model: nn.Module, model: nn.Module, planted: Planted) -> dict:
+def planted_report(
+    base_model: nn.Module, model: nn.Module, planted: Planted
+) -> spectra.PlantedComparison:
     """spectra.planted_comparison for the layer that holds the planted update."""
     updates = spectra.layer_updates(base_model, model)
     if planted.layer not in updates:
@@ -69,17 +73,31 @@ def planted_report(base_model: nn.Module, model: nn.Module, planted: Planted) ->
     return spectra.planted_comparison(updates[planted.layer].delta_W, planted.delta_W, planted.rank)
 
 
-def moment(history: list[dict], snapshots: list[dict], step: float) -> dict:
-    """A run at the moment a student picked on its curves (RunStore.get's history and
-    snapshots): the snapshot nearest to `step`, which holds the spectrum of that moment, and
-    the metrics the run had logged by then.
+@dataclass(frozen=True)
+class Moment:
+    """A run at one of its snapshots, as a student picked it on its curves.
+
+    step, index           the snapshot's step and its position in the run's snapshots
+    train_loss            the training loss logged at that step (None at step 0)
+    eval_step, val_loss, val_acc    the last evaluation at or before it (None if none yet)
+    """
+
+    step: int
+    index: int
+    train_loss: float | None
+    eval_step: int | None
+    val_loss: float | None
+    val_acc: float | None
+
+
+def moment(history: list[dict], snapshots: list[dict], step: float) -> Moment:
+    """The Moment a student picked at `step` on a run's curves (RunStore.get's history and
+    snapshots): the snapshot nearest to it, which holds the spectrum of that moment, and the
+    metrics the run had logged by then.
 
     A curve has a point at every step, a snapshot comes every few steps, so a click between
-    two snapshots opens the nearer one (the earlier on a tie). Keys:
-      step, index           that snapshot's step and its position in `snapshots`
-      train_loss            the training loss logged at that step (None at step 0)
-      eval_step, val_loss, val_acc    the last evaluation at or before it (None if none yet)
-    ValueError if the run recorded no snapshot.
+    two snapshots opens the nearer one (the earlier on a tie). ValueError if the run recorded
+    no snapshot.
     """
     if not snapshots:
         raise ValueError("this run recorded no snapshot: there is no moment to open")
@@ -89,18 +107,18 @@ def moment(history: list[dict], snapshots: list[dict], step: float) -> dict:
     logged = {row["step"]: row for row in history}
     evals = [row for row in history if row["step"] <= at and row.get("val_acc") is not None]
     last_eval = evals[-1] if evals else {}
-    return {
-        "step": at,
-        "index": index,
-        "train_loss": logged.get(at, {}).get("train_loss"),
-        "eval_step": last_eval.get("step"),
-        "val_loss": last_eval.get("val_loss"),
-        "val_acc": last_eval.get("val_acc"),
-    }
+    return Moment(
+        step=at,
+        index=index,
+        train_loss=logged.get(at, {}).get("train_loss"),
+        eval_step=last_eval.get("step"),
+        val_loss=last_eval.get("val_loss"),
+        val_acc=last_eval.get("val_acc"),
+    )
 
 
 # -- text tables ----------------------------------------------------------------------------------
-REPORT_COLUMNS = {  # layer_report key → column title, for the command line's table
+REPORT_COLUMNS = {  # LayerReport field → column title, for the command line's table
     "effective_rank": "erank",
     "stable_rank": "stable",
     "energy_top_k": "energy@k",
@@ -113,13 +131,13 @@ REPORT_COLUMNS = {  # layer_report key → column title, for the command line's 
 MISSING = "—"  # a cell with no value (None): a run that failed has no accuracy
 
 
-def report_table(report: dict[str, dict]) -> str:
-    """A model report ({layer: spectra.layer_report}) as a text table, one line per layer."""
+def report_table(report: dict[str, spectra.LayerReport]) -> str:
+    """A model report ({layer: spectra.LayerReport}) as a text table, one line per layer."""
     rows = [
         {
             "layer": name,
-            "d×k": "×".join(map(str, layer["shape"])),
-            **{title: layer[key] for key, title in REPORT_COLUMNS.items()},
+            "d×k": "×".join(map(str, layer.shape)),
+            **{title: getattr(layer, field) for field, title in REPORT_COLUMNS.items()},
         }
         for name, layer in report.items()
     ]

@@ -31,7 +31,7 @@ the model; the run's own models are never touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 import torch
@@ -130,20 +130,62 @@ def rank_grid(rank: int) -> list[int]:
 
 
 # -- cut the rank -------------------------------------------------------------------------------
-def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
-    """Target test accuracy with every analysed layer's update cut to its top k directions.
+@dataclass(frozen=True)
+class TruncationPoint:
+    """The target test accuracy with every analysed layer's update cut to its top k directions."""
 
-    Keys: truncation   [{"k", "accuracy"}] for k in `ks` (default rank_grid of the largest
-                       layer rank: 0, 1, 2, 4, …, the full rank; a layer of lower rank is
-                       whole from its rank on)
-          run_accuracy, base_accuracy    the untouched run and the base model
-          max_rank     the largest layer rank
-          layers       {layer: {"rank", "numerical_rank", "dora"}}
-          dora         True when the cut keeps DoRA's magnitudes (see the module docstring)
-          kept         the changed weight matrices the cut leaves as trained (a LoRA run's
-                       output head): k = 0 is the base model only where this is empty
-          chance       the test accuracy of always answering the commonest class
-          rank_used    how many directions the update used (rank_used of these numbers)
+    k: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class CutLayer:
+    """One analysed layer of a truncation curve: how many directions its update has (r for
+    LoRA, 2r for PiSSA, min(d, k) dense), how many of them are above rounding level, and
+    whether the cut keeps its DoRA magnitudes."""
+
+    rank: int
+    numerical_rank: int
+    dora: bool
+
+
+@dataclass(frozen=True)
+class TruncationCurve:
+    """What cutting the rank does to a run's accuracy (truncation_curve).
+
+    truncation     one point per k measured (default rank_grid of the largest layer rank: 0,
+                   1, 2, 4, …, the full rank; a layer of lower rank is whole from its rank on)
+    run_accuracy, base_accuracy    the untouched run and the base model
+    max_rank       the largest layer rank
+    layers         {layer: CutLayer}
+    dora           True when the cut keeps DoRA's magnitudes (see the module docstring)
+    kept           the changed weight matrices the cut leaves as trained (a LoRA run's output
+                   head): k = 0 is the base model only where this is empty
+    chance         the test accuracy of always answering the commonest class
+    rank_used      how many directions the update used (rank_used of these numbers)
+    """
+
+    truncation: list[TruncationPoint]
+    run_accuracy: float
+    base_accuracy: float
+    max_rank: int
+    layers: dict[str, CutLayer]
+    dora: bool
+    kept: list[str]
+    chance: float
+    rank_used: int | None = None
+
+    def accuracy_at(self, k: int) -> float | None:
+        """The accuracy measured with every update cut to k directions (None if k was not)."""
+        return next((point.accuracy for point in self.truncation if point.k == k), None)
+
+    def to_dict(self) -> dict:
+        """The curve as JSON-ready data (the command line's --json), one key per field."""
+        return asdict(self)
+
+
+def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> TruncationCurve:
+    """Target test accuracy with every analysed layer's update cut to its top k directions.
     ValueError if the run changed no weight matrix (only biases, or nothing at all).
     """
     updates = _require_updates(run)
@@ -153,32 +195,30 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> dict:
         raise ValueError(f"the ranks to keep must be ≥ 0 (got {ks})")
     merged = lora.merge(run.model)
     points = [
-        {
-            "k": k,
-            "accuracy": accuracy_with(
-                merged, {n: u.truncated_weight(k) for n, u in updates.items()}, run.test
-            ),
-        }
+        TruncationPoint(
+            k,
+            accuracy_with(merged, {n: u.truncated_weight(k) for n, u in updates.items()}, run.test),
+        )
         for k in ks
     ]
-    curve = {
-        "truncation": points,
-        "run_accuracy": accuracy(run.model, run.test),
-        "base_accuracy": accuracy(run.base, run.test),
-        "max_rank": max_rank,
-        "layers": {
-            name: {
-                "rank": update.rank,
-                "numerical_rank": spectra.numerical_rank(update.svd.S, tuple(update.W0.shape)),
-                "dora": update.magnitude is not None,
-            }
+    curve = TruncationCurve(
+        truncation=points,
+        run_accuracy=accuracy(run.model, run.test),
+        base_accuracy=accuracy(run.base, run.test),
+        max_rank=max_rank,
+        layers={
+            name: CutLayer(
+                update.rank,
+                spectra.numerical_rank(update.svd.S, tuple(update.W0.shape)),
+                update.magnitude is not None,
+            )
             for name, update in updates.items()
         },
-        "dora": any(update.magnitude is not None for update in updates.values()),
-        "kept": [name for name in _changed_weights(run.base, merged) if name not in updates],
-        "chance": chance_accuracy(run.test),
-    }
-    return curve | {"rank_used": rank_used(curve)}
+        dora=any(update.magnitude is not None for update in updates.values()),
+        kept=[name for name in _changed_weights(run.base, merged) if name not in updates],
+        chance=chance_accuracy(run.test),
+    )
+    return replace(curve, rank_used=rank_used(curve))
 
 
 def chance_accuracy(split: Split) -> float:
@@ -187,7 +227,7 @@ def chance_accuracy(split: Split) -> float:
     return torch.bincount(split.y).max().item() / len(split.y)
 
 
-def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
+def rank_used(curve: TruncationCurve, tolerance: float = RANK_TOLERANCE) -> int | None:
     """How many directions the update really used: the smallest k of a truncation_curve from
     which on every cut keeps the run's accuracy to within `tolerance` (one point by default).
 
@@ -196,10 +236,10 @@ def rank_used(curve: dict, tolerance: float = RANK_TOLERANCE) -> int | None:
     ones is no rank the update can do with. None if even the largest k measured falls short
     (a grid that stops below the full rank)."""
     used = None
-    for point in reversed(curve["truncation"]):
-        if _beyond(curve["run_accuracy"], point["accuracy"], tolerance):
+    for point in reversed(curve.truncation):
+        if _beyond(curve.run_accuracy, point.accuracy, tolerance):
             break
-        used = point["k"]
+        used = point.k
     return used
 
 
@@ -208,7 +248,7 @@ def _beyond(accuracy: float, other: float, tolerance: float) -> bool:
     return accuracy - other > tolerance + 1e-12
 
 
-def reading(curve: dict, tolerance: float = RANK_TOLERANCE) -> str:
+def reading(curve: TruncationCurve, tolerance: float = RANK_TOLERANCE) -> str:
     """What a truncation curve says, in one word; the page and the command line each say it in
     their own words. First whether there is anything to read:
       "chance"  the run itself scores no more than `tolerance` above chance: it learned
@@ -218,17 +258,17 @@ def reading(curve: dict, tolerance: float = RANK_TOLERANCE) -> str:
       "some"    `rank_used` of them;  "all"  every one;  "short"  no cut measured kept the
                 run's accuracy;  "none"  k = 0 keeps it: the update did not matter for accuracy
     """
-    if not _beyond(curve["run_accuracy"], curve["chance"], tolerance):
+    if not _beyond(curve.run_accuracy, curve.chance, tolerance):
         return "chance"
-    zero = next((p["accuracy"] for p in curve["truncation"] if p["k"] == 0), None)
-    if zero is not None and _beyond(zero, curve["run_accuracy"], tolerance):
+    zero = curve.accuracy_at(0)
+    if zero is not None and _beyond(zero, curve.run_accuracy, tolerance):
         return "worse"
-    used = curve["rank_used"]
+    used = curve.rank_used
     if used is None:
         return "short"
     if used == 0:
         return "none"
-    return "all" if used == curve["max_rank"] else "some"
+    return "all" if used == curve.max_rank else "some"
 
 
 def _require_updates(run: TrainedRun) -> dict[str, RankedUpdate]:
@@ -262,7 +302,7 @@ class Intruders:
         W = as_matrix(W)
         svd = spectra.dense_svd(W)
         found = spectra.intruder_dimensions(spectra.w0_svd(W0).U, svd.U, top_k, eps)
-        return cls(W, svd, found["intruder_indices"])
+        return cls(W, svd, found.intruder_indices)
 
     def scaled(self, lam: float) -> Tensor:
         """W with its intruder dimensions scaled by λ: W − (1 − λ) Σ_i σ_i u_i v_iᵀ.
@@ -286,6 +326,47 @@ def scale_intruders(
     return Intruders.find(W0, W, top_k, eps).scaled(lam)
 
 
+@dataclass(frozen=True)
+class TaskAccuracy:
+    """A model's test accuracy on the target task and on its source (pretraining) task; None
+    where the zoo model has no source test split."""
+
+    target: float
+    source: float | None
+
+
+@dataclass(frozen=True)
+class IntruderPoint:
+    """The accuracies with every analysed layer's intruder dimensions scaled by λ."""
+
+    lam: float
+    accuracy: TaskAccuracy
+
+
+@dataclass(frozen=True)
+class IntruderCurve:
+    """What shrinking the intruder dimensions does (intruder_curve).
+
+    points     one per λ, in the order asked for
+    base       the base model's accuracies
+    layers     {layer: the indices of its intruder dimensions among the top singular
+               directions of W0 + delta_W}
+    """
+
+    points: list[IntruderPoint]
+    base: TaskAccuracy
+    layers: dict[str, list[int]]
+
+    @property
+    def intruders(self) -> int:
+        """The total count (0: λ changes nothing, and the model was measured once)."""
+        return sum(len(indices) for indices in self.layers.values())
+
+    def at(self, lam: float) -> TaskAccuracy:
+        """The accuracies measured at λ (KeyError if it was not)."""
+        return {point.lam: point.accuracy for point in self.points}[lam]
+
+
 @torch.no_grad()
 def intruder_curve(
     run: TrainedRun,
@@ -293,16 +374,12 @@ def intruder_curve(
     top_k: int = spectra.DEFAULT_TOP_K,
     eps: float = spectra.DEFAULT_EPSILON,
     source: Split | None = None,
-) -> dict:
+) -> IntruderCurve:
     """Target and source-task test accuracy as the intruder dimensions of every analysed layer
     are scaled by λ (all layers at once).
 
     `source` defaults to the zoo model's pretraining test split (measure.source_test_split);
-    its accuracies are None where there is none. Keys:
-      points    [{"lambda", "target_accuracy", "source_accuracy"}] in the order of `lambdas`
-      base      {"target_accuracy", "source_accuracy"} of the base model
-      layers    {layer: {"intruders": count, "intruder_indices": [...]}}
-      intruders the total count (0: λ changes nothing, and the model is measured once)
+    its accuracies are None where there is none.
     """
     if not all(0 <= lam <= 1 for lam in lambdas):
         raise ValueError(f"λ must be between 0 and 1 (got {list(lambdas)})")
@@ -316,45 +393,58 @@ def intruder_curve(
         )
         for name in updates
     }
-    intruders = sum(len(f.indices) for f in found.values())
-    if not intruders:  # every λ leaves the weights as they are: measure them once
-        unchanged = _target_and_source(merged, run.test, source)
-        points = [{"lambda": lam, **unchanged} for lam in lambdas]
+    if not any(f.indices for f in found.values()):  # every λ leaves the weights as they are
+        unchanged = _target_and_source(merged, run.test, source)  # so they are measured once
+        points = [IntruderPoint(lam, unchanged) for lam in lambdas]
     else:
         points = []
         for lam in lambdas:
             with swapped_weights(merged, {n: f.scaled(lam) for n, f in found.items()}):
-                points.append({"lambda": lam, **_target_and_source(merged, run.test, source)})
-    return {
-        "points": points,
-        "base": _target_and_source(run.base, run.test, source),
-        "layers": {
-            name: {"intruders": len(f.indices), "intruder_indices": f.indices}
-            for name, f in found.items()
-        },
-        "intruders": intruders,
-    }
+                points.append(IntruderPoint(lam, _target_and_source(merged, run.test, source)))
+    return IntruderCurve(
+        points=points,
+        base=_target_and_source(run.base, run.test, source),
+        layers={name: f.indices for name, f in found.items()},
+    )
 
 
-def _target_and_source(model: nn.Module, target: Split, source: Split | None) -> dict:
-    return {
-        "target_accuracy": accuracy(model, target),
-        "source_accuracy": None if source is None else accuracy(model, source),
-    }
+def _target_and_source(model: nn.Module, target: Split, source: Split | None) -> TaskAccuracy:
+    return TaskAccuracy(
+        accuracy(model, target), None if source is None else accuracy(model, source)
+    )
 
 
 # -- drop one layer's update ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerDrop:
+    """One changed weight matrix: how big its update is, and what removing it alone costs."""
+
+    layer: str
+    kind: str  # "adapter" (a LoRA layer) or "trained" (a weight trained in full: a head)
+    shape: list[int]  # [d, k] of ΔW as a matrix
+    relative_frobenius: float  # ‖ΔW‖_F / ‖W0‖_F
+    relative_spectral: float  # ‖ΔW‖_2 / ‖W0‖_2
+    accuracy_without: float  # the target accuracy with this layer's weight back at W0
+    accuracy_lost: float  # the run's accuracy − accuracy_without
+
+
+@dataclass(frozen=True)
+class LayerImportance:
+    """layer_importance: the run's and the base model's accuracy, and one LayerDrop per
+    changed weight matrix in the model's layer order."""
+
+    run_accuracy: float
+    base_accuracy: float
+    layers: list[LayerDrop]
+
+
 @torch.no_grad()
-def layer_importance(run: TrainedRun) -> dict:
+def layer_importance(run: TrainedRun) -> LayerImportance:
     """Per changed weight matrix: how big its update is next to W0, and the target accuracy
     lost when that layer's update alone is removed (its weight set back to W0).
 
     Every Linear/Conv2d whose merged weight differs from the base counts, so a LoRA run's
-    trained head is here too (kind "trained", beside the "adapter" layers). Keys:
-      run_accuracy, base_accuracy
-      layers   [{"layer", "kind", "shape", "relative_frobenius" (‖ΔW‖_F / ‖W0‖_F),
-                 "relative_spectral" (‖ΔW‖_2 / ‖W0‖_2), "accuracy_without", "accuracy_lost"}]
-               in the model's layer order
+    trained head is here too (kind "trained", beside the "adapter" layers).
     """
     merged = lora.merge(run.model)
     adapters = lora.adapted_layers(run.model)
@@ -365,23 +455,19 @@ def layer_importance(run: TrainedRun) -> dict:
         delta_W = as_matrix(W) - as_matrix(W0)
         without = accuracy_with(merged, {name: W0}, run.test)
         layers.append(
-            {
-                "layer": name,
-                "kind": "adapter" if name in adapters else "trained",
-                "shape": list(delta_W.shape),
-                "relative_frobenius": _norm_ratio(delta_W, W0, "fro"),
-                "relative_spectral": _norm_ratio(delta_W, W0, 2),
-                "accuracy_without": without,
-                "accuracy_lost": run_accuracy - without,
-            }
+            LayerDrop(
+                layer=name,
+                kind="adapter" if name in adapters else "trained",
+                shape=list(delta_W.shape),
+                relative_frobenius=_norm_ratio(delta_W, W0, "fro"),
+                relative_spectral=_norm_ratio(delta_W, W0, 2),
+                accuracy_without=without,
+                accuracy_lost=run_accuracy - without,
+            )
         )
     if not layers:
         _require_updates(run)  # says why there is nothing to show
-    return {
-        "run_accuracy": run_accuracy,
-        "base_accuracy": accuracy(run.base, run.test),
-        "layers": layers,
-    }
+    return LayerImportance(run_accuracy, accuracy(run.base, run.test), layers)
 
 
 def _changed_weights(base: nn.Module, merged: nn.Module) -> dict[str, Tensor]:

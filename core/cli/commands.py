@@ -350,32 +350,35 @@ def cmd_spectra(args: argparse.Namespace) -> int:
     use_job_threads()
     if args.truncate:
         curve = truncation(args.run_id)
-        print(to_json(curve) if args.json else _truncation_table(curve))
+        print(to_json(curve.to_dict()) if args.json else _truncation_table(curve))
         return 0
     report = reports.analyse_run(args.run_id)
-    print(to_json(report) if args.json else reports.report_table(report))
+    if args.json:
+        print(to_json({layer: numbers.to_dict() for layer, numbers in report.items()}))
+    else:
+        print(reports.report_table(report))
     return 0
 
 
-def truncation(run_id: int) -> dict:
+def truncation(run_id: int) -> whatif.TruncationCurve:
     """whatif.truncation_curve of a saved run."""
     with RunStore() as store:
         run = open_run(run_id, store)
     return whatif.truncation_curve(run)
 
 
-def _truncation_table(curve: dict) -> str:
+def _truncation_table(curve: whatif.TruncationCurve) -> str:
     """The truncation curve as a table (k, accuracy), then the run, the base model, and how
     many directions the update used."""
-    rows = [{"k": p["k"], "accuracy": p["accuracy"]} for p in curve["truncation"]]
+    rows = [{"k": p.k, "accuracy": p.accuracy} for p in curve.truncation]
     lines = [
         reports.format_table(rows, {"accuracy": ".3f"}),
-        f"untouched run: {curve['run_accuracy']:.3f}, base model: {curve['base_accuracy']:.3f}",
+        f"untouched run: {curve.run_accuracy:.3f}, base model: {curve.base_accuracy:.3f}",
     ]
-    if curve["kept"]:
-        lines.append(f"k = 0 keeps these trained layers uncut: {', '.join(curve['kept'])}")
+    if curve.kept:
+        lines.append(f"k = 0 keeps these trained layers uncut: {', '.join(curve.kept)}")
     points = f"{whatif.RANK_TOLERANCE * 100:g} point"
-    used, rank = curve["rank_used"], curve["max_rank"]
+    used, rank = curve.rank_used, curve.max_rank
     lines.append(
         {
             "some": f"this update used about {used} of its {rank} directions: "
@@ -386,12 +389,12 @@ def _truncation_table(curve: dict) -> str:
             "of the run's: this update barely mattered",
             "short": f"no cut kept the run's accuracy to within {points}",
             "chance": f"the run itself is within {points} of always answering the commonest "
-            f"class ({curve['chance']:.3f}): it learned nothing, no cut can say what it used",
+            f"class ({curve.chance:.3f}): it learned nothing, no cut can say what it used",
             "worse": f"the cut to k = 0 scores more than {points} above the run: "
             "its update made it worse",
         }[whatif.reading(curve)]
     )
-    if curve["dora"]:
+    if curve.dora:
         lines.append("DoRA: the cut keeps the learned magnitudes (k = 0 is magnitudes only)")
     return "\n".join(lines)
 

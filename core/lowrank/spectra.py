@@ -37,7 +37,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -256,14 +256,20 @@ def numerical_rank(S: Tensor, shape: tuple[int, int], eps: float = FLOAT32_EPS) 
     return int((~at_rounding_level(S, shape, eps)).sum().item())
 
 
-def spectrum_summary(S: Tensor, shape: tuple[int, int], k: int = DEFAULT_TOP_K) -> dict:
+@dataclass(frozen=True)
+class SpectrumSummary:
     """The four numbers above for one spectrum."""
-    return {
-        "effective_rank": effective_rank(S),
-        "stable_rank": stable_rank(S),
-        "energy_top_k": energy_top_k(S, k),
-        "numerical_rank": numerical_rank(S, shape),
-    }
+
+    effective_rank: float
+    stable_rank: float
+    energy_top_k: float
+    numerical_rank: int
+
+
+def spectrum_summary(S: Tensor, shape: tuple[int, int], k: int = DEFAULT_TOP_K) -> SpectrumSummary:
+    return SpectrumSummary(
+        effective_rank(S), stable_rank(S), energy_top_k(S, k), numerical_rank(S, shape)
+    )
 
 
 # -- subspace similarity --------------------------------------------------------------------------
@@ -323,16 +329,26 @@ def _index_grids(n1: int, n2: int) -> tuple[Tensor, Tensor]:
     return i, j
 
 
-def similarity_report(U1: Tensor, U2: Tensor, samples: int = 20, seed: int = 0) -> dict:
-    """Everything a heatmap of φ needs: the grid between the directions U1 (n1, dim) and
-    U2 (n2, dim), and the random baseline both as its expectation and as sampled."""
+@dataclass(frozen=True)
+class Similarity:
+    """Everything a heatmap of φ needs: the grid φ[i-1][j-1] between two sets of directions in
+    R^dim, and the random baseline both as its expectation and as sampled."""
+
+    phi: list[list[float]]
+    random_expected: list[list[float]]
+    random_sampled: list[list[float]]
+    dim: int
+
+
+def similarity_report(U1: Tensor, U2: Tensor, samples: int = 20, seed: int = 0) -> Similarity:
+    """Similarity between the directions U1 (n1, dim) and U2 (n2, dim)."""
     (n1, dim), n2 = U1.shape, U2.shape[0]
-    return {
-        "phi": subspace_similarity(U1, U2).tolist(),
-        "random_expected": random_similarity_expected(n1, n2, dim).tolist(),
-        "random_sampled": random_similarity_sampled(n1, n2, dim, samples, seed).tolist(),
-        "dim": dim,
-    }
+    return Similarity(
+        phi=subspace_similarity(U1, U2).tolist(),
+        random_expected=random_similarity_expected(n1, n2, dim).tolist(),
+        random_sampled=random_similarity_sampled(n1, n2, dim, samples, seed).tolist(),
+        dim=dim,
+    )
 
 
 def input_directions(update: LayerUpdate, n: int = 16) -> Tensor:
@@ -344,7 +360,7 @@ def input_directions(update: LayerUpdate, n: int = 16) -> Tensor:
     return delta.Vh[: max(1, min(n, rank))]
 
 
-def update_similarity(update_1: LayerUpdate, update_2: LayerUpdate, n: int = 16) -> dict:
+def update_similarity(update_1: LayerUpdate, update_2: LayerUpdate, n: int = 16) -> Similarity:
     """similarity_report of the input directions two runs learned for one layer: works for
     any pair of methods (LoRA at different ranks, LoRA against full fine-tuning).
 
@@ -362,7 +378,7 @@ def update_similarity(update_1: LayerUpdate, update_2: LayerUpdate, n: int = 16)
     return similarity_report(input_directions(update_1, n), input_directions(update_2, n))
 
 
-def compare_adapters(model_1: nn.Module, model_2: nn.Module, layer: str) -> dict:
+def compare_adapters(model_1: nn.Module, model_2: nn.Module, layer: str) -> Similarity:
     """similarity_report of the A matrices of one layer in two LoRA runs (LoRA paper, Fig. 3:
     e.g. an r = 8 run against an r = 64 run; rows = the top right singular vectors of A)."""
     A = []
@@ -382,18 +398,33 @@ def projection_norm(W0: Tensor, U: Tensor, Vh: Tensor) -> float:
     return torch.linalg.matrix_norm(U.T @ as_matrix(W0) @ Vh.T).item()
 
 
-def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -> dict:
+@dataclass(frozen=True)
+class Amplification:
     """How strongly delta_W amplifies directions of W0 (LoRA paper §7.3, Table 7).
 
-    Projects W0 onto three sets of r directions and divides ‖delta_W‖_F by each:
+    W0 is projected onto three sets of r directions and ‖delta_W‖_F divided by each:
       amplification         delta_W's own top-r directions. Large: the update boosts
                             directions that W0 barely uses.
       amplification_w0      W0's own top-r directions (what W0 already emphasises).
       amplification_random  r random directions (one draw of the chance level).
     The projections themselves are kept as projection_delta / _w0 / _random, and
-    projection_chance is the random one's expected size (see amplification_reading). base and
-    delta are the SVDs of W0 and delta_W.
+    projection_chance is the random one's expected size (see amplification_reading).
     """
+
+    amplification: float
+    amplification_w0: float
+    amplification_random: float
+    projection_delta: float
+    projection_w0: float
+    projection_random: float
+    projection_chance: float
+    delta_norm: float  # ‖delta_W‖_F
+    amplification_rank: int  # r
+
+
+def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -> Amplification:
+    """Amplification of the update whose SVD is `delta` on W0 (whose SVD is `base`), along its
+    top `rank` directions; `seed` draws the random ones."""
     W = as_matrix(W0)
     d, k = W.shape
     generator = torch.Generator().manual_seed(seed)
@@ -403,17 +434,17 @@ def amplification(W0: Tensor, base: SVD, delta: SVD, rank: int, seed: int = 0) -
     projection_delta = projection_norm(W, delta.U[:, :rank], delta.Vh[:rank])
     projection_w0 = torch.linalg.vector_norm(base.S[:rank]).item()  # = ‖U0ᵀ W0 V0‖_F
     projection_random = projection_norm(W, U_random, Vh_random)
-    return {
-        "amplification": _ratio(delta_norm, projection_delta),
-        "amplification_w0": _ratio(delta_norm, projection_w0),
-        "amplification_random": _ratio(delta_norm, projection_random),
-        "projection_delta": projection_delta,
-        "projection_w0": projection_w0,
-        "projection_random": projection_random,
-        "projection_chance": rank * torch.linalg.matrix_norm(W).item() / math.sqrt(d * k),
-        "delta_norm": delta_norm,
-        "amplification_rank": rank,
-    }
+    return Amplification(
+        amplification=_ratio(delta_norm, projection_delta),
+        amplification_w0=_ratio(delta_norm, projection_w0),
+        amplification_random=_ratio(delta_norm, projection_random),
+        projection_delta=projection_delta,
+        projection_w0=projection_w0,
+        projection_random=projection_random,
+        projection_chance=rank * torch.linalg.matrix_norm(W).item() / math.sqrt(d * k),
+        delta_norm=delta_norm,
+        amplification_rank=rank,
+    )
 
 
 CHANCE_FACTOR = 2.0  # within this factor of chance either way, a share of W0 is "chance"
@@ -436,13 +467,13 @@ class AmplificationReading:
     times: float
 
 
-def amplification_reading(layer: dict) -> AmplificationReading:
-    """AmplificationReading of a layer_report (or of amplification()'s numbers). Judged on the
-    expected chance level, not the one random draw of amplification_random: a draw of r = 1
-    direction can miss its expectation many times over."""
-    if layer["delta_norm"] == 0:
+def amplification_reading(numbers: Amplification) -> AmplificationReading:
+    """AmplificationReading of amplification()'s numbers (a LayerReport holds them too). Judged
+    on the expected chance level, not the one random draw of amplification_random: a draw of
+    r = 1 direction can miss its expectation many times over."""
+    if numbers.delta_norm == 0:
         return AmplificationReading("none", 0.0)
-    times = _ratio(layer["projection_delta"], layer["projection_chance"])
+    times = _ratio(numbers.projection_delta, numbers.projection_chance)
     if times >= CHANCE_FACTOR:
         return AmplificationReading("familiar", times)
     if times <= 1 / CHANCE_FACTOR:
@@ -457,9 +488,19 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 # -- intruder dimensions --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntruderDimensions:
+    """Which top singular directions of W0 + delta_W are intruders, and how close each comes
+    to a direction of W0 (its largest |cos| with one)."""
+
+    intruders: int
+    intruder_indices: list[int]
+    intruder_max_cos: list[float]
+
+
 def intruder_dimensions(
     U0: Tensor, U: Tensor, k: int = DEFAULT_TOP_K, eps: float = DEFAULT_EPSILON
-) -> dict:
+) -> IntruderDimensions:
     """Which of the top-k left singular vectors of W0 + delta_W are new (arXiv 2410.21228).
 
     U0 (d, m): every left singular vector of W0; U (d, ·): those of the adapted weight,
@@ -468,28 +509,40 @@ def intruder_dimensions(
     """
     max_cos = (U[:, :k].T.to(torch.float64) @ U0.to(torch.float64)).abs().max(dim=1).values
     indices = [i for i, cos in enumerate(max_cos.tolist()) if cos < eps]
-    return {
-        "intruders": len(indices),
-        "intruder_indices": indices,
-        "intruder_max_cos": max_cos.tolist(),
-    }
+    return IntruderDimensions(len(indices), indices, max_cos.tolist())
 
 
 # -- the size of the update ----------------------------------------------------------------------
-def relative_norms(S_W0: Tensor, S_delta: Tensor) -> dict:
+@dataclass(frozen=True)
+class RelativeNorms:
+    """How big delta_W is next to W0 (see relative_norms)."""
+
+    relative_norm_fro: float  # ‖delta_W‖_F / ‖W0‖_F
+    relative_norm_spectral: float  # σ1(delta_W) / σ1(W0)
+
+
+def relative_norms(S_W0: Tensor, S_delta: Tensor) -> RelativeNorms:
     """How big delta_W is next to W0, from their singular values: ‖delta_W‖_F / ‖W0‖_F (the
     Frobenius norm is the root of Σσ²) and σ1(delta_W) / σ1(W0) (the spectral norm). A
     low-rank update need not be small: a ratio near or above 1 is a large change."""
     S_W0, S_delta = S_W0.to(torch.float64), S_delta.to(torch.float64)
     top = S_delta.max().item() if S_delta.numel() else 0.0
-    return {
-        "relative_norm_fro": _ratio(S_delta.norm().item(), S_W0.norm().item()),
-        "relative_norm_spectral": _ratio(top, S_W0.max().item()),
-    }
+    return RelativeNorms(
+        _ratio(S_delta.norm().item(), S_W0.norm().item()), _ratio(top, S_W0.max().item())
+    )
 
 
 # -- DoRA view ------------------------------------------------------------------------------------
-def magnitude_direction_change(W0: Tensor, W: Tensor) -> dict:
+@dataclass(frozen=True)
+class MagnitudeDirection:
+    """DoRA's view of a change W0 → W: ΔM, the mean change of an output unit's magnitude, and
+    ΔD, the mean 1 − cos between its directions."""
+
+    delta_M: float
+    delta_D: float
+
+
+def magnitude_direction_change(W0: Tensor, W: Tensor) -> MagnitudeDirection:
     """DoRA's ΔM and ΔD between a weight W and its starting point W0 (arXiv 2402.09353 §2.2).
 
     Each output unit n (a row of the out × in matrix) has a magnitude ‖W[n]‖ and a
@@ -500,32 +553,53 @@ def magnitude_direction_change(W0: Tensor, W: Tensor) -> dict:
     W0, W = as_matrix(W0), as_matrix(W)
     delta_M = (W.norm(dim=1) - W0.norm(dim=1)).abs().mean()
     delta_D = (1 - torch.nn.functional.cosine_similarity(W, W0, dim=1)).mean()
-    return {"delta_M": delta_M.item(), "delta_D": delta_D.item()}
+    return MagnitudeDirection(delta_M.item(), delta_D.item())
 
 
 # -- one layer, one model -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerReport(
+    MagnitudeDirection, RelativeNorms, IntruderDimensions, Amplification, SpectrumSummary
+):
+    """Every analysis of one layer, as plain numbers and lists (ready for JSON and plots): it
+    holds the fields of each part (SpectrumSummary of delta_W, Amplification,
+    IntruderDimensions, RelativeNorms, MagnitudeDirection), so it goes wherever one of them is
+    read, and adding a number to a part adds it here. Besides:
+
+      shape          [d, k] of the weight as a matrix
+      sigma_W0, sigma_delta_W, sigma_W      the three spectra, largest first
+      planted        a planted-rank run's comparison with its secret update (analyses.reports
+                     adds it to the layer that holds it), else None
+    """
+
+    shape: list[int]
+    sigma_W0: list[float]
+    sigma_delta_W: list[float]
+    sigma_W: list[float]
+    planted: PlantedComparison | None = None
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data, one key per field, "shape" first as the command line
+        has always printed it; no "planted" key without one."""
+        numbers = {"shape": self.shape} | asdict(self)
+        if self.planted is None:
+            del numbers["planted"]
+        return numbers
+
+
 def layer_report(
     W0: Tensor,
     delta_W: Delta,
     k: int = DEFAULT_TOP_K,
     eps: float = DEFAULT_EPSILON,
     rank: int | None = None,
-) -> dict:
-    """Every analysis of one layer, as plain numbers and lists (ready for JSON and plots).
+) -> LayerReport:
+    """The LayerReport of one layer.
 
     W0 is the pretrained weight; delta_W a LowRankDelta (LoRA) or a dense tensor in W0's shape
     (full fine-tuning: W_ft − W0). `rank` is how many top directions amplification uses: by
-    default LoRA's r, and k for a dense update. The keys:
-
-      shape                      [d, k] of the weight as a matrix
-      effective_rank, stable_rank, energy_top_k, numerical_rank      of delta_W
-      amplification, amplification_w0, amplification_random, projection_delta,
-      projection_w0, projection_random, delta_norm, amplification_rank    see amplification()
-      intruders, intruder_indices, intruder_max_cos          see intruder_dimensions()
-      relative_norm_fro          ‖delta_W‖_F / ‖W0‖_F: how big the update is next to the weight
-      relative_norm_spectral     σ1(delta_W) / σ1(W0): its strongest direction next to W0's
-      delta_M, delta_D           DoRA's magnitude and direction change, W0 → W0 + delta_W
-      sigma_W0, sigma_delta_W, sigma_W      the three spectra, largest first
+    default LoRA's r, and k for a dense update. Spectrum numbers are those of delta_W; DoRA's
+    change is W0 → W0 + delta_W.
     """
     W0_matrix = as_matrix(W0)
     if rank is None:
@@ -534,20 +608,23 @@ def layer_report(
     base, delta = w0_svd(W0), delta_svd(delta_W)
     W = W0_matrix + dense_delta(delta_W)
     adapted = dense_svd(W)
-    return {
-        "shape": list(W0_matrix.shape),
-        **spectrum_summary(delta.S, tuple(W0_matrix.shape), k),
-        **amplification(W0, base, delta, rank),
-        **intruder_dimensions(base.U, adapted.U, k, eps),
-        **relative_norms(base.S, delta.S),
-        **magnitude_direction_change(W0_matrix, W),
-        "sigma_W0": base.S.tolist(),
-        "sigma_delta_W": delta.S.tolist(),
-        "sigma_W": adapted.S.tolist(),
-    }
+    parts = (
+        spectrum_summary(delta.S, tuple(W0_matrix.shape), k),
+        amplification(W0, base, delta, rank),
+        intruder_dimensions(base.U, adapted.U, k, eps),
+        relative_norms(base.S, delta.S),
+        magnitude_direction_change(W0_matrix, W),
+    )
+    return LayerReport(
+        **{name: value for part in parts for name, value in vars(part).items()},
+        shape=list(W0_matrix.shape),
+        sigma_W0=base.S.tolist(),
+        sigma_delta_W=delta.S.tolist(),
+        sigma_W=adapted.S.tolist(),
+    )
 
 
-SPECTRA = ("sigma_W0", "sigma_W", "sigma_delta_W")  # a layer_report's three spectra
+SPECTRA = ("sigma_W0", "sigma_W", "sigma_delta_W")  # a LayerReport's three spectra (fields)
 
 
 @dataclass(frozen=True)
@@ -559,14 +636,15 @@ class SpectrumPlot:
     axis: SigmaAxis
 
 
-def spectrum_plot(report: dict, normalised: bool = False) -> SpectrumPlot:
-    """SpectrumPlot of one layer_report; `normalised` divides each spectrum by its own σ1."""
+def spectrum_plot(report: LayerReport, normalised: bool = False) -> SpectrumPlot:
+    """SpectrumPlot of one LayerReport; `normalised` divides each spectrum by its own σ1."""
     kept, rounding = {}, {}
     for name in SPECTRA:
-        kept[name] = resolved(report[name], report["shape"])  # the first numerical_rank σ
+        sigma = getattr(report, name)
+        kept[name] = resolved(sigma, report.shape)  # the first numerical_rank σ
         if normalised and kept[name]:
             kept[name] = [value / kept[name][0] for value in kept[name]]
-        rounding[name] = len(report[name]) - len(kept[name])
+        rounding[name] = len(sigma) - len(kept[name])
     return SpectrumPlot(kept, rounding, SigmaAxis.of(kept.values()))
 
 
@@ -603,7 +681,7 @@ def model_report(
     model: nn.Module,
     k: int = DEFAULT_TOP_K,
     eps: float = DEFAULT_EPSILON,
-) -> dict[str, dict]:
+) -> dict[str, LayerReport]:
     """layer_report for every layer training changed: {layer path: report}.
 
     `model` is the LoRA-adapted model or the fine-tuned one; `base_model` the pretrained
@@ -633,37 +711,49 @@ def model_snapshot(base_model: nn.Module, model: nn.Module, n: int = 16) -> dict
         snapshot[name] = {
             "sigma": top_singular_values(update.delta_W, n),
             "shape": list(W.shape),  # what tells its σ at rounding level (see `resolved`)
-            **magnitude_direction_change(update.W0, W),
+            **asdict(magnitude_direction_change(update.W0, W)),
         }
     return snapshot
 
 
-def spectrum_evolution(snapshots: list[dict]) -> dict[str, dict[str, list]]:
-    """Turn snapshots [{"step": s, "layers": model_snapshot(...)}, ...] into per-layer series
-    for playing the spectrum's evolution: {layer: {"steps", "sigma" (one list per step, the
-    top n σ of model_snapshot only), "delta_M", "delta_D", "shape" (ΔW's, None if the run's
-    snapshots did not record it)}}. A layer missing from a snapshot (full
-    fine-tuning before its first step) has not moved yet: delta_W = 0 there.
+@dataclass(frozen=True)
+class SpectrumEvolution:
+    """One layer's update through training, one entry per snapshot: its top n σ (those
+    model_snapshot records only), DoRA's ΔM and ΔD, and ΔW's shape (None if the run's
+    snapshots did not record it).
 
     No effective or stable rank here: from the top 16 σ of a dense update they would be
     numbers of a truncated spectrum, not of delta_W (layer_report has the real ones)."""
+
+    steps: list[int]
+    sigma: list[list[float]]
+    delta_M: list[float]
+    delta_D: list[float]
+    shape: list[int] | None
+
+
+def spectrum_evolution(snapshots: list[dict]) -> dict[str, SpectrumEvolution]:
+    """Turn snapshots [{"step": s, "layers": model_snapshot(...)}, ...] into per-layer series
+    for playing the spectrum's evolution: {layer: SpectrumEvolution}. A layer missing from a
+    snapshot (full fine-tuning before its first step) has not moved yet: delta_W = 0 there."""
     names = list(dict.fromkeys(name for snap in snapshots for name in snap["layers"]))
     still = {"sigma": [], "delta_M": 0.0, "delta_D": 0.0}
     evolution = {}
     for name in names:
         records = [snap["layers"].get(name, still) for snap in snapshots]
-        evolution[name] = {
-            "steps": [snap["step"] for snap in snapshots],
-            "sigma": [record["sigma"] for record in records],
-            "delta_M": [record["delta_M"] for record in records],
-            "delta_D": [record["delta_D"] for record in records],
-            "shape": next((r["shape"] for r in reversed(records) if "shape" in r), None),
-        }
+        evolution[name] = SpectrumEvolution(
+            steps=[snap["step"] for snap in snapshots],
+            sigma=[record["sigma"] for record in records],
+            delta_M=[record["delta_M"] for record in records],
+            delta_D=[record["delta_D"] for record in records],
+            shape=next((r["shape"] for r in reversed(records) if "shape" in r), None),
+        )
     return evolution
 
 
 # -- planted-rank tasks ---------------------------------------------------------------------------
-def planted_comparison(delta_W: Delta, planted_delta_W: Tensor, planted_rank: int) -> dict:
+@dataclass(frozen=True)
+class PlantedComparison:
     """The learned update against the planted one delta_W* (rank r*) that made the labels.
 
     Both spectra, the subspace similarity grids of their top directions on the output side
@@ -671,24 +761,40 @@ def planted_comparison(delta_W: Delta, planted_delta_W: Tensor, planted_rank: in
     share of delta_W*'s r*-dimensional subspace that the learned update's top r* directions
     cover, ‖U*ᵀ U[:, :r*]‖_F² / r* (V on the input side). It is 1 when training found the
     planted directions; an update of rank r < r* covers at most r / r*; random directions
-    cover r*/d (left) and r*/k (right) on average.
+    cover r*/d (left, baseline_left) and r*/k (right, baseline_right) on average.
     """
+
+    sigma_learned: list[float]
+    sigma_planted: list[float]
+    planted_rank: int
+    similarity_left: list[list[float]]
+    similarity_right: list[list[float]]
+    overlap_left: float
+    overlap_right: float
+    baseline_left: float
+    baseline_right: float
+
+
+def planted_comparison(
+    delta_W: Delta, planted_delta_W: Tensor, planted_rank: int
+) -> PlantedComparison:
+    """PlantedComparison of a learned update delta_W with the planted delta_W*."""
     learned, planted = delta_svd(delta_W), dense_svd(planted_delta_W)
     d, k = planted.U.shape[0], planted.Vh.shape[1]
     n = min(max(planted_rank, DEFAULT_TOP_K), learned.S.numel())
     left = subspace_similarity(planted.U[:, :planted_rank].T, learned.U[:, :n].T)
     right = subspace_similarity(planted.Vh[:planted_rank], learned.Vh[:n])
-    return {
-        "sigma_learned": learned.S.tolist(),
-        "sigma_planted": planted.S.tolist(),
-        "planted_rank": planted_rank,
-        "similarity_left": left.tolist(),
-        "similarity_right": right.tolist(),
-        "overlap_left": coverage(planted.U.T, learned.U.T, planted_rank),
-        "overlap_right": coverage(planted.Vh, learned.Vh, planted_rank),
-        "baseline_left": planted_rank / d,
-        "baseline_right": planted_rank / k,
-    }
+    return PlantedComparison(
+        sigma_learned=learned.S.tolist(),
+        sigma_planted=planted.S.tolist(),
+        planted_rank=planted_rank,
+        similarity_left=left.tolist(),
+        similarity_right=right.tolist(),
+        overlap_left=coverage(planted.U.T, learned.U.T, planted_rank),
+        overlap_right=coverage(planted.Vh, learned.Vh, planted_rank),
+        baseline_left=planted_rank / d,
+        baseline_right=planted_rank / k,
+    )
 
 
 def coverage(target: Tensor, found: Tensor, n: int) -> float:

@@ -1,0 +1,1 @@
+"""Figure builders, one module per page: a page's numbers from core drawn as plotly figures."""
