@@ -342,11 +342,11 @@ def test_a_run_that_ends_while_the_server_restarts_is_saved_once_it_is_back(
     needs_postgres(POSTGRES_DIR)
     finish = RunStore.finish
 
-    def restart_first(store: RunStore, run_id: int, result: object) -> None:
+    def restart_first(store: RunStore, run_id: int, *saved: object) -> None:
         monkeypatch.setattr(RunStore, "finish", finish)  # the next tries: as they are
         server("stop")
         threading.Timer(3.0, server, ["start"]).start()
-        finish(store, run_id, result)  # not reachable: raises
+        finish(store, run_id, *saved)  # not reachable: raises
 
     monkeypatch.setattr(RunStore, "finish", restart_first)
     with RunStore() as store:
