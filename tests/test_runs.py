@@ -21,6 +21,7 @@ from core.common.config import RunConfig, SettingError
 from core.lowrank import peft_io
 from core.store import rundb
 from core.store.names import RUN_NAME_CHARS, default_name
+from core.store.outcome import FIELDS
 from core.store.records import RunRecord, comparable_runs
 from core.store.runs import RunStore, StoreError
 from core.training import export
@@ -86,6 +87,18 @@ def test_a_run_comes_back_as_it_was_saved(store, home):
     assert torch.equal(outputs(model), outputs(result.model))
     assert torch.equal(outputs(base), outputs(result.base))
     assert not torch.equal(outputs(model), outputs(base))
+
+
+def test_a_runs_outcome_is_kept_whole_and_printed_whole(store):
+    """A run's outcome is one dataclass: each of its fields is a column of the runs table, comes
+    back from the store as the training reported it, and is in both summaries (the JSON the
+    command line prints). A metric added to RunOutcome needs nothing else of the store."""
+    assert set(FIELDS) <= set(rundb.runs.columns.keys())
+    run_id, result = train_and_save(RunConfig(**SMALL), store)
+    record = store.get_summary(run_id)
+    assert record.outcome() == result.outcome()
+    assert result.num_classes == 10 and result.source_acc_after is not None  # (not None == None)
+    assert set(FIELDS) <= record.summary().keys() and set(FIELDS) <= result.summary().keys()
 
 
 @pytest.mark.parametrize(

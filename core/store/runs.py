@@ -26,11 +26,13 @@ Reading creates nothing: a store that does not exist yet reads as empty, and a r
 can be read.
 
 A run's steps reach the store while it trains (core.training.record saves them at each
-evaluation, and at least every second), so a page on any app server shows a run's live curves by
-reading them (steps_since), whichever server or command line started it.
+evaluation, and at least every FLUSH_S seconds), so a page on any app server shows a run's live
+curves by reading them (steps_since), whichever server or command line started it.
 
 The store keeps and returns a run's tensors (read_weights); it never builds a model from them:
-core.training.rebuild does, and core.training.export writes a run's adapter.
+core.training.rebuild does, and core.training.export writes a run's adapter. What it returns is
+a RunRecord (core/store/records.py), whose outcome (core/store/outcome.py) is the training's;
+the names it gives and checks are in core/store/names.py.
 """
 
 from __future__ import annotations
