@@ -977,7 +977,7 @@ def trained() -> tuple[RunConfig, object]:
 def saved(store: RunStore, trained) -> RunStore:
     """The store (`store`: each back end) with run 1 in it, finished, with its weights."""
     config, result = trained
-    store.finish(store.create(config), result)
+    record.finish(store, store.create(config), result)
     return store
 
 
@@ -1585,14 +1585,14 @@ def test_a_process_that_outlives_its_store_writes_nothing_into_a_new_one(lab, te
     shutil.copytree(template, lab, dirs_exist_ok=True)
     with RunStore() as new:
         assert new.create(config) == 2  # another run 2
-        new.finish(2, result)
+        record.finish(new, 2, result)
         folders = sorted(p.name for p in (lab / "runs").iterdir())
         assert len(folders) == 2 and all(re.fullmatch("[0-9a-f]{32}", f) for f in folders)
     before = fingerprint(lab)
     with pytest.raises(StoreError, match="moved or replaced while run 2 trained"):
         old.append(run_id, result.history, result.snapshots)
     with pytest.raises(StoreError, match="moved or replaced while run 2 trained"):
-        old.finish(run_id, result)
+        record.finish(old, run_id, result)
     old.fail(run_id, "it never gets here")  # never raises, writes nothing
     old.close()
     assert fingerprint(lab) == before
