@@ -23,8 +23,9 @@ from core.classroom.links import HIDE, PRESENTER
 from core.common.config import RunConfig, SettingError
 from core.common.paths import OfflineError
 from core.common.text import for_markdown
-from core.store import runs
-from core.store.runs import NoSuchRun, RunRecord, RunStore, StoreError
+from core.store.names import STUDENT_NAME_CHARS
+from core.store.records import RunRecord
+from core.store.runs import NoSuchRun, RunStore, StoreError, store_location
 from core.training import data, examples, measure
 
 
@@ -205,7 +206,7 @@ def name_box() -> None:
     st.text_input(
         tr("sidebar.name"),
         key=NAME,
-        max_chars=runs.STUDENT_NAME_CHARS,
+        max_chars=STUDENT_NAME_CHARS,
         placeholder=tr("sidebar.name_placeholder"),
         help=tr("sidebar.name_help"),
         on_change=_keep_name,
@@ -216,7 +217,7 @@ def _keep_name() -> None:
     try:
         st.session_state[NAME] = store().name_student(student_id(), st.session_state[NAME])
         _names.clear()
-    except ValueError as error:  # control characters (core.store.runs.checked_name): nothing kept
+    except ValueError as error:  # control characters (core.store.names.checked_name): nothing kept
         st.error(refused(error))
     except StoreError as error:
         failed(error)
@@ -398,7 +399,7 @@ def _open_store(path: str) -> RunStore:
 
 def store() -> RunStore:
     """The run database, opened once per server (it is safe to share between threads)."""
-    return _open_store(str(runs.store_location()))
+    return _open_store(str(store_location()))
 
 
 def visible_runs(

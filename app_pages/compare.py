@@ -37,8 +37,10 @@ from core.common.paths import OfflineError
 from core.common.text import for_figure, for_markdown
 from core.jobs import pool as jobs
 from core.jobs.scheduler import Job
-from core.store.runs import RUN_NAME_CHARS, RunRecord, StoreError, table_row
-from core.training import adapters
+from core.store.names import RUN_NAME_CHARS
+from core.store.records import RunRecord, table_row
+from core.store.runs import StoreError
+from core.training import adapters, export
 from core.training.train import head_trains
 from core.training.zoo import default_targets
 
@@ -164,7 +166,7 @@ def rank_text(config: RunConfig) -> str:
 # ----------------------------------------------------------------------------- the runs
 
 
-TABLE_COLUMNS = {  # core.store.runs.TableRow's fields, and their titles in the catalogs
+TABLE_COLUMNS = {  # core.store.records.TableRow's fields, and their titles in the catalogs
     "name": "col_name",
     "student": "col_student",
     # the results first: on a laptop's screen they are seen without scrolling
@@ -184,7 +186,7 @@ TABLE_COLUMNS = {  # core.store.runs.TableRow's fields, and their titles in the 
 
 
 def runs_table(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per run (core.store.runs.table_row); with classmates' runs shown, whose each is (the
+    """One row per run (records.table_row); with classmates' runs shown, whose each is (the
     names they gave). A setting a method does not have reads "—", not "None"."""
     names = student_names()
     rows = [table_row(r, names.get(r.owner, "")) for r in records]
@@ -357,7 +359,7 @@ def manage(records: list[RunRecord]) -> None:
     if record.config.method == "lora" and record.has_weights:
         col_peft.download_button(
             tr("compare.peft"),
-            data=lambda: store().adapter_zip(run_id),
+            data=lambda: export.adapter_zip(store(), run_id),
             file_name=f"lora-lab-run-{run_id}-peft.zip",
             mime="application/zip",
             icon=":material/archive:",

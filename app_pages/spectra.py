@@ -19,9 +19,10 @@ from core.analyses import reports, whatif
 from core.classroom import links, spectra_view
 from core.common.paths import OfflineError
 from core.lowrank import spectra
-from core.store import runs
+from core.store.records import RunRecord, comparable_runs
 from core.store.runs import StoreError
 from core.training import data, measure
+from core.training.rebuild import rebuild
 
 PAGE = "spectra"
 DEFAULTS = links.SPECTRA_DEFAULTS
@@ -34,7 +35,7 @@ def key(name: str) -> str:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def run_models(run_id: int, store_path: str):
     """(base, trained model) of a run, loaded once; nothing here modifies them."""
-    return store().load_run_model(run_id)
+    return rebuild(store(), run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -46,7 +47,7 @@ def run_report(run_id: int, store_path: str) -> dict[str, spectra.LayerReport]:
 def changed_layers(run_id: int, store_path: str) -> list[str]:
     """The layers a run changed (cheap to keep: names only; the models are not cached here,
     so listing many runs does not push the open run's models out of run_models' cache)."""
-    return list(spectra.layer_updates(*store().load_run_model(run_id)))
+    return list(spectra.layer_updates(*rebuild(store(), run_id)))
 
 
 def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
@@ -82,7 +83,7 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
 PLAY_SECONDS = 1.0  # ▶ Play: how long each snapshot stays on screen
 
 
-def moment_section(full: runs.RunRecord, layer: str) -> None:
+def moment_section(full: RunRecord, layer: str) -> None:
     """The run's curves and the snapshot slider, in step: a click on a curve or the slider
     picks a snapshot; the curves mark it, and σ(ΔW) and the metrics of that step show.
     ▶ Play moves the slider itself through every snapshot (the page runs this as a fragment
@@ -187,7 +188,7 @@ def measured(compute, run_id: int) -> Any:
         return None
 
 
-def cut_section(record: runs.RunRecord) -> None:
+def cut_section(record: RunRecord) -> None:
     st.markdown(tr("spectra.cut_intro"))
     curve = measured(truncation, record.id)
     if curve is None:
@@ -201,7 +202,7 @@ def cut_section(record: runs.RunRecord) -> None:
         st.caption(tr("spectra.cut_dora"))
 
 
-def intruders_section(record: runs.RunRecord) -> None:
+def intruders_section(record: RunRecord) -> None:
     st.markdown(tr("spectra.intruders_intro"))
     curve = measured(intruders, record.id)
     if curve is None:
@@ -227,7 +228,7 @@ def intruders_section(record: runs.RunRecord) -> None:
     st.caption(tr("spectra.intruders_caption"))
 
 
-def layers_section(record: runs.RunRecord) -> None:
+def layers_section(record: RunRecord) -> None:
     st.markdown(tr("spectra.layers_intro"))
     report = measured(importance, record.id)
     if report is None:
@@ -255,7 +256,7 @@ WHAT_IF = {  # expander key → (title, what it draws): each computes only once 
 }
 
 
-def what_if_section(record: runs.RunRecord) -> None:
+def what_if_section(record: RunRecord) -> None:
     st.subheader(tr("spectra.whatif_title"))
     st.markdown(tr("spectra.whatif_intro"))
     for name, (title, draw) in WHAT_IF.items():
@@ -372,7 +373,7 @@ what_if_section(record)
 
 st.subheader(tr("spectra.similarity_title"))
 st.markdown(tr("spectra.similarity_intro"))
-others = runs.comparable_runs(
+others = comparable_runs(
     record, layer, offered.records, lambda run_id: changed_layers(run_id, store().where)
 )
 st.session_state[key("other")] = spectra_view.still_offered(

@@ -43,7 +43,7 @@ from core.jobs import pool as jobs
 from core.jobs.scheduler import Job
 from core.lowrank import methods
 from core.lowrank.targets import eligible_layers, resolve_targets
-from core.store import runs
+from core.store.names import default_name
 from core.store.runs import StoreError
 from core.training import data, measure, train, zoo
 from core.training.zoo import default_targets
@@ -451,7 +451,7 @@ def which_run(view: live.RunView, form: RunConfig | None) -> None:
     """Which run the result below is (#id and name), and each setting in which it differs from
     the form above: a lesson link or a new tab sets the form, while the run shown may be the
     student's latest, trained under other settings (core.classroom.run_differences)."""
-    name = runs.default_name(view.config)
+    name = default_name(view.config)
     with contextlib.suppress(StoreError):  # deleted meanwhile: its settings still tell
         name = name if view.run_id is None else store().get_summary(view.run_id).name
     which = (

@@ -91,7 +91,8 @@ from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 
 from core.jobs import executors, ray_jobs
 from core.jobs.class_queue import SharedPool
-from core.store.runs import RunRecord, RunStore, StoreError
+from core.store.records import RunRecord
+from core.store.runs import RunStore, StoreError
 
 try:  # optional (requirements-distributed.txt): only --servers K > 1 needs it
     import ray

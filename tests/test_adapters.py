@@ -17,9 +17,11 @@ from test_runs import SMALL, outputs, outside
 from core.analyses import reports
 from core.common.config import RunConfig
 from core.lowrank import lora, peft_io
-from core.store.runs import RunStore, train_and_save
-from core.training import adapters, zoo
+from core.store.runs import RunStore
+from core.training import adapters, export, zoo
 from core.training.adapters import import_adapter
+from core.training.rebuild import rebuild
+from core.training.record import train_and_save
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
 
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread", "home")  # each test has its 
 def exported(store, tmp_path) -> tuple[int, dict[str, bytes]]:
     """A trained LoRA run and the files of its exported zip: (run id, {name: content})."""
     run_id, _ = train_and_save(RunConfig(**SMALL), store)
-    with zipfile.ZipFile(store.export_peft(run_id, tmp_path / "run.zip")) as archive:
+    with zipfile.ZipFile(export.export_peft(store, run_id, tmp_path / "run.zip")) as archive:
         return run_id, {name: archive.read(name) for name in archive.namelist()}
 
 
@@ -60,7 +62,7 @@ def saved_state(store: RunStore) -> tuple[list, list]:
 def test_an_exported_run_comes_back_with_the_same_logits_and_delta_W(store, tmp_path, settings):
     config = RunConfig(**SMALL, **settings)
     run_id, result = train_and_save(config, store)
-    zip_bytes = store.export_peft(run_id, tmp_path / "run.zip").read_bytes()
+    zip_bytes = export.export_peft(store, run_id, tmp_path / "run.zip").read_bytes()
     new_id = import_adapter(zip_bytes, RunConfig(model=config.model), store, "bob", "run.zip")
     record = store.get(new_id)
     assert (record.status, record.owner, record.reason) == ("imported", "bob", "from run.zip")
@@ -70,7 +72,7 @@ def test_an_exported_run_comes_back_with_the_same_logits_and_delta_W(store, tmp_
     assert record.test_acc_before == result.test_acc_before  # the same task, measured again
     assert record.test_acc_after == result.test_acc_after
     assert record.trainable_params == result.trainable_params
-    _, model = store.load_run_model(new_id)
+    _, model = rebuild(store, new_id)
     assert torch.equal(outputs(model), outputs(result.model))
     original, imported = lora.delta_weights(result.model), lora.delta_weights(model)
     assert original.keys() == imported.keys()
@@ -92,7 +94,7 @@ def test_a_peft_save_pretrained_folder_zipped_imports(store, tmp_path):
     new_id = import_adapter(zipped(files), RunConfig(model="mlp"), store)
     record = store.get_summary(new_id)
     assert record.config.targets == ["fc1"] and record.config.rank == 2
-    _, model = store.load_run_model(new_id)
+    _, model = rebuild(store, new_id)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), peft_model.eval()(x), atol=1e-5, rtol=1e-5)
         assert not torch.allclose(model(x), base(x), atol=1e-3)  # the head came along too
@@ -127,7 +129,7 @@ def test_a_pickle_is_never_opened_and_the_store_is_unchanged(
 def test_an_adapter_for_another_model_does_not_fit(store, tmp_path):
     """The CNN's fc1 takes 32·7·7 inputs, the MLP's 784: same name, other shape."""
     run_id, _ = train_and_save(RunConfig(model="cnn", targets="fc1", rank=2, **SMALL), store)
-    zip_bytes = store.export_peft(run_id, tmp_path / "cnn.zip").read_bytes()
+    zip_bytes = export.export_peft(store, run_id, tmp_path / "cnn.zip").read_bytes()
     before = saved_state(store)
     with pytest.raises(ValueError, match="does not fit this model: fc1"):
         import_adapter(zip_bytes, RunConfig(model="mlp"), store)

@@ -15,6 +15,7 @@ from core.classroom import lessons, links
 from core.classroom.i18n import catalog
 from core.common.config import RunConfig, config_choices
 from core.store import runs
+from core.store.names import default_name
 
 DEFAULTS = {
     "model": "mlp",
@@ -381,7 +382,7 @@ def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, page, 
     at = open_page(page, query, first={"lang": lang})
     assert not at.exception
     labels = [option for box in [*at.selectbox, *at.multiselect] for option in box.options]
-    assert f"#{paused_run} · {runs.default_name(RunConfig(steps=5))} · paused" in labels
+    assert f"#{paused_run} · {default_name(RunConfig(steps=5))} · paused" in labels
     if page == "compare":  # the table of runs too
         table = at.dataframe[0].value
         assert list(table[catalog(lang).t("compare.col_status")]) == ["paused"]

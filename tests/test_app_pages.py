@@ -27,7 +27,8 @@ from core.common import limits
 from core.common.config import RunConfig
 from core.jobs.scheduler import Job
 from core.store import runs
-from core.training import measure, train, zoo
+from core.training import export, measure, train, zoo
+from core.training.record import train_and_save
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
@@ -305,7 +306,7 @@ def what_if_runs(lab_home) -> dict[str, int]:
     try:
         with runs.RunStore() as store:
             return {
-                name: runs.train_and_save(RunConfig(steps=TRAIN_STEPS, **config), store)[0]
+                name: train_and_save(RunConfig(steps=TRAIN_STEPS, **config), store)[0]
                 for name, (config, _) in WHAT_IF_RUNS.items()
             }
     finally:
@@ -380,7 +381,7 @@ def test_a_students_name_is_shown_to_the_teacher_beside_their_runs(lab_home):
     assert at.text_input(key="student.name").value == "Ann L."
     assert "Ann" not in str(dict(at.query_params))
     with runs.RunStore() as store:
-        run_id, _ = runs.train_and_save(RunConfig(steps=2), store, owner=ann)
+        run_id, _ = train_and_save(RunConfig(steps=2), store, owner=ann)
     assert open_page("learn", student=ann).text_input(key="student.name").value == "Ann L."
     teacher = open_page("compare", {"everyone": "1"})
     table = teacher.dataframe[-1].value
@@ -532,7 +533,7 @@ def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
     Spectra; a file that is not a zip gets one clear line and no run."""
     _, run_id = trained
     with runs.RunStore() as store:
-        adapter = store.export_peft(run_id).read_bytes()
+        adapter = export.export_peft(store, run_id).read_bytes()
         count = len(store.list())
     at = open_page("compare")
     at.file_uploader(key="compare.upload").set_value(("my-adapter.zip", b"no zip", "text/plain"))
@@ -791,7 +792,7 @@ def test_after_a_server_restart_the_latest_run_comes_from_the_store(lab_home):
     """No job of the student in this server's pool (it was restarted): the store has the run."""
     config = RunConfig(steps=12, rank=2, eval_interval=5, snapshot_interval=5)
     with runs.RunStore() as store:
-        run_id, result = runs.train_and_save(config, store, owner="f" * 32)
+        run_id, result = train_and_save(config, store, owner="f" * 32)
     at = open_page("train", student="f" * 32)
     assert not at.exception and "train.job" not in at.session_state
     assert any(f"#{run_id}" in caption.value for caption in at.main.caption)  # which run

@@ -18,6 +18,7 @@ from core.classroom import lessons, links
 from core.classroom.i18n import catalog
 from core.common.config import RunConfig
 from core.store import runs
+from core.training.record import train_and_save
 from core.training.train import Event
 
 RUN = RunConfig(steps=20, rank=2)  # mlp, rotate, LoRA; snapshots at steps 10 and 20
@@ -33,7 +34,7 @@ def stored_run(config: RunConfig = RUN, stop_at: int | None = None) -> tuple[str
             stop.set()
 
     with runs.RunStore() as store:
-        run_id, _ = runs.train_and_save(config, store, student, press_stop, stop)
+        run_id, _ = train_and_save(config, store, student, press_stop, stop)
     return student, run_id
 
 

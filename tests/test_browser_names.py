@@ -8,7 +8,8 @@ import pytest
 from test_browser import CHART, new_page, shoot, wait_for_app
 
 from core.common.config import RunConfig
-from core.store.runs import RunStore, train_and_save
+from core.store.runs import RunStore
+from core.training.record import train_and_save
 
 pytestmark = pytest.mark.browser
 

@@ -17,7 +17,9 @@ from core.analyses import whatif
 from core.cli import commands
 from core.common.config import RunConfig
 from core.lowrank import spectra
-from core.store.runs import RunStore, train_and_save
+from core.store.runs import RunStore
+from core.training import export
+from core.training.record import train_and_save
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,7 +108,7 @@ def test_runs_import_saves_an_adapter_zip_as_a_run(capsys, tmp_path, restore_thr
     torch.set_num_threads(1)
     with RunStore() as store:
         run_id, _ = train_and_save(RunConfig(steps=3), store)
-        adapter = str(store.export_peft(run_id, tmp_path / "adapter.zip"))
+        adapter = str(export.export_peft(store, run_id, tmp_path / "adapter.zip"))
     assert main(["runs", "import", adapter, "--model", "mlp", "--shift", "invert", "--json"]) == 0
     imported = json.loads(capsys.readouterr().out)
     assert imported["run_id"] != run_id and imported["status"] == "imported"

@@ -16,7 +16,9 @@ from streamlit.testing.v1 import AppTest
 
 from core.classroom.i18n import catalog
 from core.common.config import RunConfig
-from core.store.runs import RUN_NAME_CHARS, RunStore, train_and_save
+from core.store.names import RUN_NAME_CHARS
+from core.store.runs import RunStore
+from core.training.record import train_and_save
 
 STUDENT, TEACHER = "5" * 32, "7" * 32
 RUN_NAMES = ["<b>x</b><img src=x onerror=alert(1)>", "我的 <i>r4</i> & co", "plain"]

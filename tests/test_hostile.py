@@ -46,9 +46,12 @@ from core.common.config import BOUNDS, DEFAULT_LR, RunConfig, parse
 from core.jobs import executors
 from core.lowrank import peft_io
 from core.store import rundb, runs
-from core.store.runs import RunStore, StoreError, train_and_save
-from core.training import data
+from core.store.names import RUN_NAME_CHARS
+from core.store.runs import RunStore, StoreError
+from core.training import data, export, record
 from core.training import train as train_module
+from core.training.rebuild import rebuild
+from core.training.record import train_and_save
 from core.training.train import diverged, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +80,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def adapter(template: Path) -> dict[str, bytes]:
     """The files of run 1's PEFT zip: {name: content}."""
     with RunStore(template / "runs.db") as store:
-        content = store.adapter_zip(1)
+        content = export.adapter_zip(store, 1)
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
 
@@ -922,7 +925,7 @@ def test_an_imported_files_name_is_kept_as_one_line_of_text(lab, adapter, tmp_pa
     assert (status, err) == (0, "")
     reason = json.loads(out)["reason"]
     assert reason.startswith("from \\x1b[2J\\nfrom evil xxx") and reason.endswith("…")
-    assert len(reason) == len("from ") + runs.RUN_NAME_CHARS and reason.isprintable()
+    assert len(reason) == len("from ") + RUN_NAME_CHARS and reason.isprintable()
 
 
 UNREADABLE = {
@@ -974,7 +977,7 @@ def trained() -> tuple[RunConfig, object]:
 def saved(store: RunStore, trained) -> RunStore:
     """The store (`store`: each back end) with run 1 in it, finished, with its weights."""
     config, result = trained
-    store.finish(store.create(config), result)
+    record.finish(store, store.create(config), result)
     return store
 
 
@@ -1455,9 +1458,9 @@ UNREACHABLE = rundb.Unreachable("postgresql://lab:***@db:5432/lab", "connection 
 
 @pytest.fixture
 def restarting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """RunStore.finish as while a PostgreSQL server restarts: not reachable for its first two
-    calls, then back. Returns the calls, one run id each."""
-    finish, calls = RunStore.finish, []
+    """Saving a finished run (record.finish) as while a PostgreSQL server restarts: not
+    reachable for its first two calls, then back. Returns the calls, one run id each."""
+    finish, calls = record.finish, []
 
     def after_a_restart(store: RunStore, run_id: int, result: object) -> None:
         calls.append(run_id)
@@ -1465,8 +1468,8 @@ def restarting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             raise UNREACHABLE
         finish(store, run_id, result)
 
-    monkeypatch.setattr(RunStore, "finish", after_a_restart)
-    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01, raising=False)  # (not in the unfixed code)
+    monkeypatch.setattr(record, "finish", after_a_restart)
+    monkeypatch.setattr(record, "RETRY_EVERY_S", 0.01, raising=False)  # (not in the unfixed code)
     return calls
 
 
@@ -1484,8 +1487,8 @@ def test_a_run_whose_database_stays_away_says_what_became_of_it(lab, capsys, mon
         raise UNREACHABLE
 
     monkeypatch.setattr(RunStore, "finish", away)
-    monkeypatch.setattr(runs, "SAVE_WAIT_S", 0.05)
-    monkeypatch.setattr(runs, "RETRY_EVERY_S", 0.01)
+    monkeypatch.setattr(record, "SAVE_WAIT_S", 0.05)
+    monkeypatch.setattr(record, "RETRY_EVERY_S", 0.01)
     status, out, err = run(capsys, *NEW_RUN)
     assert (status, out) == (2, "")
     assert_one_line(err, "run 2 could not be saved: the run database at postgresql://lab:***@")
@@ -1582,14 +1585,14 @@ def test_a_process_that_outlives_its_store_writes_nothing_into_a_new_one(lab, te
     shutil.copytree(template, lab, dirs_exist_ok=True)
     with RunStore() as new:
         assert new.create(config) == 2  # another run 2
-        new.finish(2, result)
+        record.finish(new, 2, result)
         folders = sorted(p.name for p in (lab / "runs").iterdir())
         assert len(folders) == 2 and all(re.fullmatch("[0-9a-f]{32}", f) for f in folders)
     before = fingerprint(lab)
     with pytest.raises(StoreError, match="moved or replaced while run 2 trained"):
         old.append(run_id, result.history, result.snapshots)
     with pytest.raises(StoreError, match="moved or replaced while run 2 trained"):
-        old.finish(run_id, result)
+        record.finish(old, run_id, result)
     old.fail(run_id, "it never gets here")  # never raises, writes nothing
     old.close()
     assert fingerprint(lab) == before
@@ -1608,7 +1611,7 @@ def test_a_schema_1_store_is_upgraded_and_its_runs_keep_their_weights(lab):
     db.close()
     with RunStore() as store:
         assert store.weights_path(1) == lab / "runs" / "1" / runs.WEIGHTS_FILE
-        store.load_run_model(1)
+        rebuild(store, 1)
     with sqlite3.connect(lab / "runs.db") as db:
         version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert version == (str(rundb.SCHEMA_VERSION),)

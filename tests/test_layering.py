@@ -209,13 +209,6 @@ def test_every_layer_says_what_it_may_import_and_names_only_layers():
         assert allowed(package) <= set(LAYERS) - {package}, package
 
 
-# The store still records, rebuilds and exports runs itself: issue 19 moves that out.
-STORE_STILL_TRAINS = {
-    ("core.store.runs", "core.lowrank.peft_io"),
-    ("core.store.runs", "core.training.train"),
-}
-
-
 def test_each_layer_imports_only_the_layers_its_docstring_allows():
     strays = []
     for source, targets in core_graph().items():
@@ -224,11 +217,22 @@ def test_each_layer_imports_only_the_layers_its_docstring_allows():
             continue
         for target in targets:
             there = layer(target)
-            if (source, target) in STORE_STILL_TRAINS:
-                continue
             if there != here and there not in allowed(here) | {"core"}:
                 strays.append(f"{source} imports {target}")
     assert not strays, "imports against the layers:\n" + "\n".join(sorted(strays))
+
+
+def test_the_store_loads_nothing_that_trains_rebuilds_or_exports_a_model():
+    """The run store is a leaf: importing it, in a fresh process, loads no module of the
+    training or of the low-rank math (so it builds no model, and can be used without them)."""
+    code = (
+        "import sys, core.store.runs; "
+        "print(sorted(m for m in sys.modules if m.startswith(('core.training', 'core.lowrank'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_layers_have_an_order():

@@ -16,7 +16,7 @@ import pytest
 
 from core.classroom import live
 from core.classroom.i18n import catalog
-from core.store.runs import train_and_save
+from core.training.record import train_and_save
 from core.training.train import Event, RunConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent

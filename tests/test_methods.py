@@ -12,6 +12,8 @@ from core.lowrank import lora, methods
 from core.lowrank.peft_io import export_peft, import_peft
 from core.store import runs
 from core.training import data, train, zoo
+from core.training.rebuild import rebuild
+from core.training.record import train_and_save
 
 
 def grads_after_backward(model: torch.nn.Module, method: str, **kwargs) -> set[str]:
@@ -220,9 +222,9 @@ def test_a_frozen_head_run_is_stored_and_rebuilt_with_its_head_frozen(home):
     none, and computes what the run computed, bit for bit."""
     config = RunConfig(train_head=False, steps=5, eval_interval=5, snapshot_interval=5)
     with runs.RunStore() as store:
-        run_id, result = runs.train_and_save(config, store)
+        run_id, result = train_and_save(config, store)
         assert store.get_summary(run_id).config == config
-        base, model = store.load_run_model(run_id)
+        base, model = rebuild(store, run_id)
     assert not any(n.startswith("head.") for n in trainable_names(model))
     assert torch.equal(model.head.weight, base.head.weight)
     x = data.source_task().x_test

@@ -12,14 +12,8 @@ from markdown_it import MarkdownIt
 from core.classroom import labels
 from core.common.config import DATASETS, MODELS, SHIFTS, RunConfig, SettingError
 from core.common.text import for_figure, for_markdown, for_terminal, one_line
-from core.store.runs import (
-    RUN_NAME_CHARS,
-    STUDENT_NAME_CHARS,
-    RunRecord,
-    checked_name,
-    default_name,
-    table_row,
-)
+from core.store.names import RUN_NAME_CHARS, STUDENT_NAME_CHARS, checked_name, default_name
+from core.store.records import RunRecord, table_row
 
 # -- default names --------------------------------------------------------------------------------
 # Pairs of runs a class compares (issue 18): each pair differs in one setting, and so in its name.
@@ -136,7 +130,8 @@ def record(config: RunConfig, **fields: object) -> RunRecord:
         "id": 7, "name": "mine", "owner": "o", "config": config, "status": "finished",
         "reason": "", "created": 0.0, "seconds": 2.5, "test_acc_before": 0.4,
         "test_acc_after": 0.9, "trainable_params": 100, "total_params": 1000, "num_classes": 10,
-        "torch_threads": 1, "has_weights": True, "source_acc_after": 0.5,
+        "torch_threads": 1, "has_weights": True, "source_acc_before": 0.6,
+        "source_acc_after": 0.5,
     }  # fmt: skip
     return RunRecord(**{**values, **fields})
 

@@ -32,7 +32,9 @@ from core.__main__ import main
 from core.common.config import RunConfig
 from core.jobs import pool as jobs
 from core.store import rundb
-from core.store.runs import RunStore, StoreError, train_and_save
+from core.store.runs import RunStore, StoreError
+from core.training.rebuild import rebuild
+from core.training.record import train_and_save
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-Pa55"  # a password that must never be shown
@@ -215,7 +217,7 @@ def test_a_role_that_may_only_read_reads_and_each_write_is_one_line(
     with RunStore() as store:
         [record] = store.list()
         assert store.get(record.id).status == "finished"
-        store.load_run_model(record.id)
+        rebuild(store, record.id)
         writes = [
             (lambda: store.rename(record.id, "mine now"), f"cannot rename run {record.id}"),
             (lambda: store.delete(record.id), f"cannot delete run {record.id}"),
@@ -234,10 +236,11 @@ def test_a_role_that_may_only_read_reads_and_each_write_is_one_line(
 READ_ELSEWHERE = """
 import json, sys, torch
 from core.store.runs import RunStore
+from core.training.rebuild import rebuild
 from test_runs import outputs
 torch.set_num_threads(1)  # as the test's own process: the same sums, the same bits
 with RunStore() as store:
-    _, model = store.load_run_model(int(sys.argv[1]))
+    _, model = rebuild(store, int(sys.argv[1]))
 print(json.dumps(outputs(model).tolist()))
 """
 
@@ -334,16 +337,16 @@ def test_a_run_that_ends_while_the_server_restarts_is_saved_once_it_is_back(
     postgres_db, monkeypatch
 ):
     """Issue 18: the store said "retrying" and nothing retried; the run was left unfinished.
-    Now the finished run waits for the server (runs.SAVE_WAIT_S) and is saved."""
+    Now the finished run waits for the server (record.SAVE_WAIT_S) and is saved."""
     monkeypatch.setenv(rundb.SETTING, postgres_db)
     needs_postgres(POSTGRES_DIR)
     finish = RunStore.finish
 
-    def restart_first(store: RunStore, run_id: int, result: object) -> None:
+    def restart_first(store: RunStore, run_id: int, *saved: object) -> None:
         monkeypatch.setattr(RunStore, "finish", finish)  # the next tries: as they are
         server("stop")
         threading.Timer(3.0, server, ["start"]).start()
-        finish(store, run_id, result)  # not reachable: raises
+        finish(store, run_id, *saved)  # not reachable: raises
 
     monkeypatch.setattr(RunStore, "finish", restart_first)
     with RunStore() as store:

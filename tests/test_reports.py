@@ -8,7 +8,8 @@ import torch
 from core.analyses import reports
 from core.common.config import RunConfig
 from core.lowrank.lora import adapted_layers
-from core.store.runs import train_and_save
+from core.training.rebuild import rebuild
+from core.training.record import train_and_save
 
 
 def test_analyse_run_reports_the_saved_planted_run(store, one_thread):
@@ -46,7 +47,7 @@ def test_planted_report_names_the_layer_a_run_did_not_train(store, one_thread):
     planted_in_fc2 = {"shift": "planted-rank", "shift_params": {"layer": "fc2"}}
     config = RunConfig(**planted_in_fc2, targets=["fc1"], steps=2)
     run_id, _ = train_and_save(config, store)
-    base_model, model = store.load_run_model(run_id)
+    base_model, model = rebuild(store, run_id)
     with pytest.raises(ValueError, match="'fc2', which this run did not train"):
         reports.planted_report(base_model, model, reports.planted_of(config))
 

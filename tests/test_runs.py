@@ -20,15 +20,13 @@ import torch
 from core.common.config import RunConfig, SettingError
 from core.lowrank import peft_io
 from core.store import rundb
-from core.store.runs import (
-    RUN_NAME_CHARS,
-    RunRecord,
-    RunStore,
-    StoreError,
-    comparable_runs,
-    default_name,
-    train_and_save,
-)
+from core.store.names import RUN_NAME_CHARS, default_name
+from core.store.outcome import FIELDS
+from core.store.records import RunRecord, comparable_runs
+from core.store.runs import RunStore, StoreError
+from core.training import export
+from core.training.rebuild import rebuild
+from core.training.record import train_and_save
 from core.training.train import Event
 
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
@@ -85,10 +83,22 @@ def test_a_run_comes_back_as_it_was_saved(store, home):
         assert getattr(record, key) == summary[key]
     for key in ("source_acc_before", "source_acc_after", "lr"):
         assert record.summary()[key] == summary[key] is not None
-    base, model = store.load_run_model(run_id)
+    base, model = rebuild(store, run_id)
     assert torch.equal(outputs(model), outputs(result.model))
     assert torch.equal(outputs(base), outputs(result.base))
     assert not torch.equal(outputs(model), outputs(base))
+
+
+def test_a_runs_outcome_is_kept_whole_and_printed_whole(store):
+    """A run's outcome is one dataclass: each of its fields is a column of the runs table, comes
+    back from the store as the training reported it, and is in both summaries (the JSON the
+    command line prints). A metric added to RunOutcome needs nothing else of the store."""
+    assert set(FIELDS) <= set(rundb.runs.columns.keys())
+    run_id, result = train_and_save(RunConfig(**SMALL), store)
+    record = store.get_summary(run_id)
+    assert record.outcome() == result.outcome()
+    assert result.num_classes == 10 and result.source_acc_after is not None  # (not None == None)
+    assert set(FIELDS) <= record.summary().keys() and set(FIELDS) <= result.summary().keys()
 
 
 @pytest.mark.parametrize(
@@ -103,7 +113,7 @@ def test_a_run_comes_back_as_it_was_saved(store, home):
 )
 def test_every_kind_of_run_reloads_exactly(store, settings):
     run_id, result = train_and_save(RunConfig(**{**SMALL, **settings}), store)
-    _, model = store.load_run_model(run_id)
+    _, model = rebuild(store, run_id)
     assert torch.equal(outputs(model), outputs(result.model))
 
 
@@ -187,7 +197,7 @@ def test_a_run_deleted_while_training_fails_clearly_and_leaves_no_files(store, w
 
 def test_export_is_a_peft_adapter_that_loads_back(store, tmp_path):
     run_id, result = train_and_save(RunConfig(**SMALL), store)
-    path = store.export_peft(run_id, tmp_path / "adapter.zip")
+    path = export.export_peft(store, run_id, tmp_path / "adapter.zip")
     with zipfile.ZipFile(path) as archive:
         assert sorted(archive.namelist()) == [peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE]
         archive.extractall(tmp_path / "adapter")
@@ -199,7 +209,7 @@ def test_export_is_a_peft_adapter_that_loads_back(store, tmp_path):
 def test_only_lora_runs_export(store):
     run_id, _ = train_and_save(RunConfig(method="head", steps=2), store)
     with pytest.raises(StoreError, match="only LoRA runs"):
-        store.export_peft(run_id)
+        export.export_peft(store, run_id)
 
 
 def test_a_diverged_run_is_kept_as_failed_without_weights(store):
@@ -208,7 +218,7 @@ def test_a_diverged_run_is_kept_as_failed_without_weights(store):
     assert record.status == "failed" and "learning rate" in record.reason
     assert record.history == result.history
     with pytest.raises(StoreError, match="no saved weights"):
-        store.load_run_model(run_id)
+        rebuild(store, run_id)
 
 
 def test_a_config_the_model_rejects_leaves_no_run(store):
@@ -219,8 +229,9 @@ def test_a_config_the_model_rejects_leaves_no_run(store):
 
 CRASHING_RUN = """
 import torch
-from core.store.runs import RunStore, train_and_save
+from core.store.runs import RunStore
 from core.common.config import RunConfig, SettingError
+from core.training.record import train_and_save
 
 def progress(event):
     if event.kind == "eval" and event.step == 20:
@@ -369,6 +380,8 @@ def record_of(run_id: int, model: str) -> RunRecord:
         seconds=1.0,
         test_acc_before=0.5,
         test_acc_after=0.9,
+        source_acc_before=None,
+        source_acc_after=None,
         trainable_params=10,
         total_params=100,
         num_classes=10,

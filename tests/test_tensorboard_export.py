@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from core.analyses.tensorboard_export import export_tensorboard, tensorboard_zip
 from core.common.config import RunConfig
-from core.store.runs import train_and_save
+from core.training.record import train_and_save
 
 
 @pytest.fixture

@@ -399,7 +399,7 @@ def test_layer_importance_of_full_fine_tuning_covers_every_changed_matrix(runs, 
 
 
 def test_a_saved_run_opens_with_its_stored_accuracy(store, one_thread):
-    from core.store.runs import train_and_save
+    from core.training.record import train_and_save
 
     run_id, result = train_and_save(RunConfig(model="cnn", targets="conv2", steps=5), store)
     run = measure.open_run(run_id, store)

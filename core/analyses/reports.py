@@ -25,6 +25,7 @@ from core.common.config import RunConfig
 from core.lowrank import spectra
 from core.store.runs import RunStore
 from core.training.data import Planted
+from core.training.rebuild import rebuild
 from core.training.train import load_task
 
 
@@ -43,7 +44,7 @@ def analyse_run(
     if store is None:
         with RunStore() as own_store:
             return analyse_run(run_id, own_store, k, eps)
-    base_model, model = store.load_run_model(run_id)
+    base_model, model = rebuild(store, run_id)
     report = spectra.model_report(base_model, model, k, eps)
     config = store.get_summary(run_id).config
     if config.shift == "planted-rank":

@@ -35,7 +35,7 @@ from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
 
 from core.common import paths
-from core.store.runs import RunRecord
+from core.store.records import RunRecord
 
 CURVES = {  # history key → tag
     "train_loss": "loss/train",

@@ -28,7 +28,7 @@ from core.classroom.i18n import Catalog
 from core.common.config import RunConfig
 from core.jobs.scheduler import Job
 from core.lowrank import spectra
-from core.store.runs import RunRecord
+from core.store.records import RunRecord
 from core.training.train import Event
 
 MAX_POINTS = 300  # per curve sent to the browser; plotly draws more, the eye sees no more

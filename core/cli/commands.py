@@ -34,10 +34,11 @@ from core.common.text import for_terminal
 from core.jobs import executors
 from core.jobs.pool import default_executor
 from core.jobs.scheduler import Pool
-from core.store.runs import RunStore, StoreError, train_and_save
-from core.training import train, zoo
+from core.store.runs import RunStore, StoreError
+from core.training import export, train, zoo
 from core.training.adapters import import_adapter, read_zip
 from core.training.measure import open_run
+from core.training.record import train_and_save
 
 OWNER = "cli"
 CLOSED_PIPE = 141  # 128 + SIGPIPE: the status a shell shows for a tool whose reader went away
@@ -265,7 +266,7 @@ def _export(args: argparse.Namespace, store: RunStore) -> Path:
     """Export a run: its PEFT adapter zip, or with --tensorboard its TensorBoard events (any
     method: a run without adapter still has curves). Returns where it went."""
     if args.tensorboard is None:
-        return store.export_peft(args.run_id, _zip_named(args.out), force=args.force)
+        return export.export_peft(store, args.run_id, _zip_named(args.out), force=args.force)
     if args.force:
         raise ValueError(
             "--force replaces the zip of --out; a TensorBoard export never writes over anything "

@@ -4,7 +4,7 @@ Such text reaches places that read markup: a plotly figure reads a subset of HTM
 legend, hover and annotation text (`<b>`, `<a href>`, `<span style>`), and a terminal obeys the
 control codes in what it prints (ESC sequences clear the screen or retitle the window, a newline
 forges a row of a table). Stored text may hold either, even once names are checked on the way
-in (core.store.runs.checked_name): a row edited by hand, a store written by an older version. Each
+in (core.store.names.checked_name): a row edited by hand, a store written by an older version. Each
 function here makes one such place show the characters themselves.
 """
 

@@ -26,8 +26,9 @@ import torch
 
 from core.common.config import Bound, RunConfig, check_bound
 from core.common.limits import Limits, parse_count
-from core.store.runs import RunStore, StoreError, train_and_save
+from core.store.runs import RunStore, StoreError
 from core.training import data, zoo
+from core.training.record import train_and_save
 from core.training.train import Event, StopFlag, load_task, planned_steps
 
 WORKERS_SETTING = "LORA_LAB_WORKERS"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from core.common.config import short_repr
 from core.lowrank.lora import LoRAConv2d, LoRALayer, adapted_layers, inject
 from core.lowrank.targets import eligible_layers
 
@@ -187,14 +187,16 @@ def adapter_settings(config: dict) -> AdapterSettings:
     rank, alpha = config["r"], config["lora_alpha"]  # numbers: read_peft checked
     whole = isinstance(rank, int) or (math.isfinite(rank) and rank.is_integer())
     if not (whole and rank >= 1):
-        raise ValueError(f"{CONFIG_FILE}: r must be a whole number ≥ 1 (got {_shown(rank)}).")
+        raise ValueError(f"{CONFIG_FILE}: r must be a whole number ≥ 1 (got {short_repr(rank)}).")
     if not (_finite(alpha) and alpha > 0):
         raise ValueError(
-            f"{CONFIG_FILE}: lora_alpha must be a finite number > 0 (got {_shown(alpha)})."
+            f"{CONFIG_FILE}: lora_alpha must be a finite number > 0 (got {short_repr(alpha)})."
         )
     dropout = config.get("lora_dropout") or 0.0
     if not (_is_number(dropout) and 0 <= dropout < 1):
-        raise ValueError(f"{CONFIG_FILE}: lora_dropout must be in [0, 1) (got {_shown(dropout)}).")
+        raise ValueError(
+            f"{CONFIG_FILE}: lora_dropout must be in [0, 1) (got {short_repr(dropout)})."
+        )
     if config.get("init_lora_weights", True) not in (True, False, "gaussian"):
         raise ValueError(
             "only adapters trained from PEFT's default or gaussian init can be "
@@ -203,7 +205,7 @@ def adapter_settings(config: dict) -> AdapterSettings:
     for key in ("use_rslora", "use_dora"):
         if not (config.get(key) is None or isinstance(config[key], bool)):  # 1 is not true
             raise ValueError(
-                f"{CONFIG_FILE}: {key} must be true or false (got {_shown(config[key])})."
+                f"{CONFIG_FILE}: {key} must be true or false (got {short_repr(config[key])})."
             )
     rslora, dora = bool(config.get("use_rslora")), bool(config.get("use_dora"))
     return AdapterSettings(int(rank), float(alpha), float(dropout), rslora, dora)
@@ -277,11 +279,6 @@ def _finite(number: float) -> bool:
         return False
 
 
-def _shown(value: object) -> str:
-    """A value from the file, shortened for a one-line message (a 400-digit rank, say)."""
-    return reprlib.repr(value)
-
-
 def _adapter_layers(
     base_model: nn.Module, tensors: dict[str, Tensor], settings: AdapterSettings
 ) -> dict[str, dict[str, Tensor]]:
@@ -320,7 +317,7 @@ def _adapter_layers(
         if parts["A"].shape[:1] != (settings.rank,):
             raise ValueError(
                 f"{path}.lora_A has shape {tuple(parts['A'].shape)}, but {CONFIG_FILE} says "
-                f"r = {_shown(settings.rank)}: A must have r rows."
+                f"r = {short_repr(settings.rank)}: A must have r rows."
             )
     return layers
 

@@ -35,13 +35,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
 
 from core.common import paths
+from core.store.outcome import FIGURES, RunOutcome
 
 APP_ID = "lora-lab"
 SCHEMA_VERSION = 2  # 2: each run's own folder (uuid) and its process's start time
@@ -79,6 +80,16 @@ class Unreachable(StoreError):
 
 
 # -- the schema ------------------------------------------------------------------------------------
+FIGURE_TYPES = {float | None: sa.Float, int | None: sa.Integer}  # a RunOutcome field's column
+
+
+def outcome_columns() -> list[sa.Column]:
+    """A column for each figure of a run's outcome (RunOutcome's fields past its status and
+    reason), in its order: NULL until the run ends, and where it has no such figure."""
+    hints = get_type_hints(RunOutcome)
+    return [sa.Column(name, FIGURE_TYPES[hints[name]]) for name in FIGURES]
+
+
 metadata = sa.MetaData()
 RUN_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: the rowid itself
 
@@ -100,20 +111,14 @@ runs = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("pid", sa.Integer),  # the process training it, while it runs
     sa.Column("created", sa.Float, nullable=False),  # seconds since the epoch
-    sa.Column("seconds", sa.Float),
-    sa.Column("test_acc_before", sa.Float),
-    sa.Column("test_acc_after", sa.Float),
-    sa.Column("trainable_params", sa.Integer),
-    sa.Column("total_params", sa.Integer),
-    sa.Column("num_classes", sa.Integer),
+    *outcome_columns(),  # seconds, test_acc_before, …: a run's figures (RunOutcome)
     sa.Column("torch_threads", sa.Integer),  # results are bit-identical only for equal counts
     sa.Column("has_weights", sa.Integer, nullable=False, server_default="0"),
-    # Added since schema 1 (so they may be NULL: an older store gets them on opening).
+    # Added since schema 1 (so they may be NULL: an older store gets them on opening, as it
+    # gets a figure added since, such as source_acc_before).
     sa.Column("folder", sa.Text),  # its folder under runs/: a uuid; NULL (schema 1): its id
     sa.Column("pid_started", sa.Float),  # when the process `pid` started: a reused pid has another
     sa.Column("host", sa.Text),  # the machine of `pid` (NULL: this one; SQLite is one machine)
-    sa.Column("source_acc_before", sa.Float),  # accuracy on the source task: NULL where none
-    sa.Column("source_acc_after", sa.Float),
     sqlite_autoincrement=True,  # a deleted run's id is never given to another run
 )
 sa.Index("runs_by_owner", runs.c.owner, runs.c.id)  # an owner's latest runs

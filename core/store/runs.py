@@ -25,27 +25,28 @@ do. Writes that fail (a full disk, a read-only file) raise a StoreError and chan
 Reading creates nothing: a store that does not exist yet reads as empty, and a read-only one
 can be read.
 
-A run's steps reach the store while it trains (_Recorder: at each evaluation, and at least
-every FLUSH_S seconds), so a page on any app server shows a run's live curves by reading them
-(steps_since), whichever server or command line started it.
+A run's steps reach the store while it trains (core.training.record saves them at each
+evaluation, and at least every FLUSH_S seconds), so a page on any app server shows a run's live
+curves by reading them (steps_since), whichever server or command line started it.
+
+The store keeps and returns a run's tensors (read_weights); it never builds a model from them:
+core.training.rebuild does, and core.training.export writes a run's adapter. What it returns is
+a RunRecord (core/store/records.py), whose outcome (core/store/outcome.py) is the training's;
+the names it gives and checks are in core/store/names.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
-import zipfile
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,25 +55,16 @@ import sqlalchemy as sa
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save, save_file
-from torch import nn
 
-from core.common import paths, text
+from core.common import paths
 from core.common.config import RunConfig, SettingError, short_repr
-from core.lowrank import peft_io
 from core.store import rundb
+from core.store.names import RUN_NAME_CHARS, STUDENT_NAME_CHARS, checked_name, default_name
+from core.store.outcome import FIELDS, RunOutcome
+from core.store.records import RunProgress, RunRecord
 from core.store.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, students, weights
-from core.training.train import Event, RunResult, StopFlag, build_models, train
 
-__all__ = [
-    "NoSuchRun",
-    "RunProgress",
-    "RunRecord",
-    "RunStore",
-    "StoreError",
-    "TableRow",
-    "table_row",
-    "train_and_save",
-]
+__all__ = ["NoSuchRun", "RunStore", "SavedWeights", "StoreError"]
 
 WEIGHTS_FILE = "weights.safetensors"
 # A run's id is a signed 64-bit number that starts at 1 (SQLite's INTEGER PRIMARY KEY, and
@@ -89,15 +81,6 @@ FOLDER = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: nothing else is ever a run'
 ACTIVE_STATUSES = ("running",)
 SAME_PROCESS_S = 1.0  # start times further apart than this are two processes with one pid
 HOST = socket.gethostname()  # whose process ids a store may check (runs.host)
-FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
-STUDENT_NAME_CHARS = 40  # a name as a teacher reads it in a list of runs
-SAVE_WAIT_S = 30.0  # how long a finished run waits for an unreachable database to come back
-RETRY_EVERY_S = 1.0
-# A run's name: room for the longest name default_name gives, so that any run can be renamed to
-# the name it has (a page's name box holds at most this many characters).
-RUN_NAME_CHARS = 100
-TARGETS_CHARS = 20  # the target layers in a default name: a run of many layers still fits
-STANDARD = RunConfig()  # a default name says where a LoRA run's init and scaling differ from it
 
 
 class NoSuchRun(StoreError):
@@ -105,126 +88,13 @@ class NoSuchRun(StoreError):
     where a run that is there but cannot be read (a row edited by hand) is named."""
 
 
-@dataclass
-class RunRecord:
-    """A stored run. `history` and `snapshots` are filled by RunStore.get, empty in list()."""
-
-    id: int
-    name: str
-    owner: str
-    config: RunConfig
-    status: str
-    reason: str
-    created: float
-    seconds: float | None
-    test_acc_before: float | None
-    test_acc_after: float | None
-    trainable_params: int | None
-    total_params: int | None
-    num_classes: int | None
-    torch_threads: int | None
-    has_weights: bool
-    folder: str = field(default="", repr=False)  # its folder under runs/ (see _folder)
-    source_acc_before: float | None = None  # accuracy on the source task (RunResult's)
-    source_acc_after: float | None = None
-    history: list[dict] = field(default_factory=list)
-    snapshots: list[dict] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly fields for tables and the command line (no history)."""
-        return {
-            "run_id": self.id,
-            "name": self.name,
-            "owner": self.owner,
-            "status": self.status,
-            "reason": self.reason,
-            "created": self.created,
-            "seconds": self.seconds,
-            "test_acc_before": self.test_acc_before,
-            "test_acc_after": self.test_acc_after,
-            "source_acc_before": self.source_acc_before,
-            "source_acc_after": self.source_acc_after,
-            "lr": self.config.learning_rate,  # the rate it trained at (the method's, if unset)
-            "trainable_params": self.trainable_params,
-            "total_params": self.total_params,
-            "config": self.config.to_dict(),
-        }
-
-
 @dataclass(frozen=True)
-class TableRow:
-    """A run as the table of runs shows it (the Compare page, and its CSV): its results first,
-    then every setting that tells two runs of a class apart. A setting a method does not have
-    (rank, alpha, target layers) is None; only a LoRA run can be a DoRA one."""
+class SavedWeights:
+    """What a run trained, as the store kept it (RunStore.read_weights)."""
 
-    id: int
-    name: str
-    student: str  # the name its owner gave, "" if none
-    test_acc_before: float | None
-    test_acc_after: float | None
-    source_acc_after: float | None
-    method: str
-    rank: int | None
-    alpha: float | None
-    dora: bool
-    targets: str | None  # "all-linear", or the layers' names and globs, comma-separated
-    lr: float
-    status: str
-    trainable_params: int | None
-    seconds: float | None
-
-
-def table_row(record: RunRecord, student: str = "") -> TableRow:
-    """`record` as a row of the table of runs; `student`: the name its owner gave."""
-    config = record.config
-    lora = config.method == "lora"
-    return TableRow(
-        id=record.id,
-        name=record.name,
-        student=student,
-        test_acc_before=record.test_acc_before,
-        test_acc_after=record.test_acc_after,
-        source_acc_after=record.source_acc_after,
-        method=config.method,
-        rank=config.rank if lora else None,
-        alpha=config.alpha if lora else None,
-        dora=lora and config.dora,
-        targets=_targets_text(config.targets) if lora else None,
-        lr=config.learning_rate,
-        status=record.status,
-        trainable_params=record.trainable_params,
-        seconds=record.seconds,
-    )
-
-
-def comparable_runs(
-    record: RunRecord,
-    layer: str,
-    candidates: Iterable[RunRecord],
-    changed_layers: Callable[[int], Collection[str]],
-) -> list[int]:
-    """The ids of the candidates whose update of `layer` can be compared with `record`'s (the
-    subspace similarity φ of two runs): the same model, so the same W0 and the same shape, and
-    a change in that layer. `changed_layers(run_id)` names the layers a run changed (the caller
-    decides how to find and keep them); a run it cannot read (StoreError) is left out."""
-    ids = []
-    for other in candidates:
-        if other.id == record.id or other.config.model != record.config.model:
-            continue
-        with contextlib.suppress(StoreError):
-            if layer in changed_layers(other.id):
-                ids.append(other.id)
-    return ids
-
-
-@dataclass
-class RunProgress:
-    """What a run logged after a step, and where it stands now: what a live view polls."""
-
-    status: str
-    reason: str
-    history: list[dict]  # metrics after the step, in order (as RunRecord.history)
-    snapshots: list[dict]  # spectrum snapshots after the step, in order
+    record: RunRecord  # the run, without its history
+    tensors: dict[str, torch.Tensor]  # its trained tensors by name (core.training.record's)
+    source: str  # where they were read: the file, or the run database
 
 
 def default_path() -> Path:
@@ -239,57 +109,6 @@ def store_location() -> str | Path:
         return default_path()
     rundb.postgres_url(configured)
     return configured
-
-
-def default_name(config: RunConfig) -> str:
-    """A readable name that tells apart the runs a class compares, such as
-    "lora r=4 α=8 · mlp · mnist-5k/rotate" or "dora r=4 α=16 · vit[*.attn.q,*.attn.v] · …":
-    a LoRA run says its rank and alpha, DoRA, an init or scaling other than the standard one,
-    and its target layers unless they are all the linear ones; any method says "head-frozen" where
-    the head kept its pretrained weights. At most RUN_NAME_CHARS."""
-    model, method = config.model, config.method
-    if config.method == "lora":
-        method = f"{'dora' if config.dora else 'lora'} r={config.rank} α={config.alpha:g}"
-        method += "".join(
-            f" {getattr(config, setting)}"
-            for setting in ("init", "scaling")
-            if getattr(config, setting) != getattr(STANDARD, setting)
-        )
-        if config.targets != "all-linear":
-            model += f"[{text.one_line(_targets_text(config.targets), TARGETS_CHARS)}]"
-    if not config.train_head:
-        method += " head-frozen"
-    task = config.dataset if config.shift == "none" else f"{config.dataset}/{config.shift}"
-    return text.one_line(f"{method} · {model} · {task}", RUN_NAME_CHARS)
-
-
-def _targets_text(targets: list[str] | str) -> str:
-    """A run's target layers as one text: "fc1,fc2" (a string of them is already one)."""
-    return targets if isinstance(targets, str) else ",".join(targets)
-
-
-def checked_name(name: str, most: int) -> str:
-    """A name someone typed (a student's, a run's), as it is kept: its whitespace (tabs, line
-    breaks, wide spaces) made single spaces, none at its ends. SettingError if it then holds a
-    character that is not printable (a terminal's control codes, a bidirectional override: a
-    name is shown on a teacher's screen and terminal) or more than `most` characters: nothing
-    is kept of a refused name. One check for every name, from a page, the command line or a
-    store's caller."""
-    kept = " ".join(name.split())
-    if hidden := next((c for c in kept if not c.isprintable()), None):
-        code = f"U+{ord(hidden):04X}"
-        raise SettingError(
-            f"a name cannot hold control characters ({code}): type it again as plain text",
-            "errors.name_control",
-            {"code": code},
-        )
-    if len(kept) > most:
-        raise SettingError(
-            f"a name has at most {most} characters, this one has {len(kept)}: shorten it",
-            "errors.name_too_long",
-            {"most": most, "length": len(kept)},
-        )
-    return kept
 
 
 def process_start(pid: int) -> float | None:
@@ -391,42 +210,36 @@ class RunStore:
 
         self._db.run(save_progress, f"save the progress of run {run_id}")
 
-    def finish(self, run_id: int, result: RunResult) -> None:
-        """Save a run's outcome: weights first, then every row in one transaction. (With
-        PostgreSQL the weights are a row too, in the same transaction.)
+    def finish(
+        self,
+        run_id: int,
+        outcome: RunOutcome,
+        history: list[dict],
+        snaps: list[dict],
+        tensors: dict[str, torch.Tensor] | None,
+    ) -> None:
+        """Save a run's outcome, its history and snapshots, and what it trained (`tensors`;
+        None: nothing usable, as of a failed run): the weights first, then every row in one
+        transaction. (With PostgreSQL the weights are a row too, in the same transaction.)
 
         StoreError if the run's row is gone (deleted while it trained) or the store cannot be
         written (disk full): then nothing is written, and a weights file already written is
         removed again."""
         folder = self._own(run_id)
-        has_weights = result.status != "failed"
         in_table = None
-        if has_weights and self.weights_dir is None:
-            in_table = save(trained_tensors(result.model))
-        elif has_weights:
+        if tensors is not None and self.weights_dir is None:
+            in_table = save(tensors)
+        elif tensors is not None:
             self._db.run(lambda conn: _check_row(conn, run_id, folder))  # gone? write nothing
-            self._write_weights(run_id, folder, result.model)
-        outcome = {
-            "status": result.status,
-            "reason": result.reason,
-            "pid": None,
-            "seconds": result.seconds,
-            "test_acc_before": result.test_acc_before,
-            "test_acc_after": result.test_acc_after,
-            "source_acc_before": result.source_acc_before,
-            "source_acc_after": result.source_acc_after,
-            "trainable_params": result.trainable_params,
-            "total_params": result.total_params,
-            "num_classes": result.task.num_classes,
-            "has_weights": int(has_weights),
-        }
+            self._write_weights(run_id, folder, tensors)
+        row = {**outcome.as_json(), "pid": None, "has_weights": int(tensors is not None)}
 
         def save_outcome(conn: sa.Connection) -> None:
             _check_row(conn, run_id, folder)
-            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(outcome))
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(row))
             conn.execute(sa.delete(metrics).where(metrics.c.run_id == run_id))
             conn.execute(sa.delete(snapshots).where(snapshots.c.run_id == run_id))
-            _insert_progress(conn, run_id, result.history, result.snapshots)
+            _insert_progress(conn, run_id, history, snaps)
             if in_table is not None:
                 rundb.upsert(conn, weights, [{"run_id": run_id, "data": in_table}], ["run_id"])
 
@@ -475,14 +288,14 @@ class RunStore:
             )
         return folder
 
-    def _write_weights(self, run_id: int, folder: str, model: nn.Module) -> None:
+    def _write_weights(self, run_id: int, folder: str, tensors: dict[str, torch.Tensor]) -> None:
         """Write to a temporary file and rename it: a reader never sees half a file. If that
         fails (disk full), the partial file goes and StoreError says nothing was saved."""
         directory = self.weights_dir / folder
         partial = directory / (WEIGHTS_FILE + ".partial")
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            save_file(trained_tensors(model), partial)
+            save_file(tensors, partial)
             with open(partial, "rb") as file:
                 os.fsync(file.fileno())  # on disk before the database says it is there
             os.replace(partial, directory / WEIGHTS_FILE)
@@ -609,34 +422,11 @@ class RunStore:
         """One run without its history: cheaper than get()."""
         return _record(self._db.run(lambda conn: _row(conn, run_id)))
 
-    def load_run_model(self, run_id: int) -> tuple[nn.Module, nn.Module]:
-        """(base model, trained model) of a saved run, rebuilt from its config and weights.
-
-        StoreError if the config cannot build a model (its row was edited by hand), or if the
-        weights do not fit the model it builds (other names, shapes or kinds of number) or hold
-        NaN or inf: they were damaged or replaced."""
+    def read_weights(self, run_id: int) -> SavedWeights:
+        """What run `run_id` trained, as saved. StoreError if it has none (it failed) or they
+        cannot be read (a damaged file, a missing row)."""
         record = self._with_weights(run_id)
-        tensors, source = self._read_weights(record)
-        try:  # a config written by hand: a seed past 2**32, 10**12 classes, a rank > d
-            record.config.validate()
-            base, model = build_models(record.config, record.num_classes)
-        except ValueError as error:
-            raise StoreError(f"run {run_id} cannot be rebuilt from its config ({error})") from None
-        expected = model.state_dict()
-        missing = set(tensors) - set(expected)
-        if missing:
-            raise StoreError(f"the weights of run {run_id} do not fit its model: {sorted(missing)}")
-        for name, tensor in tensors.items():
-            if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
-                raise StoreError(
-                    f"the weights of run {run_id} do not fit its model: {name} is "
-                    f"{_described(tensor)} in {source}, {_described(expected[name])} in the model"
-                )
-        broken = sorted(name for name, tensor in tensors.items() if not tensor.isfinite().all())
-        if broken:  # a spectrum of inf is no spectrum: SVD refuses it
-            raise StoreError(f"the weights of run {run_id} hold NaN or inf: {', '.join(broken)}")
-        model.load_state_dict(tensors, strict=False)
-        return base.eval(), model.eval()
+        return SavedWeights(record, *self._read_weights(record))
 
     def _with_weights(self, run_id: int) -> RunRecord:
         record = self.get_summary(run_id)
@@ -658,60 +448,6 @@ class RunStore:
         except (SafetensorError, OSError) as error:
             raise StoreError(f"the weights of run {record.id} cannot be read ({error})") from None
 
-    # -- exporting ------------------------------------------------------------------------------
-    def adapter_zip(self, run_id: int) -> bytes:
-        """A LoRA run's adapter as the bytes of a PEFT-format zip (adapter_config.json +
-        adapter_model.safetensors), for a download or export_peft."""
-        record = self.get_summary(run_id)
-        if record.config.method != "lora":
-            raise StoreError(
-                f"run {run_id} used method {record.config.method!r}: only LoRA runs have an "
-                "adapter to export"
-            )
-        _, model = self.load_run_model(run_id)
-        buffer = io.BytesIO()
-        try:
-            with tempfile.TemporaryDirectory() as folder:
-                peft_io.export_peft(model, folder)
-                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                    for file in sorted(Path(folder).iterdir()):
-                        archive.write(file, file.name)
-        except OSError as error:  # $TMPDIR full, say
-            where = tempfile.gettempdir()
-            raise StoreError(
-                f"cannot write the adapter of run {run_id} into the temporary folder {where} "
-                f"({paths.why(error, where)}): make room there, or set TMPDIR to another folder"
-            ) from None
-        return buffer.getvalue()
-
-    def export_peft(
-        self, run_id: int, zip_path: str | Path | None = None, force: bool = False
-    ) -> Path:
-        """Write a LoRA run's adapter as a PEFT-format zip; returns where.
-
-        Never over the store (its database or weights), and never over an existing file
-        unless `force`: then the file is replaced whole, at once. Without `zip_path`, a new
-        file in <home>/exports/ (run-<id>-peft.zip, or -2, -3, … if that exists)."""
-        content = self.adapter_zip(run_id)
-        if zip_path:
-            target = Path(zip_path)
-            self.check_export_target(target)
-            try:
-                _write_new(target, content, force)
-            except FileExistsError:
-                raise StoreError(
-                    f"{target} already exists: choose another file, or replace it with --force "
-                    "(nothing was written)"
-                ) from None
-            return target
-        exports = paths.home() / "exports"
-        for number in range(1, 10_000):
-            target = exports / f"run-{run_id}-peft{'' if number == 1 else f'-{number}'}.zip"
-            with contextlib.suppress(FileExistsError):
-                _write_new(target, content, force=False)
-                return target
-        raise StoreError(f"{exports} holds too many exports of run {run_id}: clear it out")
-
     def check_export_target(self, target: Path) -> None:
         """StoreError if writing `target` would write over the store or its weights."""
         resolved = target.resolve()
@@ -726,16 +462,6 @@ class RunStore:
                 f"{target} is inside the run store's weights folder {self.weights_dir}: export "
                 "elsewhere (nothing was written)"
             )
-
-
-def trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What a run changed: its trainable parameters, plus for PiSSA the base weights of the
-    adapted layers (PiSSA moves W0's top singular part into B A and keeps only the residual)."""
-    tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    for name, module in model.named_modules():
-        if getattr(module, "init", None) == "pissa":
-            tensors[f"{name}.base.weight"] = module.base.weight
-    return {n: t.detach().cpu().contiguous().clone() for n, t in tensors.items()}
 
 
 # -- the database, row by row ---------------------------------------------------------------------
@@ -893,24 +619,15 @@ def _record(row: sa.RowMapping) -> RunRecord:
             f"run {row['id']} cannot be read: its config is not valid ({error})"
         ) from None
     return RunRecord(
+        **{name: row[name] for name in FIELDS},
         id=row["id"],
         name=row["name"],
         owner=row["owner"],
         config=config,
-        status=row["status"],
-        reason=row["reason"],
         created=row["created"],
-        seconds=row["seconds"],
-        test_acc_before=row["test_acc_before"],
-        test_acc_after=row["test_acc_after"],
-        trainable_params=row["trainable_params"],
-        total_params=row["total_params"],
-        num_classes=row["num_classes"],
         torch_threads=row["torch_threads"],
         has_weights=bool(row["has_weights"]),
         folder=_folder(row),
-        source_acc_before=row["source_acc_before"],
-        source_acc_after=row["source_acc_after"],
     )
 
 
@@ -926,141 +643,5 @@ def _check_kinds(row: sa.RowMapping) -> None:
         )
 
 
-def _described(tensor: torch.Tensor) -> str:
-    return f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
-
-
-def _write_new(target: Path, content: bytes, force: bool) -> None:
-    """Write `content` as `target`: a new file (FileExistsError if there is one), or with
-    `force` a replacement renamed into place whole. StoreError if it cannot be written."""
-    if target.is_dir():
-        raise StoreError(f"{target} is a folder: name the .zip file to write")
-    if target.exists() and not target.is_file():  # /dev/null, a pipe: never replaced, forced or not
-        raise StoreError(f"{target} is not a regular file: name a .zip file to write")
-    try:
-        paths.make_folder(target.parent)
-    except paths.PathError as error:
-        raise StoreError(f"cannot write {target}: {error.why}") from None
-    if force:
-        _replace_whole(target, content)
-        return
-    try:
-        file = open(target, "xb")  # noqa: SIM115 (closed below) — "x": never an existing file
-    except FileExistsError:
-        raise
-    except OSError as error:
-        raise StoreError(f"cannot write {target}: {error.strerror}") from None
-    try:
-        with file:
-            file.write(content)
-    except OSError as error:
-        target.unlink(missing_ok=True)  # the half-written file is ours: it was new
-        raise StoreError(f"cannot write {target}: {error.strerror}") from None
-
-
-def _replace_whole(target: Path, content: bytes) -> None:
-    """Write a temporary file next to `target` and rename it over `target`; if it cannot be
-    written whole (a full disk), it is removed again."""
-    partial = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False
-        ) as file:
-            partial = Path(file.name)
-            file.write(content)
-    except OSError as error:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {target}: {error.strerror}") from None
-    try:
-        os.replace(partial, target)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {target}: {error.strerror}") from None
-
-
 def _deleted_while_training(run_id: int) -> str:
     return f"run {run_id} was deleted while it was training: its results were not saved"
-
-
-# -- training and saving in one call ---------------------------------------------------------------
-class _Recorder:
-    """Passes events on, and saves progress to the store after each evaluation and at least
-    every FLUSH_S seconds, so a crash loses at most that much, and a page on any server sees
-    the curve grow (RunStore.steps_since). A step is saved whole, with its snapshot: when the
-    next step begins (a snapshot follows the step it belongs to), so a reader that has step s
-    has everything up to s. The run row is created at the "start" event: a config the model
-    rejects (rank too large, unknown layer) fails before and leaves no row."""
-
-    def __init__(self, store: RunStore, config: RunConfig, owner: str, forward: Callable) -> None:
-        self.store, self.config, self.owner, self.forward = store, config, owner, forward
-        self.run_id: int | None = None
-        self.history: list[dict] = []
-        self.snapshots: list[dict] = []
-        self.saved = time.monotonic()
-        self.due = False  # the steps so far are to be saved once the last one is whole
-
-    def __call__(self, event: Event) -> None:
-        if event.kind == "start":
-            self.run_id = self.store.create(self.config, self.owner)
-        elif event.kind == "step":
-            if self.due:
-                self.store.append(self.run_id, self.history, self.snapshots)
-                self.history, self.snapshots = [], []
-                self.saved, self.due = time.monotonic(), False
-            self.history.append(event.data)
-            evaluated = event.data["val_loss"] is not None
-            self.due = evaluated or time.monotonic() - self.saved >= FLUSH_S
-        elif event.kind == "snapshot":
-            self.snapshots.append(event.data)
-        self.forward(event)
-
-
-def train_and_save(
-    config: RunConfig,
-    store: RunStore,
-    owner: str = "local",
-    on_event: Callable[[Event], None] | None = None,
-    stop: StopFlag | None = None,
-) -> tuple[int, RunResult]:
-    """Train one run and keep it in the store; returns (run_id, result). If the database
-    cannot be reached (a PostgreSQL server restarting), a finished run waits up to SAVE_WAIT_S
-    for it to come back; if it does not, StoreError says what became of the run."""
-    recorder = _Recorder(store, config, owner, on_event or (lambda event: None))
-    trained = False  # (then only the saving of the run waited for the database)
-    try:
-        result = train(config, recorder, stop)
-        trained = True
-        _finish_patiently(store, recorder.run_id, result)
-    except Exception as error:
-        if recorder.run_id is not None:
-            store.fail(recorder.run_id, str(error))  # never raises: this error is the one
-            if isinstance(error, rundb.Unreachable):
-                raise StoreError(_not_saved(recorder.run_id, error, trained)) from None
-        raise
-    return recorder.run_id, result
-
-
-def _finish_patiently(store: RunStore, run_id: int, result: RunResult) -> None:
-    """store.finish, tried again every RETRY_EVERY_S for up to SAVE_WAIT_S while the database
-    cannot be reached: the run is done, only its saving waits. Finishing twice writes the same
-    rows, so a try whose commit went through unheard does no harm."""
-    deadline = time.monotonic() + SAVE_WAIT_S
-    while True:
-        try:
-            store.finish(run_id, result)
-            return
-        except rundb.Unreachable:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(RETRY_EVERY_S)
-
-
-def _not_saved(run_id: int, error: rundb.Unreachable, trained: bool) -> str:
-    """What became of a run whose database went away under it, and what the user can do."""
-    when = f"and was not back within {SAVE_WAIT_S:g} s" if trained else "while it trained"
-    return (
-        f"run {run_id} could not be saved: the run database at {error.where} is not reachable "
-        f"({error.why}), {when}. What it saved before stays; the run shows as unfinished once "
-        "the database is back and this process has ended. Train it again then"
-    )

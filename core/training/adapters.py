@@ -28,8 +28,9 @@ from core.common import paths, text
 from core.common.config import RunConfig
 from core.lowrank import methods, peft_io
 from core.lowrank.lora import adapted_layers
-from core.store.runs import RUN_NAME_CHARS, RunStore
-from core.training import zoo
+from core.store.names import RUN_NAME_CHARS
+from core.store.runs import RunStore
+from core.training import record, zoo
 from core.training.train import (
     RunResult,
     check_config,
@@ -85,6 +86,7 @@ def import_adapter(
         source_acc_after=source_accuracy(model, source),
         trainable_params=count.trainable,
         total_params=count.total,
+        num_classes=data.num_classes,
         seconds=time.perf_counter() - started,
         model=model,
         base=base,
@@ -202,7 +204,7 @@ def _size(limit: int) -> str:
 def run_config(task: RunConfig, model: nn.Module) -> RunConfig:
     """The imported run's config: the task, with the LoRA settings the adapter was made with.
 
-    With it, the store rebuilds the same layers (RunStore.load_run_model) and loads the saved A
+    With it, core.training.rebuild builds the same layers and loads the saved A
     and B into them; the initialisation is then overwritten, so it is the plain default.
     """
     layers = adapted_layers(model)
@@ -236,7 +238,7 @@ def _save(store: RunStore, result: RunResult, owner: str) -> int:
     """Save the run as training does: the row, then the weights file, then the results."""
     run_id = store.create(result.config, owner)
     try:
-        store.finish(run_id, result)
+        record.finish(store, run_id, result)
     except Exception as error:
         store.fail(run_id, str(error))
         raise

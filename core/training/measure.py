@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from core.common.config import RunConfig
 from core.store.runs import RunStore
 from core.training.data import Split
+from core.training.rebuild import rebuild
 from core.training.train import RunResult, evaluate, load_task, source_split
 
 
@@ -44,10 +45,10 @@ class TrainedRun:
 
 
 def open_run(run_id: int, store: RunStore) -> TrainedRun:
-    """A saved run, rebuilt: its weights from the store (RunStore.load_run_model), its task
+    """A saved run, rebuilt: its weights from the store (core.training.rebuild), its task
     built from its config as training built it (same split, same shift and seed)."""
     config = store.get_summary(run_id).config
-    base, model = store.load_run_model(run_id)
+    base, model = rebuild(store, run_id)
     task = load_task(config)
     return TrainedRun(config, base, model, task.split("test"), task.num_classes)
 

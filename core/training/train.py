@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from core.common.config import RENAMES_CLASSES, RunConfig, SettingError
 from core.lowrank import lora, methods, spectra
 from core.lowrank.targets import check_targets, head_name
+from core.store.outcome import RunOutcome
 from core.training import data, zoo
 
 SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
@@ -66,25 +67,15 @@ class Event:
     data: dict[str, Any]
 
 
-@dataclass
-class RunResult:
-    """How a run ended, what it logged, and the models (the trained one and its base)."""
+@dataclass(kw_only=True)
+class RunResult(RunOutcome):
+    """How a run ended and what it measured (its RunOutcome: test_acc_after is None when the
+    run failed, source_acc_* where there is no source task), what it logged, and the models
+    (the trained one and its base)."""
 
     config: RunConfig
-    status: str  # "finished" | "stopped" | "failed"
-    reason: str  # why it stopped or failed; "" when finished
     history: list[dict]  # one record per step, step 0 = the base model
     snapshots: list[dict]  # [{"step": s, "layers": {layer: {"sigma": [...], ...}}}]
-    test_acc_before: float
-    test_acc_after: float | None  # None when the run failed (its weights are not usable)
-    # Accuracy on the source task (the upright MNIST-5k test split the zoo models were
-    # pretrained on: source_split), before and after: how much of it the run forgot. None where
-    # there is no such task (an ImageNet model, a head with other classes), or the run failed.
-    source_acc_before: float | None
-    source_acc_after: float | None
-    trainable_params: int
-    total_params: int
-    seconds: float
     model: nn.Module
     base: nn.Module
     task: data.Task
@@ -94,21 +85,9 @@ class RunResult:
         return self.history[-1]["step"]
 
     def summary(self) -> dict[str, Any]:
-        """The final figures as plain JSON values (no models, no history)."""
-        return {
-            "status": self.status,
-            "reason": self.reason,
-            "steps": self.steps_done,
-            "test_acc_before": self.test_acc_before,
-            "test_acc_after": self.test_acc_after,
-            "source_acc_before": self.source_acc_before,
-            "source_acc_after": self.source_acc_after,
-            "lr": self.config.learning_rate,
-            "trainable_params": self.trainable_params,
-            "total_params": self.total_params,
-            "num_classes": self.task.num_classes,
-            "seconds": self.seconds,
-        }
+        """The outcome as plain JSON values, with the steps done and the learning rate used
+        (no models, no history)."""
+        return {**self.as_json(), "steps": self.steps_done, "lr": self.config.learning_rate}
 
 
 # -- building a run --------------------------------------------------------------------------------
@@ -413,6 +392,7 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
         source_acc_after=source_acc_after,
         trainable_params=count.trainable,
         total_params=count.total,
+        num_classes=task.num_classes,
         seconds=time.perf_counter() - log.started,
         model=model.cpu().eval(),
         base=base,

@@ -1,0 +1,46 @@
+"""A run's outcome: how it ended and what it measured, said once.
+
+The training reports it (core.training.train.RunResult is one), the store keeps it (each figure
+is a column of the runs table, rundb.outcome_columns, and a stored run, RunRecord, is one) and
+the command line prints it (as_json). Adding a metric is adding a field here; the store's
+column, its row and the JSON follow from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(kw_only=True)
+class RunOutcome:
+    """How a run ended and what it measured. A figure is None where there is none: a run still
+    training, one that failed (its weights are not usable), or a question the run cannot answer
+    (no source task for an ImageNet model)."""
+
+    status: str  # running | finished | stopped | failed | unfinished | imported
+    reason: str  # why it stopped or failed; "" when finished
+    seconds: float | None
+    test_acc_before: float | None
+    test_acc_after: float | None
+    # Accuracy on the source task (the upright MNIST-5k test split the zoo models were
+    # pretrained on: core.training.train.source_split), before and after: how much of it the
+    # run forgot.
+    source_acc_before: float | None
+    source_acc_after: float | None
+    trainable_params: int | None
+    total_params: int | None
+    num_classes: int | None
+
+    def outcome(self) -> RunOutcome:
+        """Only the outcome of a RunResult or a RunRecord (no models, no history)."""
+        return RunOutcome(**self.as_json())
+
+    def as_json(self) -> dict[str, Any]:
+        """The outcome's fields as plain JSON values, in their order."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+
+FIELDS = tuple(field.name for field in fields(RunOutcome))
+# What a run measured: the fields past its status and reason, which a run has from its start.
+FIGURES = tuple(name for name in FIELDS if name not in ("status", "reason"))
