@@ -209,6 +209,12 @@ def scale(alpha: float, rank: int, scaling: str = "standard") -> float:
     return alpha / (math.sqrt(rank) if scaling == "rslora" else rank)
 
 
+def adapter_parameters(d: int, k: int, rank: int, dora: bool = False) -> int:
+    """What an adapter of a d×k layer trains: B (d×r) and A (r×k), and DoRA's magnitude (one
+    per output unit). The same for a Conv2d, whose k is in_channels · kh · kw."""
+    return rank * (d + k) + (d if dora else 0)
+
+
 def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:
     if not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be a whole number ≥ 1 (got {rank!r}).")
