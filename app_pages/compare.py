@@ -37,10 +37,9 @@ from core.common.paths import OfflineError
 from core.common.text import for_markdown
 from core.jobs import pool as jobs
 from core.store.runs import RUN_NAME_CHARS, RunRecord, StoreError
-from core.training import adapters, data
+from core.training import adapters
 from core.training.kinds import Metric
 from core.training.train import head_trains
-from core.training.zoo import default_targets
 
 PAGE = "compare"
 DEFAULTS = links.COMPARE_DEFAULTS
@@ -222,7 +221,7 @@ def manage(records: list[RunRecord]) -> None:
     col_tensorboard.caption(tr("compare.tensorboard_caption", run=run_id))
 
 
-def import_section(settings: dict) -> None:
+def import_section(form: sweep_view.SweepForm) -> None:
     """Upload a PEFT adapter (LoRA Lab's export, or PEFT's save_pretrained zipped) as a run of
     this session, measured on the sweep's task; then open it on the Spectra page."""
     with st.expander(tr("compare.import_title")):
@@ -237,9 +236,7 @@ def import_section(settings: dict) -> None:
         model = titled_select(
             col_model, "compare.import_model", CHOICES["model"], key("import_model"), "models"
         )
-        task = RunConfig(
-            model=model, dataset=settings["dataset"], shift=settings["shift"], seed=settings["seed"]
-        )
+        task = form.task(model)
         shown = f"{tr(f'datasets.{task.dataset}.title')} · {tr(f'shifts.{task.shift}.title')}"
         st.caption(tr("compare.import_task", task=shown))
         if st.button(tr("compare.import"), disabled=upload is None, key=key("import")):
@@ -337,7 +334,8 @@ with st.container(border=True):
     st.subheader(tr("compare.sweep_title"))
     sweep_settings()
     settings = {name: st.session_state[key(name)] for name in DEFAULTS}
-    configs = links.compare_configs(settings, default_targets(settings["model"]))
+    form = sweep_view.SweepForm.of(settings)
+    configs = form.configs()
     count = "compare.sweep_count_one" if len(configs) == 1 else "compare.sweep_count"
     st.caption(tr(count, runs=len(configs)))
     busy = sweep_view.busy(st.session_state.get(key("jobs"), []))
@@ -360,8 +358,8 @@ if show("everyone"):
     everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
 records, _ = visible_runs(everyone)  # (it names the runs it cannot read)
 if records:
-    runs_section(records, data.kind_of(settings["dataset"]).metric)
+    runs_section(records, form.metric)
 else:
     st.info(tr("compare.no_runs"))
-import_section(settings)
+import_section(form)
 save_settings(PAGE, DEFAULTS)

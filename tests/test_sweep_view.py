@@ -1,8 +1,9 @@
 """The Compare page's sweep without the page (core.classroom.sweep_view): plain pytest."""
 
-from core.classroom import sweep_view
+from core.classroom import links, sweep_view
 from core.common.config import RunConfig
 from core.jobs.pool import Job
+from core.training import data, kinds
 from core.training.train import Event
 
 
@@ -51,3 +52,23 @@ def test_a_sweep_is_busy_until_every_job_is_done():
     done, waiting = job("finished"), job("queued")
     done._done.set()
     assert sweep_view.busy([done, waiting]) and not sweep_view.busy([done])
+
+
+def test_the_sweep_form_makes_the_sweeps_runs_and_the_imports_task():
+    form = sweep_view.SweepForm.of(links.COMPARE_DEFAULTS | {"model": "cnn", "shift": "rotate"})
+    configs = form.configs()
+    assert [(c.method, c.rank) for c in configs[:-2]] == [("lora", r) for r in form.ranks]
+    assert [c.method for c in configs[-2:]] == ["head", "full"]
+    assert {(c.model, c.shift, c.steps, c.seed) for c in configs} == {("cnn", "rotate", 200, 0)}
+    assert {str(c.targets) for c in configs if c.method == "lora"} == {"all-linear"}
+    task = form.task("vit")
+    assert (task.model, task.dataset, task.shift, task.seed) == ("vit", form.dataset, "rotate", 0)
+    assert form.metric == kinds.ACCURACY
+
+
+def test_an_image_tasks_metric_is_an_accuracy_in_percent_and_points():
+    """Every dataset today is of the image kind; its metric is written as the pages did."""
+    assert {data.kind_of(name) for name in data.DATASETS} == {kinds.IMAGES}
+    assert kinds.ACCURACY.written(0.902) == "90.2%"
+    assert kinds.ACCURACY.changed(0.376, 0.902) == "+52.6"
+    assert kinds.ACCURACY.changed(0.9, 0.85) == "-5.0"

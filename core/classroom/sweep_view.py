@@ -1,17 +1,54 @@
-"""The Compare page's sweep without the page: how far each of its jobs got, and its failures
-grouped by reason (a sweep of a model that cannot load fails every run for the same reason,
-said once), and how a run's settings read in a table ("—" for one a method has not).
+"""The Compare page's sweep without the page: its settings as one typed value and the runs they
+make, how far each of its jobs got, its failures grouped by reason (a sweep of a model that
+cannot load fails every run for the same reason, said once), and how a run's settings read in
+a table ("—" for one a method has not).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
+from core.classroom import links
 from core.common.config import RunConfig
 from core.jobs.pool import Job
+from core.training import data, zoo
+from core.training.kinds import Metric
 
 NO_SETTING = "—"  # a setting a method does not have (a rank for full fine-tuning): not "None"
+
+
+@dataclass(frozen=True)
+class SweepForm:
+    """The Compare page's sweep settings (links.COMPARE_DEFAULTS' keys for the sweep)."""
+
+    model: str
+    dataset: str
+    shift: str
+    ranks: list[int]
+    baselines: bool  # also head-only and full fine-tuning
+    steps: int
+    seed: int
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> SweepForm:
+        return cls(**{field.name: settings[field.name] for field in fields(cls)})
+
+    def configs(self) -> list[RunConfig]:
+        """The runs the sweep launches (links.compare_configs), LoRA on the model's default
+        targets (zoo.default_targets), which pick a layer of every model."""
+        return links.compare_configs(asdict(self), zoo.default_targets(self.model))
+
+    def task(self, model: str) -> RunConfig:
+        """The sweep's task (dataset, shift, seed) for ``model``: what an imported adapter is
+        measured on."""
+        return RunConfig(model=model, dataset=self.dataset, shift=self.shift, seed=self.seed)
+
+    @property
+    def metric(self) -> Metric:
+        """How runs on the sweep's task are judged (its dataset's kind)."""
+        return data.kind_of(self.dataset).metric
 
 
 @dataclass(frozen=True)
