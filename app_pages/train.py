@@ -41,7 +41,7 @@ from core.lowrank import methods
 from core.lowrank.targets import eligible_layers
 from core.store import runs
 from core.store.runs import StoreError
-from core.training import data, measure, train, zoo
+from core.training import data, measure, train
 from core.training.kinds import Metric
 
 PAGE = "train"
@@ -81,19 +81,11 @@ def task_settings() -> None:
             titled_select(st, "train.model", CHOICES["model"], key("model"), "models")
         model = st.session_state[key("model")]  # the box's value, or the one a link fixed
         st.caption(tr(f"models.{model}.summary"))
-        card = zoo.card(model)
-        if card["test_acc"] is None:  # torchvision's ImageNet models: no accuracy on digits
-            st.caption(tr("train.card_imagenet", params=f"{card['params']:,}"))
-        else:
-            source = f"models.{model}.source"  # the card's words for it are English
-            st.caption(
-                tr(
-                    "train.card",
-                    params=f"{card['params']:,}",
-                    acc=card["test_acc"],
-                    source=tr(source) if has_text(source) else card["source_task"],
-                )
-            )
+        sentence, values = train_form.card_line(model)
+        source = f"models.{model}.source"  # the card's words for it are English
+        if "source" in values and has_text(source):
+            values["source"] = tr(source)
+        st.caption(tr(sentence, **values))
     with col_data:
         if show("dataset"):
             titled_select(st, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
@@ -381,10 +373,8 @@ def which_run(view: live.RunView, form: RunConfig | None) -> None:
     name = runs.default_name(view.config)
     with contextlib.suppress(StoreError):  # deleted meanwhile: its settings still tell
         name = name if view.run_id is None else store().get_summary(view.run_id).name
-    which = (
-        "this_run_unsaved" if view.run_id is None else "latest" if view.job is None else "this_run"
-    )
-    st.caption(tr(f"train.{which}", id=view.run_id, name=for_markdown(name)))
+    which = train_form.run_title(view.run_id, live=view.job is not None)
+    st.caption(tr(which, id=view.run_id, name=for_markdown(name)))
     differences = [] if form is None else run_differences.differing_settings(form, view.config)
     if differences:
         said = (

@@ -135,3 +135,20 @@ def test_a_running_stored_run_is_recovered_before_it_is_shown(status, shown, rec
     assert store.recovered == recovered
     with pytest.raises(StoreError):
         train_form.stored_run(store, 2)
+
+
+def test_the_model_cards_line_says_its_size_and_its_source_score():
+    sentence, values = train_form.card_line("mlp")
+    card = zoo.card("mlp")
+    assert sentence == "train.card" and values["acc"] == card["test_acc"] > 0.5
+    assert values["params"] == f"{card['params']:,}" and values["source"] == card["source_task"]
+    assert train_form.card_line("resnet18") == (
+        "train.card_imagenet",
+        {"params": f"{zoo.card('resnet18')['params']:,}"},
+    )
+
+
+def test_the_run_shown_is_named_by_where_it_comes_from():
+    assert train_form.run_title(None, live=True) == "train.this_run_unsaved"
+    assert train_form.run_title(7, live=True) == "train.this_run"
+    assert train_form.run_title(7, live=False) == "train.latest"

@@ -126,6 +126,26 @@ def count_split(method: str, count: ParamCount, train_head: bool) -> tuple[str, 
     return None
 
 
+def card_line(model: str) -> tuple[str, dict[str, Any]]:
+    """The catalog's sentence under the model box and its values: the model's size, and how
+    well it does on the task it was pretrained on (its ``source``: the card's own English words,
+    which the page says in the student's language where the catalog has models.<name>.source);
+    torchvision's ImageNet models have no such score on digits."""
+    card = zoo.card(model)
+    params = f"{card['params']:,}"
+    if card["test_acc"] is None:
+        return "train.card_imagenet", {"params": params}
+    return "train.card", {"params": params, "acc": card["test_acc"], "source": card["source_task"]}
+
+
+def run_title(run_id: int | None, live: bool) -> str:
+    """Which catalog sentence names the run shown: one not stored (yet), the student's latest
+    from the store (``live``: False), or the one this page started."""
+    if run_id is None:
+        return "train.this_run_unsaved"
+    return "train.this_run" if live else "train.latest"
+
+
 def stored_run(store: RunStore, run_id: int) -> RunRecord:
     """A stored run as it is now: one still "running" is trained by another process, so the
     store first marks it "unfinished" if that process is gone (RunStore.recover). StoreError
