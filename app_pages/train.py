@@ -309,7 +309,7 @@ def ending(view: live.RunView) -> None:
 def outcome(view: live.RunView) -> None:
     """What the ended run achieved (below its curves: on a projector the curves come first)."""
     result = view.result or {}
-    metric = data.kind_of(view.config.dataset).metric
+    metric = train_form.metric_of(view.config)
     if result.get(f"test_{metric.field}_after") is not None:
         # the two metrics side by side, wide enough for "37.6% → 90.2%" on a projector
         c1, c_source = st.columns(2)

@@ -9,7 +9,7 @@ from core.classroom.links import train_defaults
 from core.common.config import RunConfig
 from core.lowrank.methods import ParamCount
 from core.store.runs import StoreError
-from core.training import data, zoo
+from core.training import data, kinds, zoo
 from core.training.train import parameter_count
 
 
@@ -152,3 +152,9 @@ def test_the_run_shown_is_named_by_where_it_comes_from():
     assert train_form.run_title(None, live=True) == "train.this_run_unsaved"
     assert train_form.run_title(7, live=True) == "train.this_run"
     assert train_form.run_title(7, live=False) == "train.latest"
+
+
+def test_a_run_is_judged_by_its_datasets_metric_also_one_stored_on_an_unknown_dataset():
+    assert train_form.metric_of(RunConfig(dataset="digits")) == data.kind_of("digits").metric
+    edited = dataclasses.replace(RunConfig(), dataset="no-such-dataset")
+    assert train_form.metric_of(edited) == kinds.ACCURACY

@@ -21,6 +21,7 @@ from core.lowrank.methods import ParamCount
 from core.lowrank.targets import resolve_targets
 from core.store.runs import RunRecord, RunStore
 from core.training import data, train, zoo
+from core.training.kinds import IMAGES, Metric
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,14 @@ def run_title(run_id: int | None, live: bool) -> str:
     if run_id is None:
         return "train.this_run_unsaved"
     return "train.this_run" if live else "train.latest"
+
+
+def metric_of(config: RunConfig) -> Metric:
+    """How a run is judged: its dataset's kind's metric. A stored run whose dataset this app
+    does not know (its row edited by hand) recorded its numbers as every run so far did, as
+    accuracies: its outcome is still shown."""
+    info = data.DATASETS.get(config.dataset)
+    return (info.kind if info is not None else IMAGES).metric
 
 
 def stored_run(store: RunStore, run_id: int) -> RunRecord:
