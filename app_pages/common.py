@@ -490,7 +490,11 @@ def crisp_images(key: str):
 def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: int, key: str):
     """The same test images before and after the task's shift, each with its class (where the
     shift renames a class, as label-permute renames all ten, old → new), so that a student
-    sees what the model must adapt to before training."""
+    sees what the model must adapt to before training. Drawn for a dataset whose kind shows
+    its examples as images (core.training.kinds), captioned with classes where it has them."""
+    kind = data.kind_of(dataset)
+    if kind.examples != "images":  # another kind draws its own examples
+        return
     strip = _task_examples(
         model if shift == "planted-rank" else "",  # only a planted update depends on the model
         dataset,
@@ -509,7 +513,7 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
             st.caption(tr("examples.before"))
             st.image(
                 list(strip["before"]),
-                caption=[str(c) for c in before],
+                caption=[str(c) for c in before] if kind.has_classes else None,
                 width=image_width(),
                 output_format="PNG",  # not JPEG's blur around thin strokes
             )
@@ -522,7 +526,10 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
                 for old, new in zip(before, after, strict=True)
             ]
             st.image(
-                list(strip["after"]), caption=renamed, width=image_width(), output_format="PNG"
+                list(strip["after"]),
+                caption=renamed if kind.has_classes else None,
+                width=image_width(),
+                output_format="PNG",
             )
 
 

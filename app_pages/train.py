@@ -8,8 +8,6 @@ date event by event and shares between every page that watches the run.
 import contextlib
 from typing import Any
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.common import (
@@ -18,11 +16,9 @@ from app_pages.common import (
     current_settings,
     drawn,
     exercise_link,
-    figure_layout,
     fixed_by_link,
     language,
     load_settings,
-    log_ticks,
     prediction_strip,
     refused,
     save_settings,
@@ -33,8 +29,9 @@ from app_pages.common import (
     titled_select,
     tr,
 )
+from app_pages.figures.train import layers_table, live_figures
 from core.analyses import reports
-from core.classroom import links, live, run_differences
+from core.classroom import links, live, run_differences, train_form
 from core.classroom.i18n import catalog
 from core.common import paths
 from core.common.config import BOUNDS, DEFAULT_LR, RunConfig
@@ -42,11 +39,11 @@ from core.common.text import for_markdown
 from core.jobs import pool as jobs
 from core.jobs.scheduler import Job
 from core.lowrank import methods
-from core.lowrank.targets import eligible_layers, resolve_targets
+from core.lowrank.targets import eligible_layers
 from core.store.names import default_name
 from core.store.runs import StoreError
-from core.training import data, measure, train, zoo
-from core.training.zoo import default_targets
+from core.training import data, measure, train
+from core.training.kinds import Metric
 
 PAGE = "train"
 DEFAULTS = links.train_defaults()
@@ -85,19 +82,11 @@ def task_settings() -> None:
             titled_select(st, "train.model", CHOICES["model"], key("model"), "models")
         model = st.session_state[key("model")]  # the box's value, or the one a link fixed
         st.caption(tr(f"models.{model}.summary"))
-        card = zoo.card(model)
-        if card["test_acc"] is None:  # torchvision's ImageNet models: no accuracy on digits
-            st.caption(tr("train.card_imagenet", params=f"{card['params']:,}"))
-        else:
-            source = f"models.{model}.source"  # the card's words for it are English
-            st.caption(
-                tr(
-                    "train.card",
-                    params=f"{card['params']:,}",
-                    acc=card["test_acc"],
-                    source=tr(source) if has_text(source) else card["source_task"],
-                )
-            )
+        sentence, values = train_form.card_line(model)
+        source = f"models.{model}.source"  # the card's words for it are English
+        if "source" in values and has_text(source):
+            values["source"] = tr(source)
+        st.caption(tr(sentence, **values))
     with col_data:
         if show("dataset"):
             titled_select(st, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
@@ -121,12 +110,10 @@ def shift_parameters(shift: str) -> None:
     """
     chosen = st.session_state[key("shift_params")]
     if "shift_params" in st.session_state[key("_fresh")]:
-        try:
-            data.check_shift_params(shift, chosen)
-        except ValueError:  # a link's parameters that no box can hold: the defaults instead
+        chosen, readable = train_form.link_shift_params(shift, chosen)
+        if not readable:  # a link's parameters that no box can hold: the defaults instead
             with link_problems:
                 bad_link(["shift_params"])
-            chosen = {}
     params = {}
     for name, default in data.SHIFTS[shift].params.items():
         if name == "seed":
@@ -141,25 +128,50 @@ def shift_parameters(shift: str) -> None:
             params[name] = st.number_input(label, value=int(value), step=1, key=widget_key)
         else:
             params[name] = st.text_input(label, value=str(value), key=widget_key)
-    defaults = data.SHIFTS[shift].params
-    # what differs from the defaults (links stay short); never a "seed": the run's seed rules
-    st.session_state[key("shift_params")] = {
-        name: value for name, value in params.items() if value != defaults[name]
-    }
+    st.session_state[key("shift_params")] = train_form.changed_shift_params(shift, params)
+
+
+# Each number box of a setting: its label (a catalog key, or "α" as is), step, help (a catalog
+# key) and bounds beyond the config's own.
+BOXES: dict[str, tuple[str, float, str | None, dict[str, float]]] = {
+    "top_k": ("train.top_k", 1, None, {}),
+    "rank": ("train.rank", 1, "train.rank_help", {}),
+    "alpha": ("α", 1.0, "train.alpha_help", {}),
+    "lora_plus_ratio": (
+        "train.lora_plus", 1.0, "train.lora_plus_help", {"min_value": BOUNDS["lora_plus_ratio"].low}
+    ),
+    "dropout": ("train.dropout", 0.05, "train.dropout_help", {"min_value": 0.0, "max_value": 0.9}),
+    "steps": ("train.steps", 50, None, {}),
+    "batch_size": ("train.batch_size", 16, None, {}),
+    "seed": ("train.seed", 1, None, {}),
+}  # fmt: skip
+SELECTS = {"method": "methods", "init": "inits", "scaling": "scalings"}  # setting → its names
+
+
+def boxes(cols: dict[str, Any]) -> None:
+    """The number boxes (BOXES) and select boxes (SELECTS) of the shown settings in ``cols``."""
+    for name, where in cols.items():
+        if name in SELECTS:
+            names = SELECTS[name]
+            choice(where.selectbox, tr(f"train.{name}"), CHOICES[name], key(name),
+                   lambda value, names=names: tr(f"{names}.{value}"))  # fmt: skip
+        elif name in BOXES:
+            label, step, help_key, bounds = BOXES[name]
+            where.number_input(
+                tr(label) if label.startswith("train.") else label,
+                step=step,
+                key=key(name),
+                persist_state="session",
+                help=tr(help_key) if help_key else None,
+                **bounds,
+            )
 
 
 def method_settings() -> None:
     """Method, and for LoRA its rank, alpha, init, scaling and DoRA."""
     method = st.session_state[key("method")]  # the box's value (drawn below), or a link's
     cols = slots(["method", "top_k" if method == "top-k" else "rank", "alpha"])
-    if "method" in cols:
-        choice(
-            cols["method"].selectbox,
-            tr("train.method"),
-            CHOICES["method"],
-            key("method"),
-            lambda name: tr(f"methods.{name}"),
-        )
+    boxes({"method": cols["method"]} if "method" in cols else {})
     st.caption(tr(f"methods.{method}_help"))
     if show("train_head"):  # also for head-only training, which refuses it off: it is seen
         st.toggle(
@@ -168,69 +180,18 @@ def method_settings() -> None:
             persist_state="session",
             help=tr("train.train_head_help"),
         )
-    if method == "top-k" and "top_k" in cols:
-        cols["top_k"].number_input(
-            tr("train.top_k"), step=1, key=key("top_k"), persist_state="session"
-        )
+    if method == "top-k":
+        boxes({name: where for name, where in cols.items() if name == "top_k"})
     if method != "lora":
         return
-    if "rank" in cols:
-        cols["rank"].number_input(
-            tr("train.rank"),
-            step=1,
-            key=key("rank"),
-            persist_state="session",
-            help=tr("train.rank_help"),
-        )
-    if "alpha" in cols:
-        cols["alpha"].number_input(
-            "α",
-            step=1.0,
-            key=key("alpha"),
-            persist_state="session",
-            help=tr("train.alpha_help"),
-        )
+    boxes({name: where for name, where in cols.items() if name in ("rank", "alpha")})
     cols = slots(["init", "scaling", "dora"], vertical_alignment="bottom")
-    if "init" in cols:
-        choice(
-            cols["init"].selectbox,
-            tr("train.init"),
-            CHOICES["init"],
-            key("init"),
-            lambda name: tr(f"inits.{name}"),
-        )
-    if "scaling" in cols:
-        choice(
-            cols["scaling"].selectbox,
-            tr("train.scaling"),
-            CHOICES["scaling"],
-            key("scaling"),
-            lambda name: tr(f"scalings.{name}"),
-        )
+    boxes({name: where for name, where in cols.items() if name != "dora"})
     if "dora" in cols:
         cols["dora"].checkbox(
             "DoRA", key=key("dora"), persist_state="session", help=tr("train.dora_help")
         )
-    cols = slots(["lora_plus_ratio", "dropout", ""])  # "": an empty third column, as above
-    if "lora_plus_ratio" in cols:
-        cols["lora_plus_ratio"].number_input(
-            tr("train.lora_plus"),
-            min_value=BOUNDS["lora_plus_ratio"].low,
-            step=1.0,
-            key=key("lora_plus_ratio"),
-            persist_state="session",
-            help=tr("train.lora_plus_help"),
-        )
-    if "dropout" in cols:
-        cols["dropout"].number_input(
-            tr("train.dropout"),
-            min_value=0.0,
-            max_value=0.9,
-            step=0.05,
-            key=key("dropout"),
-            persist_state="session",
-            help=tr("train.dropout_help"),
-        )
+    boxes(slots(["lora_plus_ratio", "dropout", ""]))  # "": an empty third column, as above
 
 
 def training_settings() -> None:
@@ -247,11 +208,7 @@ def training_settings() -> None:
             placeholder=tr("train.lr_placeholder", lr=f"{DEFAULT_LR[method]:g}"),
             help=tr("train.lr_help", defaults=lr_defaults()),
         )
-    for name, step in (("steps", 50), ("batch_size", 16), ("seed", 1)):
-        if name in cols:
-            cols[name].number_input(
-                tr(f"train.{name}"), step=step, key=key(name), persist_state="session"
-            )
+    boxes({name: where for name, where in cols.items() if name != "lr"})
 
 
 def lr_defaults() -> str:
@@ -261,29 +218,17 @@ def lr_defaults() -> str:
 
 def target_layers(base) -> None:
     """The table of layers LoRA can adapt, with their cost at the chosen rank; pick targets.
-
     A model shown for the first time (the student switched to it, or a link named it) starts
-    from the chosen targets if they pick a layer of it, else from the model's default targets
-    (core.training.zoo.default_targets: "all-linear", or the card's recommendation where
-    "all-linear" picks nothing, as for resnet18 whose only Linear is the head).
-    """
+    from the chosen targets if they pick a layer of it (train_form.starting_targets)."""
     rank = st.session_state[key("rank")]
     model = st.session_state[key("model")]
     layers = eligible_layers(base, rank)
     picker = key(f"pick.{model}")
     if picker not in st.session_state:
-        targets = st.session_state[key("targets")]
-        try:  # "all-linear", or comma-separated names/globs as in a link
-            chosen = resolve_targets(
-                base, targets if targets == "all-linear" else targets.split(",")
-            )
-        except ValueError:
-            chosen = []
-        if not chosen:
-            if "targets" in st.session_state.get(key("_fresh"), []):
-                with link_problems:  # a link's targets that pick no layer of this model
-                    bad_link(["targets"])
-            chosen = resolve_targets(base, default_targets(model))
+        chosen, picks = train_form.starting_targets(base, model, st.session_state[key("targets")])
+        if not picks and "targets" in st.session_state.get(key("_fresh"), []):
+            with link_problems:  # a link's targets that pick no layer of this model
+                bad_link(["targets"])
         st.session_state[picker] = chosen
     if show("targets"):
         picked = st.multiselect(
@@ -292,28 +237,12 @@ def target_layers(base) -> None:
             key=picker,
             help=tr("train.targets_help"),
         )
-        all_linear = resolve_targets(base, "all-linear")
-        st.session_state[key("targets")] = (
-            "all-linear" if picked == all_linear else ",".join(picked)
-        )
+        st.session_state[key("targets")] = train_form.targets_setting(base, picked)
     else:  # an exercise fixed them: the table shows which, nothing changes them
         picked = st.session_state[picker]
-    table = pd.DataFrame(
-        {
-            tr("train.col_adapt"): [layer.name in picked for layer in layers],
-            tr("train.col_layer"): [
-                layer.name + (f" ({tr('train.head')})" if layer.is_head else "") for layer in layers
-            ],
-            tr("train.col_kind"): [layer.kind for layer in layers],
-            "d × k": [f"{layer.d} × {layer.k}" for layer in layers],
-            tr("train.col_max_rank"): [layer.max_rank for layer in layers],
-            tr("train.col_lora", rank=rank): [layer.lora_params for layer in layers],
-            tr("train.col_full"): [layer.full_params for layer in layers],
-        }
-    )
     counts = st.column_config.NumberColumn(format="localized")  # 200,704 rather than 200704
     st.dataframe(
-        table,
+        layers_table(layers, picked, rank),
         hide_index=True,
         width="stretch",
         height=min(400, 38 + 35 * len(layers)),
@@ -328,17 +257,6 @@ def target_layers(base) -> None:
 
 
 # ----------------------------------------------------------------------------- the live run
-
-
-@st.cache_resource(show_spinner=False, max_entries=512)
-def live_figures(
-    run: int, version: int, lang: str, planned: int, _frame: live.Frame
-) -> dict[str, go.Figure]:
-    """The run's loss, accuracy and σ(ΔW) figures at one version of its curves, built once and
-    shared by every page (and every poll) that shows that version: a poll that finds nothing
-    new rebuilds nothing."""
-    specs = live.figure_specs(_frame, planned, catalog(lang), figure_layout, log_ticks)
-    return {name: go.Figure(spec) for name, spec in specs.items()}
 
 
 def progress(view: live.RunView) -> None:
@@ -366,14 +284,12 @@ def progress(view: live.RunView) -> None:
             status=status_label(view.status),
         )
     else:
-        speed = frame.steps_per_s
-        eta = (planned - frame.step) / speed if speed > 0 else float("nan")
         text = tr(
             "train.progress",
             step=frame.step,
             steps=planned,
-            speed=f"{speed:.1f}",
-            eta="–" if eta != eta else f"{eta:.0f}",
+            speed=f"{frame.steps_per_s:.1f}",
+            eta=train_form.eta_text(planned, frame.step, frame.steps_per_s),
         )
     st.progress(min(frame.step / planned, 1.0), text=text)
 
@@ -394,21 +310,15 @@ def ending(view: live.RunView) -> None:
 def outcome(view: live.RunView) -> None:
     """What the ended run achieved (below its curves: on a projector the curves come first)."""
     result = view.result or {}
-    if result.get("test_acc_after") is not None:
-        before, after = result["test_acc_before"], result["test_acc_after"]
-        # the two accuracies side by side, wide enough for "37.6% → 90.2%" on a projector
+    metric = train_form.metric_of(view.config)
+    if result.get(f"test_{metric.field}_after") is not None:
+        # the two metrics side by side, wide enough for "37.6% → 90.2%" on a projector
         c1, c_source = st.columns(2)
-        c1.metric(
-            tr("train.acc"),
-            f"{before:.1%} → {after:.1%}",
-            delta=tr("train.points", value=f"{(after - before) * 100:+.1f}"),
-        )
-        if result.get("source_acc_after") is not None:  # None: no source task (ImageNet)
-            kept, lost = result["source_acc_before"], result["source_acc_after"]
+        c1.metric(tr(metric.label), **change(metric, result, "test"))
+        if result.get(f"source_{metric.field}_after") is not None:  # None: no source (ImageNet)
             c_source.metric(
                 tr("train.source_acc"),
-                f"{kept:.1%} → {lost:.1%}",
-                delta=tr("train.points", value=f"{(lost - kept) * 100:+.1f}"),
+                **change(metric, result, "source"),
                 help=tr("train.source_help"),
             )
             forgot = _forgetting(store().where, view.run_id) if view.run_id else None
@@ -429,6 +339,16 @@ def outcome(view: live.RunView) -> None:
         tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
     ):
         st.switch_page("app_pages/spectra.py", query_params={"run": str(view.run_id)})
+
+
+def change(metric: Metric, result: dict, split: str) -> dict[str, str]:
+    """A metric's value before → after on a split ("test", "source") and its change, as
+    st.metric takes them."""
+    before, after = (result[f"{split}_{metric.field}_{when}"] for when in ("before", "after"))
+    return {
+        "value": f"{metric.written(before)} → {metric.written(after)}",
+        "delta": tr(metric.change, value=metric.changed(before, after)),
+    }
 
 
 def open_moment(run_id: int, step: float) -> None:
@@ -454,10 +374,8 @@ def which_run(view: live.RunView, form: RunConfig | None) -> None:
     name = default_name(view.config)
     with contextlib.suppress(StoreError):  # deleted meanwhile: its settings still tell
         name = name if view.run_id is None else store().get_summary(view.run_id).name
-    which = (
-        "this_run_unsaved" if view.run_id is None else "latest" if view.job is None else "this_run"
-    )
-    st.caption(tr(f"train.{which}", id=view.run_id, name=for_markdown(name)))
+    which = train_form.run_title(view.run_id, live=view.job is not None)
+    st.caption(tr(which, id=view.run_id, name=for_markdown(name)))
     differences = [] if form is None else run_differences.differing_settings(form, view.config)
     if differences:
         said = (
@@ -476,10 +394,7 @@ def current_view() -> live.RunView | None:
     if run_id is None:
         return None
     try:
-        record = store().get(run_id)
-        if record.status == "running":  # trained by another process: is it still alive?
-            store().recover()
-            record = store().get(run_id)
+        record = train_form.stored_run(store(), run_id)
     except StoreError:  # deleted meanwhile (on the Compare page)
         del st.session_state[key("run")]
         return None
@@ -562,13 +477,6 @@ def live_view(form: RunConfig | None) -> None:
         st.rerun()
 
 
-HEAD_SPLIT = {  # ParamCount.head_training → how a LoRA run's count line says it
-    "full": "train.count_lora",
-    "adapter": "train.count_head_adapter",
-    "frozen": "train.count_frozen_head",  # a task that keeps the base model's head (planted-rank)
-}
-
-
 def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
     """How many parameters train, and where: adapters (or biases, blocks) and the head."""
     line = tr(
@@ -577,17 +485,8 @@ def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
         total=f"{count.total:,}",
         fraction=f"{count.fraction:.2%}",
     )
-    if method == "lora":
-        adapters = count.trainable - count.head
-        which = HEAD_SPLIT[count.head_training]
-        if count.head_training == "frozen" and not train_head:  # the student turned it off
-            which = "train.count_kept_frozen"
-        split = tr(which, adapters=f"{adapters:,}", head=f"{count.head:,}")
-    elif method in ("top-k", "bitfit") and count.head:
-        split = tr("train.count_head", head=f"{count.head:,}")
-    else:
-        return line
-    return f"{line}  \n{split}"
+    split = train_form.count_split(method, count, train_head)
+    return line if split is None else f"{line}  \n{tr(split[0], **split[1])}"
 
 
 def running() -> bool:
@@ -629,7 +528,7 @@ with st.container(border=True):
 settings = current_settings(PAGE, DEFAULTS)
 problem = None
 try:
-    base = zoo.load(settings["model"], num_classes=data.DATASETS[settings["dataset"]].num_classes)
+    base = train_form.base_model(settings)
 except (paths.OfflineError, ValueError) as error:
     base, problem = None, str(error)
 if base is not None and settings["method"] == "lora":
@@ -638,14 +537,11 @@ if base is not None and settings["method"] == "lora":
     settings = current_settings(PAGE, DEFAULTS)
 exercise_link(PAGE, settings, key("exercise"), "exercise.intro")
 
-config: Any = None  # the form's run (also while the model cannot load: the shown run's check)
-try:
-    config = RunConfig.from_dict(settings)
-    if problem is None:
-        train.check_config(config, base)
-        count = train.parameter_count(config)
-except ValueError as error:
-    problem = problem or refused(error)
+# the form's run (also while the model cannot load: the shown run's check)
+checked = train_form.check(settings, base)
+config, count = checked.config, checked.count
+if checked.refusal is not None:
+    problem = problem or refused(checked.refusal)
 save_settings(PAGE, DEFAULTS)
 
 with action:

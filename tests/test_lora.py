@@ -9,6 +9,8 @@ import torch
 from toy_models import ToyMLP, toy_models
 
 from core.lowrank import lora
+from core.lowrank.peft_io import adapter_settings
+from core.lowrank.targets import check_targets
 
 TARGETS = {"mlp": ["fc1", "fc2"], "cnn": ["conv1", "conv2"]}
 INITS = ["default", "gaussian", "pissa"]
@@ -213,3 +215,18 @@ def test_the_constructor_takes_a_generator_for_repeatable_adapters():
     assert torch.equal(layer.A, expected)
     with pytest.raises(ValueError, match="init must be"):
         lora.LoRALinear(torch.nn.Linear(8, 6), rank=2, alpha=1.0, init="zeros")
+
+
+@pytest.mark.parametrize("bad", [0, -4, 4.7, float("inf")])
+def test_a_rank_is_checked_by_one_function_wherever_it_comes_from(bad):
+    """A layer's rank, a target's and a PEFT file's r all go through lora.check_rank: the same
+    refusal, named after where the rank came from."""
+    said = f"must be a whole number ≥ 1 (got {bad!r})."
+    with pytest.raises(ValueError) as layer:
+        lora.inject(ToyMLP(), ["fc1"], rank=bad, alpha=1.0)
+    with pytest.raises(ValueError) as targets:
+        check_targets(ToyMLP(), ["fc1"], bad)
+    with pytest.raises(ValueError) as peft:
+        adapter_settings({"r": bad, "lora_alpha": 8})
+    assert str(layer.value) == str(targets.value) == f"rank {said}"
+    assert str(peft.value) == f"adapter_config.json: r {said}"

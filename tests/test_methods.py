@@ -229,3 +229,41 @@ def test_a_frozen_head_run_is_stored_and_rebuilt_with_its_head_frozen(home):
     assert torch.equal(model.head.weight, base.head.weight)
     x = data.source_task().x_test
     assert torch.equal(model(x), result.model.eval()(x))
+
+
+def test_the_planned_count_is_a_hand_count_of_the_shapes():
+    """planned_count, from the layers' shapes only: r(d + k) per adapter (+ d for DoRA), the
+    head's own weights unless an adapter on it trains instead."""
+    head = 16 * 5 + 5
+    base = (12 * 16 + 16) + (16 * 16 + 16) + head
+    count = methods.planned_count(ToyMLP(), "lora", targets=["fc1", "fc2"], rank=2, dora=True)
+    adapters = 2 * (16 + 12) + 16 + 2 * (16 + 16) + 16
+    assert count == methods.ParamCount(adapters + head, base + adapters, head=head)
+    on_head = methods.planned_count(ToyMLP(), "lora", targets=["head"], rank=3)
+    assert on_head == methods.ParamCount(3 * (5 + 16), base + 3 * (5 + 16), 0, head_adapted=True)
+    assert methods.planned_count(ToyMLP(), "bitfit", train_head=False).trainable == 16 + 16
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "options"),
+    [
+        (ToyMLP, "lora", {"targets": ["fc2", "head"], "rank": 4}),
+        (ToyCNN, "lora", {"targets": ["conv1", "head"], "rank": 2, "dora": True}),
+        (ToyCNN, "top-k", {"top_k": 2, "train_head": False}),
+        (ToyCNN, "bitfit", {}),
+        (ToyMLP, "full", {}),
+        (ToyMLP, "head", {}),
+    ],
+)
+def test_the_planned_count_is_the_count_of_the_adapted_model(model, method, options):
+    """What count_parameters says once the model is injected and its parameters marked."""
+    base = model()
+    planned = methods.planned_count(base, method, **options)
+    built = base
+    if method == "lora":
+        dora = options.get("dora", False)
+        built = lora.inject(base, options["targets"], options["rank"], 1.0, dora=dora)
+    methods.trainable_parameters(
+        built, method, options.get("top_k", 1), options.get("train_head", True)
+    )
+    assert planned == methods.count_parameters(built)

@@ -1,12 +1,15 @@
 """The training loop: repeatable, stoppable, safe with a diverging loss, clear about bad input."""
 
+import copy
+import re
 import threading
 
 import pytest
 import torch
 
 from core.common.config import RunConfig
-from core.lowrank import lora
+from core.common.paths import OfflineError
+from core.lowrank import lora, methods
 from core.lowrank.methods import trainable_parameters
 from core.lowrank.targets import resolve_targets
 from core.training import zoo
@@ -14,7 +17,9 @@ from core.training.train import (
     Event,
     build_models,
     check_config,
+    check_head,
     evaluate,
+    head_trains,
     make_optimizer,
     parameter_count,
     source_split,
@@ -293,3 +298,54 @@ def test_parameter_count_is_what_the_built_model_trains(settings):
 def test_parameter_count_rejects_what_the_model_rejects():
     with pytest.raises(ValueError, match="min"):
         parameter_count(RunConfig(rank=300))
+
+
+COUNTED = [
+    {"method": "lora"},
+    {"method": "lora", "rank": 2, "dora": True, "train_head": False},
+    {"method": "lora", "rank": 3, "scaling": "rslora", "targets": "head"},
+    {"method": "full"},
+    {"method": "head"},
+    {"method": "bitfit"},
+    {"method": "top-k", "top_k": 2},
+]
+
+
+def built_count(config: RunConfig) -> methods.ParamCount:
+    """count_parameters of the model as training builds it (build_models: weights loaded,
+    adapters injected, parameters marked); for an ImageNet model whose weights are not on this
+    computer, the same steps on its architecture (the weights change no count)."""
+    try:
+        return methods.count_parameters(build_models(config, 10)[1])
+    except OfflineError:
+        check_head(config)
+        model = copy.deepcopy(zoo.architecture(config.model))
+    if config.method == "lora":
+        names = resolve_targets(model, config.targets)
+        model = lora.inject(model, names, config.rank, config.alpha, dora=config.dora)
+    trainable_parameters(model, config.method, config.top_k, head_trains(config))
+    return methods.count_parameters(model)
+
+
+@pytest.mark.parametrize("model", zoo.names())
+@pytest.mark.parametrize("settings", COUNTED)
+def test_the_count_from_shapes_is_the_built_models_count(model, settings):
+    """parameter_count reads shapes only (zoo.architecture, methods.planned_count); the model
+    training builds must count the same, for every zoo model and method."""
+    head = zoo.architecture(model).head_name
+    targets = {"targets": zoo.default_targets(model)} | settings
+    targets["targets"] = head if targets["targets"] == "head" else targets["targets"]
+    config = RunConfig(model=model, **targets)
+    try:
+        built = built_count(config)
+    except ValueError as refusal:  # a new (ImageNet) head kept frozen: refused by both
+        with pytest.raises(ValueError, match=re.escape(str(refusal))):
+            parameter_count(config)
+        return
+    assert parameter_count(config) == built
+
+
+def test_the_count_from_shapes_follows_the_tasks_classes():
+    """A dataset of another class count gets a head of its own size."""
+    config = RunConfig(dataset="digits", method="head")
+    assert parameter_count(config) == built_count(config)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from core.analyses import whatif
 from core.analyses.reports import Moment
 from core.lowrank import spectra
-from core.store.runs import RunRecord
+from core.store.records import RunRecord
 
 MISSING = "—"  # a number the run did not log (no loss at step 0, no evaluation yet)
 Choice = TypeVar("Choice")

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.common.config import INITS, SCALINGS, SettingError
+from core.common.config import BOUNDS, INITS, SCALINGS, SettingError, short_repr
 
 
 class LoRALayer(nn.Module):
@@ -209,10 +209,26 @@ def scale(alpha: float, rank: int, scaling: str = "standard") -> float:
     return alpha / (math.sqrt(rank) if scaling == "rslora" else rank)
 
 
-def check_rank(rank: int, d: int, k: int, name: str = "this layer") -> None:
-    if not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a whole number ≥ 1 (got {rank!r}).")
-    if rank > min(d, k):
+def adapter_parameters(d: int, k: int, rank: int, dora: bool = False) -> int:
+    """What an adapter of a d×k layer trains: B (d×r) and A (r×k), and DoRA's magnitude (one
+    per output unit). The same for a Conv2d, whose k is in_channels · kh · kw."""
+    return rank * (d + k) + (d if dora else 0)
+
+
+def check_rank(
+    rank: int,
+    d: int | None = None,
+    k: int | None = None,
+    name: str = "this layer",
+    setting: str = "rank",
+) -> None:
+    """The one check of a rank, wherever one comes from (a config, a layer, a PEFT file named by
+    `setting`): a whole number from BOUNDS["rank"]'s low end (RunConfig.validate also bounds it
+    above), and for a d×k layer at most min(d, k)."""
+    low = BOUNDS["rank"].low
+    if not isinstance(rank, int) or rank < low:
+        raise ValueError(f"{setting} must be a whole number ≥ {low} (got {short_repr(rank)}).")
+    if d is not None and k is not None and rank > min(d, k):
         values = {"rank": rank, "most": min(d, k), "layer": name, "shape": f"{d}×{k}"}
         raise SettingError(
             f"rank {rank} is above min(d, k) = {min(d, k)} for {name} ({d}×{k}): "

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from core.common.config import METHODS
-from core.lowrank.lora import adapted_layers
+from core.lowrank.lora import adapted_layers, adapter_parameters, weight_matrix_shape
 from core.lowrank.targets import block_names, head_name
 
 
@@ -127,4 +127,38 @@ def count_parameters(model: nn.Module) -> ParamCount:
         total=sum(p.numel() for p in params),
         head=in_head,
         head_adapted=head is not None and head in adapted_layers(model),
+    )
+
+
+def planned_count(
+    model: nn.Module,
+    method: str,
+    top_k: int = 1,
+    train_head: bool = True,
+    targets: list[str] | None = None,
+    rank: int = 1,
+    dora: bool = False,
+) -> ParamCount:
+    """What count_parameters will say of `model` once it is adapted (LoRA: adapters of `rank`
+    on the layers `targets`, with DoRA's magnitude if `dora`) and trainable_parameters has
+    chosen what trains, counted from the layers' shapes: nothing is copied, injected or
+    marked, so a page may ask on every redraw of a model it holds (the model is unchanged)."""
+    head = head_name(model)
+    targets = targets or []
+    sizes = {name: p.numel() for name, p in model.named_parameters()}
+    adapters = sum(
+        adapter_parameters(*weight_matrix_shape(model.get_submodule(name)), rank, dora)
+        for name in targets
+    )
+    if method == "lora":  # the head's own weights train, unless an adapter on it trains instead
+        chosen = {n for n in sizes if _under(n, head) and not any(_under(n, t) for t in targets)}
+    else:
+        chosen = _chosen(model, method, top_k)
+    if not train_head:
+        chosen = {n for n in chosen if not _under(n, head)}
+    return ParamCount(
+        trainable=adapters + sum(sizes[n] for n in chosen),
+        total=sum(sizes.values()) + adapters,
+        head=sum(sizes[n] for n in chosen if _under(n, head)),
+        head_adapted=head in targets,
     )

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from core.common.config import short_repr
-from core.lowrank.lora import LoRAConv2d, LoRALayer, adapted_layers, inject
+from core.lowrank.lora import LoRAConv2d, LoRALayer, adapted_layers, check_rank, inject
 from core.lowrank.targets import eligible_layers
 
 PREFIX = "base_model.model."
@@ -185,9 +185,9 @@ def adapter_settings(config: dict) -> AdapterSettings:
     A rank of 4.7 is refused rather than read as 4: the file is not what it claims to be.
     """
     rank, alpha = config["r"], config["lora_alpha"]  # numbers: read_peft checked
-    whole = isinstance(rank, int) or (math.isfinite(rank) and rank.is_integer())
-    if not (whole and rank >= 1):
-        raise ValueError(f"{CONFIG_FILE}: r must be a whole number ≥ 1 (got {short_repr(rank)}).")
+    if isinstance(rank, float) and rank.is_integer():  # JSON's 4.0 is the rank 4
+        rank = int(rank)
+    check_rank(rank, setting=f"{CONFIG_FILE}: r")  # no layer's min(d, k) yet: A's rows say r
     if not (_finite(alpha) and alpha > 0):
         raise ValueError(
             f"{CONFIG_FILE}: lora_alpha must be a finite number > 0 (got {short_repr(alpha)})."

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from core.lowrank.lora import LoRALayer, adapter_type, check_rank, weight_matrix_shape
+from core.lowrank.lora import (
+    LoRALayer,
+    adapter_parameters,
+    adapter_type,
+    check_rank,
+    weight_matrix_shape,
+)
 
 
 def head_name(model: nn.Module) -> str:
@@ -64,7 +70,7 @@ class EligibleLayer:
 
     @property
     def lora_params(self) -> int:
-        return self.rank * (self.d + self.k)
+        return adapter_parameters(self.d, self.k, self.rank)
 
 
 def eligible_layers(model: nn.Module, rank: int = 4) -> list[EligibleLayer]:

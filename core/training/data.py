@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from core.common import paths
 from core.common.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, short_repr
+from core.training.kinds import IMAGES, DataKind
 
 SPLIT_SEED = 20240607
 """Seed of the train/val/test splits. Fixed, never a user setting: the zoo models were pretrained
@@ -47,6 +48,7 @@ class DatasetInfo:
     name: str
     offline: bool  # True: ships with a pip dependency; False: downloaded once by torchvision
     num_classes: int = 10
+    kind: DataKind = IMAGES  # how its examples are shown and a run on it is judged
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -59,6 +61,14 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("cifar10", offline=False),
     ]
 }
+
+
+def kind_of(dataset: str) -> DataKind:
+    """The kind of a dataset's examples (core.training.kinds): what a page shows of its task
+    and how it judges a run on it. ValueError for an unknown dataset."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
+    return DATASETS[dataset].kind
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -276,20 +274,18 @@ def check_config(config: RunConfig, model: nn.Module) -> None:
 
 
 def parameter_count(config: RunConfig | dict[str, Any]) -> methods.ParamCount:
-    """Trainable, total and head parameters of a config's model, built exactly as training
-    builds it (nothing trains, no data loads; remembered for the last 64 configs, so a page
-    may ask on every redraw). ValueError for what the model rejects (rank above a layer's
-    min(d, k), unknown layer); OfflineError for weights that need a download."""
-    if isinstance(config, RunConfig):
-        config = config.to_dict()
-    return _parameter_count(json.dumps(config, sort_keys=True))
-
-
-@functools.lru_cache(maxsize=64)
-def _parameter_count(config_json: str) -> methods.ParamCount:
-    config = RunConfig.from_dict(json.loads(config_json))
-    _, model = build_models(config, data.DATASETS[config.dataset].num_classes)
-    return methods.count_parameters(model)
+    """Trainable, total and head parameters of a config's model, as training will build it,
+    counted from its layers' shapes (zoo.architecture, methods.planned_count): no weights load
+    and nothing is copied or adapted, so a page may ask on every redraw. ValueError for what
+    the model rejects (rank above a layer's min(d, k), unknown layer)."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict(config)
+    check_head(config)
+    base = zoo.architecture(config.model, data.DATASETS[config.dataset].num_classes)
+    targets = check_targets(base, config.targets, config.rank) if config.method == "lora" else []
+    return methods.planned_count(
+        base, config.method, config.top_k, head_trains(config), targets, config.rank, config.dora
+    )
 
 
 def make_optimizer(model: nn.Module, config: RunConfig) -> torch.optim.Optimizer:

@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -520,13 +520,34 @@ def load(name: str = DEFAULT_MODEL, num_classes: int = 10) -> nn.Module:
     If the task has a different number of classes, the copy gets a new, untrained head.
     `model.head_name` and `model.block_names` tell the fine-tuning methods where things are.
     """
-    if num_classes not in CLASSES:
-        raise ValueError(f"a classifier needs from 2 to {CLASSES.high} classes, got {num_classes}")
+    _check_classes(num_classes)
     model = copy.deepcopy(_master(name))
     head = model.get_submodule(model.head_name)
     if head.out_features != num_classes:
         model.set_submodule(model.head_name, _new_head(head, num_classes).requires_grad_(False))
     return model
+
+
+def _check_classes(num_classes: int) -> None:
+    if num_classes not in CLASSES:
+        raise ValueError(f"a classifier needs from 2 to {CLASSES.high} classes, got {num_classes}")
+
+
+@lru_cache(maxsize=16)
+def architecture(name: str, num_classes: int = 10) -> nn.Module:
+    """The model's layers without their weights (on torch's meta device: shapes only, no
+    memory, no download), built once per model and class count: all that counting its
+    parameters needs (core.training.train.parameter_count). Only read, never trained."""
+    entry = _entry(name)
+    _check_classes(num_classes)
+    with torch.device("meta"):
+        model = entry.build()
+        head = model.get_submodule(entry.head_name)
+        if head.out_features != num_classes:
+            model.set_submodule(entry.head_name, nn.Linear(head.in_features, num_classes))
+    model.head_name = entry.head_name
+    model.block_names = list(entry.block_names)
+    return model.requires_grad_(False)
 
 
 def default_targets(model_name: str) -> str | list[str]:
