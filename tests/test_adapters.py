@@ -2,7 +2,6 @@
 before, and a bad or unsafe file is refused with one line while the store stays as it was."""
 
 import copy
-import io
 import json
 import pickle
 import zipfile
@@ -12,7 +11,6 @@ import pytest
 import safetensors.torch
 import torch
 from peft import LoraConfig, get_peft_model
-from test_runs import SMALL, outputs, outside
 
 from core.analyses import reports
 from core.common.config import RunConfig
@@ -20,6 +18,7 @@ from core.lowrank import lora, peft_io
 from core.store.runs import RunStore, train_and_save
 from core.training import adapters, zoo
 from core.training.adapters import import_adapter
+from tests.support.store import SMALL, outputs, outside, zipped
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
 
@@ -32,14 +31,6 @@ def exported(store, tmp_path) -> tuple[int, dict[str, bytes]]:
     run_id, _ = train_and_save(RunConfig(**SMALL), store)
     with zipfile.ZipFile(store.export_peft(run_id, tmp_path / "run.zip")) as archive:
         return run_id, {name: archive.read(name) for name in archive.namelist()}
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def saved_state(store: RunStore) -> tuple[list, list]:

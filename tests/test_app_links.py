@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from app_session import open_page
 from streamlit.testing.v1 import AppTest
 
 from core.classroom import lessons, links
 from core.classroom.i18n import catalog
 from core.common.config import RunConfig, config_choices
 from core.store import runs
+from tests.support.app_session import open_page
 
 DEFAULTS = {
     "model": "mlp",

@@ -12,9 +12,9 @@ import base64
 from urllib.parse import urlsplit
 
 import pytest
-from test_browser import new_page, scroll_to_bottom, wait_for_app
 
 from core.common.paths import ASSETS
+from tests.support.browser import new_page, scroll_to_bottom, wait_for_app
 
 pytestmark = pytest.mark.browser
 

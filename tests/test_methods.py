@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
-from toy_models import ToyCNN, ToyMLP
 
 from core.common.config import RunConfig, SettingError
 from core.lowrank import lora, methods
 from core.lowrank.peft_io import export_peft, import_peft
 from core.store import runs
 from core.training import data, train, zoo
+from tests.support.toy_models import ToyCNN, ToyMLP
 
 
 def grads_after_backward(model: torch.nn.Module, method: str, **kwargs) -> set[str]:

@@ -22,17 +22,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import torch
-from app_session import shown
-from conftest import POSTGRES_DIR, needs_postgres
 from sqlalchemy.pool import NullPool
 from streamlit.testing.v1 import AppTest
-from test_runs import SMALL, outputs
 
 from core.__main__ import main
 from core.common.config import RunConfig
 from core.jobs import pool as jobs
 from core.store import rundb
 from core.store.runs import RunStore, StoreError, train_and_save
+from tests.support.app_session import shown
+from tests.support.postgres import POSTGRES_DIR, needs_postgres
+from tests.support.store import SMALL, outputs
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-Pa55"  # a password that must never be shown
@@ -234,7 +234,7 @@ def test_a_role_that_may_only_read_reads_and_each_write_is_one_line(
 READ_ELSEWHERE = """
 import json, sys, torch
 from core.store.runs import RunStore
-from test_runs import outputs
+from tests.support.store import outputs
 torch.set_num_threads(1)  # as the test's own process: the same sums, the same bits
 with RunStore() as store:
     _, model = store.load_run_model(int(sys.argv[1]))
@@ -254,7 +254,7 @@ def test_weights_live_in_the_database_where_any_process_reads_them(
     elsewhere = tmp_path / "another-machine"  # another LORA_LAB_HOME: nothing shared but the URL
     done = subprocess.run(
         [sys.executable, "-c", READ_ELSEWHERE, str(run_id)],
-        cwd=REPO / "tests",
+        cwd=REPO,
         env=os.environ | {"LORA_LAB_HOME": str(elsewhere), "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
