@@ -1,4 +1,4 @@
-"""How fast the spectral analyses are: `.venv/bin/python bench/spectra_speed.py`.
+"""How fast the spectral analyses are: `.venv/bin/python -m bench.spectra_speed`.
 
 1. The exact SVD of delta_W = s·B A from its factors (QR of B and Aᵀ, an r × r SVD) against a
    dense SVD of the d × k matrix, for d = k = 1024, r = 8. Target: ≥ 20× faster.
@@ -17,12 +17,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.lowrank import lora, spectra
 from core.lowrank.targets import eligible_layers
