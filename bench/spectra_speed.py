@@ -8,8 +8,9 @@
    Models whose pretrained weights are not in assets/models yet are measured with random weights
    of the same architecture: the timing depends on the shapes, not the values.
 
-An optional argument sets torch's thread count (`spectra_speed.py 1`): on a machine shared with
-other work, two threads waiting for each other can make these small SVDs many times slower.
+An optional argument sets torch's thread count (`-m bench.spectra_speed 1`): on a machine
+shared with other work, two threads waiting for each other can make these small SVDs many times
+slower.
 """
 
 import copy
@@ -97,7 +98,7 @@ def model_reports() -> None:
 if __name__ == "__main__":
     if (
         len(sys.argv) > 1
-    ):  # e.g. `spectra_speed.py 1`: one thread gives steadier figures on a busy machine
+    ):  # e.g. `-m bench.spectra_speed 1`: one thread gives steadier figures on a busy machine
         torch.set_num_threads(int(sys.argv[1]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     qr_path_against_dense()
