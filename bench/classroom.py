@@ -1,6 +1,6 @@
 """A classroom on one app server, or several: N browser sessions press Train at one moment.
 
-    .venv/bin/python bench/classroom.py [--sessions 10] [--servers 1] [--timeout 300]
+    .venv/bin/python -m bench.classroom [--sessions 10] [--servers 1] [--timeout 300]
         [--placement both|pinned|co-located] [--server-cpus 0] [--browser-cpus 1] [--settle 60]
         [--before DIR] [--json] [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
 
@@ -75,24 +75,22 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # core
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # servers.py
-
 import psutil
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
-from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 
+from core.classroom.i18n import catalog
 from core.jobs import executors, ray_jobs
 from core.jobs.class_queue import SharedPool
 from core.store.records import RunRecord
 from core.store.runs import RunStore, StoreError
+from tests.support.browser import VIEWPORT
+from tests.support.servers import CHROMIUM, launch_chromium, start_app
 
 try:  # optional (requirements-distributed.txt): only --servers K > 1 needs it
     import ray
@@ -100,24 +98,17 @@ except ImportError:
     ray = None
 
 ROOT = Path(__file__).resolve().parent.parent
-VIEWPORT = {"width": 1280, "height": 720}
 PINNED, CO_LOCATED = "pinned", "co-located"
 # A core's busy time on Linux (guest time is already counted in user time).
 BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
 
 
-def english(name: str) -> str:
-    """The app's English text `name` ("train.start"): the labels the pages are read by."""
-    with open(ROOT / "core" / "i18n" / "en.toml", "rb") as file:
-        section, key = name.split(".")
-        return tomllib.load(file)[section][key]
-
-
-TRAIN_BUTTON = english("train.start")  # "Train"
-ACCURACY_LABEL = english("train.acc")  # "Test accuracy before → after"
+ENGLISH = catalog("en")  # the app's English texts: the labels the pages are read by
+TRAIN_BUTTON = ENGLISH.t("train.start")  # "Train"
+ACCURACY_LABEL = ENGLISH.t("train.acc")  # "Test accuracy before → after"
 # "Step {step} of {steps} · …" → a regular expression for "Step 3 of 200"
 PROGRESS_PATTERN = (
-    re.escape(english("train.progress").split("{steps}")[0]).replace(re.escape("{step}"), r"\d+")
+    re.escape(ENGLISH.t("train.progress").split("{steps}")[0]).replace(re.escape("{step}"), r"\d+")
     + r"\d+"
 )
 # Every page clicks at one instant, this long after arming starts (each page takes a while).
@@ -537,7 +528,7 @@ def listed_runs(browser: Browser, url: str, timeout: float) -> set[int]:
 def launch(playwright) -> tuple[Browser, psutil.Process]:
     """System Chromium, and its main process (to measure it, and to stop it by pid)."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    browser = launch_chromium(playwright)
     started = [
         p
         for p in psutil.Process().children(recursive=True)

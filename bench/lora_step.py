@@ -1,7 +1,7 @@
 """How fast is our LoRA? Training step time against full fine-tuning and HF PEFT, and the cost
 of inference after merging, all measured in one run on one model and one batch.
 
-    python bench/lora_step.py [--model vit] [--rank 8] [--batch 256] [--rounds 9] [--threads 1]
+    python -m bench.lora_step [--model vit] [--rank 8] [--batch 256] [--rounds 9] [--threads 1]
 
 Targets: our LoRA step ≤ 1.00× PEFT's step; merged forward ≤ 1.02× the base model's forward.
 Each figure is the median over rounds that interleave the contenders (in rotating order), so
@@ -13,15 +13,11 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.lowrank import lora, methods
 from core.lowrank.targets import head_name, resolve_targets

@@ -1,6 +1,6 @@
 """How long does a page take to load? Seconds from opening a link to a fully drawn page.
 
-    python bench/page_load.py [--pages train compare learn] [--repeats 8] [--skip-browser]
+    python -m bench.page_load [--pages train compare learn] [--repeats 8] [--skip-browser]
                               [--before DIR]
 
 Two measures. First the server's share, steady on a busy machine: CPU seconds of one run of
@@ -24,16 +24,14 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # servers.py
-
 from playwright.sync_api import sync_playwright
-from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 from streamlit.testing.v1 import AppTest
+
+from tests.support.servers import launch_chromium, start_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIFTS = ("none", "invert", "permute", "label-permute", "domain", "planted-rank")
@@ -65,7 +63,7 @@ def browser_figures(checkouts: dict[str, Path], links: list[str], repeats: int) 
             server, urls[name] = start_app(root, env)
             stack.callback(server.wait, 10)
             stack.callback(server.terminate)
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         stack.callback(browser.close)
         for link in links:
             times: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}

@@ -1,7 +1,7 @@
 """Every result figure in the README, from one script: the rank table and the re-measured findings.
 
-    .venv/bin/python bench/readme_figures.py                   # print the Markdown
-    .venv/bin/python bench/readme_figures.py --write README.md  # replace the README's block
+    .venv/bin/python -m bench.readme_figures                   # print the Markdown
+    .venv/bin/python -m bench.readme_figures --write README.md  # replace the README's block
 
 The rank table: test accuracy against LoRA rank for every task shift, with head-only and full
 fine-tuning beside it (the shipped `mlp`, the Train page's 200 steps, each method at its own
@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.analyses import experiments
 from core.classroom.links import TRAIN_STEPS

@@ -1,6 +1,6 @@
 """What running jobs on Ray costs next to the local pool, measured in one run on this machine.
 
-    .venv/bin/python bench/scale.py [--ray auto|HOST:PORT] [--device cpu|cuda|auto]
+    .venv/bin/python -m bench.scale [--ray auto|HOST:PORT] [--device cpu|cuda|auto]
                                     [--tiny 20] [--runs 20]
 
 1. Start-up: the local pool, from nothing to a finished job on each worker; Ray, importing it,
@@ -27,13 +27,10 @@ import functools
 import importlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 import torch

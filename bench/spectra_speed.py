@@ -1,4 +1,4 @@
-"""How fast the spectral analyses are: `.venv/bin/python bench/spectra_speed.py`.
+"""How fast the spectral analyses are: `.venv/bin/python -m bench.spectra_speed`.
 
 1. The exact SVD of delta_W = s·B A from its factors (QR of B and Aᵀ, an r × r SVD) against a
    dense SVD of the d × k matrix, for d = k = 1024, r = 8. Target: ≥ 20× faster.
@@ -8,8 +8,9 @@
    Models whose pretrained weights are not in assets/models yet are measured with random weights
    of the same architecture: the timing depends on the shapes, not the values.
 
-An optional argument sets torch's thread count (`spectra_speed.py 1`): on a machine shared with
-other work, two threads waiting for each other can make these small SVDs many times slower.
+An optional argument sets torch's thread count (`-m bench.spectra_speed 1`): on a machine
+shared with other work, two threads waiting for each other can make these small SVDs many times
+slower.
 """
 
 import copy
@@ -17,12 +18,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.lowrank import lora, spectra
 from core.lowrank.targets import eligible_layers
@@ -100,7 +98,7 @@ def model_reports() -> None:
 if __name__ == "__main__":
     if (
         len(sys.argv) > 1
-    ):  # e.g. `spectra_speed.py 1`: one thread gives steadier figures on a busy machine
+    ):  # e.g. `-m bench.spectra_speed 1`: one thread gives steadier figures on a busy machine
         torch.set_num_threads(int(sys.argv[1]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     qr_path_against_dense()

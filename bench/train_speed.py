@@ -1,6 +1,6 @@
 """How fast the classroom run is, and how well the job pool uses the CPU.
 
-    .venv/bin/python bench/train_speed.py [--jobs N]
+    .venv/bin/python -m bench.train_speed [--jobs N]
 
 1. The default classroom run (default model and dataset, LoRA r=4, one epoch), headless, with
    a pool worker's thread count: wall time (first run of the process, which loads the data and
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 

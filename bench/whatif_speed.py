@@ -1,6 +1,6 @@
 """How long do the what-if views take? Seconds per point of each curve, per shipped model.
 
-    python bench/whatif_speed.py [--models mlp cnn vit] [--steps 30] [--threads 1]
+    python -m bench.whatif_speed [--models mlp cnn vit] [--steps 30] [--threads 1]
 
 Target: a rank-cut point (one evaluation of the test split with edited weights) well under a
 second on the mlp, so the accuracy-against-k plot of a LoRA run appears at once. Each model
@@ -10,13 +10,9 @@ trains one short LoRA run on the default task first (not timed), then each view 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.analyses import whatif
 from core.common.config import RunConfig

@@ -5,11 +5,8 @@ LoRA Lab home, a running server and a headless browser.
 None of them is autouse: only the tests that ask for them pay for them. No test ever uses the
 database of whoever runs them: LORA_LAB_DB is cleared for the session.
 
-PostgreSQL: LORA_LAB_TEST_POSTGRES is the URL of a server on which the tests may create
-databases (`.ci/postgres.sh start DIR` prints one; `.ci/run` starts it and sets this), and
-LORA_LAB_TEST_POSTGRES_DIR the folder that script was given (the restart test restarts that
-server). Without them, tests that need PostgreSQL are skipped on a developer's machine and fail
-in CI (CI=true): a missing server never passes as a skipped test there. The same goes for Ray:
+PostgreSQL: tests/support/postgres.py says which server the tests use, and what happens
+without one (a skip on a developer's machine, a failure in CI). The same goes for Ray:
 LORA_LAB_TEST_RAY is the address of a test cluster (`.ci/ray.sh start` prints it).
 """
 
@@ -26,32 +23,20 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 import torch
-from servers import CHROMIUM, CHROMIUM_ARGS, start_app
 from sqlalchemy.pool import NullPool
+
+from tests.support.postgres import needs_postgres
+from tests.support.servers import CHROMIUM, launch_chromium, start_app
 
 if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do not load core
     from core.store.runs import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-POSTGRES = "LORA_LAB_TEST_POSTGRES"
-POSTGRES_DIR = "LORA_LAB_TEST_POSTGRES_DIR"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("LORA_LAB_DB", None)  # never the database of whoever runs the tests
-
-
-def needs_postgres(setting: str = POSTGRES) -> str:
-    """The value of `setting` (the test server's URL, or its folder); without it, a skip on a
-    developer's machine and a failure in CI."""
-    value = os.environ.get(setting, "").strip()
-    if not value:
-        message = f"{setting} is not set: start a server with `.ci/postgres.sh start DIR`"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"{message}; CI must test the PostgreSQL store, not skip it")
-        pytest.skip(message)
-    return value
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +160,7 @@ def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
 

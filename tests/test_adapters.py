@@ -2,7 +2,6 @@
 before, and a bad or unsafe file is refused with one line while the store stays as it was."""
 
 import copy
-import io
 import json
 import pickle
 import zipfile
@@ -12,7 +11,6 @@ import pytest
 import safetensors.torch
 import torch
 from peft import LoraConfig, get_peft_model
-from test_runs import SMALL, outputs, outside
 
 from core.analyses import reports
 from core.common.config import RunConfig
@@ -22,6 +20,7 @@ from core.training import adapters, export, zoo
 from core.training.adapters import import_adapter
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
+from tests.support.store import SMALL, outputs, outside, zipped
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
 
@@ -34,14 +33,6 @@ def exported(store, tmp_path) -> tuple[int, dict[str, bytes]]:
     run_id, _ = train_and_save(RunConfig(**SMALL), store)
     with zipfile.ZipFile(export.export_peft(store, run_id, tmp_path / "run.zip")) as archive:
         return run_id, {name: archive.read(name) for name in archive.namelist()}
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def saved_state(store: RunStore) -> tuple[list, list]:

@@ -4,10 +4,10 @@ them, and a rank that makes LoRA pointless is said, in both languages."""
 from __future__ import annotations
 
 import pytest
-from app_session import open_page
 
 from core.classroom import budget
 from core.classroom.i18n import catalog
+from tests.support.app_session import open_page
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

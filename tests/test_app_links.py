@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from app_session import open_page
 from streamlit.testing.v1 import AppTest
 
 from core.classroom import lessons, links
@@ -16,6 +15,7 @@ from core.classroom.i18n import catalog
 from core.common.config import RunConfig, config_choices
 from core.store import runs
 from core.store.names import default_name
+from tests.support.app_session import open_page
 
 DEFAULTS = {
     "model": "mlp",

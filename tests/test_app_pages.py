@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_session import APP, TIMEOUT, open_page, shown
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -29,6 +28,7 @@ from core.jobs.scheduler import Job
 from core.store import runs
 from core.training import export, measure, train, zoo
 from core.training.record import train_and_save
+from tests.support.app_session import APP, TIMEOUT, open_page, shown
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them

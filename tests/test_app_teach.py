@@ -9,12 +9,12 @@ import re
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from app_session import open_page
 from streamlit.testing.v1 import AppTest
 
 from core.classroom import links
 from core.common.config import RunConfig
 from core.training import data, examples
+from tests.support.app_session import open_page
 
 TRAIN = links.train_defaults()
 

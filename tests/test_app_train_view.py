@@ -9,7 +9,6 @@ import threading
 import uuid
 
 import pytest
-from app_session import open_page, shown
 from markdown_it import MarkdownIt
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
@@ -20,6 +19,7 @@ from core.common.config import RunConfig
 from core.store import runs
 from core.training.record import train_and_save
 from core.training.train import Event
+from tests.support.app_session import open_page, shown
 
 RUN = RunConfig(steps=20, rank=2)  # mlp, rotate, LoRA; snapshots at steps 10 and 20
 

@@ -12,46 +12,19 @@ import pytest
 
 from core.classroom.i18n import catalog
 from core.common.config import RunConfig
+from tests.support.browser import (
+    CHART,
+    VIEWPORT,
+    new_page,
+    newest_step,
+    scroll_to_bottom,
+    shoot,
+    wait_for_app,
+)
 
 pytestmark = pytest.mark.browser
 
-VIEWPORT = {"width": 1280, "height": 720}
 RUN_TIMEOUT_MS = 180_000  # the default run: 200 steps of the MLP on a shared CPU
-CHART = "[data-testid='stPlotlyChart']"
-
-
-def new_page(browser, color_scheme: str = "light"):
-    context = browser.new_context(viewport=VIEWPORT, color_scheme=color_scheme)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    return page
-
-
-def wait_for_app(page) -> None:
-    """The script has run and every element is drawn (no loading placeholders left)."""
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')")
-    page.wait_for_timeout(500)  # let plotly finish drawing
-
-
-def newest_step(steps: int) -> str:
-    """JS: the newest step on the training-loss trace (the first chart) of the run planned for
-    `steps`; 0 before its first point. (Its points are thinned once the run is long: the newest
-    step, not their number, says how far the curve got.)"""
-    return (
-        "() => { const plot = document.querySelector('.js-plotly-plot');"
-        " if (!plot || !plot._fullLayout"
-        f" || Math.round(plot._fullLayout.xaxis.range[1] / 1.02) !== {steps}) return 0;"
-        " const x = plot._fullData[0].x; return x.length ? x[x.length - 1] : 0; }"
-    )
-
-
-def scroll_to_bottom(page) -> None:
-    page.evaluate(
-        "() => { window.scrollTo(0, document.body.scrollHeight);"
-        " const main = document.querySelector('[data-testid=\"stMain\"]');"
-        " if (main) main.scrollTop = main.scrollHeight; }"
-    )
 
 
 def train_and_watch(page, steps: int, label: str, directory, running_shot: str) -> int:
@@ -81,18 +54,6 @@ def train_and_watch(page, steps: int, label: str, directory, running_shot: str) 
     seen.add(page.evaluate(points))
     assert max(seen) == steps  # the curve reaches the last step
     return len(seen - {0})
-
-
-def shoot(page, directory, name: str, screens: int = 1) -> None:
-    """What a projector shows: the first screen, and with `screens` > 1 the ones below it
-    (Streamlit scrolls its main area, not the page, so a full-page screenshot would not)."""
-    main = "document.querySelector('[data-testid=\"stMain\"]')"
-    page.evaluate(f"() => {{ {main}.scrollTop = 0; }}")
-    page.screenshot(path=directory / f"{name}.png")
-    for screen in range(2, screens + 1):
-        page.evaluate(f"() => {{ {main}.scrollTop += {VIEWPORT['height'] - 80}; }}")
-        page.wait_for_timeout(400)  # charts that come into view are drawn now
-        page.screenshot(path=directory / f"{name}-{screen}.png")
 
 
 def test_a_student_session(app_url, browser, screenshot_dir):

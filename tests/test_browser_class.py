@@ -13,16 +13,16 @@ import re
 import time
 
 import pytest
-from test_browser import (
+
+from core.jobs.class_queue import SharedPool
+from core.jobs.ray_jobs import ClassQueueHandle
+from tests.support.browser import (
     VIEWPORT,
     newest_step,
     scroll_to_bottom,
     shoot,
     wait_for_app,
 )
-
-from core.jobs.class_queue import SharedPool
-from core.jobs.ray_jobs import ClassQueueHandle
 
 pytestmark = pytest.mark.browser
 

@@ -16,25 +16,12 @@ import pytest
 
 from core.classroom import lessons, links
 from core.classroom.i18n import catalog
+from tests.support.browser import new_page, wait_for_app
 
 pytestmark = pytest.mark.browser
 
 EN = catalog("en")
-VIEWPORT = {"width": 1280, "height": 720}
-APP_DRAWN = "[data-testid='stApp'][data-test-script-state='notRunning']"
 HIDDEN = ["steps", "seed"]  # settings of both pages, each a number box labelled as on Train
-
-
-def new_page(browser):
-    page = browser.new_context(viewport=VIEWPORT).new_page()
-    page.set_default_timeout(60_000)
-    return page
-
-
-def wait_for_app(page) -> None:
-    """The script has run and every element is drawn (a blank page never gets here)."""
-    page.wait_for_selector(APP_DRAWN)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')")
 
 
 def built_exercise_link(page, toggle: int, page_name: str, hide: list[str]) -> str:

@@ -5,11 +5,11 @@ no link, no style. Screenshots of the page with such names, in English and ä¸­æ–
 from __future__ import annotations
 
 import pytest
-from test_browser import CHART, new_page, shoot, wait_for_app
 
 from core.common.config import RunConfig
 from core.store.runs import RunStore
 from core.training.record import train_and_save
+from tests.support.browser import CHART, new_page, shoot, wait_for_app
 
 pytestmark = pytest.mark.browser
 

@@ -12,13 +12,13 @@ import base64
 from urllib.parse import urlsplit
 
 import pytest
-from test_browser import new_page, scroll_to_bottom, wait_for_app
 
 from core.common.paths import ASSETS
+from tests.support.browser import new_page, scroll_to_bottom, wait_for_app
 
 pytestmark = pytest.mark.browser
 
-LOOPBACK = "127.0.0.1"  # where tests/servers.py serves the app
+LOOPBACK = "127.0.0.1"  # where tests/support/servers.py serves the app
 LOCAL_SCHEMES = ("data", "blob")  # URLs whose content is in the page itself
 NAV_LINKS_JS = "() => [...document.querySelectorAll('[data-testid=\"stSidebarNav\"] a')]" + (
     ".map((link) => link.href)"

@@ -11,10 +11,11 @@ import re
 import pytest
 
 from core.classroom.i18n import catalog
+from tests.support.browser import VIEWPORT, new_page, wait_for_app
 
 pytestmark = pytest.mark.browser
 
-PROJECTOR = {"width": 1280, "height": 720}
+SETTLE_MS = 800  # plotly finishes drawing, on a busy CPU
 PHONE = {"width": 390, "height": 844}
 RUN_TIMEOUT_MS = 300_000  # a short run on a shared, busy CPU
 IMAGE = "[data-testid='stImageContainer']"
@@ -28,25 +29,18 @@ METRIC_SIZES = """() => [...document.querySelectorAll('[data-testid="stMetricVal
     .map(p => parseFloat(getComputedStyle(p).fontSize))"""
 
 
-def open_page(browser, url: str, viewport: dict = PROJECTOR):
-    page = browser.new_context(viewport=viewport).new_page()
-    page.set_default_timeout(300_000)
+def open_page(browser, url: str, viewport: dict = VIEWPORT):
+    page = new_page(browser, viewport=viewport, timeout_ms=300_000)
     page.goto(url)
-    wait_for_app(page)
+    wait_for_app(page, SETTLE_MS)
     return page
-
-
-def wait_for_app(page) -> None:
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stSkeleton\"]')")
-    page.wait_for_timeout(800)  # let plotly finish drawing
 
 
 def learn_toy(browser, url: str):
     page = open_page(browser, url)
     page.get_by_role("tab").nth(1).click()  # Toy, in either language
     page.locator("[data-testid='stMetricValue']").nth(3).wait_for()
-    wait_for_app(page)
+    wait_for_app(page, SETTLE_MS)
     return page
 
 
@@ -77,7 +71,7 @@ def run_a_short_run(browser, app_url: str) -> tuple:
     page = open_page(browser, f"{app_url}/train?steps=40")
     page.get_by_role("button", name="Train", exact=True).click()
     page.locator(PREDICTIONS).nth(7).wait_for(timeout=RUN_TIMEOUT_MS)
-    wait_for_app(page)
+    wait_for_app(page, SETTLE_MS)
     return page, page.context.storage_state()
 
 
@@ -92,12 +86,12 @@ def test_a_finished_run_on_a_projector_a_phone_and_a_click_on_its_curve(
     page.screenshot(path=screenshot_dir / "issue18-train-done-projector.png")
     for index in (0, 1):  # loss and accuracy: whole, on the first screen
         box = chart_box(page, index)
-        assert box["y"] >= 0 and box["y"] + box["height"] <= PROJECTOR["height"], box
+        assert box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"], box
 
     phone = page.context.browser.new_context(viewport=PHONE, storage_state=student).new_page()
     phone.set_default_timeout(300_000)
     phone.goto(f"{app_url}/train?steps=40")
-    wait_for_app(phone)
+    wait_for_app(phone, SETTLE_MS)
     phone.locator(PREDICTIONS).nth(7).wait_for()
     phone.screenshot(path=screenshot_dir / "issue18-train-done-phone.png")
     tops = [phone.locator(PREDICTIONS).nth(i).bounding_box()["y"] for i in range(8)]
@@ -116,6 +110,6 @@ def test_a_finished_run_on_a_projector_a_phone_and_a_click_on_its_curve(
     )
     page.mouse.click(*point)
     page.wait_for_url(re.compile(r".*/spectra\?.*run=\d+.*step=20"))
-    wait_for_app(page)
+    wait_for_app(page, SETTLE_MS)
     said = catalog("en").t("spectra.moment_numbers", step=20).strip("*")  # "At step 20"
     page.get_by_text(said, exact=True).wait_for()

@@ -27,7 +27,6 @@ from typing import Any
 import psutil
 import pytest
 import sqlalchemy as sa
-from pool_checks import finish, wait_for_steps
 
 from core.common.config import RunConfig
 from core.common.limits import SERVER
@@ -36,6 +35,7 @@ from core.jobs.local import LocalProcesses
 from core.jobs.ray_jobs import ClassQueueHandle
 from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
+from tests.support.pool_checks import finish, wait_for_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"steps": 3, "eval_interval": 3, "snapshot_interval": 3}

@@ -11,7 +11,6 @@ import itertools
 import json
 
 import pytest
-from app_session import open_page, shown
 from streamlit.testing.v1 import AppTest
 
 from core.classroom.i18n import catalog
@@ -19,6 +18,7 @@ from core.common.config import RunConfig
 from core.store.names import RUN_NAME_CHARS
 from core.store.runs import RunStore
 from core.training.record import train_and_save
+from tests.support.app_session import open_page, shown
 
 STUDENT, TEACHER = "5" * 32, "7" * 32
 RUN_NAMES = ["<b>x</b><img src=x onerror=alert(1)>", "我的 <i>r4</i> & co", "plain"]

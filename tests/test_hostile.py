@@ -33,12 +33,9 @@ import psutil
 import pytest
 import safetensors.torch
 import torch
-from app_session import open_page, shown
 from safetensors import SafetensorError
 from streamlit.testing.v1 import AppTest
 from tensorboard.compat.tensorflow_stub.io import gfile as tb_gfile
-from test_adapters import zipped
-from test_runs import outside
 
 from core.__main__ import main
 from core.classroom import i18n, links
@@ -53,6 +50,8 @@ from core.training import train as train_module
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
 from core.training.train import diverged, train
+from tests.support.app_session import open_page, shown
+from tests.support.store import outside, zipped
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG, WEIGHTS, P = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE, peft_io.PREFIX

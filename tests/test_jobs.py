@@ -12,7 +12,6 @@ import time
 
 import pytest
 import torch
-from pool_checks import finish, numbers, wait_for_steps
 
 from core.common.config import RunConfig
 from core.common.limits import SERVER
@@ -21,6 +20,7 @@ from core.jobs.local import LocalProcesses
 from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 from core.training.train import train
+from tests.support.pool_checks import finish, numbers, wait_for_steps
 
 WORKERS = 2
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}

@@ -258,3 +258,67 @@ def test_pages_import_only_core_drawing_libraries_the_standard_library_and_their
                 if not ok:
                     strays.append(f"{path.relative_to(ROOT)}:{statement.lineno} imports {name}")
     assert not strays, "\n".join(strays)
+
+
+# -- tests and benchmarks -------------------------------------------------------------------------
+# pytest imports a test module by its file name (test_runs, conftest); what two of them, or a
+# test and a benchmark, share lives in tests/support/, imported as tests.support from the root.
+TESTS = sorted((ROOT / "tests").glob("*.py"))
+SUPPORT = sorted((ROOT / "tests" / "support").glob("*.py"))
+BENCH = sorted((ROOT / "bench").glob("*.py"))
+TEST_MODULES = {path.stem for path in TESTS + SUPPORT} | {"support"}
+
+
+def imports_of_tests(source: ast.Module) -> list[str]:
+    """The test modules `source` imports: by file name (test_runs, conftest; support or servers,
+    which only pytest's path or a sys.path edit finds), or as tests.X for all but tests.support."""
+    found = []
+    for statement, _ in imports(source):
+        for name in imported_names(statement):
+            top = name.split(".")[0]
+            if top in TEST_MODULES or (top == "tests" and not name.startswith("tests.support")):
+                found.append(name)
+    return found
+
+
+def edits_sys_path(source: ast.Module) -> bool:
+    """Whether `source` touches sys.path (to reach a folder it could import from the root)."""
+    return any(
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+        for node in ast.walk(source)
+    )
+
+
+def test_the_test_checker_finds_test_modules_and_path_edits():
+    source = ast.parse(
+        "import os, test_runs\nfrom conftest import serve\nfrom servers import start_app\n"
+        "from tests.support.store import SMALL\nfrom tests import test_jobs\n"
+        "from tests.test_lora import adapted\nfrom core.store import runs\n"
+    )
+    assert imports_of_tests(source) == [
+        "test_runs", "conftest", "servers", "tests", "tests.test_lora"
+    ]  # fmt: skip
+    assert edits_sys_path(ast.parse("import sys\nsys.path.insert(0, 'tests')\n"))
+    assert not edits_sys_path(ast.parse("import sys, os\nprint(sys.argv, os.path.sep)\n"))
+
+
+def test_no_test_module_or_benchmark_imports_a_test_module():
+    """A test module that imports another runs that one's module code (and, before pytest's
+    path was set, failed to import at all); a benchmark reaches tests/ only for its support."""
+    assert len(TESTS) > 20 and len(SUPPORT) > 4 and len(BENCH) > 4
+    strays = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in TESTS + SUPPORT + BENCH
+        for name in imports_of_tests(tree(path))
+    ]
+    assert not strays, "import tests/support/ instead:\n" + "\n".join(strays)
+
+
+def test_no_benchmark_edits_sys_path():
+    """bench/ runs from the repository root as a package (`python -m bench.classroom`), where
+    core and tests.support import as they are."""
+    edits = [str(path.relative_to(ROOT)) for path in BENCH if edits_sys_path(tree(path))]
+    assert not edits, f"sys.path edited in {edits}: run the script with python -m bench.NAME"

@@ -6,30 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_models import ToyMLP, toy_models
 
 from core.lowrank import lora
 from core.lowrank.peft_io import adapter_settings
 from core.lowrank.targets import check_targets
+from tests.support.toy_models import TARGETS, ToyMLP, adapted, toy_models, train_a_little
 
-TARGETS = {"mlp": ["fc1", "fc2"], "cnn": ["conv1", "conv2"]}
 INITS = ["default", "gaussian", "pissa"]
-
-
-def adapted(name: str, **kwargs) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
-    base, x = toy_models()[name]
-    options = {"rank": 2, "alpha": 4.0, "seed": 0} | kwargs
-    return base, lora.inject(base, TARGETS[name], **options), x
-
-
-def train_a_little(model: torch.nn.Module, x: torch.Tensor, steps: int = 5) -> None:
-    """Move A and B (and m) away from their initial values so B A ≠ 0."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.5)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model(x).pow(2).mean().backward()
-        optimizer.step()
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])

@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from toy_models import ToyCNN, ToyMLP
 
 from core.common.config import RunConfig, SettingError
 from core.lowrank import lora, methods
@@ -14,6 +13,7 @@ from core.store import runs
 from core.training import data, train, zoo
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
+from tests.support.toy_models import ToyCNN, ToyMLP
 
 
 def grads_after_backward(model: torch.nn.Module, method: str, **kwargs) -> set[str]:

@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from test_lora import TARGETS, adapted, train_a_little
-from toy_models import toy_models
 
 from core.lowrank import lora, methods
 from core.lowrank.peft_io import export_peft, import_peft
+from tests.support.toy_models import TARGETS, adapted, toy_models, train_a_little
 
 VARIANTS = [
     {},

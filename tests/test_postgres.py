@@ -22,11 +22,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import torch
-from app_session import shown
-from conftest import POSTGRES_DIR, needs_postgres
 from sqlalchemy.pool import NullPool
 from streamlit.testing.v1 import AppTest
-from test_runs import SMALL, outputs
 
 from core.__main__ import main
 from core.common.config import RunConfig
@@ -35,6 +32,9 @@ from core.store import rundb
 from core.store.runs import RunStore, StoreError
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
+from tests.support.app_session import shown
+from tests.support.postgres import POSTGRES_DIR, needs_postgres
+from tests.support.store import SMALL, outputs
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-Pa55"  # a password that must never be shown
@@ -237,7 +237,7 @@ READ_ELSEWHERE = """
 import json, sys, torch
 from core.store.runs import RunStore
 from core.training.rebuild import rebuild
-from test_runs import outputs
+from tests.support.store import outputs
 torch.set_num_threads(1)  # as the test's own process: the same sums, the same bits
 with RunStore() as store:
     _, model = rebuild(store, int(sys.argv[1]))
@@ -257,7 +257,7 @@ def test_weights_live_in_the_database_where_any_process_reads_them(
     elsewhere = tmp_path / "another-machine"  # another LORA_LAB_HOME: nothing shared but the URL
     done = subprocess.run(
         [sys.executable, "-c", READ_ELSEWHERE, str(run_id)],
-        cwd=REPO / "tests",
+        cwd=REPO,
         env=os.environ | {"LORA_LAB_HOME": str(elsewhere), "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from pool_checks import finish, numbers, wait_for_steps
 
 from core.common.config import RunConfig
 from core.common.limits import SERVER
@@ -33,6 +32,7 @@ from core.jobs.local import LocalProcesses
 from core.jobs.ray_jobs import RayExecutor, ray_address
 from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
+from tests.support.pool_checks import finish, numbers, wait_for_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}

@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import torch
 
 from core.common.config import RunConfig, SettingError
@@ -28,34 +27,12 @@ from core.training import export
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
 from core.training.train import Event
+from tests.support.store import SMALL, outputs, outside
 
-SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
 REPO = Path(__file__).resolve().parent.parent
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "home")  # each test has its own home
-
-
-def outputs(model: torch.nn.Module) -> torch.Tensor:
-    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        return model.eval()(x)
-
-
-def outside(store: RunStore, statement: str, **values: object) -> list[tuple]:
-    """Run `statement` on the store's database as another program would (its own connection,
-    around the store), and return the rows it gives."""
-    if store.path is not None:
-        url = sa.URL.create("sqlite", database=str(store.path))
-    else:
-        url = rundb.postgres_url(os.environ["LORA_LAB_DB"])
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(statement), values)
-            return result.all() if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def stored_weights(store: RunStore) -> int:

@@ -9,7 +9,7 @@ import torch
 
 from core.lowrank import spectra
 from core.lowrank.lora import adapted_layers, inject
-from tests.toy_models import ToyCNN, ToyMLP
+from tests.support.toy_models import ToyCNN, ToyMLP
 
 
 def orthonormal(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from core.classroom import links, sweep_view
 from core.common.config import RunConfig
-from core.jobs.pool import Job
+from core.jobs.scheduler import Job
 from core.training import data, kinds
 from core.training.train import Event
 

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from toy_models import ToyCNN, ToyMLP
 
 from core.lowrank import lora
 from core.lowrank.targets import (
@@ -15,6 +14,7 @@ from core.lowrank.targets import (
 )
 from core.training import zoo
 from core.training.zoo import default_targets
+from tests.support.toy_models import ToyCNN, ToyMLP
 
 
 def test_targets_all_linear_globs_and_names():

@@ -25,10 +25,7 @@ from core.training.train import (
     source_split,
     train,
 )
-
-# A few steps on the default model and dataset: enough to move every number.
-SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
-
+from tests.support.store import SMALL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

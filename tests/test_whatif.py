@@ -17,7 +17,7 @@ from core.common.config import RunConfig
 from core.lowrank import lora, spectra
 from core.training import data, measure, zoo
 from core.training.train import evaluate, train
-from tests.toy_models import ToyCNN, ToyMLP
+from tests.support.toy_models import ToyCNN, ToyMLP
 
 
 # -- one layer ----------------------------------------------------------------------------------

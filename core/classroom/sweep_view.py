@@ -12,7 +12,7 @@ from typing import Any
 
 from core.classroom import links
 from core.common.config import RunConfig
-from core.jobs.pool import Job
+from core.jobs.scheduler import Job
 from core.training import data, zoo
 from core.training.kinds import Metric
 

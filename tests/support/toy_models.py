@@ -1,7 +1,13 @@
-"""Small models for the engine's tests: a Linear MLP and a conv net, both with a named head."""
+"""Small models for the engine's tests: a Linear MLP and a conv net, both with a named head, and
+the same models with LoRA adapters on their blocks (`adapted`), moved off their initial values
+(`train_a_little`)."""
 
 import torch
 from torch import nn
+
+from core.lowrank import lora
+
+TARGETS = {"mlp": ["fc1", "fc2"], "cnn": ["conv1", "conv2"]}  # each toy's blocks
 
 
 class ToyMLP(nn.Module):
@@ -39,3 +45,21 @@ def toy_models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
         "mlp": (ToyMLP(), torch.randn(7, 12)),
         "cnn": (ToyCNN(), torch.randn(3, 1, 8, 8)),
     }
+
+
+def adapted(name: str, **kwargs) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """The toy `name`, the same toy with adapters on its TARGETS (rank 2, alpha 4 unless
+    `kwargs` say otherwise), and its inputs."""
+    base, x = toy_models()[name]
+    options = {"rank": 2, "alpha": 4.0, "seed": 0} | kwargs
+    return base, lora.inject(base, TARGETS[name], **options), x
+
+
+def train_a_little(model: nn.Module, x: torch.Tensor, steps: int = 5) -> None:
+    """Move A and B (and m) away from their initial values so B A ≠ 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()

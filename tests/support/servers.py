@@ -1,7 +1,7 @@
 """The app on loopback and the system browser, as the browser tests and the benchmarks start them.
 
     process, url = start_app(checkout, env, log)   # `streamlit run app.py`, answering at url
-    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    chromium = launch_chromium(playwright)         # headless, Debian's Chromium
 
 The server listens on a free port of 127.0.0.1 only; whoever starts it stops it (by its process).
 """
@@ -16,7 +16,10 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # playwright is loaded only where a browser is launched (conftest, bench)
+    from playwright.sync_api import Browser, Playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, never a downloaded one
 CHROMIUM_ARGS = [
@@ -33,6 +36,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    """Headless CHROMIUM with CHROMIUM_ARGS, from a started `sync_playwright()`; whoever
+    launches it closes it."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 def free_port() -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-APP = "../app.py"
+APP = str(Path(__file__).resolve().parents[2] / "app.py")  # AppTest: absolute, from anywhere
 TIMEOUT = 60  # the first run of a page imports torch and loads a model
 
 

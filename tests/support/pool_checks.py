@@ -1,5 +1,5 @@
-"""What the scheduler tests check of a job, on any back end: shared by test_jobs, test_ray and
-test_class_queue."""
+"""What the scheduler tests check of a job, on any back end (the local pool, Ray, the class
+queue)."""
 
 from __future__ import annotations
 
