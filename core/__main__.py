@@ -37,8 +37,8 @@ import sys
 from core.common.config import MODELS, RunConfig, config_choices
 
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
-# The names of core.analyses.experiments.EXPERIMENTS (tests/test_cli.py checks they agree): listed
-# here, because that module needs torch.
+# The names of core.analyses.experiments.EXPERIMENTS (tests/cli/test_cli.py checks they agree):
+# listed here, because that module needs torch.
 EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders", "forgetting")
 
 

@@ -263,7 +263,7 @@ def test_pages_import_only_core_drawing_libraries_the_standard_library_and_their
 # -- tests and benchmarks -------------------------------------------------------------------------
 # pytest imports a test module by its file name (test_runs, conftest); what two of them, or a
 # test and a benchmark, share lives in tests/support/, imported as tests.support from the root.
-TESTS = sorted((ROOT / "tests").glob("*.py"))
+TESTS = sorted(path for path in (ROOT / "tests").rglob("*.py") if "support" not in path.parts)
 SUPPORT = sorted((ROOT / "tests" / "support").glob("*.py"))
 BENCH = sorted((ROOT / "bench").glob("*.py"))
 TEST_MODULES = {path.stem for path in TESTS + SUPPORT} | {"support"}

@@ -10,9 +10,9 @@ core.training.train.check_config.
 The names of the models, datasets, shifts, methods, inits and scalings are declared here, and
 nowhere else as a list: core.lowrank.methods and core.lowrank.lora use these tuples;
 core.training.zoo.ZOO and core.training.data.DATASETS / SHIFTS hold an entry for each name, in this
-order (tests/test_config.py checks it). This module imports nothing of torch (nor any module that
-does), so the command line's --help, which lists every choice, starts in a fraction of a second:
-torch alone takes about one to import.
+order (tests/common/test_config.py checks it). This module imports nothing of torch (nor any module
+that does), so the command line's --help, which lists every choice, starts in a fraction of a
+second: torch alone takes about one to import.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class Limits:
         return LimitError(f"{line} (set {VARIABLES[name]} to change it)", name, asked, allowed)
 
 
-# Every lesson, preset and sweep fits the server's defaults (tests/test_limits.py checks it):
+# Every lesson, preset and sweep fits the server's defaults (tests/common/test_limits.py checks it):
 # the pages' runs are 200 steps at batch size 64, and the largest sweep the Compare page offers
 # is 9 runs. The ImageNet models take 1-3 s a step on one core (the digit models 0.03-0.07 s),
 # so a classroom server offers the digit models unless its teacher sets LORA_LAB_MODELS.

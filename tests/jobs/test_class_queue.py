@@ -6,7 +6,7 @@ First the servers' side alone, in this process: two SharedPools over one ClassQu
 answers are copied, as if they had crossed to another process (no Ray needed). Then the real
 thing: this process and a second one, each an app server's pool, over the test Ray cluster
 (.ci/ray.sh, LORA_LAB_TEST_RAY) and a PostgreSQL database (LORA_LAB_TEST_POSTGRES), where the
-queue is a detached Ray actor; and in tests/test_browser.py, two Streamlit servers.
+queue is a detached Ray actor; and in tests/browser/test_browser.py, two Streamlit servers.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 from tests.support.pool_checks import finish, wait_for_steps
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"steps": 3, "eval_interval": 3, "snapshot_interval": 3}
 CAP = 3
 LIMITS = dataclasses.replace(SERVER, max_jobs_per_student=CAP, max_steps=100_000)

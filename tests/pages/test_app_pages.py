@@ -30,7 +30,7 @@ from core.training import export, measure, train, zoo
 from core.training.record import train_and_save
 from tests.support.app_session import APP, TIMEOUT, open_page, shown
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
 
 

@@ -36,7 +36,7 @@ from tests.support.app_session import shown
 from tests.support.postgres import POSTGRES_DIR, needs_postgres
 from tests.support.store import SMALL, outputs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-Pa55"  # a password that must never be shown
 
 pytestmark = pytest.mark.usefixtures("one_thread", "home")

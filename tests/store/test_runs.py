@@ -29,7 +29,7 @@ from core.training.record import train_and_save
 from core.training.train import Event
 from tests.support.store import SMALL, outputs, outside
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "home")  # each test has its own home

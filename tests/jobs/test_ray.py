@@ -34,7 +34,7 @@ from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 from tests.support.pool_checks import finish, numbers, wait_for_steps
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
 ENDLESS = {"steps": SERVER.max_steps, "eval_interval": 50}  # stopped or killed long before its end
 RAY_WORKERS = 2  # the test cluster: two nodes of one CPU each, one job on each

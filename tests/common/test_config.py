@@ -16,7 +16,7 @@ from core.common.config import RunConfig, config_choices, parse, sweep_configs, 
 from core.lowrank import lora, methods
 from core.training import data, zoo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_round_trips_through_a_dict_and_through_strings():

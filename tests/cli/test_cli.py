@@ -21,7 +21,7 @@ from core.store.runs import RunStore
 from core.training import export
 from core.training.record import train_and_save
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("home")  # each test has its own LORA_LAB_HOME

@@ -19,7 +19,7 @@ from core.classroom.i18n import catalog
 from core.training.record import train_and_save
 from core.training.train import Event, RunConfig, train
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def step_event(step: int, loss: float, evaluated: bool) -> Event:
