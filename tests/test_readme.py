@@ -95,3 +95,40 @@ def test_the_readme_model_table_is_the_model_cards():
     assert sorted(rows) == sorted(built_in)
     for name in built_in:
         assert rows[name] == f"{zoo.card(name)['test_acc'] * 100:.1f}", name
+
+
+def layout_section() -> str:
+    text = README.read_text()
+    assert "## Layout\n" in text, "README.md has no '## Layout' section"
+    return text.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+
+
+def layer_blocks(layout: str) -> dict[str, str]:
+    """Each layer's line in the layout (six spaces in: "      store/ …") with the module lines
+    under it (eight spaces in)."""
+    blocks: dict[str, str] = {}
+    current = None
+    for line in layout.splitlines():
+        if match := re.match(r" {6}(\w+)/", line):
+            current = match.group(1)
+            blocks[current] = line
+        elif current and line.startswith(" " * 8):
+            blocks[current] += "\n" + line
+        else:
+            current = None
+    return blocks
+
+
+def test_the_layout_names_every_layer_and_module_of_core():
+    """A newcomer finds each file of core in the README's layout, under its layer's folder: a
+    module added or moved without its line there fails here."""
+    blocks = layer_blocks(layout_section())
+    layers = sorted(path.parent for path in (README.parent / "core").glob("*/__init__.py"))
+    assert len(layers) >= 8
+    for layer in layers:
+        assert layer.name in blocks, f"the README's layout has no line for core/{layer.name}/"
+        for module in sorted(layer.glob("*.py")):
+            if module.name != "__init__.py":
+                assert re.search(rf"\b{module.stem}\b", blocks[layer.name]), (
+                    f"{module} is not listed"
+                )
