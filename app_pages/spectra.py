@@ -35,7 +35,7 @@ def key(name: str) -> str:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def run_models(run_id: int, store_path: str):
     """(base, trained model) of a run, loaded once; nothing here modifies them."""
-    return rebuild(store(), run_id)
+    return rebuild(store().read_weights(run_id))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -47,7 +47,7 @@ def run_report(run_id: int, store_path: str) -> dict[str, spectra.LayerReport]:
 def changed_layers(run_id: int, store_path: str) -> list[str]:
     """The layers a run changed (cheap to keep: names only; the models are not cached here,
     so listing many runs does not push the open run's models out of run_models' cache)."""
-    return list(spectra.layer_updates(*rebuild(store(), run_id)))
+    return list(spectra.layer_updates(*rebuild(store().read_weights(run_id))))
 
 
 def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:

@@ -1610,7 +1610,7 @@ def test_a_schema_1_store_is_upgraded_and_its_runs_keep_their_weights(lab):
     db.close()
     with RunStore() as store:
         assert store.weights_path(1) == lab / "runs" / "1" / runs.WEIGHTS_FILE
-        rebuild(store, 1)
+        rebuild(store.read_weights(1))
     with sqlite3.connect(lab / "runs.db") as db:
         version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert version == (str(rundb.SCHEMA_VERSION),)

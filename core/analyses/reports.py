@@ -44,7 +44,7 @@ def analyse_run(
     if store is None:
         with RunStore() as own_store:
             return analyse_run(run_id, own_store, k, eps)
-    base_model, model = rebuild(store, run_id)
+    base_model, model = rebuild(store.read_weights(run_id))
     report = spectra.model_report(base_model, model, k, eps)
     config = store.get_summary(run_id).config
     if config.shift == "planted-rank":

@@ -30,7 +30,7 @@ def adapter_zip(store: RunStore, run_id: int) -> bytes:
             f"run {run_id} used method {record.config.method!r}: only LoRA runs have an "
             "adapter to export"
         )
-    _, model = rebuild(store, run_id)
+    _, model = rebuild(store.read_weights(run_id))
     buffer = io.BytesIO()
     try:
         with tempfile.TemporaryDirectory() as folder:

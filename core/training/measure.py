@@ -47,8 +47,9 @@ class TrainedRun:
 def open_run(run_id: int, store: RunStore) -> TrainedRun:
     """A saved run, rebuilt: its weights from the store (core.training.rebuild), its task
     built from its config as training built it (same split, same shift and seed)."""
-    config = store.get_summary(run_id).config
-    base, model = rebuild(store, run_id)
+    saved = store.read_weights(run_id)
+    config = saved.record.config
+    base, model = rebuild(saved)
     task = load_task(config)
     return TrainedRun(config, base, model, task.split("test"), task.num_classes)
 

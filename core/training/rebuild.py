@@ -10,18 +10,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.store.runs import RunStore, SavedWeights, StoreError
+from core.store.runs import SavedWeights, StoreError
 from core.training.train import build_models
 
 
-def rebuild(store: RunStore, run_id: int) -> tuple[nn.Module, nn.Module]:
-    """(base model, trained model) of a saved run, rebuilt from its config and weights.
+def rebuild(saved: SavedWeights) -> tuple[nn.Module, nn.Module]:
+    """(base model, trained model) of a saved run, rebuilt from what the store returned for it
+    (RunStore.read_weights: its record, with the config, and its tensors).
 
     StoreError if the config cannot build a model (its row was edited by hand), or if the
     weights do not fit the model it builds (other names, shapes or kinds of number) or hold
     NaN or inf: they were damaged or replaced."""
-    saved = store.read_weights(run_id)
     record = saved.record
+    run_id = record.id
     try:  # a config written by hand: a seed past 2**32, 10**12 classes, a rank > d
         record.config.validate()
         base, model = build_models(record.config, record.num_classes)

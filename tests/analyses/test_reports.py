@@ -47,7 +47,7 @@ def test_planted_report_names_the_layer_a_run_did_not_train(store, one_thread):
     planted_in_fc2 = {"shift": "planted-rank", "shift_params": {"layer": "fc2"}}
     config = RunConfig(**planted_in_fc2, targets=["fc1"], steps=2)
     run_id, _ = train_and_save(config, store)
-    base_model, model = rebuild(store, run_id)
+    base_model, model = rebuild(store.read_weights(run_id))
     with pytest.raises(ValueError, match="'fc2', which this run did not train"):
         reports.planted_report(base_model, model, reports.planted_of(config))
 

@@ -224,7 +224,7 @@ def test_a_frozen_head_run_is_stored_and_rebuilt_with_its_head_frozen(home):
     with runs.RunStore() as store:
         run_id, result = train_and_save(config, store)
         assert store.get_summary(run_id).config == config
-        base, model = rebuild(store, run_id)
+        base, model = rebuild(store.read_weights(run_id))
     assert not any(n.startswith("head.") for n in trainable_names(model))
     assert torch.equal(model.head.weight, base.head.weight)
     x = data.source_task().x_test

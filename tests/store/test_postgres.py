@@ -217,7 +217,7 @@ def test_a_role_that_may_only_read_reads_and_each_write_is_one_line(
     with RunStore() as store:
         [record] = store.list()
         assert store.get(record.id).status == "finished"
-        rebuild(store, record.id)
+        rebuild(store.read_weights(record.id))
         writes = [
             (lambda: store.rename(record.id, "mine now"), f"cannot rename run {record.id}"),
             (lambda: store.delete(record.id), f"cannot delete run {record.id}"),
@@ -240,7 +240,7 @@ from core.training.rebuild import rebuild
 from tests.support.store import outputs
 torch.set_num_threads(1)  # as the test's own process: the same sums, the same bits
 with RunStore() as store:
-    _, model = rebuild(store, int(sys.argv[1]))
+    _, model = rebuild(store.read_weights(int(sys.argv[1])))
 print(json.dumps(outputs(model).tolist()))
 """
 

@@ -60,7 +60,7 @@ def test_a_run_comes_back_as_it_was_saved(store, home):
         assert getattr(record, key) == summary[key]
     for key in ("source_acc_before", "source_acc_after", "lr"):
         assert record.summary()[key] == summary[key] is not None
-    base, model = rebuild(store, run_id)
+    base, model = rebuild(store.read_weights(run_id))
     assert torch.equal(outputs(model), outputs(result.model))
     assert torch.equal(outputs(base), outputs(result.base))
     assert not torch.equal(outputs(model), outputs(base))
@@ -90,7 +90,7 @@ def test_a_runs_outcome_is_kept_whole_and_printed_whole(store):
 )
 def test_every_kind_of_run_reloads_exactly(store, settings):
     run_id, result = train_and_save(RunConfig(**{**SMALL, **settings}), store)
-    _, model = rebuild(store, run_id)
+    _, model = rebuild(store.read_weights(run_id))
     assert torch.equal(outputs(model), outputs(result.model))
 
 
@@ -195,7 +195,7 @@ def test_a_diverged_run_is_kept_as_failed_without_weights(store):
     assert record.status == "failed" and "learning rate" in record.reason
     assert record.history == result.history
     with pytest.raises(StoreError, match="no saved weights"):
-        rebuild(store, run_id)
+        rebuild(store.read_weights(run_id))
 
 
 def test_a_config_the_model_rejects_leaves_no_run(store):

@@ -63,7 +63,7 @@ def test_an_exported_run_comes_back_with_the_same_logits_and_delta_W(store, tmp_
     assert record.test_acc_before == result.test_acc_before  # the same task, measured again
     assert record.test_acc_after == result.test_acc_after
     assert record.trainable_params == result.trainable_params
-    _, model = rebuild(store, new_id)
+    _, model = rebuild(store.read_weights(new_id))
     assert torch.equal(outputs(model), outputs(result.model))
     original, imported = lora.delta_weights(result.model), lora.delta_weights(model)
     assert original.keys() == imported.keys()
@@ -85,7 +85,7 @@ def test_a_peft_save_pretrained_folder_zipped_imports(store, tmp_path):
     new_id = import_adapter(zipped(files), RunConfig(model="mlp"), store)
     record = store.get_summary(new_id)
     assert record.config.targets == ["fc1"] and record.config.rank == 2
-    _, model = rebuild(store, new_id)
+    _, model = rebuild(store.read_weights(new_id))
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), peft_model.eval()(x), atol=1e-5, rtol=1e-5)
         assert not torch.allclose(model(x), base(x), atol=1e-3)  # the head came along too
