@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.common.config import RENAMES_CLASSES, RunConfig, SettingError
-from core.lowrank import lora, methods, spectra
+from core.lowrank import lora, methods
+from core.lowrank.snapshot import model_snapshot
 from core.lowrank.targets import check_targets, head_name
 from core.store.outcome import RunOutcome
 from core.training import data, zoo
@@ -559,4 +560,4 @@ def evaluate(
 
 def snapshot(base: nn.Module, model: nn.Module) -> dict:
     """Top singular values of every changed layer's delta_W (cheap for LoRA: no d×k SVD)."""
-    return spectra.model_snapshot(base, model, n=SNAPSHOT_TOP)
+    return model_snapshot(base, model, n=SNAPSHOT_TOP)
