@@ -40,7 +40,9 @@ def run_models(run_id: int, store_path: str):
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def run_report(run_id: int, store_path: str) -> dict[str, layer_reports.LayerReport]:
-    return layer_reports.model_report(*run_models(run_id, store_path))
+    """The run's layer reports; a planted-rank run's planted layer holds its comparison."""
+    models = run_models(run_id, store_path)
+    return reports.analyse_models(*models, planted_update(run_id, store_path))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -277,13 +279,14 @@ def planted_update(run_id: int, store_path: str) -> data.Planted | None:
     return reports.planted_of(store().get_summary(run_id).config)
 
 
-def planted(record, layer: str, update: updates.LayerUpdate) -> None:
-    """A planted-rank task: the learned ΔW next to the secret ΔW* that made the labels."""
+def planted(record, report: layer_reports.LayerReport, update: updates.LayerUpdate) -> None:
+    """A planted-rank task: the learned ΔW next to the secret ΔW* that made the labels (the
+    comparison is the report's: run_report adds it to the layer that holds ΔW*)."""
     secret = planted_update(record.id, store().where)
-    if secret is None or secret.layer != layer:
+    result = report.planted
+    if secret is None or result is None:
         st.info(tr("spectra.planted_elsewhere", layer=secret.layer if secret else "?"))
         return
-    result = layer_reports.planted_comparison(update.delta_W, secret.delta_W, secret.rank)
     left, right = st.columns(2)
     learned = svd.dense_delta(update.delta_W).numpy()
     left.plotly_chart(figures.heatmap(learned, tr("spectra.learned")), width="stretch")
@@ -393,5 +396,5 @@ if other:
 
 if record.config.shift == "planted-rank":
     st.subheader(tr("spectra.planted_section"))
-    planted(record, layer, update)
+    planted(record, report[layer], update)
 save_settings(PAGE, DEFAULTS)

@@ -37,29 +37,40 @@ def analyse_run(
     k: int = spectrum.DEFAULT_TOP_K,
     eps: float = against_w0.DEFAULT_EPSILON,
 ) -> dict[str, layer_reports.LayerReport]:
-    """layer_reports.model_report of a saved run, rebuilt from the run store: {layer: report}.
+    """analyse_models of a saved run, rebuilt from the run store: {layer: report}.
 
-    For a planted-rank run, the planted layer's report also holds `planted` (planted_report).
     Without a store, the default one is opened and closed again.
     """
     if store is None:
         with RunStore() as own_store:
             return analyse_run(run_id, own_store, k, eps)
     base_model, model = rebuild(store, run_id)
+    planted = planted_of(store.get_summary(run_id).config)
+    return analyse_models(base_model, model, planted, k, eps)
+
+
+def analyse_models(
+    base_model: nn.Module,
+    model: nn.Module,
+    planted: Planted | None,
+    k: int = spectrum.DEFAULT_TOP_K,
+    eps: float = against_w0.DEFAULT_EPSILON,
+) -> dict[str, layer_reports.LayerReport]:
+    """layer_reports.model_report of a run's models: {layer: report}. For a planted-rank run
+    (`planted` = planted_of its config), the planted layer's report also holds `planted`
+    (planted_report)."""
     report = layer_reports.model_report(base_model, model, k, eps)
-    config = store.get_summary(run_id).config
-    if config.shift == "planted-rank":
-        planted = planted_of(config)
-        if planted.layer in report:
-            comparison = planted_report(base_model, model, planted)
-            report[planted.layer] = replace(report[planted.layer], planted=comparison)
+    if planted is not None and planted.layer in report:
+        comparison = planted_report(base_model, model, planted)
+        report[planted.layer] = replace(report[planted.layer], planted=comparison)
     return report
 
 
 def planted_of(config: RunConfig) -> Planted | None:
-    """The planted update of a planted-rank run (None for any other shift): the task is
-    rebuilt exactly as train() built it, so the same seed gives the same secret delta_W*."""
-    return load_task(config).planted
+    """The planted update of a planted-rank run (None for any other shift, whose task is not
+    built): the task is rebuilt exactly as train() built it, so the same seed gives the same
+    secret delta_W*."""
+    return load_task(config).planted if config.shift == "planted-rank" else None
 
 
 def planted_report(
