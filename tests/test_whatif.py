@@ -16,7 +16,7 @@ from core.analyses import whatif
 from core.common.config import RunConfig
 from core.lowrank import lora, svd, updates
 from core.training import data, measure, zoo
-from core.training.train import evaluate, train
+from core.training.train import evaluate, source_split, train
 from tests.toy_models import ToyCNN, ToyMLP
 
 
@@ -335,7 +335,7 @@ def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_t
             assert indices == curve.layers[name]
             layer.weight.copy_(torch.tensor(removed))
     assert at_zero.target == evaluate(merged, run.test.x, run.test.y)[1]
-    source = measure.source_test_split("mlp", 10)
+    source = source_split("mlp", 10)
     assert at_zero.source == evaluate(merged, source.x, source.y)[1]
 
 
@@ -356,8 +356,8 @@ def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
 def test_the_source_task_is_the_one_the_zoo_model_was_pretrained_on(runs):
     base_source = whatif.intruder_curve(runs["mlp-lora"], lambdas=(1.0,)).base
     assert base_source.source == pytest.approx(zoo.card("mlp")["test_acc"], abs=5e-5)
-    assert measure.source_test_split("resnet18", 10) is None  # pretrained on ImageNet
-    assert measure.source_test_split("mlp", 5) is None  # another head, another question
+    assert source_split("resnet18", 10) is None  # pretrained on ImageNet
+    assert source_split("mlp", 5) is None  # another head, another question
 
 
 def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):

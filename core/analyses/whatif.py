@@ -41,13 +41,8 @@ from core.lowrank import against_w0, lora, peft_io, spectrum
 from core.lowrank.svd import SVD, Delta, LowRankDelta, as_matrix, delta_svd, dense_svd, w0_svd
 from core.lowrank.updates import layer_updates
 from core.training.data import Split
-from core.training.measure import (
-    TrainedRun,
-    accuracy,
-    accuracy_with,
-    source_test_split,
-    swapped_weights,
-)
+from core.training.measure import TrainedRun, accuracy, accuracy_with, swapped_weights
+from core.training.train import source_split
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SLIDER_LAMBDAS = tuple(i / 10 for i in range(11))  # the Spectra page's λ slider: 0, 0.1, …, 1
@@ -379,14 +374,14 @@ def intruder_curve(
     """Target and source-task test accuracy as the intruder dimensions of every analysed layer
     are scaled by λ (all layers at once).
 
-    `source` defaults to the zoo model's pretraining test split (measure.source_test_split);
+    `source` defaults to the zoo model's pretraining test split (core.training.train.source_split);
     its accuracies are None where there is none.
     """
     if not all(0 <= lam <= 1 for lam in lambdas):
         raise ValueError(f"λ must be between 0 and 1 (got {list(lambdas)})")
     updates = _require_updates(run)
     if source is None:
-        source = source_test_split(run.config.model, run.num_classes)
+        source = source_split(run.config.model, run.num_classes)
     merged = lora.merge(run.model)
     found = {  # W0 as the base holds it: its SVD is cached for the Spectra page too
         name: Intruders.find(
