@@ -1,4 +1,6 @@
-"""core.lowrank.spectra against independent dense computations (numpy SVD, hand-worked examples)."""
+"""The spectrum analyses (core.lowrank: svd, spectrum, similarity, against_w0, snapshot; and
+core.analyses.layer_reports) against independent dense computations (numpy SVD, hand-worked
+examples)."""
 
 import copy
 import math
