@@ -15,10 +15,10 @@ from app_pages.common import (
     visible_runs,
 )
 from app_pages.figures import spectra as figures
-from core.analyses import reports, whatif
+from core.analyses import layer_reports, reports, whatif
 from core.classroom import links, spectra_view
 from core.common.paths import OfflineError
-from core.lowrank import spectra
+from core.lowrank import similarity, svd, updates
 from core.store.records import RunRecord, comparable_runs
 from core.store.runs import StoreError
 from core.training import data, measure
@@ -39,19 +39,21 @@ def run_models(run_id: int, store_path: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def run_report(run_id: int, store_path: str) -> dict[str, spectra.LayerReport]:
-    return spectra.model_report(*run_models(run_id, store_path))
+def run_report(run_id: int, store_path: str) -> dict[str, layer_reports.LayerReport]:
+    """The run's layer reports; a planted-rank run's planted layer holds its comparison."""
+    models = run_models(run_id, store_path)
+    return reports.analyse_models(*models, planted_update(run_id, store_path))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def changed_layers(run_id: int, store_path: str) -> list[str]:
     """The layers a run changed (cheap to keep: names only; the models are not cached here,
     so listing many runs does not push the open run's models out of run_models' cache)."""
-    return list(spectra.layer_updates(*rebuild(store().read_weights(run_id))))
+    return list(updates.layer_updates(*rebuild(store().read_weights(run_id))))
 
 
-def layer_update(run_id: int, layer: str) -> spectra.LayerUpdate | None:
-    return spectra.layer_updates(*run_models(run_id, store().where)).get(layer)
+def layer_update(run_id: int, layer: str) -> updates.LayerUpdate | None:
+    return updates.layer_updates(*run_models(run_id, store().where)).get(layer)
 
 
 def pick_moment(history: list[dict], snapshots: list[dict]) -> None:
@@ -69,12 +71,12 @@ def compare_runs(run_id: int, other_id: int, layer: str, other_name: str) -> Non
         st.info(tr("spectra.other_no_layer", layer=layer))
         return
     try:
-        similarity = spectra.update_similarity(mine, theirs)
+        result = similarity.update_similarity(mine, theirs)
     except ValueError as error:  # another model's layer of the same name: not comparable
         st.info(str(error))
         return
-    st.plotly_chart(figures.similarity_figure(similarity.phi, other_name), width="stretch")
-    st.caption(spectra_view.similarity_caption(similarity).said(tr))
+    st.plotly_chart(figures.similarity_figure(result.phi, other_name), width="stretch")
+    st.caption(spectra_view.similarity_caption(result).said(tr))
 
 
 # ----------------------------------------------------------------------------- pick a moment
@@ -114,7 +116,7 @@ def moment_section(full: RunRecord, layer: str) -> None:
     else:
         step = col_slider.select_slider(tr("spectra.moment_step"), steps, key=key("step"))
     moment = reports.moment(full.history, full.snapshots, step)
-    evolution = spectra.spectrum_evolution(full.snapshots).get(layer)
+    evolution = layer_reports.spectrum_evolution(full.snapshots).get(layer)
     col_sigma, col_numbers = st.columns([3, 2])
     with col_sigma:
         if evolution and any(evolution.sigma):
@@ -146,7 +148,9 @@ def play_button(column: Any, playback: spectra_view.Playback) -> None:
         st.rerun(scope="app")
 
 
-def moment_metrics(moment: reports.Moment, evolution: spectra.SpectrumEvolution | None) -> None:
+def moment_metrics(
+    moment: reports.Moment, evolution: layer_reports.SpectrumEvolution | None
+) -> None:
     """The numbers of the chosen moment (spectra_view.moment_metrics), two to a row."""
     st.markdown(tr("spectra.moment_numbers", step=moment.step))
     columns = [*st.columns(2), *st.columns(2)]  # the second row stays empty without snapshots
@@ -275,15 +279,16 @@ def planted_update(run_id: int, store_path: str) -> data.Planted | None:
     return reports.planted_of(store().get_summary(run_id).config)
 
 
-def planted(record, layer: str, update: spectra.LayerUpdate) -> None:
-    """A planted-rank task: the learned ΔW next to the secret ΔW* that made the labels."""
+def planted(record, report: layer_reports.LayerReport, update: updates.LayerUpdate) -> None:
+    """A planted-rank task: the learned ΔW next to the secret ΔW* that made the labels (the
+    comparison is the report's: run_report adds it to the layer that holds ΔW*)."""
     secret = planted_update(record.id, store().where)
-    if secret is None or secret.layer != layer:
+    result = report.planted
+    if secret is None or result is None:
         st.info(tr("spectra.planted_elsewhere", layer=secret.layer if secret else "?"))
         return
-    result = spectra.planted_comparison(update.delta_W, secret.delta_W, secret.rank)
     left, right = st.columns(2)
-    learned = spectra.dense_delta(update.delta_W).numpy()
+    learned = svd.dense_delta(update.delta_W).numpy()
     left.plotly_chart(figures.heatmap(learned, tr("spectra.learned")), width="stretch")
     right.plotly_chart(
         figures.heatmap(secret.delta_W.numpy(), tr("spectra.planted_title", rank=secret.rank)),
@@ -364,7 +369,7 @@ st.fragment(
 
 update = layer_update(run_id, layer)
 st.subheader(tr("spectra.heatmap_title"))
-delta = spectra.dense_delta(update.delta_W).numpy()
+delta = svd.dense_delta(update.delta_W).numpy()
 st.plotly_chart(
     figures.heatmap(delta, f"ΔW · {delta.shape[0]} × {delta.shape[1]}"), width="stretch"
 )
@@ -391,5 +396,5 @@ if other:
 
 if record.config.shift == "planted-rank":
     st.subheader(tr("spectra.planted_section"))
-    planted(record, layer, update)
+    planted(record, report[layer], update)
 save_settings(PAGE, DEFAULTS)

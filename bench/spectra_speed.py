@@ -22,7 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from core.lowrank import lora, spectra
+from core.analyses import layer_reports
+from core.lowrank import lora, svd
 from core.lowrank.targets import eligible_layers
 from core.training import zoo
 
@@ -44,8 +45,8 @@ def qr_path_against_dense(d: int = 1024, k: int = 1024, rank: int = 8) -> None:
     B = torch.randn(d, rank, generator=generator)
     A = torch.randn(rank, k, generator=generator)
     delta_W = (2.0 * B.double() @ A.double()).float()
-    qr = seconds(lambda: spectra.lowrank_svd(B, A, 2.0), repeats=20)
-    dense = seconds(lambda: spectra.dense_svd(delta_W), repeats=3)
+    qr = seconds(lambda: svd.lowrank_svd(B, A, 2.0), repeats=20)
+    dense = seconds(lambda: svd.dense_svd(delta_W), repeats=3)
     print(f"delta_W {d}×{k}, r={rank}: QR path {qr * 1e3:.2f} ms, dense SVD {dense * 1e3:.0f} ms")
     print(f"  QR path is {dense / qr:.0f}× faster (target ≥ 20×)")
 
@@ -85,10 +86,10 @@ def model_reports() -> None:
     for name in SHIPPED:
         base, weights = base_model(name)
         for update, model in (("LoRA r≤8", lora_model(base)), ("full FT", fully_fine_tuned(base))):
-            spectra.clear_w0_cache()
-            first = seconds(lambda: spectra.model_report(base, model), repeats=1)  # noqa: B023
-            cached = seconds(lambda: spectra.model_report(base, model), repeats=3)  # noqa: B023
-            layers = len(spectra.model_report(base, model))
+            svd.clear_w0_cache()
+            first = seconds(lambda: layer_reports.model_report(base, model), repeats=1)  # noqa: B023
+            cached = seconds(lambda: layer_reports.model_report(base, model), repeats=3)  # noqa: B023
+            layers = len(layer_reports.model_report(base, model))
             print(
                 f"{name:6} {weights:15} {update:8} {layers:6d} "
                 f"{first * 1e3:8.0f} ms {cached * 1e3:6.0f} ms"

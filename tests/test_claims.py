@@ -20,11 +20,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from core.analyses import experiments
+from core.analyses import experiments, layer_reports
 from core.analyses.reports import planted_report
 from core.classroom import lessons, links
 from core.common.config import DEFAULT_LR, RunConfig
-from core.lowrank import spectra
 from core.lowrank.targets import check_targets
 from core.training import data, zoo
 from core.training.train import (
@@ -108,7 +107,9 @@ def mean(values) -> float:
 
 def intruders(run: RunResult) -> int:
     """Intruder dimensions over every layer the run changed, as `spectra RUN` counts them."""
-    return sum(layer.intruders for layer in spectra.model_report(run.base, run.model).values())
+    return sum(
+        layer.intruders for layer in layer_reports.model_report(run.base, run.model).values()
+    )
 
 
 def train_lesson(lesson_id: str, **changes) -> RunConfig:
@@ -162,7 +163,7 @@ def check_intruders_lesson(runs: Runs, full: RunConfig) -> None:
     lora = dataclasses.replace(full, method="lora", rank=4)
     counts_full = [intruders(runs(c)) for c in seeds(full)]
     counts_lora = [intruders(runs(c)) for c in seeds(lora)]
-    by_layer = [spectra.model_report(runs(c).base, runs(c).model) for c in seeds(lora)]
+    by_layer = [layer_reports.model_report(runs(c).base, runs(c).model) for c in seeds(lora)]
     assert all(3 <= r["fc1"].intruders <= 5 and 1 <= r["fc2"].intruders <= 4 for r in by_layer)
     assert all(c <= 1 for c in counts_full), counts_full
     assert all(a >= b + 3 for a, b in zip(counts_lora, counts_full, strict=True)), (
@@ -290,7 +291,7 @@ def test_learn_intro_the_default_update_is_low_rank_but_not_small(runs):
     2.6 times), so the Spectra page says the update is not small."""
     for config in seeds(RunConfig.from_dict(links.train_defaults())):
         run = runs(config)
-        report = spectra.model_report(run.base, run.model)
+        report = layer_reports.model_report(run.base, run.model)
         assert all(0.5 <= layer.relative_norm_fro <= 2 for layer in report.values()), report
         assert report["fc1"].relative_norm_spectral >= 1, report
 

@@ -1,6 +1,6 @@
 """The Spectra page's figures and tables: a layer's three spectra, its update through
 training, the heatmaps, and the what-if curves, drawn from core's typed results
-(core.lowrank.spectra, core.analyses.whatif) in the session's language."""
+(core.analyses.layer_reports, core.analyses.whatif) in the session's language."""
 
 from typing import Any
 
@@ -9,19 +9,19 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app_pages.common import log_ticks, style, tr
-from core.analyses import whatif
+from core.analyses import layer_reports, whatif
 from core.classroom import spectra_view
-from core.lowrank import spectra
+from core.lowrank import spectrum
 
 HEATMAP_MAX = 256  # larger ΔW are shown with every n-th row/column, or a browser would choke
 MARK = "#555555"  # the dashed line that marks the chosen step or λ on a curve
 RUN_COLOR, BASE_COLOR, SOURCE_COLOR = "#e4572e", "#9e9e9e", "#2e86ab"
 
 
-def spectrum_figure(report: spectra.LayerReport, normalised: bool) -> go.Figure:
+def spectrum_figure(report: layer_reports.LayerReport, normalised: bool) -> go.Figure:
     """σ of W0, ΔW and W0+ΔW on one log axis: how big the update is next to the weight. σ at
-    rounding level (spectra.spectrum_plot) do not set the axis: they sit on its floor."""
-    plot = spectra.spectrum_plot(report, normalised)
+    rounding level (layer_reports.spectrum_plot) do not set the axis: they sit on its floor."""
+    plot = layer_reports.spectrum_plot(report, normalised)
     fig = go.Figure()
     lines = (  # W0 wide and grey underneath, so that W0 + ΔW shows where it leaves it
         ("sigma_W0", "W₀", {"color": "#9e9e9e", "width": 7}),
@@ -51,7 +51,7 @@ def spectrum_figure(report: spectra.LayerReport, normalised: bool) -> go.Figure:
     return style(fig, height=380)
 
 
-def metrics_table(report: dict[str, spectra.LayerReport]) -> pd.DataFrame:
+def metrics_table(report: dict[str, layer_reports.LayerReport]) -> pd.DataFrame:
     """One row per layer, one column per number of its LayerReport (column title → field)."""
     rows = {
         tr("spectra.effective_rank"): "effective_rank",
@@ -86,12 +86,12 @@ def metric_formats() -> dict[str, str]:
     }
 
 
-def evolution_figure(evolution: spectra.SpectrumEvolution, index: int) -> go.Figure:
+def evolution_figure(evolution: layer_reports.SpectrumEvolution, index: int) -> go.Figure:
     """σ of ΔW at the chosen snapshot (the page's step slider picks `index`), on an axis that
-    holds every snapshot's σ above rounding level (spectra.SigmaAxis), so that playing the steps
+    holds every snapshot's σ above rounding level (spectrum.SigmaAxis), so that playing the steps
     (play_step) shows them grow; a bar at rounding level does not reach the axis."""
     steps, sigmas = evolution.steps, evolution.sigma
-    axis = spectra.SigmaAxis.of(spectra.resolved(s, evolution.shape) for s in sigmas)
+    axis = spectrum.SigmaAxis.of(spectrum.resolved(s, evolution.shape) for s in sigmas)
     sigma = sigmas[index]
     fig = go.Figure(go.Bar(x=list(range(1, len(sigma) + 1)), y=sigma, marker_color="#7c4dff"))
     fig.update_layout(
@@ -135,7 +135,7 @@ def curves_figure(history: list[dict], step: int) -> go.Figure:
     return style(fig, height=440)
 
 
-def dora_figure(evolution: spectra.SpectrumEvolution, step: int) -> go.Figure:
+def dora_figure(evolution: layer_reports.SpectrumEvolution, step: int) -> go.Figure:
     """ΔM and ΔD of one layer at every snapshot (DoRA paper's view), each on its own axis:
     ΔM is in the weight's units, ΔD a 1 − cos in [0, 2]. The chosen step is marked."""
     fig = go.Figure()

@@ -3,8 +3,9 @@
 Each experiment trains short runs (200 steps, batch 64, AdamW, alpha 8, LoRA on fc1 and fc2 with
 the head trained in full, each method at its own default learning rate:
 core.common.config.DEFAULT_LR) over three seeds, on one CPU thread, and measures them with
-core.lowrank.spectra. The outcome is computed from the numbers against the thresholds written next
-to each experiment, never typed in, and says so plainly when a finding does not show here.
+core.analyses.layer_reports. The outcome is computed from the numbers against the thresholds
+written next to each experiment, never typed in, and says so plainly when a finding does not
+show here.
 
     rank-effect          (LoRA paper, arXiv 2106.09685, §7.2: a remark, not a measurement)
                          How much rank a task needs depends on how far it is from pretraining.
@@ -24,15 +25,13 @@ or "does not hold here".
 For the command line (core/__main__.py):
 
     python -m core experiment NAME [--json]
-        finding = core.analyses.experiments.run(NAME)      # Finding; ValueError for an unknown NAME
-        print(finding.report())                   # claim, table, verdict, CPU seconds
-        json.dumps(finding.to_dict())             # name, claim, rows, verdict, outcome, ...
-        core.analyses.experiments.EXPERIMENTS              # {NAME: Experiment(title, claim,
-        measure)}
+        finding = experiments.run(NAME)      # Finding; ValueError for an unknown NAME
+        print(finding.report())              # claim, table, verdict, CPU seconds
+        json.dumps(finding.to_dict())        # name, claim, rows, verdict, outcome, ...
+        experiments.EXPERIMENTS              # {NAME: Experiment(title, claim, measure)}
     python -m core spectra RUN_ID [--json]
-        report = core.analyses.reports.analyse_run(RUN_ID)  # {layer:
-        core.lowrank.spectra.LayerReport} print(core.analyses.reports.report_table(report))
-        # one line per layer
+        report = reports.analyse_run(RUN_ID)  # {layer: layer_reports.LayerReport}
+        print(reports.report_table(report))   # one line per layer
 
 `trainer` (every measure function takes one, default core.training.train.train) is what turns a
 config into a run: the claim tests pass one that remembers runs, so experiments that need the same
@@ -50,9 +49,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from core.analyses import reports
+from core.analyses import layer_reports, reports
 from core.common.config import DEFAULT_LR, RunConfig
-from core.lowrank import spectra
+from core.lowrank import similarity
 from core.training.train import RunResult, source_accuracy, source_split, train, with_base_head
 
 MODEL = "mlp"
@@ -130,7 +129,7 @@ def lora_run(
 
 def _intruders(run: RunResult) -> int:
     """Intruder dimensions (k = 10, ε = 0.5) summed over the adapted layers."""
-    report = spectra.model_report(run.base, run.model)
+    report = layer_reports.model_report(run.base, run.model)
     return sum(report[layer].intruders for layer in LAYERS)
 
 
@@ -208,7 +207,7 @@ def subspace_similarity(steps: int = STEPS, trainer: Trainer = train) -> Finding
         for pair, other in pairs.items():
             large = lora_run(LARGE, other, steps=steps, trainer=trainer)
             for layer in LAYERS:
-                report = spectra.compare_adapters(small.model, large.model, layer)
+                report = similarity.compare_adapters(small.model, large.model, layer)
                 phi, chance = torch.tensor(report.phi), torch.tensor(report.random_expected)
                 rows.append(
                     {
@@ -256,7 +255,7 @@ def amplification(steps: int = STEPS, trainer: Trainer = train) -> Finding:
     rows = []
     for seed, rank in itertools.product(SEEDS, AMPLIFICATION_RANKS):
         run = lora_run(rank, seed, steps=steps, trainer=trainer)
-        report = spectra.model_report(run.base, run.model)
+        report = layer_reports.model_report(run.base, run.model)
         for layer in LAYERS:
             layer_report = report[layer]
             rows.append(

@@ -1,13 +1,13 @@
-"""A saved run through the analyses of core.lowrank.spectra, and the plain-text tables of the
-command line.
+"""A saved run through core.analyses.layer_reports, and the plain-text tables of the command
+line.
 
-core.lowrank.spectra is math on tensors and knows nothing of runs. This module sits above it and
-above the run store: it rebuilds a run's models from the store, rebuilds a planted-rank task from
-the run's config (as training built it), and hands both to spectra. Keeping that here is what
-lets core.training.train use spectra while the store uses core.training.train, without an import
-cycle.
+The low-rank math (core.lowrank) and the layer reports made of it know nothing of runs: they take
+models and tensors. This module sits above them and above the run store: it rebuilds a run's
+models from the store, rebuilds a planted-rank task from the run's config (as training built
+it), and hands both to layer_reports. Keeping runs out of the math is what lets the training
+loop record its snapshots with core.lowrank while the analyses read runs back from the store.
 
-    report = analyse_run(run_id)      # {layer: spectra.LayerReport}, with .planted if any
+    report = analyse_run(run_id)      # {layer: layer_reports.LayerReport}, with .planted if any
     moment(history, snapshots, step)  # Moment: the snapshot nearest a step picked on the curves
     print(report_table(report))       # one line per layer
     print(format_table(rows))         # any list of dicts: the one text-table formatter
@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
+from core.analyses import layer_reports
 from core.common import text
 from core.common.config import RunConfig
-from core.lowrank import spectra
+from core.lowrank import against_w0, spectrum, updates
 from core.store.runs import RunStore
 from core.training.data import Planted
 from core.training.rebuild import rebuild
@@ -33,45 +34,59 @@ from core.training.train import load_task
 def analyse_run(
     run_id: int,
     store: RunStore | None = None,
-    k: int = spectra.DEFAULT_TOP_K,
-    eps: float = spectra.DEFAULT_EPSILON,
-) -> dict[str, spectra.LayerReport]:
-    """spectra.model_report of a saved run, rebuilt from the run store: {layer: report}.
+    k: int = spectrum.DEFAULT_TOP_K,
+    eps: float = against_w0.DEFAULT_EPSILON,
+) -> dict[str, layer_reports.LayerReport]:
+    """analyse_models of a saved run, rebuilt from the run store: {layer: report}.
 
-    For a planted-rank run, the planted layer's report also holds `planted` (planted_report).
     Without a store, the default one is opened and closed again.
     """
     if store is None:
         with RunStore() as own_store:
             return analyse_run(run_id, own_store, k, eps)
-    base_model, model = rebuild(store.read_weights(run_id))
-    report = spectra.model_report(base_model, model, k, eps)
-    config = store.get_summary(run_id).config
-    if config.shift == "planted-rank":
-        planted = planted_of(config)
-        if planted.layer in report:
-            comparison = planted_report(base_model, model, planted)
-            report[planted.layer] = replace(report[planted.layer], planted=comparison)
+    saved = store.read_weights(run_id)
+    base_model, model = rebuild(saved)
+    planted = planted_of(saved.record.config)
+    return analyse_models(base_model, model, planted, k, eps)
+
+
+def analyse_models(
+    base_model: nn.Module,
+    model: nn.Module,
+    planted: Planted | None,
+    k: int = spectrum.DEFAULT_TOP_K,
+    eps: float = against_w0.DEFAULT_EPSILON,
+) -> dict[str, layer_reports.LayerReport]:
+    """layer_reports.model_report of a run's models: {layer: report}. For a planted-rank run
+    (`planted` = planted_of its config), the planted layer's report also holds `planted`
+    (planted_report)."""
+    report = layer_reports.model_report(base_model, model, k, eps)
+    if planted is not None and planted.layer in report:
+        comparison = planted_report(base_model, model, planted)
+        report[planted.layer] = replace(report[planted.layer], planted=comparison)
     return report
 
 
 def planted_of(config: RunConfig) -> Planted | None:
-    """The planted update of a planted-rank run (None for any other shift): the task is
-    rebuilt exactly as train() built it, so the same seed gives the same secret delta_W*."""
-    return load_task(config).planted
+    """The planted update of a planted-rank run (None for any other shift, whose task is not
+    built): the task is rebuilt exactly as train() built it, so the same seed gives the same
+    secret delta_W*."""
+    return load_task(config).planted if config.shift == "planted-rank" else None
 
 
 def planted_report(
     base_model: nn.Module, model: nn.Module, planted: Planted
-) -> spectra.PlantedComparison:
-    """spectra.planted_comparison for the layer that holds the planted update."""
-    updates = spectra.layer_updates(base_model, model)
-    if planted.layer not in updates:
+) -> layer_reports.PlantedComparison:
+    """layer_reports.planted_comparison for the layer that holds the planted update."""
+    changed = updates.layer_updates(base_model, model)
+    if planted.layer not in changed:
         raise ValueError(
             f"the planted update sits in layer {planted.layer!r}, which this run did not train "
-            f"(it trained: {', '.join(updates) or 'no layer'}); adapt that layer to compare."
+            f"(it trained: {', '.join(changed) or 'no layer'}); adapt that layer to compare."
         )
-    return spectra.planted_comparison(updates[planted.layer].delta_W, planted.delta_W, planted.rank)
+    return layer_reports.planted_comparison(
+        changed[planted.layer].delta_W, planted.delta_W, planted.rank
+    )
 
 
 @dataclass(frozen=True)
@@ -132,8 +147,8 @@ REPORT_COLUMNS = {  # LayerReport field → column title, for the command line's
 MISSING = "—"  # a cell with no value (None): a run that failed has no accuracy
 
 
-def report_table(report: dict[str, spectra.LayerReport]) -> str:
-    """A model report ({layer: spectra.LayerReport}) as a text table, one line per layer."""
+def report_table(report: dict[str, layer_reports.LayerReport]) -> str:
+    """A model report ({layer: layer_reports.LayerReport}) as a text table, one line per layer."""
     rows = [
         {
             "layer": name,

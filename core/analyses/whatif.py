@@ -13,7 +13,7 @@ ask what its parts are worth, each by editing a copy of the trained model and te
     drop one layer     W0 in place of W0 + delta_W in one layer alone: which layers mattered?
 
 [delta_W]_k = U[:, :k] diag(σ[:k]) Vh[:k] is the best rank-k approximation of delta_W
-(Eckart-Young). For LoRA it comes exactly from the factors (spectra.lowrank_svd: a QR of B and
+(Eckart-Young). For LoRA it comes exactly from the factors (svd.lowrank_svd: a QR of B and
 of Aᵀ and an r × r SVD), for a dense update from its SVD. The rank applies to the low-rank
 part of each method, so the cut is
 
@@ -37,16 +37,12 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
-from core.lowrank import lora, peft_io, spectra
-from core.lowrank.spectra import SVD, Delta, LowRankDelta, as_matrix
+from core.lowrank import against_w0, lora, peft_io, spectrum
+from core.lowrank.svd import SVD, Delta, LowRankDelta, as_matrix, delta_svd, dense_svd, w0_svd
+from core.lowrank.updates import layer_updates
 from core.training.data import Split
-from core.training.measure import (
-    TrainedRun,
-    accuracy,
-    accuracy_with,
-    source_test_split,
-    swapped_weights,
-)
+from core.training.measure import TrainedRun, accuracy, accuracy_with, swapped_weights
+from core.training.train import source_split
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SLIDER_LAMBDAS = tuple(i / 10 for i in range(11))  # the Spectra page's λ slider: 0, 0.1, …, 1
@@ -69,7 +65,7 @@ class RankedUpdate:
     @cached_property
     def svd(self) -> SVD:
         """The SVD of delta_W: from the factors for LoRA, dense otherwise."""
-        return spectra.delta_svd(self.delta_W)
+        return delta_svd(self.delta_W)
 
     @property
     def rank(self) -> int:
@@ -108,7 +104,7 @@ def ranked_updates(base: nn.Module, model: nn.Module) -> dict[str, RankedUpdate]
         }
     return {
         name: RankedUpdate(as_matrix(update.W0), update.delta_W, None)
-        for name, update in spectra.layer_updates(base, model).items()
+        for name, update in layer_updates(base, model).items()
     }
 
 
@@ -209,7 +205,7 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> Truncation
         layers={
             name: CutLayer(
                 update.rank,
-                spectra.numerical_rank(update.svd.S, tuple(update.W0.shape)),
+                spectrum.numerical_rank(update.svd.S, tuple(update.W0.shape)),
                 update.magnitude is not None,
             )
             for name, update in updates.items()
@@ -285,7 +281,7 @@ def _require_updates(run: TrainedRun) -> dict[str, RankedUpdate]:
 @dataclass(frozen=True)
 class Intruders:
     """The intruder dimensions of one layer's adapted weight W = W0 + delta_W: W's SVD and
-    which of its top singular directions are intruders (spectra.intruder_dimensions)."""
+    which of its top singular directions are intruders (against_w0.intruder_dimensions)."""
 
     W: Tensor  # (d, k) float64
     svd: SVD
@@ -296,12 +292,12 @@ class Intruders:
         cls,
         W0: Tensor,
         W: Tensor,
-        top_k: int = spectra.DEFAULT_TOP_K,
-        eps: float = spectra.DEFAULT_EPSILON,
+        top_k: int = spectrum.DEFAULT_TOP_K,
+        eps: float = against_w0.DEFAULT_EPSILON,
     ) -> Intruders:
         W = as_matrix(W)
-        svd = spectra.dense_svd(W)
-        found = spectra.intruder_dimensions(spectra.w0_svd(W0).U, svd.U, top_k, eps)
+        svd = dense_svd(W)
+        found = against_w0.intruder_dimensions(w0_svd(W0).U, svd.U, top_k, eps)
         return cls(W, svd, found.intruder_indices)
 
     def scaled(self, lam: float) -> Tensor:
@@ -318,8 +314,8 @@ def scale_intruders(
     W0: Tensor,
     W: Tensor,
     lam: float,
-    top_k: int = spectra.DEFAULT_TOP_K,
-    eps: float = spectra.DEFAULT_EPSILON,
+    top_k: int = spectrum.DEFAULT_TOP_K,
+    eps: float = against_w0.DEFAULT_EPSILON,
 ) -> Tensor:
     """W (a layer's adapted weight, e.g. W0 + delta_W) with its intruder dimensions with
     respect to W0 scaled by λ, as a float64 matrix."""
@@ -371,21 +367,21 @@ class IntruderCurve:
 def intruder_curve(
     run: TrainedRun,
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
-    top_k: int = spectra.DEFAULT_TOP_K,
-    eps: float = spectra.DEFAULT_EPSILON,
+    top_k: int = spectrum.DEFAULT_TOP_K,
+    eps: float = against_w0.DEFAULT_EPSILON,
     source: Split | None = None,
 ) -> IntruderCurve:
     """Target and source-task test accuracy as the intruder dimensions of every analysed layer
     are scaled by λ (all layers at once).
 
-    `source` defaults to the zoo model's pretraining test split (measure.source_test_split);
+    `source` defaults to the zoo model's pretraining test split (core.training.train.source_split);
     its accuracies are None where there is none.
     """
     if not all(0 <= lam <= 1 for lam in lambdas):
         raise ValueError(f"λ must be between 0 and 1 (got {list(lambdas)})")
     updates = _require_updates(run)
     if source is None:
-        source = source_test_split(run.config.model, run.num_classes)
+        source = source_split(run.config.model, run.num_classes)
     merged = lora.merge(run.model)
     found = {  # W0 as the base holds it: its SVD is cached for the Spectra page too
         name: Intruders.find(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from core.classroom.i18n import Catalog
 from core.common.config import RunConfig
 from core.jobs.scheduler import Job
-from core.lowrank import spectra
+from core.lowrank import spectrum
 from core.store.records import RunRecord
 from core.training.train import Event
 
@@ -235,10 +235,10 @@ def figure_specs(
     figures = {"loss": loss, "acc": accuracy}
     if frame.sigma:  # σ at rounding level are left out: they would set the axis (SigmaAxis)
         resolved = {
-            layer: spectra.resolved(sigma, frame.sigma_shape.get(layer))
+            layer: spectrum.resolved(sigma, frame.sigma_shape.get(layer))
             for layer, sigma in frame.sigma.items()
         }
-        axis = spectra.SigmaAxis.of(resolved.values())
+        axis = spectrum.SigmaAxis.of(resolved.values())
         figures["sigma"] = {
             "data": [
                 _scatter(list(range(1, len(sigma) + 1)), sigma, layer, "lines+markers")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Collection, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from core.analyses import whatif
+from core.analyses import layer_reports, whatif
 from core.analyses.reports import Moment
-from core.lowrank import spectra
+from core.lowrank import against_w0, similarity
 from core.store.records import RunRecord
 
 MISSING = "—"  # a number the run did not log (no loss at step 0, no evaluation yet)
@@ -109,7 +109,7 @@ def still_offered(choice: Choice, options: Sequence[Choice]) -> Choice:
 
 
 # -- a layer's spectrum ---------------------------------------------------------------------------
-def update_size(report: spectra.LayerReport) -> list[Sentence]:
+def update_size(report: layer_reports.LayerReport) -> list[Sentence]:
     """How big ΔW is next to W0 (the spectrum's caption), and, when its strongest direction
     is at least W0's, that the update is not small."""
     size = Sentence(
@@ -119,9 +119,9 @@ def update_size(report: spectra.LayerReport) -> list[Sentence]:
     return [size, Sentence("spectra.not_small")] if report.relative_norm_spectral >= 1 else [size]
 
 
-def amplification_sentence(layer: str, report: spectra.LayerReport) -> Sentence:
-    """What the layer's amplification says (spectra.amplification_reading)."""
-    reading = spectra.amplification_reading(report)
+def amplification_sentence(layer: str, report: layer_reports.LayerReport) -> Sentence:
+    """What the layer's amplification says (against_w0.amplification_reading)."""
+    reading = against_w0.amplification_reading(report)
     return Sentence(
         f"spectra.amp_reading_{reading.word}",
         {
@@ -145,7 +145,9 @@ class Metric:
     help: Sentence | None = None
 
 
-def moment_metrics(moment: Moment, evolution: spectra.SpectrumEvolution | None) -> list[Metric]:
+def moment_metrics(
+    moment: Moment, evolution: layer_reports.SpectrumEvolution | None
+) -> list[Metric]:
     """The numbers of a moment: the training loss and the last validation accuracy (its help
     says at which step it was measured), then, where the layer has snapshots, σ1 of ΔW and
     DoRA's ΔD at that moment."""
@@ -245,18 +247,18 @@ def importance_caption(report: whatif.LayerImportance) -> Sentence:
 
 
 # -- two runs, a planted update -------------------------------------------------------------------
-def similarity_caption(similarity: spectra.Similarity) -> Sentence:
+def similarity_caption(result: similarity.Similarity) -> Sentence:
     """φ(1, 1), the strongest directions of both runs, against what random ones would give."""
     return Sentence(
         "spectra.phi_caption",
         {
-            "phi": f"{similarity.phi[0][0]:.2f}",
-            "chance": f"{similarity.random_expected[0][0]:.3f}",
+            "phi": f"{result.phi[0][0]:.2f}",
+            "chance": f"{result.random_expected[0][0]:.3f}",
         },
     )
 
 
-def planted_overlap(result: spectra.PlantedComparison) -> Sentence:
+def planted_overlap(result: layer_reports.PlantedComparison) -> Sentence:
     """How much of the planted update's directions the learned one found, on each side."""
     return Sentence(
         "spectra.planted_overlap",

@@ -546,7 +546,7 @@ def _parsed(run_id: int, snaps: list[sa.RowMapping]) -> list[dict]:
 
 def _layers(text: str) -> dict[str, dict]:
     """A snapshot's layers, {layer: {"sigma": [σ…], "delta_M": x, "delta_D": y, "shape": [d, k]}}
-    (no shape in runs saved before snapshots recorded it), as core.lowrank.spectra.model_snapshot
+    (no shape in runs saved before snapshots recorded it), as core.lowrank.snapshot.model_snapshot
     wrote them; ValueError if the text holds anything else."""
     layers = json.loads(text)
     numbers = (int, float)

@@ -21,7 +21,7 @@ from core.common.config import RunConfig
 from core.store.runs import RunStore
 from core.training.data import Split
 from core.training.rebuild import rebuild
-from core.training.train import RunResult, evaluate, load_task, source_split
+from core.training.train import RunResult, evaluate, load_task
 
 
 @dataclass
@@ -52,13 +52,6 @@ def open_run(run_id: int, store: RunStore) -> TrainedRun:
     base, model = rebuild(saved)
     task = load_task(config)
     return TrainedRun(config, base, model, task.split("test"), task.num_classes)
-
-
-def source_test_split(model_name: str, num_classes: int) -> Split | None:
-    """core.training.train.source_split as a Split: the test split of the task the zoo model was
-    pretrained on, or None where that question has no answer here."""
-    source = source_split(model_name, num_classes)
-    return None if source is None else Split(*source)
 
 
 def accuracy(model: nn.Module, split: Split) -> float:

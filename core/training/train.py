@@ -40,7 +40,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.common.config import RENAMES_CLASSES, RunConfig, SettingError
-from core.lowrank import lora, methods, spectra
+from core.lowrank import lora, methods
+from core.lowrank.snapshot import model_snapshot
 from core.lowrank.targets import check_targets, head_name
 from core.store.outcome import RunOutcome
 from core.training import data, zoo
@@ -116,8 +117,8 @@ def load_task(config: RunConfig) -> data.Task:
     )
 
 
-def source_split(model_name: str, num_classes: int) -> tuple[Tensor, Tensor] | None:
-    """Images and labels of the test split of the task the zoo model was pretrained on
+def source_split(model_name: str, num_classes: int) -> data.Split | None:
+    """The test split of the task the zoo model was pretrained on
     (data.source_task), or None where that question has no answer here: a model pretrained on
     ImageNet, or a run whose classes are not the source task's ten digits (its head answers
     another question)."""
@@ -126,15 +127,15 @@ def source_split(model_name: str, num_classes: int) -> tuple[Tensor, Tensor] | N
     task = data.source_task()
     if task.num_classes != num_classes:
         return None
-    return task.x_test, task.y_test
+    return task.split("test")
 
 
-def source_accuracy(model: nn.Module, source: tuple[Tensor, Tensor] | None) -> float | None:
+def source_accuracy(model: nn.Module, source: data.Split | None) -> float | None:
     """The model's accuracy on the source split (source_split), None where there is none."""
     if source is None:
         return None
-    device = next(model.parameters()).device
-    return evaluate(model, *(t.to(device) for t in source))[1]
+    on_device = source.to(next(model.parameters()).device)
+    return evaluate(model, on_device.x, on_device.y)[1]
 
 
 def with_base_head(model: nn.Module, base: nn.Module) -> nn.Module:
@@ -559,4 +560,4 @@ def evaluate(
 
 def snapshot(base: nn.Module, model: nn.Module) -> dict:
     """Top singular values of every changed layer's delta_W (cheap for LoRA: no d×k SVD)."""
-    return spectra.model_snapshot(base, model, n=SNAPSHOT_TOP)
+    return model_snapshot(base, model, n=SNAPSHOT_TOP)

@@ -14,9 +14,9 @@ from peft.tuners.lora.intruders import reduce_intruder_dimension
 
 from core.analyses import whatif
 from core.common.config import RunConfig
-from core.lowrank import lora, spectra
+from core.lowrank import lora, svd, updates
 from core.training import data, measure, zoo
-from core.training.train import evaluate, train
+from core.training.train import evaluate, source_split, train
 from tests.support.toy_models import ToyCNN, ToyMLP
 
 
@@ -33,10 +33,10 @@ def test_truncating_the_factors_matches_numpys_truncation_of_the_dense_update(sh
     B = torch.randn(d, r, generator=generator, dtype=torch.float64)
     A = torch.randn(r, *np.atleast_1d(k_shape), generator=generator, dtype=torch.float64)
     delta_W = 0.5 * B.numpy() @ A.reshape(r, -1).numpy()
-    svd = spectra.delta_svd(spectra.LowRankDelta(B, spectra.as_matrix(A), 0.5))
+    factored = svd.delta_svd(svd.LowRankDelta(B, svd.as_matrix(A), 0.5))
     for k in range(r + 2):
         np.testing.assert_allclose(
-            whatif.truncate(svd, k).numpy(), numpy_truncation(delta_W, k), atol=1e-10
+            whatif.truncate(factored, k).numpy(), numpy_truncation(delta_W, k), atol=1e-10
         )
 
 
@@ -45,12 +45,12 @@ def test_truncating_a_known_low_rank_dense_matrix():
     U = np.linalg.qr(rng.standard_normal((30, 3)))[0]
     V = np.linalg.qr(rng.standard_normal((20, 3)))[0]
     M = U @ np.diag([5.0, 2.0, 0.5]) @ V.T
-    svd = spectra.dense_svd(torch.tensor(M))
-    np.testing.assert_allclose(whatif.truncate(svd, 1).numpy(), 5.0 * np.outer(U[:, 0], V[:, 0]))
-    np.testing.assert_allclose(whatif.truncate(svd, 3).numpy(), M, atol=1e-12)
-    assert not whatif.truncate(svd, 0).any()
+    dense = svd.dense_svd(torch.tensor(M))
+    np.testing.assert_allclose(whatif.truncate(dense, 1).numpy(), 5.0 * np.outer(U[:, 0], V[:, 0]))
+    np.testing.assert_allclose(whatif.truncate(dense, 3).numpy(), M, atol=1e-12)
+    assert not whatif.truncate(dense, 0).any()
     with pytest.raises(ValueError, match="k must be"):
-        whatif.truncate(svd, -1)
+        whatif.truncate(dense, -1)
 
 
 def test_rank_grid_doubles_up_to_the_rank():
@@ -164,9 +164,9 @@ def test_a_cut_at_the_full_rank_is_the_layer_and_at_zero_the_update_gone(toy, ki
     assert set(updates) == set(targets)
     for name, update in updates.items():
         layer = lora.adapted_layers(model)[name]
-        W0 = spectra.as_matrix(base.get_submodule(name).weight)
+        W0 = svd.as_matrix(base.get_submodule(name).weight)
         assert update.rank == (6 if "pissa" in kind else 3)
-        merged = spectra.as_matrix(layer.merged_weight())
+        merged = svd.as_matrix(layer.merged_weight())
         np.testing.assert_allclose(update.truncated_weight(update.rank), merged, atol=1e-5)
         at_zero = update.truncated_weight(0)
         if not layer.dora:
@@ -257,7 +257,7 @@ def without_updates(run: measure.TrainedRun) -> torch.nn.Module:
             else:
                 layer.enabled = False
         if not adapters:
-            for name in spectra.layer_updates(run.base, run.model):
+            for name in updates.layer_updates(run.base, run.model):
                 model.get_submodule(name).weight.copy_(run.base.get_submodule(name).weight)
     return model
 
@@ -335,7 +335,7 @@ def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_t
             assert indices == curve.layers[name]
             layer.weight.copy_(torch.tensor(removed))
     assert at_zero.target == evaluate(merged, run.test.x, run.test.y)[1]
-    source = measure.source_test_split("mlp", 10)
+    source = source_split("mlp", 10)
     assert at_zero.source == evaluate(merged, source.x, source.y)[1]
 
 
@@ -356,8 +356,8 @@ def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
 def test_the_source_task_is_the_one_the_zoo_model_was_pretrained_on(runs):
     base_source = whatif.intruder_curve(runs["mlp-lora"], lambdas=(1.0,)).base
     assert base_source.source == pytest.approx(zoo.card("mlp")["test_acc"], abs=5e-5)
-    assert measure.source_test_split("resnet18", 10) is None  # pretrained on ImageNet
-    assert measure.source_test_split("mlp", 5) is None  # another head, another question
+    assert source_split("resnet18", 10) is None  # pretrained on ImageNet
+    assert source_split("mlp", 5) is None  # another head, another question
 
 
 def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):

@@ -8,12 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from core.analyses import whatif
+from core.analyses import layer_reports, whatif
 from core.analyses.reports import Moment
 from core.classroom import spectra_view
 from core.classroom.i18n import LANGUAGES, catalog
 from core.classroom.spectra_view import Sentence
-from core.lowrank import spectra
 
 ENGLISH = catalog("en").t
 
@@ -72,8 +71,8 @@ def test_a_sentence_says_its_clauses_in_the_same_language():
     assert spectra_view.said(None, ENGLISH) is None and spectra_view.said("σ", ENGLISH) == "σ"
 
 
-def layer(W0: torch.Tensor, delta_W: torch.Tensor, **numbers) -> spectra.LayerReport:
-    return dataclasses.replace(spectra.layer_report(W0, delta_W), **numbers)
+def layer(W0: torch.Tensor, delta_W: torch.Tensor, **numbers) -> layer_reports.LayerReport:
+    return dataclasses.replace(layer_reports.layer_report(W0, delta_W), **numbers)
 
 
 def test_an_update_as_strong_as_w0_is_said_to_be_not_small():
@@ -153,7 +152,9 @@ def test_a_moments_metrics_say_what_was_not_logged_yet():
     loss, acc = spectra_view.moment_metrics(start, None)  # no snapshots of this layer
     assert (loss.value, acc.value, acc.help) == ("—", "—", None)
     later = Moment(step=20, index=1, train_loss=0.5, eval_step=10, val_loss=0.7, val_acc=0.75)
-    evolution = spectra.SpectrumEvolution([0, 20], [[], [2.0, 1.0]], [0.0, 0.1], [0.0, 0.02], None)
+    evolution = layer_reports.SpectrumEvolution(
+        [0, 20], [[], [2.0, 1.0]], [0.0, 0.1], [0.0, 0.02], None
+    )
     metrics = spectra_view.moment_metrics(later, evolution)
     assert [metric.value for metric in metrics] == ["0.500", "75.0%", "2", "0.02"]
     assert metrics[1].help == Sentence("spectra.metric_eval_at", {"step": 10})

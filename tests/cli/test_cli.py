@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from core.__main__ import main
-from core.analyses import whatif
+from core.analyses import layer_reports, whatif
 from core.cli import commands
 from core.common.config import RunConfig
-from core.lowrank import spectra
 from core.store.runs import RunStore
 from core.training import export
 from core.training.record import train_and_save
@@ -126,7 +125,7 @@ def test_spectra_json_is_strict_json_when_an_amplification_is_infinite(capsys, m
     Infinity, so it is printed as null (as NaN is)."""
     from core.analyses import reports
 
-    layer = spectra.layer_report(torch.eye(3), torch.ones(3, 3))
+    layer = layer_reports.layer_report(torch.eye(3), torch.ones(3, 3))
     layer = dataclasses.replace(layer, amplification=math.inf, sigma_W=[2.0, math.nan])
     monkeypatch.setattr(reports, "analyse_run", lambda run_id: {"fc1": layer})
     assert main(["spectra", "1", "--json"]) == 0

@@ -1,4 +1,6 @@
-"""core.lowrank.spectra against independent dense computations (numpy SVD, hand-worked examples)."""
+"""The spectrum analyses (core.lowrank: svd, spectrum, similarity, against_w0, snapshot; and
+core.analyses.layer_reports) against independent dense computations (numpy SVD, hand-worked
+examples)."""
 
 import copy
 import math
@@ -7,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.lowrank import spectra
+from core.analyses import layer_reports
+from core.lowrank import against_w0, similarity, snapshot, spectrum, svd, updates
 from core.lowrank.lora import adapted_layers, inject
 from tests.support.toy_models import ToyCNN, ToyMLP
 
@@ -57,7 +60,7 @@ def test_lowrank_svd_matches_dense_svd(case):
     delta_W = scaling * B.reshape(B.shape[0], -1) @ A.reshape(A.shape[0], -1)
     U_dense, S_dense, Vh_dense = np.linalg.svd(delta_W, full_matrices=False)
 
-    U, S, Vh = (t.numpy() for t in spectra.lowrank_svd(torch.tensor(B), torch.tensor(A), scaling))
+    U, S, Vh = (t.numpy() for t in svd.lowrank_svd(torch.tensor(B), torch.tensor(A), scaling))
 
     n = len(S)
     assert n == min(*delta_W.shape, A.shape[0])
@@ -71,7 +74,7 @@ def test_lowrank_svd_matches_dense_svd(case):
 def test_lowrank_svd_reads_float32_factors_in_float64():
     generator = torch.Generator().manual_seed(0)
     B, A = torch.randn(50, 4, generator=generator), torch.randn(4, 70, generator=generator)
-    S = spectra.lowrank_svd(B, A, 3.0).S
+    S = svd.lowrank_svd(B, A, 3.0).S
     dense = np.linalg.svd(3.0 * B.double().numpy() @ A.double().numpy(), compute_uv=False)
     assert S.dtype == torch.float64
     np.testing.assert_allclose(S.numpy(), dense[:4], rtol=1e-10)
@@ -102,31 +105,31 @@ def test_trained_layer_spectrum_matches_dense_delta_W(kind):
         with torch.no_grad():
             dense = layer.delta_W().double().flatten(1).numpy()
         S_dense = np.linalg.svd(dense, compute_uv=False)
-        S = spectra.delta_svd(spectra.LowRankDelta.of_layer(layer)).S.numpy()
+        S = svd.delta_svd(svd.LowRankDelta.of_layer(layer)).S.numpy()
         assert S_dense[0] > 1e-4  # training did move B away from 0
         np.testing.assert_allclose(S, S_dense[: len(S)], rtol=1e-5, atol=1e-9 * S_dense[0])
 
 
 # -- rank-type numbers ----------------------------------------------------------------------------
 def spectrum_of(matrix: np.ndarray) -> torch.Tensor:
-    return spectra.dense_svd(torch.tensor(matrix)).S
+    return svd.dense_svd(torch.tensor(matrix)).S
 
 
 def test_rank_numbers_on_a_known_spectrum():
     S = spectrum_of(with_spectrum([4.0, 2.0, 1.0, 1.0], 20, 30))
     # p = (1/2, 1/4, 1/8, 1/8): entropy = 1.75 ln 2
-    assert spectra.effective_rank(S) == pytest.approx(2**1.75, rel=1e-9)
-    assert spectra.stable_rank(S) == pytest.approx(22 / 16, rel=1e-9)
-    assert spectra.energy_top_k(S, 2) == pytest.approx(20 / 22, rel=1e-9)
-    assert spectra.energy_top_k(S, 10) == pytest.approx(1.0)
-    assert spectra.numerical_rank(S, (20, 30)) == 4
+    assert spectrum.effective_rank(S) == pytest.approx(2**1.75, rel=1e-9)
+    assert spectrum.stable_rank(S) == pytest.approx(22 / 16, rel=1e-9)
+    assert spectrum.energy_top_k(S, 2) == pytest.approx(20 / 22, rel=1e-9)
+    assert spectrum.energy_top_k(S, 10) == pytest.approx(1.0)
+    assert spectrum.numerical_rank(S, (20, 30)) == 4
 
 
 @pytest.mark.parametrize("n", [1, 3, 7])
 def test_flat_spectrum_has_effective_and_stable_rank_n(n):
     S = spectrum_of(with_spectrum([2.5] * n, 12, 9, seed=n))
-    assert spectra.effective_rank(S) == pytest.approx(n, rel=1e-9)
-    assert spectra.stable_rank(S) == pytest.approx(n, rel=1e-9)
+    assert spectrum.effective_rank(S) == pytest.approx(n, rel=1e-9)
+    assert spectrum.stable_rank(S) == pytest.approx(n, rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +140,7 @@ def test_numerical_rank_agrees_with_numpy_matrix_rank(sigma, rank):
     σ1 · eps: the max(d, k) factor matters."""
     matrix = with_spectrum(sigma, 12, 40, seed=rank).astype(np.float32)
     S = spectrum_of(matrix.astype(np.float64))
-    assert spectra.numerical_rank(S, matrix.shape) == np.linalg.matrix_rank(matrix) == rank
+    assert spectrum.numerical_rank(S, matrix.shape) == np.linalg.matrix_rank(matrix) == rank
 
 
 @pytest.mark.parametrize("shape", [(12, 40), (40, 12)])
@@ -149,8 +152,8 @@ def test_rounding_level_is_numpys_matrix_rank_tolerance(shape):
     S = spectrum_of(matrix.astype(np.float64))
     numpy_S = np.linalg.svd(matrix, compute_uv=False)
     numpy_tolerance = numpy_S.max() * max(matrix.shape) * np.finfo(np.float32).eps
-    rounding = spectra.at_rounding_level(S, matrix.shape)
-    assert spectra.rounding_tolerance(S, matrix.shape) == pytest.approx(numpy_tolerance, rel=1e-6)
+    rounding = spectrum.at_rounding_level(S, matrix.shape)
+    assert spectrum.rounding_tolerance(S, matrix.shape) == pytest.approx(numpy_tolerance, rel=1e-6)
     assert rounding.tolist() == [bool(value <= numpy_tolerance) for value in S.tolist()]
     assert int((~rounding).sum()) == np.linalg.matrix_rank(matrix) == 3
 
@@ -160,22 +163,22 @@ def test_the_sigma_plot_axis_comes_from_the_values_above_rounding_level():
     rounding level and set no axis; W0 and W keep their whole spectra."""
     W0 = with_spectrum([4.0, 3.0, 2.0, 1.0, 0.5] + [0.1] * 15, 30, 20, seed=1)
     delta_W = with_spectrum([0.8, 0.05], 30, 20, seed=2)
-    report = spectra.layer_report(torch.tensor(W0), torch.tensor(delta_W))
+    report = layer_reports.layer_report(torch.tensor(W0), torch.tensor(delta_W))
     assert min(report.sigma_delta_W) < 1e-12  # what used to stretch the axis
-    plot = spectra.spectrum_plot(report)
+    plot = layer_reports.spectrum_plot(report)
     assert plot.resolved["sigma_delta_W"] == pytest.approx([0.8, 0.05])
     assert plot.rounding == {"sigma_W0": 0, "sigma_W": 0, "sigma_delta_W": 18}
     assert plot.resolved["sigma_W0"] == pytest.approx(report.sigma_W0)
     assert plot.axis.low == pytest.approx(0.05)
     assert plot.axis.high == pytest.approx(report.sigma_W[0])
-    normalised = spectra.spectrum_plot(report, normalised=True)
+    normalised = layer_reports.spectrum_plot(report, normalised=True)
     assert normalised.resolved["sigma_delta_W"] == pytest.approx([1.0, 0.05 / 0.8])
     assert normalised.axis.high == pytest.approx(1.0)
 
 
 def test_a_zero_update_leaves_nothing_above_rounding_level():
-    report = spectra.layer_report(torch.eye(4), torch.zeros(4, 4))
-    plot = spectra.spectrum_plot(report)
+    report = layer_reports.layer_report(torch.eye(4), torch.zeros(4, 4))
+    plot = layer_reports.spectrum_plot(report)
     assert plot.resolved["sigma_delta_W"] == [] and plot.rounding["sigma_delta_W"] == 4
     assert plot.axis.low == plot.axis.high == 1.0  # W0 = W = I
 
@@ -189,46 +192,46 @@ def test_a_snapshots_top_sigma_above_rounding_level_are_those_numpy_counts():
     update = with_spectrum([2.0, 0.5, 0.1], 5, 16, seed=3)
     with torch.no_grad():
         tuned.head.weight += torch.tensor(update, dtype=torch.float32)
-    layer = spectra.model_snapshot(model, tuned)["head"]
+    layer = snapshot.model_snapshot(model, tuned)["head"]
     assert layer["shape"] == [5, 16] and len(layer["sigma"]) == 5
     assert max(layer["sigma"][3:]) < 1e-5 * layer["sigma"][0]  # rounding noise of float32
     delta_W = (tuned.head.weight - model.head.weight).detach().numpy()  # float32: its eps
-    kept = spectra.resolved(layer["sigma"], layer["shape"])
+    kept = spectrum.resolved(layer["sigma"], layer["shape"])
     assert len(kept) == np.linalg.matrix_rank(delta_W) == 3
     assert kept == layer["sigma"][:3]
-    assert spectra.resolved([1.0, 1e-16, 0.0], None) == [1.0, 1e-16]  # shape not recorded
+    assert spectrum.resolved([1.0, 1e-16, 0.0], None) == [1.0, 1e-16]  # shape not recorded
 
 
 def test_a_sigma_axis_starts_its_floor_below_the_smallest_resolved_sigma():
-    axis = spectra.SigmaAxis.of([[4.0, 0.5], [], [1.0, 0.01]])
+    axis = spectrum.SigmaAxis.of([[4.0, 0.5], [], [1.0, 0.01]])
     assert (axis.low, axis.high) == (0.01, 4.0)
     low, high = axis.log_range(0.2)
-    assert low == pytest.approx(-2 - spectra.ROUNDING_FLOOR - 0.2)
+    assert low == pytest.approx(-2 - spectrum.ROUNDING_FLOOR - 0.2)
     assert high == pytest.approx(math.log10(4.0) + 0.2)
-    assert spectra.SigmaAxis.of([[]]) == spectra.SigmaAxis(1.0, 1.0)  # nothing resolved yet
+    assert spectrum.SigmaAxis.of([[]]) == spectrum.SigmaAxis(1.0, 1.0)  # nothing resolved yet
 
 
 def test_zero_matrix_has_zero_ranks():
     S = torch.zeros(5, dtype=torch.float64)
-    assert spectra.effective_rank(S) == spectra.stable_rank(S) == spectra.energy_top_k(S) == 0
-    assert spectra.numerical_rank(S, (5, 5)) == 0
+    assert spectrum.effective_rank(S) == spectrum.stable_rank(S) == spectrum.energy_top_k(S) == 0
+    assert spectrum.numerical_rank(S, (5, 5)) == 0
 
 
 # -- subspace similarity --------------------------------------------------------------------------
 def test_similarity_is_one_for_identical_and_zero_for_orthogonal_subspaces():
-    rows = spectra.random_orthonormal_rows(6, 20, torch.Generator().manual_seed(0))
+    rows = similarity.random_orthonormal_rows(6, 20, torch.Generator().manual_seed(0))
     assert torch.allclose(
-        spectra.subspace_similarity(rows, rows), torch.ones(6, 6, dtype=torch.float64)
+        similarity.subspace_similarity(rows, rows), torch.ones(6, 6, dtype=torch.float64)
     )
     assert torch.allclose(
-        spectra.subspace_similarity(rows[:3], rows[3:]), torch.zeros(3, 3, dtype=torch.float64)
+        similarity.subspace_similarity(rows[:3], rows[3:]), torch.zeros(3, 3, dtype=torch.float64)
     )
 
 
 def test_similarity_grid_matches_the_formula_entry_by_entry():
     rng = np.random.default_rng(4)
     U1, U2 = orthonormal(15, rng)[:4], orthonormal(15, rng)[:7]
-    grid = spectra.subspace_similarity(torch.tensor(U1), torch.tensor(U2)).numpy()
+    grid = similarity.subspace_similarity(torch.tensor(U1), torch.tensor(U2)).numpy()
     for i in range(1, 5):
         for j in range(1, 8):
             phi = np.linalg.norm(U1[:i] @ U2[:j].T) ** 2 / min(i, j)
@@ -237,17 +240,17 @@ def test_similarity_grid_matches_the_formula_entry_by_entry():
 
 def test_top_right_directions_are_the_rows_of_numpy_vh():
     A = np.random.default_rng(5).standard_normal((4, 25))
-    rows = spectra.top_right_directions(torch.tensor(A), 3).numpy()
+    rows = similarity.top_right_directions(torch.tensor(A), 3).numpy()
     Vh = np.linalg.svd(A, full_matrices=False)[2][:3]
     assert_same_vectors(rows.T, Vh.T, 3)
 
 
 def test_random_baseline_matches_its_closed_form():
-    expected = spectra.random_similarity_expected(4, 8, 30)
+    expected = similarity.random_similarity_expected(4, 8, 30)
     assert expected[0, 7].item() == pytest.approx(8 / 30) and expected[3, 2] == pytest.approx(
         4 / 30
     )
-    sampled = spectra.random_similarity_sampled(4, 8, 30, samples=400, seed=0)
+    sampled = similarity.random_similarity_sampled(4, 8, 30, samples=400, seed=0)
     assert torch.allclose(sampled, expected, atol=0.02)
 
 
@@ -257,8 +260,8 @@ def test_amplification_by_hand():
     W0[0, 0], W0[1, 1], W0[2, 2], W0[3, 3] = 10, 5, 1, 0.1
     e3 = torch.zeros(6, 1, dtype=torch.float64)
     e3[3] = 1
-    delta_W = spectra.LowRankDelta(B=e3, A=2 * e3[:5].T, scaling=1.0)  # 2·e3 e3ᵀ: where W0 is 0.1
-    report = spectra.layer_report(W0, delta_W)
+    delta_W = svd.LowRankDelta(B=e3, A=2 * e3[:5].T, scaling=1.0)  # 2·e3 e3ᵀ: where W0 is 0.1
+    report = layer_reports.layer_report(W0, delta_W)
     assert report.amplification_rank == 1
     assert report.projection_delta == pytest.approx(0.1)
     assert report.amplification == pytest.approx(2 / 0.1)  # ‖ΔW‖ / ‖uᵀ W0 v‖
@@ -279,38 +282,38 @@ def test_amplification_reading_weighs_w0_in_the_updates_directions_against_chanc
     """W0 = I (6 × 6), r = 1: random unit u, v give E (uᵀ I v)² = 1/6, so chance is 1/√6 and
     the update's direction u vᵀ holds |cos(u, v)| of W0: √6 · |cos| times chance."""
     u, v = torch.tensor([u], dtype=torch.float64).T, torch.tensor([v], dtype=torch.float64).T
-    report = spectra.layer_report(torch.eye(6), spectra.LowRankDelta(3 * u, v.T, 1.0))
+    report = layer_reports.layer_report(torch.eye(6), svd.LowRankDelta(3 * u, v.T, 1.0))
     assert report.projection_chance == pytest.approx(6**-0.5)
-    reading = spectra.amplification_reading(report)
+    reading = against_w0.amplification_reading(report)
     assert reading.word == word and reading.times == pytest.approx(times, abs=1e-12)
     if word == "familiar":  # the case the issue met: the random baseline above the run's value
         assert report.amplification_random > report.amplification
 
 
 def test_amplification_reading_of_no_update():
-    report = spectra.layer_report(torch.eye(4), torch.zeros(4, 4))
-    assert spectra.amplification_reading(report).word == "none"
+    report = layer_reports.layer_report(torch.eye(4), torch.zeros(4, 4))
+    assert against_w0.amplification_reading(report).word == "none"
 
 
 def test_random_projection_has_the_expected_size():
     """E ‖Uᵀ W0 V‖_F² = r² ‖W0‖_F² / (d k) for random orthonormal U (d×r), V (k×r)."""
     W0 = torch.tensor(with_spectrum([5.0, 3.0, 2.0, 1.0, 1.0], 12, 10, seed=6))
-    base = spectra.dense_svd(W0)
-    delta = spectra.lowrank_svd(torch.randn(12, 2), torch.randn(2, 10))
+    base = svd.dense_svd(W0)
+    delta = svd.lowrank_svd(torch.randn(12, 2), torch.randn(2, 10))
     squares = [
-        spectra.amplification(W0, base, delta, rank=2, seed=seed).projection_random ** 2
+        against_w0.amplification(W0, base, delta, rank=2, seed=seed).projection_random ** 2
         for seed in range(400)
     ]
     expected = 4 * (W0**2).sum().item() / (12 * 10)
     assert np.mean(squares) == pytest.approx(expected, rel=0.1)
-    chance = spectra.amplification(W0, base, delta, rank=2).projection_chance
+    chance = against_w0.amplification(W0, base, delta, rank=2).projection_chance
     assert chance**2 == pytest.approx(expected, rel=1e-12)
 
 
 # -- intruder dimensions --------------------------------------------------------------------------
 def test_no_intruders_without_an_update():
     W0 = torch.randn(30, 20)
-    report = spectra.layer_report(W0, torch.zeros_like(W0))
+    report = layer_reports.layer_report(W0, torch.zeros_like(W0))
     assert report.intruders == 0 and report.intruder_indices == []
     assert min(report.intruder_max_cos) > 0.999
 
@@ -325,7 +328,7 @@ def test_a_spike_orthogonal_to_W0_is_an_intruder():
     y = rng.standard_normal(12)
     sigma1 = np.linalg.norm(W0, 2)
     spike = 2 * sigma1 * np.outer(x, y / np.linalg.norm(y))
-    report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike))
+    report = layer_reports.layer_report(torch.tensor(W0), torch.tensor(spike))
     assert report.intruders >= 1 and report.intruder_indices[0] == 0
 
 
@@ -333,7 +336,7 @@ def test_a_spike_along_W0s_own_direction_is_not_an_intruder():
     W0 = np.random.default_rng(8).standard_normal((30, 12))
     U0, _, Vh0 = np.linalg.svd(W0, full_matrices=False)
     spike = 5 * np.linalg.norm(W0, 2) * np.outer(U0[:, 4], Vh0[4])
-    report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike))
+    report = layer_reports.layer_report(torch.tensor(W0), torch.tensor(spike))
     assert report.intruder_max_cos[0] > 0.999 and report.intruders == 0
 
 
@@ -342,7 +345,7 @@ def test_a_spike_spread_over_many_W0_directions_is_an_intruder_in_a_square_layer
     U0, S0, Vh0 = np.linalg.svd(W0)
     x = U0[:, 4:20].sum(axis=1) / 4  # |cos| = 1/4 with each of 16 directions, 0 with the rest
     spike = 20 * S0[0] * np.outer(x, Vh0[0])
-    report = spectra.layer_report(torch.tensor(W0), torch.tensor(spike), eps=0.5)
+    report = layer_reports.layer_report(torch.tensor(W0), torch.tensor(spike), eps=0.5)
     assert report.intruder_indices[0] == 0
     assert report.intruder_max_cos[0] == pytest.approx(0.25, abs=0.05)
 
@@ -351,7 +354,7 @@ def test_a_spike_spread_over_many_W0_directions_is_an_intruder_in_a_square_layer
 def test_magnitude_and_direction_change_by_hand():
     W0 = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
     W = torch.tensor([[6.0, 8.0], [0.0, 1.0]])  # row 0: twice as long, same way; row 1: turned 90°
-    change = spectra.magnitude_direction_change(W0, W)
+    change = against_w0.magnitude_direction_change(W0, W)
     assert change.delta_M == pytest.approx((5 + 0) / 2)
     assert change.delta_D == pytest.approx((0 + 1) / 2)
 
@@ -369,7 +372,7 @@ def test_model_report_of_a_lora_model_uses_each_adapted_layer(dora):
     torch.manual_seed(0)
     model = ToyMLP()
     adapted = trained_lora(model, torch.randn(16, 12), dora=dora)
-    report = spectra.model_report(model, adapted)
+    report = layer_reports.model_report(model, adapted)
     assert set(report) == {"fc1", "fc2"}
     for name, layer in adapted_layers(adapted).items():
         with torch.no_grad():
@@ -391,7 +394,7 @@ def test_model_report_of_a_fine_tuned_model_covers_the_changed_layers():
     tuned = copy.deepcopy(model)
     with torch.no_grad():
         tuned.conv2.weight.add_(0.1 * torch.randn_like(tuned.conv2.weight))
-    report = spectra.model_report(model, tuned)
+    report = layer_reports.model_report(model, tuned)
     assert list(report) == ["conv2"]
     delta_W = (tuned.conv2.weight - model.conv2.weight).detach().double().flatten(1).numpy()
     np.testing.assert_allclose(report["conv2"].sigma_delta_W, np.linalg.svd(delta_W)[1])
@@ -399,13 +402,13 @@ def test_model_report_of_a_fine_tuned_model_covers_the_changed_layers():
 
 
 def test_w0_svd_is_cached_by_content():
-    spectra.clear_w0_cache()
+    svd.clear_w0_cache()
     W0 = torch.randn(20, 15)
-    first = spectra.w0_svd(W0)
-    assert spectra.w0_svd(W0.clone()) is first  # a copy of the same weights: no new SVD
+    first = svd.w0_svd(W0)
+    assert svd.w0_svd(W0.clone()) is first  # a copy of the same weights: no new SVD
     changed = W0.clone()
     changed[3, 4] += 1.0
-    S = spectra.w0_svd(changed).S.numpy()
+    S = svd.w0_svd(changed).S.numpy()
     np.testing.assert_allclose(S, np.linalg.svd(changed.double().numpy(), compute_uv=False))
     assert not np.allclose(S, first.S.numpy())
 
@@ -415,16 +418,16 @@ def test_snapshots_turn_into_series_per_layer():
     torch.manual_seed(0)
     model = ToyMLP()
     adapted = inject(model, ["fc1"], 2, 4.0, seed=0)
-    first = spectra.model_snapshot(model, adapted, n=5)
+    first = snapshot.model_snapshot(model, adapted, n=5)
     assert first["fc1"]["sigma"] == [0.0, 0.0]  # B starts at 0
     layer = adapted_layers(adapted)["fc1"]
     with torch.no_grad():
         layer.B.copy_(torch.randn_like(layer.B))
-    second = spectra.model_snapshot(model, adapted, n=5)
+    second = snapshot.model_snapshot(model, adapted, n=5)
     dense = np.linalg.svd(layer.delta_W().detach().double().numpy(), compute_uv=False)
     np.testing.assert_allclose(second["fc1"]["sigma"], dense[:2], rtol=1e-6)
 
-    evolution = spectra.spectrum_evolution(
+    evolution = layer_reports.spectrum_evolution(
         [{"step": 0, "layers": first}, {"step": 10, "layers": second}]
     )
     fc1 = evolution["fc1"]
@@ -441,13 +444,15 @@ def test_planted_update_found_exactly_overlaps_fully():
     rng = np.random.default_rng(10)
     B, A = rng.standard_normal((25, 2)), rng.standard_normal((2, 18))
     planted = torch.tensor(B @ A)
-    as_factors = spectra.LowRankDelta(torch.tensor(B), torch.tensor(A), scaling=1.0)
-    found = spectra.planted_comparison(as_factors, planted, planted_rank=2)
+    as_factors = svd.LowRankDelta(torch.tensor(B), torch.tensor(A), scaling=1.0)
+    found = layer_reports.planted_comparison(as_factors, planted, planted_rank=2)
     assert found.overlap_left == pytest.approx(1) and found.overlap_right == pytest.approx(1)
     noise = 0.01 * torch.randn(25, 18, generator=torch.Generator().manual_seed(0))
-    full_update = spectra.planted_comparison(planted + noise, planted, planted_rank=2)
+    full_update = layer_reports.planted_comparison(planted + noise, planted, planted_rank=2)
     assert full_update.overlap_left > 0.99 and full_update.overlap_right > 0.99
-    unrelated = spectra.planted_comparison(torch.tensor(rng.standard_normal((25, 18))), planted, 2)
+    unrelated = layer_reports.planted_comparison(
+        torch.tensor(rng.standard_normal((25, 18))), planted, 2
+    )
     assert unrelated.overlap_left < 0.6 and unrelated.baseline_left == 2 / 25
     assert math.isclose(found.sigma_learned[0], found.sigma_planted[0], rel_tol=1e-9)
 
@@ -459,13 +464,15 @@ def test_an_update_that_finds_part_of_the_planted_subspace_covers_only_that_part
     U = np.linalg.qr(rng.standard_normal((25, 2)))[0]
     V = np.linalg.qr(rng.standard_normal((18, 2)))[0]
     planted = torch.tensor(U @ np.diag([3.0, 2.0]) @ V.T)
-    one = spectra.LowRankDelta(torch.tensor(U[:, :1]), torch.tensor(V[:, :1].T), scaling=1.0)
-    found = spectra.planted_comparison(one, planted, planted_rank=2)
+    one = svd.LowRankDelta(torch.tensor(U[:, :1]), torch.tensor(V[:, :1].T), scaling=1.0)
+    found = layer_reports.planted_comparison(one, planted, planted_rank=2)
     assert found.overlap_left == pytest.approx(0.5) and found.overlap_right == pytest.approx(0.5)
     assert found.baseline_right == 2 / 18
     random_side = np.linalg.qr(rng.standard_normal((25, 2)))[0]
     expected = np.sum((U.T @ random_side) ** 2) / 2  # numpy, on the dense directions
-    other = spectra.planted_comparison(torch.tensor(random_side @ V.T), planted, planted_rank=2)
+    other = layer_reports.planted_comparison(
+        torch.tensor(random_side @ V.T), planted, planted_rank=2
+    )
     assert other.overlap_left == pytest.approx(expected)
 
 
@@ -477,8 +484,8 @@ def test_relative_norms_compare_the_update_with_the_weight():
         rng.standard_normal((3, 12)),
     )
     delta = 0.5 * B @ A
-    report = spectra.layer_report(
-        torch.tensor(W0), spectra.LowRankDelta(torch.tensor(B), torch.tensor(A), 0.5)
+    report = layer_reports.layer_report(
+        torch.tensor(W0), svd.LowRankDelta(torch.tensor(B), torch.tensor(A), 0.5)
     )
     assert report.relative_norm_fro == pytest.approx(np.linalg.norm(delta) / np.linalg.norm(W0))
     spectral = np.linalg.norm(delta, 2) / np.linalg.norm(W0, 2)
@@ -504,41 +511,41 @@ def test_an_experiment_runs_on_one_thread_and_judges_its_numbers():
 def test_compare_adapters_grids_the_two_runs_A_matrices():
     model = ToyMLP()
     small, large = inject(model, ["fc1"], 2, 4.0, seed=0), inject(model, ["fc1"], 5, 4.0, seed=1)
-    same = spectra.compare_adapters(small, small, "fc1")
+    same = similarity.compare_adapters(small, small, "fc1")
     np.testing.assert_allclose(same.phi, np.ones((2, 2)))
-    report = spectra.compare_adapters(small, large, "fc1")
+    report = similarity.compare_adapters(small, large, "fc1")
     A_small = adapted_layers(small)["fc1"].A.detach().double().numpy()
     A_large = adapted_layers(large)["fc1"].A.detach().double().numpy()
     V_small, V_large = np.linalg.svd(A_small)[2][:2], np.linalg.svd(A_large)[2][:5]
     assert report.phi[1][4] == pytest.approx(np.linalg.norm(V_small @ V_large.T) ** 2 / 2)
     assert report.dim == 12 and report.random_expected[1][4] == pytest.approx(5 / 12)
     with pytest.raises(ValueError, match="no adapter"):
-        spectra.compare_adapters(small, large, "fc2")
+        similarity.compare_adapters(small, large, "fc2")
 
 
 def test_update_similarity_uses_the_input_directions_up_to_the_numerical_rank():
     rng = np.random.default_rng(11)
     W0 = torch.tensor(rng.standard_normal((20, 15)))
     B, A = torch.tensor(rng.standard_normal((20, 2))), torch.tensor(rng.standard_normal((2, 15)))
-    lora = spectra.LayerUpdate(W0, spectra.LowRankDelta(B, A, scaling=0.5), rank=2)
-    rows = spectra.input_directions(lora).numpy()
+    lora = updates.LayerUpdate(W0, svd.LowRankDelta(B, A, scaling=0.5), rank=2)
+    rows = similarity.input_directions(lora).numpy()
     assert rows.shape == (2, 15)  # not 16: ΔW has rank 2
     np.testing.assert_allclose(A.numpy() @ rows.T @ rows, A.numpy(), atol=1e-10)  # span of A's rows
-    dense = spectra.LayerUpdate(
+    dense = updates.LayerUpdate(
         W0, 0.5 * B @ A + 1e-3 * torch.tensor(rng.standard_normal((20, 15))), None
     )
-    report = spectra.update_similarity(lora, dense, n=4)
+    report = similarity.update_similarity(lora, dense, n=4)
     assert np.array(report.phi).shape == (2, 4) and report.phi[1][1] > 0.99
     assert report.random_expected[1][3] == pytest.approx(4 / 15)
 
 
 def test_update_similarity_of_different_shapes_is_a_clear_error():
     rng = np.random.default_rng(12)
-    small = spectra.LayerUpdate(
+    small = updates.LayerUpdate(
         torch.zeros(20, 15), torch.tensor(rng.standard_normal((20, 15))), None
     )
-    other = spectra.LayerUpdate(
+    other = updates.LayerUpdate(
         torch.zeros(20, 30), torch.tensor(rng.standard_normal((20, 30))), None
     )
     with pytest.raises(ValueError, match=r"different shapes \(20 × 15 and 20 × 30\)"):
-        spectra.update_similarity(small, other)
+        similarity.update_similarity(small, other)

@@ -384,8 +384,9 @@ def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, page, 
     labels = [option for box in [*at.selectbox, *at.multiselect] for option in box.options]
     assert f"#{paused_run} · {default_name(RunConfig(steps=5))} · paused" in labels
     if page == "compare":  # the table of runs too
-        table = at.dataframe[0].value
-        assert list(table[catalog(lang).t("compare.col_status")]) == ["paused"]
+        table = at.dataframe[0].value  # every run on the server: other tests' runs too
+        paused = table[table["id"] == paused_run]
+        assert list(paused[catalog(lang).t("compare.col_status")]) == ["paused"]
 
 
 @pytest.mark.parametrize(
