@@ -274,13 +274,11 @@ def check_config(config: RunConfig, model: nn.Module) -> None:
         check_targets(model, config.targets, config.rank)
 
 
-def parameter_count(config: RunConfig | dict[str, Any]) -> methods.ParamCount:
+def parameter_count(config: RunConfig) -> methods.ParamCount:
     """Trainable, total and head parameters of a config's model, as training will build it,
     counted from its layers' shapes (zoo.architecture, methods.planned_count): no weights load
     and nothing is copied or adapted, so a page may ask on every redraw. ValueError for what
     the model rejects (rank above a layer's min(d, k), unknown layer)."""
-    if not isinstance(config, RunConfig):
-        config = RunConfig.from_dict(config)
     check_head(config)
     base = zoo.architecture(config.model, data.DATASETS[config.dataset].num_classes)
     targets = check_targets(base, config.targets, config.rank) if config.method == "lora" else []

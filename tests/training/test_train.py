@@ -293,7 +293,6 @@ def test_parameter_count_is_what_the_built_model_trains(settings):
     assert count.trainable == sum(trainable.values()) > 0
     assert count.total == sum(p.numel() for p in model.parameters())
     assert count.head == in_head > 0  # the head trains in every method
-    assert parameter_count(config.to_dict()) == count
 
 
 def test_parameter_count_rejects_what_the_model_rejects():
