@@ -329,4 +329,4 @@ with action:
     st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
     st.fragment(live_view, run_every=st.session_state[key("poll")])(config)
     if st.session_state[key("charts_outside")]:
-        charts(view.frame, view.planned)
+        charts(view.frame, view.planned, view.metric)

@@ -21,7 +21,7 @@ from core.jobs import pool as jobs
 from core.jobs.scheduler import Job
 from core.store.names import default_name
 from core.store.runs import StoreError
-from core.training import measure, train
+from core.training import data, measure, train
 from core.training.kinds import Metric
 
 PAGE = "train"  # the page whose session state holds the run: its job, or its stored run's id
@@ -83,16 +83,16 @@ def ending(view: live.RunView) -> None:
 def outcome(view: live.RunView) -> None:
     """What the ended run achieved (below its curves: on a projector the curves come first)."""
     result = view.result or {}
-    metric = train_form.metric_of(view.config)
+    metric = view.metric
     if result.get(f"test_{metric.field}_after") is not None:
         # the two metrics side by side, wide enough for "37.6% → 90.2%" on a projector
         c1, c_source = st.columns(2)
         c1.metric(tr(metric.label), **change(metric, result, "test"))
         if result.get(f"source_{metric.field}_after") is not None:  # None: no source (ImageNet)
             c_source.metric(
-                tr("train.source_acc"),
+                tr(metric.source),
                 **change(metric, result, "source"),
-                help=tr("train.source_help"),
+                help=tr(metric.source_help),
             )
             forgot = _forgetting(store().where, view.run_id) if view.run_id else None
             note = forgot.note() if forgot is not None else None
@@ -187,22 +187,25 @@ def resume() -> None:
         st.session_state[key("run")] = found.id
 
 
-def charts(frame: live.Frame, planned: int, view: live.RunView | None = None) -> None:
-    """Loss and accuracy, and σ(ΔW) once there is one. Empty axes too, before the first point
-    and before the first run: the browser loads its plotting code (a 4.7 MB script, seconds of
-    a busy laptop's CPU) while the student sets up or the run waits, not when the point comes.
+def charts(
+    frame: live.Frame, planned: int, metric: Metric, view: live.RunView | None = None
+) -> None:
+    """Loss and the task's ``metric`` (accuracy for images), and σ(ΔW) once there is one. Empty
+    axes too, before the first point and before the first run: the browser loads its plotting
+    code (a 4.7 MB script, seconds of a busy laptop's CPU) while the student sets up or the run
+    waits, not when the point comes.
     The curves of an ended run ``view`` are clickable, as Spectra's are: see open_moment."""
-    figures = live_figures(frame.run, frame.version, language(), planned, frame)
+    figures = live_figures(frame.run, frame.version, language(), planned, metric, frame)
     clickable = view is not None and inspectable(view)
     select: dict[str, Any] = {"on_select": "rerun", "selection_mode": "points"} if clickable else {}
-    col_loss, col_acc = st.columns(2)
+    col_loss, col_metric = st.columns(2)
     col_loss.markdown(f"**{tr('train.loss')}**")
     loss = col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"), **select)
-    col_acc.markdown(f"**{tr('train.accuracy')}**")
-    acc = col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"), **select)
+    col_metric.markdown(f"**{tr(metric.heading)}**")
+    scored = col_metric.plotly_chart(figures["metric"], width="stretch", key=key("acc"), **select)
     if clickable:
         st.caption(tr("train.click_moment"))
-        clicked = [point for chart in (loss, acc) for point in chart.selection.points]
+        clicked = [point for chart in (loss, scored) for point in chart.selection.points]
         if clicked:
             open_moment(view.run_id, clicked[0]["x"])
     if "sigma" in figures:
@@ -228,7 +231,8 @@ def live_view(form: RunConfig | None) -> None:
     view = current_view()
     if view is None:
         st.info(tr("train.nothing_yet"))
-        charts(live.NO_RUN, st.session_state[key("steps")] or 1)
+        form_metric = data.kind_of(st.session_state[key("dataset")]).metric
+        charts(live.NO_RUN, st.session_state[key("steps")] or 1, form_metric)
         return
     which_run(view, form)
     if (
@@ -240,10 +244,11 @@ def live_view(form: RunConfig | None) -> None:
     progress(view)
     if view.done:
         ending(view)
+    # (no charts for a run that ended before its first step)
     if not st.session_state[key("charts_outside")] and not (
         view.done and not view.frame.has_points
     ):
-        charts(view.frame, view.planned, view)  # (not for a run that ended before its 1st step)
+        charts(view.frame, view.planned, view.metric, view)
     if view.done:
         outcome(view)
     if view.poll_seconds() != st.session_state.get(key("poll")):

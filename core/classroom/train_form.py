@@ -130,14 +130,16 @@ def count_split(method: str, count: ParamCount, train_head: bool) -> tuple[str, 
 
 def card_line(model: str) -> tuple[str, dict[str, Any]]:
     """The catalog's sentence under the model box and its values: the model's size, and how
-    well it does on the task it was pretrained on (its ``source``: the card's own English words,
-    which the page says in the student's language where the catalog has models.<name>.source);
-    torchvision's ImageNet models have no such score on digits."""
+    well it does on the task it was pretrained on, by that task's kind's metric (its ``source``:
+    the card's own English words, which the page says in the student's language where the
+    catalog has models.<name>.source); torchvision's ImageNet models have no such score."""
     card = zoo.card(model)
     params = f"{card['params']:,}"
-    if card["test_acc"] is None:
+    if card["split"] is None:
         return "train.card_imagenet", {"params": params}
-    return "train.card", {"params": params, "acc": card["test_acc"], "source": card["source_task"]}
+    metric = data.kind_of(card["split"]["dataset"]).metric
+    score = metric.written(card[f"test_{metric.field}"])
+    return metric.card, {"params": params, "score": score, "source": card["source_task"]}
 
 
 def run_title(run_id: int | None, live: bool) -> str:
