@@ -195,6 +195,8 @@ def test_a_stopped_run_gives_the_step_it_stopped_at_so_a_page_can_say_it_in_any_
     assert stopped.stopped_at == (0, 50)  # core.training.train's English reason, read back
     failed = replace(stopped, status="failed", reason="the training loss became nan at step 3")
     assert failed.stopped_at is None  # any other reason is said as it is
+    assert stopped.inspectable and not replace(stopped, run_id=None).inspectable  # not stored
+    assert not failed.inspectable  # no trained model to look into
 
 
 def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once_there():

@@ -82,18 +82,15 @@ def ending(view: live.RunView) -> None:
 
 def outcome(view: live.RunView) -> None:
     """What the ended run achieved (below its curves: on a projector the curves come first)."""
-    result = view.result or {}
-    metric = view.metric
-    if result.get(f"test_{metric.field}_after") is not None:
+    result, metric = view.result or {}, view.metric
+    test = train_form.headline(metric, result, "test")
+    if test is not None:
         # the two metrics side by side, wide enough for "37.6% → 90.2%" on a projector
         c1, c_source = st.columns(2)
-        c1.metric(tr(metric.label), **change(metric, result, "test"))
-        if result.get(f"source_{metric.field}_after") is not None:  # None: no source (ImageNet)
-            c_source.metric(
-                tr(metric.source),
-                **change(metric, result, "source"),
-                help=tr(metric.source_help),
-            )
+        c1.metric(tr(metric.label), **as_metric(test))
+        source = train_form.headline(metric, result, "source")
+        if source is not None:  # None: no source task (ImageNet)
+            c_source.metric(tr(metric.source), **as_metric(source), help=tr(metric.source_help))
             forgot = _forgetting(store().where, view.run_id) if view.run_id else None
             note = forgot.note() if forgot is not None else None
             if note is not None:
@@ -106,22 +103,17 @@ def outcome(view: live.RunView) -> None:
             help=f"{result['trainable_params'] / result['total_params']:.2%}",
         )
         c3.metric(tr("train.time"), f"{result['seconds']:.1f} s")
-    if inspectable(view):
+    if view.inspectable:
         prediction_strip(view.run_id, key("predictions"))
-    if inspectable(view) and st.button(
+    if view.inspectable and st.button(
         tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
     ):
         st.switch_page("app_pages/spectra.py", query_params={"run": str(view.run_id)})
 
 
-def change(metric: Metric, result: dict, split: str) -> dict[str, str]:
-    """A metric's value before → after on a split ("test", "source") and its change, as
-    st.metric takes them."""
-    before, after = (result[f"{split}_{metric.field}_{when}"] for when in ("before", "after"))
-    return {
-        "value": f"{metric.written(before)} → {metric.written(after)}",
-        "delta": tr(metric.change, value=metric.changed(before, after)),
-    }
+def as_metric(headline: train_form.Headline) -> dict[str, str]:
+    """A headline's value and change, as st.metric takes them."""
+    return {"value": headline.value, "delta": tr(headline.change, value=headline.amount)}
 
 
 def open_moment(run_id: int, step: float) -> None:
@@ -133,11 +125,6 @@ def open_moment(run_id: int, step: float) -> None:
         if record.snapshots:
             query["step"] = str(reports.moment(record.history, record.snapshots, step).step)
     st.switch_page("app_pages/spectra.py", query_params=query)
-
-
-def inspectable(view: live.RunView) -> bool:
-    """Whether the run has a trained model to look into (its examples, its Spectra page)."""
-    return view.run_id is not None and view.status in ("finished", "stopped")
 
 
 def which_run(view: live.RunView, form: RunConfig | None) -> None:
@@ -196,7 +183,7 @@ def charts(
     waits, not when the point comes.
     The curves of an ended run ``view`` are clickable, as Spectra's are: see open_moment."""
     figures = live_figures(frame.run, frame.version, language(), planned, metric, frame)
-    clickable = view is not None and inspectable(view)
+    clickable = view is not None and view.inspectable
     select: dict[str, Any] = {"on_select": "rerun", "selection_mode": "points"} if clickable else {}
     col_loss, col_metric = st.columns(2)
     col_loss.markdown(f"**{tr('train.loss')}**")

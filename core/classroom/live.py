@@ -348,6 +348,11 @@ class RunView:
         )
 
     @property
+    def inspectable(self) -> bool:
+        """Whether the run has a trained model to look into (its examples, its Spectra page)."""
+        return self.run_id is not None and self.status in ("finished", "stopped")
+
+    @property
     def metric(self) -> Metric:
         """How the run is judged, and its curve drawn: its dataset's kind's metric."""
         return train_form.metric_of(self.config)
