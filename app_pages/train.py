@@ -1,11 +1,9 @@
 """Train: choose a model, a task and a method, then watch the run live.
 
-The run is a job in the pool of core.jobs.pool (another process), so switching pages does
-not stop it; a fragment polls the job and redraws the curves, which core.classroom.live keeps up to
-date event by event and shares between every page that watches the run.
+The settings are drawn here; the run they start, its live curves and its outcome are
+app_pages.common.live_run's (the view of a run while it trains and once it ended).
 """
 
-import contextlib
 from typing import Any
 
 import streamlit as st
@@ -19,40 +17,34 @@ from app_pages.common import (
     fixed_by_link,
     language,
     load_settings,
-    prediction_strip,
     refused,
     save_settings,
-    status_label,
-    store,
-    student_id,
     task_strip,
     titled_select,
     tr,
 )
-from app_pages.figures.train import layers_table, live_figures
-from core.analyses import reports
-from core.classroom import links, live, run_differences, train_form
+from app_pages.common.live_run import (
+    PAGE,
+    charts,
+    current_view,
+    key,
+    live_view,
+    resume,
+    running,
+    start,
+)
+from app_pages.figures.train import layers_table
+from core.classroom import links, train_form
 from core.classroom.i18n import catalog
 from core.common import paths
-from core.common.config import BOUNDS, DEFAULT_LR, RunConfig
-from core.common.text import for_markdown
-from core.jobs import pool as jobs
-from core.jobs.scheduler import Job
+from core.common.config import BOUNDS, DEFAULT_LR
 from core.lowrank import methods
 from core.lowrank.targets import eligible_layers
-from core.store.names import default_name
-from core.store.runs import StoreError
-from core.training import data, measure, train
-from core.training.kinds import Metric
+from core.training import data
 
-PAGE = "train"
 DEFAULTS = links.train_defaults()
 CHOICES = links.TRAIN_CHOICES  # the widgets offer what a link may name
 STRIP_KEYS = ("model", "dataset", "shift", "shift_params", "seed")  # what the task's images show
-
-
-def key(name: str) -> str:
-    return f"{PAGE}.{name}"
 
 
 def has_text(name: str) -> bool:
@@ -256,227 +248,6 @@ def target_layers(base) -> None:
     )
 
 
-# ----------------------------------------------------------------------------- the live run
-
-
-def progress(view: live.RunView) -> None:
-    """Progress bar with steps/s and ETA, or where the run waits."""
-    frame = view.frame
-    if not frame.has_points:
-        if view.done:  # it ended before its first step (data offline, …): outcome() says why
-            return
-        if view.status == "queued":
-            wait = view.job.wait_estimate
-            position = view.job.queue_position or 1
-            if wait is None:
-                st.info(tr("train.queued", position=position))
-            else:
-                st.info(tr("train.queued_wait", position=position, seconds=f"{wait:.0f}"))
-        else:
-            st.info(tr("train.preparing"))
-        return
-    planned = view.planned
-    if view.done:  # no speed or time left once it ended
-        text = tr(
-            "train.progress_done",
-            step=frame.step,
-            steps=planned,
-            status=status_label(view.status),
-        )
-    else:
-        text = tr(
-            "train.progress",
-            step=frame.step,
-            steps=planned,
-            speed=f"{frame.steps_per_s:.1f}",
-            eta=train_form.eta_text(planned, frame.step, frame.steps_per_s),
-        )
-    st.progress(min(frame.step / planned, 1.0), text=text)
-
-
-def ending(view: live.RunView) -> None:
-    """Why the run did not finish: its student stopped it, it failed, it was interrupted."""
-    if view.status == "failed":
-        st.error(tr("train.failed", reason=for_markdown(view.reason)))
-    elif view.status == "stopped" and view.stopped_at is not None:
-        step, steps = view.stopped_at
-        st.warning(tr("train.stopped_at", step=step, steps=steps))
-    elif view.status == "stopped":
-        st.warning(tr("train.stopped", reason=for_markdown(view.reason)))
-    elif view.status == "unfinished":
-        st.warning(tr("train.unfinished", reason=for_markdown(view.reason)))
-
-
-def outcome(view: live.RunView) -> None:
-    """What the ended run achieved (below its curves: on a projector the curves come first)."""
-    result = view.result or {}
-    metric = train_form.metric_of(view.config)
-    if result.get(f"test_{metric.field}_after") is not None:
-        # the two metrics side by side, wide enough for "37.6% → 90.2%" on a projector
-        c1, c_source = st.columns(2)
-        c1.metric(tr(metric.label), **change(metric, result, "test"))
-        if result.get(f"source_{metric.field}_after") is not None:  # None: no source (ImageNet)
-            c_source.metric(
-                tr("train.source_acc"),
-                **change(metric, result, "source"),
-                help=tr("train.source_help"),
-            )
-            forgot = _forgetting(store().where, view.run_id) if view.run_id else None
-            note = forgot.note() if forgot is not None else None
-            if note is not None:
-                sentence, values = note
-                c_source.caption(tr(sentence, **values))
-        c2, c3, _ = st.columns(3)
-        c2.metric(
-            tr("train.trainable"),
-            f"{result['trainable_params']:,}",
-            help=f"{result['trainable_params'] / result['total_params']:.2%}",
-        )
-        c3.metric(tr("train.time"), f"{result['seconds']:.1f} s")
-    if inspectable(view):
-        prediction_strip(view.run_id, key("predictions"))
-    if inspectable(view) and st.button(
-        tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
-    ):
-        st.switch_page("app_pages/spectra.py", query_params={"run": str(view.run_id)})
-
-
-def change(metric: Metric, result: dict, split: str) -> dict[str, str]:
-    """A metric's value before → after on a split ("test", "source") and its change, as
-    st.metric takes them."""
-    before, after = (result[f"{split}_{metric.field}_{when}"] for when in ("before", "after"))
-    return {
-        "value": f"{metric.written(before)} → {metric.written(after)}",
-        "delta": tr(metric.change, value=metric.changed(before, after)),
-    }
-
-
-def open_moment(run_id: int, step: float) -> None:
-    """The Spectra page at the moment a student clicked on a curve: the run's snapshot nearest
-    to that step (core.analyses.reports.moment, as a click on Spectra's own curves picks it)."""
-    query = {"run": str(run_id)}
-    with contextlib.suppress(StoreError):  # deleted meanwhile: Spectra says so
-        record = store().get(run_id)
-        if record.snapshots:
-            query["step"] = str(reports.moment(record.history, record.snapshots, step).step)
-    st.switch_page("app_pages/spectra.py", query_params=query)
-
-
-def inspectable(view: live.RunView) -> bool:
-    """Whether the run has a trained model to look into (its examples, its Spectra page)."""
-    return view.run_id is not None and view.status in ("finished", "stopped")
-
-
-def which_run(view: live.RunView, form: RunConfig | None) -> None:
-    """Which run the result below is (#id and name), and each setting in which it differs from
-    the form above: a lesson link or a new tab sets the form, while the run shown may be the
-    student's latest, trained under other settings (core.classroom.run_differences)."""
-    name = default_name(view.config)
-    with contextlib.suppress(StoreError):  # deleted meanwhile: its settings still tell
-        name = name if view.run_id is None else store().get_summary(view.run_id).name
-    which = train_form.run_title(view.run_id, live=view.job is not None)
-    st.caption(tr(which, id=view.run_id, name=for_markdown(name)))
-    differences = [] if form is None else run_differences.differing_settings(form, view.config)
-    if differences:
-        said = (
-            tr("train.difference", name=d.name, run=for_markdown(d.run), form=for_markdown(d.form))
-            for d in differences
-        )
-        st.warning(tr("train.differs", settings="; ".join(said)), icon=":material/difference:")
-
-
-def current_view() -> live.RunView | None:
-    """The run this page shows: the job started here, else the student's latest stored run."""
-    job = st.session_state.get(key("job"))
-    if job is not None:
-        return live.RunView.of_job(job)
-    run_id = st.session_state.get(key("run"))
-    if run_id is None:
-        return None
-    try:
-        record = train_form.stored_run(store(), run_id)
-    except StoreError:  # deleted meanwhile (on the Compare page)
-        del st.session_state[key("run")]
-        return None
-    return live.RunView.of_record(record)
-
-
-def resume() -> None:
-    """A session that has not started a run yet (a reload, a new tab, a server restart) shows
-    the student's latest run: live if this server's pool still has it, else from the store."""
-    if key("job") in st.session_state or key("run") in st.session_state:
-        return
-    student = student_id()
-    found = live.latest(jobs.pool().jobs(owner=student), store().list(owner=student))
-    if isinstance(found, Job):
-        st.session_state[key("job")] = found
-    elif found is not None:
-        st.session_state[key("run")] = found.id
-
-
-def charts(frame: live.Frame, planned: int, view: live.RunView | None = None) -> None:
-    """Loss and accuracy, and σ(ΔW) once there is one. Empty axes too, before the first point
-    and before the first run: the browser loads its plotting code (a 4.7 MB script, seconds of
-    a busy laptop's CPU) while the student sets up or the run waits, not when the point comes.
-    The curves of an ended run ``view`` are clickable, as Spectra's are: see open_moment."""
-    figures = live_figures(frame.run, frame.version, language(), planned, frame)
-    clickable = view is not None and inspectable(view)
-    select: dict[str, Any] = {"on_select": "rerun", "selection_mode": "points"} if clickable else {}
-    col_loss, col_acc = st.columns(2)
-    col_loss.markdown(f"**{tr('train.loss')}**")
-    loss = col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"), **select)
-    col_acc.markdown(f"**{tr('train.accuracy')}**")
-    acc = col_acc.plotly_chart(figures["acc"], width="stretch", key=key("acc"), **select)
-    if clickable:
-        st.caption(tr("train.click_moment"))
-        clicked = [point for chart in (loss, acc) for point in chart.selection.points]
-        if clicked:
-            open_moment(view.run_id, clicked[0]["x"])
-    if "sigma" in figures:
-        st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
-        st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _forgetting(store_path: str, run_id: int) -> train.Forgetting | None:
-    """core.training.train.forgetting of a saved run, once per run (None: no weights, no source
-    task)."""
-    try:
-        run = measure.open_run(run_id, store())
-    except (StoreError, paths.OfflineError, ValueError):
-        return None
-    return train.forgetting(run.config, run.base, run.model, run.num_classes)
-
-
-def live_view(form: RunConfig | None) -> None:
-    """Redrawn every view.poll_seconds() while the run goes on; a new pace (queued → running
-    → done) takes one full rerun, as only a full run sets a fragment's timer. ``form``: the
-    settings above (None if unreadable), which the run shown may not have been trained with."""
-    view = current_view()
-    if view is None:
-        st.info(tr("train.nothing_yet"))
-        charts(live.NO_RUN, st.session_state[key("steps")] or 1)
-        return
-    which_run(view, form)
-    if (
-        view.job is not None
-        and not view.done
-        and st.button(tr("train.stop"), icon=":material/stop_circle:", key=key("stop"))
-    ):
-        view.job.stop()
-    progress(view)
-    if view.done:
-        ending(view)
-    if not st.session_state[key("charts_outside")] and not (
-        view.done and not view.frame.has_points
-    ):
-        charts(view.frame, view.planned, view)  # (not for a run that ended before its 1st step)
-    if view.done:
-        outcome(view)
-    if view.poll_seconds() != st.session_state.get(key("poll")):
-        st.rerun()
-
-
 def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
     """How many parameters train, and where: adapters (or biases, blocks) and the head."""
     line = tr(
@@ -487,19 +258,6 @@ def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
     )
     split = train_form.count_split(method, count, train_head)
     return line if split is None else f"{line}  \n{tr(split[0], **split[1])}"
-
-
-def running() -> bool:
-    job = st.session_state.get(key("job"))
-    return job is not None and not job.done
-
-
-def start(config: RunConfig) -> None:
-    try:
-        st.session_state[key("job")] = jobs.submit(config, owner=student_id())
-        st.session_state.pop(key("run"), None)
-    except ValueError as error:
-        st.error(refused(error))
 
 
 # ----------------------------------------------------------------------------- the page
@@ -571,4 +329,4 @@ with action:
     st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
     st.fragment(live_view, run_every=st.session_state[key("poll")])(config)
     if st.session_state[key("charts_outside")]:
-        charts(view.frame, view.planned)
+        charts(view.frame, view.planned, view.metric)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = sorted((ROOT / "core").rglob("*.py"))
-PAGES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))]
-# What a page may import besides the standard library: core, drawing, the pages' helper and
-# their figures (app_pages/figures/: one module of figure builders per page).
+PAGES = [ROOT / "app.py", *sorted((ROOT / "app_pages").rglob("*.py"))]  # and their helpers
+# What a page may import besides the standard library: core, drawing, the pages' helpers
+# (app_pages/common/: session, settings, plot style, example strips, the Train page's live run)
+# and their figures (app_pages/figures/: one module of figure builders per page).
 PAGE_PACKAGES = {"core", "streamlit", "plotly", "pandas"}
 PAGE_HELPERS = ("app_pages.common", "app_pages.figures")
 

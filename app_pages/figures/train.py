@@ -9,16 +9,17 @@ from app_pages.common import figure_layout, log_ticks, tr
 from core.classroom import live
 from core.classroom.i18n import catalog
 from core.lowrank.targets import EligibleLayer
+from core.training.kinds import Metric
 
 
 @st.cache_resource(show_spinner=False, max_entries=512)
 def live_figures(
-    run: int, version: int, lang: str, planned: int, _frame: live.Frame
+    run: int, version: int, lang: str, planned: int, metric: Metric, _frame: live.Frame
 ) -> dict[str, go.Figure]:
-    """The run's loss, accuracy and σ(ΔW) figures at one version of its curves, built once and
+    """The run's loss, `metric` and σ(ΔW) figures at one version of its curves, built once and
     shared by every page (and every poll) that shows that version: a poll that finds nothing
     new rebuilds nothing."""
-    specs = live.figure_specs(_frame, planned, catalog(lang), figure_layout, log_ticks)
+    specs = live.figure_specs(_frame, planned, metric, catalog(lang), figure_layout, log_ticks)
     return {name: go.Figure(spec) for name, spec in specs.items()}
 
 

@@ -24,11 +24,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from core.classroom import train_form
 from core.classroom.i18n import Catalog
 from core.common.config import RunConfig
 from core.jobs.scheduler import Job
 from core.lowrank import spectrum
 from core.store.records import RunRecord
+from core.training.kinds import Metric
 from core.training.train import Event
 
 MAX_POINTS = 300  # per curve sent to the browser; plotly draws more, the eye sees no more
@@ -62,6 +64,12 @@ def thin(xs: Sequence, ys: Sequence, limit: int = MAX_POINTS) -> tuple[list, lis
     if xs and keep[-1] != len(xs) - 1:
         keep.append(len(xs) - 1)
     return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def is_curve(name: str) -> bool:
+    """Whether a history key is a curve to draw: a number measured during training or on the
+    validation split (train_loss, val_loss, a metric's validation key), not the step or time."""
+    return name.startswith(("train_", "val_"))
 
 
 @dataclass
@@ -103,9 +111,7 @@ class Frame:
     planned: int | None  # steps the run will take (None before its "start" event)
     step: int | None  # the newest recorded step (None before the first)
     steps_per_s: float
-    train_loss: tuple[tuple, tuple]  # (steps, values), thinned
-    val_loss: tuple[tuple, tuple]
-    val_acc: tuple[tuple, tuple]
+    curves: dict[str, tuple[tuple, tuple]]  # history key (train_loss, val_acc…) → (steps, values)
     sigma_step: int | None  # the newest spectrum snapshot's step
     sigma: dict[str, list[float]]  # layer → top singular values of its ΔW at sigma_step
     sigma_shape: dict[str, list[int] | None]  # layer → its ΔW's shape (None: not recorded)
@@ -113,6 +119,11 @@ class Frame:
     @property
     def has_points(self) -> bool:
         return self.step is not None
+
+    def curve(self, name: str) -> tuple[tuple, tuple]:
+        """The thinned curve of a history key ("train_loss", a metric's validation key); empty
+        where the run has none yet (or its kind measures another metric)."""
+        return self.curves.get(name, ((), ()))
 
 
 _serials = itertools.count(1)
@@ -129,7 +140,7 @@ class LiveRun:
         self._planned: int | None = None
         self._step: int | None = None
         self._speed = 0.0
-        self._curves = {name: Curve(limit) for name in ("train_loss", "val_loss", "val_acc")}
+        self._curves: dict[str, Curve] = {}  # one for each curve the history has: is_curve
         self._snapshot: dict | None = None
         self._frame: Frame | None = None
 
@@ -160,9 +171,12 @@ class LiveRun:
         """One history record (core.training.train's "step" event data, or a stored metrics row)."""
         step = record["step"]
         self._step, self._speed = step, record.get("steps_per_s") or 0.0
-        for name, curve in self._curves.items():
-            if record.get(name) is not None:
-                curve.append(step, record[name])
+        for name, value in record.items():
+            if not is_curve(name) or value is None:
+                continue
+            if name not in self._curves:
+                self._curves[name] = Curve(self._limit)
+            self._curves[name].append(step, value)
 
     def _picture(self) -> Frame:
         snapshot = self._snapshot or {}
@@ -172,9 +186,7 @@ class LiveRun:
             planned=self._planned,
             step=self._step,
             steps_per_s=self._speed,
-            train_loss=self._curves["train_loss"].points(),
-            val_loss=self._curves["val_loss"].points(),
-            val_acc=self._curves["val_acc"].points(),
+            curves={name: curve.points() for name, curve in self._curves.items()},
             sigma_step=snapshot.get("step"),
             sigma={layer: values["sigma"] for layer, values in snapshot.get("layers", {}).items()},
             sigma_shape={
@@ -201,14 +213,16 @@ class LiveRun:
 def figure_specs(
     frame: Frame,
     planned: int,
+    metric: Metric,
     words: Catalog,
     layout: Callable[..., dict],
     ticks: Callable[[list[float]], list[float]],
 ) -> dict[str, dict]:
-    """The loss, accuracy and (once there is a snapshot) σ(ΔW) figures of `frame`, as plain
-    dicts for plotly (which validates each once; a figure object per new event would cost).
-    `layout(height, **more)`: the pages' figure layout; `ticks(values)`: a log axis' ticks.
-    The step axis spans the `planned` steps from the first point on: a curve grows into it."""
+    """The loss, `metric` (the task's kind's: core.training.kinds) and (once there is a
+    snapshot) σ(ΔW) figures of `frame`, as plain dicts for plotly (which validates each once; a
+    figure object per new event would cost). `layout(height, **more)`: the pages' figure layout;
+    `ticks(values)`: a log axis' ticks. The step axis spans the `planned` steps from the first
+    point on: a curve grows into it."""
 
     def steps() -> dict:
         return {
@@ -216,7 +230,7 @@ def figure_specs(
             "range": [-0.02 * planned, 1.02 * planned],
         }
 
-    (train_x, train_y), (val_x, val_y) = frame.train_loss, frame.val_loss
+    (train_x, train_y), (val_x, val_y) = frame.curve("train_loss"), frame.curve("val_loss")
     loss = {
         "data": [
             _scatter(train_x, train_y, words.t("train.train_loss"), "lines"),
@@ -225,14 +239,17 @@ def figure_specs(
         # a loss is never negative: no axis below 0, also when it has no point yet
         "layout": layout(300, xaxis=steps(), yaxis={"rangemode": "tozero"}),
     }
-    acc_x, acc_y = frame.val_acc
-    accuracy = {
-        "data": [_scatter(acc_x, acc_y, words.t("train.val_acc"), "lines+markers", "#2ca02c")],
+    metric_x, metric_y = frame.curve(metric.validation)
+    scored = {
+        "data": [_scatter(metric_x, metric_y, words.t(metric.curve), "lines+markers", "#2ca02c")],
         "layout": layout(
-            300, showlegend=False, xaxis=steps(), yaxis={"range": [0, 1.02], "tickformat": ".1~%"}
+            300,
+            showlegend=False,
+            xaxis=steps(),
+            yaxis={"range": list(metric.axis_range), "tickformat": metric.curve_tickformat},
         ),
     }
-    figures = {"loss": loss, "acc": accuracy}
+    figures = {"loss": loss, "metric": scored}
     if frame.sigma:  # σ at rounding level are left out: they would set the axis (SigmaAxis)
         resolved = {
             layer: spectrum.resolved(sigma, frame.sigma_shape.get(layer))
@@ -329,6 +346,16 @@ class RunView:
             planned=max(planned, 1),
             config=record.config,
         )
+
+    @property
+    def inspectable(self) -> bool:
+        """Whether the run has a trained model to look into (its examples, its Spectra page)."""
+        return self.run_id is not None and self.status in ("finished", "stopped")
+
+    @property
+    def metric(self) -> Metric:
+        """How the run is judged, and its curve drawn: its dataset's kind's metric."""
+        return train_form.metric_of(self.config)
 
     @property
     def stopped_at(self) -> tuple[int, int] | None:

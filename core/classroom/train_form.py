@@ -1,6 +1,7 @@
 """The Train page's rules without the page: its settings as a run's config or a reason to refuse
 them, the layers a link's targets pick, the shift parameters a link keeps, the count of what
-trains and how the page words it, a run's time left, and the stored run it shows.
+trains and how the page words it, a run's time left, the stored run it shows and the headlines
+of its outcome (by its task's kind's metric).
 
 The page draws widgets into st.session_state and hands their values here as one mapping (the
 settings, links.TRAIN_KEYS); what comes back is typed (Form), so a page never indexes a result
@@ -130,14 +131,16 @@ def count_split(method: str, count: ParamCount, train_head: bool) -> tuple[str, 
 
 def card_line(model: str) -> tuple[str, dict[str, Any]]:
     """The catalog's sentence under the model box and its values: the model's size, and how
-    well it does on the task it was pretrained on (its ``source``: the card's own English words,
-    which the page says in the student's language where the catalog has models.<name>.source);
-    torchvision's ImageNet models have no such score on digits."""
+    well it does on the task it was pretrained on, by that task's kind's metric (its ``source``:
+    the card's own English words, which the page says in the student's language where the
+    catalog has models.<name>.source); torchvision's ImageNet models have no such score."""
     card = zoo.card(model)
     params = f"{card['params']:,}"
-    if card["test_acc"] is None:
+    if card["split"] is None:
         return "train.card_imagenet", {"params": params}
-    return "train.card", {"params": params, "acc": card["test_acc"], "source": card["source_task"]}
+    metric = data.kind_of(card["split"]["dataset"]).metric
+    score = metric.written(card[f"test_{metric.field}"])
+    return metric.card, {"params": params, "score": score, "source": card["source_task"]}
 
 
 def run_title(run_id: int | None, live: bool) -> str:
@@ -154,6 +157,30 @@ def metric_of(config: RunConfig) -> Metric:
     accuracies: its outcome is still shown."""
     info = data.DATASETS.get(config.dataset)
     return (info.kind if info is not None else IMAGES).metric
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A metric of an ended run on one split, as its headline says it."""
+
+    value: str  # before → after: "37.6% → 90.2%"
+    change: str  # catalog key of the change's sentence (Metric.change: "{value} points")
+    amount: str  # the change, as that sentence takes it: "+52.6"
+
+
+def headline(metric: Metric, result: Mapping[str, Any], split: str) -> Headline | None:
+    """The run's ``metric`` before → after on ``split`` ("test", "source") from its result
+    (RunOutcome's fields: test_acc_before, …); None where it has none (a failed run; no source
+    task, as for torchvision's ImageNet models)."""
+    after = result.get(f"{split}_{metric.field}_after")
+    if after is None:
+        return None
+    before = result[f"{split}_{metric.field}_before"]
+    return Headline(
+        f"{metric.written(before)} → {metric.written(after)}",
+        metric.change,
+        metric.changed(before, after),
+    )
 
 
 def stored_run(store: RunStore, run_id: int) -> RunRecord:

@@ -16,6 +16,7 @@ import pytest
 
 from core.classroom import live
 from core.classroom.i18n import catalog
+from core.training import kinds
 from core.training.record import train_and_save
 from core.training.train import Event, RunConfig, train
 
@@ -72,7 +73,7 @@ def test_incremental_equals_full_recompute_at_every_poll(steps, limit):
         frame = run.add(events[:seen])
         expected = from_scratch(events[:seen], limit)
         for name in ("train_loss", "val_loss", "val_acc"):
-            xs, ys = getattr(frame, name)
+            xs, ys = frame.curve(name)
             assert (list(xs), list(ys)) == (list(expected[name][0]), list(expected[name][1]))
         assert frame.version == seen
 
@@ -91,8 +92,8 @@ def test_a_long_run_keeps_every_evaluation_while_its_loss_curve_is_thinned():
     events = fake_run(2000, eval_interval=10)  # 2001 loss points, 201 evaluations
     frame = live.LiveRun().add(events)
     evals = [e.step for e in events if e.kind == "step" and e.data["val_loss"] is not None]
-    assert list(frame.val_loss[0]) == evals and list(frame.val_acc[0]) == evals
-    loss_steps = frame.train_loss[0]
+    assert list(frame.curve("val_loss")[0]) == evals and list(frame.curve("val_acc")[0]) == evals
+    loss_steps = frame.curve("train_loss")[0]
     assert len(loss_steps) <= live.MAX_POINTS + 1
     assert loss_steps[0] == 1 and loss_steps[-1] == 2000  # step 0 has no training loss
 
@@ -133,7 +134,7 @@ def test_a_stored_run_draws_like_the_live_one(one_thread, store):
     run_id, result = train_and_save(config, store, owner="ann", on_event=events.append)
     watched = live.LiveRun().add(events)
     stored = live.RunView.of_record(store.get(run_id))
-    for name in ("train_loss", "val_loss", "val_acc", "sigma", "sigma_step", "step", "planned"):
+    for name in ("curves", "sigma", "sigma_step", "step", "planned"):
         assert getattr(stored.frame, name) == getattr(watched, name), name
     assert stored.done and stored.status == "finished" and stored.run_id == run_id
     assert stored.result["test_acc_after"] == result.test_acc_after
@@ -194,6 +195,8 @@ def test_a_stopped_run_gives_the_step_it_stopped_at_so_a_page_can_say_it_in_any_
     assert stopped.stopped_at == (0, 50)  # core.training.train's English reason, read back
     failed = replace(stopped, status="failed", reason="the training loss became nan at step 3")
     assert failed.stopped_at is None  # any other reason is said as it is
+    assert stopped.inspectable and not replace(stopped, run_id=None).inspectable  # not stored
+    assert not failed.inspectable  # no trained model to look into
 
 
 def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once_there():
@@ -202,22 +205,50 @@ def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once
     ticks = lambda values: [min(values), max(values)]  # noqa: E731
     events = fake_run(40)
     frame = live.LiveRun().add(events)
-    specs = live.figure_specs(frame, 40, words, layout, ticks)
-    assert set(specs) == {"loss", "acc", "sigma"}
+    specs = live.figure_specs(frame, 40, kinds.ACCURACY, words, layout, ticks)
+    assert set(specs) == {"loss", "metric", "sigma"}
     train_loss, val_loss = specs["loss"]["data"]
     records = [e.data for e in events if e.kind == "step"]
     assert train_loss["x"] == [r["step"] for r in records if r["train_loss"] is not None]
     assert train_loss["y"] == [r["train_loss"] for r in records if r["train_loss"] is not None]
     assert val_loss["x"] == [0, 10, 20, 30, 40] and val_loss["name"] == words.t("train.val_loss")
-    assert specs["acc"]["data"][0]["y"] == [r["val_acc"] for r in records if r["val_acc"]]
-    for name in ("loss", "acc"):  # both axes span the planned steps, a little either side
+    assert specs["metric"]["data"][0]["y"] == [r["val_acc"] for r in records if r["val_acc"]]
+    assert specs["metric"]["data"][0]["name"] == "验证准确率"  # the catalog's words for val_acc
+    assert specs["metric"]["layout"]["yaxis"] == {"range": [0, 1.02], "tickformat": ".1~%"}
+    for name in ("loss", "metric"):  # both axes span the planned steps, a little either side
         assert specs[name]["layout"]["xaxis"]["range"] == [-0.8, 40.8]
         assert specs[name]["layout"]["xaxis"]["title"]["text"] == words.t("train.step")
     sigma = [1.0 / (i + 40) for i in range(4)]  # the last snapshot's, as fake_run plants it
     assert specs["sigma"]["data"][0]["y"] == sigma and specs["sigma"]["data"][0]["name"] == "fc1"
     assert specs["sigma"]["layout"]["yaxis"]["tickvals"] == [sigma[-1], sigma[0]]
-    empty = live.figure_specs(live.NO_RUN, 200, words, layout, ticks)
-    assert set(empty) == {"loss", "acc"} and empty["loss"]["data"][0]["x"] == []
+    empty = live.figure_specs(live.NO_RUN, 200, kinds.ACCURACY, words, layout, ticks)
+    assert set(empty) == {"loss", "metric"} and empty["loss"]["data"][0]["x"] == []
+
+
+def test_figure_specs_draw_the_curve_of_the_tasks_metric_as_its_kind_says():
+    """A made-up kind whose metric is a loss per character: its run's history has val_bpc, and
+    the live view draws that curve with the kind's words, axis and format, not an accuracy."""
+    bpc = replace(
+        kinds.ACCURACY,
+        field="bpc",
+        curve="train.val_loss",  # a catalog key that exists: its words name the curve
+        curve_tickformat=".2f",
+        axis_range=(0.0, 8.0),
+    )
+    events = [Event("start", 0, {"steps": 20})] + [
+        Event("step", s, {"step": s, "train_loss": 3.0, "val_loss": 2.5, "val_bpc": 4.0 - s / 10})
+        for s in (0, 10, 20)
+    ]
+    frame = live.LiveRun().add(events)
+    words = catalog("en")
+    layout = lambda height, **more: {"height": height, **more}  # noqa: E731
+    ticks = lambda values: values  # noqa: E731
+    text = live.figure_specs(frame, 20, bpc, words, layout, ticks)["metric"]
+    assert text["data"][0]["x"] == [0, 10, 20] and text["data"][0]["y"] == [4.0, 3.0, 2.0]
+    assert text["data"][0]["name"] == words.t("train.val_loss")
+    assert text["layout"]["yaxis"] == {"range": [0.0, 8.0], "tickformat": ".2f"}
+    images = live.figure_specs(frame, 20, kinds.ACCURACY, words, layout, ticks)["metric"]
+    assert images["data"][0]["y"] == [] and images["layout"]["yaxis"]["tickformat"] == ".1~%"
 
 
 def test_the_live_sigma_axis_is_not_set_by_sigma_at_rounding_level():
@@ -236,7 +267,7 @@ def test_the_live_sigma_axis_is_not_set_by_sigma_at_rounding_level():
     frame = live.LiveRun().add(events)
     layout = lambda height, **more: {"height": height, **more}  # noqa: E731
     ticks = lambda values: [min(values), max(values)]  # noqa: E731
-    sigma = live.figure_specs(frame, 10, catalog("en"), layout, ticks)["sigma"]
+    sigma = live.figure_specs(frame, 10, kinds.ACCURACY, catalog("en"), layout, ticks)["sigma"]
     low, high = sigma["layout"]["yaxis"]["range"]
     assert math.log10(max(noise)) < low < math.log10(min(real)) < math.log10(1.5) < high
     assert sigma["layout"]["yaxis"]["tickvals"] == [min(real), 1.5]

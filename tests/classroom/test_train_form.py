@@ -140,7 +140,8 @@ def test_a_running_stored_run_is_recovered_before_it_is_shown(status, shown, rec
 def test_the_model_cards_line_says_its_size_and_its_source_score():
     sentence, values = train_form.card_line("mlp")
     card = zoo.card("mlp")
-    assert sentence == "train.card" and values["acc"] == card["test_acc"] > 0.5
+    assert sentence == "train.card" and card["test_acc"] > 0.5
+    assert values["score"] == f"{card['test_acc']:.1%}"
     assert values["params"] == f"{card['params']:,}" and values["source"] == card["source_task"]
     assert train_form.card_line("resnet18") == (
         "train.card_imagenet",
@@ -158,3 +159,14 @@ def test_a_run_is_judged_by_its_datasets_metric_also_one_stored_on_an_unknown_da
     assert train_form.metric_of(RunConfig(dataset="digits")) == data.kind_of("digits").metric
     edited = dataclasses.replace(RunConfig(), dataset="no-such-dataset")
     assert train_form.metric_of(edited) == kinds.ACCURACY
+
+
+def test_an_ended_runs_headline_says_its_metric_before_and_after_and_the_change():
+    result = {"test_acc_before": 0.376, "test_acc_after": 0.902, "source_acc_after": None}
+    test = train_form.headline(kinds.ACCURACY, result, "test")
+    assert test == train_form.Headline("37.6% → 90.2%", "train.points", "+52.6")
+    assert train_form.headline(kinds.ACCURACY, result, "source") is None  # no source task
+    assert train_form.headline(kinds.ACCURACY, {"test_acc_after": None}, "test") is None  # failed
+    loss = dataclasses.replace(kinds.ACCURACY, field="bpc")  # another metric reads its own fields
+    assert train_form.headline(loss, result, "test") is None
+    assert train_form.headline(loss, {"test_bpc_before": 0.5, "test_bpc_after": 0.25}, "test")

@@ -1,0 +1,79 @@
+"""Streamlit glue shared by the pages, one module per concern:
+
+    session     the language, presenter mode, texts (tr), refusals and errors, the student's id
+                and name, the run store and the runs a page lists
+    settings    select boxes whose labels change, a page's settings in the URL, exercise links
+    plot_style  the projector layout of figures, a log axis' ticks
+    strips      a task's example images and a trained run's predictions
+    live_run    the Train page's view of a run while it trains and once it ended
+
+Not a page itself (app.py lists the pages); everything worth testing that does not need
+Streamlit lives in `core`. The names pages use are imported here, so a page imports them from
+app_pages.common whichever module holds them.
+"""
+
+from app_pages.common.plot_style import figure_layout, log_ticks, presenter_style, style
+from app_pages.common.session import (
+    bad_link,
+    failed,
+    language,
+    name_box,
+    presenter,
+    refused,
+    remember_student,
+    run_label,
+    said,
+    status_label,
+    store,
+    student_id,
+    student_names,
+    tr,
+    visible_runs,
+)
+from app_pages.common.settings import (
+    choice,
+    current_settings,
+    drawn,
+    exercise_link,
+    fixed_by_link,
+    load_settings,
+    relabel,
+    save_settings,
+    showing,
+    titled_select,
+)
+from app_pages.common.strips import prediction_strip, task_strip
+
+__all__ = [
+    "bad_link",
+    "choice",
+    "current_settings",
+    "drawn",
+    "exercise_link",
+    "failed",
+    "figure_layout",
+    "fixed_by_link",
+    "language",
+    "load_settings",
+    "log_ticks",
+    "name_box",
+    "prediction_strip",
+    "presenter",
+    "presenter_style",
+    "refused",
+    "relabel",
+    "remember_student",
+    "run_label",
+    "said",
+    "save_settings",
+    "showing",
+    "status_label",
+    "store",
+    "student_id",
+    "student_names",
+    "style",
+    "task_strip",
+    "titled_select",
+    "tr",
+    "visible_runs",
+]
