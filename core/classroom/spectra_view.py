@@ -136,7 +136,7 @@ def amplification_sentence(layer: str, report: layer_reports.LayerReport) -> Sen
 
 # -- a moment of the run --------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Metric:
+class Readout:
     """A number as a metric shows it: its label (a Sentence, or a formula said alike in every
     language), its value as written, and what its help says (None: no help)."""
 
@@ -147,14 +147,14 @@ class Metric:
 
 def moment_metrics(
     moment: Moment, evolution: layer_reports.SpectrumEvolution | None
-) -> list[Metric]:
+) -> list[Readout]:
     """The numbers of a moment: the training loss and the last validation accuracy (its help
     says at which step it was measured), then, where the layer has snapshots, σ1 of ΔW and
     DoRA's ΔD at that moment."""
     evaluated = moment.eval_step
     metrics = [
-        Metric(Sentence("spectra.metric_train_loss"), number(moment.train_loss, ".3f")),
-        Metric(
+        Readout(Sentence("spectra.metric_train_loss"), number(moment.train_loss, ".3f")),
+        Readout(
             Sentence("spectra.metric_val_acc"),
             number(moment.val_acc, ".1%"),
             None if evaluated is None else Sentence("spectra.metric_eval_at", {"step": evaluated}),
@@ -163,8 +163,8 @@ def moment_metrics(
     if evolution:
         sigma = evolution.sigma[moment.index]  # none before the layer's first step: ΔW = 0
         metrics += [
-            Metric("σ₁(ΔW)", number(sigma[0] if sigma else 0.0, ".3g")),
-            Metric(Sentence("spectra.delta_D"), number(evolution.delta_D[moment.index], ".2g")),
+            Readout("σ₁(ΔW)", number(sigma[0] if sigma else 0.0, ".3g")),
+            Readout(Sentence("spectra.delta_D"), number(evolution.delta_D[moment.index], ".2g")),
         ]
     return metrics
 
@@ -211,7 +211,7 @@ def points_change(accuracy: float, trained: float) -> Sentence | None:
 
 
 @dataclass(frozen=True)
-class LambdaMetric:
+class LambdaReadout:
     """One task's accuracy at the chosen λ, as a metric: its label, its value (None: the zoo
     model has no source task to measure) and the change from λ = 1 (None: no change)."""
 
@@ -220,18 +220,18 @@ class LambdaMetric:
     change: Sentence | None
 
 
-def lambda_metrics(curve: whatif.IntruderCurve, lam: float) -> list[LambdaMetric]:
+def lambda_metrics(curve: whatif.IntruderCurve, lam: float) -> list[LambdaReadout]:
     """The target and the source task's accuracy at λ, each against the run as trained."""
     at, trained = curve.at(lam), curve.at(1.0)
     values = {"lam": f"{lam:.1f}"}
     source = None if at.source is None else percent(at.source)
     return [
-        LambdaMetric(
+        LambdaReadout(
             Sentence("spectra.target_metric", values),
             percent(at.target),
             points_change(at.target, trained.target),
         ),
-        LambdaMetric(
+        LambdaReadout(
             Sentence("spectra.source_metric", values),
             source,
             None if at.source is None else points_change(at.source, trained.source),

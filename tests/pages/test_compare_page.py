@@ -11,6 +11,7 @@ import itertools
 import json
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.classroom.i18n import catalog
@@ -35,6 +36,7 @@ def named_runs(lab_home) -> list[int]:
         for run_id, name in zip(ids, RUN_NAMES, strict=True):
             store.rename(run_id, name)
         store.name_student(STUDENT, STUDENT_NAME)
+    st.cache_data.clear()  # the app reads names at most every 10 s: as it would 10 s later
     return ids
 
 

@@ -32,7 +32,7 @@ from core.store import rundb
 from core.store.runs import RunStore, StoreError
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
-from tests.support.app_session import shown
+from tests.support.app_session import APP, shown
 from tests.support.postgres import POSTGRES_DIR, needs_postgres
 from tests.support.store import SMALL, outputs
 
@@ -97,7 +97,7 @@ def test_a_bad_or_unreachable_setting_is_one_line_that_names_it(
 def test_the_app_shows_an_unreachable_setting_instead_of_its_pages(monkeypatch):
     url = f"postgresql://lab:{SECRET}@127.0.0.1:{closed_port()}/lab"
     monkeypatch.setenv(rundb.SETTING, url)
-    at = AppTest.from_file("../app.py", default_timeout=60).run()
+    at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, at.exception
     [error] = at.error
     assert_one_line_naming_the_setting(shown(error.value), "Connection refused")
@@ -364,7 +364,7 @@ def test_the_app_says_the_database_is_not_reachable_while_it_restarts(postgres_d
     needs_postgres(POSTGRES_DIR)
     with RunStore() as store:
         train_and_save(RunConfig(**SMALL), store, owner="teacher")
-    at = AppTest.from_file("../app.py", default_timeout=60).run()
+    at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("app_pages/compare.py").run()  # (it lists runs from the store)
     assert not at.exception and not at.error, (at.exception, at.error)
     server("stop")
