@@ -104,11 +104,12 @@ def layout_section() -> str:
 
 
 def layer_blocks(layout: str) -> dict[str, str]:
-    """Each layer's line in the layout (six spaces in: "      store/ …") with the module lines
-    under it (eight spaces in)."""
+    """Each layer of core's line in the layout (six spaces in: "      store/ …") with the module
+    lines under it (eight spaces in)."""
     blocks: dict[str, str] = {}
     current = None
-    for line in layout.splitlines():
+    core = layout.split("\n    core/", 1)[1].split("\n    app.py", 1)[0]  # not app_pages/'s
+    for line in core.splitlines():
         if match := re.match(r" {6}(\w+)/", line):
             current = match.group(1)
             blocks[current] = line
