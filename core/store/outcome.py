@@ -1,14 +1,15 @@
-"""A run's outcome: how it ended and what it measured, said once.
+"""A run's outcome and each step of its history: what a run measured, said once.
 
 The training reports it (core.training.train.RunResult is one), the store keeps it (each figure
 is a column of the runs table, rundb.outcome_columns, and a stored run, RunRecord, is one) and
 the command line prints it (as_json). Adding a metric is adding a field here; the store's
-column, its row and the JSON follow from it.
+column, its row and the JSON follow from it. The same holds for a step of the curves (Step):
+the training writes one, the store keeps it as a row of its metrics table, the pages draw it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
@@ -44,3 +45,24 @@ class RunOutcome:
 FIELDS = tuple(field.name for field in fields(RunOutcome))
 # What a run measured: the fields past its status and reason, which a run has from its start.
 FIGURES = tuple(name for name in FIELDS if name not in ("status", "reason"))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run's history: the training loss of that step's batch, and at an
+    evaluation (every eval_interval steps, and the last) the validation loss and accuracy, else
+    None. Step 0 is the base model, measured before any training."""
+
+    step: int
+    train_loss: float | None  # None at step 0: no batch trained yet
+    val_loss: float | None
+    val_acc: float | None
+    elapsed: float  # seconds since the run started (building the model included)
+    steps_per_s: float  # the training speed so far (0 at step 0)
+
+    def as_json(self) -> dict[str, Any]:
+        """The step as the store and the pages take it: {"step": 3, "train_loss": …}."""
+        return asdict(self)
+
+
+STEP_FIELDS = tuple(field.name for field in fields(Step))

@@ -42,7 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
 
 from core.common import paths
-from core.store.outcome import FIGURES, RunOutcome
+from core.store.outcome import FIGURES, STEP_FIELDS, RunOutcome, Step
 
 APP_ID = "lora-lab"
 SCHEMA_VERSION = 2  # 2: each run's own folder (uuid) and its process's start time
@@ -80,7 +80,8 @@ class Unreachable(StoreError):
 
 
 # -- the schema ------------------------------------------------------------------------------------
-FIGURE_TYPES = {float | None: sa.Float, int | None: sa.Integer}  # a RunOutcome field's column
+# A field's column: RunOutcome's figures, and a Step's figures past its number.
+FIGURE_TYPES = {float | None: sa.Float, int | None: sa.Integer, float: sa.Float}
 
 
 def outcome_columns() -> list[sa.Column]:
@@ -88,6 +89,12 @@ def outcome_columns() -> list[sa.Column]:
     reason), in its order: NULL until the run ends, and where it has no such figure."""
     hints = get_type_hints(RunOutcome)
     return [sa.Column(name, FIGURE_TYPES[hints[name]]) for name in FIGURES]
+
+
+def step_columns() -> list[sa.Column]:
+    """A column for each figure of a step (Step's fields past its number), in its order."""
+    hints = get_type_hints(Step)
+    return [sa.Column(name, FIGURE_TYPES[hints[name]]) for name in STEP_FIELDS[1:]]
 
 
 metadata = sa.MetaData()
@@ -128,11 +135,7 @@ metrics = sa.Table(
     metadata,
     sa.Column("run_id", RUN_ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("step", sa.Integer, primary_key=True),  # (run_id, step): a run's steps in order
-    sa.Column("train_loss", sa.Float),
-    sa.Column("val_loss", sa.Float),
-    sa.Column("val_acc", sa.Float),
-    sa.Column("elapsed", sa.Float),
-    sa.Column("steps_per_s", sa.Float),
+    *step_columns(),
 )
 snapshots = sa.Table(
     "snapshots",

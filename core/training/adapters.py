@@ -29,6 +29,7 @@ from core.common.config import RunConfig
 from core.lowrank import methods, peft_io
 from core.lowrank.lora import adapted_layers
 from core.store.names import RUN_NAME_CHARS
+from core.store.outcome import Step
 from core.store.runs import RunStore
 from core.training import record, zoo
 from core.training.train import (
@@ -224,14 +225,7 @@ def run_config(task: RunConfig, model: nn.Module) -> RunConfig:
 
 def _base_record(val_loss: float, val_acc: float) -> dict:
     """The history record of step 0, the base model (as train() logs it)."""
-    return {
-        "step": 0,
-        "train_loss": None,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "elapsed": 0.0,
-        "steps_per_s": 0.0,
-    }
+    return Step(0, None, val_loss, val_acc, elapsed=0.0, steps_per_s=0.0).as_json()
 
 
 def _save(store: RunStore, result: RunResult, owner: str) -> int:

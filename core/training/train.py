@@ -43,7 +43,7 @@ from core.common.config import RENAMES_CLASSES, RunConfig, SettingError
 from core.lowrank import lora, methods
 from core.lowrank.snapshot import model_snapshot
 from core.lowrank.targets import check_targets, head_name
-from core.store.outcome import RunOutcome
+from core.store.outcome import RunOutcome, Step
 from core.training import data, zoo
 
 SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
@@ -483,14 +483,8 @@ class _Log:
     ) -> None:
         """One history record (val_* only at eval steps), as a "step" event and an "eval"."""
         now = time.perf_counter()
-        record = {
-            "step": step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "elapsed": now - self.started,
-            "steps_per_s": step / (now - self.training_started) if step else 0.0,
-        }
+        speed = step / (now - self.training_started) if step else 0.0
+        record = Step(step, train_loss, val_loss, val_acc, now - self.started, speed).as_json()
         self.history.append(record)
         if val_loss is not None:
             evaluation = {"val_loss": val_loss, "val_acc": val_acc, "elapsed": record["elapsed"]}

@@ -20,7 +20,7 @@ from core.common.config import RunConfig, SettingError
 from core.lowrank import peft_io
 from core.store import rundb
 from core.store.names import RUN_NAME_CHARS, default_name
-from core.store.outcome import FIELDS
+from core.store.outcome import FIELDS, STEP_FIELDS, Step
 from core.store.records import RunRecord, comparable_runs
 from core.store.runs import RunStore, StoreError
 from core.training import export
@@ -76,6 +76,18 @@ def test_a_runs_outcome_is_kept_whole_and_printed_whole(store):
     assert record.outcome() == result.outcome()
     assert result.num_classes == 10 and result.source_acc_after is not None  # (not None == None)
     assert set(FIELDS) <= record.summary().keys() and set(FIELDS) <= result.summary().keys()
+
+
+def test_a_runs_steps_are_kept_whole_field_by_field(store):
+    """A step of the history is one dataclass (Step): each field is a column of the metrics
+    table, every step the training reported comes back from the store as it was, and step 0 is
+    the base model (no training loss). A figure added to Step needs nothing else of the store."""
+    assert ["run_id", *STEP_FIELDS] == list(rundb.metrics.columns.keys())
+    run_id, result = train_and_save(RunConfig(**SMALL), store)
+    kept = store.get(run_id).history
+    assert [Step(**step) for step in kept] == [Step(**step) for step in result.history]
+    assert kept[0]["step"] == 0 and kept[0]["train_loss"] is None and kept[0]["val_acc"] > 0
+    assert all(step.keys() == set(STEP_FIELDS) for step in kept)
 
 
 @pytest.mark.parametrize(
