@@ -165,10 +165,9 @@ TABLE_COLUMNS = {  # core.store.records.TableRow's fields, and their titles in t
 
 
 def runs_table(records: list[RunRecord], names: dict[str, str], student: str) -> pd.DataFrame:
-    """One row per run (core.store.records.table_row); with classmates' runs shown, whose each is
-    (the
-    ``names`` they gave; ``student``: this session's). A setting a method does not have reads
-    "—", not "None"."""
+    """One row per run (core.store.records.table_row); with classmates' runs shown, whose each
+    is (the ``names`` they gave; ``student``: this session's). A setting a method does not have
+    reads "—", not "None"."""
     rows = [table_row(r, names.get(r.owner, "")) for r in records]
     table = pd.DataFrame([asdict(row) for row in rows])
     table["method"] = [tr(f"methods.{row.method}") for row in rows]

@@ -196,10 +196,9 @@ COMPARE_CHOICES = {
 
 
 def compare_configs(settings: Mapping[str, Any], targets: list[str] | str) -> list[RunConfig]:
-    """The runs the Compare page's sweep launches (core.common.config.sweep_configs): LoRA at each
-    of
-    ``settings``' ranks, then head-only and full fine-tuning if it asks for baselines, all on
-    its task for its steps and seed. LoRA adapts ``targets``: the page passes the model's
+    """The runs the Compare page's sweep launches (core.common.config.sweep_configs): LoRA at
+    each of ``settings``' ranks, then head-only and full fine-tuning if it asks for baselines,
+    all on its task for its steps and seed. LoRA adapts ``targets``: the page passes the model's
     default targets (core.training.zoo.default_targets), which pick a layer of every model."""
     base = RunConfig(
         model=settings["model"],
