@@ -135,43 +135,33 @@ def curves_figure(history: list[dict], step: int) -> go.Figure:
     return style(fig, height=440)
 
 
+# DoRA's two numbers, each with its colour and its own y axis: ΔM left, ΔD right.
+DORA_CURVES = (("delta_M", "ΔM", "#e4572e", "y"), ("delta_D", "ΔD", "#2e86ab", "y2"))
+
+
 def dora_figure(evolution: layer_reports.SpectrumEvolution, step: int) -> go.Figure:
     """ΔM and ΔD of one layer at every snapshot (DoRA paper's view), each on its own axis:
     ΔM is in the weight's units, ΔD a 1 − cos in [0, 2]. The chosen step is marked."""
     fig = go.Figure()
     fig.add_vline(x=step, line_dash="dash", line_color=MARK)
-    fig.add_scatter(
-        x=evolution.steps,
-        y=evolution.delta_M,
-        name=tr("spectra.delta_M"),
-        mode="lines+markers",
-        line_color="#e4572e",
-    )
-    fig.add_scatter(
-        x=evolution.steps,
-        y=evolution.delta_D,
-        name=tr("spectra.delta_D"),
-        mode="lines+markers",
-        line_color="#2e86ab",
-        yaxis="y2",
-    )
+    axes = {}
+    for field, symbol, color, axis in DORA_CURVES:
+        fig.add_scatter(
+            x=evolution.steps,
+            y=getattr(evolution, field),
+            name=tr(f"spectra.{field}"),
+            mode="lines+markers",
+            line_color=color,
+            yaxis=axis,
+        )
+        axes[axis.replace("y", "yaxis")] = {
+            "title": {"text": symbol, "font": {"color": color}},
+            "rangemode": "tozero",
+            "tickformat": ".2~g",
+        }
+    axes["yaxis2"] |= {"overlaying": "y", "side": "right", "tickmode": "auto", "showgrid": False}
     fig.update_xaxes(title_text=tr("spectra.step"))
-    fig.update_layout(
-        yaxis={
-            "title": {"text": "ΔM", "font": {"color": "#e4572e"}},
-            "rangemode": "tozero",
-            "tickformat": ".2~g",
-        },
-        yaxis2={
-            "title": {"text": "ΔD", "font": {"color": "#2e86ab"}},
-            "overlaying": "y",
-            "side": "right",
-            "rangemode": "tozero",
-            "tickmode": "auto",
-            "tickformat": ".2~g",
-            "showgrid": False,
-        },
-    )
+    fig.update_layout(**axes)
     return style(fig, height=320)
 
 

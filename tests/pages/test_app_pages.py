@@ -38,6 +38,10 @@ def charts(at: AppTest) -> list:
     return at.get("plotly_chart")
 
 
+def spec_of(chart) -> dict:
+    return json.loads(chart.proto.spec)
+
+
 def count_line(at: AppTest) -> str:
     """The Train page's line that counts the trainable parameters."""
     return next(m.value for m in at.markdown if "trainable parameters of" in m.value)
@@ -151,6 +155,11 @@ def test_spectra_page_opens_a_shared_run(trained, lab_home):
     assert at.selectbox(key="spectra.layer").value == "fc1"
     assert len(charts(at)) == 5  # spectrum, the curves, σ at the step, ΔM and ΔD, ΔW
     assert any("DoRA" in header.value for header in at.subheader)
+    [dora] = [spec for spec in map(spec_of, charts(at)) if "ΔM" in str(spec["layout"])]
+    names = [(t["name"].split(":")[0], t.get("yaxis", "y")) for t in dora["data"]]
+    assert names == [("ΔM", "y"), ("ΔD", "y2")]
+    assert dora["layout"]["yaxis"]["title"]["text"] == "ΔM"
+    assert dora["layout"]["yaxis2"]["side"] == "right"
     assert len(at.table) == 1  # the metrics table
     at.toggle(key="spectra.normalised").set_value(True).run()
     assert not at.exception
