@@ -50,11 +50,7 @@ def measured(compute, run_id: int) -> Any:
         return None
 
 
-def cut_section(record: RunRecord) -> None:
-    st.markdown(tr("spectra.cut_intro"))
-    curve = measured(truncation, record.id)
-    if curve is None:
-        return
+def cut_section(record: RunRecord, curve: whatif.TruncationCurve) -> None:
     st.plotly_chart(figures.truncation_figure(curve), width="stretch")
     st.caption(spectra_view.zero_cut(curve).said(tr))
     st.markdown(spectra_view.truncation_sentence(curve).said(tr))
@@ -64,11 +60,7 @@ def cut_section(record: RunRecord) -> None:
         st.caption(tr("spectra.cut_dora"))
 
 
-def intruders_section(record: RunRecord) -> None:
-    st.markdown(tr("spectra.intruders_intro"))
-    curve = measured(intruders, record.id)
-    if curve is None:
-        return
+def intruders_section(record: RunRecord, curve: whatif.IntruderCurve) -> None:
     if curve.intruders == 0:
         st.info(tr("spectra.intruders_none"))
         return
@@ -90,11 +82,7 @@ def intruders_section(record: RunRecord) -> None:
     st.caption(tr("spectra.intruders_caption"))
 
 
-def layers_section(record: RunRecord) -> None:
-    st.markdown(tr("spectra.layers_intro"))
-    report = measured(importance, record.id)
-    if report is None:
-        return
+def layers_section(record: RunRecord, report: whatif.LayerImportance) -> None:
     st.plotly_chart(figures.importance_figure(report.layers), width="stretch")
     ratio = st.column_config.NumberColumn(format="%.3f")
     percent = st.column_config.NumberColumn(format="%.1f")
@@ -111,18 +99,28 @@ def layers_section(record: RunRecord) -> None:
     st.caption(spectra_view.importance_caption(report).said(tr))
 
 
-WHAT_IF = {  # expander key → (title, what it draws): each computes only once opened
-    "open_cut": ("spectra.cut_title", cut_section),
-    "open_intruders": ("spectra.intruders_title", intruders_section),
-    "open_layers": ("spectra.layers_title", layers_section),
+# expander key → (its title, what it says first, what it computes, what it draws of that):
+# each computes only once opened
+WHAT_IF = {
+    "open_cut": ("spectra.cut_title", "spectra.cut_intro", truncation, cut_section),
+    "open_intruders": (
+        "spectra.intruders_title",
+        "spectra.intruders_intro",
+        intruders,
+        intruders_section,
+    ),
+    "open_layers": ("spectra.layers_title", "spectra.layers_intro", importance, layers_section),
 }
 
 
 def what_if_section(record: RunRecord) -> None:
     st.subheader(tr("spectra.whatif_title"))
     st.markdown(tr("spectra.whatif_intro"))
-    for name, (title, draw) in WHAT_IF.items():
+    for name, (title, intro, compute, draw) in WHAT_IF.items():
         section = st.expander(tr(title), key=key(name), on_change="rerun")
         if section.open:
             with section:
-                draw(record)
+                st.markdown(tr(intro))
+                result = measured(compute, record.id)
+                if result is not None:
+                    draw(record, result)
