@@ -65,7 +65,7 @@ def test_a_sentence_says_its_clauses_in_the_same_language():
     clause = Sentence("spectra.cut_zero_is_kept", {"layers": "head"})
     sentence = Sentence("spectra.cut_reading_none", {"zero_is": clause, "points": "1", "run": "9%"})
     assert sentence.said(ENGLISH) == (
-        "Even at k = 0 (the updates removed, head kept as trained) the test accuracy stays within "
+        "Even at k = 0 (the updates removed; left as trained: head) the test accuracy stays within "
         "1 point of the run's 9%: on this task, the updates the cut removes barely mattered."
     )
     assert spectra_view.said(None, ENGLISH) is None and spectra_view.said("σ", ENGLISH) == "σ"

@@ -283,7 +283,7 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
     assert any(reading in text.value for text in at.markdown)
     zero = f"{curve.truncation[0].accuracy:.1%}"  # k = 0 keeps the trained head: say so
     assert curve.kept == ["head"] and not any("updates are gone" in t.value for t in at.markdown)
-    assert any("leaves head as trained" in c.value and zero in c.value for c in at.caption)
+    assert any("touch (head) stay as trained" in c.value and zero in c.value for c in at.caption)
 
     intruders = whatif.intruder_curve(run, whatif.SLIDER_LAMBDAS)
     assert intruders.intruders > 0  # this run has some: the slider is there to move
