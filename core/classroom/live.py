@@ -115,6 +115,8 @@ class Frame:
     sigma_step: int | None  # the newest spectrum snapshot's step
     sigma: dict[str, list[float]]  # layer → top singular values of its ΔW at sigma_step
     sigma_shape: dict[str, list[int] | None]  # layer → its ΔW's shape (None: not recorded)
+    sample_step: int | None = None  # a text run's newest sample: the step it was written at
+    sample: str | None = None  # … and what the model wrote from its prompt then
 
     @property
     def has_points(self) -> bool:
@@ -142,6 +144,7 @@ class LiveRun:
         self._speed = 0.0
         self._curves: dict[str, Curve] = {}  # one for each curve the history has: is_curve
         self._snapshot: dict | None = None
+        self._sample: tuple[int, str] | None = None  # (step, text): a text run's newest sample
         self._frame: Frame | None = None
 
     def add(self, events: Sequence[Event]) -> Frame:
@@ -171,6 +174,8 @@ class LiveRun:
         """One history record (core.training.train's "step" event data, or a stored metrics row)."""
         step = record["step"]
         self._step, self._speed = step, record.get("steps_per_s") or 0.0
+        if record.get("sample") is not None:
+            self._sample = (step, record["sample"])
         for name, value in record.items():
             if not is_curve(name) or value is None:
                 continue
@@ -192,6 +197,8 @@ class LiveRun:
             sigma_shape={
                 layer: values.get("shape") for layer, values in snapshot.get("layers", {}).items()
             },
+            sample_step=None if self._sample is None else self._sample[0],
+            sample=None if self._sample is None else self._sample[1],
         )
 
     @classmethod

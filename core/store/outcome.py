@@ -32,6 +32,13 @@ class RunOutcome:
     trainable_params: int | None
     total_params: int | None
     num_classes: int | None
+    # A text task's headline, in bits per character on held-out text (lower is better): on the
+    # target text and on the prose the model was pretrained on. None on an image task, whose
+    # accuracy above is the headline (on text it is the next-character accuracy).
+    test_bpc_before: float | None = None
+    test_bpc_after: float | None = None
+    source_bpc_before: float | None = None
+    source_bpc_after: float | None = None
 
     def outcome(self) -> RunOutcome:
         """Only the outcome of a RunResult or a RunRecord (no models, no history)."""
@@ -50,8 +57,9 @@ FIGURES = tuple(name for name in FIELDS if name not in ("status", "reason"))
 @dataclass(frozen=True)
 class Step:
     """One step of a run's history: the training loss of that step's batch, and at an
-    evaluation (every eval_interval steps, and the last) the validation loss and accuracy, else
-    None. Step 0 is the base model, measured before any training."""
+    evaluation (every eval_interval steps, and the last) the validation loss and accuracy (and
+    on a text task the bits per character and a sample of the model's writing), else None.
+    Step 0 is the base model, measured before any training."""
 
     step: int
     train_loss: float | None  # None at step 0: no batch trained yet
@@ -59,6 +67,8 @@ class Step:
     val_acc: float | None
     elapsed: float  # seconds since the run started (building the model included)
     steps_per_s: float  # the training speed so far (0 at step 0)
+    val_bpc: float | None = None  # a text task's: bits per character at an evaluation
+    sample: str | None = None  # a text task's: what the model writes from its prompt
 
     def as_json(self) -> dict[str, Any]:
         """The step as the store and the pages take it: {"step": 3, "train_loss": …}."""

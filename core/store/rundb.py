@@ -81,7 +81,12 @@ class Unreachable(StoreError):
 
 # -- the schema ------------------------------------------------------------------------------------
 # A field's column: RunOutcome's figures, and a Step's figures past its number.
-FIGURE_TYPES = {float | None: sa.Float, int | None: sa.Integer, float: sa.Float}
+FIGURE_TYPES = {
+    float | None: sa.Float,
+    int | None: sa.Integer,
+    float: sa.Float,
+    str | None: sa.Text,  # a text run's sample (Step.sample)
+}
 
 
 def outcome_columns() -> list[sa.Column]:
@@ -190,11 +195,12 @@ def set_up(conn: sa.Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SET_UP_LOCK)))
     tables = TABLES[conn.dialect.name]
     metadata.create_all(conn, tables=tables, checkfirst=True)
-    have = {column["name"] for column in sa.inspect(conn).get_columns("runs")}
-    for column in runs.columns:
-        if column.name not in have:
-            kind = column.type.compile(dialect=conn.dialect)
-            conn.execute(sa.text(f"ALTER TABLE runs ADD COLUMN {column.name} {kind}"))
+    for table in (runs, metrics):  # the tables that gain columns (a metric, a step's figure)
+        have = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
     for table in tables:
         for index in table.indexes:
             index.create(conn, checkfirst=True)

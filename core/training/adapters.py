@@ -29,16 +29,18 @@ from core.common.config import RunConfig
 from core.lowrank import methods, peft_io
 from core.lowrank.lora import adapted_layers
 from core.store.names import RUN_NAME_CHARS
-from core.store.outcome import Step
 from core.store.runs import RunStore
 from core.training import record, zoo
+from core.training.data import kind_of
 from core.training.train import (
     RunResult,
     check_config,
     evaluate,
     load_task,
-    source_accuracy,
+    scores,
+    source_evaluation,
     source_split,
+    step_record,
 )
 
 STATUS = "imported"
@@ -71,20 +73,19 @@ def import_adapter(
         model = peft_io.import_peft(base, folder)
     config = run_config(task, model)
     check_config(config, base)
-    val_loss, val_acc = evaluate(base, data.x_val, data.y_val, data.z_val)
+    kind = kind_of(data.dataset)
     count = methods.count_parameters(model)
     source = source_split(task.model, data.num_classes)
+    test = data.split("test")
     result = RunResult(
         config=config,
         status=STATUS,
         reason=f"from {text.one_line(filename, RUN_NAME_CHARS)}",  # a name as it came
         # Step 0 is the base model, as in a trained run; nothing was trained here.
-        history=[_base_record(val_loss, val_acc)],
+        history=[step_record(kind, 0, None, evaluate(base, data.split("val")), 0.0, 0.0)],
         snapshots=[],
-        test_acc_before=evaluate(base, data.x_test, data.y_test)[1],
-        test_acc_after=evaluate(model, data.x_test, data.y_test)[1],
-        source_acc_before=source_accuracy(base, source),
-        source_acc_after=source_accuracy(model, source),
+        **scores(kind, "test", evaluate(base, test), evaluate(model, test)),
+        **scores(kind, "source", source_evaluation(base, source), source_evaluation(model, source)),
         trainable_params=count.trainable,
         total_params=count.total,
         num_classes=data.num_classes,
@@ -221,11 +222,6 @@ def run_config(task: RunConfig, model: nn.Module) -> RunConfig:
         dora=first.dora,
         dropout=getattr(first.dropout, "p", 0.0),
     )
-
-
-def _base_record(val_loss: float, val_acc: float) -> dict:
-    """The history record of step 0, the base model (as train() logs it)."""
-    return Step(0, None, val_loss, val_acc, elapsed=0.0, steps_per_s=0.0).as_json()
 
 
 def _save(store: RunStore, result: RunResult, owner: str) -> int:

@@ -5,8 +5,10 @@ their true labels, on the fixed training split below. A *shift* changes that tas
 (rotate the images, rename the classes, plant a low-rank change in the model, ...), so the
 student can see how much an adapter has to learn - and how much rank it needs to learn it.
 
-Every dataset is handed out as float32 images of shape (N, 1, 28, 28) in [0, 1] and int64
-labels, so every model takes every dataset.
+Every image dataset is handed out as float32 images of shape (N, 1, 28, 28) in [0, 1] and int64
+labels, so every image model takes every image dataset. The text dataset ("prose", for the
+language model `gpt`) is handed out as windows of TEXT_CONTEXT characters x and the character
+after each y, both int64 (N, TEXT_CONTEXT): the same Task, read the same way by the training.
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from core.common import paths
-from core.common.config import DEFAULT_DATASET, SHIFT_PARAM_BOUNDS, check_bound, short_repr
-from core.training.kinds import IMAGES, DataKind
+from core.common.config import (
+    DEFAULT_DATASET,
+    SHIFT_PARAM_BOUNDS,
+    check_bound,
+    kind_of_dataset,
+    short_repr,
+)
+from core.training import text
+from core.training.kinds import KINDS, DataKind
 
 SPLIT_SEED = 20240607
 """Seed of the train/val/test splits. Fixed, never a user setting: the zoo models were pretrained
@@ -46,9 +55,14 @@ class DatasetInfo:
     students are in the string catalogs (core/i18n: datasets.<name>.title, .description)."""
 
     name: str
-    offline: bool  # True: ships with a pip dependency; False: downloaded once by torchvision
-    num_classes: int = 10
-    kind: DataKind = IMAGES  # how its examples are shown and a run on it is judged
+    offline: bool  # True: ships with a pip dependency or Python; False: downloaded by torchvision
+    num_classes: int = 10  # a text's "classes" are the characters the model can write
+
+    @property
+    def kind(self) -> DataKind:
+        """How its examples are shown and a run on it is judged (core.common.config says
+        which datasets hold text)."""
+        return KINDS[kind_of_dataset(self.name)]
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -59,8 +73,19 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("mnist", offline=False),
         DatasetInfo("fashion-mnist", offline=False),
         DatasetInfo("cifar10", offline=False),
+        DatasetInfo("prose", offline=True, num_classes=text.VOCAB_SIZE),
     ]
 }
+
+TEXT_CONTEXT = 64
+"""Characters a text task's window holds: half the model's context, so that a step at batch 16
+takes a few hundredths of a second on one core and a whole run a few seconds."""
+TEXT_WINDOWS = {"val": 64, "test": 128}
+"""Held-out windows a text task measures on, spread evenly over its split: 4096 characters at
+every evaluation (often) and 8192 for the test before and after (twice)."""
+PLANTED_TEXT_WINDOWS = 1024
+"""Training windows of a planted-rank text task: each keeps the teacher's 97 logits per
+character (25 MB for these), so not all 5800."""
 
 
 def kind_of(dataset: str) -> DataKind:
@@ -95,6 +120,9 @@ SHIFTS: dict[str, ShiftInfo] = {
         ShiftInfo("permute", {"seed": 0}),
         ShiftInfo("label-permute", {"seed": 0}),
         ShiftInfo("domain", {"to": "digits"}),
+        ShiftInfo("code"),
+        ShiftInfo("substitute", {"seed": 0}),
+        ShiftInfo("reverse-words"),
         # Labels alone (the argmax) leave ΔW* far from pinned down: LoRA of any rank, the head
         # and full fine-tuning all reach the same accuracy, with an update that overlaps ΔW*
         # by about 0.1. Fitting the planted model's logits through the base model's own head
@@ -139,8 +167,8 @@ class Split:
 class Task:
     """A ready-to-train task: fresh tensors, owned by the caller."""
 
-    x_train: Tensor  # float32 (N, 1, 28, 28) in [0, 1]
-    y_train: Tensor  # int64 (N,)
+    x_train: Tensor  # images: float32 (N, 1, 28, 28) in [0, 1]; text: int64 (N, TEXT_CONTEXT)
+    y_train: Tensor  # images: int64 (N,); text: the next characters, int64 (N, TEXT_CONTEXT)
     x_val: Tensor
     y_val: Tensor
     x_test: Tensor
@@ -480,8 +508,9 @@ def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """The model's class for every image (the argmax of logits_of)."""
-    return logits_of(model, x, batch_size).argmax(1)
+    """The model's class for every image, or its next character at every position of every
+    window (the argmax of logits_of over its last axis)."""
+    return logits_of(model, x, batch_size).argmax(-1)
 
 
 # ------------------------------------------------------------------------------------ task ---
@@ -552,10 +581,11 @@ def _shift_images(shift: str, params: dict, x: Tensor) -> Tensor:
 
 
 def _plant(
-    params: dict, base_model: nn.Module | None, xs: dict[str, Tensor]
+    params: dict, base_model: nn.Module | None, xs: dict[str, Tensor], sizing: int = 500
 ) -> tuple[Planted, dict, dict]:
-    """Draw ΔW*; the logits of the base model plus ΔW* for every image, and its predictions
-    as the labels: (planted, labels per split, logits per split)."""
+    """Draw ΔW* (sized on the first `sizing` training examples); the logits of the base model
+    plus ΔW* for every example, and its predictions as the labels: (planted, labels per split,
+    logits per split)."""
     if base_model is None:
         raise ValueError("the planted-rank shift needs the base model (its labels come from it)")
     layer = params["layer"] or default_planted_layer(base_model)
@@ -568,18 +598,19 @@ def _plant(
         rank,
         float(params["fraction_changed"]),
         int(params["seed"]),
-        xs["train"][:500],
+        xs["train"][:sizing],
     )
     teacher = with_update(base_model, layer, delta_W)
     zs = {split: logits_of(teacher, x) for split, x in xs.items()}
-    ys = {split: z.argmax(1) for split, z in zs.items()}
+    ys = {split: z.argmax(-1) for split, z in zs.items()}
     return Planted(layer, delta_W, rank), ys, zs
 
 
-def source_task() -> Task:
-    """The task every built-in zoo model was pretrained on (zoo.pretrain): MNIST-5k, upright,
-    true labels, on the fixed split. Its test split measures what a run forgot."""
-    return load_task(DEFAULT_DATASET, "none")
+def source_task(dataset: str = DEFAULT_DATASET) -> Task:
+    """The task a built-in zoo model was pretrained on (zoo.pretrain): MNIST-5k, upright, true
+    labels, on the fixed split; or, for the language model, the prose. Its test split measures
+    what a run forgot."""
+    return load_task(dataset, "none")
 
 
 def load_task(
@@ -600,6 +631,8 @@ def load_task(
     params = check_request(dataset, shift, shift_params)
     if "seed" in params and "seed" not in (shift_params or {}):
         params["seed"] = seed
+    if kind_of_dataset(dataset) == "text":
+        return _text_task(dataset, shift, params, base_model)
     source = params["to"] if shift == "domain" else dataset  # where the images come from
     raw = _raw(source)
     indices = {"train": raw.train, "val": raw.val, "test": raw.test}
@@ -631,3 +664,44 @@ def load_task(
         z_val=zs.get("val"),
         z_test=zs.get("test"),
     )
+
+
+def _text_task(dataset: str, shift: str, params: dict, base_model: nn.Module | None) -> Task:
+    """A text task: windows of TEXT_CONTEXT characters of the target text (text.target_text)
+    and the character after each, every training window and TEXT_WINDOWS held-out ones. On
+    planted-rank the targets are the teacher's logits at every position, as for images."""
+    target = text.target_text(shift, params)
+    xs, ys = {}, {}
+    for split in ("train", "val", "test"):
+        x, y = text.windows(target.split(split), TEXT_CONTEXT)
+        keep = spread(len(x), TEXT_WINDOWS.get(split, len(x)))
+        xs[split], ys[split] = x[keep], y[keep]
+    planted, zs = None, {}
+    if shift == "planted-rank":
+        keep = spread(len(xs["train"]), PLANTED_TEXT_WINDOWS)
+        xs["train"] = xs["train"][keep]
+        planted, ys, zs = _plant(params, base_model, xs, sizing=32)
+    return Task(
+        xs["train"],
+        ys["train"],
+        xs["val"],
+        ys["val"],
+        xs["test"],
+        ys["test"],
+        num_classes=DATASETS[dataset].num_classes,
+        dataset=dataset,
+        shift=shift,
+        shift_params=params,
+        planted=planted,
+        z_train=zs.get("train"),
+        z_val=zs.get("val"),
+        z_test=zs.get("test"),
+    )
+
+
+def spread(n: int, k: int) -> Tensor:
+    """k indices spread evenly over 0 … n - 1 (all n if k ≥ n), in order: a held-out sample
+    that covers its whole split rather than its first passages."""
+    if k >= n:
+        return torch.arange(n)
+    return torch.arange(k) * n // k

@@ -1,9 +1,10 @@
 """What a kind of data looks like to a student, said once so that a page need not assume images.
 
-Today every task is an image task: a page shows a strip of example images, a run is judged by its
-accuracy (written 90.2%, a change in points), and every example has a class (ten digits). A text
-task would say its own (samples of text, a loss per character, no classes): a page asks the
-task's kind (core.training.data.kind_of) instead of assuming any of these.
+An image task shows a strip of example images, judges a run by its accuracy (written 90.2%, a
+change in points), and every example has a class (ten digits). A text task shows passages of
+text, judges a run by its bits per character on held-out text (written 2.31, lower is better,
+a change in bits), and has no classes: its "classes" are the 97 characters the model can write.
+A page asks the task's kind (core.training.data.kind_of) instead of assuming either.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Metric:
     source: str  # catalog key of its headline on the source task ("train.source_acc")
     source_help: str  # catalog key of what that headline measures
     card: str  # catalog key of a model card's line with the model's score ("train.card")
+    percent: bool = True  # a share, written 90.2% and changed in points; else a plain number
+    lower_is_better: bool = False  # a loss (bits per character) rather than a score
 
     @property
     def validation(self) -> str:
@@ -34,12 +37,13 @@ class Metric:
         return f"val_{self.field}"
 
     def written(self, value: float) -> str:
-        """A value as a student reads it: 0.902 → "90.2%"."""
-        return f"{value:.1%}"
+        """A value as a student reads it: 0.902 → "90.2%"; 2.3114 bits → "2.31"."""
+        return f"{value:.1%}" if self.percent else f"{value:.2f}"
 
     def changed(self, before: float, after: float) -> str:
-        """A change as the catalog's `change` sentence takes it: 0.376 → 0.902 is "+52.6"."""
-        return f"{(after - before) * 100:+.1f}"
+        """A change as the catalog's `change` sentence takes it: 0.376 → 0.902 is "+52.6"
+        (points); 3.10 → 2.31 bits is "-0.79"."""
+        return f"{(after - before) * 100:+.1f}" if self.percent else f"{after - before:+.2f}"
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,14 @@ class DataKind:
 
     name: str
     examples: str  # how a page shows a few examples: "images" (a strip of pictures)
-    metric: Metric
+    metric: Metric  # the headline: how a run on it is judged
     has_classes: bool  # each example has a class: a class count, a head per class, renamings
+    others: tuple[Metric, ...] = ()  # measured and drawn too, after the headline
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """Every metric a run on it records, the headline first."""
+        return (self.metric, *self.others)
 
 
 ACCURACY = Metric(
@@ -67,3 +77,36 @@ ACCURACY = Metric(
     card="train.card",
 )
 IMAGES = DataKind("images", examples="images", metric=ACCURACY, has_classes=True)
+
+BITS = Metric(
+    field="bpc",
+    label="train.bpc",
+    axis="compare.bpc_axis",
+    curve="train.val_bpc",
+    tickformat=".2f",
+    axis_range=(0.0, 7.0),  # 0 bits (certain) to past log2(97) ≈ 6.6 (a uniform guess)
+    change="train.bits",
+    heading="train.bits_heading",
+    curve_tickformat=".2f",
+    source="train.source_bpc",
+    source_help="train.source_bpc_help",
+    card="train.card_text",
+    percent=False,
+    lower_is_better=True,
+)
+NEXT_CHARACTER = Metric(
+    field="acc",
+    label="train.next_acc",
+    axis="compare.next_acc_axis",
+    curve="train.val_next_acc",
+    tickformat=".0%",
+    axis_range=(0.0, 1.02),
+    change="train.points",
+    heading="train.next_acc_heading",
+    curve_tickformat=".1~%",
+    source="train.source_next_acc",
+    source_help="train.source_bpc_help",
+    card="train.card_text",
+)
+TEXT = DataKind("text", examples="text", metric=BITS, has_classes=False, others=(NEXT_CHARACTER,))
+KINDS = {kind.name: kind for kind in (IMAGES, TEXT)}

@@ -56,7 +56,7 @@ def open_run(run_id: int, store: RunStore) -> TrainedRun:
 
 def accuracy(model: nn.Module, split: Split) -> float:
     """The fraction of the split the model classifies correctly (core.training.train.evaluate)."""
-    return evaluate(model, split.x, split.y)[1]
+    return evaluate(model, split).acc
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """Text for a tiny character-level GPT: the corpus, its alphabet, fixed splits, batches, and
-the text tasks (the text's counterpart of data.py's image shifts).
+the text tasks' transforms (the text's counterpart of data.py's image shifts; the shifts
+themselves, their parameters and checks, are core.training.data.SHIFTS).
 
 Nothing is downloaded. The pretraining text is English prose that ships with every CPython: the
 documentation topics of `pydoc_data.topics` (79 topics, about 465 kB on Python 3.11), joined in
@@ -20,7 +21,7 @@ import importlib
 import importlib.util
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,66 +269,6 @@ def reverse_words(text: str) -> str:
     return "".join("".join(run)[::-1] if letters else "".join(run) for letters, run in runs)
 
 
-@dataclass(frozen=True)
-class TextShift:
-    """A named change of the pretraining text, and the sentence that says what changes and how
-    much rank an adapter should need. The sentences are expectations until a claim test
-    (tests/test_claims.py) measures them on the pretrained model at these presets."""
-
-    name: str
-    description: str
-    # Default parameter values; a "seed" here is a placeholder that load_text_task replaces
-    # with the run's seed unless the caller sets it (as data.ShiftInfo's).
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-TEXT_SHIFTS: dict[str, TextShift] = {
-    shift.name: shift
-    for shift in [
-        TextShift(
-            "none",
-            "Nothing changes: more of the prose the model was pretrained on, so there is nothing "
-            "to learn and rank 0 should do as well as any rank (the baseline).",
-        ),
-        TextShift(
-            "code",
-            "The text becomes Python source from the standard library (indentation, brackets, "
-            "identifiers where the model mostly read sentences): a new domain written in the "
-            "same characters, which a small rank should mostly learn, more rank a little more.",
-        ),
-        TextShift(
-            "substitute",
-            "Every letter is swapped for another by one fixed permutation of the 26 letters "
-            "(upper and lower case alike), the text's renamed classes: with the embedding and "
-            "output layers frozen the blocks must remap 26 letters on the way in and out, so "
-            "it should need a high rank, up to about 26, not rank 1.",
-            {"seed": 0},
-        ),
-        TextShift(
-            "reverse-words",
-            "The letters of every word are reversed, spaces and punctuation kept: the same "
-            "letters in a new order, so the model must look back to where a word will end, a "
-            "new use of attention that should need a high rank and may stay partly unlearned.",
-        ),
-    ]
-}
-
-
-def check_text_shift(shift: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The shift's parameters (defaults + given), or a one-line ValueError naming the bad one."""
-    if shift not in TEXT_SHIFTS:
-        raise ValueError(f"unknown text shift '{shift}'; choose one of {', '.join(TEXT_SHIFTS)}")
-    defaults, given = TEXT_SHIFTS[shift].params, params or {}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        allowed = ", ".join(defaults) or "none"
-        raise ValueError(f"text shift '{shift}' has no parameter {unknown}; allowed: {allowed}")
-    seed = given.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"text shift parameter 'seed' must be a whole number (got {seed!r})")
-    return {**defaults, **given}
-
-
 def shifted(text: str, shift: str, params: dict[str, Any]) -> str:
     """`text` as the shift changes it (substitute, reverse-words), for the task and for a
     preview of the same passage before and after. "none" and "code" leave it as it is ("code"
@@ -339,25 +280,35 @@ def shifted(text: str, shift: str, params: dict[str, Any]) -> str:
     return text
 
 
+DEFAULT_PROMPT = "The "
+"""What the model is asked to continue while it trains (the start of an English sentence)."""
+PROMPTS = {"code": "def "}  # a task whose target text starts otherwise: its own prompt
+SAMPLE_SEED = 0  # every sample of every run draws from this seed: same weights, same text
+SAMPLE_LENGTH = 80  # characters written after the prompt: a line and a half
+SAMPLE_TEMPERATURE = 0.8  # below 1: likelier characters, a sample that reads better
+PROMPT_LIMIT = 100  # characters a student's own prompt may have: no model reads more than 128
+
+
+def prompt_for(shift: str, params: dict[str, Any]) -> str:
+    """The prompt of a task's samples, written as its target text is (reverse-words: "ehT ")."""
+    return shifted(PROMPTS.get(shift, DEFAULT_PROMPT), shift, params)
+
+
 def source_text() -> TextDataset:
     """The text a `gpt` is pretrained on: the prose, on its fixed split. Its test split
     measures what a run forgot."""
     return TextDataset("prose", prose())
 
 
-def load_text_task(
-    shift: str = "none", params: dict[str, Any] | None = None, seed: int = 0
-) -> TextDataset:
-    """The target text of a task, on the same fixed split as the prose.
+def target_text(shift: str, params: dict[str, Any]) -> TextDataset:
+    """The target text of a task (its shift's parameters already checked: core.training.data),
+    on the same fixed split as the prose.
 
     "substitute" and "reverse-words" keep every character's position, so their validation and
     test chunks are the prose's held-out passages, changed; "code" splits its own text by the
-    same seed. `seed` seeds the substitution unless `params` sets its "seed"."""
-    chosen = check_text_shift(shift, params)
-    if "seed" in chosen and "seed" not in (params or {}):
-        chosen["seed"] = seed
-    if shift == "none":
-        return source_text()
+    same seed; every other shift ("none", "planted-rank") reads the prose itself."""
     if shift == "code":
         return TextDataset("code", code())
-    return TextDataset(shift, shifted(prose(), shift, chosen))
+    if shift in ("substitute", "reverse-words"):
+        return TextDataset(shift, shifted(prose(), shift, params))
+    return source_text()

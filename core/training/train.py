@@ -10,7 +10,8 @@ the parameters the method chooses and reports as it goes through `on_event`:
     Event("start", 0, {...})       steps planned, parameter counts, test accuracy before
     Event("step", s, record)       one per step (step 0 = the base model before training):
                                    train_loss, elapsed, steps_per_s, and at eval steps
-                                   val_loss and val_acc too
+                                   val_loss and val_acc too (a text task: val_bpc, and the
+                                   text the model writes from its prompt, sample)
     Event("eval", s, {...})        val_loss, val_acc, elapsed: every eval_interval steps
     Event("snapshot", s, {...})    the top singular values of each layer's delta_W
     Event("done", s, summary)      status, reason, test accuracy after, parameters, seconds,
@@ -44,7 +45,8 @@ from core.lowrank import lora, methods
 from core.lowrank.snapshot import model_snapshot
 from core.lowrank.targets import check_targets, head_name
 from core.store.outcome import RunOutcome, Step
-from core.training import data, zoo
+from core.training import data, gpt, text, zoo
+from core.training.kinds import DataKind
 
 SNAPSHOT_TOP = 16  # singular values recorded per layer at each snapshot
 EVAL_BATCH = 1024  # evaluation runs in chunks of this many images to bound memory
@@ -122,20 +124,26 @@ def source_split(model_name: str, num_classes: int) -> data.Split | None:
     (data.source_task), or None where that question has no answer here: a model pretrained on
     ImageNet, or a run whose classes are not the source task's ten digits (its head answers
     another question)."""
-    if zoo.ZOO[model_name].pretraining is None:
+    entry = zoo.ZOO[model_name]
+    if entry.pretraining is None:
         return None
-    task = data.source_task()
+    task = data.source_task(entry.source)
     if task.num_classes != num_classes:
         return None
     return task.split("test")
 
 
-def source_accuracy(model: nn.Module, source: data.Split | None) -> float | None:
-    """The model's accuracy on the source split (source_split), None where there is none."""
+def source_evaluation(model: nn.Module, source: data.Split | None) -> Evaluation | None:
+    """The model measured on the source split (source_split), None where there is none."""
     if source is None:
         return None
-    on_device = source.to(next(model.parameters()).device)
-    return evaluate(model, on_device.x, on_device.y)[1]
+    return evaluate(model, source.to(next(model.parameters()).device))
+
+
+def source_accuracy(model: nn.Module, source: data.Split | None) -> float | None:
+    """The model's accuracy on the source split (source_split), None where there is none."""
+    measured = source_evaluation(model, source)
+    return None if measured is None else measured.acc
 
 
 def with_base_head(model: nn.Module, base: nn.Module) -> nn.Module:
@@ -313,8 +321,12 @@ def train(
 ) -> RunResult:
     """Train one run; see the module docstring for the events. Stops early on `stop`
     (status "stopped") or a non-finite loss (status "failed"); both keep the history."""
-    log = _Log(on_event or (lambda event: None), started=time.perf_counter())
     config.validate()
+    log = _Log(
+        on_event or (lambda event: None),
+        started=time.perf_counter(),
+        kind=data.kind_of(config.dataset),
+    )
     device = resolve_device(config.device)
     with _run_scope(device):
         return _train(config, device, log, stop)
@@ -359,32 +371,30 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     task = load_task(config)
     base, model = build_models(config, task.num_classes)
     model.to(device)
+    log.sampler = sampler(task, device)
     training, val, test = (task.split(name).to(device) for name in ("train", "val", "test"))
     source = source_split(config.model, task.num_classes)
     count = methods.count_parameters(model)
     steps = planned_steps(config, len(task.y_train))
-    _, test_acc_before = evaluate(model, test.x, test.y, test.z)
-    source_acc_before = source_accuracy(model, source)
+    before, source_before = evaluate(model, test), source_evaluation(model, source)
     start = {"steps": steps, "trainable_params": count.trainable, "total_params": count.total}
-    start |= {"test_acc_before": test_acc_before, "num_classes": task.num_classes}
+    start |= {"test_acc_before": before.acc, "num_classes": task.num_classes}
     log.emit(Event("start", 0, start))
-    log.record(0, None, *evaluate(model, val.x, val.y, val.z))
+    log.record(0, None, evaluate(model, val), log.sample(model))
     _fit(config, base, model, training, val, steps, log, stop)
     # A diverged run: its loss became inf or nan (checked before that step's update, so the
     # weights are those of the step before, which may or may not be finite): nothing to test.
     failed = log.status == "failed"
-    test_acc_after = None if failed else evaluate(model, test.x, test.y, test.z)[1]
-    source_acc_after = None if failed else source_accuracy(model, source)
+    after = None if failed else evaluate(model, test)
+    source_after = None if failed else source_evaluation(model, source)
     result = RunResult(
         config=config,
         status=log.status,
         reason=log.reason,
         history=log.history,
         snapshots=log.snapshots,
-        test_acc_before=test_acc_before,
-        test_acc_after=test_acc_after,
-        source_acc_before=source_acc_before,
-        source_acc_after=source_acc_after,
+        **scores(log.kind, "test", before, after),
+        **scores(log.kind, "source", source_before, source_after),
         trainable_params=count.trainable,
         total_params=count.total,
         num_classes=task.num_classes,
@@ -395,6 +405,19 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     )
     log.emit(Event("done", result.steps_done, result.summary()))
     return result
+
+
+def scores(
+    kind: DataKind, split: str, before: Evaluation | None, after: Evaluation | None
+) -> dict[str, float | None]:
+    """A run's outcome fields for one split ("test" or "source"): each of the kind's metrics
+    before and after, {"test_acc_before": 0.38, "test_acc_after": 0.9}; None where not
+    measured."""
+    return {
+        f"{split}_{metric.field}_{when}": None if measured is None else measured[metric.field]
+        for metric in kind.metrics
+        for when, measured in (("before", before), ("after", after))
+    }
 
 
 def _fit(
@@ -427,11 +450,11 @@ def _fit(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        evaluation = (None, None)
+        evaluation, sample = None, None
         if step % config.eval_interval == 0 or step == steps:
-            evaluation = evaluate(model, val.x, val.y, val.z)
+            evaluation, sample = evaluate(model, val), log.sample(model)
             train_mode(model)
-        log.record(step, loss.item(), *evaluation)
+        log.record(step, loss.item(), evaluation, sample)
         if step % config.snapshot_interval == 0 or step == steps:
             if not _finite(model):  # no spectrum of inf, and no such weights saved
                 log.end("failed", diverged("the weights became inf or nan", step, config))
@@ -441,9 +464,10 @@ def _fit(
 
 def task_loss(logits: Tensor, y: Tensor, z: Tensor | None, reduction: str = "mean") -> Tensor:
     """What training minimises: the cross-entropy with the labels y, or, on a task that gives
-    a teacher's logits z (planted-rank), their mean squared error (per logit)."""
+    a teacher's logits z (planted-rank), their mean squared error (per logit). Logits of any
+    shape (n, classes) or, for text, (n, t, characters): every position is one prediction."""
     if z is None:
-        return F.cross_entropy(logits, y, reduction=reduction)
+        return F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction=reduction)
     return F.mse_loss(logits, z, reduction=reduction)
 
 
@@ -466,29 +490,86 @@ def train_mode(model: nn.Module) -> None:
             module.eval()
 
 
+def step_record(
+    kind: DataKind,
+    step: int,
+    train_loss: float | None,
+    evaluation: Evaluation | None,
+    elapsed: float,
+    steps_per_s: float,
+    sample: str | None = None,
+) -> dict:
+    """One step of a run's history as the store keeps it (core.store.outcome.Step): the kind's
+    metrics on the validation split at an evaluation (val_acc; val_bpc too on text), else
+    None."""
+    measured = {f"val_{metric.field}": None for metric in kind.metrics}
+    if evaluation is not None:
+        measured = {name: evaluation[name.removeprefix("val_")] for name in measured}
+    val_loss = None if evaluation is None else evaluation.loss
+    return Step(
+        step,
+        train_loss,
+        val_loss,
+        elapsed=elapsed,
+        steps_per_s=steps_per_s,
+        sample=sample,
+        **measured,
+    ).as_json()
+
+
+Sampler = Callable[[nn.Module], str]
+
+
+def sampler(task: data.Task, device: torch.device) -> Sampler | None:
+    """For a text task: what the model writes from the task's prompt (text.prompt_for), drawn
+    with a fixed seed so that the same weights always write the same sample, and a class sees
+    the same text for the same run. None for an image task."""
+    if data.kind_of(task.dataset).name != "text":
+        return None
+    prompt = text.encode(text.prompt_for(task.shift, task.shift_params)).to(device)
+
+    def sample(model: nn.Module) -> str:
+        generator = torch.Generator(device).manual_seed(text.SAMPLE_SEED)
+        ids = gpt.generate(model, prompt, text.SAMPLE_LENGTH, generator, text.SAMPLE_TEMPERATURE)
+        return text.decode(ids[len(prompt) :])
+
+    return sample
+
+
 @dataclass
 class _Log:
     """The run's history and snapshots, announced as they are written."""
 
     emit: Callable[[Event], None]
     started: float  # when train() was called
+    kind: DataKind  # what the task's metrics are
+    sampler: Sampler | None = None  # a text task's: what the model writes, at each evaluation
     training_started: float = 0.0  # when the first step began
     history: list[dict] = field(default_factory=list)
     snapshots: list[dict] = field(default_factory=list)
     status: str = "finished"
     reason: str = ""
 
+    def sample(self, model: nn.Module) -> str | None:
+        return None if self.sampler is None else self.sampler(model)
+
     def record(
-        self, step: int, train_loss: float | None, val_loss: float | None, val_acc: float | None
+        self,
+        step: int,
+        train_loss: float | None,
+        evaluation: Evaluation | None,
+        sample: str | None = None,
     ) -> None:
         """One history record (val_* only at eval steps), as a "step" event and an "eval"."""
         now = time.perf_counter()
         speed = step / (now - self.training_started) if step else 0.0
-        record = Step(step, train_loss, val_loss, val_acc, now - self.started, speed).as_json()
+        record = step_record(
+            self.kind, step, train_loss, evaluation, now - self.started, speed, sample
+        )
         self.history.append(record)
-        if val_loss is not None:
-            evaluation = {"val_loss": val_loss, "val_acc": val_acc, "elapsed": record["elapsed"]}
-            self.emit(Event("eval", step, evaluation))
+        if evaluation is not None:
+            measured = {k: v for k, v in record.items() if k.startswith("val_")}
+            self.emit(Event("eval", step, {**measured, "elapsed": record["elapsed"]}))
         self.emit(Event("step", step, record))
 
     def snapshot(self, step: int, layers: dict) -> None:
@@ -533,21 +614,37 @@ def diverged(what: str, step: int, config: RunConfig) -> str:
 
 
 # -- evaluating ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evaluation:
+    """A model measured on one split: its task loss (the cross-entropy, or with a teacher's
+    logits their squared error), its accuracy (classes, or next characters) and its
+    cross-entropy with the labels in bits per label (bits per character on text)."""
+
+    loss: float
+    acc: float
+    bpc: float
+
+    def __getitem__(self, name: str) -> float:
+        """A metric by its field name (core.training.kinds.Metric.field): "acc", "bpc"."""
+        return getattr(self, name)
+
+
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, z: Tensor | None = None
-) -> tuple[float, float]:
-    """(mean task_loss, accuracy) over a whole split, in eval mode: the loss is the
-    cross-entropy, or with a teacher's logits z their mean squared error."""
+def evaluate(model: nn.Module, split: data.Split) -> Evaluation:
+    """The model measured over a whole split, in eval mode, in chunks of EVAL_BATCH."""
     model.eval()
-    loss, correct = 0.0, 0
-    for start in range(0, len(y), EVAL_BATCH):
+    loss, cross_entropy, correct = 0.0, 0.0, 0
+    for start in range(0, len(split.y), EVAL_BATCH):
         part = slice(start, start + EVAL_BATCH)
-        logits = model(x[part])
-        loss += task_loss(logits, y[part], None if z is None else z[part], "sum").item()
-        correct += (logits.argmax(1) == y[part]).sum().item()
-    per_item = len(y) if z is None else z.numel()  # the MSE is a mean over every logit
-    return loss / per_item, correct / len(y)
+        logits, y = model(split.x[part]), split.y[part]
+        z = None if split.z is None else split.z[part]
+        loss += task_loss(logits, y, z, "sum").item()
+        cross_entropy += task_loss(logits, y, None, "sum").item()
+        correct += (logits.argmax(-1) == y).sum().item()
+    labels = split.y.numel()
+    per_item = labels if split.z is None else split.z.numel()  # the MSE: a mean per logit
+    bits = text.bits_per_character(cross_entropy / labels)
+    return Evaluation(loss / per_item, correct / labels, bits)
 
 
 def snapshot(base: nn.Module, model: nn.Module) -> dict:

@@ -66,9 +66,15 @@ def test_the_sweep_form_makes_the_sweeps_runs_and_the_imports_task():
     assert form.metric == kinds.ACCURACY
 
 
-def test_an_image_tasks_metric_is_an_accuracy_in_percent_and_points():
-    """Every dataset today is of the image kind; its metric is written as the pages did."""
-    assert {data.kind_of(name) for name in data.DATASETS} == {kinds.IMAGES}
+def test_each_kinds_metric_is_written_as_a_student_reads_it():
+    """Image datasets are judged by accuracy (a percentage, changed in points); the text
+    dataset by bits per character (a plain number, lower is better, changed in bits)."""
+    kinds_of = {name: data.kind_of(name) for name in data.DATASETS}
+    assert {name for name, kind in kinds_of.items() if kind is kinds.TEXT} == {"prose"}
+    assert set(kinds_of.values()) == {kinds.IMAGES, kinds.TEXT}
+    assert kinds.BITS.written(2.3114) == "2.31" and kinds.BITS.changed(3.1, 2.31) == "-0.79"
+    assert kinds.BITS.lower_is_better and not kinds.ACCURACY.lower_is_better
+    assert kinds.TEXT.metrics == (kinds.BITS, kinds.NEXT_CHARACTER)
     assert kinds.ACCURACY.written(0.902) == "90.2%"
     assert kinds.ACCURACY.changed(0.376, 0.902) == "+52.6"
     assert kinds.ACCURACY.changed(0.9, 0.85) == "-5.0"

@@ -39,7 +39,7 @@ def prose() -> text.TextDataset:
 
 
 def test_corpus_sizes_are_within_expected_bounds(prose):
-    code = text.load_text_task("code")
+    code = text.target_text("code", {})
     assert 300_000 < len(prose.text) < 1_500_000  # 464 970 characters on Python 3.11.7
     assert 300_000 < len(code.text) < 1_500_000  # 476 605
     assert 0.5 < len(code.text) / len(prose.text) < 2  # two domains of about the same size
@@ -70,7 +70,7 @@ def test_missing_prose_is_one_line_naming_the_module(monkeypatch):
         text.prose()
     assert "\n" not in str(caught.value)
     with pytest.raises(ValueError, match=r"pydoc_data\.topics"):
-        text.load_text_task("substitute")
+        text.target_text("substitute", {"seed": 0})
 
 
 def test_missing_source_is_one_line_naming_the_module(monkeypatch):
@@ -222,39 +222,21 @@ def test_reverse_words_against_an_independent_regex(prose):
 
 
 def test_text_tasks_change_the_prose_as_named(prose):
-    substituted = text.load_text_task("substitute", seed=3)
+    substituted = text.target_text("substitute", {"seed": 3})
     assert substituted.text == text.substitute(prose.text, 3)
-    assert text.load_text_task("substitute", {"seed": 5}, seed=3).text == text.substitute(
-        prose.text, 5
-    )
     for row, before in zip(substituted.split("test"), prose.split("test"), strict=True):
         assert text.decode(row) == text.substitute(text.decode(before), 3)  # same passages
-    assert text.load_text_task("reverse-words").text == text.reverse_words(prose.text)
-    assert text.load_text_task("none").text == prose.text
-    assert text.load_text_task("code").text == text.code()
+    assert text.target_text("reverse-words", {}).text == text.reverse_words(prose.text)
+    assert text.target_text("none", {}).text == prose.text
+    assert text.target_text("planted-rank", {"rank": 4}).text == prose.text
+    assert text.target_text("code", {}).text == text.code()
     preview = "The cat sat."
     assert text.shifted(preview, "reverse-words", {}) == "ehT tac tas."
     assert text.shifted(preview, "code", {}) == preview
 
 
-def test_every_text_shift_says_in_one_sentence_what_changes_and_the_rank():
-    assert set(text.TEXT_SHIFTS) == {"none", "code", "substitute", "reverse-words"}
-    for shift in text.TEXT_SHIFTS.values():
-        assert shift.description.endswith(".") and shift.description.count(".") == 1
-        assert "rank" in shift.description
-
-
-@pytest.mark.parametrize(
-    ("shift", "params", "message"),
-    [
-        ("rotate", {}, "unknown text shift 'rotate'; choose one of none, code"),
-        ("substitute", {"angle": 3}, r"has no parameter \['angle'\]; allowed: seed"),
-        ("reverse-words", {"seed": 1}, "allowed: none"),
-        ("substitute", {"seed": 1.5}, "'seed' must be a whole number"),
-        ("substitute", {"seed": True}, "'seed' must be a whole number"),
-    ],
-)
-def test_bad_text_shifts_are_one_line(shift, params, message):
-    with pytest.raises(ValueError, match=message) as caught:
-        text.check_text_shift(shift, params)
-    assert "\n" not in str(caught.value)
+def test_each_task_prompts_in_its_own_writing():
+    assert text.prompt_for("none", {}) == "The "
+    assert text.prompt_for("reverse-words", {}) == "ehT "
+    assert text.prompt_for("code", {}) == "def "
+    assert text.prompt_for("substitute", {"seed": 3}) == text.substitute("The ", 3)

@@ -169,12 +169,8 @@ def test_a_run_reports_its_accuracy_on_the_source_task_before_and_after():
     """The upright MNIST-5k test split the zoo models were pretrained on (the mlp: 93 %)."""
     result = run(steps=30, method="full", lr=0.05)
     source = source_split("mlp", 10)
-    assert (
-        result.source_acc_before
-        == evaluate(result.base, source.x, source.y)[1]
-        == pytest.approx(0.93)
-    )
-    assert result.source_acc_after == evaluate(result.model, source.x, source.y)[1]
+    assert result.source_acc_before == evaluate(result.base, source).acc == pytest.approx(0.93)
+    assert result.source_acc_after == evaluate(result.model, source).acc
     assert result.source_acc_after < result.source_acc_before  # this run did forget
     summary = result.summary()
     assert summary["source_acc_before"] == result.source_acc_before
