@@ -1,16 +1,21 @@
 """LoRA Lab without the browser: `python -m core --help`.
 
     python -m core train --rank 8 --shift rotate --json     one run, saved like the app's
+    python -m core train --model gpt --shift substitute     a language model on text
     python -m core sweep --ranks 1,2,4,8,16,32              ranks side by side, + head and full
     python -m core runs list | show ID | export ID | rename ID NAME | delete ID
     python -m core runs import adapter.zip --model mlp      a PEFT adapter, saved as a run
     python -m core pretrain mlp                             rebuild a zoo model's weights
+    python -m core pretrain gpt                             … the GPT's, on prose (~20 min)
     python -m core spectra ID                               what a saved run's ΔW looks like
     python -m core spectra ID --truncate                    accuracy with ΔW cut to rank k
     python -m core runs export ID --tensorboard DIR         curves and σ for TensorBoard
     python -m core experiment amplification                 re-measure a LoRA paper finding
 
-Every `train` flag is a RunConfig field, with the app's defaults. Runs are saved in the same
+Every `train` flag is a RunConfig field, with the app's defaults; a model may have its own
+(core.common.config.MODEL_DEFAULTS: `--model gpt` reads prose, learns the shift code, adapts
+q and v, 150 steps), and a flag given replaces only its own setting. A text run reports bits
+per character (lower is better) and prints what the model writes after training. Runs are saved in the same
 store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database $LORA_LAB_DB names),
 owned by "cli". Bad input gives a one-line message and exit status 2; a run that fails (a
 diverging loss) exits with status 1. Runs are bounded by core.common.limits.COMMAND_LINE, wider
@@ -34,7 +39,7 @@ import importlib
 import json
 import sys
 
-from core.common.config import MODELS, RunConfig, config_choices
+from core.common.config import MODEL_DEFAULTS, MODELS, RunConfig, config_choices
 
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
 # The names of core.analyses.experiments.EXPERIMENTS (tests/cli/test_cli.py checks they agree):
@@ -70,15 +75,29 @@ def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = (
             )
 
 
+def model_defaults() -> str:
+    """What --help says of the models whose run starts from settings of their own."""
+    return "\n".join(
+        f"--model {model} starts from: "
+        + ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in settings.items())
+        + "; a flag given replaces its setting."
+        for model, settings in MODEL_DEFAULTS.items()
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     commands = main.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train one run and save it")
+    train = commands.add_parser(
+        "train", help="train one run and save it", epilog=model_defaults()
+    )
     add_config_flags(train)
     train.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
-    sweep = commands.add_parser("sweep", help="LoRA at several ranks, plus head and full")
+    sweep = commands.add_parser(
+        "sweep", help="LoRA at several ranks, plus head and full", epilog=model_defaults()
+    )
     add_config_flags(sweep)
     sweep.add_argument("--ranks", default="1,2,4,8,16,32", help="comma-separated ranks")
     sweep.add_argument("--no-baselines", action="store_true", help="skip head and full")
@@ -131,8 +150,15 @@ def parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", help="delete a run and its weights")
     delete.add_argument("run_id", type=int)
 
-    pretrain = commands.add_parser("pretrain", help="pretrain a zoo model on the source task")
-    pretrain.add_argument("name")
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="pretrain a zoo model on its source and write its weights and model card",
+    )
+    pretrain.add_argument(
+        "name",
+        help="mlp, cnn or vit (on the digits) or gpt (on English prose, about 20 "
+        "minutes on 2 cores); the same name gives the same weights, bit for bit",
+    )
 
     spectra = commands.add_parser("spectra", help="what a saved run learned, layer by layer")
     spectra.add_argument("run_id", type=int)

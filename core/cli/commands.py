@@ -27,7 +27,7 @@ from tqdm import tqdm
 from core.analyses import experiments, reports, whatif
 from core.analyses.tensorboard_export import export_tensorboard, run_folder
 from core.common import paths
-from core.common.config import RunConfig, sweep_configs
+from core.common.config import DEFAULT_MODEL, RunConfig, for_model, sweep_configs
 from core.common.limits import COMMAND_LINE, Limits
 from core.common.paths import OfflineError
 from core.common.text import for_terminal
@@ -36,6 +36,8 @@ from core.jobs.pool import default_executor
 from core.jobs.scheduler import Pool
 from core.store.runs import RunStore, StoreError
 from core.training import export, train, zoo
+from core.training.data import kind_of
+from core.training.kinds import DataKind, Metric
 from core.training.adapters import import_adapter, read_zip
 from core.training.measure import open_run
 from core.training.record import train_and_save
@@ -80,10 +82,14 @@ def _finite(value: Any) -> Any:
 def config_from(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags describe, checked against its base model (ValueError if bad).
 
-    The flags' values are still strings: RunConfig.from_dict reads them, as it reads a link's.
+    A run starts from its model's own settings (config.for_model: gpt reads prose, adapts q
+    and v, …) and each flag given replaces one of them. The flags' values are still strings:
+    RunConfig.from_dict reads them, as it reads a link's.
     """
     names = {f.name for f in dataclasses.fields(RunConfig)}
-    config = RunConfig.from_dict({k: v for k, v in vars(args).items() if k in names})
+    given = {k: v for k, v in vars(args).items() if k in names}
+    start = for_model(given.get("model", DEFAULT_MODEL)).to_dict()
+    config = RunConfig.from_dict({**start, **given})
     config.validate()  # a bad setting is named before any weights load
     train.check_config(config, zoo.load(config.model))
     return config
@@ -119,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(summary))
     else:
-        print(_describe(summary))
+        print(_describe(summary, kind_of(config.dataset), result.history))
     return 0 if result.status != "failed" else 1
 
 
@@ -134,23 +140,52 @@ def _progress(bar: Any) -> Callable:
     return on_event
 
 
-def _describe(summary: dict) -> str:
+METRIC_NAMES = {
+    "train.acc": "accuracy",
+    "train.bpc": "bits per character",
+    "train.next_acc": "next-character accuracy",
+}
+"""Each metric (core.training.kinds.Metric, by its label) as the command line names it."""
+
+
+def _describe(summary: dict, kind: DataKind, history: list[dict]) -> str:
+    """A finished run in one line, its kind's headline metric before → after on the target and
+    on the source task; a text run's final sample after it, as text."""
+    metric = kind.metric
     line = (
         f"run {summary['run_id']} {summary['status']} after {summary['steps']} steps in "
-        f"{summary['seconds']:.1f} s at lr {summary['lr']:g}: test accuracy "
-        f"{summary['test_acc_before']:.3f} → {_acc(summary['test_acc_after'])}"
+        f"{summary['seconds']:.1f} s at lr {summary['lr']:g}: test {_change(summary, 'test', metric)}"
     )
-    if summary["source_acc_before"] is not None:
-        line += (
-            f", source task {summary['source_acc_before']:.3f} → "
-            f"{_acc(summary['source_acc_after'])}"
-        )
+    if summary[f"source_{metric.field}_before"] is not None:
+        line += f", source task {_change(summary, 'source', metric)}"
     line += f", {summary['trainable_params']:,} of {summary['total_params']:,} parameters trained"
-    return line + (f" ({for_terminal(summary['reason'])})" if summary["reason"] else "")
+    line += f" ({for_terminal(summary['reason'])})" if summary["reason"] else ""
+    sample = last_sample(history)
+    return line if sample is None else f"{line}\n{_sample_lines(sample)}"
 
 
-def _acc(value: float | None) -> str:
+def _change(summary: dict, split: str, metric: Metric) -> str:
+    """ "accuracy 0.376 → 0.902", "bits per character 3.104 → 2.311 (lower is better)"."""
+    before, after = (summary[f"{split}_{metric.field}_{when}"] for when in ("before", "after"))
+    better = " (lower is better)" if metric.lower_is_better else ""
+    return f"{METRIC_NAMES[metric.label]} {_number(before)} → {_number(after)}{better}"
+
+
+def _number(value: float | None) -> str:
     return reports.MISSING if value is None else f"{value:.3f}"
+
+
+def last_sample(history: list[dict]) -> dict | None:
+    """The newest step of a run's history with a sample of its writing (a text run's), or
+    None."""
+    return next((step for step in reversed(history) if step.get("sample") is not None), None)
+
+
+def _sample_lines(step: dict) -> str:
+    """A sample as the terminal shows it: a heading, then the text, each of its lines indented
+    and made safe (for_terminal) as any stored text is."""
+    lines = [for_terminal(line) for line in step["sample"].split("\n")]
+    return f"sample at step {step['step']}:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 # -- sweep ----------------------------------------------------------------------------------------
@@ -176,7 +211,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(rows))
     else:
-        print(_sweep_table(rows))
+        print(_sweep_table(rows, kind_of(base.dataset)))
     return 0 if all(row["status"] != "failed" for row in rows) else 1
 
 
@@ -201,18 +236,31 @@ def _sweep_row(job: Any) -> dict:
         "lr": job.config.learning_rate,
         "status": job.status,
         "reason": job.reason,
-        **{k: result.get(k) for k in ("test_acc_before", "test_acc_after", "seconds")},
-        **{k: result.get(k) for k in ("source_acc_before", "source_acc_after")},
-        **{k: result.get(k) for k in ("trainable_params", "total_params")},
+        **{k: result.get(k) for k in metric_fields(kind_of(job.config.dataset))},
+        **{k: result.get(k) for k in ("seconds", "trainable_params", "total_params")},
     }
 
 
-SWEEP_FORMATS = {"lr": "g", "trainable": ",", "share": ".1%", "before": ".3f", "after": ".3f"}
-SWEEP_FORMATS |= {"source after": ".3f", "s": ".1f"}
+def metric_fields(kind: DataKind) -> list[str]:
+    """The outcome fields of a kind's metrics, the headline first: test_acc_before,
+    test_acc_after, source_acc_before, source_acc_after (text: test_bpc_before, …)."""
+    return [
+        f"{split}_{metric.field}_{when}"
+        for metric in kind.metrics
+        for split in ("test", "source")
+        for when in ("before", "after")
+    ]
 
 
-def _sweep_table(rows: list[dict]) -> str:
-    """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line."""
+SWEEP_FORMATS = {"lr": "g", "trainable": ",", "share": ".1%", "s": ".1f"}
+
+
+def _sweep_table(rows: list[dict], kind: DataKind) -> str:
+    """The sweep's rows (_sweep_row) as a text table: what a student compares, one run a line,
+    judged by the kind's headline metric (accuracy; bits per character on text)."""
+    field = kind.metric.field
+    titles = {f"test_{field}_before": f"{field} before", f"test_{field}_after": f"{field} after"}
+    titles[f"source_{field}_after"] = f"source {field}"
     lines = [
         {
             "method": row["method"],
@@ -220,15 +268,13 @@ def _sweep_table(rows: list[dict]) -> str:
             "lr": row["lr"],
             "trainable": row["trainable_params"],
             "share": _share(row["trainable_params"], row["total_params"]),
-            "before": row["test_acc_before"],
-            "after": row["test_acc_after"],
-            "source after": row["source_acc_after"],
+            **{title: row[name] for name, title in titles.items()},
             "s": row["seconds"],
             "status": f"{row['status']} {row['reason']}".strip(),
         }
         for row in rows
     ]
-    return reports.format_table(lines, SWEEP_FORMATS)
+    return reports.format_table(lines, SWEEP_FORMATS | dict.fromkeys(titles.values(), ".3f"))
 
 
 def _share(trainable: int | None, total: int | None) -> float | None:
@@ -313,12 +359,19 @@ def _import(args: argparse.Namespace, store: RunStore) -> str:
 
 
 def _runs_table(records: list[dict]) -> str:
-    """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy, name."""
+    """Saved runs (RunRecord.summary()) as a text table: id, status, test accuracy (next
+    characters on text), bits per character (text runs only), name."""
     lines = [
-        {"id": r["run_id"], "status": r["status"], "after": r["test_acc_after"], "name": r["name"]}
+        {
+            "id": r["run_id"],
+            "status": r["status"],
+            "after": r["test_acc_after"],
+            "bpc after": r["test_bpc_after"],
+            "name": r["name"],
+        }
         for r in records
     ]
-    return reports.format_table(lines, {"after": ".3f"})
+    return reports.format_table(lines, {"after": ".3f", "bpc after": ".3f"})
 
 
 def _show(record: Any) -> str:
@@ -331,7 +384,12 @@ def _show(record: Any) -> str:
     evals = [h for h in record.history if h["val_acc"] is not None]
     if evals:
         last = evals[-1]
-        lines.append(f"last eval: step {last['step']}, val acc {last['val_acc']:.3f}")
+        line = f"last eval: step {last['step']}, val acc {last['val_acc']:.3f}"
+        bpc = last.get("val_bpc")
+        lines.append(line if bpc is None else f"{line}, val bits per character {bpc:.3f}")
+    sample = last_sample(record.history)
+    if sample is not None:
+        lines.append(_sample_lines(sample))
     return "\n".join(lines)
 
 

@@ -15,9 +15,11 @@ import torch
 from core.__main__ import main
 from core.analyses import layer_reports, whatif
 from core.cli import commands
-from core.common.config import RunConfig
+from core.__main__ import parser
+from core.common.config import RunConfig, for_model
 from core.store.runs import RunStore
 from core.training import export
+from core.training.data import kind_of
 from core.training.record import train_and_save
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +78,7 @@ def test_each_method_trains_at_its_own_rate_unless_lr_is_given(capsys, restore_t
     assert json.loads(capsys.readouterr().out)["lr"] == 0.001
     assert main(["train", "--method", "full", "--lr", "0.02", "--steps", "2"]) == 0
     line = capsys.readouterr().out
-    assert "at lr 0.02" in line and "source task 0.930 →" in line
+    assert "at lr 0.02" in line and "source task accuracy 0.930 →" in line
 
 
 def test_a_diverging_run_exits_1_with_its_reason(capsys, restore_threads):
@@ -293,6 +295,54 @@ def test_experiment_help_names_every_experiment(capsys):
     assert ", ".join(experiments.EXPERIMENTS) in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_model_starts_from_its_own_settings_and_a_flag_given_replaces_one(command):
+    args = parser().parse_args([command, "--model", "gpt", "--rank", "2", "--shift", "none"])
+    assert commands.config_from(args) == dataclasses.replace(
+        for_model("gpt"), rank=2, shift="none"
+    )
+    assert commands.config_from(parser().parse_args([command])) == RunConfig()
+
+
+def test_a_gpt_run_says_bits_per_character_and_its_sample_and_runs_keep_them(
+    home, capsys, restore_threads, tmp_path
+):
+    assert main(["train", "--model", "gpt", "--steps", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    with RunStore() as store:
+        record = store.get(result["run_id"])
+    assert record.config == dataclasses.replace(for_model("gpt"), steps=4)
+    for field in ("test_bpc_before", "test_bpc_after", "source_bpc_before", "source_bpc_after"):
+        assert result[field] == getattr(record, field) and 0 < result[field] < 8
+    sample = record.history[-1]["sample"]
+    assert record.history[-1]["step"] == 4 and sample
+
+    assert main(["runs", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["test_bpc_after"] == result["test_bpc_after"]
+    assert main(["runs", "list"]) == 0
+    assert "bpc after" in capsys.readouterr().out
+    assert main(["runs", "show", str(record.id), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["source_bpc_after"] == result["source_bpc_after"]
+    assert shown["history"][-1]["sample"] == sample
+    assert main(["runs", "show", str(record.id)]) == 0
+    out = capsys.readouterr().out
+    assert f"test_bpc_after: {result['test_bpc_after']}" in out
+    assert "val bits per character" in out and _indented(sample) in out
+
+    # The text line: before → after in bits per character, on the code and on the prose, then
+    # the final sample as text (each line indented).
+    line = commands._describe(result, kind_of("prose"), record.history)
+    before, after = result["test_bpc_before"], result["test_bpc_after"]
+    assert f"test bits per character {before:.3f} → {after:.3f} (lower is better)" in line
+    assert f"source task bits per character {result['source_bpc_before']:.3f} →" in line
+    assert line.endswith(f"sample at step 4:\n{_indented(sample)}")
+
+
+def _indented(sample: str) -> str:
+    return "\n".join(f"  {line}" for line in sample.split("\n"))
+
+
 def test_runs_show_prints_when_a_run_was_created_as_a_local_date_time(head_run, capsys):
     with RunStore() as store:
         created = store.get(head_run).created
@@ -353,6 +403,15 @@ ONE_LINE_ERRORS = {
         "no run 999",
     ),
     "unknown experiment": (["experiment", "nope"], "unknown experiment"),
+    "a text model on images": (
+        ["train", "--model", "gpt", "--dataset", "mnist-5k"],
+        "model gpt reads text but dataset mnist-5k holds images",
+    ),
+    "an image shift on text": (["train", "--model", "gpt", "--shift", "rotate"], "shift rotate"),
+    "a sweep of a text model on images": (
+        ["sweep", "--model", "gpt", "--dataset", "digits"],
+        "model gpt reads text",
+    ),
     "unknown zoo model": (["pretrain", "nope"], "nope"),
     "import a missing file": (["runs", "import", "nope.zip", "--model", "mlp"], "cannot read"),
     "import onto no such model": (["runs", "import", "a.zip", "--model", "nope"], "unknown model"),
