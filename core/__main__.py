@@ -15,12 +15,12 @@
 Every `train` flag is a RunConfig field, with the app's defaults; a model may have its own
 (core.common.config.MODEL_DEFAULTS: `--model gpt` reads prose, learns the shift code, adapts
 q and v, 150 steps), and a flag given replaces only its own setting. A text run reports bits
-per character (lower is better) and prints what the model writes after training. Runs are saved in the same
-store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database $LORA_LAB_DB names),
-owned by "cli". Bad input gives a one-line message and exit status 2; a run that fails (a
-diverging loss) exits with status 1. Runs are bounded by core.common.limits.COMMAND_LINE, wider
-bounds than a classroom server's but never none (LORA_LAB_MAX_STEPS and the other variables
-listed there change them).
+per character (lower is better) and prints what the model writes after training. Runs are
+saved in the same store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database
+$LORA_LAB_DB names), owned by "cli". Bad input gives a one-line message and exit status 2; a
+run that fails (a diverging loss) exits with status 1. Runs are bounded by
+core.common.limits.COMMAND_LINE, wider bounds than a classroom server's but never none
+(LORA_LAB_MAX_STEPS and the other variables listed there change them).
 
 Times: `runs show` prints when a run was created as a local date and time (ISO 8601, to the
 second, with the UTC offset); with --json, "created" stays a number, seconds since the Unix
@@ -89,9 +89,7 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="python -m core", description=__doc__.split("\n")[0])
     commands = main.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser(
-        "train", help="train one run and save it", epilog=model_defaults()
-    )
+    train = commands.add_parser("train", help="train one run and save it", epilog=model_defaults())
     add_config_flags(train)
     train.add_argument("--json", action="store_true", help="print the result as one JSON line")
 

@@ -36,9 +36,9 @@ from core.jobs.pool import default_executor
 from core.jobs.scheduler import Pool
 from core.store.runs import RunStore, StoreError
 from core.training import export, train, zoo
+from core.training.adapters import import_adapter, read_zip
 from core.training.data import kind_of
 from core.training.kinds import DataKind, Metric
-from core.training.adapters import import_adapter, read_zip
 from core.training.measure import open_run
 from core.training.record import train_and_save
 
@@ -154,7 +154,8 @@ def _describe(summary: dict, kind: DataKind, history: list[dict]) -> str:
     metric = kind.metric
     line = (
         f"run {summary['run_id']} {summary['status']} after {summary['steps']} steps in "
-        f"{summary['seconds']:.1f} s at lr {summary['lr']:g}: test {_change(summary, 'test', metric)}"
+        f"{summary['seconds']:.1f} s at lr {summary['lr']:g}: "
+        f"test {_change(summary, 'test', metric)}"
     )
     if summary[f"source_{metric.field}_before"] is not None:
         line += f", source task {_change(summary, 'source', metric)}"

@@ -623,12 +623,15 @@ def _master(name: str) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def load(name: str = DEFAULT_MODEL, num_classes: int = 10) -> nn.Module:
+def load(name: str = DEFAULT_MODEL, num_classes: int | None = None) -> nn.Module:
     """A fresh, frozen (eval mode, no gradients) copy of the pretrained model.
 
-    If the task has a different number of classes, the copy gets a new, untrained head.
+    If the task has a different number of classes than its source (None: the source's own, 10
+    digits or gpt's 97 characters), the copy gets a new, untrained head.
     `model.head_name` and `model.block_names` tell the fine-tuning methods where things are.
     """
+    if num_classes is None:
+        num_classes = data.DATASETS[_entry(name).source].num_classes
     _check_classes(num_classes)
     model = copy.deepcopy(_master(name))
     head = model.get_submodule(model.head_name)

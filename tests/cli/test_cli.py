@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.__main__ import main
+from core.__main__ import main, parser
 from core.analyses import layer_reports, whatif
 from core.cli import commands
-from core.__main__ import parser
 from core.common.config import RunConfig, for_model
 from core.store.runs import RunStore
 from core.training import export
@@ -298,9 +297,7 @@ def test_experiment_help_names_every_experiment(capsys):
 @pytest.mark.parametrize("command", ["train", "sweep"])
 def test_a_model_starts_from_its_own_settings_and_a_flag_given_replaces_one(command):
     args = parser().parse_args([command, "--model", "gpt", "--rank", "2", "--shift", "none"])
-    assert commands.config_from(args) == dataclasses.replace(
-        for_model("gpt"), rank=2, shift="none"
-    )
+    assert commands.config_from(args) == dataclasses.replace(for_model("gpt"), rank=2, shift="none")
     assert commands.config_from(parser().parse_args([command])) == RunConfig()
 
 

@@ -3,6 +3,7 @@ before, and a bad or unsafe file is refused with one line while the store stays 
 
 import copy
 import json
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -10,16 +11,18 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from peft import LoraConfig, get_peft_model
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
 
 from core.analyses import reports
-from core.common.config import RunConfig
+from core.common.config import RunConfig, for_model
 from core.lowrank import lora, peft_io
 from core.store.runs import RunStore
-from core.training import adapters, export, zoo
+from core.training import adapters, export, text, zoo
 from core.training.adapters import import_adapter
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
+from core.training.train import load_task
 from tests.support.store import SMALL, outputs, outside, zipped
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
@@ -89,6 +92,65 @@ def test_a_peft_save_pretrained_folder_zipped_imports(store, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), peft_model.eval()(x), atol=1e-5, rtol=1e-5)
         assert not torch.allclose(model(x), base(x), atol=1e-3)  # the head came along too
+
+
+GPT_TASK = RunConfig(model="gpt", dataset="prose", shift="code")  # what the imports measure on
+
+
+def gpt_outputs(model: torch.nn.Module) -> torch.Tensor:
+    """The logits of a text model for a fixed passage: one row per position and character."""
+    with torch.no_grad():
+        return model.eval()(text.encode("def spectrum(self):\n    return the ").unsqueeze(0))
+
+
+def test_a_gpt_run_exported_loads_in_peft_and_comes_back_with_its_bits_per_character(
+    store, tmp_path
+):
+    config = RunConfig.from_dict({**for_model("gpt").to_dict(), **SMALL})
+    run_id, result = train_and_save(config, store)
+    zip_path = export.export_peft(store, run_id, tmp_path / "gpt.zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(tmp_path / "gpt")
+    theirs = PeftModel.from_pretrained(zoo.load("gpt"), tmp_path / "gpt")
+    torch.testing.assert_close(gpt_outputs(theirs), gpt_outputs(result.model))
+    assert not torch.allclose(gpt_outputs(zoo.load("gpt")), gpt_outputs(result.model))
+
+    new_id = import_adapter(zip_path.read_bytes(), GPT_TASK, store, "bob", "gpt.zip")
+    record = store.get(new_id)
+    assert record.config.targets == sorted(lora.adapted_layers(result.model))
+    _, model = rebuild(store.read_weights(new_id))
+    assert torch.equal(gpt_outputs(model), gpt_outputs(result.model))
+    for field in ("test_bpc_before", "test_bpc_after", "source_bpc_before", "source_bpc_after"):
+        assert getattr(record, field) == getattr(result, field)  # the same text, measured again
+    assert record.test_acc_after == result.test_acc_after  # the next-character accuracy
+    assert record.history[0]["val_bpc"] == result.history[0]["val_bpc"]
+
+
+def test_a_gpt_adapter_from_peft_imports_with_the_same_logits_and_is_measured_in_bits(
+    store, tmp_path
+):
+    base = zoo.load("gpt")
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["q", "v"])
+    peft_model = get_peft_model(copy.deepcopy(base), config)
+    with torch.no_grad():  # as if trained: B ≠ 0
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.add_(
+                    0.2 * torch.randn(param.shape, generator=torch.Generator().manual_seed(2))
+                )
+    peft_model.save_pretrained(tmp_path / "gpt-adapter")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "gpt-adapter").iterdir()}
+    new_id = import_adapter(zipped(files), GPT_TASK, store)
+    record = store.get_summary(new_id)
+    assert record.config.rank == 2 and all(t.endswith((".q", ".v")) for t in record.config.targets)
+    _, model = rebuild(store.read_weights(new_id))
+    torch.testing.assert_close(gpt_outputs(model), gpt_outputs(peft_model), atol=1e-5, rtol=1e-5)
+    test = load_task(GPT_TASK).split("test")  # the bits per character, computed here
+    with torch.no_grad():
+        logits = peft_model.eval()(test.x)
+    nats = F.cross_entropy(logits.flatten(0, 1), test.y.flatten()).item()
+    assert record.test_bpc_after == pytest.approx(nats / math.log(2), rel=1e-5)
+    assert record.test_bpc_after != pytest.approx(record.test_bpc_before)
 
 
 class _Trap:
