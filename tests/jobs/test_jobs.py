@@ -13,14 +13,15 @@ import time
 import pytest
 import torch
 
-from core.common.config import RunConfig
+from core.classroom.live import LiveRun
+from core.common.config import RunConfig, for_model
 from core.common.limits import SERVER
 from core.jobs import executors
 from core.jobs.local import LocalProcesses
 from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
 from core.training.train import train
-from tests.support.pool_checks import finish, numbers, wait_for_steps
+from tests.support.pool_checks import curve, finish, numbers, samples, wait_for_steps
 
 WORKERS = 2
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
@@ -64,7 +65,22 @@ def test_concurrent_jobs_compute_exactly_what_each_computes_alone(pool):
         here = train(a)
     finally:
         torch.set_num_threads(threads)
-    assert [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in here.history] == alone[0][0]
+    assert curve(here.history) == alone[0][0]
+
+
+def test_a_gpt_job_brings_its_samples_to_a_watching_page_as_it_stores_them(pool):
+    config = dataclasses.replace(for_model("gpt"), steps=4, eval_interval=2, snapshot_interval=2)
+    job = pool.submit(config)
+    finish(job)
+    assert job.status == "finished"
+    with RunStore(pool.store_path) as store:
+        record = store.get(job.run_id)
+    stored = [(h["step"], h["sample"]) for h in record.history if h["sample"] is not None]
+    assert samples(job) == stored and [step for step, _ in stored] == [0, 2, 4]
+    frame = LiveRun().add(job.events_since(0))  # what the Train page draws from the events
+    assert (frame.sample_step, frame.sample) == stored[-1]
+    assert frame.curve("val_bpc")[1] == tuple(h["val_bpc"] for h in record.history if h["val_bpc"])
+    assert record.test_bpc_after is not None and record.source_bpc_after is not None
 
 
 def test_the_pool_runs_at_most_its_workers_and_one_owner_first_in_first_out(pool):

@@ -10,6 +10,7 @@ missing cluster is a broken set-up, not a reason to test less.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -25,14 +26,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.common.config import RunConfig
+from core.common.config import RunConfig, for_model
 from core.common.limits import SERVER
 from core.jobs import executors
 from core.jobs.local import LocalProcesses
 from core.jobs.ray_jobs import RayExecutor, ray_address
 from core.jobs.scheduler import Job, Pool
 from core.store.runs import RunStore
-from tests.support.pool_checks import finish, numbers, wait_for_steps
+from tests.support.pool_checks import finish, numbers, samples, wait_for_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"steps": 12, "eval_interval": 4, "snapshot_interval": 4}
@@ -92,6 +93,23 @@ def test_ray_computes_the_numbers_the_local_pool_computes_and_streams_the_same_e
     # Every event reached the app, in order, and the end came after the last of them.
     assert [stream(job) for job in ray_jobs] == [stream(job) for job in local_jobs]
     assert stream(ray_jobs[0])[0][0] == "start" and stream(ray_jobs[0])[-1][0] == "done"
+
+
+def test_a_gpt_job_on_ray_computes_what_it_computes_locally_and_streams_its_samples(on_ray):
+    config = dataclasses.replace(for_model("gpt"), steps=4, eval_interval=2, snapshot_interval=2)
+    ray_job = on_ray.submit(config)
+    local = Pool(
+        executors.cores(), store_path=on_ray.store_path, limits=SERVER, executor=LocalProcesses
+    )
+    try:
+        local_job = local.submit(config)
+        finish(local_job, ray_job)
+    finally:
+        local.shutdown()
+    assert [job.status for job in (ray_job, local_job)] == ["finished"] * 2
+    assert numbers(on_ray, ray_job) == numbers(on_ray, local_job)
+    assert samples(ray_job) == samples(local_job) and len(samples(ray_job)) == 3  # steps 0, 2, 4
+    assert stream(ray_job) == stream(local_job)
 
 
 def test_stop_on_ray_saves_the_run_stopped(on_ray):

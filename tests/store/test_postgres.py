@@ -26,15 +26,16 @@ from sqlalchemy.pool import NullPool
 from streamlit.testing.v1 import AppTest
 
 from core.__main__ import main
-from core.common.config import RunConfig
+from core.common.config import RunConfig, for_model
 from core.jobs import pool as jobs
 from core.store import rundb
 from core.store.runs import RunStore, StoreError
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
 from tests.support.app_session import APP, shown
+from tests.support.pool_checks import curve
 from tests.support.postgres import POSTGRES_DIR, needs_postgres
-from tests.support.store import SMALL, outputs
+from tests.support.store import SMALL, outputs, text_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-Pa55"  # a password that must never be shown
@@ -264,6 +265,23 @@ def test_weights_live_in_the_database_where_any_process_reads_them(
     assert done.returncode == 0, done.stderr
     read = torch.tensor(json.loads(done.stdout), dtype=torch.float32)
     assert torch.equal(read, outputs(result.model))
+
+
+def test_a_gpt_run_keeps_its_bits_per_character_samples_and_weights_in_the_database(
+    postgres_db, monkeypatch
+):
+    monkeypatch.setenv(rundb.SETTING, postgres_db)
+    config = RunConfig.from_dict({**for_model("gpt").to_dict(), **SMALL})
+    with RunStore() as store:
+        run_id, result = train_and_save(config, store)
+    with RunStore() as store:  # a new connection, as any other process reads it
+        record = store.get(run_id)
+        _, model = rebuild(store.read_weights(run_id))
+    assert curve(record.history) == curve(result.history)
+    assert [h["step"] for h in record.history if h["sample"]] == [0, 3, 6]
+    for field in ("test_bpc_before", "test_bpc_after", "source_bpc_before", "source_bpc_after"):
+        assert getattr(record, field) == getattr(result, field) is not None
+    assert torch.equal(text_outputs(model), text_outputs(result.model))
 
 
 # -- the connection lost, the server restarted -----------------------------------------------------

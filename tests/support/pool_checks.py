@@ -14,12 +14,30 @@ def finish(*submitted: Job) -> None:
         assert job.wait(120), f"{job.id} did not finish"
 
 
+CURVE = ("train_loss", "val_loss", "val_acc", "val_bpc", "sample")
+"""What a history step holds that a run computed (not its timings; a text run's bits per
+character and sample too, None on an image run)."""
+
+
+def curve(history: list[dict]) -> list[tuple]:
+    """A run's history as what it computed (CURVE), step by step."""
+    return [tuple(step.get(key) for key in CURVE) for step in history]
+
+
 def numbers(pool: Pool, job: Job) -> tuple:
     """What the job's run computed (not its timings), as stored."""
     with RunStore(pool.store_path) as store:
         record = store.get(job.run_id)
-    curve = [(h["train_loss"], h["val_loss"], h["val_acc"]) for h in record.history]
-    return curve, record.snapshots, record.test_acc_after
+    return curve(record.history), record.snapshots, record.test_acc_after, record.test_bpc_after
+
+
+def samples(job: Job) -> list[tuple[int, str]]:
+    """A text job's samples as its events brought them to the app: (step, text), in order."""
+    return [
+        (event.step, event.data["sample"])
+        for event in job.events_since(0)
+        if event.kind == "step" and event.data.get("sample") is not None
+    ]
 
 
 def wait_for_steps(job: Job, steps: int) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from core.store import rundb
 from core.store.runs import RunStore
+from core.training import text
 
 # A few steps on the default model and dataset: enough to move every number.
 SMALL = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
@@ -23,6 +24,13 @@ def outputs(model: torch.nn.Module) -> torch.Tensor:
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return model.eval()(x)
+
+
+def text_outputs(model: torch.nn.Module) -> torch.Tensor:
+    """A text model's logits for a fixed passage (one row per position and character): equal
+    for a model and its saved copy."""
+    with torch.no_grad():
+        return model.eval()(text.encode("def spectrum(self):\n    return the ").unsqueeze(0))
 
 
 def outside(store: RunStore, statement: str, **values: object) -> list[tuple]:

@@ -18,12 +18,12 @@ from core.analyses import reports
 from core.common.config import RunConfig, for_model
 from core.lowrank import lora, peft_io
 from core.store.runs import RunStore
-from core.training import adapters, export, text, zoo
+from core.training import adapters, export, zoo
 from core.training.adapters import import_adapter
 from core.training.rebuild import rebuild
 from core.training.record import train_and_save
 from core.training.train import load_task
-from tests.support.store import SMALL, outputs, outside, zipped
+from tests.support.store import SMALL, outputs, outside, text_outputs, zipped
 
 CONFIG, WEIGHTS = peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE
 
@@ -97,12 +97,6 @@ def test_a_peft_save_pretrained_folder_zipped_imports(store, tmp_path):
 GPT_TASK = RunConfig(model="gpt", dataset="prose", shift="code")  # what the imports measure on
 
 
-def gpt_outputs(model: torch.nn.Module) -> torch.Tensor:
-    """The logits of a text model for a fixed passage: one row per position and character."""
-    with torch.no_grad():
-        return model.eval()(text.encode("def spectrum(self):\n    return the ").unsqueeze(0))
-
-
 def test_a_gpt_run_exported_loads_in_peft_and_comes_back_with_its_bits_per_character(
     store, tmp_path
 ):
@@ -112,14 +106,14 @@ def test_a_gpt_run_exported_loads_in_peft_and_comes_back_with_its_bits_per_chara
     with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(tmp_path / "gpt")
     theirs = PeftModel.from_pretrained(zoo.load("gpt"), tmp_path / "gpt")
-    torch.testing.assert_close(gpt_outputs(theirs), gpt_outputs(result.model))
-    assert not torch.allclose(gpt_outputs(zoo.load("gpt")), gpt_outputs(result.model))
+    torch.testing.assert_close(text_outputs(theirs), text_outputs(result.model))
+    assert not torch.allclose(text_outputs(zoo.load("gpt")), text_outputs(result.model))
 
     new_id = import_adapter(zip_path.read_bytes(), GPT_TASK, store, "bob", "gpt.zip")
     record = store.get(new_id)
     assert record.config.targets == sorted(lora.adapted_layers(result.model))
     _, model = rebuild(store.read_weights(new_id))
-    assert torch.equal(gpt_outputs(model), gpt_outputs(result.model))
+    assert torch.equal(text_outputs(model), text_outputs(result.model))
     for field in ("test_bpc_before", "test_bpc_after", "source_bpc_before", "source_bpc_after"):
         assert getattr(record, field) == getattr(result, field)  # the same text, measured again
     assert record.test_acc_after == result.test_acc_after  # the next-character accuracy
@@ -144,7 +138,7 @@ def test_a_gpt_adapter_from_peft_imports_with_the_same_logits_and_is_measured_in
     record = store.get_summary(new_id)
     assert record.config.rank == 2 and all(t.endswith((".q", ".v")) for t in record.config.targets)
     _, model = rebuild(store.read_weights(new_id))
-    torch.testing.assert_close(gpt_outputs(model), gpt_outputs(peft_model), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(text_outputs(model), text_outputs(peft_model), atol=1e-5, rtol=1e-5)
     test = load_task(GPT_TASK).split("test")  # the bits per character, computed here
     with torch.no_grad():
         logits = peft_model.eval()(test.x)
