@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.classroom [--sessions 10] [--servers 1] [--timeout 300]
         [--placement both|pinned|co-located] [--server-cpus 0] [--browser-cpus 1] [--settle 60]
         [--before DIR] [--json] [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
+        [--model gpt]
 
 Starts `streamlit run app.py` (headless, 127.0.0.1, a free port) with a fresh LORA_LAB_HOME and
 opens headless Chromium (the system browser; one browser, one context per student). First one
@@ -39,6 +40,12 @@ pinned, Ray's workers (the cluster's processes) are not.
 --py-spy samples the server with py-spy (`pip install py-spy`, a dev tool) during the class
 and prints its busiest functions; --option passes a Streamlit config option to the server, to
 measure a change without editing the app.
+
+--model NAME: every student trains that model's own default run (core.common.config.for_model,
+through a link to the Train page naming the model and its own settings, MODEL_DEFAULTS):
+`--model gpt` is the language model's run on Python code, its result read from the text
+kind's headline ("Bits per character on the target text, before → after"). The default is the
+app's default run.
 
 --before DIR runs the same class first on another checkout (a `git worktree` of an older
 commit), then on this one, and prints both side by side: a change's cost, measured in one run
@@ -84,11 +91,14 @@ import psutil
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+from core.classroom import links
 from core.classroom.i18n import catalog
+from core.common.config import DEFAULT_MODEL, MODEL_DEFAULTS, for_model
 from core.jobs import executors, ray_jobs
 from core.jobs.class_queue import SharedPool
 from core.store.records import RunRecord
 from core.store.runs import RunStore, StoreError
+from core.training.data import kind_of
 from tests.support.browser import VIEWPORT
 from tests.support.servers import CHROMIUM, launch_chromium, start_app
 
@@ -105,7 +115,6 @@ BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
 
 ENGLISH = catalog("en")  # the app's English texts: the labels the pages are read by
 TRAIN_BUTTON = ENGLISH.t("train.start")  # "Train"
-ACCURACY_LABEL = ENGLISH.t("train.acc")  # "Test accuracy before → after"
 # "Step {step} of {steps} · …" → a regular expression for "Step 3 of 200"
 PROGRESS_PATTERN = (
     re.escape(ENGLISH.t("train.progress").split("{steps}")[0]).replace(re.escape("{step}"), r"\d+")
@@ -247,6 +256,8 @@ class Report:
     workers: int | None = None  # the pool's training workers (None: Ray's, with --servers K)
     threads_put_back: int = 0  # pinned: threads that had left their cores (see placement_held)
     servers: int = 1  # app servers (K), sharing PostgreSQL and Ray when more than one
+    model: str = DEFAULT_MODEL  # every student trains this model's own default run
+    within: float | None = None  # the target: every page shows its result within this (s)
     options: list[str] = field(default_factory=list)  # Streamlit options given to the server
     load_after: float = 0.0
     solo: Session | None = None
@@ -444,8 +455,29 @@ def open_page(browser: Browser, link: str, drawn_js: str, timeout: float) -> Pag
     return page
 
 
-def open_train_page(browser: Browser, url: str, timeout: float) -> Page:
-    return open_page(browser, f"{url}/train", TRAIN_PAGE_DRAWN_JS, timeout)
+def train_link(url: str, model: str) -> str:
+    """The Train page set to `model`'s default run: the model and its own settings
+    (config.MODEL_DEFAULTS) that the page offers and that differ from the page's defaults."""
+    own = {"model": model, **MODEL_DEFAULTS.get(model, {})}
+    defaults = links.train_defaults()
+    query = links.to_query({key: own[key] for key in defaults if key in own}, defaults)
+    return links.page_url(url, "train", query)
+
+
+def result_label(model: str) -> str:
+    """The label of the metric a finished run shows: its kind's headline ("Test accuracy before
+    → after"; on text, bits per character)."""
+    return ENGLISH.t(kind_of(for_model(model).dataset).metric.label)
+
+
+def stored_result(run: RunRecord) -> float | None:
+    """The exact headline result of a stored run: its test accuracy, or on text its bits per
+    character, after training."""
+    return getattr(run, f"test_{kind_of(run.config.dataset).metric.field}_after")
+
+
+def open_train_page(browser: Browser, url: str, timeout: float, model: str) -> Page:
+    return open_page(browser, train_link(url, model), TRAIN_PAGE_DRAWN_JS, timeout)
 
 
 def start_loading(browser: Browser, url: str) -> tuple[Page, float]:
@@ -468,9 +500,9 @@ def loaded_after(page: Page, started_ms: float) -> float | None:
     return None if drawn is None else (drawn - started_ms) / 1000
 
 
-def arm(page: Page, at_ms: float) -> None:
+def arm(page: Page, at_ms: float, label: str) -> None:
     button = page.get_by_role("button", name=TRAIN_BUTTON, exact=True).element_handle()
-    page.evaluate(WATCHER_JS, [button, at_ms, ACCURACY_LABEL, PROGRESS_PATTERN])
+    page.evaluate(WATCHER_JS, [button, at_ms, label, PROGRESS_PATTERN])
 
 
 def observed(page: Page) -> Session:
@@ -494,13 +526,17 @@ def observed(page: Page) -> Session:
 
 
 def train_together(
-    pages: list[Page], at_ms: float, deadline: float, other_work: Callable[[], bool] = lambda: True
+    pages: list[Page],
+    at_ms: float,
+    deadline: float,
+    label: str,
+    other_work: Callable[[], bool] = lambda: True,
 ) -> list[Session]:
     """Click Train on every page at `at_ms` (ms since the epoch); watch until every page shows
-    its result and a plotted point and `other_work()` says it is done too, or until `deadline`
-    (time.monotonic())."""
+    its result (the metric named `label`) and a plotted point and `other_work()` says it is
+    done too, or until `deadline` (time.monotonic())."""
     for page in pages:
-        arm(page, at_ms)
+        arm(page, at_ms, label)
     while True:
         sessions = [observed(page) for page in pages]
         seen = all(s.finished is not None and s.first_point is not None for s in sessions)
@@ -676,6 +712,8 @@ def classroom(
     options: list[str],
     placement: Placement,
     app: Path = ROOT,
+    model: str = DEFAULT_MODEL,
+    within: float | None = None,
 ) -> Report:
     """The class of `n` sessions over `servers` app servers of the checkout `app`, each with a
     fresh LORA_LAB_HOME (more than one: over LORA_LAB_DB and LORA_LAB_RAY), on the cores of
@@ -683,6 +721,8 @@ def classroom(
     report = Report(
         sessions=n,
         servers=servers,
+        model=model,
+        within=within,
         load_before=os.getloadavg()[0],
         options=options,
         app=str(app),
@@ -733,7 +773,7 @@ def classroom(
     report.pool_finished_s = [
         run.created + run.seconds - clicked for run in runs[1:] if run.seconds is not None
     ]
-    report.stored_accuracies = [r.test_acc_after for r in runs if r.test_acc_after is not None]
+    report.stored_accuracies = [r for r in map(stored_result, runs) if r is not None]
     class_runs = {run.id for run in runs[1:]}
     report.listed = [len(ids & class_runs) for ids in listed]
     report.load_after = os.getloadavg()[0]
@@ -753,13 +793,14 @@ def run_class(
     """The solo reference through the first server, then the class, session i on server
     i mod K; the instant the class clicked (time.time())."""
     # The solo reference: one student alone (this also warms the server's caches).
-    solo = open_train_page(browser, urls[0], timeout)
+    label = result_label(report.model)
+    solo = open_train_page(browser, urls[0], timeout, report.model)
     at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS
-    [report.solo] = train_together([solo], at_ms, time.monotonic() + timeout)
+    [report.solo] = train_together([solo], at_ms, time.monotonic() + timeout, label)
     solo.context.close()
 
     places = [number % len(urls) for number in range(report.sessions)]
-    pages = [open_train_page(browser, urls[place], timeout) for place in places]
+    pages = [open_train_page(browser, urls[place], timeout, report.model) for place in places]
     newcomer: list[tuple[Page, float]] = []
     at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS * len(pages)
     clicked = at_ms / 1000  # the class clicks Train at this instant (time.time())
@@ -777,7 +818,7 @@ def run_class(
     deadline = time.monotonic() + (at_ms / 1000 - time.time()) + timeout
     spied = py_spy(handles[0].pid, profile, deadline - time.monotonic())
     with cpu_trace(handles, chromium) as samples, spied:
-        report.class_sessions = train_together(pages, at_ms, deadline, new_page_loaded)
+        report.class_sessions = train_together(pages, at_ms, deadline, label, new_page_loaded)
     report.server_cpus_seen = cores_allowed(handles)  # (while every page and worker lives)
     report.browser_cpus_seen = cores_allowed([chromium])
     for session, place in zip(report.class_sessions, places, strict=True):
@@ -847,7 +888,7 @@ def print_placement(report: Report) -> None:
 def print_report(report: Report) -> None:
     solo = report.solo or Session()
     print(
-        f"{report.app}: {report.sessions} sessions"
+        f"{report.app}: {report.sessions} sessions of {report.model}"
         + (f" over {report.servers} app servers" if report.servers > 1 else "")
         + f", {report.placement}, load average {report.load_before:.1f} before, "
         f"{report.load_after:.1f} after, on {psutil.cpu_count()} cores"
@@ -911,6 +952,14 @@ def print_report(report: Report) -> None:
         f" browser CPU {report.browser_cpu_s:.1f} s"
     )
     print(f"a new Train page while the class trains: {seconds(report.new_page_load_s)} s to load")
+    if report.within is not None:
+        last = slowest([s.finished for s in report.class_sessions])
+        met = last is not None and last <= report.within
+        print(
+            f"every page's result: the last after {seconds(last)} s "
+            f"({'meets' if met else 'MISSES'} the target of {report.within:g} s for "
+            f"{report.sessions} sessions of {report.model})"
+        )
     for kind, rows in report.profile.items():
         print(f"server profile, {kind} (% of samples):")
         for name, share in rows:
@@ -1109,6 +1158,18 @@ def main() -> None:
         help="another checkout (e.g. a `git worktree` of an older commit): its class first, "
         "then this one's, in one run, side by side",
     )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="every student trains this zoo model's own default run (default: the app's)",
+    )
+    parser.add_argument(
+        "--within",
+        type=float,
+        metavar="S",
+        help="the target: every page shows its result within S seconds of the click (a "
+        "verdict is printed), e.g. --model gpt: 60 for 10 sessions, 180 for 30",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list, one per class")
     args = parser.parse_args()
     if args.sessions < 1 or args.servers < 1 or args.timeout <= 0 or args.settle < 0:
@@ -1146,6 +1207,8 @@ def main() -> None:
                     args.option,
                     placement,
                     app,
+                    args.model,
+                    args.within,
                 )
             )
     if args.json:

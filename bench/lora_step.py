@@ -2,10 +2,13 @@
 of inference after merging, all measured in one run on one model and one batch.
 
     python -m bench.lora_step [--model vit] [--rank 8] [--batch 256] [--rounds 9] [--threads 1]
+    python -m bench.lora_step --model gpt       the language model's run: q and v, batch 16
 
-Targets: our LoRA step ≤ 1.00× PEFT's step; merged forward ≤ 1.02× the base model's forward.
-Each figure is the median over rounds that interleave the contenders (in rotating order), so
-a busy machine slows them all alike.
+The batch is the model's own task (config.for_model: digits for the image models, windows of
+64 characters of Python code for gpt), its targets and batch size the model's defaults unless
+given. Targets: our LoRA step ≤ 1.00× PEFT's step; merged forward ≤ 1.02× the base model's
+forward. Each figure is the median over rounds that interleave the contenders (in rotating
+order), so a busy machine slows them all alike.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from core.common.config import MODEL_DEFAULTS, for_model
 from core.lowrank import lora, methods
 from core.lowrank.targets import head_name, resolve_targets
 from core.training import zoo
+from core.training.train import load_task, task_loss
+
+IMAGE_BATCH = 256  # an image model's batch: the size the figures in the README were measured at
 
 
 def step_function(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -32,7 +39,7 @@ def step_function(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callabl
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        task_loss(model(x), y, None).backward()
         optimizer.step()
 
     return step
@@ -78,7 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit", choices=zoo.names())
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, help="default: 256 images, or the model's own")
+    parser.add_argument("--targets", help="default: the model's own (vit: all-linear)")
+    parser.add_argument("--forward-batch", type=int, help="examples per forward (4 batches)")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (a pool worker's share)"
@@ -86,10 +95,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    config = for_model(args.model)
+    batch = args.batch or (config.batch_size if args.model in MODEL_DEFAULTS else IMAGE_BATCH)
     torch.manual_seed(0)
     base = zoo.load(args.model)
-    x, y = torch.rand(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
-    targets = resolve_targets(base, "all-linear")
+    task = load_task(config)
+    x, y = task.x_train[:batch], task.y_train[:batch]
+    targets = resolve_targets(base, args.targets or config.targets)
     alpha = 2.0 * args.rank
 
     full = copy.deepcopy(base)
@@ -99,7 +111,8 @@ def main() -> None:
     theirs = peft_model(base, targets, args.rank, alpha)
 
     print(
-        f"model {args.model}, batch {args.batch}, LoRA r={args.rank} on {len(targets)} layers, "
+        f"model {args.model} on {config.dataset}/{config.shift}, batch {batch} × "
+        f"{tuple(x.shape[1:])}, LoRA r={args.rank} on {len(targets)} layers, "
         f"{args.threads} thread(s)"
     )
     steps = median_times(
@@ -118,7 +131,7 @@ def main() -> None:
     versus_full = steps["LoRA (ours)"] / steps["full fine-tuning"]
     print(f"  ours / full fine-tuning         {versus_full:8.3f}×")
 
-    big = torch.rand(1024, 1, 28, 28)
+    big = task.x_train[: args.forward_batch or 4 * batch]
     forwards = median_times(
         {
             "base": forward_function(base, big),
@@ -132,7 +145,7 @@ def main() -> None:
         print(f"  forward     {name:18s} {seconds * 1e3:8.2f} ms")
     print(
         f"  merged / base forward time      {forwards['merged'] / forwards['base']:8.3f}×   "
-        "(target ≤ 1.02)"
+        f"(target ≤ 1.02; {len(big)} examples)"
     )
 
 
