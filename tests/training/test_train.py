@@ -95,7 +95,7 @@ def test_events_tell_the_whole_run():
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert events[0].data["steps"] == 6
-    assert events[0].data["test_acc_before"] == result.test_acc_before
+    assert events[0].data["num_classes"] == 10
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps] == list(range(7))  # step 0 is the base model
     assert [e.data for e in steps] == result.history
