@@ -38,6 +38,19 @@ class GPTConfig:
     dropout: float = 0.0
 
 
+@dataclass
+class AttentionCache:
+    """One block's keys and values of the characters it has read (generate's): with them, each
+    further character costs one position's work instead of the whole text's again."""
+
+    keys: Tensor | None = None  # (n, heads, positions, d / heads)
+    values: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head attention in which position i only sees positions ≤ i."""
 
@@ -55,15 +68,28 @@ class CausalSelfAttention(nn.Module):
         self.o = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: AttentionCache | None = None) -> Tensor:
+        """x (n, t, d) → (n, t, d). With a cache, x is the t characters after those it holds:
+        they attend to those too, and join them."""
         n, t, d = x.shape
 
         def split_heads(h: Tensor) -> Tensor:  # (n, t, d) → (n, heads, t, d / heads)
             return h.view(n, t, self.n_head, d // self.n_head).transpose(1, 2)
 
         q, k, v = split_heads(self.q(x)), split_heads(self.k(x)), split_heads(self.v(x))
+        past = 0 if cache is None else cache.length
+        if cache is not None:
+            if past:
+                k, v = torch.cat([cache.keys, k], dim=2), torch.cat([cache.values, v], dim=2)
+            cache.keys, cache.values = k, v
+        # Position past + i sees the keys up to past + i: the plain causal mask without a past,
+        # none for one new character, else the lower triangle shifted by the past.
+        mask = None if past == 0 or t == 1 else torch.ones(t, past + t, dtype=torch.bool).tril(past)
         p = self.dropout if self.training else 0.0
-        mixed = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        mixed = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if mask is None else mask.to(x.device), dropout_p=p,
+            is_causal=past == 0,
+        )  # fmt: skip
         return self.resid_dropout(self.o(mixed.transpose(1, 2).reshape(n, t, d)))
 
 
@@ -90,8 +116,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: Tensor, cache: AttentionCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -115,14 +141,17 @@ class GPT(nn.Module):
             nn.init.normal_(block.attn.o.weight, std=0.02 / math.sqrt(2 * config.n_layer))
             nn.init.normal_(block.mlp.proj.weight, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def forward(self, ids: Tensor) -> Tensor:
-        t = ids.shape[1]
+    def forward(self, ids: Tensor, caches: list[AttentionCache] | None = None) -> Tensor:
+        """The logits of every position. With `caches` (one per block, see generate), `ids` are
+        the characters after those the caches hold, at the positions after theirs."""
+        past = 0 if caches is None else caches[0].length
+        t = past + ids.shape[1]
         if t > self.config.context:
             raise ValueError(f"the model reads at most {self.config.context} characters (got {t}).")
-        positions = torch.arange(t, device=ids.device)
+        positions = torch.arange(past, t, device=ids.device)
         x = self.dropout(self.tok_emb(ids) + self.pos_emb(positions))
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if caches is None else caches[i])
         return self.lm_head(self.ln_f(x))
 
 
@@ -162,16 +191,27 @@ def generate(
 
     Sampling draws only from `generator`, so a fixed seed gives the same text for the same
     weights: a whole class sees the same sample. Temperature 0 takes the likeliest character.
-    The model reads at most its context: older characters fall off the left.
+    The model reads at most its context: older characters fall off the left. Until the text
+    fills the context, each block keeps the keys and values it computed (AttentionCache), so a
+    character costs one position's work, not the whole text's again: a run's sample at each
+    evaluation is then a few times cheaper. Once the text is longer, every position moves and
+    the window is read whole for each character.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be ≥ 0 (got {temperature}).")
-    context = model.config.context  # a LoRA copy or a PEFT wrapper has it too
+    config = model.config  # a LoRA copy or a PEFT wrapper has it too
     was_training = model.training
     model.eval()
     ids = prompt_ids.reshape(1, -1)
+    caches = None
     for _ in range(n):
-        logits = model(ids[:, -context:])[0, -1]
+        if ids.shape[1] > config.context:  # past the context: no cache
+            logits = model(ids[:, -config.context :])[0, -1]
+        elif caches is None:
+            caches = [AttentionCache() for _ in range(config.n_layer)]
+            logits = model(ids, caches)[0, -1]
+        else:
+            logits = model(ids[:, -1:], caches)[0, -1]
         if temperature == 0:
             next_id = logits.argmax().reshape(1)
         else:

@@ -10,7 +10,14 @@ from torch import nn
 
 from core.lowrank import lora, targets
 from core.lowrank.peft_io import export_peft, import_peft
-from core.training.gpt import GPT, GPTConfig, generate, next_char_loss, parameter_count
+from core.training.gpt import (
+    GPT,
+    AttentionCache,
+    GPTConfig,
+    generate,
+    next_char_loss,
+    parameter_count,
+)
 
 SMALL = GPTConfig(vocab_size=13, context=16, n_layer=2, n_head=2, n_embd=16)
 Q_AND_V = ["blocks.*.attn.q", "blocks.*.attn.v"]
@@ -92,6 +99,38 @@ def test_temperature_zero_takes_the_likeliest_character_and_reads_only_the_conte
     sample = generate(model, prompt, 5, torch.Generator(), temperature=0)
     for i in range(16, 21):  # each new id is the argmax given the last 16 characters
         assert sample[i] == model(sample[None, i - 16 : i])[0, -1].argmax()
+
+
+@torch.no_grad()
+def generate_uncached(model, prompt, n, generator, temperature):
+    """generate as it reads without a cache: the whole window again for every character."""
+    sample = prompt.reshape(1, -1)
+    for _ in range(n):
+        logits = model(sample[:, -SMALL.context :])[0, -1]
+        probs = torch.softmax(logits / temperature, dim=-1)
+        sample = torch.cat([sample, torch.multinomial(probs, 1, generator=generator)[None]], 1)
+    return sample[0]
+
+
+@pytest.mark.parametrize("length", [3, 10], ids=["within-context", "past-context"])
+def test_the_cache_writes_what_reading_the_whole_window_writes(length):
+    model, prompt = small_gpt(), ids(1, length)[0]
+    cached = generate(model, prompt, 12, torch.Generator().manual_seed(5), temperature=1.0)
+    plain = generate_uncached(model, prompt, 12, torch.Generator().manual_seed(5), 1.0)
+    assert torch.equal(cached, plain)
+
+
+def test_a_cached_forward_gives_the_logits_of_the_whole_text():
+    model, text = small_gpt(), ids(1, 12)
+    caches = [AttentionCache() for _ in range(SMALL.n_layer)]
+    with torch.no_grad():
+        parts = [
+            model(text[:, :5], caches),
+            model(text[:, 5:9], caches),
+            model(text[:, 9:], caches),
+        ]
+        torch.testing.assert_close(torch.cat(parts, 1), model(text))
+    assert caches[0].length == 12
 
 
 def test_generate_leaves_the_model_in_its_mode():
