@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -334,6 +335,19 @@ def test_a_gpt_run_says_bits_per_character_and_its_sample_and_runs_keep_them(
     assert f"test bits per character {before:.3f} → {after:.3f} (lower is better)" in line
     assert f"source task bits per character {result['source_bpc_before']:.3f} →" in line
     assert line.endswith(f"sample at step 4:\n{_indented(sample)}")
+
+
+def test_a_gpt_sweeps_table_is_in_bits_per_character():
+    outcome = {"test_bpc_before": 3.5, "test_bpc_after": 2.25, "source_bpc_after": 2.75}
+    outcome |= {"test_acc_after": 0.5, "seconds": 1.0, "trainable_params": 5, "total_params": 10}
+    job = SimpleNamespace(
+        run_id=1, config=for_model("gpt"), status="finished", reason="", result=outcome
+    )
+    row = commands._sweep_row(job)
+    assert row["test_bpc_after"] == 2.25 and row["test_acc_after"] == 0.5
+    header, line = commands._sweep_table([row], kind_of("prose")).splitlines()
+    assert header.split()[5:8] == ["bpc", "before", "bpc"]
+    assert "3.500" in line and "2.250" in line and "2.750" in line
 
 
 def _indented(sample: str) -> str:
