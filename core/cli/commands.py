@@ -353,10 +353,8 @@ def _import(args: argparse.Namespace, store: RunStore) -> str:
     summary = store.get_summary(run_id).summary()
     if args.json:
         return to_json(summary)
-    return (
-        f"run {run_id} imported: test accuracy {summary['test_acc_before']:.3f} → "
-        f"{summary['test_acc_after']:.3f} on {task.dataset}/{task.shift}"
-    )
+    measured = _change(summary, "test", kind_of(task.dataset).metric)
+    return f"run {run_id} imported: test {measured} on {task.dataset}/{task.shift}"
 
 
 def _runs_table(records: list[dict]) -> str:

@@ -336,6 +336,17 @@ def test_a_gpt_run_says_bits_per_character_and_its_sample_and_runs_keep_them(
     assert f"source task bits per character {result['source_bpc_before']:.3f} →" in line
     assert line.endswith(f"sample at step 4:\n{_indented(sample)}")
 
+    # Its adapter out and back in: measured again on the model's own task, in bits.
+    zip_path = tmp_path / "gpt.zip"
+    assert main(["runs", "export", str(record.id), "--out", str(zip_path)]) == 0
+    capsys.readouterr()
+    assert main(["runs", "import", str(zip_path), "--model", "gpt", "--json"]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert imported["config"]["dataset"] == "prose" and imported["config"]["shift"] == "code"
+    assert imported["test_bpc_after"] == result["test_bpc_after"]
+    assert main(["runs", "import", str(zip_path), "--model", "gpt"]) == 0
+    assert f"test bits per character {before:.3f} → {after:.3f}" in capsys.readouterr().out
+
 
 def test_a_gpt_sweeps_table_is_in_bits_per_character():
     outcome = {"test_bpc_before": 3.5, "test_bpc_after": 2.25, "source_bpc_after": 2.75}
