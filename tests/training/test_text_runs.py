@@ -25,7 +25,12 @@ def _with(settings: dict) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    return train(_with(TINY))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_thread, which a module's fixture cannot use
+    try:
+        return train(_with(TINY))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("shift", ["none", "code", "substitute", "reverse-words"])
