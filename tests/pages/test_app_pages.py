@@ -296,9 +296,7 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
     table = at.dataframe[-1].value
     layers = whatif.layer_importance(run).layers
     assert list(table["Layer"]) == [row.layer for row in layers] == ["fc1", "fc2", "head"]
-    assert list(table["Lost (points)"]) == pytest.approx(
-        [row.lost * 100 for row in layers]
-    )
+    assert list(table["Lost (points)"]) == pytest.approx([row.lost * 100 for row in layers])
 
 
 WHAT_IF_RUNS = {  # other models and a method without adapters, each in one language
