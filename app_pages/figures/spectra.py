@@ -220,11 +220,13 @@ def score_lines(fig: go.Figure, metric: Metric, run_score: float, base_score: fl
 
 
 def score_axis(fig: go.Figure, metric: Metric) -> None:
-    """The y axis of a what-if's score: the metric's name (bits say lower is better) and format;
-    accuracy on its whole range [0, 1], bits around the values drawn (an edit changes them by
-    hundredths of a bit, which 0 to 7 bits would flatten)."""
+    """The y axis of a what-if's score, on the new task and the pretraining one alike: the
+    metric's name (bits say lower is better) and format; accuracy on its whole range [0, 1],
+    bits around the values drawn (an edit changes them by hundredths of a bit, which 0 to 7
+    bits would flatten)."""
     axis_range = list(metric.axis_range) if metric.percent else None
-    fig.update_yaxes(title_text=tr(metric.axis), tickformat=metric.tickformat, range=axis_range)
+    title = tr(f"spectra.axis_{metric.field}")
+    fig.update_yaxes(title_text=title, tickformat=metric.tickformat, range=axis_range)
 
 
 def truncation_figure(curve: whatif.TruncationCurve) -> go.Figure:

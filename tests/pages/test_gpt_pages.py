@@ -93,7 +93,7 @@ def test_spectra_of_a_gpt_run_shows_every_adapted_layer_and_its_bits(gpt_runs, o
     with RunStore() as store:
         record = store.get(gpt_runs["code"])
         run = measure.open_run(gpt_runs["code"], store)
-    assert metrics["Validation bits per character"] == f"{record.history[6]['val_bpc']:.2f}"
+    assert metrics[EN("spectra.metric_val_bpc")] == f"{record.history[6]['val_bpc']:.2f}"
     specs = chart_specs(at)
     curves = next(s for s in specs if EN("spectra.bpc_short") in y_titles(s))
     assert [trace["name"] for trace in curves["data"]][-1] == EN("train.val_bpc")
@@ -103,7 +103,7 @@ def test_spectra_of_a_gpt_run_shows_every_adapted_layer_and_its_bits(gpt_runs, o
         s for s in specs if EN("spectra.cut_axis") in json.dumps(s["layout"], ensure_ascii=False)
     )
     assert cut["data"][0]["y"] == pytest.approx([point.score for point in curve.truncation])
-    assert y_titles(cut) == [EN("compare.bpc_axis")]  # "… (lower is better)"
+    assert y_titles(cut) == [EN("spectra.axis_bpc")]  # "… (lower is better)"
     says = " ".join(text.value for text in [*at.markdown, *at.caption])
     assert "bits per character on the test text" in says and "%" not in says.split("What if")[-1]
     assert f"the untouched run scores {curve.run_score:.2f}" in says.lower()
