@@ -302,7 +302,7 @@ def runs_section(records: list[RunRecord], metric: Metric) -> None:
             list(by_id),
             key("runs"),
             lambda i: run_label(by_id[i]),
-            placeholder=tr("compare.curves_placeholder"),
+            placeholder=tr(f"compare.curves_placeholder_{metric.field}"),
         )
     if chosen:
         figure = curves_figure(curves([by_id[i] for i in chosen]), metric)
