@@ -28,6 +28,7 @@ from app_pages.figures.compare import (
     curves_figure,
     forgetting_figure,
     percent_table,
+    result,
     runs_table,
 )
 from core.analyses.tensorboard_export import tensorboard_zip
@@ -38,7 +39,7 @@ from core.common.text import for_markdown
 from core.jobs import pool as jobs
 from core.jobs.scheduler import Job
 from core.store.names import RUN_NAME_CHARS
-from core.store.records import RunRecord
+from core.store.records import RunRecord, of_kind
 from core.store.runs import StoreError
 from core.training import adapters, export
 from core.training.kinds import Metric
@@ -265,9 +266,9 @@ def import_section(form: sweep_view.SweepForm) -> None:
 
 def runs_section(records: list[RunRecord], metric: Metric) -> None:
     """The runs: the metric against cost, learning curves, the table, and managing one run."""
-    st.subheader(tr("compare.cost_title"))
+    st.subheader(tr(f"compare.cost_title_{metric.field}"))
     st.plotly_chart(cost_figure(records, metric), width="stretch")
-    st.caption(tr("compare.cost_caption"))
+    st.caption(tr(f"compare.cost_caption_{metric.field}"))
 
     st.subheader(tr("compare.forgetting_title"))
     forgetting = forgetting_figure(records, metric)
@@ -275,10 +276,11 @@ def runs_section(records: list[RunRecord], metric: Metric) -> None:
         st.info(tr("compare.no_source"))
     else:
         st.plotly_chart(forgetting, width="stretch")
-        st.caption(tr("compare.forgetting_caption"))
+        st.caption(tr(f"compare.forgetting_caption_{metric.field}"))
         if any(r.config.shift == "label-permute" for r in records):
             st.caption(tr("compare.forgetting_renamed"))
-        heads = [head_trains(r.config) for r in records if r.source_acc_after is not None]
+        scored = [r for r in records if result(r, metric, "source") is not None]
+        heads = [head_trains(r.config) for r in scored]
         trained = sum(heads)
         st.caption(
             tr(
@@ -300,15 +302,15 @@ def runs_section(records: list[RunRecord], metric: Metric) -> None:
             list(by_id),
             key("runs"),
             lambda i: run_label(by_id[i]),
-            placeholder=tr("compare.curves_placeholder"),
+            placeholder=tr(f"compare.curves_placeholder_{metric.field}"),
         )
     if chosen:
         figure = curves_figure(curves([by_id[i] for i in chosen]), metric)
         st.plotly_chart(figure, width="stretch")
 
     st.subheader(tr("compare.table_title"))
-    table = runs_table(records, student_names(), student_id())
-    in_percent, formats = percent_table(table)
+    table = runs_table(records, student_names(), student_id(), metric)
+    in_percent, formats = percent_table(table, metric)
     column_config = {name: st.column_config.NumberColumn(format=f) for name, f in formats.items()}
     st.dataframe(in_percent, hide_index=True, width="stretch", column_config=column_config)
     st.download_button(
@@ -360,8 +362,15 @@ everyone = st.session_state[key("everyone")]
 if show("everyone"):
     everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
 records, _ = visible_runs(everyone)  # (it names the runs it cannot read)
-if records:
-    runs_section(records, form.metric)
+# One metric axis holds runs of one kind: the sweep's model picks which (bits per character
+# and an accuracy are not one number); the others are counted, and how to see them said.
+kind = form.kind
+shown = of_kind(records, kind)
+for other in sorted({record.kind for record in records} - {kind}):
+    hidden = len(of_kind(records, other))
+    st.info(tr(f"compare.other_kind_{other}", runs=hidden), icon=":material/filter_alt:")
+if shown:
+    runs_section(shown, form.metric)
 else:
     st.info(tr("compare.no_runs"))
 import_section(form)

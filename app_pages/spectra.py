@@ -22,6 +22,7 @@ from core.lowrank import similarity, svd, updates
 from core.store.records import RunRecord, comparable_runs
 from core.store.runs import StoreError
 from core.training import data
+from core.training.kinds import Metric
 from core.training.rebuild import rebuild
 
 DEFAULTS = links.SPECTRA_DEFAULTS
@@ -96,8 +97,9 @@ def moment_section(full: RunRecord, layer: str) -> None:
         playback.pause()
         st.rerun(scope="app")  # a fragment's timer is set or cleared only by a whole run
     step = playback.step()
+    metric = data.kind_of(full.config.dataset).metric
     st.plotly_chart(
-        figures.curves_figure(full.history, step),
+        figures.curves_figure(full.history, step, metric),
         width="stretch",
         key=key("curves"),
         on_select=lambda: pick_moment(full.history, full.snapshots),
@@ -119,7 +121,7 @@ def moment_section(full: RunRecord, layer: str) -> None:
         else:
             st.info(tr("spectra.no_snapshots"))
     with col_numbers:
-        moment_metrics(moment, evolution)
+        moment_metrics(moment, evolution, metric)
     if evolution and len(evolution.steps) > 1:
         st.subheader(tr("spectra.dora_title"))
         st.plotly_chart(figures.dora_figure(evolution, step), width="stretch")
@@ -144,12 +146,12 @@ def play_button(column: Any, playback: spectra_view.Playback) -> None:
 
 
 def moment_metrics(
-    moment: reports.Moment, evolution: layer_reports.SpectrumEvolution | None
+    moment: reports.Moment, evolution: layer_reports.SpectrumEvolution | None, metric: Metric
 ) -> None:
     """The numbers of the chosen moment (spectra_view.moment_metrics), two to a row."""
     st.markdown(tr("spectra.moment_numbers", step=moment.step))
     columns = [*st.columns(2), *st.columns(2)]  # the second row stays empty without snapshots
-    metrics = spectra_view.moment_metrics(moment, evolution)
+    metrics = spectra_view.moment_metrics(moment, evolution, metric)
     for column, metric in zip(columns, metrics, strict=False):
         label, hint = (spectra_view.said(text, tr) for text in (metric.label, metric.help))
         column.metric(label, metric.value, help=hint)

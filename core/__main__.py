@@ -164,8 +164,9 @@ def parser() -> argparse.ArgumentParser:
         "--truncate",
         action="store_true",
         help="instead of the report: cut every layer's ΔW to its top k singular directions "
-        "(k = 0, 1, 2, 4, … up to the update's rank) and measure the test accuracy; with "
-        '--json, {"truncation": [{"k", "accuracy"}], "run_accuracy", "base_accuracy", '
+        "(k = 0, 1, 2, 4, … up to the update's rank) and measure the test score (accuracy, or "
+        "bits per character on text); with "
+        '--json, {"metric", "truncation": [{"k", "score"}], "run_score", "base_score", '
         '"rank_used", "max_rank", "layers", "dora"}',
     )
     spectra.add_argument("--json", action="store_true", help="the full report as JSON")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.common import limits
-from core.common.config import BOUNDS, SHIFT_PARAM_BOUNDS
+from core.common.config import BOUNDS, SHIFT_PARAM_BOUNDS, kind_of_model
 from core.common.limits import COMMAND_LINE, SERVER, Limits
 from core.lowrank import peft_io
 from core.training import adapters, zoo
@@ -88,13 +88,19 @@ def test_the_readme_bounds_are_the_code_s():
 
 
 def test_the_readme_model_table_is_the_model_cards():
-    """Each built-in model's accuracy in the README is its card's (test_zoo checks each card
-    against its shipped weights), so a retrained model cannot leave the README behind."""
-    rows = dict(re.findall(r"^\| `(\w+)`[^|]*\|[^|]*\| (\d+\.\d) % \|$", README.read_text(), re.M))
+    """Each built-in model's accuracy (an image model) or bits per character (a text model) in
+    the README is its card's (test_zoo checks each card against its shipped weights), so a
+    retrained model cannot leave the README behind."""
+    text = README.read_text()
+    rows = dict(re.findall(r"^\| `(\w+)`[^|]*\|[^|]*\| (\d+\.\d) % \|$", text, re.M))
+    bits = dict(re.findall(r"^\| `(\w+)`[^|]*\|[^|]*\| (\d+\.\d\d) bits \|$", text, re.M))
     built_in = [name for name in zoo.names() if zoo.card(name)["offline"]]
-    assert sorted(rows) == sorted(built_in)
-    for name in built_in:
-        assert rows[name] == f"{zoo.card(name)['test_acc'] * 100:.1f}", name
+    assert sorted(rows) == sorted(n for n in built_in if kind_of_model(n) == "images")
+    assert sorted(bits) == sorted(n for n in built_in if kind_of_model(n) == "text")
+    for name, value in rows.items():
+        assert value == f"{zoo.card(name)['test_acc'] * 100:.1f}", name
+    for name, value in bits.items():
+        assert value == f"{zoo.card(name)['test_bpc']:.2f}", name
 
 
 def layout_section() -> str:

@@ -13,7 +13,8 @@ from core.classroom import spectra_view
 from core.common.paths import OfflineError
 from core.store.records import RunRecord
 from core.store.runs import StoreError
-from core.training import measure
+from core.training import data, measure
+from core.training.kinds import Metric
 
 PAGE = "spectra"  # the page whose session state holds the expanders and the λ slider
 
@@ -77,23 +78,24 @@ def intruders_section(record: RunRecord, curve: whatif.IntruderCurve) -> None:
             column.info(tr("spectra.no_source"))
         else:  # st.metric colours the change from λ = 1 (None: none to show)
             change = spectra_view.said(metric.change, tr)
-            column.metric(metric.label.said(tr), metric.value, delta=change)
+            colour = "inverse" if metric.lower_is_better else "normal"  # fewer bits: green
+            column.metric(metric.label.said(tr), metric.value, delta=change, delta_color=colour)
     st.plotly_chart(figures.intruder_figure(curve, lam), width="stretch")
-    st.caption(tr("spectra.intruders_caption"))
+    st.caption(tr("spectra.intruders_caption", metric=measure_name(curve.metric)))
 
 
 def layers_section(record: RunRecord, report: whatif.LayerImportance) -> None:
-    st.plotly_chart(figures.importance_figure(report.layers), width="stretch")
+    st.plotly_chart(figures.importance_figure(report), width="stretch")
     ratio = st.column_config.NumberColumn(format="%.3f")
-    percent = st.column_config.NumberColumn(format="%.1f")
+    lost = st.column_config.NumberColumn(format="%.1f" if report.metric.percent else "%.3f")
     st.dataframe(
-        figures.importance_table(report.layers),
+        figures.importance_table(report),
         hide_index=True,
         width="stretch",
         column_config={
             tr("spectra.col_fro"): ratio,
             tr("spectra.col_spectral"): ratio,
-            tr("spectra.col_lost"): percent,
+            tr(f"spectra.col_lost_{report.metric.field}"): lost,
         },
     )
     st.caption(spectra_view.importance_caption(report).said(tr))
@@ -113,14 +115,20 @@ WHAT_IF = {
 }
 
 
+def measure_name(metric: Metric) -> str:
+    """What the what-ifs measure, as their sentences name it: "the test accuracy"."""
+    return tr(f"spectra.measure_{metric.field}")
+
+
 def what_if_section(record: RunRecord) -> None:
+    metric = measure_name(data.kind_of(record.config.dataset).metric)
     st.subheader(tr("spectra.whatif_title"))
-    st.markdown(tr("spectra.whatif_intro"))
+    st.markdown(tr("spectra.whatif_intro", metric=metric))
     for name, (title, intro, compute, draw) in WHAT_IF.items():
         section = st.expander(tr(title), key=key(name), on_change="rerun")
         if section.open:
             with section:
-                st.markdown(tr(intro))
+                st.markdown(tr(intro, metric=metric))
                 result = measured(compute, record.id)
                 if result is not None:
                     draw(record, result)

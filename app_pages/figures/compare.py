@@ -34,6 +34,12 @@ def metric_range(metric: Metric) -> tuple[float, float]:
     return low, round(high + LABEL_ROOM, 6)
 
 
+def result(record: RunRecord, metric: Metric, split: str = "test", when: str = "after"):
+    """A run's `metric` on a split ("test", "source") before or after training; None if not
+    measured (a failed run, a model without a source task)."""
+    return getattr(record, f"{split}_{metric.field}_{when}")
+
+
 def metric_scatter(
     records: list[RunRecord],
     metric: Metric,
@@ -45,11 +51,11 @@ def metric_scatter(
     """Each run's test metric against ``x`` (its axis spans ``x_range``, in decades on a log
     axis): coloured by method, marked by task (two sweeps on two tasks, as in a lesson, stay
     apart), its rank written beside a LoRA run where it covers no other label
-    (core.classroom.labels)."""
+    (core.classroom.labels). The runs are all of the metric's kind (records.of_kind)."""
     frame = pd.DataFrame(
         {
             x: x_values,
-            "acc": [r.test_acc_after for r in records],
+            "acc": [result(r, metric) for r in records],
             "method": [tr(f"methods.{r.config.method}") for r in records],
             "task": [tr(f"shifts.{r.config.shift}.title") for r in records],
             "label": [f"r={r.config.rank}" if r.config.method == "lora" else "" for r in records],
@@ -96,7 +102,7 @@ def place_labels(
 
 def cost_figure(records: list[RunRecord], metric: Metric) -> go.Figure:
     """Test metric against trainable parameters (log axis): what each method buys."""
-    finished = [r for r in records if r.test_acc_after is not None and r.trainable_params]
+    finished = [r for r in records if result(r, metric) is not None and r.trainable_params]
     params = [r.trainable_params for r in finished]
     decades = [math.log10(count) for count in params]
     x_range = (min(decades, default=0) - LOG_PAD, max(decades, default=1) + LOG_PAD)
@@ -111,14 +117,21 @@ def forgetting_figure(records: list[RunRecord], metric: Metric) -> go.Figure | N
     """Target metric against source metric (what a run kept of the task its model was
     pretrained on), every method: learning the new task vs forgetting the old one. None when
     no run has a source task."""
-    scored = [r for r in records if r.test_acc_after is not None and r.source_acc_after is not None]
+    scored = [
+        r
+        for r in records
+        if result(r, metric) is not None and result(r, metric, "source") is not None
+    ]
     if not scored:
         return None
-    x_range = (-0.04, 1.02)
-    fig = metric_scatter(scored, metric, "source", [r.source_acc_after for r in scored], x_range)
-    for before in sorted({r.source_acc_before for r in scored if r.source_acc_before}):
+    low, high = metric.axis_range
+    x_range = (low - 0.04, high)
+    kept = [result(r, metric, "source") for r in scored]
+    fig = metric_scatter(scored, metric, "source", kept, x_range)
+    for before in sorted({result(r, metric, "source", "before") for r in scored} - {None}):
         fig.add_vline(x=before, line_dash="dot", line_color="#9e9e9e")
-    fig.update_xaxes(title_text=tr("compare.source_axis"), tickformat=metric.tickformat)
+    axis = tr(f"compare.source_axis_{metric.field}")
+    fig.update_xaxes(title_text=axis, tickformat=metric.tickformat)
     style(fig, height=400, legend_title_text="")
     place_labels(fig, x_range, metric_range(metric), log_x=False)
     return fig
@@ -149,9 +162,9 @@ TABLE_COLUMNS = {  # core.store.records.TableRow's fields, and their titles in t
     "name": "col_name",
     "student": "col_student",
     # the results first: on a laptop's screen they are seen without scrolling
-    "test_acc_before": "col_before",
-    "test_acc_after": "col_after",
-    "source_acc_after": "col_source_after",
+    "before": "col_before",  # of the table's metric: col_before_acc, col_before_bpc
+    "after": "col_after",
+    "source_after": "col_source_after",
     "method": "col_method",
     "rank": "col_rank",
     "alpha": "col_alpha",
@@ -164,33 +177,47 @@ TABLE_COLUMNS = {  # core.store.records.TableRow's fields, and their titles in t
 }
 
 
-def runs_table(records: list[RunRecord], names: dict[str, str], student: str) -> pd.DataFrame:
-    """One row per run (core.store.records.table_row); with classmates' runs shown, whose each
-    is (the ``names`` they gave; ``student``: this session's). A setting a method does not have
-    reads "—", not "None"."""
-    rows = [table_row(r, names.get(r.owner, "")) for r in records]
+def column_titles(metric: Metric) -> dict[str, str]:
+    """TableRow's field → its column's title, the results' titles those of `metric`."""
+    results = {"col_before", "col_after", "col_source_after"}
+    return {
+        field: tr(f"compare.{name}_{metric.field}" if name in results else f"compare.{name}")
+        for field, name in TABLE_COLUMNS.items()
+    }
+
+
+def runs_table(
+    records: list[RunRecord], names: dict[str, str], student: str, metric: Metric
+) -> pd.DataFrame:
+    """One row per run (core.store.records.table_row), its results by `metric`; with
+    classmates' runs shown, whose each is (the ``names`` they gave; ``student``: this
+    session's). A setting a method does not have reads "—", not "None"."""
+    rows = [table_row(r, names.get(r.owner, ""), metric.field) for r in records]
     table = pd.DataFrame([asdict(row) for row in rows])
     table["method"] = [tr(f"methods.{row.method}") for row in rows]
     table["status"] = [status_label(row.status) for row in rows]
     for setting in ("rank", "alpha", "targets"):  # text: pandas would make None a NaN
         table[setting] = [sweep_view.setting_text(getattr(row, setting)) for row in rows]
-    table = table.rename(columns={f: tr(f"compare.{c}") for f, c in TABLE_COLUMNS.items()})
+    table = table.rename(columns=column_titles(metric))
     if all(r.owner == student for r in records):
         table = table.drop(columns=tr("compare.col_student"))
     return table
 
 
-PERCENT_COLUMNS = ("col_before", "col_after", "col_source_after")
+RESULT_FIELDS = ("before", "after", "source_after")  # TableRow's results, in the metric's units
 
 
-def percent_table(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The table as drawn, metrics as percentages all with one decimal (68.0%, 37.6%), and each
-    number column's format (st.column_config.NumberColumn's)."""
+def percent_table(table: pd.DataFrame, metric: Metric) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The table as drawn, results as percentages all with one decimal (68.0%, 37.6%), or bits
+    per character with two (2.31), and each number column's format
+    (st.column_config.NumberColumn's)."""
     percent = table.copy()
     formats = {"id": "plain"}
-    for column in (tr(f"compare.{name}") for name in PERCENT_COLUMNS):
-        percent[column] = percent[column] * 100
-        formats[column] = "%.1f%%"
+    titles = column_titles(metric)
+    for column in (titles[field] for field in RESULT_FIELDS):
+        if metric.percent:
+            percent[column] = percent[column] * 100
+        formats[column] = "%.1f%%" if metric.percent else "%.2f"
     formats |= {
         tr("compare.col_lr"): "%g",
         tr("compare.col_trainable"): "localized",

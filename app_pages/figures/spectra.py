@@ -12,6 +12,7 @@ from app_pages.common import log_ticks, style, tr
 from core.analyses import layer_reports, whatif
 from core.classroom import spectra_view
 from core.lowrank import spectrum
+from core.training.kinds import Metric
 
 HEATMAP_MAX = 256  # larger ΔW are shown with every n-th row/column, or a browser would choke
 MARK = "#555555"  # the dashed line that marks the chosen step or λ on a curve
@@ -107,22 +108,23 @@ def evolution_figure(evolution: layer_reports.SpectrumEvolution, index: int) -> 
     return style(fig, height=360, margin={"l": 10, "r": 10, "t": 50, "b": 40})
 
 
-def curves_figure(history: list[dict], step: int) -> go.Figure:
-    """The run's loss (top) and validation accuracy (bottom) against the step, with the chosen
-    snapshot's step marked: clicking a point picks a moment (the page's pick_moment)."""
+def curves_figure(history: list[dict], step: int, metric: Metric) -> go.Figure:
+    """The run's loss (top) and its validation score by the task's metric (bottom: accuracy,
+    or bits per character) against the step, with the chosen snapshot's step marked: clicking a
+    point picks a moment (the page's pick_moment)."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     trained = [row for row in history if row["train_loss"] is not None]
-    evaluated = [row for row in history if row["val_acc"] is not None]
-    lines = (  # the rows, the column, how drawn, in which plot, its colour (None: the theme's)
-        (trained, "train_loss", "lines", 1, None),
-        (evaluated, "val_loss", "lines+markers", 1, None),
-        (evaluated, "val_acc", "lines+markers", 2, "#2ca02c"),
+    evaluated = [row for row in history if row.get(metric.validation) is not None]
+    lines = (  # the rows, the column, its name, how drawn, in which plot, its colour
+        (trained, "train_loss", "train.train_loss", "lines", 1, None),
+        (evaluated, "val_loss", "train.val_loss", "lines+markers", 1, None),
+        (evaluated, metric.validation, metric.curve, "lines+markers", 2, "#2ca02c"),
     )
-    for rows, column, mode, plot, color in lines:
+    for rows, column, name, mode, plot, color in lines:
         fig.add_scatter(
             x=[row["step"] for row in rows],
             y=[row[column] for row in rows],
-            name=tr(f"train.{column}"),
+            name=tr(name),
             mode=mode,
             line_color=color,
             row=plot,
@@ -130,7 +132,9 @@ def curves_figure(history: list[dict], step: int) -> go.Figure:
         )
     fig.add_vline(x=step, line_dash="dash", line_color=MARK, row="all", col=1)
     fig.update_yaxes(title_text=tr("train.loss"), row=1, col=1)
-    fig.update_yaxes(title_text=tr("spectra.acc_short"), tickformat=".0%", row=2, col=1)
+    fig.update_yaxes(
+        title_text=tr(f"spectra.{metric.field}_short"), tickformat=metric.tickformat, row=2, col=1
+    )
     fig.update_xaxes(title_text=tr("spectra.step"), row=2, col=1)
     return style(fig, height=440)
 
@@ -199,30 +203,40 @@ def similarity_figure(grid: list[list[float]], other_name: str) -> go.Figure:
     return style(fig, height=380)
 
 
-def accuracy_lines(fig: go.Figure, run_accuracy: float, base_accuracy: float) -> None:
+def score_lines(fig: go.Figure, metric: Metric, run_score: float, base_score: float) -> None:
     """The untouched run and the base model as horizontal lines, named at the right end."""
     for value, name, color, dash in (
-        (run_accuracy, tr("spectra.run_line"), RUN_COLOR, "dash"),
-        (base_accuracy, tr("spectra.base_line"), BASE_COLOR, "dot"),
+        (run_score, tr("spectra.run_line"), RUN_COLOR, "dash"),
+        (base_score, tr("spectra.base_line"), BASE_COLOR, "dot"),
     ):
         fig.add_hline(
             y=value,
             line_dash=dash,
             line_color=color,
-            annotation_text=f"{name} {value:.1%}",
+            annotation_text=f"{name} {metric.written(value)}",
             annotation_position="top left",  # the curve reaches the run's line at the right
             annotation_font_color=color,
         )
 
 
+def score_axis(fig: go.Figure, metric: Metric) -> None:
+    """The y axis of a what-if's score, on the new task and the pretraining one alike: the
+    metric's name (bits say lower is better) and format; accuracy on its whole range [0, 1],
+    bits around the values drawn (an edit changes them by hundredths of a bit, which 0 to 7
+    bits would flatten)."""
+    axis_range = list(metric.axis_range) if metric.percent else None
+    title = tr(f"spectra.axis_{metric.field}")
+    fig.update_yaxes(title_text=title, tickformat=metric.tickformat, range=axis_range)
+
+
 def truncation_figure(curve: whatif.TruncationCurve) -> go.Figure:
-    """Test accuracy against k (each layer's ΔW cut to its top k directions), on a doubling
+    """The test score against k (each layer's ΔW cut to its top k directions), on a doubling
     axis, with the run and the base model as lines and the reading's k marked."""
     ks = [point.k for point in curve.truncation]
     fig = go.Figure()
     fig.add_scatter(
         x=[str(k) for k in ks],
-        y=[point.accuracy for point in curve.truncation],
+        y=[point.score for point in curve.truncation],
         name=tr("spectra.cut_curve"),
         mode="lines+markers",
         line_color="#7c4dff",
@@ -230,32 +244,33 @@ def truncation_figure(curve: whatif.TruncationCurve) -> go.Figure:
     )
     if curve.rank_used is not None:
         used = ks.index(curve.rank_used)
+        within = spectra_view.margin(curve.metric).said(tr)
         fig.add_scatter(
             x=[str(ks[used])],
-            y=[curve.truncation[used].accuracy],
-            name=tr("spectra.cut_used", k=ks[used], points=spectra_view.tolerance_points()),
+            y=[curve.truncation[used].score],
+            name=tr("spectra.cut_used", k=ks[used], within=within),
             mode="markers",
             marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": RUN_COLOR, "width": 3}},
         )
-    accuracy_lines(fig, curve.run_accuracy, curve.base_accuracy)
+    score_lines(fig, curve.metric, curve.run_score, curve.base_score)
     fig.update_xaxes(title_text=tr("spectra.cut_axis"), type="category")
-    fig.update_yaxes(title_text=tr("spectra.acc_axis"), tickformat=".0%", range=[0, 1.02])
+    score_axis(fig, curve.metric)
     return style(fig, height=380)
 
 
 def intruder_figure(curve: whatif.IntruderCurve, lam: float) -> go.Figure:
-    """Target and source-task accuracy against λ, the chosen λ marked; the base model's
-    accuracy on each task as a dotted line of its colour."""
+    """Target and source-task score against λ, the chosen λ marked; the base model's score on
+    each task as a dotted line of its colour."""
     lambdas = [point.lam for point in curve.points]
     fig = go.Figure()
     tasks = [("target", tr("spectra.target_task"), RUN_COLOR)]
     if curve.base.source is not None:
         tasks.append(("source", tr("spectra.source_task"), SOURCE_COLOR))
-    for task, label, color in tasks:  # a field of whatif.TaskAccuracy
+    for task, label, color in tasks:  # a field of whatif.TaskScore
         base = getattr(curve.base, task)
         fig.add_scatter(
             x=lambdas,
-            y=[getattr(point.accuracy, task) for point in curve.points],
+            y=[getattr(point.score, task) for point in curve.points],
             name=label,
             mode="lines+markers",
             line_color=color,
@@ -264,34 +279,38 @@ def intruder_figure(curve: whatif.IntruderCurve, lam: float) -> go.Figure:
             y=base,
             line_dash="dot",
             line_color=color,
-            annotation_text=tr("spectra.base_line") + f" {base:.1%}",
+            annotation_text=tr("spectra.base_line") + f" {curve.metric.written(base)}",
             annotation_position="top left",  # the chosen λ's line is often at the right
             annotation_font_color=color,
         )
     fig.add_vline(x=lam, line_dash="dash", line_color=MARK)
     fig.update_xaxes(title_text=tr("spectra.lambda_axis"), dtick=0.1, range=[-0.03, 1.03])
-    fig.update_yaxes(title_text=tr("spectra.acc_axis"), tickformat=".0%", range=[0, 1.02])
+    score_axis(fig, curve.metric)
     return style(fig, height=360)
 
 
-def importance_figure(rows: list[whatif.LayerDrop]) -> go.Figure:
-    """The accuracy lost without each layer's update, one bar per layer in the model's order."""
+def importance_figure(report: whatif.LayerImportance) -> go.Figure:
+    """How much worse the run gets without each layer's update (points of accuracy, bits per
+    character), one bar per layer in the model's order."""
+    rows, metric = report.layers, report.metric
     fig = go.Figure(
         go.Bar(
             x=[row.layer for row in rows],
-            y=[row.accuracy_lost * 100 for row in rows],
+            y=[metric.units(row.lost) for row in rows],
             marker_color=[RUN_COLOR if row.kind == "adapter" else BASE_COLOR for row in rows],
-            text=[f"{row.accuracy_lost * 100:+.1f}" for row in rows],
+            text=[f"{metric.units(row.lost):+.{1 if metric.percent else 3}f}" for row in rows],
             textposition="outside",
         )
     )
     fig.update_xaxes(title_text=tr("spectra.layer"), type="category")
-    fig.update_yaxes(title_text=tr("spectra.lost_axis"), zeroline=True)
+    fig.update_yaxes(title_text=tr(f"spectra.lost_axis_{metric.field}"), zeroline=True)
     return style(fig, height=360, showlegend=False)
 
 
-def importance_table(rows: list[whatif.LayerDrop]) -> pd.DataFrame:
-    """One row per changed weight matrix: its kind, shape, relative size and accuracy lost."""
+def importance_table(report: whatif.LayerImportance) -> pd.DataFrame:
+    """One row per changed weight matrix: its kind, shape, relative size and what removing it
+    costs (points of accuracy, bits per character)."""
+    rows, metric = report.layers, report.metric
     return pd.DataFrame(
         {
             tr("spectra.layer"): [row.layer for row in rows],
@@ -299,6 +318,6 @@ def importance_table(rows: list[whatif.LayerDrop]) -> pd.DataFrame:
             "d × k": [" × ".join(map(str, row.shape)) for row in rows],
             tr("spectra.col_fro"): [row.relative_frobenius for row in rows],
             tr("spectra.col_spectral"): [row.relative_spectral for row in rows],
-            tr("spectra.col_lost"): [row.accuracy_lost * 100 for row in rows],
+            tr(f"spectra.col_lost_{metric.field}"): [metric.units(row.lost) for row in rows],
         }
     )

@@ -8,7 +8,12 @@ Each run goes into a new folder DIR/run-<id>: TensorBoard shows each folder unde
 directory as one run, and nothing already in DIR is ever written over. Tags:
 
     loss/train, loss/val, accuracy/val, speed/steps_per_s    per step, as the run logged them
-    accuracy/test                  before training (step 0) and after (the last step)
+    bits_per_character/val         a text run's, at each evaluation (accuracy/val is then its
+                                   next-character accuracy)
+    accuracy/test, bits_per_character/test    before training (step 0) and after (the last
+                                   step); bits for a text run only
+    sample                         a text run's: what the model wrote from its prompt at each
+                                   evaluation, as text (a code block: shown as written)
     sigma/<layer>/<i>              σ_i of the layer's delta_W at each snapshot (i = 01, 02, …)
     dora/<layer>/delta_M, dora/<layer>/delta_D    DoRA's magnitude and direction change
     run/config, run/summary        the config and the outcome, as JSON text
@@ -41,8 +46,10 @@ CURVES = {  # history key → tag
     "train_loss": "loss/train",
     "val_loss": "loss/val",
     "val_acc": "accuracy/val",
+    "val_bpc": "bits_per_character/val",
     "steps_per_s": "speed/steps_per_s",
 }
+TESTS = {"acc": "accuracy/test", "bpc": "bits_per_character/test"}  # a metric's field → tag
 
 
 def run_folder(record: RunRecord, directory: str | Path) -> Path:
@@ -145,10 +152,14 @@ def _write(writer: SummaryWriter, record: RunRecord) -> None:
         for key, tag in CURVES.items():
             if row.get(key) is not None:
                 writer.add_scalar(tag, row[key], row["step"], walltime(row["step"]))
+        if row.get("sample") is not None:
+            writer.add_text("sample", _verbatim(row["sample"]), row["step"], walltime(row["step"]))
     last = record.history[-1]["step"] if record.history else 0
-    for step, value in ((0, record.test_acc_before), (last, record.test_acc_after)):
-        if value is not None:
-            writer.add_scalar("accuracy/test", value, step, walltime(step))
+    for field, tag in TESTS.items():
+        before, after = (getattr(record, f"test_{field}_{when}") for when in ("before", "after"))
+        for step, value in ((0, before), (last, after)):
+            if value is not None:
+                writer.add_scalar(tag, value, step, walltime(step))
     for snapshot in record.snapshots:
         step = snapshot["step"]
         for layer, values in snapshot["layers"].items():
@@ -158,6 +169,12 @@ def _write(writer: SummaryWriter, record: RunRecord) -> None:
                 writer.add_scalar(f"dora/{layer}/{key}", values[key], step, walltime(step))
     writer.add_text("run/config", _json(record.config.to_dict()), 0, record.created)
     writer.add_text("run/summary", _json(record.summary()), last, walltime(last))
+
+
+def _verbatim(text: str) -> str:
+    """Text shown as it is written, not as Markdown (TensorBoard renders text as Markdown): an
+    indented code block, which no character of the text can end."""
+    return "\n".join("    " + line for line in text.split("\n"))
 
 
 def _json(values: dict) -> str:

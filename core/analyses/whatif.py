@@ -1,7 +1,9 @@
-"""What-if views of a trained run: change part of its update, measure the accuracy again.
+"""What-if views of a trained run: change part of its update, measure the run again.
 
 The Spectra page shows what an update looks like (its singular values against W0's). These
-ask what its parts are worth, each by editing a copy of the trained model and testing it:
+ask what its parts are worth, each by editing a copy of the trained model and testing it by
+its task's headline metric (core.training.kinds: accuracy on images, higher is better; bits per
+character on text, lower is better), so "worse" always means worse on that metric:
 
     cut the rank       W_k = W0 + [delta_W]_k, the top k singular directions of each layer's
                        update (kohya_ss's "resize LoRA", measured). How much rank did the
@@ -31,6 +33,7 @@ the model; the run's own models are never touched.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
@@ -41,12 +44,12 @@ from core.lowrank import against_w0, lora, peft_io, spectrum
 from core.lowrank.svd import SVD, Delta, LowRankDelta, as_matrix, delta_svd, dense_svd, w0_svd
 from core.lowrank.updates import layer_updates
 from core.training.data import Split
-from core.training.measure import TrainedRun, accuracy, accuracy_with, swapped_weights
+from core.training.kinds import Metric
+from core.training.measure import TrainedRun, score, score_with, swapped_weights
 from core.training.train import source_split
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SLIDER_LAMBDAS = tuple(i / 10 for i in range(11))  # the Spectra page's λ slider: 0, 0.1, …, 1
-RANK_TOLERANCE = 0.01  # "about the same accuracy": within one percentage point
 
 
 # -- one layer --------------------------------------------------------------------------------
@@ -128,10 +131,10 @@ def rank_grid(rank: int) -> list[int]:
 # -- cut the rank -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TruncationPoint:
-    """The target test accuracy with every analysed layer's update cut to its top k directions."""
+    """The target test score with every analysed layer's update cut to its top k directions."""
 
     k: int
-    accuracy: float
+    score: float
 
 
 @dataclass(frozen=True)
@@ -147,23 +150,25 @@ class CutLayer:
 
 @dataclass(frozen=True)
 class TruncationCurve:
-    """What cutting the rank does to a run's accuracy (truncation_curve).
+    """What cutting the rank does to a run's score (truncation_curve).
 
+    metric         how the run is scored (its task's headline: accuracy, or bits per character)
     truncation     one point per k measured (default rank_grid of the largest layer rank: 0,
                    1, 2, 4, …, the full rank; a layer of lower rank is whole from its rank on)
-    run_accuracy, base_accuracy    the untouched run and the base model
+    run_score, base_score    the untouched run and the base model
     max_rank       the largest layer rank
     layers         {layer: CutLayer}
     dora           True when the cut keeps DoRA's magnitudes (see the module docstring)
     kept           the changed weight matrices the cut leaves as trained (a LoRA run's output
                    head): k = 0 is the base model only where this is empty
-    chance         the test accuracy of always answering the commonest class
+    chance         what a model that learned nothing scores (chance_score)
     rank_used      how many directions the update used (rank_used of these numbers)
     """
 
+    metric: Metric
     truncation: list[TruncationPoint]
-    run_accuracy: float
-    base_accuracy: float
+    run_score: float
+    base_score: float
     max_rank: int
     layers: dict[str, CutLayer]
     dora: bool
@@ -171,17 +176,18 @@ class TruncationCurve:
     chance: float
     rank_used: int | None = None
 
-    def accuracy_at(self, k: int) -> float | None:
-        """The accuracy measured with every update cut to k directions (None if k was not)."""
-        return next((point.accuracy for point in self.truncation if point.k == k), None)
+    def score_at(self, k: int) -> float | None:
+        """The score measured with every update cut to k directions (None if k was not)."""
+        return next((point.score for point in self.truncation if point.k == k), None)
 
     def to_dict(self) -> dict:
-        """The curve as JSON-ready data (the command line's --json), one key per field."""
-        return asdict(self)
+        """The curve as JSON-ready data (the command line's --json), one key per field; the
+        metric by its field name ("acc", "bpc")."""
+        return asdict(self) | {"metric": self.metric.field}
 
 
 def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> TruncationCurve:
-    """Target test accuracy with every analysed layer's update cut to its top k directions.
+    """Target test score with every analysed layer's update cut to its top k directions.
     ValueError if the run changed no weight matrix (only biases, or nothing at all).
     """
     updates = _require_updates(run)
@@ -189,18 +195,21 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> Truncation
     ks = rank_grid(max_rank) if ks is None else sorted(set(ks))
     if any(k < 0 for k in ks):
         raise ValueError(f"the ranks to keep must be ≥ 0 (got {ks})")
-    merged = lora.merge(run.model)
+    merged, metric = lora.merge(run.model), run.metric
     points = [
         TruncationPoint(
             k,
-            accuracy_with(merged, {n: u.truncated_weight(k) for n, u in updates.items()}, run.test),
+            score_with(
+                merged, {n: u.truncated_weight(k) for n, u in updates.items()}, run.test, metric
+            ),
         )
         for k in ks
     ]
     curve = TruncationCurve(
+        metric=metric,
         truncation=points,
-        run_accuracy=accuracy(run.model, run.test),
-        base_accuracy=accuracy(run.base, run.test),
+        run_score=score(run.model, run.test, metric),
+        base_score=score(run.base, run.test, metric),
         max_rank=max_rank,
         layers={
             name: CutLayer(
@@ -212,54 +221,63 @@ def truncation_curve(run: TrainedRun, ks: list[int] | None = None) -> Truncation
         },
         dora=any(update.magnitude is not None for update in updates.values()),
         kept=[name for name in _changed_weights(run.base, merged) if name not in updates],
-        chance=chance_accuracy(run.test),
+        chance=chance_score(run.test, metric, run.num_classes),
     )
     return replace(curve, rank_used=rank_used(curve))
 
 
-def chance_accuracy(split: Split) -> float:
-    """The accuracy of always answering the commonest class of the split: what a model that
-    learned nothing (a diverged run) scores at best."""
-    return torch.bincount(split.y).max().item() / len(split.y)
+def chance_score(split: Split, metric: Metric, num_classes: int) -> float:
+    """What a model that learned nothing (a diverged run) scores at best, by the metric's field:
+    the accuracy of always answering the commonest class of the split ("acc"), or the bits of
+    a uniform guess over the num_classes characters, log2(num_classes) ("bpc")."""
+    if metric.field == "bpc":
+        return math.log2(num_classes)
+    return torch.bincount(split.y.flatten()).max().item() / split.y.numel()
 
 
-def rank_used(curve: TruncationCurve, tolerance: float = RANK_TOLERANCE) -> int | None:
+def rank_used(curve: TruncationCurve, tolerance: float | None = None) -> int | None:
     """How many directions the update really used: the smallest k of a truncation_curve from
-    which on every cut keeps the run's accuracy to within `tolerance` (one point by default).
+    which on every cut keeps the run's score to within `tolerance` (by default the metric's:
+    one point of accuracy, 0.01 bits per character).
 
-    "From which on", not "the first k that does": accuracy against k is not monotone (a cut
-    to one direction can score below no update at all), and a lucky small k followed by worse
-    ones is no rank the update can do with. None if even the largest k measured falls short
-    (a grid that stops below the full rank)."""
+    "From which on", not "the first k that does": the score against k is not monotone (a cut
+    to one direction can score worse than no update at all), and a lucky small k followed by
+    worse ones is no rank the update can do with. None if even the largest k measured falls
+    short (a grid that stops below the full rank)."""
     used = None
     for point in reversed(curve.truncation):
-        if _beyond(curve.run_accuracy, point.accuracy, tolerance):
+        if _better(curve.metric, curve.run_score, point.score, tolerance):
             break
         used = point.k
     return used
 
 
-def _beyond(accuracy: float, other: float, tolerance: float) -> bool:
-    """accuracy − other > tolerance, with room for rounding (0.88 − 0.87 is one point)."""
-    return accuracy - other > tolerance + 1e-12
+def _better(metric: Metric, value: float, other: float, tolerance: float | None) -> bool:
+    """`value` beats `other` by more than `tolerance` (by default the metric's) on the metric,
+    with room for rounding (0.88 against 0.87 is one point, not more)."""
+    margin = metric.tolerance if tolerance is None else tolerance
+    return metric.better_by(value, other) > margin + 1e-12
 
 
-def reading(curve: TruncationCurve, tolerance: float = RANK_TOLERANCE) -> str:
+def reading(curve: TruncationCurve, tolerance: float | None = None) -> str:
     """What a truncation curve says, in one word; the page and the command line each say it in
-    their own words. First whether there is anything to read:
-      "chance"  the run itself scores no more than `tolerance` above chance: it learned
+    their own words. `tolerance` is the metric's by default (one point, 0.01 bits). First
+    whether there is anything to read:
+      "chance"  the run itself scores no more than `tolerance` better than chance: it learned
                 nothing (a diverged run), so no cut can say how many directions it used
-      "worse"   the cut to k = 0 scores more than `tolerance` above the run: the update hurt
+      "worse"   the cut to k = 0 scores more than `tolerance` better than the run: the update
+                hurt
     then how many directions the update used (rank_used):
       "some"    `rank_used` of them;  "all"  every one;  "short"  no cut measured kept the
-                run's accuracy;  "none"  k = 0 keeps it: the update did not matter for accuracy
+                run's score;  "none"  k = 0 keeps it: the update did not matter for the score
     """
-    if not _beyond(curve.run_accuracy, curve.chance, tolerance):
+    metric = curve.metric
+    if not _better(metric, curve.run_score, curve.chance, tolerance):
         return "chance"
-    zero = curve.accuracy_at(0)
-    if zero is not None and _beyond(zero, curve.run_accuracy, tolerance):
+    zero = curve.score_at(0)
+    if zero is not None and _better(metric, zero, curve.run_score, tolerance):
         return "worse"
-    used = curve.rank_used
+    used = curve.rank_used if tolerance is None else rank_used(curve, tolerance)
     if used is None:
         return "short"
     if used == 0:
@@ -323,9 +341,9 @@ def scale_intruders(
 
 
 @dataclass(frozen=True)
-class TaskAccuracy:
-    """A model's test accuracy on the target task and on its source (pretraining) task; None
-    where the zoo model has no source test split."""
+class TaskScore:
+    """A model's test score on the target task and on its source (pretraining) task, by the
+    target task's metric; None where the zoo model has no source test split."""
 
     target: float
     source: float | None
@@ -333,24 +351,26 @@ class TaskAccuracy:
 
 @dataclass(frozen=True)
 class IntruderPoint:
-    """The accuracies with every analysed layer's intruder dimensions scaled by λ."""
+    """The scores with every analysed layer's intruder dimensions scaled by λ."""
 
     lam: float
-    accuracy: TaskAccuracy
+    score: TaskScore
 
 
 @dataclass(frozen=True)
 class IntruderCurve:
     """What shrinking the intruder dimensions does (intruder_curve).
 
+    metric     how both tasks are scored (the target task's headline metric)
     points     one per λ, in the order asked for
-    base       the base model's accuracies
+    base       the base model's scores
     layers     {layer: the indices of its intruder dimensions among the top singular
                directions of W0 + delta_W}
     """
 
+    metric: Metric
     points: list[IntruderPoint]
-    base: TaskAccuracy
+    base: TaskScore
     layers: dict[str, list[int]]
 
     @property
@@ -358,9 +378,9 @@ class IntruderCurve:
         """The total count (0: λ changes nothing, and the model was measured once)."""
         return sum(len(indices) for indices in self.layers.values())
 
-    def at(self, lam: float) -> TaskAccuracy:
-        """The accuracies measured at λ (KeyError if it was not)."""
-        return {point.lam: point.accuracy for point in self.points}[lam]
+    def at(self, lam: float) -> TaskScore:
+        """The scores measured at λ (KeyError if it was not)."""
+        return {point.lam: point.score for point in self.points}[lam]
 
 
 @torch.no_grad()
@@ -371,11 +391,11 @@ def intruder_curve(
     eps: float = against_w0.DEFAULT_EPSILON,
     source: Split | None = None,
 ) -> IntruderCurve:
-    """Target and source-task test accuracy as the intruder dimensions of every analysed layer
-    are scaled by λ (all layers at once).
+    """Target and source-task test score (the run's metric) as the intruder dimensions of
+    every analysed layer are scaled by λ (all layers at once).
 
     `source` defaults to the zoo model's pretraining test split (core.training.train.source_split);
-    its accuracies are None where there is none.
+    its scores are None where there is none.
     """
     if not all(0 <= lam <= 1 for lam in lambdas):
         raise ValueError(f"λ must be between 0 and 1 (got {list(lambdas)})")
@@ -389,67 +409,73 @@ def intruder_curve(
         )
         for name in updates
     }
+    metric = run.metric
     if not any(f.indices for f in found.values()):  # every λ leaves the weights as they are
-        unchanged = _target_and_source(merged, run.test, source)  # so they are measured once
+        unchanged = _target_and_source(merged, run.test, source, metric)  # so measured once
         points = [IntruderPoint(lam, unchanged) for lam in lambdas]
     else:
         points = []
         for lam in lambdas:
             with swapped_weights(merged, {n: f.scaled(lam) for n, f in found.items()}):
-                points.append(IntruderPoint(lam, _target_and_source(merged, run.test, source)))
+                measured = _target_and_source(merged, run.test, source, metric)
+                points.append(IntruderPoint(lam, measured))
     return IntruderCurve(
+        metric=metric,
         points=points,
-        base=_target_and_source(run.base, run.test, source),
+        base=_target_and_source(run.base, run.test, source, metric),
         layers={name: f.indices for name, f in found.items()},
     )
 
 
-def _target_and_source(model: nn.Module, target: Split, source: Split | None) -> TaskAccuracy:
-    return TaskAccuracy(
-        accuracy(model, target), None if source is None else accuracy(model, source)
-    )
+def _target_and_source(
+    model: nn.Module, target: Split, source: Split | None, metric: Metric
+) -> TaskScore:
+    on_source = None if source is None else score(model, source, metric)
+    return TaskScore(score(model, target, metric), on_source)
 
 
 # -- drop one layer's update ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerDrop:
-    """One changed weight matrix: how big its update is, and what removing it alone costs."""
+    """One changed weight matrix: how big its update is, and what removing it alone costs, by
+    the run's metric."""
 
     layer: str
     kind: str  # "adapter" (a LoRA layer) or "trained" (a weight trained in full: a head)
     shape: list[int]  # [d, k] of ΔW as a matrix
     relative_frobenius: float  # ‖ΔW‖_F / ‖W0‖_F
     relative_spectral: float  # ‖ΔW‖_2 / ‖W0‖_2
-    accuracy_without: float  # the target accuracy with this layer's weight back at W0
-    accuracy_lost: float  # the run's accuracy − accuracy_without
+    score_without: float  # the target score with this layer's weight back at W0
+    lost: float  # how much worse score_without is than the run's (Metric.better_by): > 0 mattered
 
 
 @dataclass(frozen=True)
 class LayerImportance:
-    """layer_importance: the run's and the base model's accuracy, and one LayerDrop per
-    changed weight matrix in the model's layer order."""
+    """layer_importance: the run's and the base model's score (by `metric`), and one
+    LayerDrop per changed weight matrix in the model's layer order."""
 
-    run_accuracy: float
-    base_accuracy: float
+    metric: Metric
+    run_score: float
+    base_score: float
     layers: list[LayerDrop]
 
 
 @torch.no_grad()
 def layer_importance(run: TrainedRun) -> LayerImportance:
-    """Per changed weight matrix: how big its update is next to W0, and the target accuracy
-    lost when that layer's update alone is removed (its weight set back to W0).
+    """Per changed weight matrix: how big its update is next to W0, and how much worse the
+    target score gets when that layer's update alone is removed (its weight set back to W0).
 
     Every Linear/Conv2d whose merged weight differs from the base counts, so a LoRA run's
     trained head is here too (kind "trained", beside the "adapter" layers).
     """
-    merged = lora.merge(run.model)
+    merged, metric = lora.merge(run.model), run.metric
     adapters = lora.adapted_layers(run.model)
-    run_accuracy = accuracy(merged, run.test)
+    run_score = score(merged, run.test, metric)
     layers = []
     for name, W0 in _changed_weights(run.base, merged).items():
         W = merged.get_submodule(name).weight
         delta_W = as_matrix(W) - as_matrix(W0)
-        without = accuracy_with(merged, {name: W0}, run.test)
+        without = score_with(merged, {name: W0}, run.test, metric)
         layers.append(
             LayerDrop(
                 layer=name,
@@ -457,13 +483,13 @@ def layer_importance(run: TrainedRun) -> LayerImportance:
                 shape=list(delta_W.shape),
                 relative_frobenius=_norm_ratio(delta_W, W0, "fro"),
                 relative_spectral=_norm_ratio(delta_W, W0, 2),
-                accuracy_without=without,
-                accuracy_lost=run_accuracy - without,
+                score_without=without,
+                lost=metric.better_by(run_score, without),
             )
         )
     if not layers:
         _require_updates(run)  # says why there is nothing to show
-    return LayerImportance(run_accuracy, accuracy(run.base, run.test), layers)
+    return LayerImportance(metric, run_score, score(run.base, run.test, metric), layers)
 
 
 def _changed_weights(base: nn.Module, merged: nn.Module) -> dict[str, Tensor]:

@@ -15,6 +15,7 @@ link's (or the default), so the exercise shows only what it is about.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -199,9 +200,11 @@ def compare_configs(settings: Mapping[str, Any], targets: list[str] | str) -> li
     """The runs the Compare page's sweep launches (core.common.config.sweep_configs): LoRA at
     each of ``settings``' ranks, then head-only and full fine-tuning if it asks for baselines,
     all on its task for its steps and seed. LoRA adapts ``targets``: the page passes the model's
-    default targets (core.training.zoo.default_targets), which pick a layer of every model."""
-    base = RunConfig(
-        model=settings["model"],
+    default targets (core.training.zoo.default_targets), which pick a layer of every model.
+    The rest is the model's own starting settings (config.for_model: a language model's batch
+    of windows, its evaluations every 15 steps)."""
+    base = replace(
+        config.for_model(settings["model"]),
         dataset=settings["dataset"],
         shift=settings["shift"],
         targets=targets,

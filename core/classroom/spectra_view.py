@@ -18,6 +18,7 @@ from core.analyses import layer_reports, whatif
 from core.analyses.reports import Moment
 from core.lowrank import against_w0, similarity
 from core.store.records import RunRecord
+from core.training.kinds import Metric
 
 MISSING = "—"  # a number the run did not log (no loss at step 0, no evaluation yet)
 Choice = TypeVar("Choice")
@@ -46,18 +47,14 @@ def said(text: Sentence | str | None, translate: Callable[..., str]) -> str | No
     return text.said(translate) if isinstance(text, Sentence) else text
 
 
-def percent(value: float) -> str:
-    return f"{value:.1%}"
-
-
 def number(value: float | None, spec: str) -> str:
     """A metric as the page writes it: `spec` applied, or MISSING for a number not logged."""
     return MISSING if value is None else format(value, spec)
 
 
-def tolerance_points() -> str:
-    """whatif.RANK_TOLERANCE in percentage points, as the readings say it ("1")."""
-    return f"{whatif.RANK_TOLERANCE * 100:g}"
+def margin(metric: Metric) -> Sentence:
+    """The metric's tolerance as the readings say it: "1 point", "0.01 bits"."""
+    return Sentence(metric.margin, {"value": metric.difference(metric.tolerance)})
 
 
 # -- which runs, which choice ---------------------------------------------------------------------
@@ -146,17 +143,18 @@ class Readout:
 
 
 def moment_metrics(
-    moment: Moment, evolution: layer_reports.SpectrumEvolution | None
+    moment: Moment, evolution: layer_reports.SpectrumEvolution | None, metric: Metric
 ) -> list[Readout]:
-    """The numbers of a moment: the training loss and the last validation accuracy (its help
-    says at which step it was measured), then, where the layer has snapshots, σ1 of ΔW and
-    DoRA's ΔD at that moment."""
+    """The numbers of a moment: the training loss and the last validation score by the run's
+    metric (accuracy, or bits per character; its help says at which step it was measured),
+    then, where the layer has snapshots, σ1 of ΔW and DoRA's ΔD at that moment."""
     evaluated = moment.eval_step
+    value = moment.validation.get(metric.validation)
     metrics = [
         Readout(Sentence("spectra.metric_train_loss"), number(moment.train_loss, ".3f")),
         Readout(
-            Sentence("spectra.metric_val_acc"),
-            number(moment.val_acc, ".1%"),
+            Sentence(f"spectra.metric_{metric.validation}"),
+            MISSING if value is None else metric.written(value),
             None if evaluated is None else Sentence("spectra.metric_eval_at", {"step": evaluated}),
         ),
     ]
@@ -172,7 +170,8 @@ def moment_metrics(
 # -- what if…? ------------------------------------------------------------------------------------
 def zero_cut(curve: whatif.TruncationCurve) -> Sentence:
     """What k = 0 is: the base model, or the cut layers at W0 with some trained ones kept."""
-    values = {"zero": percent(curve.accuracy_at(0)), "base": percent(curve.base_accuracy)}
+    written = curve.metric.written
+    values = {"zero": written(curve.score_at(0)), "base": written(curve.base_score)}
     if curve.kept:
         return Sentence("spectra.cut_zero_kept", {"layers": ", ".join(curve.kept), **values})
     return Sentence("spectra.cut_zero_base", values)
@@ -180,18 +179,22 @@ def zero_cut(curve: whatif.TruncationCurve) -> Sentence:
 
 def truncation_sentence(curve: whatif.TruncationCurve) -> Sentence:
     """What the truncation curve says (whatif.reading): how many directions the update used,
-    or that the run learned nothing, or that its update hurt."""
+    or that the run learned nothing, or that its update hurt; its numbers by the run's metric
+    ({metric}: "the test accuracy", "the bits per character on the test text")."""
     if curve.kept:
         zero_is = Sentence("spectra.cut_zero_is_kept", {"layers": ", ".join(curve.kept)})
     else:
         zero_is = Sentence("spectra.cut_zero_is_base")
+    metric = curve.metric
     values = {
         "k": curve.rank_used,
         "rank": curve.max_rank,
-        "points": tolerance_points(),
-        "run": percent(curve.run_accuracy),
-        "chance": percent(curve.chance),
-        "zero": percent(curve.accuracy_at(0)),
+        "metric": Sentence(f"spectra.measure_{metric.field}"),
+        "within": margin(metric),
+        "run": metric.written(curve.run_score),
+        "chance": metric.written(curve.chance),
+        "chance_is": Sentence(metric.chance),
+        "zero": metric.written(curve.score_at(0)),
         "zero_is": zero_is,
     }
     return Sentence(f"spectra.cut_reading_{whatif.reading(curve)}", values)
@@ -202,47 +205,53 @@ def intruder_counts(curve: whatif.IntruderCurve) -> str:
     return ", ".join(f"{name}: {len(indices)}" for name, indices in curve.layers.items())
 
 
-def points_change(accuracy: float, trained: float) -> Sentence | None:
-    """The change from the run as trained (λ = 1) in percentage points, signed; None at λ = 1
-    itself (or wherever nothing changed), where there is no change to show."""
-    if accuracy == trained:
+def lambda_change(metric: Metric, value: float, trained: float) -> Sentence | None:
+    """The change from the run as trained (λ = 1), signed, in the metric's units (points,
+    bits); None at λ = 1 itself (or wherever nothing changed), where there is none to show."""
+    if value == trained:
         return None
-    return Sentence("spectra.points_delta", {"change": f"{(accuracy - trained) * 100:+.1f}"})
+    change = Sentence(metric.change, {"value": metric.changed(trained, value)})
+    return Sentence("spectra.lambda_delta", {"change": change})
 
 
 @dataclass(frozen=True)
 class LambdaReadout:
-    """One task's accuracy at the chosen λ, as a metric: its label, its value (None: the zoo
-    model has no source task to measure) and the change from λ = 1 (None: no change)."""
+    """One task's score at the chosen λ, as a metric: its label, its value (None: the zoo
+    model has no source task to measure), the change from λ = 1 (None: no change), and
+    whether a fall is the good direction (bits per character: the page colours it so)."""
 
     label: Sentence
     value: str | None
     change: Sentence | None
+    lower_is_better: bool
 
 
 def lambda_metrics(curve: whatif.IntruderCurve, lam: float) -> list[LambdaReadout]:
-    """The target and the source task's accuracy at λ, each against the run as trained."""
-    at, trained = curve.at(lam), curve.at(1.0)
-    values = {"lam": f"{lam:.1f}"}
-    source = None if at.source is None else percent(at.source)
+    """The target and the source task's score at λ, each against the run as trained."""
+    at, trained, metric = curve.at(lam), curve.at(1.0), curve.metric
+    values = {"lam": f"{lam:.1f}", "metric": Sentence(metric.axis)}
+    source = None if at.source is None else metric.written(at.source)
     return [
         LambdaReadout(
             Sentence("spectra.target_metric", values),
-            percent(at.target),
-            points_change(at.target, trained.target),
+            metric.written(at.target),
+            lambda_change(metric, at.target, trained.target),
+            metric.lower_is_better,
         ),
         LambdaReadout(
             Sentence("spectra.source_metric", values),
             source,
-            None if at.source is None else points_change(at.source, trained.source),
+            None if at.source is None else lambda_change(metric, at.source, trained.source),
+            metric.lower_is_better,
         ),
     ]
 
 
 def importance_caption(report: whatif.LayerImportance) -> Sentence:
+    written = report.metric.written
     return Sentence(
         "spectra.layers_caption",
-        {"run": percent(report.run_accuracy), "base": percent(report.base_accuracy)},
+        {"run": written(report.run_score), "base": written(report.base_score)},
     )
 
 

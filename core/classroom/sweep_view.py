@@ -11,10 +11,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from core.classroom import links
+from core.common import config
 from core.common.config import RunConfig
 from core.jobs.scheduler import Job
-from core.training import data, zoo
-from core.training.kinds import Metric
+from core.training import zoo
+from core.training.kinds import KINDS, Metric
 
 NO_SETTING = "—"  # a setting a method does not have (a rank for full fine-tuning): not "None"
 
@@ -36,9 +37,9 @@ class SweepForm:
         return cls(**{field.name: settings[field.name] for field in fields(cls)})
 
     def configs(self) -> list[RunConfig]:
-        """The runs the sweep launches (links.compare_configs), LoRA on the model's default
-        targets (zoo.default_targets), which pick a layer of every model."""
-        return links.compare_configs(asdict(self), zoo.default_targets(self.model))
+        """The runs the sweep launches (links.compare_configs), LoRA on the layers a run on the
+        model starts from (sweep_targets)."""
+        return links.compare_configs(asdict(self), sweep_targets(self.model))
 
     def task(self, model: str) -> RunConfig:
         """The sweep's task (dataset, shift, seed) for ``model``: what an imported adapter is
@@ -46,9 +47,21 @@ class SweepForm:
         return RunConfig(model=model, dataset=self.dataset, shift=self.shift, seed=self.seed)
 
     @property
+    def kind(self) -> str:
+        """What the sweep's model reads, "images" or "text": the runs the page compares."""
+        return config.kind_of_model(self.model)
+
+    @property
     def metric(self) -> Metric:
-        """How runs on the sweep's task are judged (its dataset's kind)."""
-        return data.kind_of(self.dataset).metric
+        """How runs of the sweep's kind are judged (its model's kind of data)."""
+        return KINDS[self.kind].metric
+
+
+def sweep_targets(model: str) -> str | list[str]:
+    """The layers a sweep's LoRA runs adapt: the model's own starting targets where it has
+    them (config.MODEL_DEFAULTS: W_q and W_v of the language model, the LoRA paper's choice),
+    else zoo.default_targets, which picks a layer of every model."""
+    return config.MODEL_DEFAULTS.get(model, {}).get("targets") or zoo.default_targets(model)
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,7 @@ def _progress(bar: Any) -> Callable:
     return on_event
 
 
-METRIC_NAMES = {
-    "train.acc": "accuracy",
-    "train.bpc": "bits per character",
-    "train.next_acc": "next-character accuracy",
-}
-"""Each metric (core.training.kinds.Metric, by its label) as the command line names it."""
+METRIC_NAMES = {"acc": "accuracy", "bpc": "bits per character"}  # Metric.field → its name
 
 
 def _describe(summary: dict, kind: DataKind, history: list[dict]) -> str:
@@ -169,7 +164,7 @@ def _change(summary: dict, split: str, metric: Metric) -> str:
     """ "accuracy 0.376 → 0.902", "bits per character 3.104 → 2.311 (lower is better)"."""
     before, after = (summary[f"{split}_{metric.field}_{when}"] for when in ("before", "after"))
     better = " (lower is better)" if metric.lower_is_better else ""
-    return f"{METRIC_NAMES[metric.label]} {_number(before)} → {_number(after)}{better}"
+    return f"{METRIC_NAMES[metric.field]} {_number(before)} → {_number(after)}{better}"
 
 
 def _number(value: float | None) -> str:
@@ -426,29 +421,35 @@ def truncation(run_id: int) -> whatif.TruncationCurve:
 
 
 def _truncation_table(curve: whatif.TruncationCurve) -> str:
-    """The truncation curve as a table (k, accuracy), then the run, the base model, and how
-    many directions the update used."""
-    rows = [{"k": p.k, "accuracy": p.accuracy} for p in curve.truncation]
+    """The truncation curve as a table (k, the run's metric: accuracy, or bits per character),
+    then the run, the base model, and how many directions the update used."""
+    metric = curve.metric
+    name = METRIC_NAMES[metric.field]
+    rows = [{"k": p.k, name: p.score} for p in curve.truncation]
     lines = [
-        reports.format_table(rows, {"accuracy": ".3f"}),
-        f"untouched run: {curve.run_accuracy:.3f}, base model: {curve.base_accuracy:.3f}",
+        reports.format_table(rows, {name: ".3f"}),
+        f"untouched run: {curve.run_score:.3f}, base model: {curve.base_score:.3f}",
     ]
+    if metric.lower_is_better:
+        lines.append(f"{name}: lower is better")
     if curve.kept:
         lines.append(f"k = 0 keeps these trained layers uncut: {', '.join(curve.kept)}")
-    points = f"{whatif.RANK_TOLERANCE * 100:g} point"
+    unit = "point" if metric.percent else "bits"
+    within = f"{metric.difference(metric.tolerance)} {unit}"
+    chance = "always answering the commonest class" if metric.percent else "a uniform guess"
     used, rank = curve.rank_used, curve.max_rank
     lines.append(
         {
             "some": f"this update used about {used} of its {rank} directions: "
-            f"from k = {used} on, the accuracy stays within {points} of the run's",
+            f"from k = {used} on, the {name} stays within {within} of the run's",
             "all": f"this update needed all {rank} of its directions: "
-            f"every cut below that loses more than {points} of the run's accuracy",
-            "none": f"with every update removed (k = 0) the accuracy stays within {points} "
-            "of the run's: this update barely mattered",
-            "short": f"no cut kept the run's accuracy to within {points}",
-            "chance": f"the run itself is within {points} of always answering the commonest "
-            f"class ({curve.chance:.3f}): it learned nothing, no cut can say what it used",
-            "worse": f"the cut to k = 0 scores more than {points} above the run: "
+            f"every cut below that is more than {within} worse than the run",
+            "none": f"with every update removed (k = 0) the {name} stays within "
+            f"{within} of the run's: this update barely mattered",
+            "short": f"no cut kept the run's {name} to within {within}",
+            "chance": f"the run itself is within {within} of {chance} "
+            f"({curve.chance:.3f}): it learned nothing, no cut can say what it used",
+            "worse": f"the cut to k = 0 scores more than {within} better than the run: "
             "its update made it worse",
         }[whatif.reading(curve)]
     )

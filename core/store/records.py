@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.common.config import RunConfig
+from core.common.config import RunConfig, kind_of_dataset
 from core.store.names import targets_text
 from core.store.outcome import RunOutcome
 from core.store.rundb import StoreError
@@ -30,6 +30,11 @@ class RunRecord(RunOutcome):
     folder: str = field(default="", repr=False)  # its folder under runs/ (RunStore's)
     history: list[dict] = field(default_factory=list)
     snapshots: list[dict] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """What its task's data is, "images" or "text": which metric judges it."""
+        return kind_of_dataset(self.config.dataset)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly fields for tables and the command line (no history)."""
@@ -56,16 +61,17 @@ class RunProgress:
 
 @dataclass(frozen=True)
 class TableRow:
-    """A run as the table of runs shows it (the Compare page, and its CSV): its results first,
-    then every setting that tells two runs of a class apart. A setting a method does not have
-    (rank, alpha, target layers) is None; only a LoRA run can be a DoRA one."""
+    """A run as the table of runs shows it (the Compare page, and its CSV): its results first
+    (by one metric: table_row's), then every setting that tells two runs of a class apart. A
+    setting a method does not have (rank, alpha, target layers) is None; only a LoRA run can be
+    a DoRA one."""
 
     id: int
     name: str
     student: str  # the name its owner gave, "" if none
-    test_acc_before: float | None
-    test_acc_after: float | None
-    source_acc_after: float | None
+    before: float | None  # the metric on the test split before training
+    after: float | None  # and after
+    source_after: float | None  # on its source (pretraining) task after training
     method: str
     rank: int | None
     alpha: float | None
@@ -77,17 +83,18 @@ class TableRow:
     seconds: float | None
 
 
-def table_row(record: RunRecord, student: str = "") -> TableRow:
-    """`record` as a row of the table of runs; `student`: the name its owner gave."""
+def table_row(record: RunRecord, student: str = "", metric: str = "acc") -> TableRow:
+    """`record` as a row of the table of runs; `student`: the name its owner gave; `metric`:
+    the field of the results shown ("acc": accuracy, "bpc": bits per character)."""
     config = record.config
     lora = config.method == "lora"
     return TableRow(
         id=record.id,
         name=record.name,
         student=student,
-        test_acc_before=record.test_acc_before,
-        test_acc_after=record.test_acc_after,
-        source_acc_after=record.source_acc_after,
+        before=getattr(record, f"test_{metric}_before"),
+        after=getattr(record, f"test_{metric}_after"),
+        source_after=getattr(record, f"source_{metric}_after"),
         method=config.method,
         rank=config.rank if lora else None,
         alpha=config.alpha if lora else None,
@@ -98,6 +105,12 @@ def table_row(record: RunRecord, student: str = "") -> TableRow:
         trainable_params=record.trainable_params,
         seconds=record.seconds,
     )
+
+
+def of_kind(records: Iterable[RunRecord], kind: str) -> list[RunRecord]:
+    """The runs on data of `kind` ("images" or "text"): the runs one metric axis can hold (an
+    accuracy and a count of bits are not one number), as comparable_runs keeps to one model."""
+    return [record for record in records if record.kind == kind]
 
 
 def comparable_runs(

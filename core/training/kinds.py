@@ -28,8 +28,11 @@ class Metric:
     source: str  # catalog key of its headline on the source task ("train.source_acc")
     source_help: str  # catalog key of what that headline measures
     card: str  # catalog key of a model card's line with the model's score ("train.card")
+    margin: str  # catalog key of a small difference, "within {value} point" of another score
+    chance: str  # catalog key of what a model that learned nothing scores ("the commonest class")
     percent: bool = True  # a share, written 90.2% and changed in points; else a plain number
     lower_is_better: bool = False  # a loss (bits per character) rather than a score
+    tolerance: float = 0.01  # a difference no bigger reads "about the same": one point, 0.01 bit
 
     @property
     def validation(self) -> str:
@@ -43,7 +46,22 @@ class Metric:
     def changed(self, before: float, after: float) -> str:
         """A change as the catalog's `change` sentence takes it: 0.376 → 0.902 is "+52.6"
         (points); 3.10 → 2.31 bits is "-0.79"."""
-        return f"{(after - before) * 100:+.1f}" if self.percent else f"{after - before:+.2f}"
+        return f"{self.units(after - before):+.{1 if self.percent else 2}f}"
+
+    def units(self, difference: float) -> float:
+        """A difference in the units a student reads it in: points (×100) for a share, bits as
+        they are."""
+        return difference * 100 if self.percent else difference
+
+    def difference(self, value: float) -> str:
+        """The size of a difference as the catalog's `margin` takes it: 0.01 → "1" (point);
+        0.01 bits → "0.01"."""
+        return f"{self.units(value):g}"
+
+    def better_by(self, value: float, other: float) -> float:
+        """How much better `value` is than `other`, in the metric's units: above zero when it
+        is better (higher accuracy, fewer bits)."""
+        return other - value if self.lower_is_better else value - other
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,8 @@ ACCURACY = Metric(
     source="train.source_acc",
     source_help="train.source_help",
     card="train.card",
+    margin="spectra.margin_points",
+    chance="spectra.chance_commonest",
 )
 IMAGES = DataKind("images", examples="images", metric=ACCURACY, has_classes=True)
 
@@ -91,6 +111,8 @@ BITS = Metric(
     source="train.source_bpc",
     source_help="train.source_bpc_help",
     card="train.card_text",
+    margin="spectra.margin_bits",
+    chance="spectra.chance_uniform",
     percent=False,
     lower_is_better=True,
 )
@@ -107,6 +129,8 @@ NEXT_CHARACTER = Metric(
     source="train.source_next_acc",
     source_help="train.source_bpc_help",
     card="train.card_text",
+    margin="spectra.margin_points",
+    chance="spectra.chance_commonest",
 )
 TEXT = DataKind("text", examples="text", metric=BITS, has_classes=False, others=(NEXT_CHARACTER,))
 KINDS = {kind.name: kind for kind in (IMAGES, TEXT)}

@@ -1,11 +1,12 @@
 """Measuring a trained run again: its models, its task's test split, and edited copies.
 
 The what-if views (core.analyses.whatif) and the example strips (core.training.examples) all ask
-the same question in different ways: "what does this model get right on the test images, and what
+the same question in different ways: "how well does this model do on the test split, and what
 if its weights were a little different?". They share what is here: a saved run rebuilt from
 the run store (its base model, its trained model and its task's test split, made exactly as
-training made them), the source task the zoo models were pretrained on, and the accuracy of a
-model with some layers' weights swapped for others for the length of one evaluation.
+training made them), and the score of a model (its task's headline metric: accuracy on images,
+bits per character on text) with some layers' weights swapped for others for the length of one
+evaluation.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor, nn
 
 from core.common.config import RunConfig
 from core.store.runs import RunStore
-from core.training.data import Split
+from core.training.data import Split, kind_of
+from core.training.kinds import Metric
 from core.training.rebuild import rebuild
 from core.training.train import RunResult, evaluate, load_task
 
@@ -43,6 +45,11 @@ class TrainedRun:
         base, model = result.base.eval(), result.model.eval()
         return cls(result.config, base, model, task.split("test"), task.num_classes)
 
+    @property
+    def metric(self) -> Metric:
+        """The headline metric of its task's kind: how every what-if judges it."""
+        return kind_of(self.config.dataset).metric
+
 
 def open_run(run_id: int, store: RunStore) -> TrainedRun:
     """A saved run, rebuilt: its weights from the store (core.training.rebuild), its task
@@ -54,9 +61,10 @@ def open_run(run_id: int, store: RunStore) -> TrainedRun:
     return TrainedRun(config, base, model, task.split("test"), task.num_classes)
 
 
-def accuracy(model: nn.Module, split: Split) -> float:
-    """The fraction of the split the model classifies correctly (core.training.train.evaluate)."""
-    return evaluate(model, split).acc
+def score(model: nn.Module, split: Split, metric: Metric) -> float:
+    """The model's `metric` on the split (core.training.train.evaluate): its accuracy on
+    images, its bits per character on text."""
+    return evaluate(model, split)[metric.field]
 
 
 @contextmanager
@@ -75,7 +83,9 @@ def swapped_weights(model: nn.Module, weights: Mapping[str, Tensor]) -> Iterator
             layer.weight.copy_(saved[name])
 
 
-def accuracy_with(model: nn.Module, weights: Mapping[str, Tensor], split: Split) -> float:
-    """accuracy() of `model` with some layers' weights swapped (see swapped_weights)."""
+def score_with(
+    model: nn.Module, weights: Mapping[str, Tensor], split: Split, metric: Metric
+) -> float:
+    """score() of `model` with some layers' weights swapped (see swapped_weights)."""
     with swapped_weights(model, weights):
-        return accuracy(model, split)
+        return score(model, split, metric)

@@ -109,13 +109,16 @@ def resolve_device(device: str) -> torch.device:
 
 def load_task(config: RunConfig) -> data.Task:
     """The task a config names, built the same way for training and for measuring an imported
-    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
+    adapter (a planted-rank task needs the base model, whose update makes its labels: with
+    its own head over the dataset's classes, 97 characters for text, not a new one)."""
+    classes = data.DATASETS[config.dataset].num_classes
+    planted = config.shift == "planted-rank"
     return data.load_task(
         config.dataset,
         config.shift,
         config.shift_params,
         seed=config.seed,
-        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+        base_model=zoo.load(config.model, classes) if planted else None,
     )
 
 

@@ -104,7 +104,7 @@ def test_moment_opens_the_nearest_snapshot_and_the_metrics_logged_by_then(
     moment = reports.moment(HISTORY, SNAPSHOTS, clicked)
     assert (moment.step, moment.index, moment.eval_step) == (step, index, eval_step)
     assert moment.train_loss == pytest.approx(2.0 - step / 10)
-    assert moment.val_acc == HISTORY[eval_step]["val_acc"]
+    assert moment.validation == {"val_acc": HISTORY[eval_step]["val_acc"]}
     assert moment.val_loss == HISTORY[eval_step]["val_loss"]
 
 

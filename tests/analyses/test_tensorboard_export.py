@@ -11,6 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.analyses.tensorboard_export import export_tensorboard, tensorboard_zip
+from core.common import config
 from core.common.config import RunConfig
 from core.training.record import train_and_save
 
@@ -97,3 +98,31 @@ def test_the_zip_holds_the_run_folder_with_the_same_curves(record, tmp_path, mon
     got = series(events, "accuracy/val")
     assert [step for step, _ in got] == [step for step, _ in expected]
     assert [value for _, value in got] == pytest.approx([v for _, v in expected], rel=1e-6)
+
+
+def test_a_text_run_exports_its_bits_per_character_and_its_samples(store, one_thread, tmp_path):
+    settings = config.for_model("gpt").to_dict() | {
+        "steps": 4,
+        "eval_interval": 2,
+        "snapshot_interval": 2,
+    }
+    run_id, _ = train_and_save(RunConfig.from_dict(settings), store)
+    record = store.get(run_id)
+    events = read(export_tensorboard(record, tmp_path / "tb"))
+    evaluated = [row for row in record.history if row["val_bpc"] is not None]
+    assert [row["step"] for row in evaluated] == [0, 2, 4]
+    got = series(events, "bits_per_character/val")
+    assert [step for step, _ in got] == [0, 2, 4]
+    assert [v for _, v in got] == pytest.approx([row["val_bpc"] for row in evaluated], rel=1e-6)
+    test = series(events, "bits_per_character/test")
+    assert test == [
+        (0, pytest.approx(record.test_bpc_before)),
+        (4, pytest.approx(record.test_bpc_after)),
+    ]
+    samples = events.Tensors("sample/text_summary")
+    assert [event.step for event in samples] == [0, 2, 4]
+    for event, row in zip(samples, evaluated, strict=True):
+        shown = event.tensor_proto.string_val[0].decode()
+        lines = shown.split("\n")
+        assert all(line.startswith("    ") for line in lines)  # a code block: shown as written
+        assert "\n".join(line[4:] for line in lines) == row["sample"]

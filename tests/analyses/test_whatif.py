@@ -13,9 +13,10 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.intruders import reduce_intruder_dimension
 
 from core.analyses import whatif
+from core.common import config
 from core.common.config import RunConfig
 from core.lowrank import lora, svd, updates
-from core.training import data, measure, zoo
+from core.training import data, kinds, measure, zoo
 from core.training.train import evaluate, source_split, train
 from tests.support.toy_models import ToyCNN, ToyMLP
 
@@ -60,13 +61,17 @@ def test_rank_grid_doubles_up_to_the_rank():
 
 
 def curve_of(
-    run_accuracy: float, accuracies: dict[int, float], chance: float = 0.1
+    run_score: float,
+    scores: dict[int, float],
+    chance: float = 0.1,
+    metric: kinds.Metric = kinds.ACCURACY,
 ) -> whatif.TruncationCurve:
     """A truncation curve with these numbers (rank 4) and rank_used found from them."""
     curve = whatif.TruncationCurve(
-        truncation=[whatif.TruncationPoint(k, a) for k, a in accuracies.items()],
-        run_accuracy=run_accuracy,
-        base_accuracy=0.1,
+        metric=metric,
+        truncation=[whatif.TruncationPoint(k, a) for k, a in scores.items()],
+        run_score=run_score,
+        base_score=0.1,
         max_rank=4,
         layers={},
         dora=False,
@@ -105,7 +110,7 @@ def test_reading_says_what_rank_used_found(accuracies, says):
 
 
 @pytest.mark.parametrize(
-    "run_accuracy, accuracies, chance, says",
+    "run_score, accuracies, chance, says",
     [
         # issue 18: lr 0.3 diverged to 10 % on ten classes; its k = 0 cut (head kept) scored 29 %
         (0.10, {0: 0.29, 1: 0.11, 2: 0.10, 4: 0.10}, 0.1135, "chance"),
@@ -117,15 +122,39 @@ def test_reading_says_what_rank_used_found(accuracies, says):
     ],
 )
 def test_a_run_that_learned_nothing_or_was_hurt_by_its_update_gets_its_own_reading(
-    run_accuracy, accuracies, chance, says
+    run_score, accuracies, chance, says
 ):
-    assert whatif.reading(curve_of(run_accuracy, accuracies, chance)) == says
+    assert whatif.reading(curve_of(run_score, accuracies, chance)) == says
 
 
 def test_chance_is_the_share_of_the_commonest_class():
     labels = torch.tensor([0, 1, 1, 2, 1, 0, 1, 3])
     split = data.Split(torch.zeros(8, 1), labels)
-    assert whatif.chance_accuracy(split) == max(np.unique(labels, return_counts=True)[1]) / 8
+    expected = max(np.unique(labels, return_counts=True)[1]) / 8
+    assert whatif.chance_score(split, kinds.ACCURACY, 4) == expected
+
+
+def test_chance_in_bits_is_a_uniform_guess_over_the_characters():
+    split = data.Split(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 3, dtype=torch.int64))
+    uniform = torch.full((97,), 1 / 97)  # every character equally likely: its cross-entropy
+    bits = -(uniform * uniform.log2()).sum().item()
+    assert whatif.chance_score(split, kinds.BITS, 97) == pytest.approx(bits)
+
+
+@pytest.mark.parametrize(
+    "run_bits, bits, chance, says",
+    [
+        # fewer bits are better: a cut that adds bits is worse, one that saves them is better
+        (2.00, {0: 2.50, 1: 2.20, 2: 2.005, 4: 2.00}, 6.6, "some"),  # 2.005: within 0.01 bits
+        (2.00, {0: 2.50, 1: 2.20, 2: 2.02, 4: 2.00}, 6.6, "all"),
+        (2.00, {0: 2.005, 1: 1.999, 2: 2.0, 4: 2.00}, 6.6, "none"),
+        (2.00, {0: 1.80, 1: 1.95, 4: 2.00}, 6.6, "worse"),  # without its update: fewer bits
+        (6.595, {0: 6.0, 1: 6.3, 4: 6.595}, 6.6, "chance"),  # no better than a uniform guess
+        (7.50, {0: 3.0, 4: 7.50}, 6.6, "chance"),  # worse than a uniform guess: diverged
+    ],
+)
+def test_reading_in_bits_per_character_knows_that_lower_is_better(run_bits, bits, chance, says):
+    assert whatif.reading(curve_of(run_bits, bits, chance, kinds.BITS)) == says
 
 
 def test_rank_used_takes_a_tolerance():
@@ -266,10 +295,10 @@ def without_updates(run: measure.TrainedRun) -> torch.nn.Module:
 def test_truncation_gives_back_the_run_at_full_rank_and_no_update_at_zero(runs, name, one_thread):
     run = runs[name]
     full = whatif.truncation_curve(run, ks=[0, 10**6])
-    accuracy = {point.k: point.accuracy for point in full.truncation}
-    assert full.run_accuracy == evaluate(run.model, run.test.x, run.test.y)[1]
-    assert accuracy[10**6] == full.run_accuracy
-    assert accuracy[0] == evaluate(without_updates(run), run.test.x, run.test.y)[1]
+    accuracy = {point.k: point.score for point in full.truncation}
+    assert full.run_score == evaluate(run.model, run.test).acc
+    assert accuracy[10**6] == full.run_score
+    assert accuracy[0] == evaluate(without_updates(run), run.test).acc
     assert accuracy[0] != accuracy[10**6]  # the update matters: the check can tell them apart
     assert full.dora == ("dora" in name)
 
@@ -307,7 +336,7 @@ def test_a_mid_rank_cut_is_numpys_truncation_of_the_dense_update(runs, one_threa
             W = layer.W0.double().numpy() + numpy_truncation(delta_W, 2)
             layer.base.weight.copy_(torch.tensor(W))
             layer.B.zero_()
-    assert curve.truncation[0].accuracy == evaluate(model, run.test.x, run.test.y)[1]
+    assert curve.truncation[0].score == evaluate(model, run.test).acc
 
 
 def test_nothing_to_truncate_is_a_clear_error(runs):
@@ -323,8 +352,8 @@ def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_t
     run = runs["mlp-lora"]
     curve = whatif.intruder_curve(run, lambdas=(1.0, 0.0))
     assert curve.intruders > 0  # this run has intruders: λ has something to change
-    at_one, at_zero = (point.accuracy for point in curve.points)
-    assert at_one.target == evaluate(run.model, run.test.x, run.test.y)[1]
+    at_one, at_zero = (point.score for point in curve.points)
+    assert at_one.target == evaluate(run.model, run.test).acc
 
     merged = lora.merge(run.model)
     with torch.no_grad():
@@ -334,9 +363,9 @@ def test_intruder_curve_at_one_is_the_run_and_at_zero_numpys_removal(runs, one_t
             removed, indices = numpy_scaled_intruders(W0, layer.weight.double().numpy(), 0.0)
             assert indices == curve.layers[name]
             layer.weight.copy_(torch.tensor(removed))
-    assert at_zero.target == evaluate(merged, run.test.x, run.test.y)[1]
+    assert at_zero.target == evaluate(merged, run.test).acc
     source = source_split("mlp", 10)
-    assert at_zero.source == evaluate(merged, source.x, source.y)[1]
+    assert at_zero.source == evaluate(merged, source).acc
 
 
 def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
@@ -346,9 +375,9 @@ def test_without_intruders_every_lambda_is_the_run(runs, one_thread):
     curve = whatif.intruder_curve(run, lambdas=(0.0, 0.5, 1.0), eps=0.0)
     assert curve.intruders == 0
     assert [p.lam for p in curve.points] == [0.0, 0.5, 1.0]
-    run_accuracy = evaluate(run.model, run.test.x, run.test.y)[1]
-    assert {p.accuracy.target for p in curve.points} == {run_accuracy}
-    assert curve.at(0.5) == curve.points[1].accuracy
+    run_score = evaluate(run.model, run.test).acc
+    assert {p.score.target for p in curve.points} == {run_score}
+    assert curve.at(0.5) == curve.points[1].score
     with pytest.raises(ValueError, match="λ must be"):
         whatif.intruder_curve(run, lambdas=(0.0, 2.0), eps=0.0)
 
@@ -385,10 +414,10 @@ def test_layer_importance_norms_and_one_layer_removed(runs, one_thread):
                 lora.adapted_layers(model)[name].enabled = False
             else:
                 model.get_submodule(name).weight.copy_(run.base.get_submodule(name).weight)
-        without = evaluate(model, run.test.x, run.test.y)[1]
-        assert row.accuracy_without == without
-        assert row.accuracy_lost == pytest.approx(report.run_accuracy - without)
-    assert max(row.accuracy_lost for row in rows.values()) > 0
+        without = evaluate(model, run.test).acc
+        assert row.score_without == without
+        assert row.lost == pytest.approx(report.run_score - without)
+    assert max(row.lost for row in rows.values()) > 0
 
 
 def test_layer_importance_of_full_fine_tuning_covers_every_changed_matrix(runs, one_thread):
@@ -398,11 +427,84 @@ def test_layer_importance_of_full_fine_tuning_covers_every_changed_matrix(runs, 
     ]  # fmt: skip
 
 
-def test_a_saved_run_opens_with_its_stored_accuracy(store, one_thread):
+def test_a_saved_run_opens_with_its_stored_score(store, one_thread):
     from core.training.record import train_and_save
 
     run_id, result = train_and_save(RunConfig(model="cnn", targets="conv2", steps=5), store)
     run = measure.open_run(run_id, store)
     curve = whatif.truncation_curve(run, ks=[4])
-    assert curve.truncation[0].accuracy == result.test_acc_after
-    assert curve.base_accuracy == result.test_acc_before
+    assert curve.truncation[0].score == result.test_acc_after
+    assert curve.base_score == result.test_acc_before
+
+
+# -- the language model: judged in bits per character, lower is better ----------------------------
+GPT_STEPS = {"steps": 5, "eval_interval": 5, "snapshot_interval": 5}
+
+
+@pytest.fixture(scope="module")
+def gpt_run() -> measure.TrainedRun:
+    """One tiny run on gpt (its defaults: q and v adapted, the head trained), shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        settings = config.for_model("gpt").to_dict() | GPT_STEPS
+        return measure.TrainedRun.of_result(train(RunConfig.from_dict(settings)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def bits_per_character(model: torch.nn.Module, split: data.Split) -> float:
+    """The mean cross-entropy of every next character, in bits: computed here, not by
+    core.training.train.evaluate."""
+    model.eval()
+    logits = model(split.x)
+    nats = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), split.y.ravel())
+    return nats.item() / np.log(2)
+
+
+def test_a_text_run_is_measured_in_bits_per_character(gpt_run, one_thread):
+    assert gpt_run.metric == kinds.BITS
+    curve = whatif.truncation_curve(gpt_run, ks=[2, 4])
+    assert curve.metric == kinds.BITS and curve.to_dict()["metric"] == "bpc"
+    assert curve.run_score == pytest.approx(bits_per_character(gpt_run.model, gpt_run.test))
+    assert curve.base_score == pytest.approx(bits_per_character(gpt_run.base, gpt_run.test))
+    assert curve.score_at(4) == pytest.approx(curve.run_score, abs=1e-6)  # full rank: the run
+    assert curve.chance == pytest.approx(np.log2(97))  # a uniform guess over 97 characters
+
+
+def test_cutting_a_text_runs_rank_is_the_bits_of_the_dense_truncated_update(gpt_run, one_thread):
+    """k = 1: every adapted layer's weight W0 + [s·B A]_1 from numpy's SVD of the dense
+    update, the adapter switched off, and the bits recomputed."""
+    curve = whatif.truncation_curve(gpt_run, ks=[1])
+    model = copy.deepcopy(gpt_run.model)
+    with torch.no_grad():
+        for layer in lora.adapted_layers(model).values():
+            delta_W = layer.scaling * layer.B.double().numpy() @ layer.A.double().numpy()
+            W = layer.W0.double().numpy() + numpy_truncation(delta_W, 1)
+            layer.base.weight.copy_(torch.tensor(W))
+            layer.enabled = False
+    bits = bits_per_character(model, gpt_run.test)
+    assert curve.score_at(1) == pytest.approx(bits, abs=1e-5)
+    assert bits != pytest.approx(curve.run_score, abs=1e-5)  # the cut changed something
+
+
+def test_a_text_runs_layer_importance_counts_the_bits_added_without_a_layer(gpt_run, one_thread):
+    report = whatif.layer_importance(gpt_run)
+    rows = {row.layer: row for row in report.layers}
+    assert {"blocks.0.attn.q", "blocks.0.attn.v", "lm_head"} <= set(rows)
+    model = copy.deepcopy(gpt_run.model)
+    lora.adapted_layers(model)["blocks.0.attn.v"].enabled = False
+    without = bits_per_character(model, gpt_run.test)
+    row = rows["blocks.0.attn.v"]
+    assert row.score_without == pytest.approx(without, abs=1e-5)
+    assert row.lost == pytest.approx(without - report.run_score, abs=1e-5)  # more bits: worse
+
+
+def test_a_text_runs_intruders_are_measured_on_its_pretraining_prose(gpt_run, one_thread):
+    curve = whatif.intruder_curve(gpt_run, lambdas=(1.0,))
+    source = source_split("gpt", gpt_run.num_classes)
+    at_one = curve.at(1.0)
+    assert at_one.target == pytest.approx(bits_per_character(gpt_run.model, gpt_run.test))
+    assert at_one.source == pytest.approx(bits_per_character(gpt_run.model, source))
+    assert curve.base.source == pytest.approx(bits_per_character(gpt_run.base, source))

@@ -13,6 +13,7 @@ from core.analyses.reports import Moment
 from core.classroom import spectra_view
 from core.classroom.i18n import LANGUAGES, catalog
 from core.classroom.spectra_view import Sentence
+from core.training import kinds
 
 ENGLISH = catalog("en").t
 
@@ -63,7 +64,13 @@ def test_a_choice_stays_while_it_is_offered():
 # -- sentences ----------------------------------------------------------------------------------
 def test_a_sentence_says_its_clauses_in_the_same_language():
     clause = Sentence("spectra.cut_zero_is_kept", {"layers": "head"})
-    sentence = Sentence("spectra.cut_reading_none", {"zero_is": clause, "points": "1", "run": "9%"})
+    values = {
+        "zero_is": clause,
+        "metric": Sentence("spectra.measure_acc"),
+        "within": spectra_view.margin(kinds.ACCURACY),
+        "run": "9%",
+    }
+    sentence = Sentence("spectra.cut_reading_none", values)
     assert sentence.said(ENGLISH) == (
         "Even at k = 0 (the updates removed; left as trained: head) the test accuracy stays within "
         "1 point of the run's 9%: on this task, the updates the cut removes barely mattered."
@@ -97,10 +104,15 @@ def test_every_reading_of_an_amplification_is_said(language):
 
 
 def curve(
-    kept: list[str], accuracies: dict[int, float], run: float = 0.9
+    kept: list[str],
+    scores: dict[int, float],
+    run: float = 0.9,
+    metric: kinds.Metric = kinds.ACCURACY,
+    base: float = 0.12,
+    chance: float = 0.1,
 ) -> whatif.TruncationCurve:
-    points = [whatif.TruncationPoint(k, a) for k, a in accuracies.items()]
-    numbers = whatif.TruncationCurve(points, run, 0.12, 4, {}, False, kept, 0.1)
+    points = [whatif.TruncationPoint(k, a) for k, a in scores.items()]
+    numbers = whatif.TruncationCurve(metric, points, run, base, 4, {}, False, kept, chance)
     return dataclasses.replace(numbers, rank_used=whatif.rank_used(numbers))
 
 
@@ -123,12 +135,14 @@ def test_the_cut_reading_says_what_k_0_is(language):
         assert sentence.said(catalog(language).t)  # every placeholder has its value
 
 
-def intruder_curve(source: float | None) -> whatif.IntruderCurve:
-    def accuracy(target: float) -> whatif.TaskAccuracy:
-        return whatif.TaskAccuracy(target, None if source is None else source + target / 10)
+def intruder_curve(
+    source: float | None, metric: kinds.Metric = kinds.ACCURACY
+) -> whatif.IntruderCurve:
+    def score(target: float) -> whatif.TaskScore:
+        return whatif.TaskScore(target, None if source is None else source + target / 10)
 
-    points = [whatif.IntruderPoint(lam, accuracy(0.8 + lam / 10)) for lam in (0.0, 0.5, 1.0)]
-    return whatif.IntruderCurve(points, accuracy(0.1), {"fc1": [0, 3], "fc2": []})
+    points = [whatif.IntruderPoint(lam, score(0.8 + lam / 10)) for lam in (0.0, 0.5, 1.0)]
+    return whatif.IntruderCurve(metric, points, score(0.1), {"fc1": [0, 3], "fc2": []})
 
 
 def test_the_metrics_at_a_lambda_say_the_change_from_the_run_as_trained():
@@ -136,10 +150,38 @@ def test_the_metrics_at_a_lambda_say_the_change_from_the_run_as_trained():
     assert spectra_view.intruder_counts(curve) == "fc1: 2, fc2: 0" and curve.intruders == 2
     target, source = spectra_view.lambda_metrics(curve, 0.0)
     assert (target.value, source.value) == ("80.0%", "58.0%")
-    assert target.change == Sentence("spectra.points_delta", {"change": "-10.0"})
-    assert source.change == Sentence("spectra.points_delta", {"change": "-1.0"})
+    assert target.change.said(ENGLISH) == "-10.0 points vs. λ = 1"
+    assert source.change.said(ENGLISH) == "-1.0 points vs. λ = 1"
     assert target.label.said(ENGLISH) == "New task at λ = 0.0"
+    assert not target.lower_is_better  # the page colours a rise green
     assert [metric.change for metric in spectra_view.lambda_metrics(curve, 1.0)] == [None, None]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_text_runs_readings_are_in_bits_and_lower_is_better(language):
+    """Fewer bits are better: a cut that keeps the run's 2.00 bits to 2.005 is "about the
+    same", the commonest-class chance becomes a uniform guess, and λ's change is in bits, a
+    fall coloured as the good direction."""
+    said = catalog(language).t
+    bits = curve([], {0: 2.50, 1: 2.20, 2: 2.005, 4: 2.00}, 2.00, kinds.BITS, 2.6, 6.6)
+    reading = spectra_view.truncation_sentence(bits)
+    assert reading.key == "spectra.cut_reading_some" and reading.values["k"] == 2
+    assert (reading.values["run"], reading.values["zero"]) == ("2.00", "2.50")
+    assert reading.values["within"] == Sentence("spectra.margin_bits", {"value": "0.01"})
+    assert reading.values["metric"] == Sentence("spectra.measure_bpc")
+    assert "%" not in reading.said(said) and "2.00" in reading.said(said)
+    diverged = spectra_view.truncation_sentence(
+        curve([], {0: 3.0, 4: 7.5}, 7.5, kinds.BITS, 2.6, 6.6)
+    )
+    assert diverged.key == "spectra.cut_reading_chance"
+    assert diverged.values["chance_is"] == Sentence("spectra.chance_uniform")
+    intruders = intruder_curve(source=3.0, metric=kinds.BITS)
+    target, source = spectra_view.lambda_metrics(intruders, 0.0)
+    assert (target.value, source.value) == ("0.80", "3.08")
+    assert target.lower_is_better and source.lower_is_better
+    if language == "en":
+        assert target.change.said(said) == "-0.10 bits per character vs. λ = 1"
+    assert target.change.said(said) and source.change.said(said)
 
 
 def test_without_a_source_task_its_metric_has_no_value():
@@ -148,19 +190,24 @@ def test_without_a_source_task_its_metric_has_no_value():
 
 
 def test_a_moments_metrics_say_what_was_not_logged_yet():
-    start = Moment(step=0, index=0, train_loss=None, eval_step=None, val_loss=None, val_acc=None)
-    loss, acc = spectra_view.moment_metrics(start, None)  # no snapshots of this layer
+    start = Moment(step=0, index=0, train_loss=None, eval_step=None, val_loss=None, validation={})
+    loss, acc = spectra_view.moment_metrics(start, None, kinds.ACCURACY)  # no snapshots
     assert (loss.value, acc.value, acc.help) == ("—", "—", None)
-    later = Moment(step=20, index=1, train_loss=0.5, eval_step=10, val_loss=0.7, val_acc=0.75)
+    later = Moment(20, 1, 0.5, eval_step=10, val_loss=0.7, validation={"val_acc": 0.75})
     evolution = layer_reports.SpectrumEvolution(
         [0, 20], [[], [2.0, 1.0]], [0.0, 0.1], [0.0, 0.02], None
     )
-    metrics = spectra_view.moment_metrics(later, evolution)
+    metrics = spectra_view.moment_metrics(later, evolution, kinds.ACCURACY)
     assert [metric.value for metric in metrics] == ["0.500", "75.0%", "2", "0.02"]
     assert metrics[1].help == Sentence("spectra.metric_eval_at", {"step": 10})
-    assert (
-        spectra_view.moment_metrics(dataclasses.replace(later, index=0), evolution)[2].value == "0"
-    )
+    at_start = dataclasses.replace(later, index=0)
+    assert spectra_view.moment_metrics(at_start, evolution, kinds.ACCURACY)[2].value == "0"
+
+
+def test_a_text_runs_moment_shows_its_validation_bits():
+    text = Moment(20, 1, 1.6, 10, 1.7, validation={"val_bpc": 2.4526, "val_acc": 0.51})
+    _, bits = spectra_view.moment_metrics(text, None, kinds.BITS)
+    assert (bits.label, bits.value) == (Sentence("spectra.metric_val_bpc"), "2.45")
 
 
 # -- ▶ Play ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The Compare page's sweep without the page (core.classroom.sweep_view): plain pytest."""
 
 from core.classroom import links, sweep_view
+from core.common import config
 from core.common.config import RunConfig
 from core.jobs.scheduler import Job
 from core.training import data, kinds
@@ -78,3 +79,16 @@ def test_each_kinds_metric_is_written_as_a_student_reads_it():
     assert kinds.ACCURACY.written(0.902) == "90.2%"
     assert kinds.ACCURACY.changed(0.376, 0.902) == "+52.6"
     assert kinds.ACCURACY.changed(0.9, 0.85) == "-5.0"
+
+
+def test_a_sweep_on_the_language_model_starts_from_its_own_settings():
+    settings = {"model": "gpt", "dataset": "prose", "shift": "code", "ranks": [1, 4]}
+    form = sweep_view.SweepForm.of(links.COMPARE_DEFAULTS | settings)
+    configs = form.configs()
+    gpt = config.for_model("gpt")
+    for run in configs:
+        run.validate()  # a model and a task of one kind: the sweep is not refused
+        assert (run.batch_size, run.eval_interval) == (gpt.batch_size, gpt.eval_interval)
+    assert [(c.method, c.rank) for c in configs[:2]] == [("lora", 1), ("lora", 4)]
+    assert {str(c.targets) for c in configs[:2]} == {str(gpt.targets)}  # W_q and W_v
+    assert form.kind == "text" and form.metric == kinds.BITS  # judged in bits per character

@@ -18,7 +18,7 @@ from core.analyses import layer_reports, whatif
 from core.cli import commands
 from core.common.config import RunConfig, for_model
 from core.store.runs import RunStore
-from core.training import export
+from core.training import export, kinds
 from core.training.data import kind_of
 from core.training.record import train_and_save
 
@@ -145,15 +145,15 @@ def test_spectra_truncate_json_gives_the_truncation_table(capsys, restore_thread
     assert main(["spectra", str(run_id), "--truncate", "--json"]) == 0
     curve = json.loads(capsys.readouterr().out)
     assert [point["k"] for point in curve["truncation"]] == [0, 1, 2, 4]
-    assert all(set(point) == {"k", "accuracy"} for point in curve["truncation"])
-    assert curve["truncation"][-1]["accuracy"] == curve["run_accuracy"] == result.test_acc_after
-    assert curve["base_accuracy"] == result.test_acc_before
+    assert all(set(point) == {"k", "score"} for point in curve["truncation"])
+    assert curve["truncation"][-1]["score"] == curve["run_score"] == result.test_acc_after
+    assert curve["base_score"] == result.test_acc_before and curve["metric"] == "acc"
     assert curve["max_rank"] == 4
-    within = [p["accuracy"] >= curve["run_accuracy"] - 0.01 - 1e-12 for p in curve["truncation"]]
+    within = [p["score"] >= curve["run_score"] - 0.01 - 1e-12 for p in curve["truncation"]]
     from_on = [p["k"] for i, p in enumerate(curve["truncation"]) if all(within[i:])]
     assert curve["rank_used"] == (from_on[0] if from_on else None)  # whatif.rank_used's rule
     assert set(curve) == {  # the keys scripts read
-        "truncation", "run_accuracy", "base_accuracy", "max_rank", "layers", "dora", "kept",
+        "metric", "truncation", "run_score", "base_score", "max_rank", "layers", "dora", "kept",
         "chance", "rank_used",
     }  # fmt: skip
     assert set(curve["layers"]["fc1"]) == {"rank", "numerical_rank", "dora"}
@@ -198,7 +198,16 @@ def truncation_curve(
     """A rank-4 truncation curve with these numbers (base model 0.4, chance 0.1)."""
     points = [whatif.TruncationPoint(k, accuracy) for k, accuracy in accuracies.items()]
     return whatif.TruncationCurve(
-        points, run_accuracy, 0.4, 4, {}, dora=False, kept=kept, chance=0.1, rank_used=rank_used
+        kinds.ACCURACY,
+        points,
+        run_accuracy,
+        0.4,
+        4,
+        {},
+        dora=False,
+        kept=kept,
+        chance=0.1,
+        rank_used=rank_used,
     )
 
 
@@ -206,7 +215,7 @@ def truncation_curve(
     "run_accuracy, says",
     [
         (0.1, "the run itself is within 1 point of always answering the commonest class (0.100)"),
-        (0.3, "the cut to k = 0 scores more than 1 point above the run"),
+        (0.3, "the cut to k = 0 scores more than 1 point better than the run"),
     ],
 )
 def test_the_truncation_reading_tells_a_failed_or_hurt_run(run_accuracy, says):
@@ -514,3 +523,13 @@ def test_a_real_argparse_error_has_no_traceback():
     done = cli("train", "--no-such-flag")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("python -m core")
+
+
+def test_a_text_runs_truncation_table_is_in_bits_and_says_lower_is_better():
+    points = [whatif.TruncationPoint(k, bits) for k, bits in {0: 2.6, 1: 2.3, 4: 2.0}.items()]
+    curve = whatif.TruncationCurve(kinds.BITS, points, 2.0, 2.6, 4, {}, False, [], 6.6, 4)
+    lines = commands._truncation_table(curve).splitlines()
+    assert lines[0].split() == ["k", "bits", "per", "character"]
+    assert "bits per character: lower is better" in lines
+    assert lines[-1].startswith("this update needed all 4 of its directions: every cut below")
+    assert "0.01 bits" in lines[-1]

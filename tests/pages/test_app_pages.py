@@ -276,12 +276,12 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
     curve = whatif.truncation_curve(run)
     cut = chart_spec(at, "directions kept")["data"][0]
     assert cut["x"] == [str(point.k) for point in curve.truncation]
-    assert cut["y"] == [point.accuracy for point in curve.truncation]
+    assert cut["y"] == [point.score for point in curve.truncation]
     reading = f"{curve.rank_used}** of its {curve.max_rank} directions"
     if curve.rank_used == curve.max_rank:
         reading = f"all **{curve.max_rank}** of its directions"
     assert any(reading in text.value for text in at.markdown)
-    zero = f"{curve.truncation[0].accuracy:.1%}"  # k = 0 keeps the trained head: say so
+    zero = f"{curve.truncation[0].score:.1%}"  # k = 0 keeps the trained head: say so
     assert curve.kept == ["head"] and not any("updates are gone" in t.value for t in at.markdown)
     assert any("touch (head) stay as trained" in c.value and zero in c.value for c in at.caption)
 
@@ -296,9 +296,7 @@ def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(t
     table = at.dataframe[-1].value
     layers = whatif.layer_importance(run).layers
     assert list(table["Layer"]) == [row.layer for row in layers] == ["fc1", "fc2", "head"]
-    assert list(table["Lost (points)"]) == pytest.approx(
-        [row.accuracy_lost * 100 for row in layers]
-    )
+    assert list(table["Lost (points)"]) == pytest.approx([row.lost * 100 for row in layers])
 
 
 WHAT_IF_RUNS = {  # other models and a method without adapters, each in one language

@@ -12,8 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.classroom import links
-from core.common.config import RunConfig
-from core.training import data, examples
+from core.common.config import RunConfig, shifts_for
+from core.training import examples
 from tests.support.app_session import open_page
 
 TRAIN = links.train_defaults()
@@ -30,7 +30,7 @@ def strip_texts(at: AppTest) -> list[str]:
 # ----------------------------------------------------------------------------- see the task
 
 
-@pytest.mark.parametrize("shift", list(data.SHIFTS))
+@pytest.mark.parametrize("shift", shifts_for("images"))
 def test_the_task_strip_shows_the_shift_for_every_shift(lab_home, shift):
     at = open_page("train", {"shift": shift})
     rows = images(at)  # one st.image per row of ten

@@ -145,7 +145,7 @@ def test_a_table_row_has_the_settings_that_tell_runs_apart():
         True,
         "fc1",
     )
-    assert (dora.lr, dora.student, dora.test_acc_after, dora.seconds) == (0.003, "Ann", 0.9, 2.5)
+    assert (dora.lr, dora.student, dora.after, dora.seconds) == (0.003, "Ann", 0.9, 2.5)
     plain = table_row(record(RunConfig()))
     assert (plain.dora, plain.targets, plain.student) == (False, "all-linear", "")
     head = table_row(record(RunConfig(method="head", dora=True)))  # dora: a LoRA setting

@@ -12,7 +12,7 @@ from core.common import config
 from core.common.config import RunConfig, SettingError
 from core.store.runs import RunStore
 from core.training import data, record, text, zoo
-from core.training.train import evaluate, sampler, train
+from core.training.train import evaluate, load_task, sampler, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"steps": 4, "eval_interval": 2, "snapshot_interval": 2}
@@ -25,7 +25,12 @@ def _with(settings: dict) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    return train(_with(TINY))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as one_thread, which a module's fixture cannot use
+    try:
+        return train(_with(TINY))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("shift", ["none", "code", "substitute", "reverse-words"])
@@ -117,3 +122,17 @@ def test_the_store_keeps_a_text_runs_bits_and_samples(tmp_path, tiny_run):
     assert [step["val_bpc"] for step in saved.history] == [
         step["val_bpc"] for step in tiny_run.history
     ]
+
+
+def test_a_planted_text_task_is_made_by_the_language_models_own_head():
+    """The teacher is gpt with ΔW* added: its logits are over the 97 characters its pretrained
+    head writes (not a new, untrained head of ten classes)."""
+    task = load_task(_with({"shift": "planted-rank"}))
+    assert task.planted.layer == "blocks.0.attn.q"
+    assert task.z_test.shape[-1] == text.VOCAB_SIZE == task.num_classes
+    base = zoo.load("gpt", text.VOCAB_SIZE)
+    with torch.no_grad():
+        teacher = base(task.x_test) + 0  # the base model's own logits, for comparison
+        base.get_submodule(task.planted.layer).weight += task.planted.delta_W
+        assert torch.allclose(base(task.x_test), task.z_test, atol=1e-5)
+    assert not torch.allclose(teacher, task.z_test)  # ΔW* changed what it writes

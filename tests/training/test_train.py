@@ -1,18 +1,19 @@
 """The training loop: repeatable, stoppable, safe with a diverging loss, clear about bad input."""
 
 import copy
+import dataclasses
 import re
 import threading
 
 import pytest
 import torch
 
-from core.common.config import RunConfig
+from core.common.config import RunConfig, for_model
 from core.common.paths import OfflineError
 from core.lowrank import lora, methods
 from core.lowrank.methods import trainable_parameters
 from core.lowrank.targets import resolve_targets
-from core.training import zoo
+from core.training import data, zoo
 from core.training.train import (
     Event,
     build_models,
@@ -312,7 +313,8 @@ def built_count(config: RunConfig) -> methods.ParamCount:
     adapters injected, parameters marked); for an ImageNet model whose weights are not on this
     computer, the same steps on its architecture (the weights change no count)."""
     try:
-        return methods.count_parameters(build_models(config, 10)[1])
+        classes = data.DATASETS[config.dataset].num_classes
+        return methods.count_parameters(build_models(config, classes)[1])
     except OfflineError:
         check_head(config)
         model = copy.deepcopy(zoo.architecture(config.model))
@@ -331,7 +333,7 @@ def test_the_count_from_shapes_is_the_built_models_count(model, settings):
     head = zoo.architecture(model).head_name
     targets = {"targets": zoo.default_targets(model)} | settings
     targets["targets"] = head if targets["targets"] == "head" else targets["targets"]
-    config = RunConfig(model=model, **targets)
+    config = dataclasses.replace(for_model(model), **targets)
     try:
         built = built_count(config)
     except ValueError as refusal:  # a new (ImageNet) head kept frozen: refused by both

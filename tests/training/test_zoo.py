@@ -2,6 +2,7 @@
 offline."""
 
 import hashlib
+import math
 import socket
 
 import pytest
@@ -10,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from core.common import paths
-from core.training import data, zoo
+from core.training import data, gpt, text, zoo
 
 IMAGE_MODELS = ["mlp", "cnn", "vit"]  # pretrained here on the digits
 BUILT_IN = [*IMAGE_MODELS, "gpt"]
@@ -59,6 +60,33 @@ def test_shipped_weights_reproduce_the_card(name, source):
     assert abs(zoo.accuracy(model, source.x_test, source.y_test) - card["test_acc"]) <= 0.001
     assert card["test_acc"] >= 0.9
     assert sum(p.numel() for p in model.parameters()) == card["params"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_shipped_language_model_reproduces_its_card():
+    """Its held-out bits per character, recomputed here from the weights with a plain
+    cross-entropy over every test window of the prose, and its sample, written again."""
+    card = zoo.card("gpt")
+    weights = zoo.MODELS_DIR / card["weights"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["weights_sha256"]
+    assert weights.stat().st_size < 10_000_000  # the issue's bound for the shipped weights
+    model = zoo.load("gpt", num_classes=text.VOCAB_SIZE)
+    assert sum(p.numel() for p in model.parameters()) == card["params"]
+    prose = text.source_text()
+    assert prose.fingerprint == card["split"]["fingerprint"]
+    x, y = text.windows(prose.split("test"), card["context"])
+    with torch.no_grad():
+        nats = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+    assert nats / math.log(2) == pytest.approx(card["test_bpc"], abs=0.001)
+    assert card["test_bpc"] < 2.5  # far below a uniform guess over 97 characters (6.6 bits)
+    sample = card["sample"]
+    written = gpt.generate(
+        model,
+        text.encode(sample["prompt"]),
+        len(sample["text"]) - len(sample["prompt"]),
+        torch.Generator().manual_seed(sample["seed"]),
+    )
+    assert text.decode(written) == sample["text"]
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -112,15 +140,18 @@ def test_another_number_of_classes_gets_a_fresh_head():
         zoo.load("cnn", num_classes=1)
 
 
-def test_pretraining_is_repeatable(tmp_path):
-    """Two short runs with the card's seed give the same weights bit for bit."""
-    cards = [zoo.pretrain("mlp", tmp_path / run, steps=5) for run in ("a", "b")]
-    first, second = (load_file(tmp_path / run / "mlp.safetensors") for run in ("a", "b"))
+@pytest.mark.parametrize(("name", "layer"), [("mlp", "fc1"), ("gpt", "blocks.0.attn.q")])
+def test_pretraining_is_repeatable(tmp_path, name, layer):
+    """Two short runs with the card's seed give the same weights and card bit for bit."""
+    cards = [zoo.pretrain(name, tmp_path / run, steps=3) for run in ("a", "b")]
+    first, second = (load_file(tmp_path / run / f"{name}.safetensors") for run in ("a", "b"))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    assert cards[0]["test_acc"] == cards[1]["test_acc"] and cards[0]["steps"] == 5
-    shipped = load_file(zoo.MODELS_DIR / "mlp.safetensors")
-    assert not torch.equal(first["fc1.weight"], shipped["fc1.weight"])  # 5 steps ≠ the real run
+    assert {**cards[0], "train_seconds": 0} == {**cards[1], "train_seconds": 0}
+    assert cards[0]["steps"] == 3
+    shipped = load_file(zoo.MODELS_DIR / f"{name}.safetensors")
+    weight = f"{layer}.weight"
+    assert not torch.equal(first[weight], shipped[weight])  # 3 steps ≠ the real run
 
 
 def test_only_built_in_models_pretrain(tmp_path):
