@@ -93,12 +93,14 @@ from playwright.sync_api import Error as PlaywrightError
 
 from core.classroom import links
 from core.classroom.i18n import catalog
+from core.cli.commands import METRIC_NAMES
 from core.common.config import DEFAULT_MODEL, MODEL_DEFAULTS, for_model
 from core.jobs import executors, ray_jobs
 from core.jobs.class_queue import SharedPool
 from core.store.records import RunRecord
 from core.store.runs import RunStore, StoreError
 from core.training.data import kind_of
+from core.training.kinds import Metric
 from tests.support.browser import VIEWPORT
 from tests.support.servers import CHROMIUM, launch_chromium, start_app
 
@@ -464,10 +466,15 @@ def train_link(url: str, model: str) -> str:
     return links.page_url(url, "train", query)
 
 
+def headline(model: str) -> Metric:
+    """What a run of `model`'s default task is judged by: accuracy, or on text bits per
+    character."""
+    return kind_of(for_model(model).dataset).metric
+
+
 def result_label(model: str) -> str:
-    """The label of the metric a finished run shows: its kind's headline ("Test accuracy before
-    → after"; on text, bits per character)."""
-    return ENGLISH.t(kind_of(for_model(model).dataset).metric.label)
+    """The label of the metric a finished run shows ("Test accuracy before → after")."""
+    return ENGLISH.t(headline(model).label)
 
 
 def stored_result(run: RunRecord) -> float | None:
@@ -935,7 +942,8 @@ def print_report(report: Report) -> None:
     if report.stored_accuracies:
         exact = set(report.stored_accuracies)
         print(
-            f"exact test accuracy in the store: {len(report.stored_accuracies)} runs, "
+            f"exact test {METRIC_NAMES[headline(report.model).field]} in the store: "
+            f"{len(report.stored_accuracies)} runs, "
             f"{'all equal to the solo run' if len(exact) == 1 else f'{len(exact)} values'}"
         )
     if report.unreadable_runs:
