@@ -266,8 +266,9 @@ def presets(base, model: str, picker: str) -> None:
         st.session_state[picker] = layers
 
     st.caption(tr("train.presets_intro"))
-    for where, (name, layers) in zip(st.columns(len(named)), named.items(), strict=True):
-        where.button(
+    row = st.columns(2)  # two a row: each name whole, also in presenter mode
+    for i, (name, layers) in enumerate(named.items()):
+        row[i % 2].button(
             tr(f"train.presets.{name}"),
             key=key(f"preset.{name}"),
             on_click=pick,

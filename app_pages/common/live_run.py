@@ -244,7 +244,8 @@ def charts(
     frame: live.Frame, planned: int, kind: DataKind, view: live.RunView | None = None
 ) -> None:
     """Loss and each of the task's kind's metrics (accuracy for images; bits per character and
-    next-character accuracy for text), and σ(ΔW) once there is one. Empty axes too, before the
+    next-character accuracy for text), what a text run writes (samples), and σ(ΔW) once there
+    is one. Empty axes too, before the
     first point and before the first run: the browser loads its plotting code (a 4.7 MB
     script, seconds of a busy laptop's CPU) while the student sets up or the run waits, not
     when the point comes.
@@ -266,6 +267,8 @@ def charts(
         clicked = [point for chart in (loss, *scored) for point in chart.selection.points]
         if clicked:
             open_moment(view.run_id, clicked[0]["x"])
+    if view is not None:  # what a text run writes, right under its curves
+        samples(frame, view.config)
     if "sigma" in figures:
         st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
         st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
@@ -324,7 +327,6 @@ def live_view(form: RunConfig | None) -> None:
         view.done and not view.frame.has_points
     ):
         charts(view.frame, view.planned, view.kind, view)
-    samples(view.frame, view.config)
     if view.done:
         outcome(view)
     if view.poll_seconds() != st.session_state.get(key("poll")):
