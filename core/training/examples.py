@@ -151,7 +151,7 @@ def text_examples(config: RunConfig) -> TextExamples:
     cannot be built (a planted update no rank can make)."""
     if config.shift == "planted-rank":
         task = load_task(config)
-        base = zoo.load(config.model)
+        base = zoo.load(config.model, num_classes=task.num_classes)
         teacher = data.with_update(base, task.planted.layer, task.planted.delta_W)
         prompt = text.prompt_for(config.shift, task.shift_params)
         return TextExamples(

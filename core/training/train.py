@@ -109,13 +109,13 @@ def resolve_device(device: str) -> torch.device:
 
 def load_task(config: RunConfig) -> data.Task:
     """The task a config names, built the same way for training and for measuring an imported
-    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
+    adapter (a planted-rank task needs the base model, whose update makes its labels: with
+    its own head where the dataset has its classes, as a language model's 97 characters)."""
+    base = None
+    if config.shift == "planted-rank":
+        base = zoo.load(config.model, num_classes=data.DATASETS[config.dataset].num_classes)
     return data.load_task(
-        config.dataset,
-        config.shift,
-        config.shift_params,
-        seed=config.seed,
-        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+        config.dataset, config.shift, config.shift_params, seed=config.seed, base_model=base
     )
 
 

@@ -197,7 +197,7 @@ def test_an_ended_runs_headline_says_its_metric_before_and_after_and_the_change(
 
 @pytest.fixture(scope="module")
 def gpt():
-    return zoo.load("gpt")
+    return train_form.base_model(train_defaults("gpt"))  # as the page loads it
 
 
 def test_picking_gpt_moves_the_form_to_its_own_settings_and_back():

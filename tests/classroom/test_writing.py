@@ -18,7 +18,7 @@ from core.training.train import write
 def models():
     """The base gpt and a changed copy (its q weights nudged): two models that write
     differently, as a run's model and its base do."""
-    base = zoo.load("gpt").eval()
+    base = zoo.load("gpt", num_classes=text.VOCAB_SIZE).eval()
     changed = copy.deepcopy(base)
     with torch.no_grad():
         changed.get_submodule("blocks.0.attn.q").weight.mul_(3.0)
