@@ -37,18 +37,13 @@ from app_pages.figures.train import layers_table
 from core.classroom import links, train_form
 from core.classroom.i18n import catalog
 from core.common import paths
-from core.common.config import BOUNDS, DEFAULT_LR
+from core.common.config import BOUNDS, DEFAULT_LR, DEFAULT_MODEL
 from core.lowrank import methods
 from core.lowrank.targets import eligible_layers
 from core.training import data
 
-DEFAULTS = links.train_defaults()
 CHOICES = links.TRAIN_CHOICES  # the widgets offer what a link may name
 STRIP_KEYS = ("model", "dataset", "shift", "shift_params", "seed")  # what the task's images show
-
-
-def has_text(name: str) -> bool:
-    return catalog(language()).has(name)
 
 
 def show(name: str) -> bool:
@@ -66,27 +61,38 @@ def slots(names: list[str], **columns: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the settings
 
 
+def model_changed() -> None:
+    """The student picked another model: the form takes the settings that model starts from
+    where they differ from the last one's (train_form.moved_settings: a language model's text,
+    task, targets, batch and steps; the image defaults on the way back)."""
+    new = st.session_state[key("model")]
+    for name, value in train_form.moved_settings(st.session_state[key("_model")], new).items():
+        st.session_state[key(name)] = value
+
+
 def task_settings() -> None:
-    """Model (with its card), dataset and task shift (with its explanation)."""
+    """Model (with its card), dataset and task shift (with its explanation); the dataset and
+    shift boxes offer those of the kind of data the model reads."""
     col_model, col_data, col_shift = st.columns(3)
     with col_model:
         if show("model"):
-            titled_select(st, "train.model", CHOICES["model"], key("model"), "models")
+            titled_select(
+                st, "train.model", CHOICES["model"], key("model"), "models", on_change=model_changed
+            )
         model = st.session_state[key("model")]  # the box's value, or the one a link fixed
+        st.session_state[key("_model")] = model  # what model_changed moves away from
         st.caption(tr(f"models.{model}.summary"))
-        sentence, values = train_form.card_line(model)
-        source = f"models.{model}.source"  # the card's words for it are English
-        if "source" in values and has_text(source):
-            values["source"] = tr(source)
-        st.caption(tr(sentence, **values))
+        st.caption(train_form.card_line(model, catalog(language())))
     with col_data:
         if show("dataset"):
-            titled_select(st, "train.dataset", CHOICES["dataset"], key("dataset"), "datasets")
+            offered = train_form.choices_for(model, "dataset", st.session_state[key("dataset")])
+            titled_select(st, "train.dataset", offered, key("dataset"), "datasets")
         dataset = st.session_state[key("dataset")]
         st.caption(tr(f"datasets.{dataset}.description"))
     with col_shift:
         if show("shift"):
-            titled_select(st, "train.shift", CHOICES["shift"], key("shift"), "shifts")
+            offered = train_form.choices_for(model, "shift", st.session_state[key("shift")])
+            titled_select(st, "train.shift", offered, key("shift"), "shifts")
         shift = st.session_state[key("shift")]
         st.caption(tr(f"shifts.{shift}.explanation"))
         if show("shift_params"):
@@ -223,13 +229,14 @@ def target_layers(base) -> None:
                 bad_link(["targets"])
         st.session_state[picker] = chosen
     if show("targets"):
+        presets(base, model, picker)
         picked = st.multiselect(
             tr("train.targets"),
             [layer.name for layer in layers],
             key=picker,
             help=tr("train.targets_help"),
         )
-        st.session_state[key("targets")] = train_form.targets_setting(base, picked)
+        st.session_state[key("targets")] = train_form.targets_setting(base, model, picked)
     else:  # an exercise fixed them: the table shows which, nothing changes them
         picked = st.session_state[picker]
     counts = st.column_config.NumberColumn(format="localized")  # 200,704 rather than 200704
@@ -246,6 +253,28 @@ def target_layers(base) -> None:
         icon=":material/insights:",
         help=tr("evidence.layers_help"),
     )
+
+
+def presets(base, model: str, picker: str) -> None:
+    """One click for each of the model's named choices of targets (train_form.target_presets:
+    for gpt the LoRA paper's), which sets the picked layers below; none for a model without."""
+    named = train_form.target_presets(base, model)
+    if not named:
+        return
+
+    def pick(layers: list[str]) -> None:
+        st.session_state[picker] = layers
+
+    st.caption(tr("train.presets_intro"))
+    row = st.columns(2)  # two a row: each name whole, also in presenter mode
+    for i, (name, layers) in enumerate(named.items()):
+        row[i % 2].button(
+            tr(f"train.presets.{name}"),
+            key=key(f"preset.{name}"),
+            on_click=pick,
+            args=(layers,),
+            width="stretch",
+        )
 
 
 def count_line(method: str, count: methods.ParamCount, train_head: bool) -> str:
@@ -270,6 +299,9 @@ link_problems = st.container()
 # The Train button and the live run come next (filled in below, once the settings are known):
 # on a projector the curves must be visible without scrolling.
 action = st.container()
+# A link is read against the settings of the model it names (links.train_link_defaults): a
+# gpt link says model=gpt and only what differs from gpt's own settings.
+DEFAULTS = links.train_link_defaults(st.query_params.get("model", DEFAULT_MODEL))
 with link_problems:
     load_settings(PAGE, DEFAULTS, CHOICES)
 
@@ -300,7 +332,7 @@ checked = train_form.check(settings, base)
 config, count = checked.config, checked.count
 if checked.refusal is not None:
     problem = problem or refused(checked.refusal)
-save_settings(PAGE, DEFAULTS)
+save_settings(PAGE, links.train_link_defaults(settings["model"]))
 
 with action:
     col_button, col_count = st.columns([1, 3], vertical_alignment="center")
@@ -329,4 +361,4 @@ with action:
     st.session_state[key("charts_outside")] = view is not None and view.status == "queued"
     st.fragment(live_view, run_every=st.session_state[key("poll")])(config)
     if st.session_state[key("charts_outside")]:
-        charts(view.frame, view.planned, view.metric)
+        charts(view.frame, view.planned, view.kind)

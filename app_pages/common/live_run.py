@@ -9,11 +9,20 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common.session import language, refused, status_label, store, student_id, tr
+from app_pages.common.session import (
+    failed,
+    language,
+    refused,
+    said,
+    status_label,
+    store,
+    student_id,
+    tr,
+)
 from app_pages.common.strips import prediction_strip
 from app_pages.figures.train import live_figures
 from core.analyses import reports
-from core.classroom import live, run_differences, train_form
+from core.classroom import live, run_differences, train_form, writing
 from core.common import paths
 from core.common.config import RunConfig
 from core.common.text import for_markdown
@@ -21,8 +30,8 @@ from core.jobs import pool as jobs
 from core.jobs.scheduler import Job
 from core.store.names import default_name
 from core.store.runs import StoreError
-from core.training import data, measure, train
-from core.training.kinds import Metric
+from core.training import data, measure, text, train
+from core.training.kinds import DataKind
 
 PAGE = "train"  # the page whose session state holds the run: its job, or its stored run's id
 
@@ -82,38 +91,95 @@ def ending(view: live.RunView) -> None:
 
 def outcome(view: live.RunView) -> None:
     """What the ended run achieved (below its curves: on a projector the curves come first)."""
-    result, metric = view.result or {}, view.metric
+    result, kind = view.result or {}, view.kind
+    metric, others = kind.metric, kind.others
     test = train_form.headline(metric, result, "test")
     if test is not None:
         # the two metrics side by side, wide enough for "37.6% → 90.2%" on a projector
         c1, c_source = st.columns(2)
-        c1.metric(tr(metric.label), **as_metric(test))
+        c1.metric(tr(metric.label), **as_metric(test, metric.lower_is_better))
         source = train_form.headline(metric, result, "source")
         if source is not None:  # None: no source task (ImageNet)
-            c_source.metric(tr(metric.source), **as_metric(source), help=tr(metric.source_help))
+            c_source.metric(
+                tr(metric.source),
+                **as_metric(source, metric.lower_is_better),
+                help=tr(metric.source_help),
+            )
+            # where a classifier's forgetting comes from (its head, its body): a question of
+            # classes, which text has not
             forgot = _forgetting(store().where, view.run_id) if view.run_id else None
-            note = forgot.note() if forgot is not None else None
+            note = forgot.note() if forgot is not None and kind.has_classes else None
             if note is not None:
                 sentence, values = note
                 c_source.caption(tr(sentence, **values))
-        c2, c3, _ = st.columns(3)
+        c2, c3, *c_others = st.columns(3)
         c2.metric(
             tr("train.trainable"),
             f"{result['trainable_params']:,}",
             help=f"{result['trainable_params'] / result['total_params']:.2%}",
         )
         c3.metric(tr("train.time"), f"{result['seconds']:.1f} s")
-    if view.inspectable:
+        for where, other in zip(c_others, others, strict=False):  # next-character accuracy
+            measured = train_form.headline(other, result, "test")
+            if measured is not None:
+                where.metric(tr(other.label), **as_metric(measured, other.lower_is_better))
+    if view.inspectable and kind.examples == "images":
         prediction_strip(view.run_id, key("predictions"))
+    if view.inspectable and kind.examples == "text":
+        prompt_box(view.run_id)
     if view.inspectable and st.button(
         tr("train.open_spectra"), icon=":material/insights:", key=key("to_spectra")
     ):
         st.switch_page("app_pages/spectra.py", query_params={"run": str(view.run_id)})
 
 
-def as_metric(headline: train_form.Headline) -> dict[str, str]:
-    """A headline's value and change, as st.metric takes them."""
-    return {"value": headline.value, "delta": tr(headline.change, value=headline.amount)}
+def as_metric(headline: train_form.Headline, lower_is_better: bool) -> dict[str, str]:
+    """A headline's value and change, as st.metric takes them: a fall in green where lower is
+    better (bits per character)."""
+    return {
+        "value": headline.value,
+        "delta": tr(headline.change, value=headline.amount),
+        "delta_color": "inverse" if lower_is_better else "normal",
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _continued(store_path: str, run_id: int, prompt: str) -> writing.Writing:
+    """core.classroom.writing.continued_by_run, once per run and prompt: the same prompt writes
+    the same text, so a class typing the same words costs one computation."""
+    return writing.continued_by_run(store(), run_id, prompt)
+
+
+def prompt_box(run_id: int) -> None:
+    """A student's own prompt, continued by the finished run and by the model it started from
+    (core.classroom.writing), each as text; characters the model does not know, named."""
+    st.markdown(f"**{tr('writing.title')}**")
+    prompt = st.text_area(
+        tr("writing.prompt"),
+        max_chars=text.PROMPT_LIMIT,
+        key=key("prompt"),
+        height=68,
+        placeholder=tr("writing.placeholder"),
+        help=tr("writing.help", limit=text.PROMPT_LIMIT),
+    )
+    st.button(tr("writing.write"), icon=":material/edit_note:", key=key("write"))
+    if not prompt:
+        return
+    try:
+        written = _continued(store().where, run_id, prompt)
+    except ValueError as error:  # a SettingError: said in the student's language
+        st.error(refused(error))
+        return
+    except (StoreError, paths.OfflineError) as error:
+        failed(error)
+        return
+    if written.unknown:
+        unknown = writing.shown_characters(written.unknown)
+        said(st.warning, tr("writing.unknown", count=len(written.unknown)), unknown, "help")
+    st.caption(tr("writing.base"))
+    st.code(written.prompt + written.base, language=None, wrap_lines=True)
+    st.caption(tr("writing.trained"))
+    st.code(written.prompt + written.trained, language=None, wrap_lines=True)
 
 
 def open_moment(run_id: int, step: float) -> None:
@@ -175,29 +241,54 @@ def resume() -> None:
 
 
 def charts(
-    frame: live.Frame, planned: int, metric: Metric, view: live.RunView | None = None
+    frame: live.Frame, planned: int, kind: DataKind, view: live.RunView | None = None
 ) -> None:
-    """Loss and the task's ``metric`` (accuracy for images), and σ(ΔW) once there is one. Empty
-    axes too, before the first point and before the first run: the browser loads its plotting
-    code (a 4.7 MB script, seconds of a busy laptop's CPU) while the student sets up or the run
-    waits, not when the point comes.
+    """Loss and each of the task's kind's metrics (accuracy for images; bits per character and
+    next-character accuracy for text), what a text run writes (samples), and σ(ΔW) once there
+    is one. Empty axes too, before the
+    first point and before the first run: the browser loads its plotting code (a 4.7 MB
+    script, seconds of a busy laptop's CPU) while the student sets up or the run waits, not
+    when the point comes.
     The curves of an ended run ``view`` are clickable, as Spectra's are: see open_moment."""
-    figures = live_figures(frame.run, frame.version, language(), planned, metric, frame)
+    figures = live_figures(frame.run, frame.version, language(), planned, kind.metrics, frame)
     clickable = view is not None and view.inspectable
     select: dict[str, Any] = {"on_select": "rerun", "selection_mode": "points"} if clickable else {}
-    col_loss, col_metric = st.columns(2)
+    col_loss, col_metric, *col_others = st.columns(1 + len(kind.metrics))
     col_loss.markdown(f"**{tr('train.loss')}**")
     loss = col_loss.plotly_chart(figures["loss"], width="stretch", key=key("loss"), **select)
-    col_metric.markdown(f"**{tr(metric.heading)}**")
-    scored = col_metric.plotly_chart(figures["metric"], width="stretch", key=key("acc"), **select)
+    col_metric.markdown(f"**{tr(kind.metric.heading)}**")
+    scored = [col_metric.plotly_chart(figures["metric"], width="stretch", key=key("acc"), **select)]
+    for where, other in zip(col_others, kind.others, strict=True):
+        where.markdown(f"**{tr(other.heading)}**")
+        figure, name = figures[other.validation], key(f"curve.{other.validation}")
+        scored.append(where.plotly_chart(figure, width="stretch", key=name, **select))
     if clickable:
         st.caption(tr("train.click_moment"))
-        clicked = [point for chart in (loss, scored) for point in chart.selection.points]
+        clicked = [point for chart in (loss, *scored) for point in chart.selection.points]
         if clicked:
             open_moment(view.run_id, clicked[0]["x"])
+    if view is not None:  # what a text run writes, right under its curves
+        samples(frame, view.config)
     if "sigma" in figures:
         st.markdown(f"**{tr('train.sigma_title', step=frame.sigma_step)}**")
         st.plotly_chart(figures["sigma"], width="stretch", key=key("sigma"))
+
+
+def samples(frame: live.Frame, config: RunConfig) -> None:
+    """What a text run writes from its task's prompt: the base model's sample (step 0) and,
+    under it, the newest one, refreshed as the run learns. As text: what a model writes is
+    never read as Markdown."""
+    if frame.base_sample is None:
+        return
+    prompt = writing.run_prompt(config)
+    st.markdown(
+        f"**{tr('train.sample_title', prompt=for_markdown(prompt))}**", help=tr("train.sample_help")
+    )
+    st.caption(tr("train.sample_before"))
+    st.code(prompt + frame.base_sample, language=None, wrap_lines=True)
+    if frame.sample_step:  # a sample after the first evaluation
+        st.caption(tr("train.sample_now", step=frame.sample_step))
+        st.code(prompt + frame.sample, language=None, wrap_lines=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -218,8 +309,8 @@ def live_view(form: RunConfig | None) -> None:
     view = current_view()
     if view is None:
         st.info(tr("train.nothing_yet"))
-        form_metric = data.kind_of(st.session_state[key("dataset")]).metric
-        charts(live.NO_RUN, st.session_state[key("steps")] or 1, form_metric)
+        form_kind = data.kind_of(st.session_state[key("dataset")])
+        charts(live.NO_RUN, st.session_state[key("steps")] or 1, form_kind)
         return
     which_run(view, form)
     if (
@@ -235,7 +326,7 @@ def live_view(form: RunConfig | None) -> None:
     if not st.session_state[key("charts_outside")] and not (
         view.done and not view.frame.has_points
     ):
-        charts(view.frame, view.planned, view.metric, view)
+        charts(view.frame, view.planned, view.kind, view)
     if view.done:
         outcome(view)
     if view.poll_seconds() != st.session_state.get(key("poll")):

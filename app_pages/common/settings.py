@@ -48,10 +48,18 @@ def relabel() -> None:
             st.session_state[widget] = st.session_state[widget]
 
 
-def titled_select(where: Any, label: str, options: list[str], widget: str, names: str) -> str:
-    """A selectbox over catalog entries (models, datasets, shifts), each shown by its title."""
+def titled_select(
+    where: Any, label: str, options: list[str], widget: str, names: str, **kwargs: Any
+) -> str:
+    """A selectbox over catalog entries (models, datasets, shifts), each shown by its title;
+    ``kwargs`` go to the selectbox (an on_change)."""
     return choice(
-        where.selectbox, tr(label), options, widget, lambda name: tr(f"{names}.{name}.title")
+        where.selectbox,
+        tr(label),
+        options,
+        widget,
+        lambda name: tr(f"{names}.{name}.title"),
+        **kwargs,
     )
 
 
@@ -136,7 +144,7 @@ def exercise_link(page: str, values: dict[str, Any], widget: str, intro: str) ->
     if not st.toggle(tr("exercise.title"), key=f"{widget}.open"):
         return
     st.caption(tr(intro))
-    defaults = links.page_defaults(page)
+    defaults = links.page_defaults(page, values["model"])
     hidden = st.multiselect(
         tr("exercise.hide"),
         list(defaults),

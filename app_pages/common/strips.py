@@ -1,5 +1,5 @@
-"""A task's example images (before and after its shift) and a trained run's predictions, drawn
-pixel for pixel."""
+"""A task's examples before and after its shift (images drawn pixel for pixel, or passages of
+text) and a trained run's predictions."""
 
 from __future__ import annotations
 
@@ -40,6 +40,44 @@ def _task_examples(model: str, dataset: str, shift: str, shift_params: dict, see
         return {"problem": "examples.failed", "reason": str(error)}
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _text_examples(
+    model: str, dataset: str, shift: str, shift_params: dict, seed: int
+) -> examples.TextExamples | dict:
+    """core.training.examples.text_examples, once per task for the whole server; or
+    {"problem": …} (a planted update that cannot be made, a Python without the text)."""
+    config = RunConfig(
+        model=model, dataset=dataset, shift=shift, shift_params=shift_params, seed=seed
+    )
+    try:
+        return examples.text_examples(config)
+    except (OfflineError, ValueError) as error:
+        return {"problem": "examples.text_failed", "reason": str(error)}
+
+
+def text_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: int) -> None:
+    """The same held-out passage before and after the task's shift (for a new text, a passage
+    of each; for a planted update, what the base model and the teacher write), as plain text."""
+    shown = _text_examples(
+        model if shift == "planted-rank" else "",  # only a planted update needs the model
+        dataset,
+        shift,
+        shift_params,
+        seed,
+    )
+    with st.expander(tr("examples.title"), expanded=True):
+        if isinstance(shown, dict):
+            st.caption(tr(shown["problem"], reason=for_markdown(shown.get("reason", ""))))
+            return
+        st.caption(tr(shown.before_caption))
+        st.code(shown.before, language=None, wrap_lines=True)
+        if shift == "none":
+            st.caption(tr("examples.none"))
+            return
+        st.caption(tr(shown.after_caption))
+        st.code(shown.after, language=None, wrap_lines=True)
+
+
 def image_width() -> int:
     """How wide a 28×28 example image is drawn, in pixels."""
     return round(IMAGE_WIDTH * (PRESENTER_SCALE if presenter() else 1.0))
@@ -59,7 +97,9 @@ def task_strip(model: str, dataset: str, shift: str, shift_params: dict, seed: i
     sees what the model must adapt to before training. Drawn for a dataset whose kind shows
     its examples as images (core.training.kinds), captioned with classes where it has them."""
     kind = data.kind_of(dataset)
-    if kind.examples != "images":  # another kind draws its own examples
+    if kind.examples == "text":
+        text_strip(model, dataset, shift, shift_params, seed)
+    if kind.examples != "images":
         return
     strip = _task_examples(
         model if shift == "planted-rank" else "",  # only a planted update depends on the model

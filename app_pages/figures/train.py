@@ -1,5 +1,5 @@
-"""The Train page's figures: a run's live curves (loss, metric, σ(ΔW)) and the table of layers an
-adapter can take."""
+"""The Train page's figures: a run's live curves (loss, its kind's metrics, σ(ΔW)) and the table
+of layers an adapter can take."""
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,12 +14,12 @@ from core.training.kinds import Metric
 
 @st.cache_resource(show_spinner=False, max_entries=512)
 def live_figures(
-    run: int, version: int, lang: str, planned: int, metric: Metric, _frame: live.Frame
+    run: int, version: int, lang: str, planned: int, metrics: tuple[Metric, ...], _frame: live.Frame
 ) -> dict[str, go.Figure]:
-    """The run's loss, `metric` and σ(ΔW) figures at one version of its curves, built once and
+    """The run's loss, `metrics` and σ(ΔW) figures at one version of its curves, built once and
     shared by every page (and every poll) that shows that version: a poll that finds nothing
     new rebuilds nothing."""
-    specs = live.figure_specs(_frame, planned, metric, catalog(lang), figure_layout, log_ticks)
+    specs = live.figure_specs(_frame, planned, metrics, catalog(lang), figure_layout, log_ticks)
     return {name: go.Figure(spec) for name, spec in specs.items()}
 
 

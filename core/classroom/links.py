@@ -155,14 +155,29 @@ TRAIN_KEYS = (
 )  # fmt: skip
 
 
-def train_defaults() -> dict[str, Any]:
-    """The Train page's settings: RunConfig's defaults, with a number of steps to watch.
+def train_defaults(model: str = config.DEFAULT_MODEL) -> dict[str, Any]:
+    """The Train page's settings for a run on ``model``: the settings it starts from
+    (core.common.config.for_model: RunConfig's defaults, and a language model's own dataset,
+    shift, targets, batch and steps), with TRAIN_STEPS to watch where the model sets none.
 
     ``targets`` stays a string ("all-linear" or comma-separated names/globs), as
     RunConfig.from_dict reads it.
     """
-    defaults = RunConfig(steps=TRAIN_STEPS).to_dict()
+    defaults = config.for_model(model).to_dict()
+    defaults["steps"] = defaults["steps"] or TRAIN_STEPS
+    if isinstance(defaults["targets"], list):  # as the page keeps them: one string
+        defaults["targets"] = ",".join(defaults["targets"])
     return {key: defaults[key] for key in TRAIN_KEYS}
+
+
+def train_link_defaults(model: str) -> dict[str, Any]:
+    """What a link to the Train page leaves out when it names ``model``: that model's own
+    settings (train_defaults), so a gpt link says model=gpt and what differs from gpt's
+    defaults, not every setting in which gpt differs from the digit models. The model itself
+    is left out only where it is the app's default model. A model that is not a choice (a
+    link's typo) reads against the app's defaults: the page reports it."""
+    own = model if model in config.MODELS else config.DEFAULT_MODEL
+    return train_defaults(own) | {"model": config.DEFAULT_MODEL}
 
 
 TRAIN_CHOICES = {  # a link naming anything else is reported, never replaced by another choice
@@ -280,6 +295,7 @@ def page_url(base: str, url_path: str, query: Mapping[str, str]) -> str:
     return f"{url}?{urlencode(query, safe=',')}" if query else url
 
 
-def page_defaults(page: str) -> dict[str, Any]:
-    """The settings of the page a lesson or an exercise link opens ("train" or "compare")."""
-    return {"train": train_defaults(), "compare": COMPARE_DEFAULTS}[page]
+def page_defaults(page: str, model: str = config.DEFAULT_MODEL) -> dict[str, Any]:
+    """The settings a link to ``page`` (a lesson's, an exercise's: "train" or "compare") leaves
+    out; on the Train page, those of a run on ``model`` (train_link_defaults)."""
+    return {"train": train_link_defaults(model), "compare": COMPARE_DEFAULTS}[page]

@@ -30,7 +30,7 @@ from core.common.config import RunConfig
 from core.jobs.scheduler import Job
 from core.lowrank import spectrum
 from core.store.records import RunRecord
-from core.training.kinds import Metric
+from core.training.kinds import DataKind, Metric
 from core.training.train import Event
 
 MAX_POINTS = 300  # per curve sent to the browser; plotly draws more, the eye sees no more
@@ -117,6 +117,7 @@ class Frame:
     sigma_shape: dict[str, list[int] | None]  # layer → its ΔW's shape (None: not recorded)
     sample_step: int | None = None  # a text run's newest sample: the step it was written at
     sample: str | None = None  # … and what the model wrote from its prompt then
+    base_sample: str | None = None  # … and what the base model wrote, at step 0
 
     @property
     def has_points(self) -> bool:
@@ -145,6 +146,7 @@ class LiveRun:
         self._curves: dict[str, Curve] = {}  # one for each curve the history has: is_curve
         self._snapshot: dict | None = None
         self._sample: tuple[int, str] | None = None  # (step, text): a text run's newest sample
+        self._base_sample: str | None = None  # its sample at step 0: the base model's
         self._frame: Frame | None = None
 
     def add(self, events: Sequence[Event]) -> Frame:
@@ -176,6 +178,8 @@ class LiveRun:
         self._step, self._speed = step, record.get("steps_per_s") or 0.0
         if record.get("sample") is not None:
             self._sample = (step, record["sample"])
+            if step == 0:
+                self._base_sample = record["sample"]
         for name, value in record.items():
             if not is_curve(name) or value is None:
                 continue
@@ -199,6 +203,7 @@ class LiveRun:
             },
             sample_step=None if self._sample is None else self._sample[0],
             sample=None if self._sample is None else self._sample[1],
+            base_sample=self._base_sample,
         )
 
     @classmethod
@@ -220,21 +225,35 @@ class LiveRun:
 def figure_specs(
     frame: Frame,
     planned: int,
-    metric: Metric,
+    metrics: Sequence[Metric],
     words: Catalog,
     layout: Callable[..., dict],
     ticks: Callable[[list[float]], list[float]],
 ) -> dict[str, dict]:
-    """The loss, `metric` (the task's kind's: core.training.kinds) and (once there is a
-    snapshot) σ(ΔW) figures of `frame`, as plain dicts for plotly (which validates each once; a
-    figure object per new event would cost). `layout(height, **more)`: the pages' figure layout;
-    `ticks(values)`: a log axis' ticks. The step axis spans the `planned` steps from the first
-    point on: a curve grows into it."""
+    """The loss, each of `metrics` (the task's kind's: core.training.kinds.DataKind.metrics, the
+    headline first) and (once there is a snapshot) σ(ΔW) figures of `frame`, as plain dicts for
+    plotly (which validates each once; a figure object per new event would cost). The
+    headline's figure is "metric", another's is named by its validation key ("val_acc").
+    `layout(height, **more)`: the pages' figure layout; `ticks(values)`: a log axis' ticks.
+    The step axis spans the `planned` steps from the first point on: a curve grows into it."""
 
     def steps() -> dict:
         return {
             "title": {"text": words.t("train.step")},
             "range": [-0.02 * planned, 1.02 * planned],
+        }
+
+    def scored(metric: Metric) -> dict:
+        metric_x, metric_y = frame.curve(metric.validation)
+        curve = _scatter(metric_x, metric_y, words.t(metric.curve), "lines+markers", "#2ca02c")
+        return {
+            "data": [curve],
+            "layout": layout(
+                300,
+                showlegend=False,
+                xaxis=steps(),
+                yaxis={"range": list(metric.axis_range), "tickformat": metric.curve_tickformat},
+            ),
         }
 
     (train_x, train_y), (val_x, val_y) = frame.curve("train_loss"), frame.curve("val_loss")
@@ -246,17 +265,9 @@ def figure_specs(
         # a loss is never negative: no axis below 0, also when it has no point yet
         "layout": layout(300, xaxis=steps(), yaxis={"rangemode": "tozero"}),
     }
-    metric_x, metric_y = frame.curve(metric.validation)
-    scored = {
-        "data": [_scatter(metric_x, metric_y, words.t(metric.curve), "lines+markers", "#2ca02c")],
-        "layout": layout(
-            300,
-            showlegend=False,
-            xaxis=steps(),
-            yaxis={"range": list(metric.axis_range), "tickformat": metric.curve_tickformat},
-        ),
-    }
-    figures = {"loss": loss, "metric": scored}
+    headline, *others = metrics
+    figures = {"loss": loss, "metric": scored(headline)}
+    figures |= {metric.validation: scored(metric) for metric in others}
     if frame.sigma:  # σ at rounding level are left out: they would set the axis (SigmaAxis)
         resolved = {
             layer: spectrum.resolved(sigma, frame.sigma_shape.get(layer))
@@ -360,9 +371,14 @@ class RunView:
         return self.run_id is not None and self.status in ("finished", "stopped")
 
     @property
+    def kind(self) -> DataKind:
+        """What the run's data is: how it is judged, its curves drawn, its examples shown."""
+        return train_form.kind_of(self.config)
+
+    @property
     def metric(self) -> Metric:
-        """How the run is judged, and its curve drawn: its dataset's kind's metric."""
-        return train_form.metric_of(self.config)
+        """How the run is judged, and its curve drawn: its data's kind's headline metric."""
+        return self.kind.metric
 
     @property
     def stopped_at(self) -> tuple[int, int] | None:

@@ -17,13 +17,24 @@ from typing import Any
 
 from torch import nn
 
-from core.common.config import RunConfig
+from core.classroom import links
+from core.classroom.i18n import Catalog
+from core.common.config import (
+    DEFAULT_MODEL,
+    MODELS,
+    RunConfig,
+    config_choices,
+    for_model,
+    kind_of_dataset,
+    kind_of_model,
+    shifts_for,
+)
 from core.lowrank.methods import ParamCount
 from core.lowrank.targets import resolve_targets
 from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.training import data, train, zoo
-from core.training.kinds import IMAGES, Metric
+from core.training.kinds import IMAGES, DataKind, Metric
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,11 @@ def base_model(settings: Mapping[str, Any]) -> nn.Module:
 
 def check(settings: Mapping[str, Any], base: nn.Module | None) -> Form:
     """The settings as a config, checked against the base model and counted; without a base
-    model (it could not load) only read, not checked: the page says why it cannot load."""
+    model (it could not load) only read, not checked: the page says why it cannot load. What
+    the page does not set (how often a run is measured and sampled) is its model's own
+    (core.common.config.for_model: a language model every 15 steps)."""
     try:
-        config = RunConfig.from_dict(dict(settings))
+        config = RunConfig.from_dict(unset_settings(settings) | dict(settings))
     except ValueError as error:
         return Form(None, None, error)
     if base is None:
@@ -57,6 +70,50 @@ def check(settings: Mapping[str, Any], base: nn.Module | None) -> Form:
         return Form(config, None, error)
 
 
+def unset_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a run that the page has no control for, as its model starts them."""
+    model = settings.get("model")
+    own = for_model(model if model in MODELS else DEFAULT_MODEL)
+    return {name: value for name, value in own.to_dict().items() if name not in settings}
+
+
+def moved_settings(old: str, new: str) -> dict[str, Any]:
+    """The settings the form takes when the student picks model ``new`` instead of ``old``:
+    each one in which the two models start differently (links.train_defaults), as ``new``
+    starts it. A language model brings its text, its task, its targets, batch and steps;
+    going back to an image model brings the image defaults back; between two image models
+    nothing moves, so a student's choices stay."""
+    before, after = links.train_defaults(old), links.train_defaults(new)
+    return {
+        name: value for name, value in after.items() if name != "model" and value != before[name]
+    }
+
+
+def choices_for(model: str, setting: str, current: str) -> list[str]:
+    """What the ``setting`` box ("dataset" or "shift") offers with ``model``: the datasets of
+    the kind of data it reads, or the shifts made for that kind
+    (core.common.config.shifts_for), and ``current`` as well where it is none of them (a
+    link's): the box keeps the link's value, and the form refuses it in one line."""
+    kind = kind_of_model(model)
+    if setting == "dataset":
+        offered = [name for name in config_choices()["dataset"] if kind_of_dataset(name) == kind]
+    else:
+        offered = shifts_for(kind)
+    return offered if current in offered else [*offered, current]
+
+
+def target_presets(base: nn.Module, model: str) -> dict[str, list[str]]:
+    """The model's named choices of targets (zoo.ZooEntry.target_presets: for gpt the LoRA
+    paper's q and v, all of attention, all linear layers, the MLP only), each as the layers it
+    picks in ``base``."""
+    return {name: _picked(base, targets) for name, targets in zoo.ZOO[model].target_presets}
+
+
+def _picked(base: nn.Module, targets: str) -> list[str]:
+    """The layers a targets setting ("all-linear", or names/globs joined by commas) picks."""
+    return resolve_targets(base, targets if targets == "all-linear" else targets.split(","))
+
+
 def starting_targets(base: nn.Module, model: str, targets: str) -> tuple[list[str], bool]:
     """The layers picked when the page first shows ``model``: those ``targets`` ("all-linear",
     or comma-separated names/globs as in a link) picks, else the model's default targets
@@ -64,7 +121,7 @@ def starting_targets(base: nn.Module, model: str, targets: str) -> tuple[list[st
     nothing, as for resnet18 whose only Linear is the head). The flag: whether ``targets``
     picked a layer (a link's that did not is reported)."""
     try:
-        chosen = resolve_targets(base, targets if targets == "all-linear" else targets.split(","))
+        chosen = _picked(base, targets)
     except ValueError:
         chosen = []
     if chosen:
@@ -72,10 +129,14 @@ def starting_targets(base: nn.Module, model: str, targets: str) -> tuple[list[st
     return resolve_targets(base, zoo.default_targets(model)), False
 
 
-def targets_setting(base: nn.Module, picked: list[str]) -> str:
-    """The targets setting of the picked layers: "all-linear" when they are exactly those, else
-    the names joined by commas (links stay short)."""
-    return "all-linear" if picked == resolve_targets(base, "all-linear") else ",".join(picked)
+def targets_setting(base: nn.Module, model: str, picked: list[str]) -> str:
+    """The targets setting of the picked layers, as short as a link can say it: "all-linear",
+    or the model's preset (target_presets) that picks exactly those, else their names joined
+    by commas."""
+    for targets in ["all-linear", *(targets for _, targets in zoo.ZOO[model].target_presets)]:
+        if picked == _picked(base, targets):
+            return targets
+    return ",".join(picked)
 
 
 def link_shift_params(shift: str, given: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -129,18 +190,20 @@ def count_split(method: str, count: ParamCount, train_head: bool) -> tuple[str, 
     return None
 
 
-def card_line(model: str) -> tuple[str, dict[str, Any]]:
-    """The catalog's sentence under the model box and its values: the model's size, and how
-    well it does on the task it was pretrained on, by that task's kind's metric (its ``source``:
-    the card's own English words, which the page says in the student's language where the
-    catalog has models.<name>.source); torchvision's ImageNet models have no such score."""
+def card_line(model: str, words: Catalog) -> str:
+    """The sentence under the model box in ``words``' language: the model's size, and how well
+    it does on the task it was pretrained on, by that task's kind's metric (named by the
+    catalog's models.<name>.source where it has one; else by the card's own English words);
+    torchvision's ImageNet models have no such score."""
     card = zoo.card(model)
     params = f"{card['params']:,}"
     if card["split"] is None:
-        return "train.card_imagenet", {"params": params}
+        return words.t("train.card_imagenet", params=params)
     metric = data.kind_of(card["split"]["dataset"]).metric
+    source = f"models.{model}.source"
+    named = words.t(source) if words.has(source) else card["source_task"]
     score = metric.written(card[f"test_{metric.field}"])
-    return metric.card, {"params": params, "score": score, "source": card["source_task"]}
+    return words.t(metric.card, params=params, score=score, source=named)
 
 
 def run_title(run_id: int | None, live: bool) -> str:
@@ -151,12 +214,17 @@ def run_title(run_id: int | None, live: bool) -> str:
     return "train.this_run" if live else "train.latest"
 
 
-def metric_of(config: RunConfig) -> Metric:
-    """How a run is judged: its dataset's kind's metric. A stored run whose dataset this app
-    does not know (its row edited by hand) recorded its numbers as every run so far did, as
-    accuracies: its outcome is still shown."""
+def kind_of(config: RunConfig) -> DataKind:
+    """What a run's data is (core.training.kinds): its dataset's kind. A stored run whose
+    dataset this app does not know (its row edited by hand) recorded its numbers as every run
+    so far did, as accuracies on images: its outcome is still shown."""
     info = data.DATASETS.get(config.dataset)
-    return (info.kind if info is not None else IMAGES).metric
+    return info.kind if info is not None else IMAGES
+
+
+def metric_of(config: RunConfig) -> Metric:
+    """How a run is judged: its data's kind's headline metric."""
+    return kind_of(config).metric
 
 
 @dataclass(frozen=True)

@@ -532,6 +532,17 @@ def check_request(dataset: str, shift: str, shift_params: dict[str, Any] | None)
     return params
 
 
+def task_params(
+    dataset: str, shift: str, shift_params: dict[str, Any] | None, seed: int
+) -> dict[str, Any]:
+    """The shift's parameters as a task uses them (check_request's), its "seed" the run's
+    `seed` unless `shift_params` sets one: the permutation a preview shows is the run's."""
+    params = check_request(dataset, shift, shift_params)
+    if "seed" in params and "seed" not in (shift_params or {}):
+        params["seed"] = seed
+    return params
+
+
 def check_shift_params(shift: str, shift_params: dict[str, Any]) -> dict:
     """The shift's parameters (defaults + given), each of its default's kind and within its
     bound, or a one-line ValueError naming the bad one. The Train page asks it before it shows
@@ -628,9 +639,7 @@ def load_task(
     update follows the run's seed. The split itself never changes. `base_model` is needed
     only by "planted-rank" and is never modified.
     """
-    params = check_request(dataset, shift, shift_params)
-    if "seed" in params and "seed" not in (shift_params or {}):
-        params["seed"] = seed
+    params = task_params(dataset, shift, shift_params, seed)
     if kind_of_dataset(dataset) == "text":
         return _text_task(dataset, shift, params, base_model)
     source = params["to"] if shift == "domain" else dataset  # where the images come from

@@ -1,4 +1,4 @@
-"""Example images a page can show: the task before and after its shift, and what a run predicts.
+"""Examples a page can show: the task before and after its shift, and what a run predicts.
 
 Before a student presses Train, a strip of test images shows what the model must adapt to: the
 same digits upright and rotated, inverted, shuffled, drawn by other writers (domain), or with
@@ -8,18 +8,23 @@ before and after training, including some it still gets wrong.
 Images come out as uint8 arrays (n, 28, 28), 0 = black and 255 = white, which st.image and
 plotly show as they are; labels as plain ints. Everything is computed from the task exactly as
 training builds it (core.training.train.load_task), so the strip shows the run's own shift and seed.
+
+A text task shows passages instead (text_examples): the same held-out passage before and after
+its shift, or what the base model and the task's teacher write.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from core.common.config import RunConfig
-from core.training import data
+from core.training import data, text, zoo
 from core.training.measure import TrainedRun
-from core.training.train import load_task
+from core.training.train import load_task, write
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
@@ -125,3 +130,51 @@ def prediction_examples(run: TrainedRun, n: int = 8, wrong: int = 3) -> dict:
 
 def _first(mask: Tensor, n: int) -> list[int]:
     return torch.nonzero(mask).flatten().tolist()[: max(n, 0)]
+
+
+@dataclass(frozen=True)
+class TextExamples:
+    """A text task as a preview shows it: two texts, each under a caption (catalog keys)."""
+
+    before: str
+    after: str
+    before_caption: str
+    after_caption: str
+
+
+def text_examples(config: RunConfig) -> TextExamples:
+    """The same held-out passage of the prose before and after the config's shift
+    (text.shifted: substituted letters, reversed words; "none" leaves it as it is); for
+    "code", a passage of the prose and one of the code (another text, not a changed one); for
+    "planted-rank", what the base model and the teacher (the base model plus ΔW*, whose
+    logits the task trains on) write from the task's prompt. ValueError for a task that
+    cannot be built (a planted update no rank can make)."""
+    if config.shift == "planted-rank":
+        task = load_task(config)
+        base = zoo.load(config.model, num_classes=task.num_classes)
+        teacher = data.with_update(base, task.planted.layer, task.planted.delta_W)
+        prompt = text.prompt_for(config.shift, task.shift_params)
+        return TextExamples(
+            prompt + write(base, prompt),
+            prompt + write(teacher, prompt),
+            "examples.base_writes",
+            "examples.teacher_writes",
+        )
+    params = data.task_params(config.dataset, config.shift, config.shift_params, config.seed)
+    prose = _held_out(text.source_text())
+    start, end = text.passage(prose)
+    if config.shift == "code":
+        code = _held_out(text.target_text("code", params))
+        return TextExamples(
+            prose[start:end],
+            code[slice(*text.passage(code))],
+            "examples.prose_passage",
+            "examples.code_passage",
+        )
+    after = text.shifted(prose, config.shift, params)[start:end]
+    return TextExamples(prose[start:end], after, "examples.text_before", "examples.text_after")
+
+
+def _held_out(dataset: text.TextDataset) -> str:
+    """The first test chunk of a text, decoded: a passage no run trains on."""
+    return text.decode(dataset.split("test")[0])

@@ -294,6 +294,24 @@ def prompt_for(shift: str, params: dict[str, Any]) -> str:
     return shifted(PROMPTS.get(shift, DEFAULT_PROMPT), shift, params)
 
 
+PREVIEW_LINES = 6  # lines of a held-out passage a task's preview shows
+
+
+def passage(chunk: str, lines: int = PREVIEW_LINES) -> tuple[int, int]:
+    """Where a preview's passage lies in a held-out chunk: (start, end) of `lines` whole lines
+    from the first line that starts inside it (a chunk starts mid-word). Positions rather
+    than the text, so that a shift that keeps every character's place (substitute,
+    reverse-words) shows the very same passage changed."""
+    start = chunk.find("\n") + 1 if "\n" in chunk[:-1] else 0
+    end = start
+    for _ in range(lines):
+        found = chunk.find("\n", end)
+        if found < 0:
+            return start, len(chunk)
+        end = found + 1
+    return start, end - 1  # without the last line's newline
+
+
 def source_text() -> TextDataset:
     """The text a `gpt` is pretrained on: the prose, on its fixed split. Its test split
     measures what a run forgot."""

@@ -530,14 +530,20 @@ def sampler(task: data.Task, device: torch.device) -> Sampler | None:
     the same text for the same run. None for an image task."""
     if data.kind_of(task.dataset).name != "text":
         return None
-    prompt = text.encode(text.prompt_for(task.shift, task.shift_params)).to(device)
+    prompt = text.prompt_for(task.shift, task.shift_params)
+    return lambda model: write(model, prompt, device)
 
-    def sample(model: nn.Module) -> str:
-        generator = torch.Generator(device).manual_seed(text.SAMPLE_SEED)
-        ids = gpt.generate(model, prompt, text.SAMPLE_LENGTH, generator, text.SAMPLE_TEMPERATURE)
-        return text.decode(ids[len(prompt) :])
 
-    return sample
+def write(model: nn.Module, prompt: str, device: torch.device | None = None) -> str:
+    """What a language model writes after `prompt`: text.SAMPLE_LENGTH characters drawn with
+    the fixed text.SAMPLE_SEED, so the same weights and prompt always give the same text (a
+    run's samples, a student's own prompt). A character outside the alphabet is read as
+    text.UNKNOWN (a page names such characters: text.unknown_characters)."""
+    device = device or next(model.parameters()).device
+    ids = text.encode(prompt).to(device)
+    generator = torch.Generator(device).manual_seed(text.SAMPLE_SEED)
+    written = gpt.generate(model, ids, text.SAMPLE_LENGTH, generator, text.SAMPLE_TEMPERATURE)
+    return text.decode(written[len(ids) :])
 
 
 @dataclass

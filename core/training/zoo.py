@@ -187,6 +187,17 @@ class ZooEntry:
     recommended_targets: tuple[str, ...]  # LoRA target patterns worth trying first
     pretraining: Pretraining | None = None  # None: torchvision ImageNet weights
     source: str = DEFAULT_DATASET  # the dataset it was pretrained on, of the kind it reads
+    # Named choices of targets a page offers in one click: (name, targets as RunConfig.targets
+    # reads them); the name's words are the catalog's (train.presets.<name>).
+    target_presets: tuple[tuple[str, str], ...] = ()
+
+
+GPT_PRESETS = (  # the LoRA paper's choices of weights to adapt (its Tables 5 and 6, and after)
+    ("q_v", "blocks.*.attn.q,blocks.*.attn.v"),
+    ("attention", "blocks.*.attn.*"),
+    ("all_linear", "all-linear"),
+    ("mlp", "blocks.*.mlp.*"),
+)
 
 
 def _gpt(dropout: float = 0.0) -> nn.Module:
@@ -263,6 +274,7 @@ ZOO: dict[str, ZooEntry] = {
                 steps=5000, lr=3e-3, batch_size=16, weight_decay=0.1, context=128, dropout=0.1
             ),
             source="prose",
+            target_presets=GPT_PRESETS,
         ),
         ZooEntry(
             "resnet18",

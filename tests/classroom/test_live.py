@@ -205,7 +205,7 @@ def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once
     ticks = lambda values: [min(values), max(values)]  # noqa: E731
     events = fake_run(40)
     frame = live.LiveRun().add(events)
-    specs = live.figure_specs(frame, 40, kinds.ACCURACY, words, layout, ticks)
+    specs = live.figure_specs(frame, 40, kinds.IMAGES.metrics, words, layout, ticks)
     assert set(specs) == {"loss", "metric", "sigma"}
     train_loss, val_loss = specs["loss"]["data"]
     records = [e.data for e in events if e.kind == "step"]
@@ -221,7 +221,7 @@ def test_figure_specs_draw_the_frames_points_on_the_planned_steps_and_sigma_once
     sigma = [1.0 / (i + 40) for i in range(4)]  # the last snapshot's, as fake_run plants it
     assert specs["sigma"]["data"][0]["y"] == sigma and specs["sigma"]["data"][0]["name"] == "fc1"
     assert specs["sigma"]["layout"]["yaxis"]["tickvals"] == [sigma[-1], sigma[0]]
-    empty = live.figure_specs(live.NO_RUN, 200, kinds.ACCURACY, words, layout, ticks)
+    empty = live.figure_specs(live.NO_RUN, 200, kinds.IMAGES.metrics, words, layout, ticks)
     assert set(empty) == {"loss", "metric"} and empty["loss"]["data"][0]["x"] == []
 
 
@@ -243,11 +243,11 @@ def test_figure_specs_draw_the_curve_of_the_tasks_metric_as_its_kind_says():
     words = catalog("en")
     layout = lambda height, **more: {"height": height, **more}  # noqa: E731
     ticks = lambda values: values  # noqa: E731
-    text = live.figure_specs(frame, 20, bpc, words, layout, ticks)["metric"]
+    text = live.figure_specs(frame, 20, (bpc,), words, layout, ticks)["metric"]
     assert text["data"][0]["x"] == [0, 10, 20] and text["data"][0]["y"] == [4.0, 3.0, 2.0]
     assert text["data"][0]["name"] == words.t("train.val_loss")
     assert text["layout"]["yaxis"] == {"range": [0.0, 8.0], "tickformat": ".2f"}
-    images = live.figure_specs(frame, 20, kinds.ACCURACY, words, layout, ticks)["metric"]
+    images = live.figure_specs(frame, 20, kinds.IMAGES.metrics, words, layout, ticks)["metric"]
     assert images["data"][0]["y"] == [] and images["layout"]["yaxis"]["tickformat"] == ".1~%"
 
 
@@ -267,8 +267,55 @@ def test_the_live_sigma_axis_is_not_set_by_sigma_at_rounding_level():
     frame = live.LiveRun().add(events)
     layout = lambda height, **more: {"height": height, **more}  # noqa: E731
     ticks = lambda values: [min(values), max(values)]  # noqa: E731
-    sigma = live.figure_specs(frame, 10, kinds.ACCURACY, catalog("en"), layout, ticks)["sigma"]
+    sigma = live.figure_specs(frame, 10, kinds.IMAGES.metrics, catalog("en"), layout, ticks)[
+        "sigma"
+    ]
     low, high = sigma["layout"]["yaxis"]["range"]
     assert math.log10(max(noise)) < low < math.log10(min(real)) < math.log10(1.5) < high
     assert sigma["layout"]["yaxis"]["tickvals"] == [min(real), 1.5]
     assert [trace["y"] for trace in sigma["data"]] == [real, [1.5, 0.3]]
+
+
+def test_a_text_runs_frame_keeps_the_base_models_sample_beside_the_newest():
+    """The Train page shows what the model wrote before training (step 0) under what it
+    writes now: the frame keeps both, stored or live, and a later sample moves only the newest."""
+    samples = {0: "the base", 15: "a little better", 30: "better still"}
+    records = [
+        {"step": s, "train_loss": 1.0, "val_loss": None, "val_bpc": None, "sample": samples.get(s)}
+        for s in range(31)
+    ]
+    events = [Event("start", 0, {"steps": 30})] + [Event("step", r["step"], r) for r in records]
+    for frame in (
+        live.LiveRun().add(events[:17]),  # live, at step 15
+        live.LiveRun.from_record(records[:16], [], 30).frame,  # the same, from the store
+    ):
+        assert (frame.base_sample, frame.sample_step, frame.sample) == (
+            "the base",
+            15,
+            "a little better",
+        )
+    ended = live.LiveRun().add(events)
+    assert (ended.base_sample, ended.sample_step, ended.sample) == ("the base", 30, "better still")
+    assert live.LiveRun().add(fake_run(10)).base_sample is None  # an image run writes nothing
+
+
+def test_figure_specs_draw_each_metric_of_a_text_run():
+    """A text run's curves: loss, bits per character (the headline) and next-character
+    accuracy (kinds.TEXT.others), each from its own history key with its own axis."""
+    events = [Event("start", 0, {"steps": 20})] + [
+        Event("step", s, {"step": s, "train_loss": 3.0, "val_loss": 2.5, "val_bpc": 4.0 - s / 10,
+                          "val_acc": s / 40})
+        for s in (0, 10, 20)
+    ]  # fmt: skip
+    frame = live.LiveRun().add(events)
+    words = catalog("en")
+    layout = lambda height, **more: {"height": height, **more}  # noqa: E731
+    specs = live.figure_specs(frame, 20, kinds.TEXT.metrics, words, layout, lambda v: v)
+    assert set(specs) == {"loss", "metric", "val_acc"}
+    assert specs["metric"]["data"][0]["y"] == [4.0, 3.0, 2.0]
+    assert specs["metric"]["data"][0]["name"] == words.t("train.val_bpc")
+    assert specs["val_acc"]["data"][0]["y"] == [0.0, 0.25, 0.5]
+    assert specs["val_acc"]["data"][0]["name"] == words.t("train.val_next_acc")
+    assert (
+        specs["val_acc"]["layout"]["yaxis"]["tickformat"] == kinds.NEXT_CHARACTER.curve_tickformat
+    )

@@ -4,10 +4,12 @@ import dataclasses
 
 import pytest
 
-from core.classroom import train_form
+from core.classroom import links, train_form
+from core.classroom.i18n import catalog
 from core.classroom.links import train_defaults
-from core.common.config import RunConfig
+from core.common.config import RunConfig, for_model, shifts_for
 from core.lowrank.methods import ParamCount
+from core.lowrank.targets import eligible_layers
 from core.store.runs import StoreError
 from core.training import data, kinds, zoo
 from core.training.train import parameter_count
@@ -57,9 +59,9 @@ def test_a_links_targets_start_the_picker_else_the_models_defaults(mlp):
 
 
 def test_the_picked_layers_are_said_shortly(mlp):
-    assert train_form.targets_setting(mlp, ["fc1", "fc2"]) == "all-linear"
-    assert train_form.targets_setting(mlp, ["fc2", "fc1"]) == "fc2,fc1"
-    assert train_form.targets_setting(mlp, ["fc1", "head"]) == "fc1,head"
+    assert train_form.targets_setting(mlp, "mlp", ["fc1", "fc2"]) == "all-linear"
+    assert train_form.targets_setting(mlp, "mlp", ["fc2", "fc1"]) == "fc2,fc1"
+    assert train_form.targets_setting(mlp, "mlp", ["fc1", "head"]) == "fc1,head"
 
 
 def test_a_links_shift_parameters_are_kept_only_if_the_boxes_hold_them():
@@ -138,14 +140,32 @@ def test_a_running_stored_run_is_recovered_before_it_is_shown(status, shown, rec
 
 
 def test_the_model_cards_line_says_its_size_and_its_source_score():
-    sentence, values = train_form.card_line("mlp")
-    card = zoo.card("mlp")
-    assert sentence == "train.card" and card["test_acc"] > 0.5
-    assert values["score"] == f"{card['test_acc']:.1%}"
-    assert values["params"] == f"{card['params']:,}" and values["source"] == card["source_task"]
-    assert train_form.card_line("resnet18") == (
-        "train.card_imagenet",
-        {"params": f"{zoo.card('resnet18')['params']:,}"},
+    card, words = zoo.card("mlp"), catalog("en")
+    assert card["test_acc"] > 0.5
+    assert train_form.card_line("mlp", words) == words.t(
+        "train.card",
+        params=f"{card['params']:,}",
+        score=f"{card['test_acc']:.1%}",
+        source=words.t("models.mlp.source"),
+    )
+    assert train_form.card_line("resnet18", words) == words.t(
+        "train.card_imagenet", params=f"{zoo.card('resnet18')['params']:,}"
+    )
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_language_models_card_line_names_its_prose_in_the_students_words(lang):
+    """Issue 20: the card's own source_task is a long English string; the line says the
+    catalog's name for the prose, and the score is bits per character as the card has it."""
+    card, words = zoo.card("gpt"), catalog(lang)
+    line = train_form.card_line("gpt", words)
+    assert words.t("models.gpt.source") in line and card["source_task"] not in line
+    assert f"{card['test_bpc']:.2f}" in line and f"{card['params']:,}" in line
+    assert line == words.t(
+        "train.card_text",
+        params=f"{card['params']:,}",
+        score=f"{card['test_bpc']:.2f}",
+        source=words.t("models.gpt.source"),
     )
 
 
@@ -170,3 +190,95 @@ def test_an_ended_runs_headline_says_its_metric_before_and_after_and_the_change(
     loss = dataclasses.replace(kinds.ACCURACY, field="bpc")  # another metric reads its own fields
     assert train_form.headline(loss, result, "test") is None
     assert train_form.headline(loss, {"test_bpc_before": 0.5, "test_bpc_after": 0.25}, "test")
+
+
+# ----------------------------------------------------------------------------- a language model
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    return train_form.base_model(train_defaults("gpt"))  # as the page loads it
+
+
+def test_picking_gpt_moves_the_form_to_its_own_settings_and_back():
+    """Issue 20: gpt starts from prose, code, q and v, batch 16, 150 steps
+    (config.for_model); back on an image model the image defaults return; between two image
+    models nothing moves."""
+    moved = train_form.moved_settings("mlp", "gpt")
+    own = RunConfig.from_dict(train_defaults() | moved | {"model": "gpt"})
+    expected = for_model("gpt")
+    for name in ("dataset", "shift", "targets", "batch_size", "steps"):
+        assert getattr(own, name) == getattr(expected, name), name
+    back = train_form.moved_settings("gpt", "mlp")
+    assert train_defaults() == train_defaults("gpt") | back | {"model": "mlp"}
+    assert train_form.moved_settings("mlp", "cnn") == {}
+
+
+def test_a_gpt_form_runs_with_gpts_evaluation_interval(gpt):
+    """The page has no box for eval_interval: a gpt run measures and samples every 15 steps,
+    as its model starts it, not every 10 as the digit models'."""
+    form = train_form.check(train_defaults("gpt"), gpt)
+    assert form.refusal is None
+    assert form.config.eval_interval == for_model("gpt").eval_interval != RunConfig.eval_interval
+    assert form.config.snapshot_interval == for_model("gpt").snapshot_interval
+
+
+def test_the_dataset_and_shift_boxes_offer_the_models_kind_only():
+    assert train_form.choices_for("gpt", "dataset", "prose") == ["prose"]
+    assert train_form.choices_for("gpt", "shift", "code") == shifts_for("text")
+    assert "rotate" not in shifts_for("text") and "code" in shifts_for("text")
+    images = train_form.choices_for("mlp", "dataset", "mnist-5k")
+    assert "prose" not in images and "mnist-5k" in images
+    assert train_form.choices_for("mlp", "shift", "rotate") == shifts_for("images")
+    # a link's value of the other kind stays in the box: the form refuses it in one line
+    assert train_form.choices_for("gpt", "dataset", "mnist-5k")[-1] == "mnist-5k"
+    refusal = train_form.check(train_defaults("gpt") | {"dataset": "mnist-5k"}, None)
+    assert refusal.config is not None  # read; refused by check_config once the model loads
+
+
+def test_a_gpt_link_carries_its_settings_and_reads_back_the_same():
+    """A gpt link names the model and what differs from gpt's own settings (not every setting
+    in which gpt differs from the digit models); reading it gives those settings back."""
+    values = train_defaults("gpt") | {"model": "gpt", "rank": 8}
+    query = links.to_query(values, links.train_link_defaults(values["model"]))
+    assert query == {"model": "gpt", "rank": "8"}
+    read, unreadable = links.from_query(query, links.train_link_defaults(query["model"]))
+    assert read == values and unreadable == []
+    assert links.train_link_defaults("mlp") == train_defaults()  # image links are as before
+
+
+def test_the_presets_are_the_lora_papers_choices(gpt):
+    presets = train_form.target_presets(gpt, "gpt")
+    assert list(presets) == ["q_v", "attention", "all_linear", "mlp"]
+    blocks = range(4)
+    assert set(presets["q_v"]) == {f"blocks.{i}.attn.{w}" for i in blocks for w in "qv"}
+    assert set(presets["attention"]) == {f"blocks.{i}.attn.{w}" for i in blocks for w in "qkvo"}
+    assert set(presets["mlp"]) == {f"blocks.{i}.mlp.{w}" for i in blocks for w in ("fc", "proj")}
+    assert set(presets["all_linear"]) == set(presets["attention"]) | set(presets["mlp"])
+    assert "lm_head" not in presets["all_linear"]
+    spelled = dict(zoo.ZOO["gpt"].target_presets)
+    for name, picked in presets.items():  # each said in a link as the preset, and read back
+        setting = train_form.targets_setting(gpt, "gpt", picked)
+        assert setting == spelled[name]
+        assert train_form.starting_targets(gpt, "gpt", setting) == (picked, True)
+    assert train_form.target_presets(zoo.load("mlp"), "mlp") == {}  # an image model has none
+
+
+def test_the_target_table_lists_each_blocks_layers_with_their_cost(gpt):
+    """q, k, v, o, fc and proj of every block, each costing r·(d + k) at rank r."""
+    layers = {layer.name: layer for layer in eligible_layers(gpt, 4)}
+    for i in range(4):
+        for name in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc", "mlp.proj"):
+            layer = layers[f"blocks.{i}.{name}"]
+            weight = gpt.get_submodule(layer.name).weight
+            assert layer.lora_params == 4 * (weight.shape[0] + weight.shape[1])
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("metric", [kinds.ACCURACY, kinds.BITS, kinds.NEXT_CHARACTER])
+def test_a_change_is_said_with_its_sign_first(lang, metric):
+    """st.metric reads a change's direction (its arrow, and with lower_is_better its colour)
+    from the sign its text starts with: "每字符 -0.61 比特" showed a fall in bits as a red rise."""
+    said = catalog(lang).t(metric.change, value=metric.changed(3.0, 2.0))
+    assert said.startswith("-"), said
+    assert catalog(lang).t(metric.change, value=metric.changed(2.0, 3.0)).startswith("+")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.common.config import RunConfig
-from core.training import data, examples, measure
+from core.training import data, examples, measure, text
 from core.training.train import train
 
 
@@ -83,3 +83,20 @@ def test_prediction_examples_agree_with_the_runs_accuracies(one_thread):
     assert (before[3:] != labels[3:]).all()  # next come images training fixed
     np.testing.assert_array_equal(labels, run.test.y[shown["indices"]].numpy())
     np.testing.assert_array_equal(shown["images"], examples.to_uint8(run.test.x[shown["indices"]]))
+
+
+@pytest.mark.parametrize("shift", ["none", "substitute", "reverse-words", "code"])
+def test_a_text_tasks_preview_shows_the_same_held_out_passage_before_and_after(shift):
+    """Issue 20: the same passage of held-out prose, and the shift applied to it; for "code"
+    a passage of each text. A few whole lines, from the test split (never trained on)."""
+    config = RunConfig(model="gpt", dataset="prose", shift=shift, seed=5)
+    shown = examples.text_examples(config)
+    held_out = text.decode(text.source_text().split("test")[0])
+    assert shown.before in held_out and shown.before.count("\n") == text.PREVIEW_LINES - 1
+    assert held_out[held_out.index(shown.before) - 1] == "\n"  # from a line's start
+    if shift == "code":
+        assert shown.after in text.decode(text.target_text("code", {}).split("test")[0])
+        assert shown.after_caption == "examples.code_passage"
+    else:
+        assert shown.after == text.shifted(shown.before, shift, {"seed": 5})
+    assert (shown.after == shown.before) == (shift == "none")
