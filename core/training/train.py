@@ -109,13 +109,16 @@ def resolve_device(device: str) -> torch.device:
 
 def load_task(config: RunConfig) -> data.Task:
     """The task a config names, built the same way for training and for measuring an imported
-    adapter (a planted-rank task needs the base model, whose update makes its labels)."""
+    adapter (a planted-rank task needs the base model, whose update makes its labels: with its
+    own head, one output per class of the dataset, so a language model's teacher writes logits
+    for every character)."""
+    classes = data.DATASETS[config.dataset].num_classes
     return data.load_task(
         config.dataset,
         config.shift,
         config.shift_params,
         seed=config.seed,
-        base_model=zoo.load(config.model) if config.shift == "planted-rank" else None,
+        base_model=zoo.load(config.model, classes) if config.shift == "planted-rank" else None,
     )
 
 

@@ -12,7 +12,7 @@ from core.common import config
 from core.common.config import RunConfig, SettingError
 from core.store.runs import RunStore
 from core.training import data, record, text, zoo
-from core.training.train import evaluate, sampler, train
+from core.training.train import evaluate, load_task, sampler, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"steps": 4, "eval_interval": 2, "snapshot_interval": 2}
@@ -117,3 +117,18 @@ def test_the_store_keeps_a_text_runs_bits_and_samples(tmp_path, tiny_run):
     assert [step["val_bpc"] for step in saved.history] == [
         step["val_bpc"] for step in tiny_run.history
     ]
+
+
+def test_a_planted_text_task_is_taught_by_the_base_model_with_its_own_head():
+    """The teacher of a planted-rank run on the language model writes a logit for every
+    character (its own lm_head, not a new head of ten classes), and so does the student."""
+    settings = _with({"shift": "planted-rank"})
+    task = load_task(settings)
+    assert task.planted is not None and task.planted.layer == "blocks.0.attn.q"
+    for z in (task.z_train, task.z_val, task.z_test):
+        assert z.shape[1:] == (data.TEXT_CONTEXT, text.VOCAB_SIZE)
+    teacher = data.with_update(
+        zoo.load("gpt", text.VOCAB_SIZE), task.planted.layer, task.planted.delta_W
+    )
+    with torch.no_grad():
+        assert torch.allclose(teacher(task.x_val[:4]), task.z_val[:4], atol=1e-4)
