@@ -132,12 +132,13 @@ class Limits:
 # Every lesson, preset and sweep fits the server's defaults (tests/common/test_limits.py checks it):
 # the pages' runs are 200 steps at batch size 64, and the largest sweep the Compare page offers
 # is 9 runs. The ImageNet models take 1-3 s a step on one core (the digit models 0.03-0.07 s),
-# so a classroom server offers the digit models unless its teacher sets LORA_LAB_MODELS.
+# so a classroom server offers the digit models and the language model gpt (about 0.07 s a step
+# at its 16 windows, 150 steps a run) unless its teacher sets LORA_LAB_MODELS.
 SERVER = Limits(
     scope="this server",
     max_steps=2000,
     max_batch_size=256,
-    models=("mlp", "cnn", "vit"),
+    models=("mlp", "cnn", "vit", "gpt"),
     max_jobs_per_student=10,
 )
 COMMAND_LINE = Limits(

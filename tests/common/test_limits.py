@@ -37,7 +37,7 @@ def refusal(limits: Limits, config: RunConfig) -> str:
         ),
         (
             {"model": "resnet18"},
-            "model 'resnet18' is not allowed on this server (allowed: mlp, cnn, vit; "
+            "model 'resnet18' is not allowed on this server (allowed: mlp, cnn, vit, gpt; "
             "set LORA_LAB_MODELS to change it)",
         ),
         (  # refused from its settings alone: every epoch is at least one step
@@ -63,7 +63,7 @@ def test_each_limit_is_refused_in_one_line_naming_it(changes, message):
         (lambda: SERVER.check(RunConfig(batch_size=512)), ("max_batch_size", 512, 256)),
         (
             lambda: SERVER.check(RunConfig(model="resnet18")),
-            ("models", "resnet18", "mlp, cnn, vit"),
+            ("models", "resnet18", "mlp, cnn, vit, gpt"),
         ),
         (lambda: SERVER.check_jobs(8, 3), ("max_jobs_per_student", 11, 10)),
     ],
