@@ -94,11 +94,11 @@ class Setting:
         return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in self.layers)]
 
 
-# a 45° rotation: the task is the same whatever the seed, so runs compare
+# Rotated digits (45°): the task is the same whatever the seed, so runs compare.
 MLP = Setting("mlp", "rotate", "fc1,fc2", ("fc1", "fc2"), steps=200)
 GPT_QV = "blocks.*.attn.q,blocks.*.attn.v"  # the LoRA paper's choice, and gpt's first run's
-# Reversed words: a new use of attention, the text task on which LoRA gains most over training
-# the head alone (the README's gpt table); on code the head alone does most of the work.
+# Reversed words: a new use of attention, on which LoRA gains far more over training the head
+# alone than on code, where the head does most of the work (the README's gpt table).
 GPT = Setting(
     "gpt",
     "reverse-words",
@@ -108,7 +108,7 @@ GPT = Setting(
     {"train_head": False},
 )
 GPT_Q = dataclasses.replace(GPT, layers=("blocks.*.attn.q",))  # Table 7 measures W_q alone
-STEPS = MLP.steps  # the mlp experiments' run length (tests and the README's rank table use it)
+STEPS = MLP.steps  # the mlp experiments' run length: their measure functions' default
 
 Trainer = Callable[[RunConfig], RunResult]
 FINDING, REMARK = "finding", "remark"
