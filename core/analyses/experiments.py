@@ -293,6 +293,11 @@ def subspace_similarity(
 
     ratios = "; ".join(map(ratio_range, setting.layers))
     top = [row["φ(1,1)"] for row in other_seed]
+    shared = sum(phi > SUBSPACE_TOP_SHARED for phi in top)
+    if shared in (0, len(top)):
+        top_text = "shared" if shared else "not the shared one"
+    else:
+        top_text = f"shared in only {shared} of {len(top)} pairs of layer and seeds"
     return Finding(
         name,
         EXPERIMENTS[name].claim,
@@ -300,8 +305,8 @@ def subspace_similarity(
         f"with different seeds the r = {SMALL} and r = {LARGE} subspaces overlap "
         f"{'far above' if overlap else 'not clearly above'} chance (mean φ {ratios} the random "
         f"baseline), {'and' if overlap == top_shared else 'but'} the top direction is "
-        f"{'shared' if top_shared else 'not the shared one'}"
-        f": φ(1,1) = {min(top):.2f}–{max(top):.2f} (the paper: > {SUBSPACE_TOP_SHARED}).",
+        f"{top_text}: φ(1,1) = {min(top):.2f}–{max(top):.2f} (the paper: > "
+        f"{SUBSPACE_TOP_SHARED}).",
         outcome=_outcome(FINDING, [overlap, top_shared]),
     )
 
