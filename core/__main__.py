@@ -44,7 +44,17 @@ from core.common.config import MODEL_DEFAULTS, MODELS, RunConfig, config_choices
 TASK_FIELDS = ("dataset", "shift", "shift_params", "seed")  # what an imported adapter is tested on
 # The names of core.analyses.experiments.EXPERIMENTS (tests/cli/test_cli.py checks they agree):
 # listed here, because that module needs torch.
-EXPERIMENTS = ("rank-effect", "subspace-similarity", "amplification", "intruders", "forgetting")
+EXPERIMENTS = (
+    "rank-effect",
+    "subspace-similarity",
+    "amplification",
+    "intruders",
+    "forgetting",
+    "gpt-weight-types",
+    "gpt-rank",
+    "gpt-subspace-similarity",
+    "gpt-amplification",
+)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] = ()) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.classroom import links
+from core.common.config import MODEL_DEFAULTS
+
 
 @dataclass(frozen=True)
 class Lesson:
@@ -21,6 +24,13 @@ class Lesson:
     def text_keys(self) -> dict[str, str]:
         """Catalog keys of the lesson's words."""
         return {part: f"lessons.{self.id}.{part}" for part in ("title", "goal", "look_for")}
+
+
+def model_settings(model: str) -> dict[str, Any]:
+    """The Train page's settings of a model's own first run (config.MODEL_DEFAULTS, as written
+    there): what a link must carry to open that run (gpt: prose, code, W_q and W_v, …)."""
+    own = MODEL_DEFAULTS.get(model, {})
+    return {"model": model} | {key: own[key] for key in links.TRAIN_KEYS if key in own}
 
 
 LESSONS: tuple[Lesson, ...] = (
@@ -49,4 +59,9 @@ LESSONS: tuple[Lesson, ...] = (
         page="train",
         settings={"shift": "planted-rank", "targets": "fc1", "rank": 2, "steps": 600},
     ),
+    # The language model's own first run: LoRA on W_q and W_v of the GPT pretrained on prose,
+    # trained on Python code. The sample it writes turns from prose to code while the bits per
+    # character on code fall, and the prose's rise (what it forgot); rank 1 does about as well
+    # (the LoRA paper's Table 6).
+    Lesson("language-model", page="train", settings=model_settings("gpt")),
 )

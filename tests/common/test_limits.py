@@ -187,7 +187,13 @@ def test_every_run_the_app_offers_fits_the_servers_limits():
 
 def test_the_default_run_and_the_experiments_fit_both_limits():
     """RunConfig() is the command line's default run: one epoch of the default data."""
-    for config in (RunConfig(), experiments.config(), experiments.config(rank=64, method="full")):
+    gpt = experiments.config(experiments.GPT, rank=64)  # the largest of the gpt experiments
+    for config in (
+        RunConfig(),
+        experiments.config(),
+        experiments.config(rank=64, method="full"),
+        gpt,
+    ):
         for limits in (SERVER, COMMAND_LINE):
             limits.check(config)
             check_planned(config, limits)

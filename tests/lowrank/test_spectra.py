@@ -500,7 +500,7 @@ def test_an_experiment_runs_on_one_thread_and_judges_its_numbers():
     threads = torch.get_num_threads()
     finding = experiments.run("amplification", steps=3)
     assert torch.get_num_threads() == threads
-    per_seed = len(experiments.LAYERS) * len(experiments.AMPLIFICATION_RANKS)
+    per_seed = len(experiments.MLP.layers) * len(experiments.AMPLIFICATION_RANKS)
     assert len(finding.rows) == per_seed * len(experiments.SEEDS)  # every claim on 3 seeds
     assert finding.outcome in ("reproduced", "partly reproduced", "not reproduced")
     assert finding.outcome.upper() in finding.report() and finding.cpu_seconds > 0
