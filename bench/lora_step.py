@@ -2,7 +2,7 @@
 of inference after merging, all measured in one run on one model and one batch.
 
     python -m bench.lora_step [--model vit] [--rank 8] [--batch 256] [--rounds 9] [--threads 1]
-    python -m bench.lora_step --model gpt       the language model's run: q and v, batch 16
+    python -m bench.lora_step --model gpt       the language model's run: q and v, batch 8
 
 The batch is the model's own task (config.for_model: digits for the image models, windows of
 64 characters of Python code for gpt), its targets and batch size the model's defaults unless

@@ -138,8 +138,8 @@ INTRO = {  # what the table shows, per model
     "mlp": "Test accuracy (%) of the shipped `mlp` after {steps} steps (the Train page's run), "
     "LoRA on all its Linear layers (alpha 8, the head trained too)",
     "gpt": "Held-out bits per character (lower is better) of the shipped `gpt` after {steps} "
-    "steps of 16 windows (its Train page run), LoRA on every block's W_q and W_v (alpha 8, the "
-    "lm_head trained too)",
+    "steps of {batch_size} windows (its Train page run), LoRA on every block's W_q and W_v "
+    "(alpha 8, the lm_head trained too)",
 }
 
 
@@ -150,11 +150,12 @@ def figures(model: str) -> str:
     table = rank_table(model, runs)
     cpu = time.process_time() - started
     begin, end = markers(model)
-    steps = run_config(model, "none", 0, {}).steps
+    start = run_config(model, "none", 0, {})
     return "\n".join(
         [
             begin,
-            INTRO[model].format(steps=steps) + ", each method at its own default learning "
+            INTRO[model].format(steps=start.steps, batch_size=start.batch_size)
+            + ", each method at its own default learning "
             f"rate; mean over seeds {SEEDS[0]}–{SEEDS[-1]} with the range in brackets "
             '("before" is the base model on the shifted task).',
             "",

@@ -14,7 +14,7 @@
 
 Every `train` flag is a RunConfig field, with the app's defaults; a model may have its own
 (core.common.config.MODEL_DEFAULTS: `--model gpt` reads prose, learns the shift code, adapts
-q and v, 150 steps), and a flag given replaces only its own setting. A text run reports bits
+q and v, 100 steps), and a flag given replaces only its own setting. A text run reports bits
 per character (lower is better) and prints what the model writes after training. Runs are
 saved in the same store as the app's ($LORA_LAB_HOME/runs.db, or the PostgreSQL database
 $LORA_LAB_DB names), owned by "cli". Bad input gives a one-line message and exit status 2; a

@@ -4,7 +4,7 @@ and, where the LoRA paper made them, on the attention of the shipped language mo
 Each experiment trains short runs over three seeds, on one CPU thread, in one Setting: on `mlp`
 (MLP) 200 steps, batch 64, AdamW, alpha 8, LoRA on fc1 and fc2 with the head trained in full,
 each method at its own default learning rate (core.common.config.DEFAULT_LR); on `gpt` (GPT) the
-model's own first run (core.common.config.for_model: 150 steps of 16 windows, LoRA on every
+model's own first run (core.common.config.for_model: 100 steps of 8 windows, LoRA on every
 block's W_q and W_v) on reversed words, its lm_head frozen so that only the adapters train, as in
 the paper. The runs are measured with core.analyses.layer_reports. The outcome is computed from
 the numbers against the thresholds written next to each experiment, never typed in, and says so
@@ -104,7 +104,7 @@ GPT = Setting(
     "reverse-words",
     GPT_QV,
     ("blocks.*.attn.q", "blocks.*.attn.v"),
-    150,
+    for_model("gpt").steps,
     {"train_head": False},
 )
 GPT_Q = dataclasses.replace(GPT, layers=("blocks.*.attn.q",))  # Table 7 measures W_q alone

@@ -217,7 +217,7 @@ def compare_configs(settings: Mapping[str, Any], targets: list[str] | str) -> li
     all on its task for its steps and seed. LoRA adapts ``targets``: the page passes the model's
     default targets (core.training.zoo.default_targets), which pick a layer of every model.
     The rest is the model's own starting settings (config.for_model: a language model's batch
-    of windows, its evaluations every 15 steps)."""
+    of windows, its evaluations every 20 steps)."""
     base = replace(
         config.for_model(settings["model"]),
         dataset=settings["dataset"],

@@ -56,7 +56,7 @@ def check(settings: Mapping[str, Any], base: nn.Module | None) -> Form:
     """The settings as a config, checked against the base model and counted; without a base
     model (it could not load) only read, not checked: the page says why it cannot load. What
     the page does not set (how often a run is measured and sampled) is its model's own
-    (core.common.config.for_model: a language model every 15 steps)."""
+    (core.common.config.for_model: a language model every 20 steps)."""
     try:
         config = RunConfig.from_dict(unset_settings(settings) | dict(settings))
     except ValueError as error:

@@ -78,7 +78,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 TEXT_CONTEXT = 64
-"""Characters a text task's window holds: half the model's context, so that a step at batch 16
+"""Characters a text task's window holds: half the model's context, so that a step at batch 8
 takes a few hundredths of a second on one core and a whole run a few seconds."""
 TEXT_WINDOWS = {"val": 64, "test": 128}
 """Held-out windows a text task measures on, spread evenly over its split: 4096 characters at
