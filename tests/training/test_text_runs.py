@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from core.common import config
 from core.common.config import RunConfig, SettingError
+from core.lowrank import lora
 from core.store.runs import RunStore
 from core.training import data, record, text, zoo
 from core.training.train import evaluate, load_task, sampler, train
@@ -136,3 +137,23 @@ def test_a_planted_text_task_is_made_by_the_language_models_own_head():
         base.get_submodule(task.planted.layer).weight += task.planted.delta_W
         assert torch.allclose(base(task.x_test), task.z_test, atol=1e-5)
     assert not torch.allclose(teacher, task.z_test)  # ΔW* changed what it writes
+
+
+@pytest.mark.parametrize("settings", [{"dora": True}, {"init": "pissa"}])
+def test_dora_and_pissa_train_the_language_models_attention(settings):
+    """DoRA and PiSSA on gpt's W_q and W_v: the run trains, and its adapted model writes the
+    same logits as the same model with every adapter merged into a plain weight W0 + ΔW."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(_with({**TINY, "steps": 2, **settings}))
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status == "finished" and result.test_bpc_after is not None
+    layers = lora.adapted_layers(result.model)
+    assert sorted(layers) == [f"blocks.{i}.attn.{w}" for i in range(4) for w in "qv"]
+    assert all(layer.delta_W().abs().max() > 0 for layer in layers.values())
+    x = result.task.x_test[:4]
+    with torch.no_grad():
+        merged = lora.merge(result.model)
+        assert torch.allclose(result.model(x), merged(x), atol=1e-4)
