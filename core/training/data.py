@@ -657,22 +657,7 @@ def load_task(
         ys = {s: renaming[y] for s, y in ys.items()}
     elif shift == "planted-rank":
         planted, ys, zs = _plant(params, base_model, xs)
-    return Task(
-        xs["train"],
-        ys["train"],
-        xs["val"],
-        ys["val"],
-        xs["test"],
-        ys["test"],
-        num_classes=num_classes,
-        dataset=dataset,
-        shift=shift,
-        shift_params=params,
-        planted=planted,
-        z_train=zs.get("train"),
-        z_val=zs.get("val"),
-        z_test=zs.get("test"),
-    )
+    return _task(xs, ys, zs, num_classes, dataset, shift, params, planted)
 
 
 def _text_task(dataset: str, shift: str, params: dict, base_model: nn.Module | None) -> Task:
@@ -690,14 +675,24 @@ def _text_task(dataset: str, shift: str, params: dict, base_model: nn.Module | N
         keep = spread(len(xs["train"]), PLANTED_TEXT_WINDOWS)
         xs["train"] = xs["train"][keep]
         planted, ys, zs = _plant(params, base_model, xs, sizing=32)
+    return _task(xs, ys, zs, DATASETS[dataset].num_classes, dataset, shift, params, planted)
+
+
+def _task(
+    xs: dict,
+    ys: dict,
+    zs: dict,
+    num_classes: int,
+    dataset: str,
+    shift: str,
+    params: dict,
+    planted: Planted | None,
+) -> Task:
+    """A Task from its splits' inputs, labels and (planted-rank) teacher logits, by split name."""
+    splits = [part[split] for split in ("train", "val", "test") for part in (xs, ys)]
     return Task(
-        xs["train"],
-        ys["train"],
-        xs["val"],
-        ys["val"],
-        xs["test"],
-        ys["test"],
-        num_classes=DATASETS[dataset].num_classes,
+        *splits,
+        num_classes=num_classes,
         dataset=dataset,
         shift=shift,
         shift_params=params,
