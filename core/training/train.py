@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,6 +46,7 @@ from torch.nn import functional as F
 from core.common.config import RENAMES_CLASSES, RunConfig, SettingError
 from core.lowrank import lora, methods
 from core.lowrank.snapshot import model_snapshot
+from core.lowrank.svd import weights_key
 from core.lowrank.targets import check_targets, head_name
 from core.store.outcome import RunOutcome, Step
 from core.training import data, gpt, text, zoo
@@ -381,10 +385,9 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     steps = planned_steps(config, len(task.y_train))
     start = {"steps": steps, "trainable_params": count.trainable, "total_params": count.total}
     log.emit(Event("start", 0, start | {"num_classes": task.num_classes}))
-    # The first point of the curve first: a page shows it while the test splits are measured
-    # (on text, 4 times the validation's characters: about half a second on one core).
-    log.record(0, None, evaluate(model, val), log.sample(model))
-    before, source_before = evaluate(model, test), source_evaluation(model, source)
+    measured = base_measures(base, task, source, device, log.sampler)
+    log.record(0, None, measured.val, measured.sample)
+    before, source_before = measured.test, measured.source
     _fit(config, base, model, training, val, steps, log, stop)
     # A diverged run: its loss became inf or nan (checked before that step's update, so the
     # weights are those of the step before, which may or may not be finite): nothing to test.
@@ -409,6 +412,72 @@ def _train(config: RunConfig, device: torch.device, log: _Log, stop: StopFlag | 
     )
     log.emit(Event("done", result.steps_done, result.summary()))
     return result
+
+
+@dataclass(frozen=True)
+class BaseMeasures:
+    """The base model on a task, before any training: step 0 of every run's curve (its
+    validation score and sample) and the "before" of its test and source scores. Every method
+    starts from a model that computes what the base computes (B = 0; PiSSA's residual plus its
+    principal part; DoRA's magnitudes the base's own norms), so step 0 is the base's."""
+
+    val: Evaluation
+    sample: str | None
+    test: Evaluation
+    source: Evaluation | None
+
+
+BASE_MEASURES_KEPT = 64  # tasks whose base measures a process keeps (a few floats each)
+_base_measures: OrderedDict[tuple, BaseMeasures] = OrderedDict()
+_base_measures_lock = threading.Lock()
+
+
+def base_measures(
+    base: nn.Module,
+    task: data.Task,
+    source: data.Split | None,
+    device: torch.device,
+    sampler: Sampler | None,
+) -> BaseMeasures:
+    """The base model measured on the task (BaseMeasures), once per process for each base
+    model and task: a class whose students all train on one task pays for it once, not once a
+    run (on gpt, a tenth of a run's time). Kept by the content of the base's weights, the task
+    (dataset, shift and its parameters), the device and the torch threads, so a cached measure
+    is the very number a fresh one would be."""
+    key = (
+        tuple(weights_key(tensor) for tensor in base.state_dict().values()),
+        task.dataset,
+        task.shift,
+        json.dumps(task.shift_params, sort_keys=True, default=str),
+        str(device),
+        torch.get_num_threads(),
+    )
+    with _base_measures_lock:
+        measured = _base_measures.get(key)
+    if measured is None:
+        measured = _measure_base(base, task, source, device, sampler)
+    with _base_measures_lock:  # the least recently used leave first
+        _base_measures[key] = measured
+        _base_measures.move_to_end(key)
+        while len(_base_measures) > BASE_MEASURES_KEPT:
+            _base_measures.popitem(last=False)
+    return measured
+
+
+def _measure_base(
+    base: nn.Module,
+    task: data.Task,
+    source: data.Split | None,
+    device: torch.device,
+    sampler: Sampler | None,
+) -> BaseMeasures:
+    measured = base if device.type == "cpu" else copy.deepcopy(base).to(device)
+    return BaseMeasures(
+        val=evaluate(measured, task.split("val").to(device)),
+        sample=None if sampler is None else sampler(measured),
+        test=evaluate(measured, task.split("test").to(device)),
+        source=source_evaluation(measured, source),
+    )
 
 
 def scores(

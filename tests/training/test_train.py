@@ -1,5 +1,6 @@
 """The training loop: repeatable, stoppable, safe with a diverging loss, clear about bad input."""
 
+import collections
 import copy
 import dataclasses
 import re
@@ -14,6 +15,7 @@ from core.lowrank import lora, methods
 from core.lowrank.methods import trainable_parameters
 from core.lowrank.targets import resolve_targets
 from core.training import data, zoo
+from core.training import train as train_module
 from core.training.train import (
     Event,
     build_models,
@@ -178,6 +180,30 @@ def test_a_run_reports_its_accuracy_on_the_source_task_before_and_after():
     assert summary["source_acc_after"] == result.source_acc_after
     assert source_split("resnet18", 10) is None  # pretrained on ImageNet: no source task here
     assert source_split("mlp", 5) is None  # another head answers another question
+
+
+def test_the_base_is_measured_once_per_task_and_every_run_starts_from_its_numbers(monkeypatch):
+    """Runs on one task share the base model's measures (step 0 and "before"); a cached
+    measure is the number a fresh one is, whichever method asks; another task or other base
+    weights are measured anew."""
+    measured = []
+    real = train_module._measure_base
+    monkeypatch.setattr(train_module, "_base_measures", collections.OrderedDict())
+    monkeypatch.setattr(train_module, "_measure_base", lambda *a: measured.append(a) or real(*a))
+    runs = [run(steps=1, rank=2), run(steps=1, init="pissa"), run(steps=1, method="full")]
+    assert len(measured) == 1
+    test, val = runs[0].task.split("test"), runs[0].task.split("val")
+    for result in runs:
+        assert result.test_acc_before == evaluate(result.base, test).acc
+        assert result.history[0]["val_loss"] == evaluate(result.base, val).loss
+    run(steps=1, shift="none")
+    assert len(measured) == 2
+    changed = zoo.load("mlp")
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    monkeypatch.setattr(zoo, "load", lambda *a, **k: copy.deepcopy(changed))
+    assert run(steps=1).test_acc_before == evaluate(changed, test).acc
+    assert len(measured) == 3
 
 
 def test_the_planted_task_fits_the_teachers_logits_through_the_frozen_head():
