@@ -106,9 +106,10 @@ def outcome(view: live.RunView) -> None:
                 help=tr(metric.source_help),
             )
             # where a classifier's forgetting comes from (its head, its body): a question of
-            # classes, which text has not
-            forgot = _forgetting(store().where, view.run_id) if view.run_id else None
-            note = forgot.note() if forgot is not None and kind.has_classes else None
+            # classes, which text has not (so a text run is not rebuilt to ask it)
+            asked = view.run_id and kind.has_classes
+            forgot = _forgetting(store().where, view.run_id) if asked else None
+            note = forgot.note() if forgot is not None else None
             if note is not None:
                 sentence, values = note
                 c_source.caption(tr(sentence, **values))
