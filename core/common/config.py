@@ -86,14 +86,14 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
         "targets": "blocks.*.attn.q,blocks.*.attn.v",
         "batch_size": 8,
         "steps": 100,
-        "eval_interval": 20,
-        "snapshot_interval": 20,
+        "eval_interval": 25,
+        "snapshot_interval": 25,
     },
 }
 """A model's own starting settings where the defaults of RunConfig (made for the digit models)
 do not fit it: a language model reads text, and its first run on one core must end in seconds
 (the LoRA paper's choice of targets, W_q and W_v; 100 steps of 8 windows of 64 characters,
-measured and sampled every 20: about 5 s of one core in all, so that a class of ten shares a
+measured and sampled every 25: about 4.5 s of one core in all, so that a class of ten shares a
 2-core server within a minute)"""
 
 

@@ -215,7 +215,7 @@ def test_picking_gpt_moves_the_form_to_its_own_settings_and_back():
 
 
 def test_a_gpt_form_runs_with_gpts_evaluation_interval(gpt):
-    """The page has no box for eval_interval: a gpt run measures and samples every 20 steps,
+    """The page has no box for eval_interval: a gpt run measures and samples every 25 steps,
     as its model starts it, not every 10 as the digit models'."""
     form = train_form.check(train_defaults("gpt"), gpt)
     assert form.refusal is None
