@@ -13,6 +13,7 @@ stdin, as its students' pages drive a real one, and answering on stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from core.common.config import RunConfig
@@ -33,10 +34,12 @@ def answer(command: list) -> dict:
 
 
 def main() -> None:
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what Ray prints goes to the log
     jobs.pool()  # joins the class's queue before the first student comes
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True}), file=answers, flush=True)
     for line in sys.stdin:
-        print(json.dumps(answer(json.loads(line))), flush=True)
+        print(json.dumps(answer(json.loads(line))), file=answers, flush=True)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,11 @@ class Server:
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             text=True,
         )  # fmt: skip
+
+    def ready(self) -> Server:
+        """Once it has joined the class's queue (servers start side by side)."""
         self._read()
+        return self
 
     def ask(self, *command: object) -> dict:
         self.process.stdin.write(json.dumps(command) + "\n")
@@ -81,7 +85,7 @@ class Server:
         self._log.close()
 
     def close(self) -> None:
-        if self.process.poll() is None:
+        if self.process.poll() is None:  # (not killed)
             self.process.stdin.close()
             self.process.wait(30)
         self._log.close()
@@ -119,7 +123,8 @@ class Class:
         }
         self.students = [f"student-{n:02d}" for n in range(students)]
         self.seat = {student: n % 2 for n, student in enumerate(self.students)}
-        self.servers = [Server(self.env, logs / f"server-{n}.log") for n in range(2)]
+        starting = [Server(self.env, logs / f"server-{n}.log") for n in range(2)]
+        self.servers = [server.ready() for server in starting]
         self._seeds = itertools.count(1)
         self._seed_of: dict[str, tuple[str, int]] = {}  # job id → (owner, seed)
         self._engine = sa.create_engine(rundb.postgres_url(database), pool_pre_ping=True)
@@ -167,10 +172,9 @@ class Class:
         if fault == ACTOR:  # Ray restarts it (max_restarts=-1), as when its process dies
             actor = ray.get_actor(queue_name(self.database), namespace=NAMESPACE)
             ray.kill(actor, no_restart=False)
-        elif fault == SERVER:  # its students open the page on the other server
+        elif fault == SERVER:  # its students open the page on the other server, from now on
             self.servers[1].kill()
             self.seat = dict.fromkeys(self.students, 0)
-            self.servers[1] = Server(self.env, self.logs / "server-1.log")
         elif fault == POSTGRES:
             script = ROOT / ".ci" / "postgres.sh"
             subprocess.run([str(script), "restart", self.postgres_dir], check=True)
