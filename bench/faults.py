@@ -32,7 +32,15 @@ from sqlalchemy.pool import NullPool
 
 from tests.support.faults import FAULTS, Tally, playing
 
-COLUMNS = ("submitted", "refused", "finished", "failed", "lost", "run_twice", "pages_showed")
+COLUMNS = {  # Tally's field → its column in the table
+    "submitted": "submitted",
+    "refused": "refused at the cap",
+    "finished": "finished",
+    "failed": "failed, with a reason",
+    "lost": "lost",
+    "run_twice": "run twice",
+    "pages_showed": "pages showed",
+}
 
 
 def show(text: str) -> None:
@@ -58,7 +66,7 @@ def database(server: str) -> Iterator[str]:
 def table(tallies: list[Tally]) -> list[str]:
     """The tallies as a Markdown table (the README's)."""
     lines = [
-        "| fault | " + " | ".join(COLUMNS) + " | seconds |",
+        "| fault | " + " | ".join(COLUMNS.values()) + " | seconds |",
         "|---|" + "---:|" * (len(COLUMNS) + 1),
     ]
     for tally in tallies:

@@ -171,7 +171,8 @@ class SharedPool:
     to that queue; jobs submitted through any other server appear here too, as Job objects
     kept up to date (status, events, queue position, wait estimate) by a thread that asks the
     queue what changed every FOLLOW_S, while anyone here needs to know: a job submitted through
-    this server is not done, or a page read the pool within WATCH_S. An idle server asks the
+    this server is not done, or a page (or a waiter) read the pool or one of its jobs within
+    WATCH_S (`watch`). An idle server asks the
     queue nothing, and a busy one asks once per FOLLOW_S whatever the size of the class. Stop
     goes to the queue, whichever server started the job. A server that shuts down only stops
     following: the class's jobs go on.
@@ -228,24 +229,28 @@ class SharedPool:
     def jobs(self, owner: str | None = None) -> list[Job]:
         """The class's jobs in submission order, only `owner`'s if given. (A page that reads
         them is watching: the pool keeps them up to date for WATCH_S.)"""
-        self._read_at = time.monotonic()
+        self.watch()
         with self._lock:
             return [j for j in self._jobs.values() if owner is None or j.owner == owner]
 
     def queue_position(self, job: Job) -> int | None:
-        self._read_at = time.monotonic()
+        self.watch()
         with self._lock:
             return self._places.get(job.id, (None, None))[0]
 
     def wait_estimate(self, job: Job) -> float | None:
-        self._read_at = time.monotonic()
+        self.watch()
         with self._lock:
             return self._places.get(job.id, (None, None))[1]
 
     def running(self) -> list[Job]:
-        self._read_at = time.monotonic()
+        self.watch()
         with self._lock:
             return [job for job in self._jobs.values() if job.status == "running"]
+
+    def watch(self) -> None:
+        """A page or a waiter reads the jobs: follow the queue for the next WATCH_S."""
+        self._read_at = time.monotonic()
 
     def stop(self, job: Job) -> None:
         self._queue.call("stop_job", job.id)

@@ -54,6 +54,7 @@ RESTARTED = (  # why a job whose queue died while it trained ended unfinished
 TAKEN = "another process of its queue took it"  # a job this one must not run (the record says)
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
 RECENT = 20  # finished jobs whose durations estimate how long the next ones take
+WAIT_TICK_S = 0.5  # a waiter tells the pool it still watches this often
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +68,9 @@ class JobPool(Protocol):
     def wait_estimate(self, job: Job) -> float | None: ...
 
     def stop(self, job: Job) -> None: ...
+
+    def watch(self) -> None:
+        """Someone reads its jobs (a page, a waiter): keep them up to date for a while."""
 
 
 @dataclass(eq=False)
@@ -105,10 +109,12 @@ class Job:
 
     @property
     def done(self) -> bool:
+        self.pool.watch()
         return self._done.is_set()
 
     def events_since(self, index: int) -> list[Event]:
         """Events from number `index` on: poll with the count already seen."""
+        self.pool.watch()
         return self.events[index:]
 
     def stop(self) -> None:
@@ -116,8 +122,15 @@ class Job:
         self.pool.stop(self)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job is done; False if `timeout` seconds passed first."""
-        return self._done.wait(timeout)
+        """Block until the job is done; False if `timeout` seconds passed first. (Its pool
+        keeps it up to date meanwhile: a waiter watches it, as a page does.)"""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            left = WAIT_TICK_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._done.wait(min(WAIT_TICK_S, left))
+        return True
 
 
 # -- the fair order -----------------------------------------------------------------------------
@@ -345,6 +358,9 @@ class Pool:
     def running(self) -> list[Job]:
         with self._lock:
             return list(self._running.values())
+
+    def watch(self) -> None:
+        """(A Pool's jobs are always up to date: it runs them.)"""
 
     def stop(self, job: Job) -> None:
         with self._lock:

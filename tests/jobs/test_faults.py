@@ -1,16 +1,16 @@
-"""Faults, tried and counted, at a few students (tests/support/faults.py plays them; bench/faults.py
-plays a class of 20 and also kills a Ray worker node, which takes Ray tens of seconds to notice):
-two app servers, the test PostgreSQL server and the test Ray cluster; while the class trains, the
-queue's actor is killed, then an app server, then PostgreSQL restarts, then every student asks
-for more runs than their cap. No job is lost or run twice, and every student's page shows how
-each of their jobs ended."""
+"""Faults, tried and counted, for two students (tests/support/faults.py plays them;
+bench/faults.py plays a class of 20, and also kills a Ray worker node, which takes Ray tens of
+seconds to notice): two app servers, the test PostgreSQL server and the test Ray cluster; while
+the class trains, the queue's actor is killed, then an app server, then PostgreSQL restarts,
+then every student asks for more runs than their cap. No job is lost or run twice, and every
+student's page shows how each of their jobs ended."""
 
 from __future__ import annotations
 
 from tests.support.faults import ACTOR, CAP, POSTGRES, SERVER, playing
 from tests.support.postgres import POSTGRES_DIR, needs_postgres
 
-STUDENTS = 4
+STUDENTS = 2
 
 
 def test_no_job_is_lost_or_run_twice_when_a_piece_of_the_class_dies(
