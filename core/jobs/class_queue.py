@@ -95,7 +95,9 @@ class ClassQueue(Pool):
     def __init__(
         self, workers: int | None, store_path: str, limits: Limits, executor: ExecutorFactory
     ) -> None:
-        super().__init__(workers, store_path, limits, executor=executor, record_as=CLASS_QUEUE)
+        super().__init__(
+            workers, store_path, limits, executor=executor, record_as=CLASS_QUEUE, exclusive=True
+        )
 
     def about(self) -> tuple[int, int]:
         """How many jobs run at once, and the torch threads of each."""

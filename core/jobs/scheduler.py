@@ -259,8 +259,10 @@ class Pool:
     what that record holds open under that name, as a queue restarted after its process died:
     its queued jobs keep their places in the fair order, and a job that had started ends
     "failed" (RESTARTED) rather than run a second time behind its student's back. The record
-    decides who may start and end a job, so that none is run to completion twice. Without a
-    name (the command line's sweep, most tests) the queue lives in memory only.
+    decides who may start and end a job, so that none is run to completion twice. It takes up
+    only the jobs of a queue process that has died, unless `exclusive` says no other process
+    keeps a queue of that name (the class's Ray actor: then all). Without a name (the command
+    line's sweep, most tests) the queue lives in memory only.
     """
 
     def __init__(
@@ -271,6 +273,7 @@ class Pool:
         *,
         executor: ExecutorFactory,
         record_as: str | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.limits = limits or Limits.from_env(SERVER, known_models=zoo.names())
         # Opening the store here shows a bad file before any worker starts.
@@ -289,7 +292,7 @@ class Pool:
         self._broken = ""  # why no job can run, if none can
         if workers is not None and workers < 1:
             raise ValueError(f"a pool needs at least one worker (got {workers})")
-        self._record = JobRecord(self.store_path, record_as) if record_as else None
+        self._record = JobRecord(self.store_path, record_as, exclusive) if record_as else None
         self.executor = executor(self, workers, self.store_path)
         if self._record is not None:
             self._rebuild()
@@ -455,7 +458,7 @@ class Pool:
             fair = self._record.fair_state()
             self._seq = itertools.count(fair.last_seq + 1)
             self._queue.restore(fair.virtual, fair.next_tags)
-            for row in self._record.open_jobs():
+            for row in self._record.take_open():
                 job = _job(row, self)
                 self._jobs[job.id] = job
                 if row.status == QUEUED:

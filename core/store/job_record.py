@@ -2,11 +2,11 @@
 run database (the `jobs` table of core/store/rundb.py, on SQLite and PostgreSQL alike), so that
 a queue whose process dies can be rebuilt from it, and so that the database names its class.
 
-    record = JobRecord(location, queue="class")
+    record = JobRecord(location, queue="class", exclusive=True)
     record.add([JobRow(...)])             # submitted: written before the student hears "queued"
     record.started(job_id, tag)           # True: this queue may run it (it was still queued)
     record.ended(job_id, status, reason)  # True: this end counts (the job was still open)
-    record.open_jobs(); record.fair_state()   # what a restarted queue rebuilds itself from
+    record.take_open(); record.fair_state()   # what a restarted queue rebuilds itself from
     class_id(location)                    # the class's one name, whatever the URL's spelling
 
 Why each change is a conditional UPDATE: the record, not a process's memory, decides who may
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from core.store import rundb
 from core.store.rundb import Unreachable, jobs, meta
+from core.store.runs import HOST, process_alive, process_start
 
 QUEUED, STARTED = "queued", "started"
 OPEN = (QUEUED, STARTED)  # a job in one of these may still run; the others are its end
@@ -72,10 +74,19 @@ class FairState:
 
 class JobRecord:
     """The record of the queue named `queue` in the run database at `location` (an SQLite
-    file or a postgresql:// URL)."""
+    file or a postgresql:// URL), kept by this process.
 
-    def __init__(self, location: str | Path, queue: str) -> None:
-        self.queue = queue
+    Each job is held by the process whose queue has it (its machine, id and start time, as a
+    run is). `exclusive`: no other live process keeps a queue of this name (the class's, in its
+    one Ray actor), so a queue starting under it takes up every open job; else (a server's own
+    queue, named after its machine) only those whose process has died, so that two servers
+    over one store on one machine never take each other's jobs.
+    """
+
+    def __init__(self, location: str | Path, queue: str, exclusive: bool = False) -> None:
+        self.queue, self.exclusive = queue, exclusive
+        pid = os.getpid()
+        self.holder = {"host": HOST, "pid": pid, "pid_started": process_start(pid)}
         self._db = rundb.open_database(location, on_open=_nothing)
 
     def close(self) -> None:
@@ -85,7 +96,7 @@ class JobRecord:
     def add(self, rows: Sequence[JobRow]) -> None:
         """Write down newly submitted jobs, all or none (a StoreError, one line, if the
         database cannot take them now: then none is queued)."""
-        values = [{**_values(row), "queue": self.queue} for row in rows]
+        values = [{**_values(row), "queue": self.queue, **self.holder} for row in rows]
         self._db.run(lambda conn: conn.execute(sa.insert(jobs), values), "queue the runs")
 
     def started(self, job_id: str, tag: int) -> bool:
@@ -118,14 +129,30 @@ class JobRecord:
         return self._change(change, f"end job {job_id}")
 
     # -- reading --------------------------------------------------------------------------------
-    def open_jobs(self) -> list[JobRow]:
-        """The queue's jobs that are queued or started, in submission order."""
+    def take_open(self) -> list[JobRow]:
+        """The queue's jobs that are queued or started and that this process may take up (all,
+        if `exclusive`; else those whose process has died), in submission order, now held by
+        this process. Each is taken with a conditional update: of two processes taking up one
+        dead queue, each job goes to one."""
         query = (
             sa.select(jobs)
             .where(jobs.c.queue == self.queue, jobs.c.status.in_(OPEN))
             .order_by(jobs.c.seq)
         )
-        return [_row(row) for row in self._db.run(lambda c: c.execute(query).mappings().all())]
+
+        def take(conn: sa.Connection) -> list[JobRow]:
+            taken = []
+            for row in conn.execute(query).mappings().all():
+                if not self.exclusive and (
+                    row["host"] != HOST or process_alive(row["pid"], row["pid_started"])
+                ):
+                    continue
+                mine = sa.update(jobs).where(jobs.c.id == row["id"], jobs.c.pid == row["pid"])
+                if conn.execute(mine.values(self.holder)).rowcount == 1:
+                    taken.append(_row(row))
+            return taken
+
+        return self._db.run(take, "take up the queue's jobs")
 
     def get(self, job_ids: Sequence[str]) -> list[JobRow]:
         """The jobs of these ids that the record has (of any queue)."""

@@ -179,6 +179,9 @@ jobs = sa.Table(  # every job a queue that keeps a record was given, and where i
     sa.Column("submitted", sa.Float, nullable=False),  # seconds since the epoch
     sa.Column("started", sa.Float),
     sa.Column("ended", sa.Float),
+    sa.Column("host", sa.Text, nullable=False),  # the process whose queue holds it: its machine,
+    sa.Column("pid", sa.Integer, nullable=False),  # its id,
+    sa.Column("pid_started", sa.Float),  # and when it started (a reused id is another process)
 )
 sa.Index("jobs_by_queue", jobs.c.queue, jobs.c.status)  # a queue's open jobs, read on restart
 TABLES = {
