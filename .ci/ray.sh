@@ -5,6 +5,7 @@
 #                                     ports; prints the exports that reach it: its address in
 #                                     LORA_LAB_TEST_RAY, and Ray's token authentication
 #   bash .ci/ray.sh stop              stops those two nodes, and only those
+#   bash .ci/ray.sh restart-worker    kills the second node outright, and starts it again
 #
 # Each node runs `ray start --block` in the background: a node so started shuts its own Ray
 # processes down when it gets SIGTERM, which is how `stop` ends them (`ray stop` would end every
@@ -95,8 +96,18 @@ stop() {
   rm -f "$STATE/address" "$STATE/token"
 }
 
+# The worker node killed as a machine is lost (SIGKILL to its every process), and a new one
+# started in its place: bench/faults.py's fault. Done when Ray counts two live nodes again.
+restart_worker() {
+  local pid; pid=$(cat "$STATE/worker.pid")
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  start_node worker --address="$(cat "$STATE/address")"
+  wait_for worker 180 has_two_nodes "$(cat "$STATE/address")"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: bash .ci/ray.sh start|stop" >&2; exit 2 ;;
+  restart-worker) restart_worker ;;
+  *) echo "usage: bash .ci/ray.sh start|stop|restart-worker" >&2; exit 2 ;;
 esac

@@ -103,6 +103,9 @@ def launch(configs: list[RunConfig]) -> None:
     except ValueError as error:
         st.error(refused(error))
         return
+    except StoreError as error:  # the queue could not write the sweep down: none of it queued
+        failed(error)
+        return
     st.rerun()  # the page again, its button disabled until the sweep ends
 
 

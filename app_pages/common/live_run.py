@@ -345,3 +345,5 @@ def start(config: RunConfig) -> None:
         st.session_state.pop(key("run"), None)
     except ValueError as error:
         st.error(refused(error))
+    except StoreError as error:  # the queue could not write the run down: it is not queued
+        failed(error)

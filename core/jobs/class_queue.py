@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,15 @@ from core.common.config import RunConfig
 from core.common.limits import SERVER, Limits
 from core.jobs.executors import ExecutorFactory, configured_workers
 from core.jobs.scheduler import Job, Pool, forget_old
+from core.store.job_record import OPEN, JobRow
 from core.store.runs import RunStore, store_location
 from core.training import zoo
 from core.training.train import Event
 
 QUEUE_LOST = "the class's queue lost it (its Ray actor was restarted)"  # why a job failed
-FOLLOW_S = 0.1  # how often an app server catches up with its class's queue
+CLASS_QUEUE = "class"  # the name of the class's queue in its run database's job record
+FOLLOW_S = 0.1  # how often an app server catches up with its class's queue, while it must
+WATCH_S = 2.0  # a page that read the pool this recently is still watching it (pages poll)
 # A Job's fields that change as it runs: what a server's copy of a class's job takes over.
 MIRRORED = (
     "status", "reason", "run_id", "result", "started", "finished", "steps_planned", "steps_done"
@@ -74,25 +76,28 @@ class ClassQueue(Pool):
     jobs by id, and what changed since the server last asked.
 
     Why a Ray actor, and not a jobs table in the run database that each server claims rows from
-    (SELECT … FOR UPDATE SKIP LOCKED): the fair order is a property of the whole queue (each
-    job's tag depends on every owner's queued and started jobs), not of a row, so every start
-    would have to lock the queue and replay FairQueue in SQL, next to the Python one the local
-    pool keeps; and the jobs run on Ray anyway, whose executor already watches them (a dead
-    worker ends its job, with the reason) and carries their live events and Stop. An actor
-    keeps one scheduler, this Pool, in one process, for both modes. Named after the run store
-    and detached, it belongs to no server: the first server starts it, later ones find it
-    (get_if_exists), and servers may restart while their students' jobs go on. Its state lives
-    in its process: should it die, Ray restarts it empty, the servers fail the jobs they
-    followed (QUEUE_LOST), and what trained is in the store. A class's queue needs LORA_LAB_RAY;
-    without it every server trains on its own machine, and its queue is that machine's.
+    (SELECT … FOR UPDATE SKIP LOCKED) as the scheduler: the fair order is a property of the whole
+    queue (each job's tag depends on every owner's queued and started jobs), not of a row, so every
+    start would have to lock the queue and replay FairQueue in SQL, next to the Python one the local
+    pool keeps; and the jobs run on Ray anyway, whose executor already watches them (a dead worker
+    ends its job, with the reason) and carries their live events and Stop. An actor keeps one
+    scheduler, this Pool, in one process, for both modes. Named after the class (the id its run
+    database keeps) and detached, it belongs to no server: the first server starts it, later ones
+    find it (get_if_exists), and servers may restart while their students' jobs go on. The database
+    is its memory all the same: the Pool writes every job and each change of it down (its record,
+    CLASS_QUEUE), so that when its process dies and Ray restarts it, it rebuilds itself from the
+    record (queued jobs keep their places; those that were training end with the reason), and a
+    server that followed a job through the restart learns how it ended. A class's queue needs
+    LORA_LAB_RAY; without it every server trains on its own machine, and its queue is that
+    machine's.
     """
 
     def __init__(
         self, workers: int | None, store_path: str, limits: Limits, executor: ExecutorFactory
     ) -> None:
-        super().__init__(workers, store_path, limits, executor=executor)
-        # Ids that the queue restarted by Ray cannot give again: servers still hold the old ones.
-        self._ids = f"job-{uuid.uuid4().hex[:8]}-"
+        super().__init__(
+            workers, store_path, limits, executor=executor, record_as=CLASS_QUEUE, exclusive=True
+        )
 
     def about(self) -> tuple[int, int]:
         """How many jobs run at once, and the torch threads of each."""
@@ -122,7 +127,29 @@ class ClassQueue(Pool):
                 if not job.done or (since is not None and job.finished >= since)
             ]
             unknown = [job_id for job_id in seen if job_id not in self._jobs]
-        return Changes(now, news, unknown)
+        ended = [row for row in self._record.get(unknown) if row.status not in OPEN]
+        news += [self._ended_state(row) for row in ended]
+        gone = {row.id for row in ended}
+        return Changes(now, news, [job_id for job_id in unknown if job_id not in gone])
+
+    @staticmethod
+    def _ended_state(row: JobRow) -> JobState:
+        """A job that ended before this queue (re)started, as its record tells it: a server
+        that followed it through the queue's restart learns how it ended."""
+        fields = {"status": row.status, "reason": row.reason, "run_id": row.run_id}
+        fields |= {"started": row.started, "finished": row.ended}
+        return JobState(
+            id=row.id,
+            owner=row.owner,
+            seq=row.seq,
+            submitted=row.submitted,
+            config=None,
+            fields=fields,
+            events=[],
+            done=True,
+            position=None,
+            wait=None,
+        )
 
     @staticmethod
     def _state(job: Job, seen: int | None, place: tuple[int | None, float | None]) -> JobState:
@@ -145,8 +172,12 @@ class SharedPool:
     view of its class's queue (ClassQueue), with the methods of a Pool. Jobs submitted here go
     to that queue; jobs submitted through any other server appear here too, as Job objects
     kept up to date (status, events, queue position, wait estimate) by a thread that asks the
-    queue what changed every FOLLOW_S. Stop goes to the queue, whichever server started the
-    job. A server that shuts down only stops following: the class's jobs go on.
+    queue what changed every FOLLOW_S, while anyone here needs to know: a job submitted through
+    this server is not done, or a page (or a waiter) read the pool or one of its jobs within
+    WATCH_S (`watch`). An idle server asks the
+    queue nothing, and a busy one asks once per FOLLOW_S whatever the size of the class. Stop
+    goes to the queue, whichever server started the job. A server that shuts down only stops
+    following: the class's jobs go on.
 
     `queue` builds the line to the class's queue: core.jobs.ray_jobs.ClassQueueHandle (tests
     give it an address, or build a line in their own process). `workers`: jobs at once for the
@@ -173,6 +204,8 @@ class SharedPool:
         self._jobs: dict[str, Job] = {}  # every job followed and not yet forgotten
         self._places: dict[str, tuple[int | None, float | None]] = {}  # queued: position, wait
         self._since: float | None = None
+        self._mine: set[str] = set()  # jobs submitted through this server, until done
+        self._read_at = time.monotonic()  # when a page last read the pool
         self._closed = threading.Event()
         self._lost = ""  # why the queue did not answer, while it does not
         self._catch_up()
@@ -189,26 +222,37 @@ class SharedPool:
         if self._closed.is_set():
             raise RuntimeError("the pool is shut down")
         ids = self._queue.call("enqueue", list(configs), owner, self.limits)
+        with self._lock:
+            self._mine.update(ids)
         self._catch_up()
         with self._lock:
             return [self._jobs[job_id] for job_id in ids]
 
     def jobs(self, owner: str | None = None) -> list[Job]:
-        """The class's jobs in submission order, only `owner`'s if given."""
+        """The class's jobs in submission order, only `owner`'s if given. (A page that reads
+        them is watching: the pool keeps them up to date for WATCH_S.)"""
+        self.watch()
         with self._lock:
             return [j for j in self._jobs.values() if owner is None or j.owner == owner]
 
     def queue_position(self, job: Job) -> int | None:
+        self.watch()
         with self._lock:
             return self._places.get(job.id, (None, None))[0]
 
     def wait_estimate(self, job: Job) -> float | None:
+        self.watch()
         with self._lock:
             return self._places.get(job.id, (None, None))[1]
 
     def running(self) -> list[Job]:
+        self.watch()
         with self._lock:
             return [job for job in self._jobs.values() if job.status == "running"]
+
+    def watch(self) -> None:
+        """A page or a waiter reads the jobs: follow the queue for the next WATCH_S."""
+        self._read_at = time.monotonic()
 
     def stop(self, job: Job) -> None:
         self._queue.call("stop_job", job.id)
@@ -229,9 +273,12 @@ class SharedPool:
 
     # -- following the queue -----------------------------------------------------------------
     def _follow(self) -> None:
-        """The pool's thread: catch up every FOLLOW_S until shut down; while the queue does not
-        answer (its actor restarting), say so once and keep asking."""
+        """The pool's thread: catch up every FOLLOW_S while someone here needs to (`_wanted`),
+        until shut down; while the queue does not answer (its actor restarting), say so once
+        and keep asking."""
         while not self._closed.wait(FOLLOW_S):
+            if not self._wanted():
+                continue
             try:
                 self._catch_up()
             except ValueError as error:
@@ -240,6 +287,16 @@ class SharedPool:
                 self._lost = str(error)
             else:
                 self._lost = ""
+
+    def _wanted(self) -> bool:
+        """Whether anyone on this server needs news of the queue: a page read the pool within
+        WATCH_S, or a job submitted here is not done (its student may come back to it, and
+        whoever waits on it must learn its end)."""
+        if time.monotonic() - self._read_at < WATCH_S:
+            return True
+        with self._lock:
+            self._mine -= {i for i in self._mine if i in self._jobs and self._jobs[i].done}
+            return bool(self._mine)
 
     def _catch_up(self) -> None:
         """Ask the queue what changed since the last answer, and apply it."""

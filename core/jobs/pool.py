@@ -10,7 +10,9 @@ scheduler (core.jobs.scheduler), the class's queue (core.jobs.class_queue) and t
 
     LORA_LAB_RAY unset     `LocalProcesses`: worker processes on this machine, `$LORA_LAB_WORKERS`
                            of them (default: one per core). Nothing to install or start. The pool
-                           is a `Pool` of its own.
+                           is a `Pool` of its own, written down in the run database as LOCAL_QUEUE
+                           (core.store.job_record): a server restarted after a crash takes up its
+                           queued jobs again.
     LORA_LAB_RAY=auto      core.jobs.ray_jobs.RayExecutor: each job a task on a Ray cluster, here
     the LORA_LAB_RAY=host:port one `ray start` began on this machine (or one started in-process),
                            there a cluster's head; `$LORA_LAB_WORKERS` jobs at once (default: one
@@ -38,6 +40,7 @@ from core.jobs.class_queue import SharedPool
 from core.jobs.executors import ExecutorFactory
 from core.jobs.local import LocalProcesses
 from core.jobs.scheduler import Job, Pool
+from core.store.runs import HOST
 
 # An optional dependency, imported only when asked for: see the module's docstring.
 if os.environ.get("LORA_LAB_RAY", "").strip():
@@ -52,20 +55,21 @@ def default_executor() -> ExecutorFactory:
     return LocalProcesses if ray_jobs is None else ray_jobs.RayExecutor
 
 
+LOCAL_QUEUE = f"server@{HOST}"  # the name of a server's own queue in its run database's record
 _pool: Pool | SharedPool | None = None
 _pool_lock = threading.Lock()
 
 
 def pool() -> Pool | SharedPool:
     """The process-wide pool, started on first use and shut down when the process exits: with
-    $LORA_LAB_RAY set, this server's view of its class's queue (SharedPool), else a Pool of
-    worker processes. Its limits are the server's (core.common.limits.SERVER, changed by the
-    environment)."""
+    $LORA_LAB_RAY set, this server's view of its class's queue (SharedPool), else a Pool of worker
+    processes that keeps its record (LOCAL_QUEUE). Its limits are the server's
+    (core.common.limits.SERVER, changed by the environment)."""
     global _pool
     with _pool_lock:
         if _pool is None:
             if ray_jobs is None:
-                _pool = Pool(executor=LocalProcesses)
+                _pool = Pool(executor=LocalProcesses, record_as=LOCAL_QUEUE)
             else:
                 _pool = SharedPool(queue=ray_jobs.ClassQueueHandle)
             atexit.register(_pool.shutdown)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -60,6 +59,7 @@ from core.jobs.executors import (
     threads_per_job,
 )
 from core.jobs.ray_mailbox import Mailbox
+from core.store.job_record import class_id
 from core.store.runs import RunStore
 from core.training.train import Event
 
@@ -295,13 +295,14 @@ def _cause(error: Any) -> str:
 # -- the class's queue: one for all app servers of a class ----------------------------------------
 class ClassQueueHandle:
     """An app server's line to its class's queue: a detached Ray actor running `body`
-    (core.jobs.class_queue.ClassQueue, a Pool) with the Ray executor, named after the run store
-    (`queue_name`) in the NAMESPACE namespace. The first server of a class starts it, with its
-    `workers`, `store_path` and `limits`; every later one finds it by name (get_if_exists), so
-    all servers over one run store and one cluster share one queue. Detached, it outlives the
-    server that started it, and lives as long as the cluster (or until `end`); after an
-    update of LoRA Lab, restart the cluster so that the queue runs the new code. It asks for no
-    CPU: it schedules, the jobs train. Ray restarts it, empty, if its process dies.
+    (core.jobs.class_queue.ClassQueue, a Pool) with the Ray executor, named after the class whose
+    runs the run store keeps (`queue_name`) in the NAMESPACE namespace. The first server of a class
+    starts it, with its `workers`, `store_path` and `limits`; every later one finds it by name
+    (get_if_exists), so all servers over one run store and one cluster share one queue. Detached, it
+    outlives the server that started it, and lives as long as the cluster (or until `end`); after an
+    update of LoRA Lab, restart the cluster so that the queue runs the new code. It asks for no CPU:
+    it schedules, the jobs train. Ray restarts it if its process dies, and it rebuilds its queue
+    from the run database (ClassQueue).
 
     Built as core.jobs.class_queue.SharedPool builds it, `address` standing in for $LORA_LAB_RAY
     (tests).
@@ -344,9 +345,11 @@ class ClassQueueHandle:
 
 
 def queue_name(store_path: str) -> str:
-    """The name of the queue of the class whose runs are kept at `store_path`: servers that
-    share a run store share a queue, and its name carries no password."""
-    return "queue-" + hashlib.sha256(store_path.encode()).hexdigest()[:16]
+    """The name of the queue of the class whose runs are kept at `store_path`: the id that its
+    run database keeps (core.store.job_record.class_id), so that servers that share a run
+    database share a queue however they spell its URL (localhost or 127.0.0.1); and it
+    carries no password."""
+    return f"queue-{class_id(store_path)}"
 
 
 # -- on a Ray worker ------------------------------------------------------------------------------

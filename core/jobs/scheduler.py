@@ -28,25 +28,34 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
+import logging
 import statistics
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from core.common.config import RunConfig
 from core.common.limits import SERVER, Limits
 from core.jobs.executors import SHUT_DOWN_RUNNING, Assignment, ExecutorFactory
-from core.store.runs import RunStore, store_location
+from core.store.job_record import QUEUED, JobRecord, JobRow
+from core.store.runs import RunStore, StoreError, store_location
 from core.training import zoo
 from core.training.train import Event
 
 SHUT_DOWN_QUEUED = "the server shut down before it started"  # why a job ended unfinished
+RESTARTED = (  # why a job whose queue died while it trained ended unfinished
+    "its queue restarted while it trained (its process died); its run keeps what it saved"
+)
+TAKEN = "another process of its queue took it"  # a job this one must not run (the record says)
 KEEP_DONE = 500  # finished jobs the pool remembers (their owners keep their own references)
 RECENT = 20  # finished jobs whose durations estimate how long the next ones take
+WAIT_TICK_S = 0.5  # a waiter tells the pool it still watches this often
+log = logging.getLogger(__name__)
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -59,6 +68,9 @@ class JobPool(Protocol):
     def wait_estimate(self, job: Job) -> float | None: ...
 
     def stop(self, job: Job) -> None: ...
+
+    def watch(self) -> None:
+        """Someone reads its jobs (a page, a waiter): keep them up to date for a while."""
 
 
 @dataclass(eq=False)
@@ -80,6 +92,7 @@ class Job:
     finished: float | None = None
     steps_planned: int | None = None  # from its "start" event
     steps_done: int = 0  # from its latest "step" event
+    tag: int | None = None  # its tag in the fair order when it last left the queue (FairQueue)
     limits: Limits | None = field(default=None, repr=False)  # its server's, checked at submit
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -96,10 +109,12 @@ class Job:
 
     @property
     def done(self) -> bool:
+        self.pool.watch()
         return self._done.is_set()
 
     def events_since(self, index: int) -> list[Event]:
         """Events from number `index` on: poll with the count already seen."""
+        self.pool.watch()
         return self.events[index:]
 
     def stop(self) -> None:
@@ -107,8 +122,15 @@ class Job:
         self.pool.stop(self)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job is done; False if `timeout` seconds passed first."""
-        return self._done.wait(timeout)
+        """Block until the job is done; False if `timeout` seconds passed first. (Its pool
+        keeps it up to date meanwhile: a waiter watches it, as a page does.)"""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            left = WAIT_TICK_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._done.wait(min(WAIT_TICK_S, left))
+        return True
 
 
 # -- the fair order -----------------------------------------------------------------------------
@@ -156,10 +178,17 @@ class FairQueue:
             return None
         tag, _, owner = min(heads)
         job = self._queued[owner].popleft()
+        job.tag = tag
         self._virtual, self._next[owner], self._first[owner] = tag, tag + 1, tag + 1
         if not self._queued[owner]:
             del self._queued[owner]
         return job
+
+    def restore(self, virtual: int, next_tags: dict[str, int]) -> None:
+        """Start from where a queue's order stood (before any job is pushed): the tag of the
+        job that started last, and each owner's next tag. A rebuilt queue given these and its
+        queued jobs, in submission order, gives them the tags they had."""
+        self._virtual, self._next = virtual, dict(next_tags)
 
     def put_back(self, job: Job) -> None:
         """A job just taken that could not start after all: first again among its owner's."""
@@ -223,7 +252,18 @@ def start_times(
 class Pool:
     """Jobs checked against `limits`, queued fairly, run by `executor` (core.jobs.pool's
     `default_executor()` is the one the environment asks for), `workers` jobs at once (None:
-    that executor's default)."""
+    that executor's default).
+
+    With `record_as`, a name, the pool writes its queue down in its run database
+    (core.store.job_record: every job and each change of its state) and starts by taking up
+    what that record holds open under that name, as a queue restarted after its process died:
+    its queued jobs keep their places in the fair order, and a job that had started ends
+    "failed" (RESTARTED) rather than run a second time behind its student's back. The record
+    decides who may start and end a job, so that none is run to completion twice. It takes up
+    only the jobs of a queue process that has died, unless `exclusive` says no other process
+    keeps a queue of that name (the class's Ray actor: then all). Without a name (the command
+    line's sweep, most tests) the queue lives in memory only.
+    """
 
     def __init__(
         self,
@@ -232,6 +272,8 @@ class Pool:
         limits: Limits | None = None,
         *,
         executor: ExecutorFactory,
+        record_as: str | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.limits = limits or Limits.from_env(SERVER, known_models=zoo.names())
         # Opening the store here shows a bad file before any worker starts.
@@ -243,12 +285,17 @@ class Pool:
         self._running: dict[str, Job] = {}
         self._durations: deque[float] = deque(maxlen=RECENT)
         self._seq = itertools.count(1)
-        self._ids = "job-"  # a job's id: this and its seq
+        # A job's id: this and its seq. A recorded queue's ids are unique in its database: the
+        # queue rebuilt after its process died gives none of its old ids again.
+        self._ids = f"job-{uuid.uuid4().hex[:8]}-" if record_as else "job-"
         self._closed = False
         self._broken = ""  # why no job can run, if none can
         if workers is not None and workers < 1:
             raise ValueError(f"a pool needs at least one worker (got {workers})")
+        self._record = JobRecord(self.store_path, record_as, exclusive) if record_as else None
         self.executor = executor(self, workers, self.store_path)
+        if self._record is not None:
+            self._rebuild()
 
     @property
     def workers(self) -> int:
@@ -280,7 +327,11 @@ class Pool:
                 raise RuntimeError("the pool is shut down")
             active = sum(1 for job in self._jobs.values() if job.owner == owner and not job.done)
             limits.check_jobs(active, len(configs))
-            submitted = [self._add(config, owner, limits) for config in configs]
+            submitted = [self._new_job(config, owner, limits) for config in configs]
+            if self._record is not None:  # written down before anyone hears "queued"
+                self._record.add([_row(job) for job in submitted])
+            for job in submitted:
+                self._add(job)
             self._dispatch()
         return submitted
 
@@ -310,6 +361,9 @@ class Pool:
     def running(self) -> list[Job]:
         with self._lock:
             return list(self._running.values())
+
+    def watch(self) -> None:
+        """(A Pool's jobs are always up to date: it runs them.)"""
 
     def stop(self, job: Job) -> None:
         with self._lock:
@@ -369,6 +423,7 @@ class Pool:
                 return
             job.status, job.started = "queued", None
             self._queue.put_back(job)
+            self._requeued(job)
             self._dispatch()
 
     def capacity(self) -> None:
@@ -382,22 +437,43 @@ class Pool:
                 self._end(job, "failed", reason)
 
     # -- inside the scheduler (called with the lock held) ------------------------------------
-    def _add(self, config: RunConfig, owner: str, limits: Limits) -> Job:
+    def _new_job(self, config: RunConfig, owner: str, limits: Limits) -> Job:
         seq = next(self._seq)
-        job = Job(
+        return Job(
             id=f"{self._ids}{seq}", owner=owner, config=config, pool=self, seq=seq, limits=limits
         )
+
+    def _add(self, job: Job) -> None:
         self._jobs[job.id] = job
         if self._broken:
             self._end(job, "failed", self._broken)
         else:
             self._queue.push(job)
-        return job
+
+    def _rebuild(self) -> None:
+        """Take up the jobs the record holds open under this queue's name: those queued go back
+        in the fair order where they stood, those started (their process died with the queue's)
+        end with the reason."""
+        with self._lock:
+            fair = self._record.fair_state()
+            self._seq = itertools.count(fair.last_seq + 1)
+            self._queue.restore(fair.virtual, fair.next_tags)
+            for row in self._record.take_open():
+                job = _job(row, self)
+                self._jobs[job.id] = job
+                if row.status == QUEUED:
+                    self._queue.push(job)
+                else:
+                    self._end(job, "failed", RESTARTED)
+            self._dispatch()
 
     def _dispatch(self) -> None:
-        """Start queued jobs, in the fair order, while the executor has room."""
+        """Start queued jobs, in the fair order, while the executor has room (and, for a
+        recorded queue, the record lets this queue start them)."""
         while not self._closed and len(self._queue) and self.executor.idle() > 0:
             job = self._queue.pop()
+            if not self._claim(job):
+                continue
             job.status, job.started = "running", time.time()
             self._running[job.id] = job
             assignment = Assignment(job.id, job.config.to_dict(), job.owner, job.limits)
@@ -407,7 +483,21 @@ class Pool:
                 del self._running[job.id]
                 job.status, job.started = "queued", None
                 self._queue.put_back(job)
+                self._requeued(job)
                 return
+
+    def _claim(self, job: Job) -> bool:
+        """Whether this queue may start the job it took: always without a record; with one,
+        if the record still says "queued" (else it is another's, or over: it ends here, and
+        only here)."""
+        if self._record is None or _recorded(lambda: self._record.started(job.id, job.tag)):
+            return True
+        self._end(job, "failed", TAKEN, record=False)
+        return False
+
+    def _requeued(self, job: Job) -> None:
+        if self._record is not None:
+            _recorded(lambda: self._record.requeued(job.id))
 
     def _start_times(self, count: int) -> list[float | None]:
         """The wait estimates of the first `count` queued jobs (all None before any job has
@@ -431,12 +521,55 @@ class Pool:
         ]
         return statistics.fmean(projected) if projected else None
 
-    def _end(self, job: Job, status: str, reason: str) -> None:
+    def _end(self, job: Job, status: str, reason: str, record: bool = True) -> None:
         if job.done:
             return
+        if record and self._record is not None:
+            counts = _recorded(lambda: self._record.ended(job.id, status, reason, job.run_id))
+            if not counts:  # it ended elsewhere first: the record says how
+                [row] = self._record.get([job.id])
+                status, reason = row.status, row.reason
         job.status, job.reason, job.finished = status, reason, time.time()
         job._done.set()
         forget_old(self._jobs)
+
+
+def _row(job: Job) -> JobRow:
+    """A job as its queue's record keeps it."""
+    return JobRow(
+        id=job.id,
+        seq=job.seq,
+        owner=job.owner,
+        config=job.config.to_dict(),
+        limits=asdict(job.limits),
+        submitted=job.submitted,
+    )
+
+
+def _job(row: JobRow, pool: Pool) -> Job:
+    """A job of a queue's record, taken up by the queue rebuilt from it."""
+    limits = row.limits | {"models": row.limits["models"] and tuple(row.limits["models"])}
+    return Job(
+        id=row.id,
+        owner=row.owner,
+        config=RunConfig.from_dict(row.config),
+        pool=pool,
+        seq=row.seq,
+        submitted=row.submitted,
+        started=row.started,
+        limits=Limits(**limits),
+    )
+
+
+def _recorded(change: Callable[[], Any]) -> Any:
+    """A change to the queue's record that the queue cannot wait on any longer (its database
+    was unreachable for JobRecord's RETRY_S, or cannot be written): the queue goes on from
+    memory, and says so in the log, rather than stop every class's job. (True: go on.)"""
+    try:
+        return change()
+    except StoreError as error:
+        log.warning("the queue goes on without its record: %s", error)
+        return True
 
 
 def forget_old(jobs: dict[str, Job]) -> None:

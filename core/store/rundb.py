@@ -162,9 +162,31 @@ students = sa.Table(  # the name a student gave, shown to the teacher beside the
     sa.Column("owner", sa.Text, primary_key=True),  # the id the student's browser keeps
     sa.Column("name", sa.Text, nullable=False),
 )
+# -- the queues, written down (core/store/job_record.py reads and writes this table) ----------
+jobs = sa.Table(  # every job a queue that keeps a record was given, and where it stands
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # the scheduler's job id
+    sa.Column("queue", sa.Text, nullable=False),  # the name of the queue that holds it
+    sa.Column("seq", sa.Integer, nullable=False),  # its submission order in that queue
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # RunConfig.to_dict() as JSON
+    sa.Column("limits", sa.Text, nullable=False),  # its server's Limits as JSON (checked then)
+    sa.Column("status", sa.Text, nullable=False),  # queued | started | finished|failed|stopped
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("tag", sa.Integer),  # its tag in the fair order when it started (FairQueue)
+    sa.Column("run_id", RUN_ID),  # its run, once ended (no foreign key: a run may be deleted)
+    sa.Column("submitted", sa.Float, nullable=False),  # seconds since the epoch
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+    sa.Column("host", sa.Text, nullable=False),  # the process whose queue holds it: its machine,
+    sa.Column("pid", sa.Integer, nullable=False),  # its id,
+    sa.Column("pid_started", sa.Float),  # and when it started (a reused id is another process)
+)
+sa.Index("jobs_by_queue", jobs.c.queue, jobs.c.status)  # a queue's open jobs, read on restart
 TABLES = {
-    "sqlite": [meta, runs, metrics, snapshots, students],
-    "postgresql": [meta, runs, metrics, snapshots, students, weights],
+    "sqlite": [meta, runs, metrics, snapshots, students, jobs],
+    "postgresql": [meta, runs, metrics, snapshots, students, weights, jobs],
 }
 METRIC_COLUMNS = tuple(column.name for column in metrics.columns if column.name != "run_id")
 

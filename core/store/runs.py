@@ -123,7 +123,7 @@ def process_start(pid: int) -> float | None:
         return float("nan")
 
 
-def _process_alive(pid: int | None, started: float | None) -> bool:
+def process_alive(pid: int | None, started: float | None) -> bool:
     """Whether the process that was `pid`, started at `started`, still runs. A row of schema 1
     has no start time: then any process with that id counts."""
     if pid is None or pid < 1:  # (0 and below: no process, and psutil refuses them)
@@ -475,7 +475,7 @@ def _recover(conn: sa.Connection) -> list[int]:
     dead = [
         row["id"]
         for row in rows  # (a pid edited by hand, not a number: no process of it runs)
-        if rundb.misfits(runs, row) or not _process_alive(row["pid"], row["pid_started"])
+        if rundb.misfits(runs, row) or not process_alive(row["pid"], row["pid_started"])
     ]
     for run_id in dead:
         last_step = sa.select(sa.func.max(metrics.c.step)).where(metrics.c.run_id == run_id)

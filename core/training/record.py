@@ -3,14 +3,16 @@
 A run's steps reach the store while it trains (_Recorder: at each evaluation, and at least
 every FLUSH_S seconds), so a page on any app server shows a run's live curves by reading them
 (RunStore.steps_since), whichever server or command line started it. Its outcome and what it
-trained (trained_tensors) are saved when it ends; if the database cannot be reached then (a
-PostgreSQL server restarting), the finished run waits up to SAVE_WAIT_S for it to come back.
+trained (trained_tensors) are saved when it ends. If the database cannot be reached when the run
+writes to it (a PostgreSQL server restarting), the run waits up to SAVE_WAIT_S for it to come
+back: whether it is starting, saving its steps, or finished.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -21,8 +23,9 @@ from core.store.runs import RunStore, StoreError
 from core.training.train import Event, RunResult, StopFlag, train
 
 FLUSH_S = 1.0  # a training saves its steps at least this often, for live views elsewhere
-SAVE_WAIT_S = 30.0  # how long a finished run waits for an unreachable database to come back
+SAVE_WAIT_S = 30.0  # how long a run waits for an unreachable database to come back
 RETRY_EVERY_S = 1.0
+T = TypeVar("T")
 
 
 def train_and_save(
@@ -36,11 +39,11 @@ def train_and_save(
     cannot be reached (a PostgreSQL server restarting), a finished run waits up to SAVE_WAIT_S
     for it to come back; if it does not, StoreError says what became of the run."""
     recorder = _Recorder(store, config, owner, on_event or (lambda event: None))
-    trained = False  # (then only the saving of the run waited for the database)
+    trained = False  # (then the run waited for the database while it trained)
     try:
         result = train(config, recorder, stop)
         trained = True
-        _finish_patiently(store, recorder.run_id, result)
+        _patiently(lambda: finish(store, recorder.run_id, result))
     except Exception as error:
         if recorder.run_id is not None:
             store.fail(recorder.run_id, str(error))  # never raises: this error is the one
@@ -85,10 +88,10 @@ class _Recorder:
 
     def __call__(self, event: Event) -> None:
         if event.kind == "start":
-            self.run_id = self.store.create(self.config, self.owner)
+            self.run_id = _patiently(lambda: self.store.create(self.config, self.owner))
         elif event.kind == "step":
             if self.due:
-                self.store.append(self.run_id, self.history, self.snapshots)
+                _patiently(lambda: self.store.append(self.run_id, self.history, self.snapshots))
                 self.history, self.snapshots = [], []
                 self.saved, self.due = time.monotonic(), False
             self.history.append(event.data)
@@ -99,15 +102,16 @@ class _Recorder:
         self.forward(event)
 
 
-def _finish_patiently(store: RunStore, run_id: int, result: RunResult) -> None:
-    """finish, tried again every RETRY_EVERY_S for up to SAVE_WAIT_S while the database cannot
-    be reached: the run is done, only its saving waits. Finishing twice writes the same rows,
-    so a try whose commit went through unheard does no harm."""
+def _patiently(write: Callable[[], T]) -> T:
+    """A write of the run, tried again every RETRY_EVERY_S for up to SAVE_WAIT_S while the
+    database cannot be reached: the run waits for its store (a PostgreSQL server restarting
+    takes seconds) rather than fail. A try whose commit went through unheard does no harm when
+    it finishes (finishing twice writes the same rows); one that started the run or saved its
+    steps then fails the run, which says why."""
     deadline = time.monotonic() + SAVE_WAIT_S
     while True:
         try:
-            finish(store, run_id, result)
-            return
+            return write()
         except rundb.Unreachable:
             if time.monotonic() >= deadline:
                 raise
@@ -116,7 +120,7 @@ def _finish_patiently(store: RunStore, run_id: int, result: RunResult) -> None:
 
 def _not_saved(run_id: int, error: rundb.Unreachable, trained: bool) -> str:
     """What became of a run whose database went away under it, and what the user can do."""
-    when = f"and was not back within {SAVE_WAIT_S:g} s" if trained else "while it trained"
+    when = f"{'' if trained else 'while it trained, '}and was not back within {SAVE_WAIT_S:g} s"
     return (
         f"run {run_id} could not be saved: the run database at {error.where} is not reachable "
         f"({error.why}), {when}. What it saved before stays; the run shows as unfinished once "

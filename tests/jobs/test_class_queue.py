@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from core.common.config import RunConfig
 from core.common.limits import SERVER
-from core.jobs.class_queue import FOLLOW_S, QUEUE_LOST, ClassQueue, SharedPool
+from core.jobs.class_queue import FOLLOW_S, QUEUE_LOST, WATCH_S, ClassQueue, SharedPool
 from core.jobs.local import LocalProcesses
 from core.jobs.ray_jobs import ClassQueueHandle
 from core.jobs.scheduler import Job, Pool
@@ -149,23 +149,49 @@ def test_a_server_that_leaves_takes_nothing_and_one_that_comes_sees_the_queue(se
     late.shutdown()
 
 
-def test_jobs_of_a_queue_that_restarted_empty_fail_with_the_reason(servers):
-    one, _, queues = servers
-    waiting = one.submit(RunConfig(**ENDLESS), "dora")
-    store = str(one.store_path)
+def test_an_idle_server_asks_its_queue_nothing_until_a_page_watches(servers):
+    *_, queues = servers
+    asked: list[str] = []
+
+    class Counting(InProcess):
+        def call(self, method: str, *args: Any) -> Any:
+            asked.append(method)
+            return super().call(method, *args)
+
+    server = SharedPool(1, limits=LIMITS, queue=functools.partial(Counting, queues))
+    try:
+        time.sleep(WATCH_S + 3 * FOLLOW_S)  # the page that opened it has gone
+        asked.clear()
+        time.sleep(10 * FOLLOW_S)
+        assert asked == []  # no page watches, and nothing of its own is queued or runs
+        server.jobs("ann")  # a page reads the pool: it keeps it up to date while it watches
+        time.sleep(10 * FOLLOW_S)
+        assert asked.count("changes") >= 5
+    finally:
+        server.shutdown()
+
+
+def test_a_server_that_followed_a_job_through_a_restart_of_the_queue_learns_how_it_ended(servers):
+    *_, queues = servers
+    line = functools.partial(InProcess, queues)
+    following = SharedPool(1, limits=LIMITS, queue=line)
+    job = following.submit(RunConfig(**TINY), "dora")
+    following.shutdown()  # it asks nothing more for now: the job's end passes it by
+    store = str(following.store_path)
+    [in_queue] = [other for other in queues[store].jobs() if other.id == job.id]
+    finish(in_queue)
     lost = queues[store]
-    # What Ray does when the queue's actor dies: it starts it again, with nothing in it.
+    # What Ray does when the queue's actor dies: it starts it again, and it rebuilds itself
+    # from its record, where the job has ended (so it is not among the queue's jobs any more).
     queues[store] = ClassQueue(1, store, LIMITS, LocalProcesses)
     try:
-        caught_up(one)
-        assert (waiting.status, waiting.reason) == ("failed", QUEUE_LOST) and waiting.done
-        again = one.submit(RunConfig(**TINY), "dora")  # the restarted queue takes new jobs
-        finish(again)
-        assert again.status == "finished" and again.owner == "dora"
+        assert job.id not in {other.id for other in queues[store].jobs()}
+        following._catch_up()
+        assert job.done and (job.status, job.run_id) == ("finished", in_queue.run_id)
+        assert job.reason != QUEUE_LOST
     finally:
         queues[store].shutdown()
         queues[store] = lost
-        lost.stop_job(waiting.id)
 
 
 # -- two app servers' pools in two processes, over Ray and PostgreSQL ----------------------------
