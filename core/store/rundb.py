@@ -162,9 +162,15 @@ students = sa.Table(  # the name a student gave, shown to the teacher beside the
     sa.Column("owner", sa.Text, primary_key=True),  # the id the student's browser keeps
     sa.Column("name", sa.Text, nullable=False),
 )
+archived = sa.Table(  # a class's runs put away under the class's name (the Class page)
+    "archived",
+    metadata,
+    sa.Column("run_id", RUN_ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("class_name", sa.Text, nullable=False),
+)
 TABLES = {
-    "sqlite": [meta, runs, metrics, snapshots, students],
-    "postgresql": [meta, runs, metrics, snapshots, students, weights],
+    "sqlite": [meta, runs, metrics, snapshots, students, archived],
+    "postgresql": [meta, runs, metrics, snapshots, students, weights, archived],
 }
 METRIC_COLUMNS = tuple(column.name for column in metrics.columns if column.name != "run_id")
 
