@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from core.classroom import links
 from core.store.outcome import RunOutcome
 from core.store.records import RunRecord
 from core.training.kinds import KINDS
@@ -70,6 +71,21 @@ class Condition:
         """As a link writes it: "acc>=0.9"."""
         return f"{self.measure}{self.op}{self.bound:g}"
 
+    def said(self, kind: str) -> tuple[str, dict[str, str]]:
+        """The catalog key of the condition in words ("goals.acc_ge": "target accuracy of at
+        least {bound}") and its bound as a student of a task of `kind` reads it (90.0%, 5,000,
+        2.31 bits)."""
+        direction = "ge" if self.op == ">=" else "le"
+        if self.measure == "params":
+            bound = f"{self.bound:,.0f}"
+        elif self.measure == "bpc":
+            bound = KINDS["text"].metric.written(self.bound)
+        elif self.measure == "acc":
+            bound = KINDS["images"].metric.written(self.bound)
+        else:  # forget: in the unit of the task's own metric
+            bound = KINDS[kind].metric.written(self.bound)
+        return f"goals.{self.measure}_{direction}", {"bound": bound}
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -99,6 +115,21 @@ class Goal:
         if run.status != "finished":
             return Verdict(tuple(False for _ in self.conditions))
         return Verdict(tuple(condition.met(run) for condition in self.conditions))
+
+
+def from_link(params: Mapping[str, str | list[str]]) -> tuple[Goal | None, list[str]]:
+    """A link's goal (its ``goal`` parameter, core.classroom.links.query_values' reading):
+    (the goal or None, and what the link wrote for it when it cannot be read, for the page's
+    warning; a repeated ``goal`` is unreadable)."""
+    given = params.get(GOAL)
+    if given is None:
+        return None, []
+    try:
+        if isinstance(given, list | tuple):
+            raise ValueError("goal is given more than once")
+        return parse_goal(given), []
+    except ValueError:
+        return None, links.as_written(params, [GOAL])
 
 
 def parse_goal(text: str) -> Goal:

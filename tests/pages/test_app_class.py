@@ -190,3 +190,32 @@ def test_a_class_is_archived_then_cleared(own_class):
         assert {record.id for record in store.list()} == {
             own_class[n] for n in ("ann", "ben", "cleo")
         }
+
+
+# ----------------------------------------------------------------------------- exercise goals
+
+
+def test_the_train_page_says_an_exercises_goal_and_judges_the_students_runs(own_class):
+    goal = f"params<={own_class['params']}"
+    at = open_page("train", {"goal": goal, "rank": "1"}, student=ANN)
+    said = TEXT.t("goals.title", goal=TEXT.t("goals.params_le", bound=f"{own_class['params']:,}"))
+    assert said in [info.value for info in at.info]
+    lines = "\n".join(text.value for text in at.text)
+    assert TEXT.t("goals.met", run=own_class["ann"]) in lines
+    assert at.query_params["goal"] == goal  # kept in the page's link, to share it on
+    ben = open_page("train", {"goal": goal}, student=BEN)
+    assert TEXT.t("goals.missed", run=own_class["ben"]) in "\n".join(t.value for t in ben.text)
+
+
+@pytest.mark.parametrize("goal", ["acc>=90", "acc>0.9", "sudo>=1"])
+def test_a_goal_that_cannot_be_read_is_said_and_ignored(lab_home, goal):
+    at = open_page("train", {"goal": goal})
+    assert TEXT.t("common.bad_link", keys="goal") in [w.value for w in at.warning]
+    assert f"goal={goal}" in [text.value for text in at.text]
+    assert not [info for info in at.info if "Goal of this exercise" in info.value]
+
+
+def test_a_lessons_link_carries_its_exercise(lab_home):
+    at = open_page("learn")
+    queries = [link.proto.query_string for link in at.get("page_link")]
+    assert any("goal=acc%3E%3D0.9" in query for query in queries), queries
