@@ -19,6 +19,7 @@ from core.classroom.class_view import ClassRun, ClassView
 from core.common.text import for_markdown
 from core.jobs import pool as jobs
 from core.store.runs import StoreError
+from core.training import export
 from core.training.kinds import KINDS
 
 POLL_SECONDS = 3.0  # as the Train page's live view polls a running job
@@ -162,6 +163,16 @@ def end_of_class(class_name: str) -> None:
         icon=":material/download:",
         key=key("csv"),
         disabled=not ids,
+    )
+    st.download_button(
+        tr("class.adapters"),
+        data=lambda: export.adapters_zip(store(), ids),  # built when clicked: it rebuilds each run
+        file_name="lora-lab-class-adapters.zip",
+        mime="application/zip",
+        icon=":material/folder_zip:",
+        key=key("adapters"),
+        disabled=not ids,
+        help=tr("class.adapters_help"),
     )
     if class_name != CURRENT:
         return
