@@ -89,6 +89,24 @@ def runs_table(view: ClassView) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def students_table(view: ClassView) -> pd.DataFrame:
+    """One row per student: where their runs stand, their best score, why they are stuck."""
+    rows = []
+    for student in view.students:
+        best = student.best
+        rows.append(
+            {
+                tr("class.col_student"): student.label,
+                tr("class.col_queued"): student.count("queued", "running"),
+                tr("class.col_finished"): student.count("finished", "imported"),
+                tr("class.col_failed"): student.count("failed", "stopped", "unfinished"),
+                tr("class.col_best"): "" if best is None else score_text(best),
+                tr("class.col_why"): student.last_failure,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def best_table(view: ClassView, revealed: bool) -> pd.DataFrame:
     """The high-score table: who met the goal and how well; their settings once revealed."""
     by_run = {run.run_id: student for student in view.students for run in student.runs}
@@ -130,14 +148,16 @@ def live(class_name: str, goal: goals.Goal | None) -> None:
         st.subheader(tr("class.best_title", goal=goal.text))
         if view.best:
             revealed = st.session_state.get(key("reveal"), False)
-            st.dataframe(best_table(view, revealed), hide_index=True, width="stretch")
+            st.table(best_table(view, revealed), hide_index=True)  # static: a projector's
         else:
             st.info(tr("class.none_met"), icon=":material/flag:")
-    st.subheader(tr("class.runs_title"))
-    if view.students:
-        st.dataframe(runs_table(view), hide_index=True, width="stretch")
-    else:
+    if not view.students:
         st.info(tr("class.no_runs"))
+        return
+    st.subheader(tr("class.students_title"))
+    st.table(students_table(view), hide_index=True)
+    st.subheader(tr("class.runs_title"))
+    st.dataframe(runs_table(view), hide_index=True, width="stretch")
 
 
 def done(said: str) -> None:

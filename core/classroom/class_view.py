@@ -54,6 +54,22 @@ class Student:
     label: str  # the name they gave, or an anonymous short label (`anonymous`)
     runs: tuple[ClassRun, ...]  # newest first
 
+    def count(self, *statuses: str) -> int:
+        """How many of their runs have one of `statuses`."""
+        return sum(run.status in statuses for run in self.runs)
+
+    @property
+    def last_failure(self) -> str:
+        """Why their latest failed run failed ("" if none failed): who is stuck, and on what."""
+        return next((run.reason for run in self.runs if run.status == "failed"), "")
+
+    @property
+    def best(self) -> ClassRun | None:
+        """Their finished run with the best score on its task's metric (None before one)."""
+        scored = [run for run in self.runs if run.status == "finished" and run.score is not None]
+        metric = {run.kind: KINDS[run.kind].metric for run in scored}
+        return max(scored, key=lambda run: metric[run.kind].better_by(run.score, 0.0), default=None)
+
 
 @dataclass(frozen=True)
 class ClassQueue:
@@ -140,8 +156,11 @@ def class_view(
     jobs = list(jobs)
     unstored = [job for job in jobs if job.run_id is None and job.status in ("queued", "failed")]
     by_owner: dict[str, list[ClassRun]] = {}
-    for job in sorted(unstored, key=lambda job: -job.submitted):
-        by_owner.setdefault(job.owner, []).append(_waiting(job))
+    waiting = sorted(
+        map(_waiting, unstored), key=lambda run: (run.position is None, run.position or 0)
+    )
+    for run in waiting:
+        by_owner.setdefault(run.owner, []).append(run)  # queued first, in the queue's order
     for record in records:
         by_owner.setdefault(record.owner, []).append(_stored(record, goal))
     students = tuple(

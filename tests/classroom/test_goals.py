@@ -1,21 +1,10 @@
 """An exercise's goal: parsed from a link with one clear line for anything else, checked
 against a run's stored results, and the runs that meet it ranked."""
 
-import dataclasses
-
 import pytest
 
 from core.classroom.goals import parse_goal, ranked
-from core.common.config import RunConfig
-from core.store.records import RunRecord
-
-
-def run(id: int = 1, status: str = "finished", **results) -> RunRecord:
-    fields = {f.name: None for f in dataclasses.fields(RunRecord) if f.init}
-    fields |= {"id": id, "name": f"run {id}", "owner": "ann", "config": RunConfig()}
-    fields |= {"created": 0.0, "torch_threads": 1, "has_weights": True, "status": status}
-    fields |= {"reason": "", "folder": "", "history": [], "snapshots": []}
-    return RunRecord(**(fields | results))
+from tests.support.store import record as run
 
 
 def test_a_goal_is_read_as_written():

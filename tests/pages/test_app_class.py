@@ -139,8 +139,8 @@ def own_class(tmp_path, monkeypatch, teacher_key) -> dict[str, int]:
 
 
 def table(at, title: str):
-    """The dataframe drawn under the subheader `title`."""
-    heads = [element for element in at.main if element.type in ("subheader", "dataframe")]
+    """The table (static or a dataframe) drawn under the subheader `title`."""
+    heads = [e for e in at.main if e.type in ("subheader", "dataframe", "table")]
     place = [i for i, e in enumerate(heads) if e.type == "subheader" and e.value == title]
     return heads[place[0] + 1].value
 
@@ -156,6 +156,8 @@ def test_the_class_page_shows_every_student_ranks_the_goal_and_hides_the_setting
     failed = every[every[run] == f"#{own_class['cleo']}"]
     assert list(failed[TEXT.t("class.col_why")]) == ["the loss diverged (nan) at step 2"]
     assert list(failed[TEXT.t("class.col_status")]) == ["failed"]
+    each = table(at, TEXT.t("class.students_title")).set_index(student)
+    assert each.loc[class_view.anonymous(CLEO), TEXT.t("class.col_why")] == failed.iloc[0, -1]
     goal = TEXT.t("class.best_title", goal=f"params<={own_class['params']}")
     best = table(at, goal)
     assert list(best[TEXT.t("class.col_student")]) == ["Ann <b>L.</b>"]  # Ben's rank 8 misses
