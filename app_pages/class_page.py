@@ -113,7 +113,7 @@ def best_table(view: ClassView, revealed: bool) -> pd.DataFrame:
     rows = []
     for place, run in enumerate(view.best, start=1):
         row = {
-            "#": place,
+            tr("class.col_place"): place,
             tr("class.col_student"): by_run[run.run_id].label,
             tr("class.col_score"): score_text(run),
             tr("class.col_params"): run.trainable_params,
