@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import failed, is_teacher, refused, status_label, store, tr
+from app_pages.common import choice, failed, is_teacher, refused, status_label, store, tr
 from app_pages.figures.class_page import class_figure
 from core.classroom import class_view as classes
 from core.classroom import goals
@@ -235,11 +235,12 @@ except StoreError as error:
     failed(error)
     st.stop()
 col_class, col_goal = st.columns([1, 2])
-class_name = col_class.selectbox(
+class_name = choice(  # its labels change with the language: see choice
+    col_class.selectbox,
     tr("class.which"),
     [CURRENT, *past],
-    key=key("which"),
-    format_func=lambda name: tr("class.this_week") if name == CURRENT else name,
+    key("which"),
+    lambda name: tr("class.this_week") if name == CURRENT else name,
 )
 with col_goal:
     goal = goal_box()
