@@ -9,6 +9,8 @@ import streamlit as st
 
 from app_pages.common import (
     failed,
+    is_teacher,
+    key_gate,
     language,
     name_box,
     presenter,
@@ -17,6 +19,7 @@ from app_pages.common import (
     remember_student,
     showing,
     store,
+    teacher_box,
     tr,
 )
 from core import __version__
@@ -34,13 +37,35 @@ def main() -> None:
     try:
         store()  # a run store that cannot be used (LORA_LAB_DB, LORA_LAB_HOME) is said at once
         jobs.pool()  # start the training workers now, so the first click on Train starts at once
+        key_gate()  # a teacher key too short to keep the class's views closed is said at once
     except (StoreError, FolderError) as error:
         failed(error)  # one line that names the setting; tried again at the next rerun
         st.stop()
-    except ValueError as error:  # a bad server setting ($LORA_LAB_RAY, $LORA_LAB_WORKERS, a limit)
+    except ValueError as error:  # a bad server setting ($LORA_LAB_RAY, a limit, the teacher key)
         st.error(tr("server.bad_setting", error=error))
         st.stop()
 
+    with st.sidebar:
+        st.selectbox(
+            tr("sidebar.language"),
+            list(LANGUAGES),
+            format_func=LANGUAGES.get,
+            key="lang",
+        )
+        if language() == DEFAULT_LANGUAGE:
+            st.query_params.pop("lang", None)
+        else:
+            st.query_params["lang"] = language()
+        presenter()  # a link's ?presenter=true sets the switch's first value
+        st.toggle(tr("presenter.toggle"), key=PRESENTER, help=tr("presenter.help"))
+        if presenter():
+            st.query_params[PRESENTER] = "true"
+        else:
+            st.query_params.pop(PRESENTER, None)
+        remember_student()  # the same student after a reload, in a new tab, after a restart
+        name_box()
+        teacher_box()  # before the pages are listed: a key typed there opens the Class page
+        st.caption(tr("sidebar.version", version=__version__))
     pages = [
         st.Page(
             "app_pages/learn.py", title=tr("nav.learn"), icon=":material/school:", default=True
@@ -67,29 +92,18 @@ def main() -> None:
             "app_pages/readme.py", title="README", icon=":material/description:", url_path="readme"
         ),
     ]
+    if is_teacher():  # not registered for anyone else: /class is then the default page
+        pages.append(
+            st.Page(
+                "app_pages/class_page.py",
+                title=tr("nav.class"),
+                icon=":material/groups:",
+                url_path="class",
+            )
+        )
     page = st.navigation(pages)
     showing(page.url_path)  # links to the app's pages start from the app's address
 
-    with st.sidebar:
-        st.selectbox(
-            tr("sidebar.language"),
-            list(LANGUAGES),
-            format_func=LANGUAGES.get,
-            key="lang",
-        )
-        if language() == DEFAULT_LANGUAGE:
-            st.query_params.pop("lang", None)
-        else:
-            st.query_params["lang"] = language()
-        presenter()  # a link's ?presenter=true sets the switch's first value
-        st.toggle(tr("presenter.toggle"), key=PRESENTER, help=tr("presenter.help"))
-        if presenter():
-            st.query_params[PRESENTER] = "true"
-        else:
-            st.query_params.pop(PRESENTER, None)
-        remember_student()  # the same student after a reload, in a new tab, after a restart
-        name_box()
-        st.caption(tr("sidebar.version", version=__version__))
     presenter_style()
     relabel()  # before a page draws its select boxes (see common.choice)
 

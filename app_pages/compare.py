@@ -9,6 +9,7 @@ from app_pages.common import (
     exercise_link,
     failed,
     fixed_by_link,
+    is_teacher,
     load_settings,
     refused,
     run_label,
@@ -362,7 +363,7 @@ with st.container(border=True):
 exercise_link(PAGE, settings, key("exercise"), "exercise.intro")
 
 everyone = st.session_state[key("everyone")]
-if show("everyone"):
+if show("everyone") and is_teacher():
     everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
 records, _ = visible_runs(everyone)  # (it names the runs it cannot read)
 # One metric axis holds runs of one kind: the sweep's model picks which (bits per character

@@ -147,9 +147,13 @@ with tab_lessons:
                 f"app_pages/{lesson.page}.py",
                 label=tr("learn.open_lesson"),
                 icon=":material/play_circle:",
-                query_params=links.encode(lesson.settings),
+                query_params=lesson.query(),
             )
             values = links.page_defaults(lesson.page) | lesson.settings
             exercise_link(
-                lesson.page, values, f"learn.exercise.{lesson.id}", "exercise.lesson_intro"
+                lesson.page,
+                values,
+                f"learn.exercise.{lesson.id}",
+                "exercise.lesson_intro",
+                goal=lesson.exercise,
             )

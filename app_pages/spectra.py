@@ -7,7 +7,9 @@ import streamlit as st
 from app_pages.common import (
     choice,
     failed,
+    is_teacher,
     load_settings,
+    own_links,
     run_label,
     save_settings,
     store,
@@ -199,8 +201,11 @@ def wait_for_a_finished_run(run_id: int) -> None:
 st.title(tr("spectra.title"))
 st.markdown(tr("spectra.intro"))
 load_settings(PAGE, DEFAULTS)
-everyone = st.toggle(tr("common.everyone"), key=key("everyone"), persist_state="session")
-linked = (st.session_state[key("run")], st.session_state[key("other")])  # runs a link names
+everyone = is_teacher() and st.toggle(
+    tr("common.everyone"), key=key("everyone"), persist_state="session"
+)
+# The runs a link names: another student's is replaced by none (its settings are offered).
+linked = own_links((st.session_state[key("run")], st.session_state[key("other")]))
 offered = spectra_view.spectra_runs(*visible_runs(everyone, linked), *linked)
 for run in offered.missing:  # a link (or a deleted run) names a run that is not there: say so, once
     st.warning(tr("spectra.no_such_run", run=run), icon=":material/link_off:")

@@ -15,6 +15,7 @@ from app_pages.common import (
     drawn,
     exercise_link,
     fixed_by_link,
+    goal_section,
     language,
     load_settings,
     refused,
@@ -37,7 +38,7 @@ from app_pages.figures.train import layers_table
 from core.classroom import links, train_form
 from core.classroom.i18n import catalog
 from core.common import paths
-from core.common.config import BOUNDS, DEFAULT_LR, DEFAULT_MODEL
+from core.common.config import BOUNDS, DEFAULT_LR, DEFAULT_MODEL, kind_of_model
 from core.lowrank import methods
 from core.lowrank.targets import eligible_layers
 from core.training import data
@@ -306,6 +307,7 @@ with link_problems:
     load_settings(PAGE, DEFAULTS, CHOICES)
 
 fixed_by_link(PAGE)
+goal_section(PAGE, kind_of_model(st.session_state[key("model")]))
 with st.container(border=True):
     st.subheader(tr("train.task_title"))
     task_settings()

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.classroom [--sessions 10] [--servers 1] [--timeout 300]
         [--placement both|pinned|co-located] [--server-cpus 0] [--browser-cpus 1] [--settle 60]
         [--before DIR] [--json] [--py-spy stacks.txt] [--option runner.postScriptGC=false ...]
-        [--model gpt]
+        [--model gpt] [--class-page]
 
 Starts `streamlit run app.py` (headless, 127.0.0.1, a free port) with a fresh LORA_LAB_HOME and
 opens headless Chromium (the system browser; one browser, one context per student). First one
@@ -46,6 +46,11 @@ through a link to the Train page naming the model and its own settings, MODEL_DE
 `--model gpt` is the language model's run on Python code, its result read from the text
 kind's headline ("Bits per character on the target text, before → after"). The default is the
 app's default run.
+
+--class-page runs each class twice: first as above, then with the teacher's Class page open in
+one more browser context for the whole class (the teacher key typed in its sidebar: the servers
+get LORA_LAB_TEACHER_KEY), and prints their figures side by side: what a projector watching the
+class costs the server, beside the class without it.
 
 --before DIR runs the same class first on another checkout (a `git worktree` of an older
 commit), then on this one, and prints both side by side: a change's cost, measured in one run
@@ -101,8 +106,8 @@ from core.store.records import RunRecord
 from core.store.runs import RunStore, StoreError
 from core.training.data import kind_of
 from core.training.kinds import Metric
-from tests.support.browser import VIEWPORT
-from tests.support.servers import CHROMIUM, launch_chromium, start_app
+from tests.support.browser import VIEWPORT, become_teacher
+from tests.support.servers import CHROMIUM, TEACHER_KEY, launch_chromium, start_app
 
 try:  # optional (requirements-distributed.txt): only --servers K > 1 needs it
     import ray
@@ -142,8 +147,9 @@ LISTED_RUNS_JS = r"""
   .filter((match) => match)
   .map((match) => Number(match[1]))
 """
-# The Compare page is drawn: its script ran to the end, nothing is a loading placeholder.
-COMPARE_PAGE_DRAWN_JS = """
+# A page is drawn (the Compare page, the Learn page a teacher first opens): its script ran to
+# the end, nothing is a loading placeholder.
+PAGE_DRAWN_JS = """
 () => !!document.querySelector("[data-testid='stApp'][data-test-script-state='notRunning']")
   && !document.querySelector("[data-testid='stSkeleton']")
 """
@@ -261,6 +267,7 @@ class Report:
     model: str = DEFAULT_MODEL  # every student trains this model's own default run
     within: float | None = None  # the target: every page shows its result within this (s)
     options: list[str] = field(default_factory=list)  # Streamlit options given to the server
+    class_page: bool = False  # the teacher's Class page open during the class
     load_after: float = 0.0
     solo: Session | None = None
     class_sessions: list[Session] = field(default_factory=list)
@@ -285,7 +292,7 @@ class Report:
 def server(home: Path, options: list[str], app: Path) -> Iterator[tuple[str, psutil.Process]]:
     """`streamlit run app.py` of the checkout `app` on 127.0.0.1 with its own home and extra
     config `options` ("runner.postScriptGC=false"); stopped by pid on the way out."""
-    env = os.environ | {"LORA_LAB_HOME": str(home)}
+    env = os.environ | {"LORA_LAB_HOME": str(home), "LORA_LAB_TEACHER_KEY": TEACHER_KEY}
     with open(home / "streamlit.log", "w") as log:
         process, url = start_app(app, env, log, tuple(options))
         children: list[psutil.Process] = []
@@ -554,11 +561,14 @@ def train_together(
 
 def listed_runs(browser: Browser, url: str, timeout: float) -> set[int]:
     """The ids of the runs that the server at `url` lists on its Compare page with every run on
-    the server shown (the everyone toggle, here set by the page's link): the points of its
-    charts, each named "#12 · lora r=4 · … · Finished" (a finished run is one point)."""
-    listed = f"() => ({COMPARE_PAGE_DRAWN_JS})() && ({LISTED_RUNS_JS})().length"
+    the server shown (the everyone toggle, set by the page's link, once the teacher key is
+    typed): the points of its charts, each named "#12 · lora r=4 · … · Finished" (a finished
+    run is one point)."""
+    listed = f"() => ({PAGE_DRAWN_JS})() && ({LISTED_RUNS_JS})().length"
     try:
-        page = open_page(browser, f"{url}/compare?everyone=1", listed, timeout)
+        page = open_page(browser, f"{url}/compare?everyone=1", PAGE_DRAWN_JS, timeout)
+        become_teacher(page, TEACHER_KEY)
+        page.wait_for_function(listed)
     except PlaywrightError as error:  # (not drawn in time, or no run: it lists none)
         print(f"({url}/compare listed no run: {error.message.splitlines()[0]})", file=sys.stderr)
         return set()
@@ -566,6 +576,16 @@ def listed_runs(browser: Browser, url: str, timeout: float) -> set[int]:
         return set(page.evaluate(LISTED_RUNS_JS))
     finally:
         page.context.close()
+
+
+def open_class_page(browser: Browser, url: str, timeout: float) -> Page:
+    """The teacher's Class page in a context of its own: the key typed in the sidebar, then the
+    page opened from the navigation (a new page load would start a new session, without it)."""
+    page = open_page(browser, url, PAGE_DRAWN_JS, timeout)
+    become_teacher(page, TEACHER_KEY)
+    page.get_by_role("link", name=ENGLISH.t("nav.class"), exact=True).click()
+    page.get_by_role("heading", name=ENGLISH.t("class.title")).wait_for()
+    return page
 
 
 def launch(playwright) -> tuple[Browser, psutil.Process]:
@@ -721,6 +741,7 @@ def classroom(
     app: Path = ROOT,
     model: str = DEFAULT_MODEL,
     within: float | None = None,
+    class_page: bool = False,
 ) -> Report:
     """The class of `n` sessions over `servers` app servers of the checkout `app`, each with a
     fresh LORA_LAB_HOME (more than one: over LORA_LAB_DB and LORA_LAB_RAY), on the cores of
@@ -730,6 +751,7 @@ def classroom(
         servers=servers,
         model=model,
         within=within,
+        class_page=class_page,
         load_before=os.getloadavg()[0],
         options=options,
         app=str(app),
@@ -807,6 +829,7 @@ def run_class(
     solo.context.close()
 
     places = [number % len(urls) for number in range(report.sessions)]
+    watching = [open_class_page(browser, urls[0], timeout)] if report.class_page else []
     pages = [open_train_page(browser, urls[place], timeout, report.model) for place in places]
     newcomer: list[tuple[Page, float]] = []
     at_ms = time.time() * 1000 + CLICK_LEAD_MS + CLICK_LEAD_PER_PAGE_MS * len(pages)
@@ -838,7 +861,7 @@ def run_class(
     sampled, *used = cpu_between(samples, clicked, clicked + report.wall_s)
     report.server_cpu_s, report.workers_cpu_s, report.browser_cpu_s, *busy = used
     report.core_busy = [spent / sampled for spent in busy] if sampled else []
-    for page in pages + [page for page, _ in newcomer]:
+    for page in pages + watching + [page for page, _ in newcomer]:
         page.context.close()
     if profile is not None and profile.exists():
         report.profile = top_functions(profile)
@@ -897,7 +920,9 @@ def print_report(report: Report) -> None:
     print(
         f"{report.app}: {report.sessions} sessions of {report.model}"
         + (f" over {report.servers} app servers" if report.servers > 1 else "")
-        + f", {report.placement}, load average {report.load_before:.1f} before, "
+        + f", {report.placement}"
+        + (", the teacher's Class page open" if report.class_page else "")
+        + f", load average {report.load_before:.1f} before, "
         f"{report.load_after:.1f} after, on {psutil.cpu_count()} cores"
         + (f"; server options: {' '.join(report.options)}" if report.options else "")
     )
@@ -1044,7 +1069,9 @@ def print_side_by_side(reports: list[Report]) -> None:
     if len(apps) > 1:
         print("checkouts: " + "; ".join(f"{number} = {app}" for number, app in enumerate(apps)))
     labels = [
-        report.placement + (f" ({apps.index(report.app)})" if len(apps) > 1 else "")
+        report.placement
+        + (f" ({apps.index(report.app)})" if len(apps) > 1 else "")
+        + (" + Class page" if report.class_page else "")
         for report in reports
     ]
     width = max(len(label) for label in labels) + 2
@@ -1178,6 +1205,11 @@ def main() -> None:
         help="the target: every page shows its result within S seconds of the click (a "
         "verdict is printed), e.g. --model gpt: 60 for 10 sessions, 180 for 30",
     )
+    parser.add_argument(
+        "--class-page",
+        action="store_true",
+        help="each class twice: without, then with the teacher's Class page open, side by side",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list, one per class")
     args = parser.parse_args()
     if args.sessions < 1 or args.servers < 1 or args.timeout <= 0 or args.settle < 0:
@@ -1201,24 +1233,27 @@ def main() -> None:
         parser.error(f"no Chromium at {CHROMIUM}")
     checkouts = [args.before.resolve(), ROOT] if args.before else [ROOT]
     reports: list[Report] = []
+    watched = (False, True) if args.class_page else (False,)
     for app in checkouts:
         for placement in chosen:
-            if reports:
-                time.sleep(args.settle)  # the last class's load average falls back
-            reports.append(
-                classroom(
-                    args.sessions,
-                    args.servers,
-                    args.timeout,
-                    args.new_page_after,
-                    args.py_spy,
-                    args.option,
-                    placement,
-                    app,
-                    args.model,
-                    args.within,
+            for class_page in watched:
+                if reports:
+                    time.sleep(args.settle)  # the last class's load average falls back
+                reports.append(
+                    classroom(
+                        args.sessions,
+                        args.servers,
+                        args.timeout,
+                        args.new_page_after,
+                        args.py_spy,
+                        args.option,
+                        placement,
+                        app,
+                        args.model,
+                        args.within,
+                        class_page,
+                    )
                 )
-            )
     if args.json:
         print(json.dumps([asdict(report) for report in reports], indent=1))
         return

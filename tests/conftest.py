@@ -26,7 +26,7 @@ import torch
 from sqlalchemy.pool import NullPool
 
 from tests.support.postgres import needs_postgres
-from tests.support.servers import CHROMIUM, launch_chromium, start_app
+from tests.support.servers import CHROMIUM, TEACHER_KEY, launch_chromium, start_app
 
 if TYPE_CHECKING:  # imported where used: tests that do not ask for a store do not load core
     from core.store.runs import RunStore
@@ -103,6 +103,13 @@ def store(
         yield store
 
 
+@pytest.fixture
+def teacher_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The server's teacher key set (LORA_LAB_TEACHER_KEY): a session may be the teacher's."""
+    monkeypatch.setenv("LORA_LAB_TEACHER_KEY", TEACHER_KEY)
+    return TEACHER_KEY
+
+
 @pytest.fixture(scope="session")
 def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh LORA_LAB_HOME and one training worker for the whole session.
@@ -125,8 +132,13 @@ def lab_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @contextlib.contextmanager
 def serve(home: Path, options: tuple[str, ...] = ()) -> Iterator[str]:
     """`streamlit run app.py` on a free port with LoRA Lab home `home`, one worker and Streamlit
-    config `options`; yields its URL, and stops it (by its process id) at the end."""
-    env = os.environ | {"LORA_LAB_HOME": str(home), "LORA_LAB_WORKERS": "1"}
+    config `options`, the teacher key TEACHER_KEY; yields its URL, and stops it (by its process
+    id) at the end."""
+    env = os.environ | {
+        "LORA_LAB_HOME": str(home),
+        "LORA_LAB_WORKERS": "1",
+        "LORA_LAB_TEACHER_KEY": TEACHER_KEY,
+    }
     with open(home / "streamlit.log", "a") as log:
         server, url = start_app(ROOT, env, log, options, timeout=60)
         try:

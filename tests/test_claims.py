@@ -28,6 +28,7 @@ import torch
 from core.analyses import experiments, layer_reports
 from core.analyses.reports import planted_report
 from core.classroom import lessons, links
+from core.classroom.goals import parse_goal
 from core.common.config import DEFAULT_LR, RunConfig, for_model
 from core.lowrank.targets import check_targets
 from core.training import data, text, zoo
@@ -226,6 +227,16 @@ def test_lesson_planted(runs):
             loss_high,
         )
         assert high_run.test_acc_after - low_run.test_acc_after >= 0.08
+
+
+def test_lesson_planted_exercise_is_reachable(runs):
+    """The lesson's exercise (its goal, shown on the Train page and ranked on the Class page):
+    missed at the preset's rank 2, met at rank r* = 4, on every seed (the runs above)."""
+    goal = parse_goal(LESSONS["planted"].exercise)
+    small = train_lesson("planted")
+    found = dataclasses.replace(small, rank=data.SHIFTS["planted-rank"].params["rank"])
+    for low, high in zip(seeds(small), seeds(found), strict=True):
+        assert goal.check(runs(high)).met and not goal.check(runs(low)).met, low.seed
 
 
 def units_firing(model: torch.nn.Module, images: torch.Tensor) -> float:

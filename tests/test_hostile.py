@@ -2256,11 +2256,11 @@ PAGE_FAULT_ROWS = [
 
 @pytest.mark.parametrize(("fault", "page", "query", "says", "never"), PAGE_FAULT_ROWS)
 def test_a_page_showing_a_damaged_run_says_why_and_shows_the_others(
-    lab, fault, page, query, says, never
+    lab, teacher_key, fault, page, query, says, never
 ):
     fault(lab)
     before = fingerprint(lab)
-    at = open_page(page, query)  # (and raises nothing)
+    at = open_page(page, query, teacher=True)  # (and raises nothing): the class's runs
     text = page_text(at)
     assert says in text and (never is None or never not in text)
     if page == "compare":  # the runs it can read are drawn: run 1 in the runs table

@@ -1,7 +1,7 @@
 """Streamlit glue shared by the pages, one module per concern:
 
     session     the language, presenter mode, texts (tr), refusals and errors, the student's id
-                and name, the run store and the runs a page lists
+                and name, the teacher's key, the run store and the runs a page lists
     settings    select boxes whose labels change, a page's settings in the URL, exercise links
     plot_style  the projector layout of figures, a log axis' ticks
     strips      a task's example images and a trained run's predictions
@@ -17,8 +17,11 @@ from app_pages.common.plot_style import figure_layout, log_ticks, presenter_styl
 from app_pages.common.session import (
     bad_link,
     failed,
+    is_teacher,
+    key_gate,
     language,
     name_box,
+    own_links,
     presenter,
     refused,
     remember_student,
@@ -28,6 +31,7 @@ from app_pages.common.session import (
     store,
     student_id,
     student_names,
+    teacher_box,
     tr,
     visible_runs,
 )
@@ -37,6 +41,7 @@ from app_pages.common.settings import (
     drawn,
     exercise_link,
     fixed_by_link,
+    goal_section,
     load_settings,
     relabel,
     save_settings,
@@ -54,10 +59,14 @@ __all__ = [
     "failed",
     "figure_layout",
     "fixed_by_link",
+    "goal_section",
+    "is_teacher",
+    "key_gate",
     "language",
     "load_settings",
     "log_ticks",
     "name_box",
+    "own_links",
     "prediction_strip",
     "presenter",
     "presenter_style",
@@ -74,6 +83,7 @@ __all__ = [
     "student_names",
     "style",
     "task_strip",
+    "teacher_box",
     "titled_select",
     "tr",
     "visible_runs",

@@ -1,6 +1,6 @@
 """Who is using the app and in which language: the session's language and presenter mode, the
-texts (tr) and how a refusal or an error is said, the student's id and name, the run store and
-the runs a page may list."""
+texts (tr) and how a refusal or an error is said, the student's id and name, whether they are
+the teacher, the run store and the runs a page may list."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from core.classroom import links
 from core.classroom.i18n import DEFAULT_LANGUAGE, LANGUAGES, catalog
 from core.classroom.links import PRESENTER
 from core.common.config import SettingError
+from core.common.teacher import KeyGate, session_backoff, teacher_key
 from core.common.text import for_markdown
 from core.store.names import STUDENT_NAME_CHARS
 from core.store.records import RunRecord
@@ -197,19 +198,24 @@ def store() -> RunStore:
 def visible_runs(
     everyone: bool, also: tuple[int, ...] = ()
 ) -> tuple[list[RunRecord], dict[int, str]]:
-    """(this student's runs, or every run on the server, newest first, plus any in ``also``:
-    runs a shared link points to; {id: why} of those that cannot be read, each named on the
-    page in a warning). A link to a deleted run is skipped: the page falls back to the newest."""
+    """(this student's runs, or, for the teacher who asks, every run on the server, newest
+    first, plus any in ``also`` that this session may open (`own_links`): runs a shared link
+    points to; {id: why} of those that cannot be read, each named on the page in a warning). A
+    link to a deleted run is skipped: the page falls back to the newest."""
+    everyone = everyone and is_teacher()
     records, unreadable = store().listing(owner=None if everyone else student_id())
     listed = {record.id for record in records} | set(unreadable)
     for run_id in also:
         if run_id and run_id not in listed:
             try:
-                records.append(store().get_summary(run_id))
+                record = store().get_summary(run_id)
             except NoSuchRun:
-                pass
+                continue
             except StoreError as error:  # there, but its row was edited by hand
                 unreadable[run_id] = str(error)
+                continue
+            if record.owner == student_id() or is_teacher():
+                records.append(record)
     for why in unreadable.values():  # a row edited by hand: its values said as text
         said(st.warning, tr("common.unreadable_run"), why, "error")
     return records, unreadable
@@ -225,3 +231,81 @@ def run_label(record: RunRecord) -> str:
 def status_label(status: str) -> str:
     """A run's status in the session's language; one the app has no word for, as stored."""
     return catalog(language()).status(status)
+
+
+def own_links(run_ids: Sequence[int]) -> tuple[int, ...]:
+    """The runs a link names (``run=N``), with each that is another student's replaced by 0
+    (none), unless this session is the teacher's: ids are sequential, so a link to another's
+    run opens its settings on the Train page (as a shared link does), never the run itself."""
+    kept = []
+    for run_id in run_ids:
+        try:
+            record = store().get_summary(run_id) if run_id else None
+        except StoreError:  # deleted, or unreadable: the page says which
+            record = None
+        if record is None or record.owner == student_id() or is_teacher():
+            kept.append(run_id)
+            continue
+        st.info(tr("common.not_yours", run=run_id), icon=":material/lock:")
+        st.page_link(
+            "app_pages/train.py",
+            label=tr("common.open_settings"),
+            icon=":material/tune:",
+            query_params=links.settings_query(record.config),
+        )
+        kept.append(0)
+    return tuple(kept)
+
+
+# ----------------------------------------------------------------------------- the teacher
+
+TEACHER = "teacher"  # session key: True once this session typed the server's teacher key
+_TYPED = "teacher.typed"  # the sidebar's key box (emptied once read: the key is not kept)
+_BACKOFF = "teacher.backoff"  # this session's wrong tries (core.common.teacher.Backoff)
+
+
+@st.cache_resource(show_spinner=False)
+def _gate(key: str | None) -> KeyGate:
+    return KeyGate(key)
+
+
+def key_gate() -> KeyGate:
+    """The server's teacher key and its back-off of wrong tries, one for every session.
+    ValueError (a server setting) for a key too short to keep a class's views closed."""
+    return _gate(teacher_key())
+
+
+def is_teacher() -> bool:
+    """Whether this browser session typed the server's teacher key (never true without one)."""
+    return key_gate().open and st.session_state.get(TEACHER) is True
+
+
+def teacher_box() -> None:
+    """The sidebar's teacher key box, where the server has a key: typed once, kept for the
+    browser session as the fact that it was right (not the key), never put in a link."""
+    if not key_gate().open:
+        return
+    if is_teacher():
+        st.caption(tr("teacher.on"))
+        if st.button(tr("teacher.leave"), key="teacher.leave", icon=":material/logout:"):
+            st.session_state[TEACHER] = False
+            st.rerun()
+        return
+    st.text_input(
+        tr("teacher.key"),
+        key=_TYPED,
+        type="password",
+        help=tr("teacher.key_help"),
+        on_change=_try_key,
+    )
+    if (wait := st.session_state.get("teacher.refused")) is not None:
+        st.error(tr("teacher.wrong_wait", seconds=f"{wait:.0f}") if wait else tr("teacher.wrong"))
+
+
+def _try_key() -> None:
+    typed = st.session_state[_TYPED]
+    st.session_state[_TYPED] = ""
+    backoff = st.session_state.setdefault(_BACKOFF, session_backoff())
+    attempt = key_gate().attempt(typed, backoff)
+    st.session_state[TEACHER] = attempt.accepted
+    st.session_state["teacher.refused"] = None if attempt.accepted else attempt.wait

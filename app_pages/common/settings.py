@@ -8,8 +8,9 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common.session import bad_link, language, tr
-from core.classroom import links
+from app_pages.common.session import bad_link, language, store, student_id, tr
+from core.classroom import goals, links
+from core.classroom.goals import GOAL
 from core.classroom.i18n import DEFAULT_LANGUAGE
 from core.classroom.links import HIDE
 
@@ -76,27 +77,32 @@ def load_settings(
     values of some settings: a link's value outside them is reported, not replaced by
     another choice. ``"<page>._fresh"`` holds the keys a link set in this very rerun (empty
     otherwise), for checks only the page can make (targets that pick no layer of the model).
-    An exercise link's ``hide`` goes to ``"<page>._hidden"`` (see `drawn`); it stays until
-    another link resets the page.
+    An exercise link's ``hide`` goes to ``"<page>._hidden"`` (see `drawn`) and its ``goal`` to
+    ``"<page>._goal"`` (see `goal_section`); they stay until another link resets the page.
     """
     params = links.query_values({key: st.query_params.get_all(key) for key in st.query_params})
-    from_link = {key: value for key, value in params.items() if key in defaults or key == HIDE}
+    from_link = {
+        key: value for key, value in params.items() if key in defaults or key in (HIDE, GOAL)
+    }
     fresh: list[str] = []
     if from_link and from_link != st.session_state.get(f"{page}._link"):
         values, unreadable = links.from_query(from_link, defaults, choices)
         hidden, unknown = links.hidden_from_query(from_link, defaults)
+        goal, bad_goal = goals.from_link(from_link)
         for derived in [k for k in st.session_state if k.startswith(f"{page}.")]:
             del st.session_state[derived]
         for key, value in values.items():
             st.session_state[f"{page}.{key}"] = value
         st.session_state[f"{page}._hidden"] = hidden
+        st.session_state[f"{page}._goal"] = goal.text if goal else ""
         st.session_state[f"{page}._link"] = from_link
         fresh = [key for key in from_link if key in defaults and key not in unreadable]
-        if unreadable or unknown:
+        if unreadable or unknown or bad_goal:
             written = links.as_written(from_link, unreadable) + links.as_written(
                 {HIDE: unknown}, [HIDE] if unknown else []
             )
-            bad_link(unreadable + ([HIDE] if unknown else []), written)
+            bad = unreadable + ([HIDE] if unknown else []) + ([GOAL] if bad_goal else [])
+            bad_link(bad, written + bad_goal)
     st.session_state[f"{page}._fresh"] = fresh
     for key, value in defaults.items():
         st.session_state.setdefault(f"{page}.{key}", value)
@@ -123,11 +129,13 @@ def current_settings(page: str, defaults: dict[str, Any]) -> dict[str, Any]:
 def save_settings(page: str, defaults: dict[str, Any]) -> None:
     """Write the page's current settings into the URL, so copying it shares them.
 
-    Parameters of other pages go; the app's (language, presenter mode) stay, and so does an
-    exercise link's ``hide`` with the values it fixed.
+    Parameters of other pages go; the app's (language, presenter mode) stay, and so do an
+    exercise link's ``hide`` with the values it fixed and its ``goal``.
     """
     hidden = st.session_state.get(f"{page}._hidden", [])
     query = links.exercise_query(current_settings(page, defaults), defaults, hidden)
+    if goal := st.session_state.get(f"{page}._goal"):
+        query[GOAL] = goal
     for name in [n for n in st.query_params if n not in query and n not in links.APP_PARAMS]:
         del st.query_params[name]
     for name, value in query.items():
@@ -136,11 +144,14 @@ def save_settings(page: str, defaults: dict[str, Any]) -> None:
     st.session_state[f"{page}._link"] = query
 
 
-def exercise_link(page: str, values: dict[str, Any], widget: str, intro: str) -> None:
+def exercise_link(
+    page: str, values: dict[str, Any], widget: str, intro: str, goal: str = ""
+) -> None:
     """A teacher's link to ``page`` ("train" or "compare", its url path) with ``values``: pick
-    the controls to hide, copy the link (st.code has a copy button). The link keeps the
-    language; presenter mode is the teacher's, not the students'. Drawn only once a teacher
-    turns it on: the code box alone adds about a second to a page's load in the browser."""
+    the controls to hide and, on the Train page, a goal (``goal``: the one it starts with),
+    copy the link (st.code has a copy button). The link keeps the language; presenter mode is
+    the teacher's, not the students'. Drawn only once a teacher turns it on: the code box alone
+    adds about a second to a page's load in the browser."""
     if not st.toggle(tr("exercise.title"), key=f"{widget}.open"):
         return
     st.caption(tr(intro))
@@ -153,6 +164,20 @@ def exercise_link(page: str, values: dict[str, Any], widget: str, intro: str) ->
         placeholder=tr("exercise.hide_placeholder"),
     )
     query = links.exercise_query(values, defaults, hidden)
+    if page == "train":  # the page that says the goal and judges a student's runs by it
+        goal_text = st.text_input(
+            tr("exercise.goal"),
+            value=goal,
+            key=f"{widget}.goal",
+            placeholder="acc>=0.9,params<=5000",
+            help=tr("class.goal_help"),
+        )
+        if goal_text.strip():
+            try:
+                query[GOAL] = goals.parse_goal(goal_text).text
+            except ValueError as error:
+                st.warning(tr("class.bad_goal"), icon=":material/flag:")
+                st.text(str(error))
     if language() != DEFAULT_LANGUAGE:
         query["lang"] = language()
     st.code(links.page_url(app_address(), page, query), language=None)
@@ -173,3 +198,26 @@ def app_address() -> str:
     Without a browser (AppTest), the local server's."""
     here = st.context.url or "http://localhost:8501"
     return links.app_address(here, st.session_state.get(_PAGE_PATH, ""))
+
+
+GOAL_RUNS = 5  # of a student's latest runs, judged against the goal on the Train page
+
+
+def goal_section(page: str, kind: str) -> None:
+    """An exercise link's goal in words, and whether each of this student's finished runs
+    of the task's `kind` meets it (newest first)."""
+    text = st.session_state.get(f"{page}._goal")
+    if not text:
+        return
+    goal = goals.parse_goal(text)
+    parts = [tr(key, **values) for key, values in (c.said(kind) for c in goal.conditions)]
+    st.info(tr("goals.title", goal=tr("goals.and").join(parts)), icon=":material/flag:")
+    records, _ = store().listing(owner=student_id())
+    ended = [r for r in records if r.status != "running" and r.kind == kind][:GOAL_RUNS]
+    if ended:
+        lines = [
+            tr("goals.met" if goal.check(record).met else "goals.missed", run=record.id)
+            + f" · {record.name}"
+            for record in ended
+        ]
+        st.text("\n".join(lines))

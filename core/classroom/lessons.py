@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.classroom import links
+from core.classroom.goals import GOAL
 from core.common.config import MODEL_DEFAULTS
 
 
@@ -20,6 +21,13 @@ class Lesson:
     page: str  # "train" or "compare"
     # the page's settings that differ from its defaults
     settings: dict[str, Any] = field(default_factory=dict)
+    # an exercise's goal (core.classroom.goals: "acc>=0.9"), shown on the page it opens and
+    # ranked on the teacher's Class page; reachable at the lesson's preset (tests/test_claims.py)
+    exercise: str = ""
+
+    def query(self) -> dict[str, str]:
+        """The query of the lesson's link: its settings, and its exercise's goal."""
+        return links.encode(self.settings) | ({GOAL: self.exercise} if self.exercise else {})
 
     def text_keys(self) -> dict[str, str]:
         """Catalog keys of the lesson's words."""
@@ -54,10 +62,13 @@ LESSONS: tuple[Lesson, ...] = (
     # A secret update of rank r* = 4 in fc1, and an adapter on fc1 only (on every layer, fc2's
     # adapter would absorb part of it): rank 2 cannot reproduce the planted model, rank 4 can,
     # and its update lines up with ΔW* (Spectra page).
+    # Its exercise: a target accuracy of 90 %, which rank 2 misses (75-83 %) and rank r* = 4
+    # reaches (97 %).
     Lesson(
         "planted",
         page="train",
         settings={"shift": "planted-rank", "targets": "fc1", "rank": 2, "steps": 600},
+        exercise="acc>=0.9",
     ),
     # The language model's own first run: LoRA on W_q and W_v of the GPT pretrained on prose,
     # trained on Python code. The sample it writes turns from prose to code while the bits per

@@ -163,11 +163,22 @@ def train_defaults(model: str = config.DEFAULT_MODEL) -> dict[str, Any]:
     ``targets`` stays a string ("all-linear" or comma-separated names/globs), as
     RunConfig.from_dict reads it.
     """
-    defaults = config.for_model(model).to_dict()
-    defaults["steps"] = defaults["steps"] or TRAIN_STEPS
-    if isinstance(defaults["targets"], list):  # as the page keeps them: one string
-        defaults["targets"] = ",".join(defaults["targets"])
-    return {key: defaults[key] for key in TRAIN_KEYS}
+    return train_settings(config.for_model(model))
+
+
+def train_settings(run: RunConfig) -> dict[str, Any]:
+    """The Train page's settings of a run's config (TRAIN_STEPS where it plans by epochs)."""
+    values = run.to_dict()
+    values["steps"] = values["steps"] or TRAIN_STEPS
+    if isinstance(values["targets"], list):  # as the page keeps them: one string
+        values["targets"] = ",".join(values["targets"])
+    return {key: values[key] for key in TRAIN_KEYS}
+
+
+def settings_query(run: RunConfig) -> dict[str, str]:
+    """The query of a link to the Train page with a run's settings: what a link to another
+    student's run opens (its settings, never the run itself)."""
+    return to_query(train_settings(run), train_link_defaults(run.model))
 
 
 def train_link_defaults(model: str) -> dict[str, Any]:

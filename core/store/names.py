@@ -7,6 +7,7 @@ from core.common import text
 from core.common.config import RunConfig, SettingError
 
 STUDENT_NAME_CHARS = 40  # a name as a teacher reads it in a list of runs
+CLASS_NAME_CHARS = 60  # a class archived under a name ("Monday 8 Dec, group B")
 # A run's name: room for the longest name default_name gives, so that any run can be renamed to
 # the name it has (a page's name box holds at most this many characters).
 RUN_NAME_CHARS = 100

@@ -184,9 +184,15 @@ jobs = sa.Table(  # every job a queue that keeps a record was given, and where i
     sa.Column("pid_started", sa.Float),  # and when it started (a reused id is another process)
 )
 sa.Index("jobs_by_queue", jobs.c.queue, jobs.c.status)  # a queue's open jobs, read on restart
+archived = sa.Table(  # a class's runs put away under the class's name (the Class page)
+    "archived",
+    metadata,
+    sa.Column("run_id", RUN_ID, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("class_name", sa.Text, nullable=False),
+)
 TABLES = {
-    "sqlite": [meta, runs, metrics, snapshots, students, jobs],
-    "postgresql": [meta, runs, metrics, snapshots, students, weights, jobs],
+    "sqlite": [meta, runs, metrics, snapshots, students, jobs, archived],
+    "postgresql": [meta, runs, metrics, snapshots, students, weights, jobs, archived],
 }
 METRIC_COLUMNS = tuple(column.name for column in metrics.columns if column.name != "run_id")
 

@@ -46,6 +46,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,25 @@ from safetensors.torch import load, save, save_file
 from core.common import paths
 from core.common.config import RunConfig, SettingError, short_repr
 from core.store import rundb
-from core.store.names import RUN_NAME_CHARS, STUDENT_NAME_CHARS, checked_name, default_name
+from core.store.names import (
+    CLASS_NAME_CHARS,
+    RUN_NAME_CHARS,
+    STUDENT_NAME_CHARS,
+    checked_name,
+    default_name,
+)
 from core.store.outcome import FIELDS, RunOutcome
 from core.store.records import RunProgress, RunRecord
-from core.store.rundb import METRIC_COLUMNS, StoreError, metrics, runs, snapshots, students, weights
+from core.store.rundb import (
+    METRIC_COLUMNS,
+    StoreError,
+    archived,
+    metrics,
+    runs,
+    snapshots,
+    students,
+    weights,
+)
 
 __all__ = ["NoSuchRun", "RunStore", "SavedWeights", "StoreError"]
 
@@ -375,6 +391,31 @@ class RunStore:
     def student_names(self) -> dict[str, str]:
         """{owner: name} of the students who gave one."""
         query = sa.select(students.c.owner, students.c.name)
+        return dict(self._db.run(lambda conn: conn.execute(query).all()))
+
+    # -- archived classes ------------------------------------------------------------------------
+    def archive(self, run_ids: Iterable[int], class_name: str) -> str:
+        """Put runs away under a class's name (checked_name, 1 to CLASS_NAME_CHARS characters):
+        the Class page's next class starts without them, and the teacher can still open them
+        by that name. A run archived before moves to the new name. Gives the name as kept."""
+        kept = checked_name(class_name, CLASS_NAME_CHARS)
+        if not kept:
+            raise SettingError("a class's name cannot be empty", "errors.name_empty")
+        ids = sorted(set(run_ids))
+
+        def write(conn: sa.Connection) -> None:
+            conn.execute(sa.delete(archived).where(archived.c.run_id.in_(ids)))
+            there = conn.execute(sa.select(runs.c.id).where(runs.c.id.in_(ids))).scalars()
+            rows = [{"run_id": run_id, "class_name": kept} for run_id in there]
+            if rows:
+                conn.execute(sa.insert(archived), rows)
+
+        self._db.run(write, f"archive runs as the class {kept!r}")
+        return kept
+
+    def archived(self) -> dict[int, str]:
+        """{run id: the name of the class it was archived under}."""
+        query = sa.select(archived.c.run_id, archived.c.class_name)
         return dict(self._db.run(lambda conn: conn.execute(query).all()))
 
     def delete(self, run_id: int) -> None:

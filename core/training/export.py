@@ -13,6 +13,7 @@ import io
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from core.common import paths
@@ -44,6 +45,19 @@ def adapter_zip(store: RunStore, run_id: int) -> bytes:
             f"cannot write the adapter of run {run_id} into the temporary folder {where} "
             f"({paths.why(error, where)}): make room there, or set TMPDIR to another folder"
         ) from None
+    return buffer.getvalue()
+
+
+def adapters_zip(store: RunStore, run_ids: Iterable[int]) -> bytes:
+    """The finished LoRA runs among `run_ids` as one zip of their PEFT zips (adapter_zip),
+    each named run-<id>-peft.zip: a class's adapters, each to import elsewhere (the Compare
+    page's upload, `runs import`). Runs of other methods have no adapter and are left out."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # zips inside: stored
+        for run_id in sorted(run_ids):
+            record = store.get_summary(run_id)
+            if record.config.method == "lora" and record.status == "finished":
+                archive.writestr(f"run-{run_id}-peft.zip", adapter_zip(store, run_id))
     return buffer.getvalue()
 
 

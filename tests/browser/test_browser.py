@@ -15,12 +15,14 @@ from core.common.config import RunConfig
 from tests.support.browser import (
     CHART,
     VIEWPORT,
+    become_teacher,
     new_page,
     newest_step,
     scroll_to_bottom,
     shoot,
     wait_for_app,
 )
+from tests.support.servers import TEACHER_KEY
 
 pytestmark = pytest.mark.browser
 
@@ -97,6 +99,7 @@ def test_a_student_session(app_url, browser, screenshot_dir):
 
     page.goto(f"{app_url}/compare")
     wait_for_app(page)
+    become_teacher(page, TEACHER_KEY)  # every run on the server is the teacher's to see
     page.get_by_text("Show every run on this server").click()
     wait_for_app(page)
     shoot(page, screenshot_dir, "compare-light", screens=4)
@@ -112,10 +115,11 @@ def test_a_student_session(app_url, browser, screenshot_dir):
     shoot(page, screenshot_dir, "spectra-zh", screens=2)
     shared = page.url
 
-    # A copied link, opened in a new session (another student), shows the same thing.
+    # A copied link, opened in a new session (the teacher's), shows the same thing.
     other = new_page(browser, color_scheme="dark")
     other.goto(shared)
     wait_for_app(other)
+    become_teacher(other, TEACHER_KEY)
     other.get_by_role("heading", name="看看更新的内部").wait_for()
     other.locator(CHART).first.wait_for()
     other.goto(f"{app_url}/train?shift=rotate&rank=8&scaling=rslora")

@@ -9,7 +9,8 @@ import pytest
 from core.common.config import RunConfig
 from core.store.runs import RunStore
 from core.training.record import train_and_save
-from tests.support.browser import CHART, new_page, shoot, wait_for_app
+from tests.support.browser import CHART, become_teacher, new_page, shoot, wait_for_app
+from tests.support.servers import TEACHER_KEY
 
 pytestmark = pytest.mark.browser
 
@@ -64,6 +65,7 @@ def test_names_with_html_are_shown_as_their_characters(
         runs = ",".join(str(i) for i in ids)
         page.goto(f"{url}/compare?everyone=true&runs={runs}&lang={lang}")
         wait_for_app(page)
+        become_teacher(page, TEACHER_KEY)  # every student's runs: the teacher's view
         page.locator(CHART).nth(2).scroll_into_view_if_needed()
         wait_for_app(page)
         charts = page.locator(f"{CHART} svg.main-svg")

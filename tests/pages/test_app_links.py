@@ -375,11 +375,11 @@ def paused_run(lab_home) -> Iterator[int]:
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize("page", ["compare", "spectra"])
-def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, page, lang):
+def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, teacher_key, page, lang):
     query = {"everyone": "true", "lang": lang} | (
         {"run": str(paused_run)} if page == "spectra" else {}
     )
-    at = open_page(page, query, first={"lang": lang})
+    at = open_page(page, query, first={"lang": lang}, teacher=True)  # another's run
     assert not at.exception
     labels = [option for box in [*at.selectbox, *at.multiselect] for option in box.options]
     assert f"#{paused_run} · {default_name(RunConfig(steps=5))} · paused" in labels
@@ -401,10 +401,11 @@ def test_a_status_the_app_has_no_word_for_is_listed_as_stored(paused_run, page, 
     ],
     ids=["train", "train-targets", "train-shift", "compare", "spectra"],
 )
-def test_a_bad_links_warning_comes_before_the_settings(lab_home, page, query, unread):
+def test_a_bad_links_warning_comes_before_the_settings(lab_home, teacher_key, page, query, unread):
     """On a 1280×720 projector only the top of the page is seen: a warning drawn below the
-    settings (or below the Train page's curves) would go unread."""
-    at = open_page(page, query)
+    settings (or below the Train page's curves) would go unread. (The teacher's page: a Spectra
+    page without runs draws only the teacher's every-run switch.)"""
+    at = open_page(page, query, teacher=True)
     order = list(drawn(at.main))
     assert catalog().t("common.bad_link", keys=unread) in [
         node.value for node in order if node.type == "warning"

@@ -32,6 +32,7 @@ from tests.support.app_session import APP, TIMEOUT, open_page, shown
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_STEPS = 20  # two snapshots (every 10 steps): the evolution plot needs them
+TRAINER = "3" * 32  # the student whose run `trained` is: a new session of theirs opens it
 
 
 def charts(at: AppTest) -> list:
@@ -55,8 +56,8 @@ def points(at: AppTest) -> int:
 
 @pytest.fixture(scope="module")
 def trained(lab_home) -> tuple[AppTest, int]:
-    """The Train page after a short run: (the page, the saved run's id)."""
-    at = open_page("train")
+    """The Train page after a short run of TRAINER's: (the page, the saved run's id)."""
+    at = open_page("train", student=TRAINER)
     at.number_input(key="train.steps").set_value(TRAIN_STEPS)
     at.number_input(key="train.rank").set_value(2)
     at.button(key="train.start").click().run()
@@ -150,7 +151,7 @@ def test_train_settings_round_trip_through_the_url(lab_home):
 
 def test_spectra_page_opens_a_shared_run(trained, lab_home):
     _, run_id = trained
-    at = open_page("spectra", {"run": str(run_id)})  # another session: the link is the way in
+    at = open_page("spectra", {"run": str(run_id)}, student=TRAINER)  # a new session: the link
     assert at.selectbox(key="spectra.run").value == run_id
     assert at.selectbox(key="spectra.layer").value == "fc1"
     assert len(charts(at)) == 5  # spectrum, the curves, σ at the step, ΔM and ΔD, ΔW
@@ -193,7 +194,7 @@ def test_spectra_pick_a_moment_a_click_moves_the_slider_and_the_slider_the_mark(
     with runs.RunStore() as store:
         record = store.get(run_id)
     assert [snapshot["step"] for snapshot in record.snapshots] == [10, 20]
-    at = open_page("spectra", {"run": str(run_id)})
+    at = open_page("spectra", {"run": str(run_id)}, student=TRAINER)
     slider = at.select_slider(key="spectra.step")
     assert slider.value == 20 and marked_step(at) == 20  # the last moment to begin with
     click_point(at, "spectra.curves", 8)  # between steps 0 and 10: the snapshot at 10
@@ -227,7 +228,7 @@ def test_spectra_play_moves_the_slider_the_mark_and_the_numbers_with_the_bars(tr
     _, run_id = trained
     with runs.RunStore() as store:
         record = store.get(run_id)
-    at = open_page("spectra", {"run": str(run_id)})
+    at = open_page("spectra", {"run": str(run_id)}, student=TRAINER)
     at.button(key="spectra.play").click().run()
     assert not at.exception and at.select_slider[0].disabled  # the student's slider is shown
     for step in (10, 20):  # the frames, from the first snapshot on (the last one: stopped)
@@ -267,7 +268,7 @@ def chart_spec(at: AppTest, title_part: str) -> dict:
 
 def test_spectra_what_ifs_are_computed_only_when_opened_and_show_cores_numbers(trained, lab_home):
     _, run_id = trained
-    at = open_page("spectra", {"run": str(run_id)})
+    at = open_page("spectra", {"run": str(run_id)}, student=TRAINER)
     assert len(at.expander) == 3 and len(charts(at)) == 5  # closed: nothing computed
     open_what_ifs(at)
     assert not at.exception and not at.error
@@ -330,13 +331,15 @@ def open_spectra_what_ifs(run_id: int, lang: str) -> AppTest:
     at.session_state["lang"] = lang
     at.run()
     at.switch_page("app_pages/spectra.py")
-    at.session_state["spectra.everyone"] = True
+    at.session_state["teacher"] = True  # the runs are not this session's
     at.session_state["spectra.run"] = run_id
     return open_what_ifs(at)
 
 
 @pytest.mark.parametrize("name", WHAT_IF_RUNS)
-def test_spectra_what_ifs_work_for_every_model_and_full_fine_tuning(what_if_runs, lab_home, name):
+def test_spectra_what_ifs_work_for_every_model_and_full_fine_tuning(
+    what_if_runs, lab_home, teacher_key, name
+):
     config, lang = WHAT_IF_RUNS[name]
     run_id = what_if_runs[name]
     at = open_spectra_what_ifs(run_id, lang)
@@ -379,7 +382,7 @@ def test_spectra_page_while_ones_only_run_trains_says_so(lab_home):
     assert [info.value for info in at.info] == [catalog("en").t("spectra.no_runs")]
 
 
-def test_a_students_name_is_shown_to_the_teacher_beside_their_runs(lab_home):
+def test_a_students_name_is_shown_to_the_teacher_beside_their_runs(lab_home, teacher_key):
     """Typed once in the sidebar, kept under the student's id (back after a reload, never in a
     link), shown in the table of every run and in the run pickers, not in one's own table."""
     ann = uuid.uuid4().hex
@@ -390,7 +393,7 @@ def test_a_students_name_is_shown_to_the_teacher_beside_their_runs(lab_home):
     with runs.RunStore() as store:
         run_id, _ = train_and_save(RunConfig(steps=2), store, owner=ann)
     assert open_page("learn", student=ann).text_input(key="student.name").value == "Ann L."
-    teacher = open_page("compare", {"everyone": "1"})
+    teacher = open_page("compare", {"everyone": "1"}, teacher=True)
     table = teacher.dataframe[-1].value
     assert list(table.loc[table["id"] == run_id, "Student"]) == ["Ann L."]
     pick = teacher.multiselect(key="compare.runs")
@@ -399,9 +402,10 @@ def test_a_students_name_is_shown_to_the_teacher_beside_their_runs(lab_home):
     assert "Student" not in own.dataframe[-1].value.columns
 
 
-def test_compare_page_sweep_table_and_rename(trained, lab_home):
+def test_compare_page_sweep_table_and_rename(trained, lab_home, teacher_key):
     _, run_id = trained
-    at = open_page("compare", {"ranks": "1", "baselines": "0", "steps": "5", "everyone": "1"})
+    query = {"ranks": "1", "baselines": "0", "steps": "5", "everyone": "1"}
+    at = open_page("compare", query, teacher=True)
     assert at.multiselect(key="compare.ranks").value == [1]
     at.button(key="compare.launch").click().run()
     sweep = at.session_state["compare.jobs"]
@@ -433,7 +437,9 @@ def test_compare_page_sweep_table_and_rename(trained, lab_home):
     with runs.RunStore() as store:
         assert store.get_summary(mine).name == "my first run"
     # Two runs of the same layers: the Spectra page compares their directions (φ heatmap).
-    spectra = open_page("spectra", {"run": str(run_id), "other": str(sweep[0].run_id)})
+    spectra = open_page(
+        "spectra", {"run": str(run_id), "other": str(sweep[0].run_id)}, teacher=True
+    )
     assert len(charts(spectra)) == 6
     assert any("φ(1, 1)" in caption.value for caption in spectra.main.caption)
 
@@ -523,9 +529,10 @@ def test_a_queued_run_shows_its_position_and_then_its_wait(lab_home):
 
 
 def test_planted_rank_run_shows_the_planted_update(lab_home):
-    _, job = run_from_link({"shift": "planted-rank", "steps": "20"})
+    trainer, job = run_from_link({"shift": "planted-rank", "steps": "20"})
     assert job.status == "finished", job.reason
-    at = open_page("spectra", {"run": str(job.run_id), "layer": "fc1"})  # where ΔW* is
+    query = {"run": str(job.run_id), "layer": "fc1"}  # where ΔW* is
+    at = open_page("spectra", query, student=trainer.session_state["student"])
     assert any("ΔW*" in header.value for header in at.subheader)
     assert len(charts(at)) == 7  # spectrum, curves, σ, ΔM/ΔD, ΔW, learned ΔW beside ΔW*
 
@@ -561,7 +568,7 @@ def test_compare_page_imports_an_uploaded_adapter(trained, lab_home):
     links = [(link.proto.page, link.proto.query_string) for link in at.get("page_link")]
     assert ("spectra", f"run={imported.id}") in links
     assert str(imported.id) in at.dataframe[-1].value["id"].astype(str).tolist()
-    spectra = open_page("spectra", {"run": str(imported.id)})
+    spectra = open_page("spectra", {"run": str(imported.id)}, student=imported.owner)
     assert spectra.selectbox(key="spectra.run").value == imported.id
     assert len(charts(spectra)) == 2  # its spectrum and its ΔW (it recorded no training)
     assert any("no training curves" in info.value for info in spectra.info)
@@ -672,11 +679,14 @@ def test_spectra_link_to_a_missing_run_says_so(lab_home):
 
 
 @pytest.mark.parametrize("page", ["spectra", "compare"])
-def test_empty_pages_point_to_the_everyone_toggle(lab_home, page):
-    """A student without runs of their own: the page says where the class's runs are."""
+def test_empty_pages_say_whose_runs_a_student_sees(lab_home, teacher_key, page):
+    """A student without runs of their own: the page says that classmates' runs are theirs,
+    and offers no switch to see them; the teacher's page has it."""
     at = open_page(page)
-    assert at.toggle(key=f"{page}.everyone")
-    assert any("shows every run on this server" in info.value for info in at.info)
+    assert f"{page}.everyone" not in [toggle.key for toggle in at.toggle]
+    assert any("only the teacher sees the whole class" in info.value for info in at.info)
+    teacher = open_page(page, teacher=True)
+    assert teacher.toggle(key=f"{page}.everyone")
 
 
 def fake_job(method: str = "lora", status: str = "failed", reason: str = "", **config) -> Job:

@@ -54,8 +54,8 @@ def texts(spec: dict) -> list[str]:
     return [text for text in shown if isinstance(text, str)]
 
 
-def test_names_that_hold_html_are_text_in_the_teachers_figures(named_runs):
-    at = open_page("compare", {"everyone": "1"}, student=TEACHER)
+def test_names_that_hold_html_are_text_in_the_teachers_figures(named_runs, teacher_key):
+    at = open_page("compare", {"everyone": "1"}, student=TEACHER, teacher=True)
     at.multiselect(key="compare.runs").set_value([str(i) for i in named_runs]).run()
     assert not at.exception
     cost, forgetting, curves = specs(at)
@@ -74,10 +74,10 @@ def hue(color: str) -> float:
     return colorsys.rgb_to_hsv(red, green, blue)[0] * 360
 
 
-def test_overlay_curves_have_colours_of_different_hues(named_runs):
+def test_overlay_curves_have_colours_of_different_hues(named_runs, teacher_key):
     """Each curve its own colour, set on the curve (Streamlit's theme would start with two
     blues): the first six differ in hue by 15° or more, so that a projector tells them apart."""
-    at = open_page("compare", {"everyone": "1"}, student=TEACHER)
+    at = open_page("compare", {"everyone": "1"}, student=TEACHER, teacher=True)
     with RunStore() as store:  # six curves: the three runs and three more of the class
         extra = [train_and_save(RunConfig(**QUICK, seed=s), store, TEACHER)[0] for s in (1, 2, 3)]
     at.multiselect(key="compare.runs").set_value([str(i) for i in named_runs + extra]).run()

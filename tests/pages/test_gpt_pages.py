@@ -6,10 +6,8 @@ A few tiny runs (six steps) shared by the module."""
 
 from __future__ import annotations
 
-import base64
 import json
 
-import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -21,7 +19,7 @@ from core.common.config import RunConfig
 from core.store.runs import RunStore
 from core.training import measure
 from core.training.record import train_and_save
-from tests.support.app_session import APP, TIMEOUT, open_page
+from tests.support.app_session import APP, TIMEOUT, open_page, trace_values
 
 OWNER = "6a" * 16  # this module's own student: the home is shared by the session
 TINY = {"steps": 6, "eval_interval": 3, "snapshot_interval": 3}
@@ -69,13 +67,6 @@ def spectra_page(run_id: int, lang: str, what_ifs: bool) -> AppTest:
 
 def chart_specs(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def values(array: list | dict) -> list[float]:
-    """A trace's numbers: plotly writes a numpy array as base64 bytes and their dtype."""
-    if isinstance(array, dict):
-        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
-    return list(array)
 
 
 def y_titles(spec: dict) -> list[str]:
@@ -144,7 +135,7 @@ def test_compare_shows_gpt_runs_in_bits_and_keeps_image_runs_apart(gpt_runs):
     assert y_titles(cost) == [EN("compare.bpc_axis")]
     with RunStore() as store:
         bits = {store.get_summary(i).test_bpc_after for i in gpt_runs.values()} - {None}
-    plotted = sorted(y for trace in cost["data"] for y in values(trace["y"]))
+    plotted = sorted(y for trace in cost["data"] for y in trace_values(trace["y"]))
     assert plotted == pytest.approx(sorted(bits)) and len(bits) == 3  # the gpt runs alone
     hidden = EN("compare.other_kind_images", runs=1)
     assert hidden in [info.value for info in at.info]

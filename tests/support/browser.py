@@ -26,6 +26,17 @@ def wait_for_app(page, settle_ms: int = 500) -> None:
     page.wait_for_timeout(settle_ms)
 
 
+def become_teacher(page, key: str) -> None:
+    """Type the teacher key into the sidebar (as a teacher does once per browser session) and
+    wait until the teacher views are on. English or 中文 alike: the box is the sidebar's only
+    password field."""
+    box = page.locator("[data-testid='stSidebar'] input[type='password']")
+    box.fill(key)
+    box.press("Enter")
+    page.locator("[data-testid='stSidebar'] [data-testid='stButton']").wait_for()
+    wait_for_app(page)
+
+
 def newest_step(steps: int) -> str:
     """JS: the newest step on the training-loss trace (the first chart) of the run planned for
     `steps`; 0 before its first point. (Its points are thinned once the run is long: the newest

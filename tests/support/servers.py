@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:  # playwright is loaded only where a browser is launched (conftest, bench)
     from playwright.sync_api import Browser, Playwright
 
+TEACHER_KEY = "the teacher's test key"  # LORA_LAB_TEACHER_KEY of a test's or a bench's server
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, never a downloaded one
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -4,6 +4,7 @@ store's database from outside, and an adapter zip built by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import zipfile
@@ -11,7 +12,9 @@ import zipfile
 import sqlalchemy as sa
 import torch
 
+from core.common.config import RunConfig
 from core.store import rundb
+from core.store.records import RunRecord
 from core.store.runs import RunStore
 from core.training import text
 
@@ -31,6 +34,16 @@ def text_outputs(model: torch.nn.Module) -> torch.Tensor:
     for a model and its saved copy."""
     with torch.no_grad():
         return model.eval()(text.encode("def spectrum(self):\n    return the ").unsqueeze(0))
+
+
+def record(id: int = 1, status: str = "finished", owner: str = "ann", **fields) -> RunRecord:
+    """A stored run as the store returns it, made up without a store: `fields` its results
+    (test_acc_after=0.9, trainable_params=4000, …) or settings (config=RunConfig(rank=8))."""
+    made = {field.name: None for field in dataclasses.fields(RunRecord) if field.init}
+    made |= {"id": id, "name": f"run {id}", "owner": owner, "config": RunConfig()}
+    made |= {"created": 0.0, "torch_threads": 1, "has_weights": True, "status": status}
+    made |= {"reason": "", "folder": "", "history": [], "snapshots": []}
+    return RunRecord(**(made | fields))
 
 
 def outside(store: RunStore, statement: str, **values: object) -> list[tuple]:

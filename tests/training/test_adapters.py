@@ -2,6 +2,7 @@
 before, and a bad or unsafe file is refused with one line while the store stays as it was."""
 
 import copy
+import io
 import json
 import math
 import pickle
@@ -259,3 +260,16 @@ def test_read_zip_explains_a_missing_file_and_stops_reading_a_huge_one(tmp_path,
     monkeypatch.setattr(adapters, "MAX_ZIP_BYTES", 10)
     (tmp_path / "big.zip").write_bytes(b"x" * 1000)
     assert len(adapters.read_zip(tmp_path / "big.zip")) == 11
+
+
+def test_a_class_exports_its_lora_runs_as_one_zip_of_adapters_that_import(store):
+    lora = train_and_save(RunConfig(**SMALL), store, owner="ann")[0]
+    full = train_and_save(RunConfig(method="full", **SMALL), store, owner="ben")[0]
+    failed = store.create(RunConfig(), owner="cleo")
+    store.fail(failed, "diverged")
+    with zipfile.ZipFile(io.BytesIO(export.adapters_zip(store, [full, lora, failed]))) as archive:
+        assert archive.namelist() == [f"run-{lora}-peft.zip"]  # full and failed: no adapter
+        inner = archive.read(f"run-{lora}-peft.zip")
+    assert inner == export.adapter_zip(store, lora)
+    new_id = import_adapter(inner, RunConfig(), store, "teacher", "run.zip")
+    assert store.get_summary(new_id).trainable_params == store.get_summary(lora).trainable_params
