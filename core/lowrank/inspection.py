@@ -237,15 +237,26 @@ def inspect_adapter(
 
 def resize_preview(report: AdapterInspection) -> list[ResizePoint]:
     """Kept energy against total rank for each fixed rank K = 1 … the largest layer's rank: the
-    curve a resize moves along (energy: Σ over layers of the kept σ², over all of Σσ²)."""
-    total = sum(s * s for layer in report.layers for s in layer.sigma) or 1.0
+    curve a resize moves along."""
     largest = max(layer.rank for layer in report.layers)
-    points = []
-    for K in range(1, largest + 1):
-        kept = [layer.sigma[: min(K, layer.rank)] for layer in report.layers]
-        energy = sum(s * s for sigma in kept for s in sigma) / total
-        points.append(ResizePoint(f"rank={K}", sum(map(len, kept)), energy))
-    return points
+    return [_point(report, f"rank={K}", [K] * len(report.layers)) for K in range(1, largest + 1)]
+
+
+def criterion_points(report: AdapterInspection) -> list[ResizePoint]:
+    """Where each of the report's criteria (report.criteria) lands on that curve."""
+    return [
+        _point(report, criterion, [layer.kept[criterion] for layer in report.layers])
+        for criterion in report.criteria
+    ]
+
+
+def _point(report: AdapterInspection, criterion: str, ranks: list[int]) -> ResizePoint:
+    """The whole adapter cut to `ranks` (one per layer, at most its rank): the ranks kept in
+    all, and the share of every layer's Σσ² they hold."""
+    total = sum(s * s for layer in report.layers for s in layer.sigma) or 1.0
+    kept = [layer.sigma[:K] for layer, K in zip(report.layers, ranks, strict=True)]
+    energy = sum(s * s for sigma in kept for s in sigma) / total
+    return ResizePoint(criterion, sum(map(len, kept)), energy)
 
 
 # -- resize ---------------------------------------------------------------------------------------

@@ -14,7 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 from core.lowrank.adapter_files import KOHYA, PEFT, open_adapter
-from core.lowrank.inspection import Criterion, inspect_adapter, resize_adapter, resize_preview
+from core.lowrank.inspection import (
+    Criterion,
+    criterion_points,
+    inspect_adapter,
+    resize_adapter,
+    resize_preview,
+)
 from tests.support.adapter_files import (
     LLAMA_LAYERS,
     cast_weights,
@@ -197,3 +203,10 @@ def test_the_resize_preview_is_the_kept_energy_at_each_rank(adapters):
         assert point.total_rank == sum(min(K, len(s)) for s in sigma)
         assert point.energy == pytest.approx(sum((s[:K] ** 2).sum() for s in sigma) / total)
     assert points[-1].total_rank == report.total_rank and points[-1].energy == pytest.approx(1)
+    for point in criterion_points(report):
+        ranks = [layer.kept[point.criterion] for layer in report.layers]
+        assert point.total_rank == sum(ranks)
+        kept = sum((s[:k] ** 2).sum() for s, k in zip(sigma, ranks, strict=True))
+        assert point.energy == pytest.approx(kept / total)
+        if point.criterion.startswith("energy="):
+            assert point.energy >= float(point.criterion.split("=")[1])
