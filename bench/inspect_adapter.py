@@ -9,7 +9,8 @@
    reported σ within 1e-3 relative of the known ones.
 2. On a sample of its 4096 × 4096 layers, side by side: the spectrum from the factors against
    the dense SVD of ΔW that resize_lora.py-style tools run (ΔW = B A multiplied out in float32,
-   then torch.linalg.svd, U and V included: a resize needs them). Target: ≥ 100× faster. The
+   then its singular values alone, torch.linalg.svdvals: a lower bound on their cost, since a
+   resize needs U and V too). Target: ≥ 100× faster. The
    whole file is extrapolated from it: a dense SVD of an m × n matrix (m ≥ n) costs ∝ m·n², so
    an 11008 × 4096 layer is counted as 11008 / 4096 times a 4096 × 4096 one.
 
@@ -27,6 +28,7 @@ import functools
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import statistics
 import sys
@@ -54,7 +56,7 @@ SHAPES = {  # (d, k) = (out, in) of each adapted layer of a block
     "mlp.up_proj": (MLP, HIDDEN),
     "mlp.down_proj": (HIDDEN, MLP),
 }
-DENSE_SAMPLE = 2  # 4096 × 4096 layers given a dense SVD (about half a minute each on 2 cores)
+DENSE_SAMPLE = 2  # 4096 × 4096 layers given a dense SVD (a minute or more each on 1 core)
 SAMPLE_SECONDS = 0.005
 print = functools.partial(print, flush=True)  # each figure as soon as it is measured
 
@@ -161,16 +163,20 @@ def dense_against_factors() -> None:
     extrapolated."""
     generator = torch.Generator().manual_seed(1)
     factors, dense = [], []
-    for layer in range(DENSE_SAMPLE):
-        A, B, _ = known_layer(HIDDEN, HIDDEN, layer, generator)
-        scaling = ALPHA / RANK
+    scaling = ALPHA / RANK
+    for _ in range(DENSE_SAMPLE):
+        # Trained-like factors (Gaussian, in bfloat16): the known layers' exact zeros would
+        # send a dense SVD through denormal numbers, many times slower than a real layer's.
+        A = (0.01 * torch.randn(RANK, HIDDEN, generator=generator)).to(torch.bfloat16)
+        B = (0.01 * torch.randn(HIDDEN, RANK, generator=generator)).to(torch.bfloat16)
         factors.append(seconds_of(lambda: lowrank_svd(as_matrix(B), as_matrix(A), scaling), 20))  # noqa: B023
         delta_W = scaling * (B.float() @ A.float())  # resize_lora.py's float32 product
-        dense.append(seconds_of(lambda: torch.linalg.svd(delta_W, full_matrices=False), 1))  # noqa: B023
+        dense.append(seconds_of(lambda: torch.linalg.svdvals(delta_W), 1))  # noqa: B023
     ours, theirs = statistics.median(factors), statistics.median(dense)
     print(
         f"one 4096×4096 layer (median of {DENSE_SAMPLE}): from the factors {ours * 1e3:.1f} ms, "
-        f"dense SVD of ΔW {theirs:.1f} s: {theirs / ours:.0f}× faster (≥ 100×)"
+        f"dense σ of ΔW {theirs:.1f} s: {theirs / ours:.0f}× faster (≥ 100×); "
+        f"load average now {os.getloadavg()[0]:.1f}"
     )
     units = sum((d / k if d >= k else k / d) for d, k in SHAPES.values()) * BLOCKS
     print(
@@ -182,7 +188,8 @@ def dense_against_factors() -> None:
 if __name__ == "__main__":
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {psutil.cpu_count()} CPUs"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {psutil.cpu_count()} CPUs,"
+        f" load average {os.getloadavg()[0]:.1f}"
     )
     folder = Path(tempfile.mkdtemp(prefix="lora-lab-bench-inspect-"))
     try:

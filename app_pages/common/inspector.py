@@ -66,7 +66,7 @@ def inspect_view(report: inspection.AdapterInspection) -> None:
     columns = st.columns(4)
     columns[0].metric(tr("inspect.layers"), len(report.layers))
     columns[1].metric(tr("inspect.total_rank"), report.total_rank)
-    columns[2].metric(tr("inspect.effective_rank"), f"{effective:.0f}")
+    columns[2].metric(tr("inspect.effective_total"), f"{effective:.0f}")
     columns[3].metric(tr("inspect.size"), f"{report.bytes / 2**20:.1f} MiB")
     if report.dora:
         st.caption(tr("inspect.dora"))
