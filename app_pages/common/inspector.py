@@ -73,8 +73,8 @@ def inspect_view(report: inspection.AdapterInspection) -> None:
     st.caption(tr("inspect.own_models"))
 
     st.subheader(tr("inspect.depth_title"))
-    for field, column in zip(HEATMAPS, st.columns(2), strict=True):
-        column.plotly_chart(depth_heatmap(report, field), width="stretch", key=f"{KEY}.{field}")
+    for field in HEATMAPS:
+        st.plotly_chart(depth_heatmap(report, field), width="stretch", key=f"{KEY}.{field}")
     st.caption(tr("inspect.depth_caption"))
 
     st.subheader(tr("inspect.spectra_title"))

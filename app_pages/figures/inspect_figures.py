@@ -5,6 +5,7 @@ Layer names come from an uploaded file: every one is shown as text (for_figure).
 from __future__ import annotations
 
 import math
+import re
 
 import plotly.graph_objects as go
 
@@ -14,6 +15,7 @@ from core.lowrank import spectrum
 from core.lowrank.inspection import AdapterInspection, ResizePoint
 
 HEATMAPS = ("effective_rank", "spike")  # LayerInspection fields drawn across depth
+SYMBOLS = ("diamond", "square", "triangle-up", "cross", "star")  # the criteria's markers
 
 
 def spectra_figure(report: AdapterInspection, position: str) -> go.Figure:
@@ -63,7 +65,12 @@ def depth_heatmap(report: AdapterInspection, field: str) -> go.Figure:
             colorbar={"title": {"text": tr(f"inspect.{field}_bar")}},
         )
     )
-    fig.update_xaxes(title_text=tr("inspect.depth"))
+    numbers = [re.findall(r"\d+", position)[-1:] or [""] for position in positions]
+    fig.update_xaxes(
+        title_text=tr("inspect.depth"),
+        tickvals=list(range(len(positions))),
+        ticktext=[for_figure(number[0]) for number in numbers],
+    )
     return style(fig, height=120 + 28 * len(kinds), title_text=title)
 
 
@@ -86,15 +93,14 @@ def resize_figure(curve: list[ResizePoint], criteria: list[ResizePoint]) -> go.F
         name=tr("inspect.same_rank"),
         hovertext=[p.criterion for p in curve],
     )
-    fig.add_scatter(
-        x=[p.total_rank for p in criteria],
-        y=[p.energy for p in criteria],
-        mode="markers+text",
-        marker={"size": 11, "symbol": "diamond"},
-        text=[p.criterion for p in criteria],
-        textposition="bottom right",
-        name=tr("inspect.per_layer"),
-    )
+    for point, symbol in zip(criteria, SYMBOLS, strict=False):
+        fig.add_scatter(  # one trace each: the legend names them, no label covers another
+            x=[point.total_rank],
+            y=[point.energy],
+            mode="markers",
+            marker={"size": 13, "symbol": symbol},
+            name=point.criterion,
+        )
     fig.update_xaxes(title_text=tr("inspect.total_rank_axis"), rangemode="tozero")
-    fig.update_yaxes(title_text=tr("inspect.energy"), tickformat=".0%", range=[0, 1.05])
+    fig.update_yaxes(title_text=tr("inspect.energy"), tickformat=".1%")
     return style(fig, height=340)

@@ -23,6 +23,7 @@ more bytes than the file has, NaN or infinite weights, integer weights.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ class AdapterFile:
 
     weights: Path  # the safetensors file
     format: str  # PEFT or KOHYA
-    layers: tuple[LayerKeys, ...]
+    layers: tuple[LayerKeys, ...]  # in the model's order (depth_order)
     saved: tuple[str, ...]  # keys of whole modules saved beside the adapters (modules_to_save)
     modules_to_save: tuple[str, ...]  # the config's names of those modules (PEFT)
     rslora: bool
@@ -314,6 +315,12 @@ def _check_complete(name: str, found: dict[str, str], a_suffix: str, b_suffix: s
             )
 
 
+def depth_order(name: str) -> tuple:
+    """A sort key that puts layers in their model's order: the numbers in a name compared as
+    numbers (layers.2 before layers.10, which a file's sorted keys put first)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def _adapter(
     weights: Path,
     kind: str,
@@ -325,4 +332,5 @@ def _adapter(
 ) -> AdapterFile:
     if not layers:
         raise ValueError(f"{weights.name} holds no LoRA weights (lora_A, lora_B).")
+    layers = sorted(layers, key=lambda layer: depth_order(layer.name))
     return AdapterFile(weights, kind, tuple(layers), tuple(saved), tuple(modules), rslora, dora)
