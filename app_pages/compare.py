@@ -1,4 +1,5 @@
-"""Compare: a rank sweep in one click, accuracy against cost, and the table of runs."""
+"""Compare: a rank sweep in one click, accuracy against cost, and the table of runs; an adapter
+imported as a run, or any model's adapter file inspected (app_pages/common/inspector.py)."""
 
 import pandas as pd
 import streamlit as st
@@ -24,6 +25,7 @@ from app_pages.common import (
     tr,
     visible_runs,
 )
+from app_pages.common.inspector import inspect_section
 from app_pages.figures.compare import (
     cost_figure,
     curves_figure,
@@ -378,4 +380,5 @@ if shown:
 else:
     st.info(tr("compare.no_runs"))
 import_section(form)
+inspect_section()  # any model's adapter file, read without its model
 save_settings(PAGE, DEFAULTS)

@@ -11,6 +11,7 @@
     python -m core spectra ID --truncate                    accuracy with ΔW cut to rank k
     python -m core runs export ID --tensorboard DIR         curves and σ for TensorBoard
     python -m core experiment amplification                 re-measure a LoRA paper finding
+    python -m core inspect adapter/ --resize energy=0.9 --out small/   any model's adapter file
 
 Every `train` flag is a RunConfig field, with the app's defaults; a model may have its own
 (core.common.config.MODEL_DEFAULTS: `--model gpt` reads prose, learns the shift code, adapts
@@ -180,6 +181,30 @@ def parser() -> argparse.ArgumentParser:
         '"rank_used", "max_rank", "layers", "dora"}',
     )
     spectra.add_argument("--json", action="store_true", help="the full report as JSON")
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="any LoRA adapter file, without its model: each layer's ΔW spectrum; a resize",
+        description="Read an adapter one layer at a time and print, per layer, ΔW's shape, "
+        "rank, scaling, Frobenius norm, singular values (exact, from the factors), effective and "
+        "stable rank, the energy of the top k, σ1/σ2, and the rank each resize criterion keeps.",
+    )
+    inspect.add_argument(
+        "path",
+        help="a PEFT adapter folder or zip (adapter_config.json + adapter_model.safetensors), "
+        "or a kohya / diffusers LoRA .safetensors file",
+    )
+    inspect.add_argument(
+        "--top", type=int, metavar="K", help="energy in the top K directions (default: 4)"
+    )
+    inspect.add_argument(
+        "--resize",
+        metavar="CRITERION",
+        help="rank=K (the top K), energy=F (the fewest holding the share F of Σσ²), ratio=R "
+        "(σ ≥ σ1/R), fro=F (the fewest keeping the share F of ‖ΔW‖_F); needs --out",
+    )
+    inspect.add_argument("--out", metavar="DIR", help="the new PEFT adapter folder a resize writes")
+    inspect.add_argument("--json", action="store_true", help="the report (and resize) as JSON")
 
     experiment = commands.add_parser("experiment", help="re-measure a published LoRA finding")
     experiment.add_argument("name", help=", ".join(EXPERIMENTS))

@@ -7,6 +7,7 @@
     strips      a task's example images and a trained run's predictions
     live_run    the Train page's view of a run while it trains and once it ended
     what_if     the Spectra page's what-ifs: a saved run's rank cut, intruders scaled, a layer off
+    inspector   the Compare page's adapter inspector: any model's LoRA file, uploaded and read
 
 Not a page itself (app.py lists the pages); everything worth testing that does not need
 Streamlit lives in `core`. The names pages use are imported here, so a page imports them from

@@ -34,9 +34,10 @@ from core.common.text import for_terminal
 from core.jobs import executors
 from core.jobs.pool import default_executor
 from core.jobs.scheduler import Pool
+from core.lowrank import inspection
 from core.store.runs import RunStore, StoreError
 from core.training import export, train, zoo
-from core.training.adapters import import_adapter, read_zip
+from core.training.adapters import import_adapter, opened_adapter, read_zip
 from core.training.data import kind_of
 from core.training.kinds import DataKind, Metric
 from core.training.measure import open_run
@@ -465,6 +466,83 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- inspect --------------------------------------------------------------------------------------
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Report an adapter file's layers; with --resize, write the cut adapter to --out. Every
+    check (the criterion, --out, each layer's tensors) is done before anything is written."""
+    if (args.resize is None) != (args.out is None):
+        raise ValueError("--resize and --out go together: a resize writes the folder --out names")
+    criterion = None if args.resize is None else inspection.Criterion.parse(args.resize)
+    out = None if args.out is None else _path_named("--out", args.out)
+    if out is not None:
+        inspection.check_new_folder(out)
+    top_k = inspection.TOP_K if args.top is None else args.top
+    limits = Limits.from_env(COMMAND_LINE, known_models=zoo.names())
+    with opened_adapter(_path_named("PATH", args.path), limits.max_upload_mb * 2**20) as adapter:
+        report = inspection.inspect_adapter(adapter, args.path, top_k, criterion)
+        resized = None if criterion is None else inspection.resize_adapter(adapter, criterion, out)
+    if args.json:
+        resize = None if resized is None else resized.to_dict()
+        print(to_json({**report.to_dict(), "resize": resize}))
+        return 0
+    print(_inspection_text(report))
+    if resized is not None:
+        print(_resize_text(resized))
+    return 0
+
+
+def _inspection_text(report: inspection.AdapterInspection) -> str:
+    """The report: what the file is, a table of layers, then each layer's σ."""
+    extras = [("rsLoRA", report.rslora), ("DoRA (magnitudes not in ΔW's σ)", report.dora)]
+    head = f"{report.format} adapter, {len(report.layers)} layers, {_bytes(report.bytes)}"
+    head += "".join(f", {name}" for name, on in extras if on)
+    if report.saved:
+        head += f"; saved in full: {', '.join(report.saved)}"
+    energy = f"top-{report.top_k} energy"
+    rows = [
+        {
+            "layer": layer.name,
+            "shape": "×".join(map(str, layer.shape)),
+            "dtype": layer.dtype,
+            "r": layer.rank,
+            "scaling": layer.scaling,
+            "‖ΔW‖_F": layer.frobenius,
+            "σ1": layer.sigma[0],
+            "σ1/σ2": layer.spike,
+            "eff. rank": layer.effective_rank,
+            "stable rank": layer.stable_rank,
+            energy: layer.energy_top_k,
+            **layer.kept,
+        }
+        for layer in report.layers
+    ]
+    table = reports.format_table(rows, {energy: ".1%"})
+    sigma = "\n".join(
+        f"{for_terminal(layer.name)}: " + " ".join(f"{s:.4g}" for s in layer.sigma)
+        for layer in report.layers
+    )
+    return f"{for_terminal(head)}\n{table}\n\nσ of each ΔW (exact, from its factors):\n{sigma}"
+
+
+def _resize_text(resized: inspection.ResizeResult) -> str:
+    rows = [
+        {"layer": x.name, "rank": x.rank_before, "kept": x.rank_after, "energy kept": x.energy}
+        for x in resized.layers
+    ]
+    before = sum(x.rank_before for x in resized.layers)
+    after = sum(x.rank_after for x in resized.layers)
+    return (
+        f"\nresized by {resized.criterion}:\n"
+        + reports.format_table(rows, {"energy kept": ".1%"})
+        + f"\nwrote {for_terminal(str(resized.out))}: ranks {before} → {after} in all, "
+        f"{_bytes(resized.bytes_before)} → {_bytes(resized.bytes_after)}"
+    )
+
+
+def _bytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "sweep": cmd_sweep,
@@ -472,4 +550,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "pretrain": cmd_pretrain,
     "spectra": cmd_spectra,
     "experiment": cmd_experiment,
+    "inspect": cmd_inspect,
 }

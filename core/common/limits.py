@@ -7,6 +7,8 @@ bounds, never none. Both start from a default here and read the same environment
     LORA_LAB_MAX_BATCH_SIZE        images per step
     LORA_LAB_MODELS                the models runs may use: names separated by commas, or "all"
     LORA_LAB_MAX_JOBS_PER_STUDENT  one owner's runs queued or running at once
+    LORA_LAB_MAX_UPLOAD_MB         the size of an adapter file to inspect (MiB): the Compare page's
+                                   upload, a zip on the command line (a laptop's user raises it)
 
     limits = Limits.from_env(SERVER, known_models=zoo.names())   # ValueError naming a variable
     limits.check(config)           # before queueing: LimitError naming the limit and its variable
@@ -32,6 +34,7 @@ VARIABLES = {  # field → the environment variable that sets it
     "max_batch_size": "LORA_LAB_MAX_BATCH_SIZE",
     "models": "LORA_LAB_MODELS",
     "max_jobs_per_student": "LORA_LAB_MAX_JOBS_PER_STUDENT",
+    "max_upload_mb": "LORA_LAB_MAX_UPLOAD_MB",
 }
 EVERY_MODEL = "all"  # LORA_LAB_MODELS=all: no limit on the model
 
@@ -58,6 +61,7 @@ class Limits:
     max_batch_size: int
     models: tuple[str, ...] | None  # None: every model in the zoo
     max_jobs_per_student: int
+    max_upload_mb: int  # an adapter to inspect: the page's upload, a zip on the command line
 
     @classmethod
     def from_env(
@@ -140,6 +144,7 @@ SERVER = Limits(
     max_batch_size=256,
     models=("mlp", "cnn", "vit", "gpt"),
     max_jobs_per_student=10,
+    max_upload_mb=64,  # a LLaMA-7B adapter at r = 16 in bf16 (76 MiB) needs it raised
 )
 COMMAND_LINE = Limits(
     scope="the command line",
@@ -147,6 +152,7 @@ COMMAND_LINE = Limits(
     max_batch_size=4096,
     models=None,
     max_jobs_per_student=100,
+    max_upload_mb=4096,
 )
 
 

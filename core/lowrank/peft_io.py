@@ -188,10 +188,7 @@ def adapter_settings(config: dict) -> AdapterSettings:
     if isinstance(rank, float) and rank.is_integer():  # JSON's 4.0 is the rank 4
         rank = int(rank)
     check_rank(rank, setting=f"{CONFIG_FILE}: r")  # no layer's min(d, k) yet: A's rows say r
-    if not (_finite(alpha) and alpha > 0):
-        raise ValueError(
-            f"{CONFIG_FILE}: lora_alpha must be a finite number > 0 (got {short_repr(alpha)})."
-        )
+    check_alpha(alpha, f"{CONFIG_FILE}: lora_alpha")
     dropout = config.get("lora_dropout") or 0.0
     if not (_is_number(dropout) and 0 <= dropout < 1):
         raise ValueError(
@@ -211,23 +208,17 @@ def adapter_settings(config: dict) -> AdapterSettings:
     return AdapterSettings(int(rank), float(alpha), float(dropout), rslora, dora)
 
 
+def check_alpha(alpha: object, setting: str) -> None:
+    """An alpha from a file (lora_alpha, an alpha_pattern's value): a finite number > 0."""
+    if not (_is_number(alpha) and _finite(alpha) and alpha > 0):
+        raise ValueError(f"{setting} must be a finite number > 0 (got {short_repr(alpha)}).")
+
+
 def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
     """The config and tensors of a PEFT adapter folder, with a clear error for anything else."""
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise ValueError(
-                f"{path.name} is missing: a PEFT adapter needs both {CONFIG_FILE} "
-                f"and {WEIGHTS_FILE}."
-            )
-    config = _read_config(config_path)
-    if config.get("peft_type") != "LORA":
-        raise ValueError(
-            f"only LoRA adapters can be loaded (peft_type={config.get('peft_type')!r})."
-        )
-    if not all(_is_number(config.get(key)) for key in ("r", "lora_alpha")):
-        raise ValueError(f"{CONFIG_FILE} needs the numbers r and lora_alpha.")
+    config = read_config(directory)
+    weights_path = directory / WEIGHTS_FILE
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise ValueError(
             "adapters with per-layer ranks (rank_pattern/alpha_pattern) are not supported."
@@ -247,6 +238,26 @@ def read_peft(directory: str | Path) -> tuple[dict, dict[str, Tensor]]:
     if not all(torch.isfinite(value).all() for value in tensors.values()):
         raise ValueError("the adapter holds NaN or infinite weights: it cannot be used.")
     return config, tensors
+
+
+def read_config(directory: Path) -> dict:
+    """The adapter_config.json of a PEFT adapter folder that has both files: a LoRA config with
+    the numbers r and lora_alpha (each checked by adapter_settings), else a ValueError."""
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise ValueError(
+                f"{path.name} is missing: a PEFT adapter needs both {CONFIG_FILE} "
+                f"and {WEIGHTS_FILE}."
+            )
+    config = _read_config(config_path)
+    if config.get("peft_type") != "LORA":
+        raise ValueError(
+            f"only LoRA adapters can be loaded (peft_type={config.get('peft_type')!r})."
+        )
+    if not all(_is_number(config.get(key)) for key in ("r", "lora_alpha")):
+        raise ValueError(f"{CONFIG_FILE} needs the numbers r and lora_alpha.")
+    return config
 
 
 def _read_config(path: Path) -> dict:
@@ -322,6 +333,14 @@ def _adapter_layers(
     return layers
 
 
+def saved_module_names(config: dict) -> list[str]:
+    """The config's modules_to_save: a list of module names (none if it has none)."""
+    names = config.get("modules_to_save") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{CONFIG_FILE}: modules_to_save must be a list of module names.")
+    return names
+
+
 def _saved_modules(
     base_model: nn.Module, tensors: dict[str, Tensor], config: dict, adapted: set[str]
 ) -> dict[str, Tensor]:
@@ -330,9 +349,7 @@ def _saved_modules(
     Only those: a weight of an adapted layer (its frozen W0) or of a module the config does not
     list is refused, or importing an adapter could quietly replace the base model.
     """
-    names = config.get("modules_to_save") or []
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"{CONFIG_FILE}: modules_to_save must be a list of module names.")
+    names = saved_module_names(config)
     own = dict(base_model.named_parameters())
     saved = {}
     for key, value in tensors.items():

@@ -10,15 +10,21 @@ The file comes from outside, so it is read with care: the zip must be small, no 
 outside it, and only the two adapter files are read. The weights are safetensors and the config
 is JSON: nothing is ever unpickled. Anything wrong is a ValueError with a one-line message,
 raised before the store is written to, so what was saved before stays as it was.
+
+An adapter of any other model is only inspected (core.lowrank.inspection): `opened_adapter`
+and `uploaded_adapter` open a file, a folder, a zip or an upload for that, within a size the
+caller gives (core.common.limits: LORA_LAB_MAX_UPLOAD_MB).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -26,7 +32,8 @@ from torch import nn
 
 from core.common import paths, text
 from core.common.config import RunConfig
-from core.lowrank import methods, peft_io
+from core.lowrank import adapter_files, methods, peft_io
+from core.lowrank.adapter_files import AdapterFile
 from core.lowrank.lora import adapted_layers
 from core.store.names import RUN_NAME_CHARS
 from core.store.runs import RunStore
@@ -46,9 +53,13 @@ from core.training.train import (
 STATUS = "imported"
 MAX_ZIP_BYTES = 64 * 2**20  # an adapter for the zoo's models is a few MB at most
 MAX_FILE_BYTES = 256 * 2**20  # the weights once unpacked: a "zip bomb" stops here
+# A zip larger than MAX_ZIP_BYTES (one the inspector reads: its limit is a setting) may unpack
+# to this many times its own size: weights barely compress, a "zip bomb" does.
+UNPACKED_PER_ZIP = 4
 MAX_ENTRIES = 100
 ADAPTER_FILES = (peft_io.CONFIG_FILE, peft_io.WEIGHTS_FILE)
 PICKLED_WEIGHTS = "adapter_model.bin"  # PEFT's old format: a pickle, never opened here
+UPLOADED_WEIGHTS = "uploaded.safetensors"  # an uploaded kohya file's name in the scratch folder
 
 
 def import_adapter(
@@ -97,24 +108,30 @@ def import_adapter(
     return _save(store, result, owner)
 
 
-def read_zip(path: str | Path) -> bytes:
-    """The bytes of an adapter zip on disk; a file too large is not read to its end, and
-    anything but a regular file (a named pipe, a device) is refused at once."""
-    try:  # one byte more tells import_adapter it is too big
-        return paths.read_regular(paths.check_names(path), MAX_ZIP_BYTES + 1)
+def read_zip(path: str | Path, max_zip_bytes: int | None = None) -> bytes:
+    """The bytes of an adapter zip on disk; a file too large (over `max_zip_bytes`, by default
+    MAX_ZIP_BYTES) is not read to its end, and anything but a regular file (a named pipe, a
+    device) is refused at once."""
+    most = MAX_ZIP_BYTES if max_zip_bytes is None else max_zip_bytes
+    try:  # one byte more tells unpack it is too big
+        return paths.read_regular(paths.check_names(path), most + 1)
     except OSError as error:
         raise ValueError(f"cannot read {path}: {paths.why(error, path)}.") from None
 
 
-def unpack(zip_bytes: bytes, folder: Path) -> None:
+def unpack(zip_bytes: bytes, folder: Path, max_zip_bytes: int | None = None) -> None:
     """Write the zip's adapter_config.json and adapter_model.safetensors into `folder`.
 
     Only those two entries are read, and they are written under their own fixed names, so no
     entry name can reach outside `folder`. A zip with such a name is refused all the same:
-    no honest export makes one.
+    no honest export makes one. The zip may hold `max_zip_bytes` (default MAX_ZIP_BYTES), its
+    weights MAX_FILE_BYTES unpacked, or UNPACKED_PER_ZIP times a larger `max_zip_bytes`.
     """
-    if len(zip_bytes) > MAX_ZIP_BYTES:
-        raise ValueError(f"the file is over {MAX_ZIP_BYTES // 2**20} MB: too large for an adapter.")
+    most = MAX_ZIP_BYTES if max_zip_bytes is None else max_zip_bytes
+    unpacked = MAX_FILE_BYTES if max_zip_bytes is None else UNPACKED_PER_ZIP * most
+    unpacked = max(unpacked, MAX_FILE_BYTES)
+    if len(zip_bytes) > most:
+        raise ValueError(f"the file is over {most // 2**20} MB: too large for an adapter.")
     try:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
     except zipfile.BadZipFile:
@@ -124,11 +141,45 @@ def unpack(zip_bytes: bytes, folder: Path) -> None:
         ) from None
     with archive:
         for name, entry in _adapter_entries(archive.infolist()).items():
-            content = _read(archive, entry)
-            try:
-                (folder / name).write_bytes(content)
-            except OSError as error:
-                raise ValueError(_no_scratch(folder.parent, error)) from None
+            content = _read(archive, entry, unpacked)
+            _write(folder / name, content)
+
+
+@contextlib.contextmanager
+def opened_adapter(path: str | Path, max_zip_bytes: int) -> Iterator[AdapterFile]:
+    """Any adapter file of any model, opened to inspect (core.lowrank.inspection): a PEFT folder,
+    a kohya / diffusers .safetensors file, or a PEFT zip (of at most `max_zip_bytes`, unpacked
+    into a temporary folder for as long as the `with` lasts)."""
+    path = paths.check_names(path)
+    if not (path.is_file() and zipfile.is_zipfile(path)):  # (is_file: no FIFO is opened)
+        yield adapter_files.open_adapter(path)
+        return
+    with _scratch_folder() as folder:
+        unpack(read_zip(path, max_zip_bytes), Path(folder), max_zip_bytes)
+        yield adapter_files.open_adapter(folder)
+
+
+@contextlib.contextmanager
+def uploaded_adapter(data: bytes, filename: str, max_bytes: int) -> Iterator[AdapterFile]:
+    """An uploaded adapter opened to inspect: a PEFT zip, or a kohya / diffusers .safetensors
+    file (`filename` says which; the bytes are written under a fixed name of our own)."""
+    if len(data) > max_bytes:
+        raise ValueError(f"the file is over {max_bytes // 2**20} MB: too large for an adapter.")
+    with _scratch_folder() as folder:
+        if filename.lower().endswith(".safetensors"):
+            weights = Path(folder) / UPLOADED_WEIGHTS
+            _write(weights, data)
+            yield adapter_files.open_adapter(weights)
+        else:
+            unpack(data, Path(folder), max_bytes)
+            yield adapter_files.open_adapter(folder)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        raise ValueError(_no_scratch(path.parent.parent, error)) from None
 
 
 def _scratch_folder() -> tempfile.TemporaryDirectory:
@@ -186,11 +237,11 @@ def _missing(name: str, files: list[zipfile.ZipInfo]) -> str:
     return f"the zip has no {name}: an adapter needs {' and '.join(ADAPTER_FILES)}."
 
 
-def _read(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> bytes:
+def _read(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, weights_limit: int) -> bytes:
     name = PurePosixPath(entry.filename).name
     if entry.flag_bits & 0x1:
         raise ValueError(f"{name} is password-protected in the zip.")
-    limit = peft_io.MAX_CONFIG_BYTES if name == peft_io.CONFIG_FILE else MAX_FILE_BYTES
+    limit = peft_io.MAX_CONFIG_BYTES if name == peft_io.CONFIG_FILE else weights_limit
     if entry.file_size > limit:
         raise ValueError(f"{name} unpacks to more than {_size(limit)}: too large for an adapter.")
     try:

@@ -450,6 +450,10 @@ ONE_LINE_ERRORS = {
         ["runs", "import", str(REPO / "pyproject.toml"), "--model", "mlp"],
         "is not a zip",
     ),
+    "inspect a file of neither adapter format": (
+        ["inspect", str(REPO / "pyproject.toml")],
+        "is neither adapter format",
+    ),
 }
 
 
@@ -479,6 +483,7 @@ def test_the_environment_changes_the_command_lines_limits(capsys, monkeypatch, r
         "missing run",
         "import a file that is not a zip",
         "steps above the limit",
+        "inspect a file of neither adapter format",
     ],
 )
 def test_the_real_command_line_exits_2_with_one_line_and_no_traceback(case):

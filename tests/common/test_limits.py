@@ -100,9 +100,10 @@ def test_the_environment_sets_each_limit():
         "LORA_LAB_MAX_BATCH_SIZE": " 32 ",
         "LORA_LAB_MODELS": "mlp, resnet18",
         "LORA_LAB_MAX_JOBS_PER_STUDENT": "3",
+        "LORA_LAB_MAX_UPLOAD_MB": "900",
     }
     limits = Limits.from_env(SERVER, zoo.names(), environ)
-    assert limits == Limits("this server", 500, 32, ("mlp", "resnet18"), 3)
+    assert limits == Limits("this server", 500, 32, ("mlp", "resnet18"), 3, 900)
     assert Limits.from_env(SERVER, zoo.names(), {"LORA_LAB_MODELS": "all"}).models is None
     assert Limits.from_env(COMMAND_LINE, zoo.names(), {}) == COMMAND_LINE
     assert Limits.from_env(SERVER, zoo.names(), {"LORA_LAB_MAX_STEPS": ""}) == SERVER
