@@ -1,5 +1,7 @@
 """The Compare page's sweep without the page (core.classroom.sweep_view): plain pytest."""
 
+from types import SimpleNamespace
+
 from core.classroom import links, sweep_view
 from core.common import config
 from core.common.config import RunConfig
@@ -11,7 +13,8 @@ from core.training.train import Event
 def job(status: str, reason: str = "", steps: list[int] = (), **settings) -> Job:
     events = [Event("start", 0, {})] + [Event("step", s, {}) for s in steps]
     config = RunConfig(steps=200, **settings)
-    return Job(id="j", owner="o", config=config, pool=None, status=status, reason=reason,
+    unwatched = SimpleNamespace(watch=lambda: None)  # a pool that is told a page reads a job
+    return Job(id="j", owner="o", config=config, pool=unwatched, status=status, reason=reason,
                events=events)  # fmt: skip
 
 
