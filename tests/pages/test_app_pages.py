@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -694,7 +695,7 @@ def fake_job(method: str = "lora", status: str = "failed", reason: str = "", **c
         id="fake",
         owner="nobody",
         config=RunConfig(method=method, **config),
-        pool=None,
+        pool=SimpleNamespace(watch=lambda: None),  # told that a page reads the job
         status=status,
         reason=reason,
     )
